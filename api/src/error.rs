@@ -1,0 +1,136 @@
+//! Every error leaves the API as `application/problem+json` (RFC 9457), with
+//! a message a person can act on. Internal errors are logged in full and
+//! shown only as "internal error".
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use envstore_core::{InvalidName, SpecError, error_chain};
+use envstore_db::DbError;
+use envstore_store::StoreError;
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request needs an 'Authorization: Bearer <token>' header")]
+    Unauthorized,
+    #[error("the token is not allowed to do this")]
+    Forbidden,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("internal error")]
+    Database(#[from] DbError),
+    #[error("internal error")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(key) => Self::NotFound(format!("artifact '{key}' was not found")),
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => StatusCode::BAD_REQUEST,
+            Self::Spec(SpecError::TooLarge { .. }) | Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Spec(_) | Self::Name(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Database(DbError::NotFound(_)) => StatusCode::NOT_FOUND,
+            Self::Database(DbError::Conflict(_)) => StatusCode::CONFLICT,
+            Self::Database(_) | Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short machine-readable name, used in the problem `type`.
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not-found",
+            Self::Conflict(_) => "conflict",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::BadRequest(_) => "bad-request",
+            Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => "malformed-spec",
+            Self::Spec(SpecError::InvalidDependency { .. }) => "invalid-dependency",
+            Self::Spec(SpecError::Channel(_) | SpecError::DependencyChannel { .. }) => "channel-not-allowed",
+            Self::Spec(SpecError::TooLarge { .. }) | Self::TooLarge { .. } => "too-large",
+            Self::Spec(_) => "invalid-spec",
+            Self::Name(_) => "invalid-name",
+            Self::Database(DbError::NotFound(_)) => "not-found",
+            Self::Database(DbError::Conflict(_)) => "conflict",
+            Self::Database(_) | Self::Store(_) => "internal",
+        }
+    }
+
+    /// Fields beside `detail` that let a client point at the problem.
+    fn extensions(&self) -> Map<String, Value> {
+        let mut extensions = Map::new();
+        match self {
+            Self::Spec(SpecError::Syntax { line, column, .. }) => {
+                extensions.insert("line".into(), json!(line));
+                extensions.insert("column".into(), json!(column));
+            }
+            Self::Spec(
+                SpecError::InvalidDependency { dependency, .. } | SpecError::DependencyChannel { dependency, .. },
+            ) => {
+                extensions.insert("dependency".into(), json!(dependency));
+            }
+            _ => {}
+        }
+        extensions
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::Database(DbError::NotFound(what)) => format!("{what} was not found"),
+            Self::Database(DbError::Conflict(what)) => format!("{what} already exists"),
+            _ => self.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %error_chain(&self), "request failed");
+        }
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("/problems/{}", self.slug())));
+        body.insert(
+            "title".into(),
+            json!(status.canonical_reason().unwrap_or("Error")),
+        );
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("detail".into(), json!(self.detail()));
+        body.extend(self.extensions());
+        let mut response = (status, Value::Object(body).to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, Self::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

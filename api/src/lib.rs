@@ -1,0 +1,44 @@
+//! The HTTP API of envstore (v1): axum routes, the admin token check and
+//! problem+json errors. Handlers only talk to the database and the object
+//! store; builds run in workers, which this crate reaches through
+//! [`BuildEvents`].
+
+mod auth;
+mod error;
+mod routes;
+mod views;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use envstore_core::ChannelAllowlist;
+use envstore_db::Database;
+use envstore_store::ArtifactStore;
+use rattler_conda_types::Subdir;
+
+pub use auth::AdminToken;
+pub use error::ApiError;
+pub use routes::router;
+
+/// What the API tells the build side, and asks of it.
+pub trait BuildEvents: Send + Sync {
+    /// A build was queued: wake a worker.
+    fn submitted(&self);
+    /// The log so far of a build running in this process.
+    fn live_log(&self, build_id: &str) -> Option<String>;
+}
+
+/// Shared state of every handler.
+pub struct App {
+    pub db: Database,
+    pub store: ArtifactStore,
+    pub allowlist: ChannelAllowlist,
+    /// The platform a spec is locked for when it names none.
+    pub default_platform: Subdir,
+    pub admin_token: AdminToken,
+    pub events: Arc<dyn BuildEvents>,
+    /// Where this node's prefixes live, to show a build's prefix path.
+    pub prefixes_root: PathBuf,
+}
+
+pub type AppState = Arc<App>;

@@ -1,0 +1,43 @@
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use envstore_store::{StoreError, keys};
+
+use crate::routes::environments::build_view;
+use crate::views::BuildView;
+use crate::{ApiError, AppState};
+
+pub async fn get_build(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BuildView>, ApiError> {
+    let build = app
+        .db
+        .build(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("build '{}' was not found", id.escape_debug())))?;
+    Ok(Json(build_view(&app, build).await?))
+}
+
+/// The build's log: the published one once the build ended, the live one
+/// while it runs here.
+pub async fn get_build_log(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let build = app
+        .db
+        .build(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("build '{}' was not found", id.escape_debug())))?;
+    let text = match app.store.get(&keys::build_log(&build.id)).await {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound(_)) => match app.events.live_log(&build.id) {
+            Some(live) => live.into(),
+            None => format!("build {} is {}\n", build.id, build.status).into(),
+        },
+        Err(error) => return Err(error.into()),
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}

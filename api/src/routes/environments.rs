@@ -1,0 +1,221 @@
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use envstore_core::{ContentHash, EnvironmentName, EnvironmentSpec, NamespaceName, SpecFormat};
+use envstore_core::spec::MAX_SPEC_BYTES;
+use envstore_db::{BuildRecord, EnvironmentRecord};
+use envstore_store::{artifact, keys};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Admin;
+use crate::routes::namespaces::existing_namespace;
+use crate::views::{BuildSummary, BuildView};
+use crate::{ApiError, AppState};
+
+pub async fn list_environments(
+    State(app): State<AppState>,
+    Path(namespace): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let namespace = existing_namespace(&app, &namespace).await?;
+    let environments: Vec<Value> = app
+        .db
+        .list_environments(&namespace)
+        .await?
+        .into_iter()
+        .map(|environment| {
+            json!({
+                "name": environment.name,
+                "current_build_id": environment.current_build_id,
+                "url": format!("/api/v1/namespaces/{}/environments/{}", environment.namespace, environment.name),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "namespace": namespace, "environments": environments })))
+}
+
+/// Accepts an `environment.yml` (or the same as JSON) and queues a build.
+pub async fn submit_environment(
+    State(app): State<AppState>,
+    _admin: Admin,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let namespace = existing_namespace(&app, &namespace).await?;
+    let name: EnvironmentName = name.parse()?;
+    let body = axum::body::to_bytes(body, MAX_SPEC_BYTES)
+        .await
+        .map_err(|_| ApiError::TooLarge { limit: MAX_SPEC_BYTES })?;
+    let format = match headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(content_type) if content_type.contains("json") => SpecFormat::Json,
+        _ => SpecFormat::Yaml,
+    };
+    let spec = EnvironmentSpec::parse(&body, format)?;
+    let canonical = spec.canonicalize(&app.allowlist, app.default_platform)?;
+    let submitted = app.db.submit_build(&namespace, &name, &canonical).await?;
+    if !submitted.joined {
+        app.events.submitted();
+    }
+    let build = submitted.build;
+    tracing::info!(namespace = %namespace, environment = %name, build = %build.id, joined = submitted.joined, "build submitted");
+    let url = format!("/api/v1/builds/{}", build.id);
+    let body = json!({
+        "build_id": build.id,
+        "status": build.status,
+        "spec_hash": build.spec_hash,
+        "joined": submitted.joined,
+        "url": url,
+    });
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+pub async fn get_environment(
+    State(app): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (namespace, name, environment) = existing_environment(&app, &namespace, &name).await?;
+    let history = app.db.environment_builds(&namespace, &name).await?;
+    let current_id = environment.current_build_id.as_deref();
+    let current = match history.iter().find(|build| Some(build.id.as_str()) == current_id) {
+        Some(build) => Some(build_view(&app, build.clone()).await?),
+        None => None,
+    };
+    let prefix = current
+        .as_ref()
+        .and_then(|build| build.lock_hash.as_deref())
+        .and_then(|hash| hash.parse::<ContentHash>().ok())
+        .map(|hash| app.prefixes_root.join(hash.short()).display().to_string());
+    let history: Vec<BuildSummary> = history
+        .iter()
+        .map(|build| BuildSummary::new(build, current_id))
+        .collect();
+    Ok(Json(json!({
+        "namespace": namespace,
+        "name": name,
+        "created_at": environment.created_at,
+        "current_build": current,
+        "prefix": prefix,
+        "history": history,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LockfileQuery {
+    format: Option<String>,
+    platform: Option<String>,
+}
+
+/// The current lock of an environment in the asked format, tagged with the
+/// lock hash so clients can revalidate cheaply.
+pub async fn get_lockfile(
+    State(app): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<LockfileQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, _, environment) = existing_environment(&app, &namespace, &name).await?;
+    let no_lock = || ApiError::NotFound(format!("environment '{namespace}/{name}' has no successful build yet"));
+    let build_id = environment.current_build_id.ok_or_else(no_lock)?;
+    let build = app.db.build(&build_id).await?.ok_or_else(no_lock)?;
+    let lock_hash: ContentHash = build
+        .lock_hash
+        .as_deref()
+        .and_then(|hash| hash.parse().ok())
+        .ok_or_else(no_lock)?;
+    let format = query.format.as_deref().unwrap_or("conda-lock");
+    let (file, content_type) = match format {
+        "conda-lock" => (artifact::CONDA_LOCK.to_owned(), "application/yaml"),
+        "pixi" => (artifact::PIXI_LOCK.to_owned(), "application/yaml"),
+        "explicit" => {
+            let platforms = app
+                .db
+                .lock(&lock_hash.to_hex())
+                .await?
+                .map(|lock| lock.platforms)
+                .unwrap_or_default();
+            let platform = match query.platform {
+                Some(platform) if platforms.contains(&platform) => platform,
+                Some(platform) => {
+                    return Err(ApiError::NotFound(format!(
+                        "the lock has no platform '{}'; it has {}",
+                        platform.escape_debug(),
+                        platforms.join(", ")
+                    )));
+                }
+                None if platforms.len() == 1 => platforms[0].clone(),
+                None => {
+                    return Err(ApiError::BadRequest(format!(
+                        "the lock has several platforms ({}): choose one with ?platform=",
+                        platforms.join(", ")
+                    )));
+                }
+            };
+            (artifact::explicit(&platform), "text/plain; charset=utf-8")
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown lockfile format '{}': use conda-lock, pixi or explicit",
+                other.escape_debug()
+            )));
+        }
+    };
+    let etag = format!("\"{lock_hash}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let bytes = app.store.get(&keys::lock_artifact(&lock_hash, &file)).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, "no-cache".to_owned()),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// A build with its spec and, once locked, its packages.
+pub(crate) async fn build_view(app: &AppState, build: BuildRecord) -> Result<BuildView, ApiError> {
+    let spec = app.db.spec(&build.spec_hash).await?;
+    let packages = match &build.lock_hash {
+        Some(hash) => app.db.lock(hash).await?.map(|lock| lock.packages),
+        None => None,
+    };
+    Ok(BuildView::new(build, spec, packages))
+}
+
+async fn existing_environment(
+    app: &AppState,
+    namespace: &str,
+    name: &str,
+) -> Result<(NamespaceName, EnvironmentName, EnvironmentRecord), ApiError> {
+    let namespace = existing_namespace(app, namespace).await?;
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "environment '{namespace}/{}' was not found",
+            name.escape_debug()
+        ))
+    };
+    let name: EnvironmentName = name.parse().map_err(|_| not_found())?;
+    let environment = app
+        .db
+        .environment(&namespace, &name)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((namespace, name, environment))
+}

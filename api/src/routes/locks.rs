@@ -1,0 +1,35 @@
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use envstore_core::ContentHash;
+use envstore_store::{artifact, keys};
+
+use crate::{ApiError, AppState};
+
+/// A lock's artifact by its content address: it never changes, so it may be
+/// cached forever.
+pub async fn get_lock_artifact(
+    State(app): State<AppState>,
+    Path((lock_hash, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound(format!("lock artifact '{}/{}' was not found", lock_hash.escape_debug(), file.escape_debug()));
+    let hash: ContentHash = lock_hash.parse().map_err(|_| not_found())?;
+    if !artifact::is_lock_artifact(&file) {
+        return Err(not_found());
+    }
+    let bytes = app.store.get(&keys::lock_artifact(&hash, &file)).await?;
+    let content_type = if file.ends_with(".txt") {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/yaml"
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::ETAG, format!("\"{hash}\"")),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_owned()),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -1,0 +1,95 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use envstore_core::NamedChannel;
+use serde::Deserialize;
+
+/// Settings of `envstore serve`, from a TOML file and/or flags (flags win).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
+    pub store: Option<String>,
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub channels: Vec<NamedChannel>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read the config file '{}'", .0.display())]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("the config file '{}' is not valid", .0.display())]
+    Parse(PathBuf, #[source] toml::de::Error),
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read(path.to_owned(), error))?;
+        toml::from_str(&text).map_err(|error| ConfigError::Parse(path.to_owned(), error))
+    }
+}
+
+/// Everything the server needs to start, resolved.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// Absolute: prefixes embed their own path.
+    pub data_dir: PathBuf,
+    pub database: String,
+    pub store: url::Url,
+    pub workers: usize,
+    pub channels: Vec<NamedChannel>,
+    /// None: read `<data_dir>/admin-token`, or create it.
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("database", &redact_password(&self.database))
+            .field("store", &self.store.as_str())
+            .field("workers", &self.workers)
+            .field("channels", &self.channels)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Hides the password of a database URL for logs.
+pub fn redact_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_config_file() {
+        let config: FileConfig = toml::from_str(
+            "bind = \"127.0.0.1:9000\"\nworkers = 2\n[[channels]]\nname = \"demo\"\nurl = \"http://127.0.0.1:8000/demo/\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.workers, Some(2));
+        assert_eq!(config.channels[0].name, "demo");
+    }
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            redact_password("postgres://envstore:hunter2@db:5432/envstore"),
+            "postgres://envstore:redacted@db:5432/envstore"
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! The `envstore` binary's library: the server assembled from the crates
+//! (also used by the end-to-end tests) and the command-line definition.
+
+pub mod config;
+pub mod server;

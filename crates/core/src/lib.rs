@@ -1,0 +1,28 @@
+//! Domain types of envstore: names, environment specs and their canonical
+//! form, content hashes and build states. No IO happens here, so every other
+//! crate can depend on it and the rules stay in one place.
+
+mod build;
+mod channels;
+mod hash;
+mod names;
+pub mod spec;
+
+pub use build::{BuildPhase, BuildStatus, PhaseTiming, UnknownStatus};
+pub use channels::{ChannelAllowlist, ChannelError, NamedChannel};
+pub use hash::{ContentHash, ParseHashError};
+pub use names::{EnvironmentName, InvalidName, NamespaceName};
+pub use spec::{CanonicalSpec, EnvironmentSpec, SpecError, SpecFormat};
+
+/// Renders an error and its causes, one per line, the way users read them;
+/// a failed build stores this for its user.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str("\n  caused by: ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,456 @@
+//! Environment specs as users write them (conda's `environment.yml`, or the
+//! same as JSON) and their canonical form, whose sha256 is the `spec_hash`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rattler_conda_types::{MatchSpec, ParseStrictness, Subdir};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::channels::{ChannelAllowlist, ChannelError};
+use crate::hash::ContentHash;
+
+/// Largest spec body accepted; a real environment.yml is a few kilobytes.
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
+/// Upper bound on dependencies, before any namespace policy applies.
+pub const MAX_DEPENDENCIES: usize = 2_000;
+/// Upper bound on channels in one spec.
+pub const MAX_CHANNELS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("the spec is {size} bytes; at most {MAX_SPEC_BYTES} are accepted")]
+    TooLarge { size: usize },
+    #[error("the spec is not valid {format} at line {line}, column {column}: {message}")]
+    Syntax {
+        format: &'static str,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("the spec is not valid {format}: {message}")]
+    Structure { format: &'static str, message: String },
+    #[error("dependency '{dependency}' is not a valid conda match spec: {reason}")]
+    InvalidDependency { dependency: String, reason: String },
+    #[error("dependency '{dependency}' names channel '{channel}': {source}")]
+    DependencyChannel {
+        dependency: String,
+        channel: String,
+        #[source]
+        source: ChannelError,
+    },
+    #[error("pip dependencies are not supported: envstore builds conda environments only")]
+    PipUnsupported,
+    #[error("the spec has no dependencies")]
+    NoDependencies,
+    #[error("the spec has {count} dependencies; at most {MAX_DEPENDENCIES} are accepted")]
+    TooManyDependencies { count: usize },
+    #[error("the spec has {count} channels; at most {MAX_CHANNELS} are accepted")]
+    TooManyChannels { count: usize },
+    #[error("'{0}' is not a known conda platform (e.g. linux-64, osx-arm64, win-64)")]
+    UnknownPlatform(String),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+}
+
+/// One entry of `dependencies:`: a match spec string, or a `pip:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RawDependency {
+    Conda(String),
+    Pip,
+}
+
+impl<'de> Deserialize<'de> for RawDependency {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DependencyVisitor;
+        impl<'de> Visitor<'de> for DependencyVisitor {
+            type Value = RawDependency;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a dependency string like 'numpy >=1.26' or a 'pip:' list")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                Ok(RawDependency::Conda(value.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "pip" {
+                        return Err(de::Error::custom(format!(
+                            "unexpected key '{key}' in dependencies (only 'pip' is known)"
+                        )));
+                    }
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+                Ok(RawDependency::Pip)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<Self::Value, A::Error> {
+                Err(de::Error::invalid_type(de::Unexpected::Seq, &self))
+            }
+        }
+        deserializer.deserialize_any(DependencyVisitor)
+    }
+}
+
+/// A scalar of `variables:`; YAML lets people write numbers and booleans.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+enum RawScalar {
+    Text(String),
+    Integer(i64),
+    Bool(bool),
+}
+
+impl RawScalar {
+    fn into_string(self) -> String {
+        match self {
+            Self::Text(text) => text,
+            Self::Integer(number) => number.to_string(),
+            Self::Bool(flag) => flag.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    dependencies: Vec<RawDependency>,
+    #[serde(default)]
+    platforms: Vec<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, RawScalar>,
+    /// Written by `conda env export`; the server decides where prefixes live.
+    #[serde(default)]
+    #[allow(dead_code)]
+    prefix: Option<de::IgnoredAny>,
+}
+
+/// A parsed, validated spec as the user wrote it.
+#[derive(Debug, Clone)]
+pub struct EnvironmentSpec {
+    pub name: Option<String>,
+    pub channels: Vec<String>,
+    pub dependencies: Vec<MatchSpec>,
+    pub platforms: Vec<Subdir>,
+    pub variables: BTreeMap<String, String>,
+}
+
+impl EnvironmentSpec {
+    pub fn parse(body: &[u8], format: SpecFormat) -> Result<Self, SpecError> {
+        if body.len() > MAX_SPEC_BYTES {
+            return Err(SpecError::TooLarge { size: body.len() });
+        }
+        let raw: RawSpec = match format {
+            SpecFormat::Yaml => serde_yaml::from_slice(body).map_err(yaml_error)?,
+            SpecFormat::Json => serde_json::from_slice(body).map_err(json_error)?,
+        };
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawSpec) -> Result<Self, SpecError> {
+        if raw.channels.len() > MAX_CHANNELS {
+            return Err(SpecError::TooManyChannels {
+                count: raw.channels.len(),
+            });
+        }
+        if raw.dependencies.len() > MAX_DEPENDENCIES {
+            return Err(SpecError::TooManyDependencies {
+                count: raw.dependencies.len(),
+            });
+        }
+        let mut dependencies = Vec::with_capacity(raw.dependencies.len());
+        for dependency in raw.dependencies {
+            match dependency {
+                RawDependency::Pip => return Err(SpecError::PipUnsupported),
+                RawDependency::Conda(text) => dependencies.push(parse_dependency(&text)?),
+            }
+        }
+        if dependencies.is_empty() {
+            return Err(SpecError::NoDependencies);
+        }
+        let platforms = raw
+            .platforms
+            .iter()
+            .map(|platform| match platform.parse::<Subdir>() {
+                Ok(subdir) if subdir != Subdir::NoArch => Ok(subdir),
+                _ => Err(SpecError::UnknownPlatform(platform.escape_debug().to_string())),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            name: raw.name,
+            channels: raw.channels,
+            dependencies,
+            platforms,
+            variables: raw
+                .variables
+                .into_iter()
+                .map(|(key, value)| (key, value.into_string()))
+                .collect(),
+        })
+    }
+
+    /// The canonical form: channels resolved through the allowlist, match
+    /// specs normalised and sorted, platforms explicit. Two specs that mean the
+    /// same environment give the same canonical form and so the same hash.
+    pub fn canonicalize(
+        &self,
+        allowlist: &ChannelAllowlist,
+        default_platform: Subdir,
+    ) -> Result<CanonicalSpec, SpecError> {
+        let mut channels: Vec<String> = Vec::new();
+        let requested: Vec<&str> = if self.channels.is_empty() {
+            allowlist.channels().iter().map(|c| c.name.as_str()).collect()
+        } else {
+            self.channels.iter().map(String::as_str).collect()
+        };
+        if requested.is_empty() {
+            return Err(SpecError::Channel(ChannelError::NoChannels));
+        }
+        for channel in requested {
+            let url = allowlist.resolve(channel)?.url.to_string();
+            if !channels.contains(&url) {
+                channels.push(url);
+            }
+        }
+        for dependency in &self.dependencies {
+            if let Some(channel) = &dependency.channel {
+                let url = channel.base_url.url().to_string();
+                allowlist
+                    .resolve(&url)
+                    .map_err(|source| SpecError::DependencyChannel {
+                        dependency: dependency.to_string(),
+                        channel: url.clone(),
+                        source,
+                    })?;
+            }
+        }
+        let mut dependencies: Vec<String> =
+            self.dependencies.iter().map(ToString::to_string).collect();
+        dependencies.sort();
+        dependencies.dedup();
+        let mut platforms: Vec<String> = if self.platforms.is_empty() {
+            vec![default_platform.to_string()]
+        } else {
+            self.platforms.iter().map(ToString::to_string).collect()
+        };
+        platforms.sort();
+        platforms.dedup();
+        Ok(CanonicalSpec {
+            channels,
+            dependencies,
+            platforms,
+            variables: self.variables.clone(),
+        })
+    }
+}
+
+fn parse_dependency(text: &str) -> Result<MatchSpec, SpecError> {
+    // The default options accept exact package names only: no globs or
+    // regexes, which would let one line pull in arbitrary packages.
+    MatchSpec::from_str(text, ParseStrictness::Lenient).map_err(|error| SpecError::InvalidDependency {
+        dependency: text.escape_debug().to_string(),
+        reason: error.to_string(),
+    })
+}
+
+fn yaml_error(error: serde_yaml::Error) -> SpecError {
+    let message = error.to_string();
+    match error.location() {
+        Some(location) => SpecError::Syntax {
+            format: "YAML",
+            line: location.line(),
+            column: location.column(),
+            message: strip_location(&message),
+        },
+        None => SpecError::Structure {
+            format: "YAML",
+            message,
+        },
+    }
+}
+
+fn json_error(error: serde_json::Error) -> SpecError {
+    SpecError::Syntax {
+        format: "JSON",
+        line: error.line(),
+        column: error.column(),
+        message: strip_location(&error.to_string()),
+    }
+}
+
+/// Both serde_yaml and serde_json append " at line L column C"; the location
+/// is reported in its own fields.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// What identifies an environment's content. The name is not part of it: the
+/// same spec in another namespace is the same environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanonicalSpec {
+    pub channels: Vec<String>,
+    pub dependencies: Vec<String>,
+    pub platforms: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+}
+
+impl CanonicalSpec {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn hash(&self) -> ContentHash {
+        ContentHash::of(self.to_json().as_bytes())
+    }
+
+    pub fn match_specs(&self) -> Result<Vec<MatchSpec>, SpecError> {
+        self.dependencies
+            .iter()
+            .map(|text| parse_dependency(text))
+            .collect()
+    }
+
+    pub fn subdirs(&self) -> Result<Vec<Subdir>, SpecError> {
+        self.platforms
+            .iter()
+            .map(|platform| {
+                platform
+                    .parse()
+                    .map_err(|_| SpecError::UnknownPlatform(platform.clone()))
+            })
+            .collect()
+    }
+
+    /// The spec as an `environment.yml`, for history and re-submission.
+    pub fn to_environment_yaml(&self, name: &str) -> String {
+        #[derive(Serialize)]
+        struct Export<'a> {
+            name: &'a str,
+            channels: &'a [String],
+            dependencies: &'a [String],
+            platforms: &'a [String],
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            variables: &'a BTreeMap<String, String>,
+        }
+        serde_yaml::to_string(&Export {
+            name,
+            channels: &self.channels,
+            dependencies: &self.dependencies,
+            platforms: &self.platforms,
+            variables: &self.variables,
+        })
+        .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::NamedChannel;
+
+    fn allowlist() -> ChannelAllowlist {
+        ChannelAllowlist::new(vec![
+            NamedChannel::parse("demo=http://127.0.0.1:9/demo").unwrap(),
+            NamedChannel::parse("extra=file:///srv/extra").unwrap(),
+        ])
+    }
+
+    fn yaml(text: &str) -> Result<EnvironmentSpec, SpecError> {
+        EnvironmentSpec::parse(text.as_bytes(), SpecFormat::Yaml)
+    }
+
+    #[test]
+    fn equivalent_specs_hash_the_same() {
+        let a = yaml("name: a\nchannels: [demo]\ndependencies:\n  - numpy >=1.26\n  - python 3.11\n").unwrap();
+        let b = yaml("name: b\nchannels: [http://127.0.0.1:9/demo/]\ndependencies: [\"python 3.11\", \"numpy>=1.26\", \"numpy >=1.26\"]\nplatforms: [linux-64]\n").unwrap();
+        let a = a.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
+        let b = b.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.hash(), b.hash());
+        assert_eq!(a.channels, ["http://127.0.0.1:9/demo/"]);
+        // conda's `python 3.11` is an exact version; `python=3.11` is the fuzzy one.
+        assert_eq!(a.dependencies, ["numpy >=1.26", "python ==3.11"]);
+    }
+
+    #[test]
+    fn json_is_accepted_too() {
+        let spec = EnvironmentSpec::parse(
+            br#"{"channels": ["demo"], "dependencies": ["python"], "platforms": ["osx-arm64", "linux-64"]}"#,
+            SpecFormat::Json,
+        )
+        .unwrap();
+        let canonical = spec.canonicalize(&allowlist(), Subdir::Win64).unwrap();
+        assert_eq!(canonical.platforms, ["linux-64", "osx-arm64"]);
+    }
+
+    #[test]
+    fn channel_order_is_kept_because_it_is_priority() {
+        let spec = yaml("channels: [extra, demo]\ndependencies: [python]\n").unwrap();
+        let canonical = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
+        assert_eq!(canonical.channels, ["file:///srv/extra/", "http://127.0.0.1:9/demo/"]);
+    }
+
+    #[test]
+    fn malformed_yaml_reports_line_and_column() {
+        let error = yaml("channels: [demo]\ndependencies:\n  - python\n - numpy: [\n").unwrap_err();
+        match error {
+            SpecError::Syntax { line, column, .. } => {
+                assert_eq!(line, 4);
+                assert!(column >= 1);
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_match_spec_names_the_dependency() {
+        let error = yaml("dependencies: [python, 'numpy >=>1']\n").unwrap_err();
+        assert!(
+            matches!(&error, SpecError::InvalidDependency { dependency, .. } if dependency == "numpy >=>1"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_built() {
+        assert!(matches!(yaml("dependencies: [python, {pip: [requests]}]\n"), Err(SpecError::PipUnsupported)));
+        assert!(matches!(yaml("name: x\n"), Err(SpecError::NoDependencies)));
+        assert!(matches!(yaml("dependencies: [python]\nplatforms: [amiga-68k]\n"), Err(SpecError::UnknownPlatform(_))));
+        assert!(matches!(yaml("dependencies: ['^py.*$']\n"), Err(SpecError::InvalidDependency { .. })));
+        assert!(matches!(yaml("dependencies: [python]\ndependancies: [x]\n"), Err(SpecError::Syntax { .. })));
+        let big = format!("dependencies: [{}]\n", "a,".repeat(MAX_SPEC_BYTES));
+        assert!(matches!(yaml(&big), Err(SpecError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn channels_must_be_allowed() {
+        let spec = yaml("channels: [conda-forge]\ndependencies: [python]\n").unwrap();
+        let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
+        assert!(matches!(error, SpecError::Channel(ChannelError::NotAllowed { .. })));
+        let spec = yaml("channels: [demo]\ndependencies: ['https://evil.example/ch::python']\n").unwrap();
+        let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
+        assert!(matches!(error, SpecError::DependencyChannel { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn variables_are_kept() {
+        let spec = yaml("dependencies: [python]\nvariables:\n  OMP_NUM_THREADS: 4\n  MODE: fast\n").unwrap();
+        let canonical = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
+        assert_eq!(canonical.variables["OMP_NUM_THREADS"], "4");
+        assert!(canonical.to_environment_yaml("x").contains("OMP_NUM_THREADS"));
+    }
+}

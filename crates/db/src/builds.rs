@@ -1,0 +1,337 @@
+use envstore_core::{BuildStatus, CanonicalSpec, ContentHash, EnvironmentName, NamespaceName, PhaseTiming};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+
+use crate::{Database, DbError, get, now_millis, parse_json};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildRecord {
+    pub id: String,
+    pub namespace: String,
+    pub environment: String,
+    pub spec_hash: String,
+    pub status: BuildStatus,
+    pub lock_hash: Option<String>,
+    pub lock_reused: bool,
+    pub prefix_reused: bool,
+    pub phases: Vec<PhaseTiming>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+const BUILD_COLUMNS: &str = "id, namespace, environment, spec_hash, status, lock_hash, lock_reused, \
+     prefix_reused, phases, error, created_at, started_at, finished_at";
+
+impl BuildRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, DbError> {
+        let status: String = get(row, "status")?;
+        let phases: String = get(row, "phases")?;
+        Ok(Self {
+            id: get(row, "id")?,
+            namespace: get(row, "namespace")?,
+            environment: get(row, "environment")?,
+            spec_hash: get(row, "spec_hash")?,
+            status: status.parse().map_err(|error: envstore_core::UnknownStatus| {
+                DbError::Corrupt {
+                    column: "builds.status",
+                    reason: error.to_string(),
+                }
+            })?,
+            lock_hash: get(row, "lock_hash")?,
+            lock_reused: get::<i64>(row, "lock_reused")? != 0,
+            prefix_reused: get::<i64>(row, "prefix_reused")? != 0,
+            phases: parse_json("builds.phases", &phases)?,
+            error: get(row, "error")?,
+            created_at: get(row, "created_at")?,
+            started_at: get(row, "started_at")?,
+            finished_at: get(row, "finished_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SubmittedBuild {
+    pub build: BuildRecord,
+    /// True when an identical spec was already queued or running for this
+    /// environment, and the submission joined that build.
+    pub joined: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentRecord {
+    pub namespace: String,
+    pub name: String,
+    pub current_build_id: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LockRecord {
+    pub lock_hash: String,
+    pub platforms: Vec<String>,
+    pub packages: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// How a build ended, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    pub status: BuildStatus,
+    pub lock_hash: Option<ContentHash>,
+    pub lock_reused: bool,
+    pub prefix_reused: bool,
+    pub phases: Vec<PhaseTiming>,
+    pub error: Option<String>,
+}
+
+impl Database {
+    /// Records a build and its job in one transaction. An identical spec
+    /// already queued or running for the same environment is joined instead.
+    pub async fn submit_build(
+        &self,
+        namespace: &NamespaceName,
+        environment: &EnvironmentName,
+        spec: &CanonicalSpec,
+    ) -> Result<SubmittedBuild, DbError> {
+        let spec_hash = spec.hash().to_hex();
+        let now = now_millis();
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO specs (spec_hash, canonical, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (spec_hash) DO NOTHING",
+        )
+        .bind(&spec_hash)
+        .bind(spec.to_json())
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "INSERT INTO environments (namespace, name, current_build_id, created_at) \
+             VALUES ($1, $2, NULL, $3) ON CONFLICT (namespace, name) DO NOTHING",
+        )
+        .bind(namespace.as_str())
+        .bind(environment.as_str())
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE namespace = $1 AND environment = $2 \
+             AND spec_hash = $3 AND status IN ('queued', 'running') ORDER BY created_at LIMIT 1"
+        )))
+        .bind(namespace.as_str())
+        .bind(environment.as_str())
+        .bind(&spec_hash)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        if let Some(row) = existing {
+            let build = BuildRecord::from_row(&row)?;
+            transaction.commit().await?;
+            return Ok(SubmittedBuild { build, joined: true });
+        }
+        let build_id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at) \
+             VALUES ($1, $2, $3, $4, 'queued', $5)",
+        )
+        .bind(&build_id)
+        .bind(namespace.as_str())
+        .bind(environment.as_str())
+        .bind(&spec_hash)
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, build_id, state, attempts, run_after, created_at) \
+             VALUES ($1, $2, 'queued', 0, $3, $3)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&build_id)
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        let build = self
+            .build(&build_id)
+            .await?
+            .ok_or_else(|| DbError::NotFound(format!("build '{build_id}'")))?;
+        Ok(SubmittedBuild { build, joined: false })
+    }
+
+    pub async fn build(&self, id: &str) -> Result<Option<BuildRecord>, DbError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(BuildRecord::from_row).transpose()
+    }
+
+    /// The builds of one environment, newest first.
+    pub async fn environment_builds(
+        &self,
+        namespace: &NamespaceName,
+        environment: &EnvironmentName,
+    ) -> Result<Vec<BuildRecord>, DbError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE namespace = $1 AND environment = $2 \
+             ORDER BY created_at DESC, id DESC"
+        )))
+        .bind(namespace.as_str())
+        .bind(environment.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(BuildRecord::from_row).collect()
+    }
+
+    pub async fn environment(
+        &self,
+        namespace: &NamespaceName,
+        environment: &EnvironmentName,
+    ) -> Result<Option<EnvironmentRecord>, DbError> {
+        let row = sqlx::query(
+            "SELECT namespace, name, current_build_id, created_at FROM environments \
+             WHERE namespace = $1 AND name = $2",
+        )
+        .bind(namespace.as_str())
+        .bind(environment.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(environment_from_row).transpose()
+    }
+
+    pub async fn list_environments(
+        &self,
+        namespace: &NamespaceName,
+    ) -> Result<Vec<EnvironmentRecord>, DbError> {
+        let rows = sqlx::query(
+            "SELECT namespace, name, current_build_id, created_at FROM environments \
+             WHERE namespace = $1 ORDER BY name",
+        )
+        .bind(namespace.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(environment_from_row).collect()
+    }
+
+    /// The canonical spec a build was submitted with.
+    pub async fn spec(&self, spec_hash: &str) -> Result<Option<CanonicalSpec>, DbError> {
+        let row = sqlx::query("SELECT canonical FROM specs WHERE spec_hash = $1")
+            .bind(spec_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| parse_json("specs.canonical", &get::<String>(&row, "canonical")?))
+            .transpose()
+    }
+
+    /// Marks a claimed build as running (again, after a lease ran out).
+    pub async fn start_build(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE builds SET status = 'running', started_at = COALESCE(started_at, $2), \
+             phases = '[]', error = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Publishes the phases of a running build, so readers see progress.
+    pub async fn record_phases(&self, id: &str, phases: &[PhaseTiming]) -> Result<(), DbError> {
+        sqlx::query("UPDATE builds SET phases = $2 WHERE id = $1")
+            .bind(id)
+            .bind(serde_json::to_string(phases).unwrap_or_else(|_| "[]".into()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a build and its job. A succeeded build becomes its environment's
+    /// current build unless a newer submission already did.
+    pub async fn finish_build(&self, id: &str, outcome: &BuildOutcome) -> Result<(), DbError> {
+        let now = now_millis();
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE builds SET status = $2, lock_hash = $3, lock_reused = $4, prefix_reused = $5, \
+             phases = $6, error = $7, finished_at = $8 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(outcome.status.as_str())
+        .bind(outcome.lock_hash.map(|hash| hash.to_hex()))
+        .bind(i64::from(outcome.lock_reused))
+        .bind(i64::from(outcome.prefix_reused))
+        .bind(serde_json::to_string(&outcome.phases).unwrap_or_else(|_| "[]".into()))
+        .bind(outcome.error.as_deref())
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE build_id = $1")
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
+        if outcome.status == BuildStatus::Succeeded {
+            sqlx::query(
+                "UPDATE environments SET current_build_id = $1 \
+                 WHERE (namespace, name) = (SELECT namespace, environment FROM builds WHERE id = $1) \
+                 AND (current_build_id IS NULL OR \
+                      (SELECT created_at FROM builds WHERE id = environments.current_build_id) <= \
+                      (SELECT created_at FROM builds WHERE id = $1))",
+            )
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Records a lock once; the same hash always holds the same packages.
+    pub async fn insert_lock(
+        &self,
+        lock_hash: &ContentHash,
+        platforms: &[String],
+        packages: &serde_json::Value,
+    ) -> Result<bool, DbError> {
+        let inserted = sqlx::query(
+            "INSERT INTO locks (lock_hash, platforms, packages, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (lock_hash) DO NOTHING",
+        )
+        .bind(lock_hash.to_hex())
+        .bind(serde_json::to_string(platforms).unwrap_or_else(|_| "[]".into()))
+        .bind(packages.to_string())
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    pub async fn lock(&self, lock_hash: &str) -> Result<Option<LockRecord>, DbError> {
+        let row = sqlx::query(
+            "SELECT lock_hash, platforms, packages, created_at FROM locks WHERE lock_hash = $1",
+        )
+        .bind(lock_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(LockRecord {
+                lock_hash: get(&row, "lock_hash")?,
+                platforms: parse_json("locks.platforms", &get::<String>(&row, "platforms")?)?,
+                packages: parse_json("locks.packages", &get::<String>(&row, "packages")?)?,
+                created_at: get(&row, "created_at")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+fn environment_from_row(row: &AnyRow) -> Result<EnvironmentRecord, DbError> {
+    Ok(EnvironmentRecord {
+        namespace: get(row, "namespace")?,
+        name: get(row, "name")?,
+        current_build_id: get(row, "current_build_id")?,
+        created_at: get(row, "created_at")?,
+    })
+}

@@ -1,0 +1,118 @@
+//! The database: one code path over SQLite (the embedded default) and
+//! PostgreSQL, chosen by the URL. Queries use `$N` placeholders, which both
+//! dialects accept; the few statements that differ are chosen per dialect.
+
+mod builds;
+mod jobs;
+mod migrate;
+mod namespaces;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+pub use builds::{BuildOutcome, BuildRecord, EnvironmentRecord, LockRecord, SubmittedBuild};
+pub use jobs::ClaimedJob;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported database URL '{0}' (expected sqlite://path or postgres://…)")]
+    UnsupportedUrl(String),
+    #[error("failed to connect to the database")]
+    Connect(#[source] sqlx::Error),
+    #[error("failed to apply database migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} was not found")]
+    NotFound(String),
+    #[error("the database holds an invalid value in {column}: {reason}")]
+    Corrupt { column: &'static str, reason: String },
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Database {
+    /// Connects to `sqlite://path` (the file is created) or `postgres://…`
+    /// and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let separator = if rest.contains('?') { '&' } else { '?' };
+            (Dialect::Sqlite, format!("{url}{separator}mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_owned())
+        } else {
+            return Err(DbError::UnsupportedUrl(url.to_owned()));
+        };
+        let max_connections = match dialect {
+            // One writer at a time is what SQLite allows; more connections only
+            // queue on its lock.
+            Dialect::Sqlite => 4,
+            Dialect::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *connection).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *connection).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *connection).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(DbError::Connect)?;
+        let database = Self { pool, dialect };
+        database.migrate().await?;
+        Ok(database)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Whether the database answers; for readiness checks.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch: the unit of every time column.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn get<T>(row: &AnyRow, column: &'static str) -> Result<T, DbError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    Ok(row.try_get(column)?)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(column: &'static str, text: &str) -> Result<T, DbError> {
+    serde_json::from_str(text).map_err(|error| DbError::Corrupt {
+        column,
+        reason: error.to_string(),
+    })
+}

@@ -1,0 +1,44 @@
+use std::borrow::Cow;
+
+use sqlx::SqlStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use crate::{Database, DbError, Dialect};
+
+/// Migrations are compiled into the binary, so a deployed `envstore` needs no
+/// files beside it. The two folders are kept in step: same versions, same
+/// meaning, each in its own dialect.
+const SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../../migrations/sqlite/0001_initial.sql"),
+)];
+const POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../../migrations/postgres/0001_initial.sql"),
+)];
+
+impl Database {
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        let migrations = match self.dialect {
+            Dialect::Sqlite => SQLITE,
+            Dialect::Postgres => POSTGRES,
+        };
+        let migrator = Migrator::with_migrations(
+            migrations
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        SqlStr::from_static(sql),
+                        false,
+                    )
+                })
+                .collect(),
+        );
+        migrator.run(&self.pool).await.map_err(DbError::Migrate)
+    }
+}

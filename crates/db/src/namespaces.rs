@@ -1,0 +1,37 @@
+use envstore_core::NamespaceName;
+
+use crate::{Database, DbError, get, now_millis};
+
+impl Database {
+    pub async fn create_namespace(&self, name: &NamespaceName) -> Result<(), DbError> {
+        let inserted = sqlx::query(
+            "INSERT INTO namespaces (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name.as_str())
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(DbError::Conflict(format!("namespace '{name}'")));
+        }
+        Ok(())
+    }
+
+    pub async fn namespace_exists(&self, name: &NamespaceName) -> Result<bool, DbError> {
+        let row = sqlx::query("SELECT name FROM namespaces WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Namespace names in order, with their creation times.
+    pub async fn list_namespaces(&self) -> Result<Vec<(String, i64)>, DbError> {
+        let rows = sqlx::query("SELECT name, created_at FROM namespaces ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((get(row, "name")?, get(row, "created_at")?)))
+            .collect()
+    }
+}

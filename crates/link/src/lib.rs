@@ -1,0 +1,14 @@
+//! Fetching packages into the shared package cache and linking them into
+//! hash-addressed prefixes: the hot path of every build.
+//!
+//! A prefix is built at its final path, because conda prefixes embed their
+//! own location. It counts as complete only once its marker file exists; the
+//! marker is written last, after everything else is on disk.
+
+mod fetch;
+mod prefix;
+mod progress;
+
+pub use fetch::fetch_packages;
+pub use prefix::{CompletionMarker, PrefixBuilder, PrefixError, PrefixReport, MARKER_FILE};
+pub use progress::{ProgressSink, TransferCounts};

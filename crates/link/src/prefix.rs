@@ -1,0 +1,229 @@
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use envstore_core::ContentHash;
+use rattler::install::{Installer, InstallerError};
+use rattler::package_cache::{PackageCache, PackageCacheError};
+use rattler_conda_types::{RepoDataRecord, Subdir};
+use rattler_networking::LazyClient;
+use serde::{Deserialize, Serialize};
+
+use crate::fetch::fetch_packages;
+use crate::progress::{LinkReporter, ProgressSink, TransferCounts};
+
+/// Written last into a finished prefix; a prefix without it is never served.
+pub const MARKER_FILE: &str = "conda-meta/envstore-complete.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrefixError {
+    #[error("failed to fetch package '{package}'")]
+    Fetch {
+        package: String,
+        #[source]
+        source: PackageCacheError,
+    },
+    #[error("failed to install into '{}'", prefix.display())]
+    Install {
+        prefix: PathBuf,
+        #[source]
+        source: InstallerError,
+    },
+    #[error("failed to {action} '{}'", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PrefixError {
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_owned();
+        move |source| Self::Io { action, path, source }
+    }
+}
+
+/// What the marker records about a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionMarker {
+    pub lock_hash: ContentHash,
+    pub platform: String,
+    pub packages: usize,
+}
+
+/// What building a prefix did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixReport {
+    pub path: PathBuf,
+    /// True when a complete prefix for this lock already existed.
+    pub reused: bool,
+    pub packages: usize,
+    pub downloaded: usize,
+    pub linked: usize,
+}
+
+/// Builds prefixes under one root, one per lock hash, sharing one package
+/// cache. Builds of the same lock in this process wait for each other.
+#[derive(Clone)]
+pub struct PrefixBuilder {
+    root: PathBuf,
+    package_cache: PackageCache,
+    client: LazyClient,
+    in_progress: Arc<Mutex<HashMap<ContentHash, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl PrefixBuilder {
+    pub fn new(root: PathBuf, package_cache: PackageCache) -> Self {
+        Self {
+            root,
+            package_cache,
+            client: LazyClient::default(),
+            in_progress: Arc::default(),
+        }
+    }
+
+    pub fn package_cache(&self) -> &PackageCache {
+        &self.package_cache
+    }
+
+    /// Where the prefix of a lock lives: `<root>/<first 16 hex of lock_hash>`.
+    pub fn prefix_path(&self, lock_hash: &ContentHash) -> PathBuf {
+        self.root.join(lock_hash.short())
+    }
+
+    /// The marker of a complete prefix for this lock, if there is one.
+    pub fn complete_marker(&self, lock_hash: &ContentHash) -> Option<CompletionMarker> {
+        read_marker(&self.prefix_path(lock_hash)).filter(|marker| &marker.lock_hash == lock_hash)
+    }
+
+    /// Makes sure the prefix for `lock_hash` exists and is complete: reuses a
+    /// complete one, otherwise removes any leftover, fetches and links.
+    pub async fn build(
+        &self,
+        lock_hash: &ContentHash,
+        platform: Subdir,
+        records: &[RepoDataRecord],
+        sink: Arc<dyn ProgressSink>,
+        on_linking: impl FnOnce(),
+    ) -> Result<PrefixReport, PrefixError> {
+        let guard = self.lock_for(lock_hash);
+        let _held = guard.lock().await;
+        let prefix = self.prefix_path(lock_hash);
+        if self.complete_marker(lock_hash).is_some() {
+            sink.line(format!("prefix {} is complete: reusing it", prefix.display()));
+            return Ok(PrefixReport {
+                path: prefix,
+                reused: true,
+                packages: records.len(),
+                downloaded: 0,
+                linked: 0,
+            });
+        }
+        remove_if_present(&prefix).await?;
+        let counts = Arc::new(TransferCounts::default());
+        let result = self
+            .fetch_and_link(&prefix, lock_hash, platform, records, sink.clone(), counts.clone(), on_linking)
+            .await;
+        if let Err(error) = result {
+            // Never leave a half-built prefix behind; the marker is missing
+            // anyway, so a failure to remove it here is only untidy.
+            if let Err(cleanup) = remove_if_present(&prefix).await {
+                sink.line(format!("warning: {cleanup}"));
+            }
+            return Err(error);
+        }
+        Ok(PrefixReport {
+            path: prefix,
+            reused: false,
+            packages: records.len(),
+            downloaded: counts.downloaded(),
+            linked: counts.linked(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_and_link(
+        &self,
+        prefix: &Path,
+        lock_hash: &ContentHash,
+        platform: Subdir,
+        records: &[RepoDataRecord],
+        sink: Arc<dyn ProgressSink>,
+        counts: Arc<TransferCounts>,
+        on_linking: impl FnOnce(),
+    ) -> Result<(), PrefixError> {
+        fetch_packages(&self.package_cache, &self.client, records, sink.clone(), counts.clone()).await?;
+        on_linking();
+        Installer::new()
+            .with_package_cache(self.package_cache.clone())
+            .with_download_client(self.client.clone())
+            .with_target_platform(platform)
+            .with_execute_link_scripts(false)
+            .with_installed_packages(Vec::new())
+            .with_reporter(LinkReporter::new(sink, counts))
+            .install(prefix, records.iter().cloned())
+            .await
+            .map_err(|source| PrefixError::Install {
+                prefix: prefix.to_owned(),
+                source,
+            })?;
+        let marker = CompletionMarker {
+            lock_hash: *lock_hash,
+            platform: platform.to_string(),
+            packages: records.len(),
+        };
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || write_marker(&prefix, &marker))
+            .await
+            .map_err(|join| PrefixError::Io {
+                action: "write the completion marker in",
+                path: PathBuf::new(),
+                source: std::io::Error::other(join),
+            })?
+    }
+
+    fn lock_for(&self, lock_hash: &ContentHash) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .in_progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.retain(|_, lock| Arc::strong_count(lock) > 1);
+        map.entry(*lock_hash).or_default().clone()
+    }
+}
+
+pub(crate) fn read_marker(prefix: &Path) -> Option<CompletionMarker> {
+    let text = std::fs::read(prefix.join(MARKER_FILE)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Writes the marker durably: a temp file, fsync, rename, fsync of the folder.
+fn write_marker(prefix: &Path, marker: &CompletionMarker) -> Result<(), PrefixError> {
+    let path = prefix.join(MARKER_FILE);
+    let folder = path.parent().unwrap_or(prefix).to_owned();
+    std::fs::create_dir_all(&folder).map_err(PrefixError::io("create", &folder))?;
+    let temporary = folder.join(".envstore-complete.tmp");
+    let bytes = serde_json::to_vec_pretty(marker).unwrap_or_default();
+    let mut file = std::fs::File::create(&temporary).map_err(PrefixError::io("create", &temporary))?;
+    file.write_all(&bytes).map_err(PrefixError::io("write", &temporary))?;
+    file.sync_all().map_err(PrefixError::io("sync", &temporary))?;
+    std::fs::rename(&temporary, &path).map_err(PrefixError::io("rename into place", &path))?;
+    std::fs::File::open(&folder)
+        .and_then(|dir| dir.sync_all())
+        .map_err(PrefixError::io("sync", &folder))
+}
+
+async fn remove_if_present(prefix: &Path) -> Result<(), PrefixError> {
+    match tokio::fs::remove_dir_all(prefix).await {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(PrefixError::Io {
+            action: "remove the incomplete prefix",
+            path: prefix.to_owned(),
+            source: error,
+        }),
+    }
+}

@@ -1,0 +1,11 @@
+//! From a canonical spec to a lock: repodata through rattler's gateway, a
+//! resolvo solve per platform with that platform's virtual packages, and the
+//! lock with its content hash and every published lockfile format.
+
+mod lock;
+mod solver;
+mod virtual_packages;
+
+pub use lock::{Lock, LockError, LockedPackage};
+pub use solver::{EnvironmentSolver, SolveError, SolvedEnvironment};
+pub use virtual_packages::virtual_packages_for;

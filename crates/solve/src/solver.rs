@@ -1,0 +1,142 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use envstore_core::{CanonicalSpec, SpecError};
+use rattler_cache::package_cache::PackageCache;
+use rattler_conda_types::{Channel, PackageRecord, RepoDataRecord, Subdir};
+use rattler_repodata_gateway::{Gateway, GatewayError};
+use rattler_solve::resolvo::Solver;
+use rattler_solve::{ChannelPriority, SolverImpl, SolverTask};
+use url::Url;
+
+use crate::virtual_packages::virtual_packages_for;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SolveError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("failed to load repodata for {platform}")]
+    Repodata {
+        platform: String,
+        #[source]
+        source: GatewayError,
+    },
+    #[error("the spec cannot be solved for {platform}:\n{explanation}")]
+    Unsolvable { platform: String, explanation: String },
+    #[error("the solve for {platform} took longer than {seconds} s and was stopped")]
+    Timeout { platform: String, seconds: u64 },
+    #[error("the solve for {platform} failed")]
+    Solver {
+        platform: String,
+        #[source]
+        source: rattler_solve::SolveError,
+    },
+    #[error("the solver task stopped unexpectedly")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+impl SolveError {
+    /// Whether trying again could help: repodata that could not be fetched
+    /// may be reachable later; an unsolvable spec stays unsolvable.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Repodata { .. } | Self::Join(_))
+    }
+}
+
+/// The records chosen for each platform of a spec.
+#[derive(Debug, Clone)]
+pub struct SolvedEnvironment {
+    pub channels: Vec<Url>,
+    /// Records per platform, in install (topological) order.
+    pub platforms: BTreeMap<String, Vec<RepoDataRecord>>,
+}
+
+/// Solves specs against repodata, keeping the gateway's caches warm across
+/// builds.
+#[derive(Clone)]
+pub struct EnvironmentSolver {
+    gateway: Gateway,
+    timeout: Duration,
+}
+
+impl EnvironmentSolver {
+    /// `cache_dir` holds the repodata cache; `package_cache` is shared with the
+    /// installer so the gateway can reuse what was already downloaded.
+    pub fn new(cache_dir: &Path, package_cache: PackageCache, timeout: Duration) -> Self {
+        let gateway = Gateway::builder()
+            .with_cache_dir(cache_dir.join(rattler_cache::REPODATA_CACHE_DIR))
+            .with_package_cache(package_cache)
+            .finish();
+        Self { gateway, timeout }
+    }
+
+    pub async fn solve(&self, spec: &CanonicalSpec) -> Result<SolvedEnvironment, SolveError> {
+        let specs = spec.match_specs()?;
+        let channels: Vec<Url> = spec
+            .channels
+            .iter()
+            .map(|url| Url::parse(url).map_err(|_| SpecError::Channel(envstore_core::ChannelError::InvalidUrl(url.clone()))))
+            .collect::<Result<_, _>>()?;
+        let mut platforms = BTreeMap::new();
+        for subdir in spec.subdirs()? {
+            let records = self.solve_platform(&channels, subdir, specs.clone()).await?;
+            platforms.insert(subdir.to_string(), records);
+        }
+        Ok(SolvedEnvironment { channels, platforms })
+    }
+
+    async fn solve_platform(
+        &self,
+        channels: &[Url],
+        subdir: Subdir,
+        specs: Vec<rattler_conda_types::MatchSpec>,
+    ) -> Result<Vec<RepoDataRecord>, SolveError> {
+        let platform = subdir.to_string();
+        let sources: Vec<Channel> = channels.iter().cloned().map(Channel::from_url).collect();
+        // Another process may have rewritten a channel since the last build:
+        // drop the in-memory copy so the on-disk cache revalidates it.
+        for channel in &sources {
+            self.gateway.clear_repodata_cache(
+                channel,
+                rattler_repodata_gateway::SubdirSelection::All,
+                rattler_repodata_gateway::CacheClearMode::InMemoryOnly,
+            ).ok();
+        }
+        let repodata = self
+            .gateway
+            .query(sources, [subdir, Subdir::NoArch], specs.clone())
+            .recursive(true)
+            .execute()
+            .await
+            .map_err(|source| SolveError::Repodata {
+                platform: platform.clone(),
+                source,
+            })?;
+        let timeout = self.timeout;
+        let solved = tokio::task::spawn_blocking(move || {
+            let task = SolverTask {
+                specs,
+                virtual_packages: virtual_packages_for(subdir),
+                timeout: Some(timeout),
+                channel_priority: ChannelPriority::Strict,
+                ..SolverTask::from_iter(repodata.iter())
+            };
+            Solver.solve(task)
+        })
+        .await
+        .map_err(SolveError::Join)?;
+        match solved {
+            Ok(result) => Ok(PackageRecord::sort_topologically(result.records)),
+            Err(rattler_solve::SolveError::Unsolvable(reasons)) => Err(SolveError::Unsolvable {
+                platform,
+                explanation: reasons.join("\n"),
+            }),
+            Err(rattler_solve::SolveError::Cancelled) => Err(SolveError::Timeout {
+                platform,
+                seconds: timeout.as_secs(),
+            }),
+            Err(source) => Err(SolveError::Solver { platform, source }),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Object storage for build artifacts, over `object_store` (a local folder or
+//! S3). Keys are content-addressed and written once: an object that exists is
+//! never replaced, so readers may cache it forever.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use envstore_core::ContentHash;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported object store URL '{0}' (expected file:///path or s3://bucket/prefix)")]
+    UnsupportedUrl(String),
+    #[error("failed to create the local store folder '{0}'")]
+    CreateFolder(String, #[source] std::io::Error),
+    #[error("failed to open the object store at '{url}'")]
+    Open {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("object '{0}' was not found")]
+    NotFound(String),
+    #[error("failed to write object '{key}'")]
+    Write {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("failed to read object '{key}'")]
+    Read {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// The artifact names published for every lock.
+pub mod artifact {
+    pub const CONDA_LOCK: &str = "conda-lock.yml";
+    pub const PIXI_LOCK: &str = "pixi.lock";
+    pub const ENVIRONMENT: &str = "environment.yml";
+
+    pub fn explicit(platform: &str) -> String {
+        format!("explicit-{platform}.txt")
+    }
+
+    /// Whether a name may be asked for under `locks/<hash>/`; anything else is
+    /// refused before it reaches the store.
+    pub fn is_lock_artifact(name: &str) -> bool {
+        matches!(name, CONDA_LOCK | PIXI_LOCK | ENVIRONMENT)
+            || name
+                .strip_prefix("explicit-")
+                .and_then(|rest| rest.strip_suffix(".txt"))
+                .is_some_and(|platform| {
+                    !platform.is_empty()
+                        && platform
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                })
+    }
+}
+
+/// Content-addressed keys, so that every writer of the same content writes the
+/// same key.
+pub mod keys {
+    use super::*;
+
+    pub fn lock_artifact(lock_hash: &ContentHash, name: &str) -> String {
+        format!("locks/{lock_hash}/{name}")
+    }
+
+    pub fn build_log(build_id: &str) -> String {
+        format!("logs/{build_id}.log")
+    }
+
+    pub fn packed_prefix(lock_hash: &ContentHash) -> String {
+        format!("prefixes/{lock_hash}.tar.zst")
+    }
+}
+
+#[derive(Clone)]
+pub struct ArtifactStore {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+}
+
+impl std::fmt::Debug for ArtifactStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactStore").field("url", &self.url).finish()
+    }
+}
+
+impl ArtifactStore {
+    /// Opens `file:///path` (created if missing) or `s3://bucket/prefix`
+    /// (endpoint, region and credentials from the usual `AWS_*` variables).
+    pub fn open(url: &Url) -> Result<Self, StoreError> {
+        let inner: Arc<dyn ObjectStore> = match url.scheme() {
+            "file" => {
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| StoreError::UnsupportedUrl(url.to_string()))?;
+                fs_create_dir_all(&path)?;
+                let local = LocalFileSystem::new_with_prefix(&path).map_err(|source| {
+                    StoreError::Open {
+                        url: url.to_string(),
+                        source,
+                    }
+                })?;
+                Arc::new(local)
+            }
+            "s3" => {
+                let bucket = url
+                    .host_str()
+                    .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
+                let s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|source| StoreError::Open {
+                        url: url.to_string(),
+                        source,
+                    })?;
+                let prefix = url.path().trim_matches('/');
+                if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(PrefixStore::new(s3, prefix))
+                }
+            }
+            _ => return Err(StoreError::UnsupportedUrl(url.to_string())),
+        };
+        Ok(Self {
+            inner,
+            url: url.to_string(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Writes `key` once. When the object already exists the write is a
+    /// no-op: content-addressed keys always hold the same bytes.
+    pub async fn put_immutable(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .inner
+            .put_opts(&ObjectPath::from(key), PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(source) => Err(StoreError::Write {
+                key: key.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let read_error = |source| StoreError::Read {
+            key: key.to_owned(),
+            source,
+        };
+        match self.inner.get(&ObjectPath::from(key)).await {
+            Ok(result) => result.bytes().await.map_err(read_error),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(key.to_owned())),
+            Err(source) => Err(read_error(source)),
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self.inner.head(&ObjectPath::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(StoreError::Read {
+                key: key.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+fn fs_create_dir_all(path: &std::path::Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(path)
+        .map_err(|source| StoreError::CreateFolder(path.display().to_string(), source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_once_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let store = ArtifactStore::open(&url).unwrap();
+        let hash = ContentHash::of(b"lock");
+        let key = keys::lock_artifact(&hash, artifact::CONDA_LOCK);
+        store.put_immutable(&key, Bytes::from_static(b"first")).await.unwrap();
+        store.put_immutable(&key, Bytes::from_static(b"second")).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), Bytes::from_static(b"first"));
+        assert!(store.exists(&key).await.unwrap());
+        assert!(matches!(store.get("locks/none").await, Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn only_known_artifacts_are_named() {
+        assert!(artifact::is_lock_artifact("conda-lock.yml"));
+        assert!(artifact::is_lock_artifact("explicit-linux-64.txt"));
+        for name in ["../x", "explicit-.txt", "explicit-../a.txt", "pixi.lock.bak"] {
+            assert!(!artifact::is_lock_artifact(name), "{name}");
+        }
+    }
+}

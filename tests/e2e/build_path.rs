@@ -1,0 +1,161 @@
+use std::path::PathBuf;
+
+use envstore_fixtures::demo_expect::{
+    PlaceholderKind, demo_program_first_line, expected_linux64_filenames, expected_linux64_placeholder_files,
+};
+use envstore_fixtures::{DEMO_PROGRAM, DEMO_SOFTLINK};
+use envstore_tests::{DemoChannel, TestServer, demo_spec_yaml, read};
+use rattler_conda_types::ExplicitEnvironmentSpec;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
+    let channel = DemoChannel::start().await;
+    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+
+    let build_id = server.submit_yaml("team", "analysis", &demo_spec_yaml("demo")).await;
+    let build = server.wait_for_build(&build_id).await;
+    assert_eq!(build["status"], "succeeded", "{build:#}");
+    assert_eq!(build["reused"]["prefix"], false);
+    let phases: Vec<&str> = build["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|phase| phase["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["solving", "downloading", "linking", "publishing"]);
+    assert!(build["phases"].as_array().unwrap().iter().all(|p| p["duration_ms"].as_i64().is_some()));
+    let lock_hash = build["lock_hash"].as_str().unwrap().to_owned();
+    let expected_files = expected_linux64_filenames();
+    let packages: Vec<String> = build["packages"]["linux-64"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|package| package["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned())
+        .collect();
+    let mut sorted = packages.clone();
+    sorted.sort();
+    let mut expected_sorted = expected_files.clone();
+    expected_sorted.sort();
+    assert_eq!(sorted, expected_sorted);
+
+    // conda-lock v1, with its ETag and a revalidation that costs nothing.
+    let response = server.get("/api/v1/namespaces/team/environments/analysis/lockfile?format=conda-lock").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{lock_hash}\""));
+    let conda_lock: Value = serde_yaml::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(conda_lock["version"], 1);
+    let content_hash = conda_lock["metadata"]["content_hash"]["linux-64"].as_str().unwrap();
+    assert_eq!(content_hash.len(), 64);
+    assert_eq!(conda_lock["metadata"]["platforms"][0], "linux-64");
+    let locked = conda_lock["package"].as_array().unwrap();
+    assert_eq!(locked.len(), expected_files.len());
+    for package in locked {
+        assert_eq!(package["manager"], "conda");
+        assert!(package["url"].as_str().unwrap().starts_with(channel.served.url.as_str()));
+        assert_eq!(package["hash"]["sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(package["hash"]["md5"].as_str().unwrap().len(), 32);
+    }
+    let revalidated = server
+        .client
+        .get(server.url("/api/v1/namespaces/team/environments/analysis/lockfile"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+
+    // The @EXPLICIT list parses with rattler and pins every archive by sha256.
+    let explicit = server
+        .get("/api/v1/namespaces/team/environments/analysis/lockfile?format=explicit&platform=linux-64")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let explicit = ExplicitEnvironmentSpec::from_reader(explicit.as_bytes()).unwrap();
+    assert_eq!(explicit.platform.map(|p| p.to_string()).as_deref(), Some("linux-64"));
+    let explicit_files: Vec<String> = explicit
+        .packages
+        .iter()
+        .map(|entry| entry.url.path().rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(explicit_files, packages, "explicit keeps the install order");
+    assert!(explicit.packages.iter().all(|entry| entry.package_archive_hash().unwrap().is_some()));
+
+    // The pixi lock parses with rattler_lock and has the same packages.
+    let pixi = server.get("/api/v1/namespaces/team/environments/analysis/lockfile?format=pixi").await.text().await.unwrap();
+    let pixi = rattler_lock::LockFile::from_str_with_base_directory(&pixi, None).unwrap();
+    let environment = pixi.default_environment().unwrap();
+    let platform = environment.platforms().next().unwrap();
+    assert_eq!(environment.conda_repodata_records(platform).unwrap().unwrap().len(), expected_files.len());
+
+    // Content-addressed artifacts are immutable.
+    let artifact = server.get(&format!("/api/v1/locks/{lock_hash}/conda-lock.yml")).await;
+    assert_eq!(artifact.status(), StatusCode::OK);
+    assert_eq!(artifact.headers()["cache-control"], "public, max-age=31536000, immutable");
+
+    // The prefix: placeholders replaced, records written, the link and the program work.
+    let (_, environment) = server.get_json("/api/v1/namespaces/team/environments/analysis").await;
+    assert_eq!(environment["current_build"]["id"], build_id.as_str());
+    let prefix = PathBuf::from(environment["prefix"].as_str().unwrap());
+    assert_eq!(prefix.file_name().unwrap().to_str().unwrap(), &lock_hash[..16]);
+    assert!(prefix.join("conda-meta/envstore-complete.json").is_file());
+    let records = std::fs::read_dir(prefix.join("conda-meta"))
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".json") && name != "envstore-complete.json"
+        })
+        .count();
+    assert_eq!(records, expected_files.len());
+    let placeholder_files = expected_linux64_placeholder_files();
+    assert!(placeholder_files.iter().any(|file| file.kind == PlaceholderKind::Binary));
+    for file in &placeholder_files {
+        let bytes = read(&prefix, &file.path);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&file.placeholder), "{} still holds its placeholder", file.path);
+        assert!(text.contains(prefix.to_str().unwrap()), "{} does not name the prefix", file.path);
+    }
+    assert_eq!(
+        std::fs::read_link(prefix.join(DEMO_SOFTLINK.0)).unwrap(),
+        PathBuf::from(DEMO_SOFTLINK.1)
+    );
+    let output = std::process::Command::new(prefix.join(DEMO_PROGRAM)).arg("hello").output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().next().unwrap(), demo_program_first_line(&prefix));
+    assert_eq!(std::fs::read_link(server.environment_link("team", "analysis")).unwrap(), prefix);
+
+    let log = server.get(&format!("/api/v1/builds/{build_id}/log")).await.text().await.unwrap();
+    let total = expected_files.len();
+    assert!(log.contains(&format!("downloading {total}/{total} ")), "{log}");
+    assert!(log.contains(&format!("linking {total}/{total} ")), "{log}");
+    assert!(log.contains("build succeeded"), "{log}");
+
+    // The same spec in another namespace reuses the lock and the prefix.
+    assert_eq!(server.create_namespace("other").await.status(), StatusCode::CREATED);
+    let again_id = server.submit_yaml("other", "copy", &demo_spec_yaml("demo")).await;
+    let again = server.wait_for_build(&again_id).await;
+    assert_eq!(again["status"], "succeeded", "{again:#}");
+    assert_eq!(again["lock_hash"], lock_hash.as_str());
+    assert_eq!(again["reused"]["lock"], true);
+    assert_eq!(again["reused"]["prefix"], true);
+    let phases: Vec<&str> = again["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|phase| phase["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["solving", "publishing"], "nothing downloaded or linked");
+    let log = server.get(&format!("/api/v1/builds/{again_id}/log")).await.text().await.unwrap();
+    assert!(log.contains("reusing it, nothing to download or link"), "{log}");
+    assert!(!log.contains("downloading 1/"), "{log}");
+    assert!(!log.contains("linking 1/"), "{log}");
+    assert_eq!(std::fs::read_link(server.environment_link("other", "copy")).unwrap(), prefix);
+
+    server.stop().await;
+}

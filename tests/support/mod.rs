@@ -1,0 +1,178 @@
+//! The harness of the end-to-end tests: a real `envstore` server on a random
+//! port of 127.0.0.1, fed by generated channels served over HTTP.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use envstore_cli::config::ServerConfig;
+use envstore_cli::server::RunningServer;
+use envstore_core::NamedChannel;
+use envstore_fixtures::ServedChannel;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// How long a test waits for a build before it gives up.
+const BUILD_WAIT: Duration = Duration::from_secs(180);
+
+/// The demo channel, generated into a temporary folder and served over HTTP.
+pub struct DemoChannel {
+    pub served: ServedChannel,
+    _dir: tempfile::TempDir,
+}
+
+impl DemoChannel {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        envstore_fixtures::write_demo_channel(dir.path())
+            .await
+            .expect("the demo channel is written");
+        let served = envstore_fixtures::serve_channel(dir.path().to_path_buf())
+            .await
+            .expect("the demo channel is served");
+        Self { served, _dir: dir }
+    }
+
+    pub fn allowed_as(&self, name: &str) -> NamedChannel {
+        NamedChannel {
+            name: name.to_owned(),
+            url: self.served.url.clone(),
+        }
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub token: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    server: Option<RunningServer>,
+    _data: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(channels: Vec<NamedChannel>) -> Self {
+        let data = tempfile::tempdir().expect("a temporary folder");
+        let data_dir = std::fs::canonicalize(data.path()).expect("an absolute data folder");
+        let config = ServerConfig {
+            bind: "127.0.0.1:0".parse().expect("an address"),
+            database: format!("sqlite://{}", data_dir.join("envstore.db").display()),
+            store: url::Url::from_directory_path(data_dir.join("artifacts")).expect("a store URL"),
+            workers: 2,
+            channels,
+            admin_token: Some("test-admin-token".to_owned()),
+            data_dir: data_dir.clone(),
+        };
+        let server = envstore_cli::server::start(config).await.expect("the server starts");
+        Self {
+            base: format!("http://{}", server.local_addr),
+            token: server.admin_token.clone(),
+            client: reqwest::Client::new(),
+            data_dir,
+            server: Some(server),
+            _data: data,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET is answered")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.get(path).await;
+        let status = response.status();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
+    pub async fn create_namespace(&self, name: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/namespaces"))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("POST is answered")
+    }
+
+    /// PUTs an environment.yml (or JSON, by content type) for `ns/name`.
+    pub async fn submit(&self, namespace: &str, name: &str, content_type: &str, body: &str) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!("/api/v1/namespaces/{namespace}/environments/{name}")))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("PUT is answered")
+    }
+
+    /// Submits and returns the build id, asserting the 202.
+    pub async fn submit_yaml(&self, namespace: &str, name: &str, body: &str) -> String {
+        let response = self.submit(namespace, name, "application/yaml", body).await;
+        let status = response.status();
+        let json: Value = response.json().await.expect("a JSON body");
+        assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+        json["build_id"].as_str().expect("a build id").to_owned()
+    }
+
+    /// Polls the build until it ends and returns its final view.
+    pub async fn wait_for_build(&self, build_id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let (status, build) = self.get_json(&format!("/api/v1/builds/{build_id}")).await;
+            assert_eq!(status, StatusCode::OK, "{build}");
+            if matches!(build["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                return build;
+            }
+            assert!(started.elapsed() < BUILD_WAIT, "build {build_id} did not end: {build}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn environment_link(&self, namespace: &str, name: &str) -> PathBuf {
+        self.data_dir.join("envs").join(namespace).join(name)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("the server stops cleanly");
+        }
+    }
+}
+
+/// Asserts an RFC 9457 problem response and returns its body.
+pub async fn expect_problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let problem: Value = response.json().await.expect("a problem body");
+    assert_eq!(problem["status"], status.as_u16());
+    assert!(problem["type"].as_str().is_some_and(|t| t.starts_with("/problems/")), "{problem}");
+    assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()), "{problem}");
+    problem
+}
+
+/// The demo spec whose linux-64 solve the fixtures crate documents.
+pub fn demo_spec_yaml(channel: &str) -> String {
+    let dependencies: Vec<String> = envstore_fixtures::DEMO_SOLVE_SPECS
+        .iter()
+        .map(|spec| format!("  - {spec}"))
+        .collect();
+    format!(
+        "name: analysis\nchannels:\n  - {channel}\ndependencies:\n{}\nplatforms: [linux-64]\n",
+        dependencies.join("\n")
+    )
+}
+
+/// Reads a file of an installed prefix.
+pub fn read(prefix: &Path, path: &str) -> Vec<u8> {
+    std::fs::read(prefix.join(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
+}

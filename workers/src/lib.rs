@@ -1,0 +1,14 @@
+//! The build pipeline and the worker pool: claim a job under a lease, solve,
+//! lock, build the prefix, publish the artifacts, point the environment.
+
+mod log;
+mod pipeline;
+mod pool;
+mod symlink;
+
+pub use log::{BuildLog, BuildLogs};
+pub use pipeline::{BuildContext, Layout};
+pub use pool::{WorkerPool, WorkerPoolConfig};
+pub use symlink::point_environment;
+
+pub use envstore_core::error_chain;

@@ -1,0 +1,390 @@
+//! One build, end to end: solve, lock, prefix, publish, point.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use envstore_core::{BuildPhase, BuildStatus, ChannelAllowlist, ContentHash, PhaseTiming};
+use envstore_db::{BuildOutcome, BuildRecord, ClaimedJob, Database, DbError, now_millis};
+use envstore_link::{PrefixBuilder, PrefixError, ProgressSink};
+use envstore_solve::{EnvironmentSolver, Lock, LockError, SolveError};
+use envstore_store::{ArtifactStore, StoreError, artifact, keys};
+use rattler_conda_types::Subdir;
+
+use crate::error_chain;
+use crate::log::{BuildLog, BuildLogs};
+use crate::symlink::point_environment;
+
+/// Where prefixes and environment links live on this node.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub prefixes: PathBuf,
+    pub environments: PathBuf,
+}
+
+impl Layout {
+    pub fn under(data_dir: &std::path::Path) -> Self {
+        Self {
+            prefixes: data_dir.join("prefixes"),
+            environments: data_dir.join("envs"),
+        }
+    }
+
+    pub fn environment_link(&self, namespace: &str, name: &str) -> PathBuf {
+        self.environments.join(namespace).join(name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BuildError {
+    #[error("the build's spec '{0}' is missing from the database")]
+    MissingSpec(String),
+    #[error(transparent)]
+    Solve(#[from] SolveError),
+    #[error("failed to write the lockfiles")]
+    Lock(#[from] LockError),
+    #[error("failed to build the prefix")]
+    Prefix(#[from] PrefixError),
+    #[error("failed to publish artifacts")]
+    Store(#[from] StoreError),
+    #[error("the database failed")]
+    Db(#[from] DbError),
+    #[error("the solution names '{0}', which is outside the allowed channels")]
+    UrlNotAllowed(String),
+    #[error("failed to point the environment at its prefix")]
+    Link(#[source] std::io::Error),
+}
+
+impl BuildError {
+    /// Whether another attempt may succeed: unreachable repodata, a store or
+    /// database hiccup. Unsolvable specs and bad packages fail for good.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Solve(error) => error.is_transient(),
+            Self::Store(_) | Self::Db(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What a successful build found and did.
+struct Success {
+    lock_hash: ContentHash,
+    lock_reused: bool,
+    prefix_reused: bool,
+}
+
+/// The phases of a running build, with their times.
+#[derive(Default)]
+struct PhaseRecorder {
+    phases: Mutex<Vec<PhaseTiming>>,
+}
+
+impl PhaseRecorder {
+    fn begin(&self, phase: BuildPhase) {
+        let now = now_millis();
+        let mut phases = self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(last) = phases.last_mut() {
+            last.finished_at.get_or_insert(now);
+        }
+        phases.push(PhaseTiming {
+            phase,
+            started_at: now,
+            finished_at: None,
+            detail: None,
+        });
+    }
+
+    fn end(&self, detail: Option<String>) {
+        let mut phases = self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(last) = phases.last_mut() {
+            last.finished_at.get_or_insert(now_millis());
+            if detail.is_some() {
+                last.detail = detail;
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<PhaseTiming> {
+        self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+/// Everything a worker needs to run builds.
+pub struct BuildContext {
+    pub db: Database,
+    pub store: ArtifactStore,
+    pub solver: EnvironmentSolver,
+    pub prefixes: PrefixBuilder,
+    pub layout: Layout,
+    /// The platform whose prefixes this node builds; other platforms are
+    /// locked only.
+    pub native_platform: Subdir,
+    pub allowlist: ChannelAllowlist,
+    pub logs: BuildLogs,
+}
+
+impl BuildContext {
+    /// Runs a claimed job to its end, renewing its lease meanwhile. If the
+    /// lease is lost (another worker took over), this worker stops quietly.
+    pub async fn run_job(&self, job: &ClaimedJob, worker: &str, lease: Duration, max_attempts: i64) {
+        if let Err(error) = self.try_run_job(job, worker, lease, max_attempts).await {
+            tracing::error!(build = %job.build_id, error = %error_chain(&error), "build bookkeeping failed");
+        }
+    }
+
+    async fn try_run_job(
+        &self,
+        job: &ClaimedJob,
+        worker: &str,
+        lease: Duration,
+        max_attempts: i64,
+    ) -> Result<(), DbError> {
+        let Some(build) = self.db.build(&job.build_id).await? else {
+            return Err(DbError::NotFound(format!("build '{}'", job.build_id)));
+        };
+        self.db.start_build(&build.id).await?;
+        let log = self.logs.start(&build.id);
+        log.line(format!(
+            "build {} of {}/{} (attempt {}) on {worker}",
+            build.id, build.namespace, build.environment, job.attempts
+        ));
+        let recorder = Arc::new(PhaseRecorder::default());
+        let lease_lost = Arc::new(tokio::sync::Notify::new());
+        let renewer = tokio::spawn(renew_lease(
+            self.db.clone(),
+            job.job_id.clone(),
+            worker.to_owned(),
+            lease,
+            lease_lost.clone(),
+        ));
+        let result = tokio::select! {
+            result = self.execute(&build, log.clone(), &recorder) => Some(result),
+            () = lease_lost.notified() => None,
+        };
+        renewer.abort();
+        let Some(result) = result else {
+            log.line("lost the job's lease to another worker: stopping".to_owned());
+            self.logs.finish(&build.id);
+            return Ok(());
+        };
+        let outcome = match result {
+            Ok(success) => {
+                log.line(format!("build succeeded: lock {}", success.lock_hash));
+                BuildOutcome {
+                    status: BuildStatus::Succeeded,
+                    lock_hash: Some(success.lock_hash),
+                    lock_reused: success.lock_reused,
+                    prefix_reused: success.prefix_reused,
+                    phases: recorder.snapshot(),
+                    error: None,
+                }
+            }
+            Err(error) if error.is_transient() && job.attempts < max_attempts => {
+                let delay = Duration::from_secs(2u64.saturating_pow(job.attempts as u32));
+                let message = error_chain(&error);
+                log.line(format!("error (will retry in {}s): {message}", delay.as_secs()));
+                self.publish_log(&build.id, &log).await;
+                self.logs.finish(&build.id);
+                return self.db.retry_job(&job.job_id, delay, &message).await;
+            }
+            Err(error) => {
+                let message = error_chain(&error);
+                log.line(format!("build failed: {message}"));
+                BuildOutcome {
+                    status: BuildStatus::Failed,
+                    lock_hash: None,
+                    lock_reused: false,
+                    prefix_reused: false,
+                    phases: recorder.snapshot(),
+                    error: Some(message),
+                }
+            }
+        };
+        self.publish_log(&build.id, &log).await;
+        self.db.finish_build(&build.id, &outcome).await?;
+        self.logs.finish(&build.id);
+        if outcome.status == BuildStatus::Succeeded {
+            self.point_current(&build).await?;
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        build: &BuildRecord,
+        log: Arc<BuildLog>,
+        recorder: &PhaseRecorder,
+    ) -> Result<Success, BuildError> {
+        let spec = self
+            .db
+            .spec(&build.spec_hash)
+            .await?
+            .ok_or_else(|| BuildError::MissingSpec(build.spec_hash.clone()))?;
+
+        recorder.begin(BuildPhase::Solving);
+        self.db.record_phases(&build.id, &recorder.snapshot()).await?;
+        log.line(format!(
+            "solving [{}] for {} from {}",
+            spec.dependencies.join(", "),
+            spec.platforms.join(", "),
+            spec.channels.join(", ")
+        ));
+        let lock = Lock::new(self.solver.solve(&spec).await?);
+        self.check_urls(&lock)?;
+        let lock_hash = lock.hash();
+        let packages = lock.packages();
+        let count: usize = packages.values().map(Vec::len).sum();
+        let platforms: Vec<String> = lock.platforms().map(str::to_owned).collect();
+        let lock_reused = !self
+            .db
+            .insert_lock(&lock_hash, &platforms, &serde_json::to_value(&packages).unwrap_or_default())
+            .await?;
+        log.line(format!(
+            "locked {count} packages for {}: lock {lock_hash}{}",
+            platforms.join(", "),
+            if lock_reused { " (already known)" } else { "" }
+        ));
+        recorder.end(Some(format!("{count} packages")));
+
+        let native = self.native_platform.to_string();
+        let mut prefix_reused = false;
+        if let Some(marker) = self.prefixes.complete_marker(&lock_hash) {
+            prefix_reused = true;
+            log.line(format!(
+                "prefix {} is complete ({} packages): reusing it, nothing to download or link",
+                self.prefixes.prefix_path(&lock_hash).display(),
+                marker.packages
+            ));
+        } else if let Some(records) = lock.records(&native) {
+            recorder.begin(BuildPhase::Downloading);
+            self.db.record_phases(&build.id, &recorder.snapshot()).await?;
+            let report = self
+                .prefixes
+                .build(&lock_hash, self.native_platform, records, log.clone(), || {
+                    recorder.begin(BuildPhase::Linking)
+                })
+                .await?;
+            prefix_reused = report.reused;
+            let detail = if report.reused {
+                format!("reused complete prefix {}", report.path.display())
+            } else {
+                format!(
+                    "{} packages, {} downloaded, {} linked into {}",
+                    report.packages,
+                    report.downloaded,
+                    report.linked,
+                    report.path.display()
+                )
+            };
+            log.line(detail.clone());
+            recorder.end(Some(detail));
+        } else {
+            log.line(format!("no prefix is built here: {native} is not among the spec's platforms"));
+        }
+
+        recorder.begin(BuildPhase::Publishing);
+        self.db.record_phases(&build.id, &recorder.snapshot()).await?;
+        let published = self.publish_lock(&lock).await?;
+        log.line(format!("published {}", published.join(", ")));
+        recorder.end(None);
+        Ok(Success {
+            lock_hash,
+            lock_reused,
+            prefix_reused,
+        })
+    }
+
+    /// Defence in depth: every package URL must lie inside an allowed
+    /// channel, so a channel cannot send the worker elsewhere.
+    fn check_urls(&self, lock: &Lock) -> Result<(), BuildError> {
+        for platform in lock.platforms() {
+            for record in lock.records(platform).unwrap_or_default() {
+                if !self.allowlist.contains_url(&record.url) {
+                    return Err(BuildError::UrlNotAllowed(record.url.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_lock(&self, lock: &Lock) -> Result<Vec<String>, BuildError> {
+        let hash = lock.hash();
+        let mut files = vec![
+            (artifact::CONDA_LOCK.to_owned(), lock.render_conda_lock()?),
+            (artifact::PIXI_LOCK.to_owned(), lock.render_pixi_lock()?),
+        ];
+        for platform in lock.platforms() {
+            files.push((artifact::explicit(platform), lock.render_explicit(platform)?));
+        }
+        let mut names = Vec::with_capacity(files.len());
+        for (name, text) in files {
+            self.store
+                .put_immutable(&keys::lock_artifact(&hash, &name), Bytes::from(text))
+                .await?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    async fn publish_log(&self, build_id: &str, log: &BuildLog) {
+        let key = keys::build_log(build_id);
+        if let Err(error) = self.store.put_immutable(&key, Bytes::from(log.text())).await {
+            tracing::warn!(build = build_id, error = %error_chain(&error), "failed to publish the build log");
+        }
+    }
+
+    /// Points the environment's link at the prefix of its current build.
+    async fn point_current(&self, build: &BuildRecord) -> Result<(), DbError> {
+        let (Ok(namespace), Ok(name)) = (build.namespace.parse(), build.environment.parse()) else {
+            return Ok(());
+        };
+        let Some(environment) = self.db.environment(&namespace, &name).await? else {
+            return Ok(());
+        };
+        let Some(current) = environment.current_build_id else {
+            return Ok(());
+        };
+        let Some(lock_hash) = self
+            .db
+            .build(&current)
+            .await?
+            .and_then(|build| build.lock_hash)
+            .and_then(|hash| hash.parse::<ContentHash>().ok())
+        else {
+            return Ok(());
+        };
+        if self.prefixes.complete_marker(&lock_hash).is_none() {
+            return Ok(());
+        }
+        let link = self.layout.environment_link(&build.namespace, &build.environment);
+        let target = self.prefixes.prefix_path(&lock_hash);
+        if let Err(error) = point_environment(&link, &target) {
+            tracing::warn!(link = %link.display(), error = %error_chain(&BuildError::Link(error)), "failed to point the environment");
+        }
+        Ok(())
+    }
+}
+
+async fn renew_lease(
+    db: Database,
+    job_id: String,
+    worker: String,
+    lease: Duration,
+    lost: Arc<tokio::sync::Notify>,
+) {
+    let mut interval = tokio::time::interval(lease / 3);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        match db.renew_lease(&job_id, &worker, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.notify_one();
+                return;
+            }
+            Err(error) => tracing::warn!(job = %job_id, error = %error_chain(&error), "failed to renew a lease"),
+        }
+    }
+}

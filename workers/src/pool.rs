@@ -1,0 +1,104 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error_chain;
+use crate::pipeline::BuildContext;
+
+#[derive(Debug, Clone)]
+pub struct WorkerPoolConfig {
+    pub workers: usize,
+    /// How long a claim holds without renewal; renewed every third of it.
+    pub lease: Duration,
+    /// How often idle workers look for jobs they were not woken for.
+    pub poll_interval: Duration,
+    /// Claims of one job before a transient failure becomes final.
+    pub max_attempts: i64,
+}
+
+impl Default for WorkerPoolConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Workers in this process. They wake when told a job was queued, and poll
+/// for jobs queued elsewhere or whose lease ran out.
+pub struct WorkerPool {
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    pub fn start(context: Arc<BuildContext>, config: WorkerPoolConfig) -> Self {
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+        let handles = (0..config.workers)
+            .map(|index| {
+                let worker = format!("{host}-{}-{index}", std::process::id());
+                tokio::spawn(work(
+                    context.clone(),
+                    config.clone(),
+                    worker,
+                    wake.clone(),
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
+        Self {
+            wake,
+            shutdown,
+            handles,
+        }
+    }
+
+    /// Tells idle workers that a job was queued.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Stops taking jobs and waits for running builds to end.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for handle in self.handles {
+            let _ = handle.await;
+        }
+    }
+}
+
+async fn work(
+    context: Arc<BuildContext>,
+    config: WorkerPoolConfig,
+    worker: String,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        match context.db.claim_job(&worker, config.lease).await {
+            Ok(Some(job)) => {
+                tracing::info!(worker, build = %job.build_id, attempt = job.attempts, "claimed a build");
+                context
+                    .run_job(&job, &worker, config.lease, config.max_attempts)
+                    .await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(worker, error = %error_chain(&error), "failed to claim a job"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(config.poll_interval) => {}
+        }
+    }
+}

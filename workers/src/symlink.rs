@@ -1,0 +1,45 @@
+use std::path::Path;
+
+/// Points `link` at `target` atomically: a temporary link beside it renamed
+/// over it, so readers see the old prefix or the new one, never neither.
+pub fn point_environment(link: &Path, target: &Path) -> std::io::Result<()> {
+    let parent = link
+        .parent()
+        .ok_or_else(|| std::io::Error::other("an environment link needs a parent folder"))?;
+    std::fs::create_dir_all(parent)?;
+    let file_name = link
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("an environment link needs a name"))?;
+    let temporary = parent.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    match std::fs::remove_file(&temporary) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    std::os::unix::fs::symlink(target, &temporary)?;
+    std::fs::rename(&temporary, link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swaps_the_link_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("a");
+        let second = dir.path().join("b");
+        std::fs::create_dir(&first).unwrap();
+        std::fs::create_dir(&second).unwrap();
+        let link = dir.path().join("envs/team/env");
+        point_environment(&link, &first).unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), first);
+        point_environment(&link, &second).unwrap();
+        assert_eq!(std::fs::read_link(&link).unwrap(), second);
+        let leftovers: Vec<_> = std::fs::read_dir(link.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+}

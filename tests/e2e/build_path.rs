@@ -46,7 +46,9 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
     assert_eq!(response.status(), StatusCode::OK);
     let etag = response.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(etag, format!("\"{lock_hash}\""));
-    let conda_lock: Value = serde_yaml::from_str(&response.text().await.unwrap()).unwrap();
+    let conda_lock_text = response.text().await.unwrap();
+    rattler_conda_lock::Document::parse(&conda_lock_text).expect("a valid conda-lock v1 document");
+    let conda_lock: Value = serde_yaml::from_str(&conda_lock_text).unwrap();
     assert_eq!(conda_lock["version"], 1);
     let content_hash = conda_lock["metadata"]["content_hash"]["linux-64"].as_str().unwrap();
     assert_eq!(content_hash.len(), 64);
@@ -135,6 +137,11 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
     assert!(log.contains(&format!("downloading {total}/{total} ")), "{log}");
     assert!(log.contains(&format!("linking {total}/{total} ")), "{log}");
     assert!(log.contains("build succeeded"), "{log}");
+    let linking = &build["phases"][2]["detail"];
+    assert!(
+        linking.as_str().unwrap().starts_with(&format!("{total} packages, {total} downloaded, {total} linked")),
+        "{linking}"
+    );
 
     // The same spec in another namespace reuses the lock and the prefix.
     assert_eq!(server.create_namespace("other").await.status(), StatusCode::CREATED);

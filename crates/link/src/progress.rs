@@ -61,7 +61,6 @@ impl Reporter for LinkReporter {
     }
     fn on_validate_complete(&self, _validate_idx: usize) {}
     fn on_download_start(&self, _cache_entry: usize) -> usize {
-        self.counts.downloaded.fetch_add(1, Ordering::Relaxed);
         0
     }
     fn on_download_progress(&self, _download_idx: usize, _progress: u64, _total: Option<u64>) {}

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 
 use envstore_core::ContentHash;
 use rattler_conda_types::{ExplicitEnvironmentEntry, ExplicitEnvironmentSpec, RepoDataRecord, Subdir};
-use rattler_lock::conda_lock::ExportOptions;
-use rattler_lock::{CondaPackageData, LockFile, LockFileBuilder, PlatformData, PlatformName, DEFAULT_ENVIRONMENT_NAME};
+use rattler_conda_lock as conda_lock;
+use rattler_lock::{CondaPackageData, DEFAULT_ENVIRONMENT_NAME, LockFile, LockFileBuilder, PlatformData, PlatformName};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -147,23 +147,40 @@ impl Lock {
         self.to_pixi_lock()?.render_to_string().map_err(LockError::Render)
     }
 
-    /// The lock as a conda-lock v1 `conda-lock.yml`. Its content hashes are
-    /// computed from the packages, so the file depends on the lock alone.
+    /// The lock as a conda-lock v1 `conda-lock.yml` (CEP 37), built from the
+    /// records directly so `file://` channels can be exported too. Each
+    /// platform's content hash covers its packages, so the file depends on
+    /// the lock alone and its content-addressed key never changes meaning.
     pub fn render_conda_lock(&self) -> Result<String, LockError> {
-        let pixi = self.to_pixi_lock()?;
-        let environment = pixi
-            .default_environment()
-            .ok_or_else(|| LockError::UnknownPlatform(DEFAULT_ENVIRONMENT_NAME.to_owned()))?;
-        let options = ExportOptions {
+        let mut metadata = conda_lock::Metadata {
+            channels: self
+                .channels
+                .iter()
+                .map(|url| conda_lock::Channel {
+                    url: url.to_string(),
+                    used_env_vars: Vec::new(),
+                })
+                .collect(),
+            platforms: self.platforms.keys().cloned().collect(),
             sources: vec!["environment.yml".to_owned()],
-            content_hash: None,
+            ..conda_lock::Metadata::default()
         };
-        let conda_lock = environment
-            .to_conda_lock(&options)
-            .map_err(|error| LockError::CondaLock(Box::new(error)))?;
-        conda_lock
-            .to_yaml()
-            .map_err(|error| LockError::CondaLock(Box::new(error)))
+        let mut packages = Vec::new();
+        for (platform, records) in &self.platforms {
+            let mut checksums: Vec<String> = records.iter().map(|r| format!("{} {}", r.url, checksum(r))).collect();
+            checksums.sort();
+            metadata.content_hash.insert(
+                platform.clone(),
+                ContentHash::of(checksums.join("\n").as_bytes()).to_hex(),
+            );
+            packages.extend(records.iter().map(|record| conda_lock_package(platform, record)));
+        }
+        conda_lock::LockFile {
+            metadata,
+            package: packages,
+        }
+        .to_yaml()
+        .map_err(|error| LockError::CondaLock(Box::new(error)))
     }
 
     /// An `@EXPLICIT` list for one platform, each URL carrying its sha256 so
@@ -186,6 +203,34 @@ impl Lock {
                 .collect(),
         };
         Ok(spec.to_spec_string())
+    }
+}
+
+fn conda_lock_package(platform: &str, record: &RepoDataRecord) -> conda_lock::Package {
+    let package = &record.package_record;
+    let dependencies = package
+        .depends
+        .iter()
+        .map(|depend| match depend.split_once(' ') {
+            Some((name, constraint)) => (name.to_owned(), constraint.trim().to_owned()),
+            None => (depend.clone(), "*".to_owned()),
+        })
+        .collect();
+    conda_lock::Package {
+        name: package.name.as_source().to_owned(),
+        version: package.version.to_string(),
+        manager: conda_lock::Manager::Conda,
+        platform: platform.to_owned(),
+        dependencies,
+        url: record.url.to_string(),
+        hash: conda_lock::Hashes {
+            md5: package.md5.map(hex::encode),
+            sha256: package.sha256.map(hex::encode),
+        },
+        source: None,
+        build: Some(package.build.to_string()),
+        category: "main".to_owned(),
+        optional: false,
     }
 }
 

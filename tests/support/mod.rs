@@ -60,12 +60,14 @@ impl TestServer {
             workers: 2,
             channels,
             admin_token: Some("test-admin-token".to_owned()),
+            lease: Duration::from_secs(30),
+            test_pause: None,
             data_dir: data_dir.clone(),
         };
         let server = envstore_cli::server::start(config).await.expect("the server starts");
         Self {
-            base: format!("http://{}", server.local_addr),
-            token: server.admin_token.clone(),
+            base: format!("http://{}", server.local_addr.expect("the API listens")),
+            token: server.admin_token.clone().expect("an admin token"),
             client: reqwest::Client::new(),
             data_dir,
             server: Some(server),

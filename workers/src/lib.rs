@@ -2,11 +2,14 @@
 //! lock, build the prefix, publish the artifacts, point the environment.
 
 mod log;
+mod materialize;
 mod pipeline;
 mod pool;
+mod prefix_step;
 mod symlink;
 
 pub use log::{BuildLog, BuildLogs};
+pub use materialize::{MaterializeError, materialize_environment};
 pub use pipeline::{BuildContext, Layout};
 pub use pool::{WorkerPool, WorkerPoolConfig};
 pub use symlink::point_environment;

@@ -14,6 +14,7 @@ use rattler_conda_types::Subdir;
 
 use crate::error_chain;
 use crate::log::{BuildLog, BuildLogs};
+use crate::prefix_step::PrefixSource;
 use crate::symlink::point_environment;
 
 /// Where prefixes and environment links live on this node.
@@ -37,7 +38,7 @@ impl Layout {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum BuildError {
+pub(crate) enum BuildError {
     #[error("the build's spec '{0}' is missing from the database")]
     MissingSpec(String),
     #[error(transparent)]
@@ -54,6 +55,10 @@ enum BuildError {
     UrlNotAllowed(String),
     #[error("failed to point the environment at its prefix")]
     Link(#[source] std::io::Error),
+    #[error("failed to materialise the prefix built elsewhere")]
+    Materialize(#[from] crate::materialize::MaterializeError),
+    #[error("a background task failed: {0}")]
+    Task(String),
 }
 
 impl BuildError {
@@ -77,12 +82,12 @@ struct Success {
 
 /// The phases of a running build, with their times.
 #[derive(Default)]
-struct PhaseRecorder {
+pub(crate) struct PhaseRecorder {
     phases: Mutex<Vec<PhaseTiming>>,
 }
 
 impl PhaseRecorder {
-    fn begin(&self, phase: BuildPhase) {
+    pub(crate) fn begin(&self, phase: BuildPhase) {
         let now = now_millis();
         let mut phases = self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(last) = phases.last_mut() {
@@ -96,7 +101,7 @@ impl PhaseRecorder {
         });
     }
 
-    fn end(&self, detail: Option<String>) {
+    pub(crate) fn end(&self, detail: Option<String>) {
         let mut phases = self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(last) = phases.last_mut() {
             last.finished_at.get_or_insert(now_millis());
@@ -106,7 +111,7 @@ impl PhaseRecorder {
         }
     }
 
-    fn snapshot(&self) -> Vec<PhaseTiming> {
+    pub(crate) fn snapshot(&self) -> Vec<PhaseTiming> {
         self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 }
@@ -123,13 +128,17 @@ pub struct BuildContext {
     pub native_platform: Subdir,
     pub allowlist: ChannelAllowlist,
     pub logs: BuildLogs,
+    /// How long a job or prefix lease holds without renewal.
+    pub lease: Duration,
+    /// Fault tests only: stop for good when publishing starts.
+    pub pause_before_publishing: bool,
 }
 
 impl BuildContext {
     /// Runs a claimed job to its end, renewing its lease meanwhile. If the
     /// lease is lost (another worker took over), this worker stops quietly.
-    pub async fn run_job(&self, job: &ClaimedJob, worker: &str, lease: Duration, max_attempts: i64) {
-        if let Err(error) = self.try_run_job(job, worker, lease, max_attempts).await {
+    pub async fn run_job(&self, job: &ClaimedJob, worker: &str, max_attempts: i64) {
+        if let Err(error) = self.try_run_job(job, worker, max_attempts).await {
             tracing::error!(build = %job.build_id, error = %error_chain(&error), "build bookkeeping failed");
         }
     }
@@ -138,9 +147,9 @@ impl BuildContext {
         &self,
         job: &ClaimedJob,
         worker: &str,
-        lease: Duration,
         max_attempts: i64,
     ) -> Result<(), DbError> {
+        let lease = self.lease;
         let Some(build) = self.db.build(&job.build_id).await? else {
             return Err(DbError::NotFound(format!("build '{}'", job.build_id)));
         };
@@ -160,7 +169,7 @@ impl BuildContext {
             lease_lost.clone(),
         ));
         let result = tokio::select! {
-            result = self.execute(&build, log.clone(), &recorder) => Some(result),
+            result = self.execute(&build, worker, log.clone(), &recorder) => Some(result),
             () = lease_lost.notified() => None,
         };
         renewer.abort();
@@ -214,6 +223,7 @@ impl BuildContext {
     async fn execute(
         &self,
         build: &BuildRecord,
+        worker: &str,
         log: Arc<BuildLog>,
         recorder: &PhaseRecorder,
     ) -> Result<Success, BuildError> {
@@ -249,41 +259,18 @@ impl BuildContext {
         recorder.end(Some(format!("{count} packages")));
 
         let native = self.native_platform.to_string();
-        let mut prefix_reused = false;
-        if let Some(marker) = self.prefixes.complete_marker(&lock_hash) {
-            prefix_reused = true;
-            log.line(format!(
-                "prefix {} is complete ({} packages): reusing it, nothing to download or link",
-                self.prefixes.prefix_path(&lock_hash).display(),
-                marker.packages
-            ));
-        } else if let Some(records) = lock.records(&native) {
-            recorder.begin(BuildPhase::Downloading);
-            self.db.record_phases(&build.id, &recorder.snapshot()).await?;
-            let report = self
-                .prefixes
-                .build(&lock_hash, self.native_platform, records, log.clone(), || {
-                    recorder.begin(BuildPhase::Linking)
-                })
-                .await?;
-            prefix_reused = report.reused;
-            let detail = if report.reused {
-                format!("reused complete prefix {}", report.path.display())
-            } else {
-                format!(
-                    "{} packages, {} downloaded, {} linked into {}",
-                    report.packages,
-                    report.downloaded,
-                    report.linked,
-                    report.path.display()
-                )
-            };
-            log.line(detail.clone());
-            recorder.end(Some(detail));
+        let prefix_reused = if lock.records(&native).is_some() {
+            let source = self.ensure_prefix(worker, &lock, &log, recorder, &build.id).await?;
+            source != PrefixSource::Built
         } else {
             log.line(format!("no prefix is built here: {native} is not among the spec's platforms"));
-        }
+            false
+        };
 
+        if self.pause_before_publishing {
+            log.line("paused for a fault test: waiting to be killed".to_owned());
+            std::future::pending::<()>().await;
+        }
         recorder.begin(BuildPhase::Publishing);
         self.db.record_phases(&build.id, &recorder.snapshot()).await?;
         let published = self.publish_lock(&lock).await?;

@@ -11,8 +11,6 @@ use crate::pipeline::BuildContext;
 #[derive(Debug, Clone)]
 pub struct WorkerPoolConfig {
     pub workers: usize,
-    /// How long a claim holds without renewal; renewed every third of it.
-    pub lease: Duration,
     /// How often idle workers look for jobs they were not woken for.
     pub poll_interval: Duration,
     /// Claims of one job before a transient failure becomes final.
@@ -23,7 +21,6 @@ impl Default for WorkerPoolConfig {
     fn default() -> Self {
         Self {
             workers: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
-            lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             max_attempts: 3,
         }
@@ -43,7 +40,7 @@ impl WorkerPool {
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
-        let handles = (0..config.workers)
+        let mut handles: Vec<JoinHandle<()>> = (0..config.workers)
             .map(|index| {
                 let worker = format!("{host}-{}-{index}", std::process::id());
                 tokio::spawn(work(
@@ -55,6 +52,11 @@ impl WorkerPool {
                 ))
             })
             .collect();
+        handles.push(tokio::spawn(forward_notifications(
+            context.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        )));
         Self {
             wake,
             shutdown,
@@ -84,12 +86,10 @@ async fn work(
     shutdown: CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
-        match context.db.claim_job(&worker, config.lease).await {
+        match context.db.claim_job(&worker, context.lease).await {
             Ok(Some(job)) => {
                 tracing::info!(worker, build = %job.build_id, attempt = job.attempts, "claimed a build");
-                context
-                    .run_job(&job, &worker, config.lease, config.max_attempts)
-                    .await;
+                context.run_job(&job, &worker, config.max_attempts).await;
                 continue;
             }
             Ok(None) => {}
@@ -99,6 +99,30 @@ async fn work(
             () = shutdown.cancelled() => break,
             () = wake.notified() => {}
             () = tokio::time::sleep(config.poll_interval) => {}
+        }
+    }
+}
+
+/// Turns the database's job notifications (PostgreSQL) into wake-ups.
+async fn forward_notifications(context: Arc<BuildContext>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut listener = match context.db.job_listener().await {
+        Ok(Some(listener)) => listener,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "cannot listen for jobs: polling only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = listener.recv() => match received {
+                Ok(()) => wake.notify_waiters(),
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "lost the job notifications: polling only");
+                    return;
+                }
+            },
         }
     }
 }

@@ -44,6 +44,31 @@ pub struct ServerConfig {
     pub channels: Vec<NamedChannel>,
     /// None: read `<data_dir>/admin-token`, or create it.
     pub admin_token: Option<String>,
+    /// How long job and prefix leases hold without renewal.
+    pub lease: std::time::Duration,
+    /// Fault tests only: where workers stop for good.
+    pub test_pause: Option<TestPause>,
+}
+
+/// Points where a worker can be told to stop for good, so fault tests can
+/// kill it there (`ENVSTORE_TEST_PAUSE=linking|publishing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestPause {
+    /// After the first package of a prefix is linked.
+    Linking,
+    /// When publishing starts.
+    Publishing,
+}
+
+impl std::str::FromStr for TestPause {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "linking" => Ok(Self::Linking),
+            "publishing" => Ok(Self::Publishing),
+            other => Err(format!("unknown pause point '{other}' (linking or publishing)")),
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -56,6 +81,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("workers", &self.workers)
             .field("channels", &self.channels)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("lease", &self.lease)
+            .field("test_pause", &self.test_pause)
             .finish()
     }
 }

@@ -2,10 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use envstore_cli::config::{FileConfig, ServerConfig};
+use envstore_cli::config::{FileConfig, ServerConfig, TestPause};
 use envstore_core::NamedChannel;
 use tracing_subscriber::EnvFilter;
 
@@ -18,8 +19,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the API and an in-process worker pool.
+    /// Run the API and an in-process worker pool (`--workers 0`: the API only).
     Serve(ServeArgs),
+    /// Run build workers only, fed by a shared database.
+    Worker(NodeArgs),
+    /// Fetch an environment's packed prefix from the store and unpack it here,
+    /// at the same path it was built at.
+    Materialize(MaterializeArgs),
     /// Apply pending database migrations and exit.
     Migrate {
         /// sqlite://path or postgres://…
@@ -28,14 +34,12 @@ enum Command {
     },
 }
 
+/// Settings every node shares.
 #[derive(clap::Args)]
-struct ServeArgs {
+struct NodeArgs {
     /// A TOML file with the same settings; flags override it.
     #[arg(long, env = "ENVSTORE_CONFIG")]
     config: Option<PathBuf>,
-    /// Where to listen [default: 127.0.0.1:8080].
-    #[arg(long, env = "ENVSTORE_BIND")]
-    bind: Option<SocketAddr>,
     /// Database, prefixes, caches and artifacts live here [default: ./envstore-data].
     #[arg(long, env = "ENVSTORE_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -43,9 +47,10 @@ struct ServeArgs {
     #[arg(long, env = "ENVSTORE_DATABASE")]
     database: Option<String>,
     /// file:///path or s3://bucket/prefix [default: file://<data-dir>/artifacts].
+    /// S3 reads AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP.
     #[arg(long, env = "ENVSTORE_STORE")]
     store: Option<String>,
-    /// Build workers in this process; 0 runs the API only [default: the number of cores].
+    /// Build workers in this process [default: the number of cores].
     #[arg(long, env = "ENVSTORE_WORKERS")]
     workers: Option<usize>,
     /// An allowed channel, as NAME=URL or a URL; repeat for more.
@@ -54,9 +59,38 @@ struct ServeArgs {
     /// Also generate the demo channel under the data folder and allow it as `demo`.
     #[arg(long)]
     demo: bool,
+    /// Seconds a job or prefix lease holds without renewal; a crashed
+    /// worker's build is taken over after this.
+    #[arg(long, env = "ENVSTORE_LEASE_SECONDS", default_value_t = 30)]
+    lease_seconds: u64,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Where to listen [default: 127.0.0.1:8080].
+    #[arg(long, env = "ENVSTORE_BIND")]
+    bind: Option<SocketAddr>,
     /// The admin token; without it, one is kept in <data-dir>/admin-token.
     #[arg(long, env = "ENVSTORE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct MaterializeArgs {
+    /// The environment, as NAMESPACE/NAME.
+    environment: String,
+    /// The data folder the prefix is unpacked under; it must be the same
+    /// path as on the node that built it [default: ./envstore-data].
+    #[arg(long, env = "ENVSTORE_DATA_DIR")]
+    root: Option<PathBuf>,
+    /// sqlite://path or postgres://…
+    #[arg(long, env = "ENVSTORE_DATABASE")]
+    database: String,
+    /// file:///path or s3://bucket/prefix
+    #[arg(long, env = "ENVSTORE_STORE")]
+    store: String,
 }
 
 #[tokio::main]
@@ -65,7 +99,23 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_env("ENVSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => {
+            let mut config = node_config(args.node).await?;
+            if let Some(bind) = args.bind {
+                config.bind = bind;
+            }
+            config.admin_token = args.admin_token;
+            let server = envstore_cli::server::start(config).await?;
+            if let Some(address) = server.local_addr {
+                println!("envstore listening on http://{address}");
+            }
+            run_until_signal(server).await
+        }
+        Command::Worker(args) => {
+            let config = node_config(args).await?;
+            run_until_signal(envstore_cli::server::start_workers(config).await?).await
+        }
+        Command::Materialize(args) => materialize(args).await,
         Command::Migrate { database } => {
             envstore_db::Database::connect(&database).await?;
             println!("migrations applied");
@@ -74,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -88,7 +138,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let demo_dir = data_dir.join("channels").join("demo");
         if !demo_dir.join("noarch").join("repodata.json").exists() {
             tracing::info!(path = %demo_dir.display(), "writing the demo channel");
-            envstore_fixtures::write_demo_channel(&demo_dir).await.context("failed to write the demo channel")?;
+            envstore_fixtures::write_demo_channel(&demo_dir)
+                .await
+                .context("failed to write the demo channel")?;
         }
         let url = url::Url::from_directory_path(&demo_dir)
             .map_err(|()| anyhow::anyhow!("the demo channel path is not absolute"))?;
@@ -98,12 +150,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("no channels are allowed: every build will be refused (use --channel NAME=URL or --demo)");
     }
     let store = match args.store.or(file.store) {
-        Some(store) => url::Url::parse(&store).with_context(|| format!("invalid store URL '{store}'"))?,
+        Some(store) => store_url(&store)?,
         None => url::Url::from_directory_path(data_dir.join("artifacts"))
             .map_err(|()| anyhow::anyhow!("the data folder is not absolute"))?,
     };
-    let config = ServerConfig {
-        bind: args.bind.or(file.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+    let test_pause = match std::env::var("ENVSTORE_TEST_PAUSE") {
+        Ok(point) => Some(point.parse::<TestPause>().map_err(anyhow::Error::msg)?),
+        Err(_) => None,
+    };
+    Ok(ServerConfig {
+        bind: file.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         database: args
             .database
             .or(file.database)
@@ -114,11 +170,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .or(file.workers)
             .unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(2)),
         channels,
-        admin_token: args.admin_token,
+        admin_token: None,
+        lease: Duration::from_secs(args.lease_seconds.max(1)),
+        test_pause,
         data_dir,
-    };
-    let server = envstore_cli::server::start(config).await?;
-    println!("envstore listening on http://{}", server.local_addr);
+    })
+}
+
+async fn materialize(args: MaterializeArgs) -> anyhow::Result<()> {
+    let (namespace, name) = args
+        .environment
+        .split_once('/')
+        .context("the environment is NAMESPACE/NAME")?;
+    let root = absolute(&args.root.unwrap_or_else(|| PathBuf::from("envstore-data")))?;
+    let db = envstore_db::Database::connect(&args.database).await?;
+    let store = envstore_store::ArtifactStore::open(&store_url(&args.store)?)?;
+    let platform = rattler_conda_types::Subdir::current()
+        .context("envstore cannot tell which conda platform this machine is")?;
+    let prefix = envstore_workers::materialize_environment(
+        &db,
+        &store,
+        &envstore_workers::Layout::under(&root),
+        &platform.to_string(),
+        &namespace.parse()?,
+        &name.parse()?,
+    )
+    .await?;
+    println!("{}", prefix.display());
+    Ok(())
+}
+
+fn store_url(text: &str) -> anyhow::Result<url::Url> {
+    url::Url::parse(text).with_context(|| format!("invalid store URL '{text}'"))
+}
+
+async fn run_until_signal(server: envstore_cli::server::RunningServer) -> anyhow::Result<()> {
     let shutdown = server.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -1,5 +1,5 @@
-//! `envstore serve`: the API, the worker pool, the database and the object
-//! store in one process.
+//! Assembling a node: `envstore serve` (the API with an in-process worker
+//! pool, or none) and `envstore worker` (workers only).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,13 +17,14 @@ use envstore_workers::{BuildContext, BuildLogs, Layout, WorkerPool, WorkerPoolCo
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::Subdir;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, TestPause, redact_password};
 
 /// How long a solve may run before the build fails with a timeout.
 const SOLVE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Connects the API to the worker pool of this process.
+/// Connects the API to the worker pool of this process, if it has one.
 struct LocalBuildEvents {
     wake: Option<Arc<Notify>>,
     logs: BuildLogs,
@@ -41,16 +42,62 @@ impl BuildEvents for LocalBuildEvents {
     }
 }
 
-/// A started server: its address, and a handle to stop it.
+/// What every node has: the database, the store and the build context.
+struct Node {
+    context: Arc<BuildContext>,
+    allowlist: ChannelAllowlist,
+    native_platform: Subdir,
+    logs: BuildLogs,
+}
+
+async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
+    let data_dir = &config.data_dir;
+    fs_err::create_dir_all(data_dir)?;
+    let db = Database::connect(&config.database)
+        .await
+        .with_context(|| format!("failed to open the database {}", redact_password(&config.database)))?;
+    let store = ArtifactStore::open(&config.store)?;
+    let allowlist = ChannelAllowlist::new(config.channels.clone());
+    let native_platform =
+        Subdir::current().context("envstore cannot tell which conda platform this machine is")?;
+    let cache_dir = data_dir.join("cache");
+    let package_cache = PackageCache::new(cache_dir.join(rattler_cache::PACKAGE_CACHE_DIR));
+    let layout = Layout::under(data_dir);
+    fs_err::create_dir_all(&layout.prefixes)?;
+    let logs = BuildLogs::default();
+    let prefixes = PrefixBuilder::new(layout.prefixes.clone(), package_cache.clone())
+        .with_pause_after_first_link(config.test_pause == Some(TestPause::Linking));
+    let context = Arc::new(BuildContext {
+        db,
+        store,
+        solver: EnvironmentSolver::new(&cache_dir, package_cache, SOLVE_TIMEOUT),
+        prefixes,
+        layout,
+        native_platform,
+        allowlist: allowlist.clone(),
+        logs: logs.clone(),
+        lease: config.lease,
+        pause_before_publishing: config.test_pause == Some(TestPause::Publishing),
+    });
+    Ok(Node {
+        context,
+        allowlist,
+        native_platform,
+        logs,
+    })
+}
+
+/// A started node: its address (if it serves the API), and a handle to stop it.
 pub struct RunningServer {
-    pub local_addr: SocketAddr,
-    pub admin_token: String,
-    shutdown: tokio_util::sync::CancellationToken,
+    /// Where the API listens; None for a workers-only node.
+    pub local_addr: Option<SocketAddr>,
+    pub admin_token: Option<String>,
+    shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningServer {
-    /// Waits until the server stops (on its own or after [`Self::stop`]).
+    /// Waits until the node stops (on its own or after [`Self::stop`]).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await.context("the server task panicked")?
     }
@@ -60,66 +107,41 @@ impl RunningServer {
         self.wait().await
     }
 
-    pub fn shutdown_token(&self) -> tokio_util::sync::CancellationToken {
+    pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 }
 
+fn start_pool(node: &Node, workers: usize) -> Option<WorkerPool> {
+    (workers > 0).then(|| WorkerPool::start(node.context.clone(), WorkerPoolConfig { workers, ..WorkerPoolConfig::default() }))
+}
+
+/// `envstore serve`: the API, with `config.workers` workers in-process.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    let data_dir = &config.data_dir;
-    fs_err::create_dir_all(data_dir)?;
-    let db = Database::connect(&config.database)
-        .await
-        .with_context(|| format!("failed to open the database {}", crate::config::redact_password(&config.database)))?;
-    let store = ArtifactStore::open(&config.store)?;
+    let node = open_node(&config).await?;
     let admin_token = match &config.admin_token {
         Some(token) => token.clone(),
-        None => admin_token_file(data_dir)?,
+        None => admin_token_file(&config.data_dir)?,
     };
-    let allowlist = ChannelAllowlist::new(config.channels.clone());
-    let native_platform = Subdir::current()
-        .context("envstore cannot tell which conda platform this machine is")?;
-    let cache_dir = data_dir.join("cache");
-    let package_cache = PackageCache::new(cache_dir.join(rattler_cache::PACKAGE_CACHE_DIR));
-    let layout = Layout::under(data_dir);
-    let logs = BuildLogs::default();
-    let context = Arc::new(BuildContext {
-        db: db.clone(),
-        store: store.clone(),
-        solver: EnvironmentSolver::new(&cache_dir, package_cache.clone(), SOLVE_TIMEOUT),
-        prefixes: PrefixBuilder::new(layout.prefixes.clone(), package_cache),
-        layout: layout.clone(),
-        native_platform,
-        allowlist: allowlist.clone(),
-        logs: logs.clone(),
-    });
-    let pool = (config.workers > 0).then(|| {
-        WorkerPool::start(
-            context,
-            WorkerPoolConfig {
-                workers: config.workers,
-                ..WorkerPoolConfig::default()
-            },
-        )
-    });
+    let pool = start_pool(&node, config.workers);
     let app = Arc::new(App {
-        db,
-        store,
-        allowlist,
-        default_platform: native_platform,
+        db: node.context.db.clone(),
+        store: node.context.store.clone(),
+        allowlist: node.allowlist.clone(),
+        default_platform: node.native_platform,
         admin_token: AdminToken::new(&admin_token),
         events: Arc::new(LocalBuildEvents {
             wake: pool.as_ref().map(WorkerPool::waker),
-            logs,
+            logs: node.logs.clone(),
         }),
-        prefixes_root: layout.prefixes.clone(),
+        prefixes_root: node.context.layout.prefixes.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("failed to listen on {}", config.bind))?;
     let local_addr = listener.local_addr()?;
     tracing::info!(address = %local_addr, config = ?config, "envstore is listening");
-    let shutdown = tokio_util::sync::CancellationToken::new();
+    let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, envstore_api::router(app))
@@ -132,8 +154,30 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Ok(())
     });
     Ok(RunningServer {
-        local_addr,
-        admin_token,
+        local_addr: Some(local_addr),
+        admin_token: Some(admin_token),
+        shutdown,
+        task,
+    })
+}
+
+/// `envstore worker`: build workers only, fed by the shared database.
+pub async fn start_workers(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let node = open_node(&config).await?;
+    let pool = start_pool(&node, config.workers.max(1));
+    tracing::info!(config = ?config, "envstore workers are running");
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        stop.cancelled().await;
+        if let Some(pool) = pool {
+            pool.shutdown().await;
+        }
+        Ok(())
+    });
+    Ok(RunningServer {
+        local_addr: None,
+        admin_token: None,
         shutdown,
         task,
     })

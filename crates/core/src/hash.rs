@@ -18,6 +18,10 @@ impl ContentHash {
         Self(Sha256::digest(bytes).into())
     }
 
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

@@ -151,6 +151,14 @@ impl Database {
         .bind(now)
         .execute(&mut *transaction)
         .await?;
+        if self.dialect == crate::Dialect::Postgres {
+            // Delivered on commit, to every listening worker.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::jobs::JOBS_CHANNEL)
+                .bind(&build_id)
+                .execute(&mut *transaction)
+                .await?;
+        }
         transaction.commit().await?;
         let build = self
             .build(&build_id)

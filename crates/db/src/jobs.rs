@@ -7,6 +7,23 @@ use std::time::Duration;
 
 use crate::{Database, DbError, Dialect, get, now_millis};
 
+/// The PostgreSQL channel on which submissions announce new jobs.
+pub(crate) const JOBS_CHANNEL: &str = "envstore_jobs";
+
+/// Wakes workers when a job is queued anywhere (PostgreSQL LISTEN/NOTIFY).
+/// Workers poll as well, so a missed notification only delays a build.
+pub struct JobListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl JobListener {
+    /// Waits for the next notification.
+    pub async fn recv(&mut self) -> Result<(), DbError> {
+        self.listener.recv().await?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub job_id: String,
@@ -29,7 +46,7 @@ const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = 'running', worker = $1, lo
         ORDER BY run_after, created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
      RETURNING id, build_id, attempts";
 
-fn millis(duration: Duration) -> i64 {
+pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -55,6 +72,20 @@ impl Database {
             })
         })
         .transpose()
+    }
+
+    /// A listener for new jobs, where the database can push them
+    /// (PostgreSQL); None for SQLite, whose workers share a process with the
+    /// API and are woken directly.
+    pub async fn job_listener(&self) -> Result<Option<JobListener>, DbError> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url)
+            .await
+            .map_err(DbError::Connect)?;
+        listener.listen(JOBS_CHANNEL).await?;
+        Ok(Some(JobListener { listener }))
     }
 
     /// Extends the lease; false when the job is no longer this worker's.

@@ -4,6 +4,7 @@
 
 mod builds;
 mod jobs;
+mod leases;
 mod migrate;
 mod namespaces;
 
@@ -13,7 +14,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 pub use builds::{BuildOutcome, BuildRecord, EnvironmentRecord, LockRecord, SubmittedBuild};
-pub use jobs::ClaimedJob;
+pub use jobs::{ClaimedJob, JobListener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -43,6 +44,7 @@ pub enum Dialect {
 pub struct Database {
     pool: AnyPool,
     dialect: Dialect,
+    url: String,
 }
 
 impl Database {
@@ -64,6 +66,7 @@ impl Database {
             Dialect::Sqlite => 4,
             Dialect::Postgres => 16,
         };
+        let connect_url = url.clone();
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .after_connect(move |connection, _| {
@@ -76,10 +79,10 @@ impl Database {
                     Ok(())
                 })
             })
-            .connect(&url)
+            .connect(&connect_url)
             .await
             .map_err(DbError::Connect)?;
-        let database = Self { pool, dialect };
+        let database = Self { pool, dialect, url };
         database.migrate().await?;
         Ok(database)
     }

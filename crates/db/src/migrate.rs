@@ -8,16 +8,14 @@ use crate::{Database, DbError, Dialect};
 /// Migrations are compiled into the binary, so a deployed `envstore` needs no
 /// files beside it. The two folders are kept in step: same versions, same
 /// meaning, each in its own dialect.
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/sqlite/0001_initial.sql"),
-)];
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../../migrations/sqlite/0001_initial.sql")),
+    (2, "prefix leases", include_str!("../../../migrations/sqlite/0002_prefix_leases.sql")),
+];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
+    (2, "prefix leases", include_str!("../../../migrations/postgres/0002_prefix_leases.sql")),
+];
 
 impl Database {
     pub async fn migrate(&self) -> Result<(), DbError> {

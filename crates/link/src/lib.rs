@@ -6,9 +6,11 @@
 //! marker is written last, after everything else is on disk.
 
 mod fetch;
+mod pack;
 mod prefix;
 mod progress;
 
 pub use fetch::fetch_packages;
+pub use pack::{installed_packages, pack_prefix, unpack_prefix};
 pub use prefix::{CompletionMarker, PrefixBuilder, PrefixError, PrefixReport, MARKER_FILE};
 pub use progress::{ProgressSink, TransferCounts};

@@ -30,6 +30,12 @@ pub enum PrefixError {
         #[source]
         source: InstallerError,
     },
+    #[error("the prefix '{}' does not hold the lock's packages (missing: {missing:?}, unexpected: {extra:?})", prefix.display())]
+    Mismatch {
+        prefix: PathBuf,
+        missing: Vec<String>,
+        extra: Vec<String>,
+    },
     #[error("failed to {action} '{}'", path.display())]
     Io {
         action: &'static str,
@@ -40,7 +46,7 @@ pub enum PrefixError {
 }
 
 impl PrefixError {
-    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.to_owned();
         move |source| Self::Io { action, path, source }
     }
@@ -73,6 +79,7 @@ pub struct PrefixBuilder {
     package_cache: PackageCache,
     client: LazyClient,
     in_progress: Arc<Mutex<HashMap<ContentHash, Arc<tokio::sync::Mutex<()>>>>>,
+    pause_after_first_link: bool,
 }
 
 impl PrefixBuilder {
@@ -82,7 +89,15 @@ impl PrefixBuilder {
             package_cache,
             client: LazyClient::default(),
             in_progress: Arc::default(),
+            pause_after_first_link: false,
         }
+    }
+
+    /// For fault tests only: linking stops for good after the first package,
+    /// leaving a half-built prefix for the test to kill the worker over.
+    pub fn with_pause_after_first_link(mut self, pause: bool) -> Self {
+        self.pause_after_first_link = pause;
+        self
     }
 
     pub fn package_cache(&self) -> &PackageCache {
@@ -163,7 +178,7 @@ impl PrefixBuilder {
             .with_target_platform(platform)
             .with_execute_link_scripts(false)
             .with_installed_packages(Vec::new())
-            .with_reporter(LinkReporter::new(sink, counts))
+            .with_reporter(LinkReporter::new(sink, counts, self.pause_after_first_link))
             .install(prefix, records.iter().cloned())
             .await
             .map_err(|source| PrefixError::Install {
@@ -201,7 +216,7 @@ pub(crate) fn read_marker(prefix: &Path) -> Option<CompletionMarker> {
 }
 
 /// Writes the marker durably: a temp file, fsync, rename, fsync of the folder.
-fn write_marker(prefix: &Path, marker: &CompletionMarker) -> Result<(), PrefixError> {
+pub(crate) fn write_marker(prefix: &Path, marker: &CompletionMarker) -> Result<(), PrefixError> {
     let path = prefix.join(MARKER_FILE);
     let folder = path.parent().unwrap_or(prefix).to_owned();
     std::fs::create_dir_all(&folder).map_err(PrefixError::io("create", &folder))?;

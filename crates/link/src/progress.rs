@@ -33,15 +33,19 @@ pub(crate) struct LinkReporter {
     pub counts: Arc<TransferCounts>,
     pub total: AtomicUsize,
     pub names: std::sync::Mutex<Vec<String>>,
+    /// Fault tests only: stop for good after the first package is linked, so
+    /// a test can kill the worker with a half-linked prefix.
+    pub pause_after_first_link: bool,
 }
 
 impl LinkReporter {
-    pub fn new(sink: Arc<dyn ProgressSink>, counts: Arc<TransferCounts>) -> Self {
+    pub fn new(sink: Arc<dyn ProgressSink>, counts: Arc<TransferCounts>, pause_after_first_link: bool) -> Self {
         Self {
             sink,
             counts,
             total: AtomicUsize::new(0),
             names: std::sync::Mutex::new(Vec::new()),
+            pause_after_first_link,
         }
     }
 }
@@ -84,6 +88,12 @@ impl Reporter for LinkReporter {
             .map(|names| names.get(index).cloned().unwrap_or_default())
             .unwrap_or_default();
         self.sink.line(format!("linking {done}/{total} {name}"));
+        if self.pause_after_first_link && done == 1 {
+            self.sink.line("paused for a fault test: waiting to be killed".to_owned());
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
     }
     fn on_transaction_operation_complete(&self, _operation: usize) {}
     fn on_transaction_complete(&self) {}

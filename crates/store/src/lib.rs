@@ -85,6 +85,9 @@ pub mod keys {
     }
 }
 
+/// Size of the parts of a multipart upload (S3 wants at least 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct ArtifactStore {
     inner: Arc<dyn ObjectStore>,
@@ -163,6 +166,42 @@ impl ArtifactStore {
                 source,
             }),
         }
+    }
+
+    /// Writes a file once, streamed in parts so large packed prefixes do not
+    /// have to fit in memory.
+    pub async fn put_file_immutable(&self, key: &str, path: &std::path::Path) -> Result<(), StoreError> {
+        if self.exists(key).await? {
+            return Ok(());
+        }
+        let write_error = |source| StoreError::Write {
+            key: key.to_owned(),
+            source,
+        };
+        let io_error = |error: std::io::Error| StoreError::Write {
+            key: key.to_owned(),
+            source: object_store::Error::Generic {
+                store: "file",
+                source: Box::new(error),
+            },
+        };
+        let upload = self
+            .inner
+            .put_multipart(&ObjectPath::from(key))
+            .await
+            .map_err(write_error)?;
+        let mut writer = object_store::WriteMultipart::new(upload);
+        let mut file = tokio::fs::File::open(path).await.map_err(io_error)?;
+        let mut buffer = vec![0u8; PART_SIZE];
+        loop {
+            let read = tokio::io::AsyncReadExt::read(&mut file, &mut buffer).await.map_err(io_error)?;
+            if read == 0 {
+                break;
+            }
+            writer.write(&buffer[..read]);
+        }
+        writer.finish().await.map_err(write_error)?;
+        Ok(())
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {

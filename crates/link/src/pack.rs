@@ -1,0 +1,156 @@
+//! Packed prefixes (`.tar.zst`), so a node without a shared filesystem can
+//! materialise a prefix built elsewhere, at the same path.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use envstore_core::ContentHash;
+use sha2::{Digest, Sha256};
+
+use crate::prefix::{CompletionMarker, MARKER_FILE, PrefixError, read_marker, write_marker};
+
+/// zstd level for packed prefixes: fast to write, still small.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Packs a complete prefix (symlinks kept as symlinks) into `archive`, and
+/// returns the archive's sha256. The marker is left out: the unpacking side
+/// writes its own, last, after it checked the contents.
+pub fn pack_prefix(prefix: &Path, archive: &Path) -> Result<ContentHash, PrefixError> {
+    let file = std::fs::File::create(archive).map_err(PrefixError::io("create", archive))?;
+    let hashing = HashingWriter::new(file);
+    let encoder = zstd::Encoder::new(hashing, ZSTD_LEVEL).map_err(PrefixError::io("compress", archive))?;
+    let mut builder = tar::Builder::new(encoder);
+    builder.follow_symlinks(false);
+    for entry in walk(prefix)? {
+        let relative = entry.strip_prefix(prefix).unwrap_or(&entry);
+        if relative == Path::new(MARKER_FILE) || relative.as_os_str().is_empty() {
+            continue;
+        }
+        builder
+            .append_path_with_name(&entry, relative)
+            .map_err(PrefixError::io("pack", &entry))?;
+    }
+    let encoder = builder.into_inner().map_err(PrefixError::io("pack", archive))?;
+    let mut hashing = encoder.finish().map_err(PrefixError::io("compress", archive))?;
+    hashing.flush().map_err(PrefixError::io("write", archive))?;
+    hashing.file.sync_all().map_err(PrefixError::io("sync", archive))?;
+    Ok(hashing.finish())
+}
+
+/// Unpacks `archive` into `prefix` (which must not exist), checks that its
+/// package records are exactly `expected` (`name-version-build` of each
+/// package of the lock), then writes the completion marker. On any failure
+/// the partial prefix is removed.
+pub fn unpack_prefix(
+    archive: &[u8],
+    prefix: &Path,
+    marker: &CompletionMarker,
+    expected: &BTreeSet<String>,
+) -> Result<(), PrefixError> {
+    if read_marker(prefix).is_some_and(|found| &found == marker) {
+        return Ok(());
+    }
+    remove_dir_if_present(prefix)?;
+    let result = unpack_and_check(archive, prefix, expected).and_then(|()| write_marker(prefix, marker));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(prefix);
+    }
+    result
+}
+
+fn unpack_and_check(archive: &[u8], prefix: &Path, expected: &BTreeSet<String>) -> Result<(), PrefixError> {
+    std::fs::create_dir_all(prefix).map_err(PrefixError::io("create", prefix))?;
+    let decoder = zstd::Decoder::new(archive).map_err(PrefixError::io("decompress", prefix))?;
+    let mut tar = tar::Archive::new(decoder);
+    tar.set_preserve_permissions(true);
+    tar.set_overwrite(false);
+    // `unpack` refuses entries that would land outside `prefix`.
+    tar.unpack(prefix).map_err(PrefixError::io("unpack into", prefix))?;
+    let found = installed_packages(prefix)?;
+    if &found != expected {
+        let missing: Vec<_> = expected.difference(&found).cloned().collect();
+        let extra: Vec<_> = found.difference(expected).cloned().collect();
+        return Err(PrefixError::Mismatch {
+            prefix: prefix.to_owned(),
+            missing,
+            extra,
+        });
+    }
+    Ok(())
+}
+
+/// `name-version-build` of every package record in `conda-meta/`.
+pub fn installed_packages(prefix: &Path) -> Result<BTreeSet<String>, PrefixError> {
+    let meta = prefix.join("conda-meta");
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir(&meta).map_err(PrefixError::io("read", &meta))? {
+        let entry = entry.map_err(PrefixError::io("read", &meta))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".json")
+            && Path::new(&name) != Path::new(MARKER_FILE).file_name().unwrap_or_default()
+        {
+            found.insert(stem.to_owned());
+        }
+    }
+    Ok(found)
+}
+
+/// Every path under `root`, parents before children, without following links.
+fn walk(root: &Path) -> Result<Vec<PathBuf>, PrefixError> {
+    let mut paths = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(folder) = pending.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&folder)
+            .map_err(PrefixError::io("read", &folder))?
+            .collect::<Result<_, _>>()
+            .map_err(PrefixError::io("read", &folder))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let path = entry.path();
+            let kind = entry.file_type().map_err(PrefixError::io("inspect", &path))?;
+            paths.push(path.clone());
+            if kind.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    Ok(paths)
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<(), PrefixError> {
+    match std::fs::remove_dir_all(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(PrefixError::io("remove", path)(error))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Hashes what it writes, so packing reads the prefix once.
+struct HashingWriter {
+    file: std::fs::File,
+    hasher: Sha256,
+}
+
+impl HashingWriter {
+    fn new(file: std::fs::File) -> Self {
+        Self { file, hasher: Sha256::new() }
+    }
+
+    fn finish(self) -> ContentHash {
+        ContentHash::from_bytes(self.hasher.finalize().into())
+    }
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}

@@ -11,6 +11,10 @@ use envstore_fixtures::ServedChannel;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+mod services;
+
+pub use services::{Backend, Services};
+
 /// How long a test waits for a build before it gives up.
 const BUILD_WAIT: Duration = Duration::from_secs(180);
 
@@ -45,19 +49,34 @@ pub struct TestServer {
     pub token: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
+    pub backend: Backend,
     server: Option<RunningServer>,
     _data: tempfile::TempDir,
 }
 
 impl TestServer {
+    /// A server with two in-process workers, on the backend the environment
+    /// names (`ENVSTORE_TEST_DATABASE`, `ENVSTORE_TEST_STORE`; SQLite and a
+    /// local folder by default).
     pub async fn start(channels: Vec<NamedChannel>) -> Self {
         let data = tempfile::tempdir().expect("a temporary folder");
+        let backend = Backend::from_env(data.path()).await;
+        Self::start_with(data, backend, channels, 2).await
+    }
+
+    /// A server on `backend` with `workers` in-process workers (0: API only).
+    pub async fn start_with(
+        data: tempfile::TempDir,
+        backend: Backend,
+        channels: Vec<NamedChannel>,
+        workers: usize,
+    ) -> Self {
         let data_dir = std::fs::canonicalize(data.path()).expect("an absolute data folder");
         let config = ServerConfig {
             bind: "127.0.0.1:0".parse().expect("an address"),
-            database: format!("sqlite://{}", data_dir.join("envstore.db").display()),
-            store: url::Url::from_directory_path(data_dir.join("artifacts")).expect("a store URL"),
-            workers: 2,
+            database: backend.database.clone(),
+            store: backend.store.clone(),
+            workers,
             channels,
             admin_token: Some("test-admin-token".to_owned()),
             lease: Duration::from_secs(30),
@@ -70,6 +89,7 @@ impl TestServer {
             token: server.admin_token.clone().expect("an admin token"),
             client: reqwest::Client::new(),
             data_dir,
+            backend,
             server: Some(server),
             _data: data,
         }

@@ -267,12 +267,12 @@ impl BuildContext {
             false
         };
 
+        recorder.begin(BuildPhase::Publishing);
+        self.db.record_phases(&build.id, &recorder.snapshot()).await?;
         if self.pause_before_publishing {
             log.line("paused for a fault test: waiting to be killed".to_owned());
             std::future::pending::<()>().await;
         }
-        recorder.begin(BuildPhase::Publishing);
-        self.db.record_phases(&build.id, &recorder.snapshot()).await?;
         let published = self.publish_lock(&lock).await?;
         log.line(format!("published {}", published.join(", ")));
         recorder.end(None);

@@ -130,3 +130,30 @@ async fn writes_need_the_admin_token() {
     expect_problem(duplicate, StatusCode::CONFLICT).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_channel_is_retried_with_backoff_then_fails() {
+    let channel = DemoChannel::start().await;
+    let gone = envstore_core::NamedChannel::parse("gone=http://127.0.0.1:9/gone").unwrap();
+    let server = TestServer::start(vec![channel.allowed_as("demo"), gone]).await;
+    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    let build_id = server
+        .submit_yaml("team", "offline", "channels: [gone]\ndependencies: [python]\nplatforms: [linux-64]\n")
+        .await;
+    let build = server.wait_for_build(&build_id).await;
+    assert_eq!(build["status"], "failed");
+    assert!(build["error"].as_str().unwrap().contains("failed to load repodata"), "{build:#}");
+    let log = server.get(&format!("/api/v1/builds/{build_id}/log")).await.text().await.unwrap();
+    assert_eq!(log.matches("will retry in").count(), 2, "{log}");
+    for attempt in 1..=3 {
+        assert!(log.contains(&format!("(attempt {attempt})")), "{log}");
+    }
+
+    // A permanent failure is not retried.
+    let body = format!("channels: [demo]\ndependencies: [{}]\nplatforms: [linux-64]\n", UNSOLVABLE_SPECS.join(", "));
+    let unsolvable = server.submit_yaml("team", "conflict", &body).await;
+    server.wait_for_build(&unsolvable).await;
+    let log = server.get(&format!("/api/v1/builds/{unsolvable}/log")).await.text().await.unwrap();
+    assert!(!log.contains("will retry") && !log.contains("(attempt 2)"), "{log}");
+    server.stop().await;
+}

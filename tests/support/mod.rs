@@ -80,6 +80,7 @@ impl TestServer {
             channels,
             admin_token: Some("test-admin-token".to_owned()),
             lease: Duration::from_secs(30),
+            publish_packed_prefixes: backend.store.scheme() != "file",
             test_pause: None,
             data_dir: data_dir.clone(),
         };

@@ -19,6 +19,14 @@ impl BuildLog {
         }
     }
 
+    /// Puts the log of an earlier attempt before this one's lines, so the
+    /// final log tells the whole story of a retried build.
+    pub fn include_earlier(&self, text: &str) {
+        let mut lines = self.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let earlier: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.splice(0..0, earlier);
+    }
+
     pub fn text(&self) -> String {
         let lines = self.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut text = lines.join("\n");

@@ -130,6 +130,9 @@ pub struct BuildContext {
     pub logs: BuildLogs,
     /// How long a job or prefix lease holds without renewal.
     pub lease: Duration,
+    /// Whether built prefixes are packed and published for other nodes to
+    /// materialise; a single node with a local store has no use for them.
+    pub publish_packed_prefixes: bool,
     /// Fault tests only: stop for good when publishing starts.
     pub pause_before_publishing: bool,
 }
@@ -155,6 +158,14 @@ impl BuildContext {
         };
         self.db.start_build(&build.id).await?;
         let log = self.logs.start(&build.id);
+        // The newest earlier attempt's log already holds the ones before it;
+        // attempts that crashed left none.
+        for attempt in (1..job.attempts).rev() {
+            if let Ok(earlier) = self.store.get(&keys::attempt_log(&build.id, attempt)).await {
+                log.include_earlier(&String::from_utf8_lossy(&earlier));
+                break;
+            }
+        }
         log.line(format!(
             "build {} of {}/{} (attempt {}) on {worker}",
             build.id, build.namespace, build.environment, job.attempts
@@ -194,7 +205,7 @@ impl BuildContext {
                 let delay = Duration::from_secs(2u64.saturating_pow(job.attempts as u32));
                 let message = error_chain(&error);
                 log.line(format!("error (will retry in {}s): {message}", delay.as_secs()));
-                self.publish_log(&build.id, &log).await;
+                self.publish_log(&keys::attempt_log(&build.id, job.attempts), &log).await;
                 self.logs.finish(&build.id);
                 return self.db.retry_job(&job.job_id, delay, &message).await;
             }
@@ -211,7 +222,7 @@ impl BuildContext {
                 }
             }
         };
-        self.publish_log(&build.id, &log).await;
+        self.publish_log(&keys::build_log(&build.id), &log).await;
         self.db.finish_build(&build.id, &outcome).await?;
         self.logs.finish(&build.id);
         if outcome.status == BuildStatus::Succeeded {
@@ -315,10 +326,9 @@ impl BuildContext {
         Ok(names)
     }
 
-    async fn publish_log(&self, build_id: &str, log: &BuildLog) {
-        let key = keys::build_log(build_id);
-        if let Err(error) = self.store.put_immutable(&key, Bytes::from(log.text())).await {
-            tracing::warn!(build = build_id, error = %error_chain(&error), "failed to publish the build log");
+    async fn publish_log(&self, key: &str, log: &BuildLog) {
+        if let Err(error) = self.store.put_immutable(key, Bytes::from(log.text())).await {
+            tracing::warn!(key, error = %error_chain(&error), "failed to publish a build log");
         }
     }
 

@@ -123,7 +123,9 @@ impl BuildContext {
         );
         log.line(detail.clone());
         recorder.end(Some(detail));
-        self.publish_packed_prefix(&lock_hash, log).await?;
+        if self.publish_packed_prefixes {
+            self.publish_packed_prefix(&lock_hash, log).await?;
+        }
         Ok(PrefixSource::Built)
     }
 

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// How long job and prefix leases hold without renewal.
     pub lease: std::time::Duration,
+    /// Publish `prefixes/<lock_hash>.tar.zst` after each new prefix, for
+    /// nodes that materialise prefixes instead of sharing a filesystem.
+    pub publish_packed_prefixes: bool,
     /// Fault tests only: where workers stop for good.
     pub test_pause: Option<TestPause>,
 }
@@ -82,6 +85,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("channels", &self.channels)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .field("lease", &self.lease)
+            .field("publish_packed_prefixes", &self.publish_packed_prefixes)
             .field("test_pause", &self.test_pause)
             .finish()
     }

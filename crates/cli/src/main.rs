@@ -63,6 +63,10 @@ struct NodeArgs {
     /// worker's build is taken over after this.
     #[arg(long, env = "ENVSTORE_LEASE_SECONDS", default_value_t = 30)]
     lease_seconds: u64,
+    /// Publish each new prefix as prefixes/<lock_hash>.tar.zst so other nodes
+    /// can materialise it [default: on for an s3:// store, off for a local folder].
+    #[arg(long, env = "ENVSTORE_PACK_PREFIXES")]
+    pack_prefixes: Option<bool>,
 }
 
 #[derive(clap::Args)]
@@ -160,6 +164,7 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         Err(_) => None,
     };
     Ok(ServerConfig {
+        publish_packed_prefixes: args.pack_prefixes.unwrap_or(store.scheme() != "file"),
         bind: file.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         database: args
             .database

@@ -77,6 +77,7 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
         allowlist: allowlist.clone(),
         logs: logs.clone(),
         lease: config.lease,
+        publish_packed_prefixes: config.publish_packed_prefixes,
         pause_before_publishing: config.test_pause == Some(TestPause::Publishing),
     });
     Ok(Node {

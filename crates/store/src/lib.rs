@@ -76,8 +76,14 @@ pub mod keys {
         format!("locks/{lock_hash}/{name}")
     }
 
+    /// The complete log of a build, written when it ends.
     pub fn build_log(build_id: &str) -> String {
         format!("logs/{build_id}.log")
+    }
+
+    /// The log of one attempt that ended in a retry.
+    pub fn attempt_log(build_id: &str, attempt: i64) -> String {
+        format!("logs/{build_id}.attempt-{attempt}.log")
     }
 
     pub fn packed_prefix(lock_hash: &ContentHash) -> String {

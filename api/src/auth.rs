@@ -1,12 +1,20 @@
+//! Who is calling, and what they may do. Tokens arrive as
+//! `Authorization: Bearer`; they are compared and looked up by sha256 and
+//! never logged. The default is deny: every route states the role it needs.
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use envstore_core::{Grants, Role};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::AppState;
 
-/// The server's admin token, kept only as its sha256 so it never sits in
-/// memory dumps or logs in clear.
+/// The subject of the bootstrap admin token.
+pub const BOOTSTRAP_SUBJECT: &str = "admin";
+
+/// The server's bootstrap admin token, kept only as its sha256 so it never
+/// sits in memory dumps or logs in clear.
 #[derive(Clone)]
 pub struct AdminToken {
     digest: [u8; 32],
@@ -36,27 +44,91 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-/// Proof that the request carried the admin token as `Authorization: Bearer`.
-pub struct Admin;
+/// The caller of a request: anonymous, or a subject with its grants.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub subject: Option<String>,
+    pub grants: Grants,
+}
 
-impl FromRequestParts<AppState> for Admin {
+impl Caller {
+    pub fn is_server_admin(&self) -> bool {
+        self.grants.server_admin
+    }
+
+    /// The subject, or 401 for anonymous callers.
+    pub fn subject(&self) -> Result<&str, ApiError> {
+        self.subject.as_deref().ok_or(ApiError::Unauthorized)
+    }
+
+    pub fn require_server_admin(&self) -> Result<(), ApiError> {
+        match &self.subject {
+            None => Err(ApiError::Unauthorized),
+            Some(_) if self.grants.server_admin => Ok(()),
+            Some(_) => Err(ApiError::Forbidden),
+        }
+    }
+
+    /// Checks that the caller holds at least `needed` in `namespace`.
+    /// Namespaces the caller may not see answer 404, as if they did not
+    /// exist, so their names do not leak; anonymous callers get 401.
+    pub async fn require(&self, app: &AppState, namespace: &str, needed: Role) -> Result<(), ApiError> {
+        let public_read = app.db.namespace_public_read(namespace).await?;
+        let role = public_read.and_then(|public| self.grants.role_in(namespace, public));
+        match (role, &self.subject) {
+            (Some(role), _) if role >= needed => Ok(()),
+            (Some(_), None) => Err(ApiError::Unauthorized),
+            (Some(_), Some(_)) => Err(ApiError::Forbidden),
+            (None, None) => Err(ApiError::Unauthorized),
+            (None, Some(_)) => Err(ApiError::NotFound(format!(
+                "namespace '{}' was not found",
+                namespace.escape_debug()
+            ))),
+        }
+    }
+
+    /// Whether the caller may view `namespace` (for filtering listings).
+    pub async fn can_view(&self, app: &AppState, namespace: &str) -> Result<bool, ApiError> {
+        let public_read = app.db.namespace_public_read(namespace).await?;
+        Ok(public_read.and_then(|public| self.grants.role_in(namespace, public)).is_some())
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return Ok(Self {
+                subject: None,
+                grants: Grants::default(),
+            });
+        };
         let token = header
-            .strip_prefix("Bearer ")
-            .ok_or(ApiError::Unauthorized)?
-            .trim();
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiError::InvalidToken)?;
         if state.admin_token.matches(token) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Forbidden)
+            return Ok(Self {
+                subject: Some(BOOTSTRAP_SUBJECT.to_owned()),
+                grants: Grants {
+                    server_admin: true,
+                    ..Grants::default()
+                },
+            });
         }
+        let record = state.db.active_token(token).await?.ok_or(ApiError::InvalidToken)?;
+        let bindings = state.db.bindings_of(&record.subject).await?;
+        Ok(Self {
+            subject: Some(record.subject),
+            grants: Grants {
+                server_admin: record.server_admin,
+                bindings,
+                scopes: record.scopes,
+            },
+        })
     }
 }
 

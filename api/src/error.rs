@@ -17,8 +17,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("the request needs an 'Authorization: Bearer <token>' header")]
     Unauthorized,
+    #[error("the token is not valid: unknown, expired or revoked")]
+    InvalidToken,
     #[error("the token is not allowed to do this")]
     Forbidden,
+    #[error(transparent)]
+    Access(#[from] envstore_core::AccessError),
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -47,12 +51,12 @@ impl ApiError {
         match self {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => StatusCode::BAD_REQUEST,
             Self::Spec(SpecError::TooLarge { .. }) | Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Spec(_) | Self::Name(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Spec(_) | Self::Name(_) | Self::Access(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Database(DbError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Database(DbError::Conflict(_)) => StatusCode::CONFLICT,
             Self::Database(_) | Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -64,7 +68,7 @@ impl ApiError {
         match self {
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "conflict",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::InvalidToken => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::BadRequest(_) => "bad-request",
             Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => "malformed-spec",
@@ -72,7 +76,7 @@ impl ApiError {
             Self::Spec(SpecError::Channel(_) | SpecError::DependencyChannel { .. }) => "channel-not-allowed",
             Self::Spec(SpecError::TooLarge { .. }) | Self::TooLarge { .. } => "too-large",
             Self::Spec(_) => "invalid-spec",
-            Self::Name(_) => "invalid-name",
+            Self::Name(_) | Self::Access(_) => "invalid-name",
             Self::Database(DbError::NotFound(_)) => "not-found",
             Self::Database(DbError::Conflict(_)) => "conflict",
             Self::Database(_) | Self::Store(_) => "internal",
@@ -126,7 +130,7 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, Self::Unauthorized) {
+        if matches!(self, Self::Unauthorized | Self::InvalidToken) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

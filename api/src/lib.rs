@@ -16,9 +16,9 @@ use envstore_db::Database;
 use envstore_store::ArtifactStore;
 use rattler_conda_types::Subdir;
 
-pub use auth::AdminToken;
+pub use auth::{AdminToken, BOOTSTRAP_SUBJECT, Caller};
 pub use error::ApiError;
-pub use routes::router;
+pub use routes::{router, routes};
 
 /// What the API tells the build side, and asks of it.
 pub trait BuildEvents: Send + Sync {

@@ -64,6 +64,7 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
     let revalidated = server
         .client
         .get(server.url("/api/v1/namespaces/team/environments/analysis/lockfile"))
+        .bearer_auth(&server.token)
         .header("if-none-match", &etag)
         .send()
         .await

@@ -105,7 +105,7 @@ async fn unknown_namespaces_environments_and_builds_are_404() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_need_the_admin_token() {
+async fn writes_need_a_valid_token() {
     let (_channel, server) = server_with_namespace().await;
     let anonymous = server
         .client
@@ -123,7 +123,7 @@ async fn writes_need_the_admin_token() {
         .send()
         .await
         .unwrap();
-    expect_problem(wrong, StatusCode::FORBIDDEN).await;
+    expect_problem(wrong, StatusCode::UNAUTHORIZED).await;
     let invalid = server.create_namespace("../etc").await;
     expect_problem(invalid, StatusCode::UNPROCESSABLE_ENTITY).await;
     let duplicate = server.create_namespace("team").await;

@@ -100,8 +100,14 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// GET with the server admin's token.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("GET is answered")
+        self.client
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET is answered")
     }
 
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {

@@ -4,33 +4,45 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use envstore_store::{StoreError, keys};
 
+use envstore_core::Role;
+use envstore_db::BuildRecord;
+
+use crate::auth::Caller;
 use crate::routes::environments::build_view;
 use crate::views::BuildView;
 use crate::{ApiError, AppState};
 
 pub async fn get_build(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<BuildView>, ApiError> {
-    let build = app
-        .db
-        .build(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("build '{}' was not found", id.escape_debug())))?;
+    let build = visible_build(&app, &caller, &id).await?;
     Ok(Json(build_view(&app, build).await?))
+}
+
+/// A build the caller may view (as a viewer of its namespace).
+async fn visible_build(app: &AppState, caller: &Caller, id: &str) -> Result<BuildRecord, ApiError> {
+    let not_found = || ApiError::NotFound(format!("build '{}' was not found", id.escape_debug()));
+    let build = app.db.build(id).await?.ok_or_else(not_found)?;
+    caller
+        .require(app, &build.namespace, Role::Viewer)
+        .await
+        .map_err(|error| match error {
+            ApiError::NotFound(_) => not_found(),
+            other => other,
+        })?;
+    Ok(build)
 }
 
 /// The build's log: the published one once the build ended, the live one
 /// while it runs here.
 pub async fn get_build_log(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let build = app
-        .db
-        .build(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("build '{}' was not found", id.escape_debug())))?;
+    let build = visible_build(&app, &caller, &id).await?;
     let text = match app.store.get(&keys::build_log(&build.id)).await {
         Ok(bytes) => bytes,
         Err(StoreError::NotFound(_)) => match app.events.live_log(&build.id) {

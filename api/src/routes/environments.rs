@@ -3,23 +3,24 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use envstore_core::{ContentHash, EnvironmentName, EnvironmentSpec, NamespaceName, SpecFormat};
+use envstore_core::{ContentHash, EnvironmentName, EnvironmentSpec, NamespaceName, Role, SpecFormat};
 use envstore_core::spec::MAX_SPEC_BYTES;
 use envstore_db::{BuildRecord, EnvironmentRecord};
 use envstore_store::{artifact, keys};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::Admin;
-use crate::routes::namespaces::existing_namespace;
+use crate::auth::Caller;
+use crate::routes::namespaces::authorized_namespace;
 use crate::views::{BuildSummary, BuildView};
 use crate::{ApiError, AppState};
 
 pub async fn list_environments(
     State(app): State<AppState>,
+    caller: Caller,
     Path(namespace): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let namespace = existing_namespace(&app, &namespace).await?;
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Viewer).await?;
     let environments: Vec<Value> = app
         .db
         .list_environments(&namespace)
@@ -39,12 +40,12 @@ pub async fn list_environments(
 /// Accepts an `environment.yml` (or the same as JSON) and queues a build.
 pub async fn submit_environment(
     State(app): State<AppState>,
-    _admin: Admin,
+    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let namespace = existing_namespace(&app, &namespace).await?;
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Developer).await?;
     let name: EnvironmentName = name.parse()?;
     let body = axum::body::to_bytes(body, MAX_SPEC_BYTES)
         .await
@@ -63,7 +64,7 @@ pub async fn submit_environment(
         app.events.submitted();
     }
     let build = submitted.build;
-    tracing::info!(namespace = %namespace, environment = %name, build = %build.id, joined = submitted.joined, "build submitted");
+    tracing::info!(namespace = %namespace, environment = %name, build = %build.id, joined = submitted.joined, by = caller.subject.as_deref(), "build submitted");
     let url = format!("/api/v1/builds/{}", build.id);
     let body = json!({
         "build_id": build.id,
@@ -81,9 +82,10 @@ pub async fn submit_environment(
 
 pub async fn get_environment(
     State(app): State<AppState>,
+    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (namespace, name, environment) = existing_environment(&app, &namespace, &name).await?;
+    let (namespace, name, environment) = existing_environment(&app, &caller, &namespace, &name).await?;
     let history = app.db.environment_builds(&namespace, &name).await?;
     let current_id = environment.current_build_id.as_deref();
     let current = match history.iter().find(|build| Some(build.id.as_str()) == current_id) {
@@ -119,11 +121,12 @@ pub struct LockfileQuery {
 /// lock hash so clients can revalidate cheaply.
 pub async fn get_lockfile(
     State(app): State<AppState>,
+    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<LockfileQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, _, environment) = existing_environment(&app, &namespace, &name).await?;
+    let (_, _, environment) = existing_environment(&app, &caller, &namespace, &name).await?;
     let no_lock = || ApiError::NotFound(format!("environment '{namespace}/{name}' has no successful build yet"));
     let build_id = environment.current_build_id.ok_or_else(no_lock)?;
     let build = app.db.build(&build_id).await?.ok_or_else(no_lock)?;
@@ -201,10 +204,11 @@ pub(crate) async fn build_view(app: &AppState, build: BuildRecord) -> Result<Bui
 
 async fn existing_environment(
     app: &AppState,
+    caller: &Caller,
     namespace: &str,
     name: &str,
 ) -> Result<(NamespaceName, EnvironmentName, EnvironmentRecord), ApiError> {
-    let namespace = existing_namespace(app, namespace).await?;
+    let namespace = authorized_namespace(app, caller, namespace, Role::Viewer).await?;
     let not_found = || {
         ApiError::NotFound(format!(
             "environment '{namespace}/{}' was not found",

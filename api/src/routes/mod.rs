@@ -1,3 +1,4 @@
+mod access;
 mod builds;
 mod environments;
 mod health;
@@ -5,34 +6,67 @@ mod locks;
 mod namespaces;
 
 use axum::Router;
-use axum::routing::get;
+use axum::http::Method;
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 use crate::{ApiError, AppState};
 
-/// All routes of the API, in one place.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health::health))
-        .route(
-            "/api/v1/namespaces",
-            get(namespaces::list_namespaces).post(namespaces::create_namespace),
-        )
-        .route("/api/v1/namespaces/{namespace}", get(namespaces::get_namespace))
-        .route(
-            "/api/v1/namespaces/{namespace}/environments",
-            get(environments::list_environments),
-        )
-        .route(
-            "/api/v1/namespaces/{namespace}/environments/{name}",
-            get(environments::get_environment).put(environments::submit_environment),
-        )
-        .route(
+/// The routes of the API, registered and listed in one place: the list is
+/// what the authorisation tests walk, so a new route cannot miss a row.
+struct RouteTable {
+    router: Router<AppState>,
+    routes: Vec<(Method, &'static str)>,
+}
+
+impl RouteTable {
+    fn add(mut self, method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Self {
+        self.routes.push((method, path));
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+fn table() -> RouteTable {
+    let table = RouteTable {
+        router: Router::new(),
+        routes: Vec::new(),
+    };
+    table
+        .add(Method::GET, "/api/v1/health", get(health::health))
+        .add(Method::GET, "/api/v1/namespaces", get(namespaces::list_namespaces))
+        .add(Method::POST, "/api/v1/namespaces", post(namespaces::create_namespace))
+        .add(Method::GET, "/api/v1/namespaces/{namespace}", get(namespaces::get_namespace))
+        .add(Method::PUT, "/api/v1/namespaces/{namespace}/visibility", put(namespaces::set_visibility))
+        .add(Method::GET, "/api/v1/namespaces/{namespace}/members", get(access::list_members))
+        .add(Method::PUT, "/api/v1/namespaces/{namespace}/members/{subject}", put(access::set_member))
+        .add(Method::DELETE, "/api/v1/namespaces/{namespace}/members/{subject}", delete(access::remove_member))
+        .add(Method::GET, "/api/v1/namespaces/{namespace}/environments", get(environments::list_environments))
+        .add(Method::GET, "/api/v1/namespaces/{namespace}/environments/{name}", get(environments::get_environment))
+        .add(Method::PUT, "/api/v1/namespaces/{namespace}/environments/{name}", put(environments::submit_environment))
+        .add(
+            Method::GET,
             "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
             get(environments::get_lockfile),
         )
-        .route("/api/v1/builds/{id}", get(builds::get_build))
-        .route("/api/v1/builds/{id}/log", get(builds::get_build_log))
-        .route("/api/v1/locks/{lock_hash}/{file}", get(locks::get_lock_artifact))
+        .add(Method::GET, "/api/v1/builds/{id}", get(builds::get_build))
+        .add(Method::GET, "/api/v1/builds/{id}/log", get(builds::get_build_log))
+        .add(Method::GET, "/api/v1/locks/{lock_hash}/{file}", get(locks::get_lock_artifact))
+        .add(Method::GET, "/api/v1/tokens", get(access::list_tokens))
+        .add(Method::POST, "/api/v1/tokens", post(access::create_token))
+        .add(Method::DELETE, "/api/v1/tokens/{id}", delete(access::revoke_token))
+        .add(Method::GET, "/api/v1/role-bindings", get(access::list_role_bindings))
+        .add(Method::PUT, "/api/v1/role-bindings", put(access::set_role_binding))
+}
+
+/// Every route of the API, as (method, path template).
+pub fn routes() -> Vec<(Method, &'static str)> {
+    table().routes
+}
+
+/// The API's router.
+pub fn router(state: AppState) -> Router {
+    table()
+        .router
         .fallback(not_found)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -41,4 +75,3 @@ pub fn router(state: AppState) -> Router {
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no such resource: {}", uri.path()))
 }
-

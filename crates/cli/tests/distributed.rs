@@ -32,18 +32,24 @@ struct Deployment {
 
 fn envstore(services: &Services) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_envstore"));
-    command.envs(services.aws_env.iter().cloned()).env("ENVSTORE_LOG", "info,sqlx=warn").kill_on_drop(true);
+    command.envs(services.aws_env.iter().cloned()).kill_on_drop(true);
     command
 }
 
 impl Deployment {
     async fn start(channel: String) -> Self {
+        Self::start_logging(channel, "info,sqlx=warn").await
+    }
+
+    /// Starts the API process with the given `ENVSTORE_LOG` filter.
+    async fn start_logging(channel: String, level: &str) -> Self {
         let services = Services::get();
         let backend = services.fresh_backend().await;
         let data = tempfile::tempdir().unwrap();
         let data_dir = std::fs::canonicalize(data.path()).unwrap();
         let mut api = envstore(services)
             .args(["serve", "--workers", "0", "--bind", "127.0.0.1:0", "--admin-token", TOKEN])
+            .env("ENVSTORE_LOG", level)
             .args(node_args(&data_dir, &backend, &channel))
             .stdout(Stdio::piped())
             .stderr(log_file(&data_dir, "api"))
@@ -66,7 +72,16 @@ impl Deployment {
 
     /// Starts an `envstore worker` process with one worker and short leases.
     fn worker(&self, name: &str, pause: Option<&str>) -> Child {
+        self.worker_with(name, pause, "info,sqlx=warn")
+    }
+
+    fn worker_logging(&self, name: &str, level: &str) -> Child {
+        self.worker_with(name, None, level)
+    }
+
+    fn worker_with(&self, name: &str, pause: Option<&str>, level: &str) -> Child {
         let mut command = envstore(Services::get());
+        command.env("ENVSTORE_LOG", level);
         command
             .args(["worker", "--workers", "1", "--lease-seconds", "2"])
             .args(node_args(&self.data_dir, &self.backend, &self.channel))
@@ -125,7 +140,13 @@ impl Deployment {
     }
 
     async fn log(&self, id: &str) -> String {
-        let response = self.client.get(format!("{}/api/v1/builds/{id}/log", self.base)).send().await.unwrap();
+        let response = self
+            .client
+            .get(format!("{}/api/v1/builds/{id}/log", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         response.text().await.unwrap()
     }
 
@@ -355,6 +376,64 @@ async fn two_hundred_submissions_of_twenty_specs_build_twenty_locks() {
 
     for worker in &mut workers {
         worker.kill().await.unwrap();
+    }
+    deployment.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_reach_the_logs_of_a_full_build() {
+    let channel = DemoChannel::start().await;
+    let deployment = Deployment::start_logging(format!("demo={}", channel.served.url), "trace").await;
+    deployment.create_namespace("team").await;
+    let created = deployment
+        .client
+        .post(format!("{}/api/v1/tokens", deployment.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "name": "ci", "subject": "robot" }))
+        .send()
+        .await
+        .unwrap();
+    let created: Value = created.json().await.unwrap();
+    let robot_token = created["token"].as_str().unwrap().to_owned();
+    let response = deployment
+        .client
+        .put(format!("{}/api/v1/namespaces/team/members/robot", deployment.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "role": "developer" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut worker = deployment.worker_logging("worker", "trace");
+    let submitted = deployment
+        .client
+        .put(format!("{}/api/v1/namespaces/team/environments/analysis", deployment.base))
+        .bearer_auth(&robot_token)
+        .header("content-type", "application/yaml")
+        .body(demo_spec_yaml("demo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status().as_u16(), 202);
+    let id = submitted.json::<Value>().await.unwrap()["build_id"].as_str().unwrap().to_owned();
+    let build = deployment.wait_for_build(&id).await;
+    assert_eq!(build["status"], "succeeded");
+    let lockfile = deployment
+        .client
+        .get(format!("{}/api/v1/namespaces/team/environments/analysis/lockfile", deployment.base))
+        .bearer_auth(&robot_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lockfile.status().as_u16(), 200);
+    worker.kill().await.unwrap();
+
+    let logs = deployment.logs();
+    let build_log = deployment.log(&id).await;
+    assert!(logs.len() > 10_000, "trace logs were written: {} bytes", logs.len());
+    for secret in [TOKEN, robot_token.as_str()] {
+        assert!(!logs.contains(secret), "a token is in the process logs");
+        assert!(!build_log.contains(secret), "a token is in the build log");
     }
     deployment.stop().await;
 }

@@ -2,12 +2,14 @@
 //! form, content hashes and build states. No IO happens here, so every other
 //! crate can depend on it and the rules stay in one place.
 
+mod access;
 mod build;
 mod channels;
 mod hash;
 mod names;
 pub mod spec;
 
+pub use access::{AccessError, Grant, Grants, NamespacePattern, Role, validate_subject};
 pub use build::{BuildPhase, BuildStatus, PhaseTiming, UnknownStatus};
 pub use channels::{ChannelAllowlist, ChannelError, NamedChannel};
 pub use hash::{ContentHash, ParseHashError};

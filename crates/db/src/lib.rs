@@ -2,6 +2,7 @@
 //! PostgreSQL, chosen by the URL. Queries use `$N` placeholders, which both
 //! dialects accept; the few statements that differ are chosen per dialect.
 
+mod access;
 mod builds;
 mod jobs;
 mod leases;
@@ -13,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use access::{NewToken, TokenRecord, token_digest};
 pub use builds::{BuildOutcome, BuildRecord, EnvironmentRecord, LockRecord, SubmittedBuild};
 pub use jobs::{ClaimedJob, JobListener};
 

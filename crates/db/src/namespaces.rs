@@ -25,13 +25,13 @@ impl Database {
         Ok(row.is_some())
     }
 
-    /// Namespace names in order, with their creation times.
-    pub async fn list_namespaces(&self) -> Result<Vec<(String, i64)>, DbError> {
-        let rows = sqlx::query("SELECT name, created_at FROM namespaces ORDER BY name")
+    /// Namespaces in order: name, creation time, public read.
+    pub async fn list_namespaces(&self) -> Result<Vec<(String, i64, bool)>, DbError> {
+        let rows = sqlx::query("SELECT name, created_at, public_read FROM namespaces ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| Ok((get(row, "name")?, get(row, "created_at")?)))
+            .map(|row| Ok((get(row, "name")?, get(row, "created_at")?, get::<i64>(row, "public_read")? != 0)))
             .collect()
     }
 }

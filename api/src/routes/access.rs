@@ -1,0 +1,212 @@
+//! Tokens, namespace members and role bindings.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use envstore_core::{Grant, NamespacePattern, Role, validate_subject};
+use envstore_db::NewToken;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::routes::namespaces::{authorized_namespace, parse_json};
+use crate::{ApiError, AppState};
+
+/// Longest token lifetime a caller may ask for.
+const MAX_TOKEN_DAYS: i64 = 366;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTokenRequest {
+    name: String,
+    /// Server admins may mint tokens for other subjects (robots, users).
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    expires_in_days: Option<i64>,
+    /// Narrows the token to these roles; None: the subject's own roles.
+    #[serde(default)]
+    scopes: Option<Vec<Grant>>,
+    #[serde(default)]
+    server_admin: bool,
+}
+
+/// Creates a token; its value is in this answer and nowhere else.
+pub async fn create_token(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let creator = caller.subject()?.to_owned();
+    let request: NewTokenRequest = parse_json(&body, "{\"name\": \"ci\", \"expires_in_days\": 30}")?;
+    let subject = request.subject.unwrap_or_else(|| creator.clone());
+    validate_subject(&subject)?;
+    if (subject != creator || request.server_admin) && !caller.is_server_admin() {
+        return Err(ApiError::Forbidden);
+    }
+    if request.name.is_empty() || request.name.len() > 128 || request.name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest("a token name has 1 to 128 printable characters".to_owned()));
+    }
+    let days = request.expires_in_days.unwrap_or(90);
+    if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+        return Err(ApiError::BadRequest(format!("expires_in_days must be between 1 and {MAX_TOKEN_DAYS}")));
+    }
+    // A token created by a scoped token stays within the creator's scopes.
+    let scopes = match (request.scopes, caller.grants.scopes.clone()) {
+        (Some(requested), Some(held)) if subject == creator => Some(
+            requested
+                .into_iter()
+                .filter_map(|grant| {
+                    held.iter()
+                        .filter(|scope| scope.namespace == grant.namespace || scope.namespace.as_str() == "*")
+                        .map(|scope| scope.role)
+                        .max()
+                        .map(|role| Grant {
+                            role: grant.role.min(role),
+                            namespace: grant.namespace,
+                        })
+                })
+                .collect(),
+        ),
+        (None, Some(held)) if subject == creator => Some(held),
+        (requested, _) => requested,
+    };
+    let expires_at = envstore_db::now_millis() + days * 24 * 3600 * 1000;
+    let (record, value) = app
+        .db
+        .create_token(&NewToken {
+            subject,
+            name: request.name,
+            created_by: creator,
+            server_admin: request.server_admin,
+            scopes,
+            expires_at: Some(expires_at),
+        })
+        .await?;
+    tracing::info!(token = %record.id, subject = %record.subject, by = %record.created_by, "token created");
+    Ok((StatusCode::CREATED, Json(json!({ "token": value, "record": record }))))
+}
+
+/// The caller's own tokens (never their values).
+pub async fn list_tokens(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let subject = caller.subject()?;
+    Ok(Json(json!({ "tokens": app.db.tokens_of(subject).await? })))
+}
+
+/// Revokes one of the caller's tokens (server admins: anyone's).
+pub async fn revoke_token(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let subject = caller.subject()?;
+    let not_found = || ApiError::NotFound(format!("token '{}' was not found", id.escape_debug()));
+    let token = app.db.token(&id).await?.ok_or_else(not_found)?;
+    if token.subject != subject && !caller.is_server_admin() {
+        return Err(not_found());
+    }
+    app.db.revoke_token(&id).await?;
+    tracing::info!(token = %id, by = subject, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Members of a namespace: the bindings whose pattern is exactly its name.
+pub async fn list_members(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(namespace): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Viewer).await?;
+    let members: Vec<Value> = app
+        .db
+        .all_bindings()
+        .await?
+        .into_iter()
+        .filter(|(_, grant)| grant.namespace.matches(namespace.as_str()))
+        .map(|(subject, grant)| json!({ "subject": subject, "role": grant.role, "via": grant.namespace }))
+        .collect();
+    Ok(Json(json!({ "namespace": namespace, "members": members })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberRequest {
+    role: Role,
+}
+
+/// Namespace admins give a subject a role in their namespace.
+pub async fn set_member(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((namespace, subject)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Admin).await?;
+    validate_subject(&subject)?;
+    let request: MemberRequest = parse_json(&body, "{\"role\": \"developer\"}")?;
+    let pattern: NamespacePattern = namespace.as_str().parse()?;
+    app.db.bind_role(&subject, &pattern, request.role).await?;
+    tracing::info!(namespace = %namespace, subject, role = %request.role, by = caller.subject.as_deref(), "member set");
+    Ok(Json(json!({ "namespace": namespace, "subject": subject, "role": request.role })))
+}
+
+pub async fn remove_member(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((namespace, subject)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Admin).await?;
+    let pattern: NamespacePattern = namespace.as_str().parse()?;
+    if !app.db.unbind_role(&subject, &pattern).await? {
+        return Err(ApiError::NotFound(format!(
+            "'{}' is not a member of '{namespace}'",
+            subject.escape_debug()
+        )));
+    }
+    tracing::info!(namespace = %namespace, subject, by = caller.subject.as_deref(), "member removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every binding, globs included (server admins).
+pub async fn list_role_bindings(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_server_admin()?;
+    let bindings: Vec<Value> = app
+        .db
+        .all_bindings()
+        .await?
+        .into_iter()
+        .map(|(subject, grant)| json!({ "subject": subject, "namespace": grant.namespace, "role": grant.role }))
+        .collect();
+    Ok(Json(json!({ "role_bindings": bindings })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindingRequest {
+    subject: String,
+    namespace: NamespacePattern,
+    /// None removes the binding.
+    role: Option<Role>,
+}
+
+/// Binds a subject to a role over a namespace glob such as `team-*`
+/// (server admins).
+pub async fn set_role_binding(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_server_admin()?;
+    let request: BindingRequest =
+        parse_json(&body, "{\"subject\": \"alice\", \"namespace\": \"team-*\", \"role\": \"viewer\"}")?;
+    validate_subject(&request.subject)?;
+    match request.role {
+        Some(role) => app.db.bind_role(&request.subject, &request.namespace, role).await?,
+        None => {
+            app.db.unbind_role(&request.subject, &request.namespace).await?;
+        }
+    }
+    tracing::info!(subject = %request.subject, namespace = %request.namespace.as_str(), role = ?request.role, by = caller.subject.as_deref(), "role binding set");
+    Ok(Json(json!({ "subject": request.subject, "namespace": request.namespace, "role": request.role })))
+}

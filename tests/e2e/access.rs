@@ -1,0 +1,322 @@
+//! Who may do what, for every route of the API: each route × caller (none,
+//! viewer, developer, namespace admin, server admin) × namespace (their own,
+//! another). The routes come from the router's own list, so a new route
+//! without a row here fails the test.
+
+use std::collections::BTreeSet;
+
+use envstore_tests::{DemoChannel, TestServer, demo_spec_yaml};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// What a route requires of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Anyone,
+    SignedIn,
+    Viewer,
+    Developer,
+    NamespaceAdmin,
+    ServerAdmin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Caller {
+    Anonymous,
+    Viewer,
+    Developer,
+    NamespaceAdmin,
+    ServerAdmin,
+}
+
+/// One row per route: what it needs, and its status on success.
+const ROWS: &[(&str, &str, Needs, u16)] = &[
+    ("GET", "/api/v1/health", Needs::Anyone, 200),
+    ("GET", "/api/v1/namespaces", Needs::Anyone, 200),
+    ("POST", "/api/v1/namespaces", Needs::ServerAdmin, 201),
+    ("GET", "/api/v1/namespaces/{namespace}", Needs::Viewer, 200),
+    ("PUT", "/api/v1/namespaces/{namespace}/visibility", Needs::NamespaceAdmin, 200),
+    ("GET", "/api/v1/namespaces/{namespace}/members", Needs::Viewer, 200),
+    ("PUT", "/api/v1/namespaces/{namespace}/members/{subject}", Needs::NamespaceAdmin, 200),
+    ("DELETE", "/api/v1/namespaces/{namespace}/members/{subject}", Needs::NamespaceAdmin, 204),
+    ("GET", "/api/v1/namespaces/{namespace}/environments", Needs::Viewer, 200),
+    ("GET", "/api/v1/namespaces/{namespace}/environments/{name}", Needs::Viewer, 200),
+    ("PUT", "/api/v1/namespaces/{namespace}/environments/{name}", Needs::Developer, 202),
+    ("GET", "/api/v1/namespaces/{namespace}/environments/{name}/lockfile", Needs::Viewer, 200),
+    ("GET", "/api/v1/builds/{id}", Needs::Viewer, 200),
+    ("GET", "/api/v1/builds/{id}/log", Needs::Viewer, 200),
+    ("GET", "/api/v1/locks/{lock_hash}/{file}", Needs::Viewer, 200),
+    ("GET", "/api/v1/tokens", Needs::SignedIn, 200),
+    ("POST", "/api/v1/tokens", Needs::SignedIn, 201),
+    ("DELETE", "/api/v1/tokens/{id}", Needs::SignedIn, 204),
+    ("GET", "/api/v1/role-bindings", Needs::ServerAdmin, 200),
+    ("PUT", "/api/v1/role-bindings", Needs::ServerAdmin, 200),
+];
+
+/// The status a caller gets, given what the route needs and the caller's
+/// role in the namespace the request touches.
+fn expected(needs: Needs, caller: Caller, own_namespace: bool, success: u16) -> u16 {
+    if caller == Caller::ServerAdmin {
+        return success;
+    }
+    let role = if own_namespace { Some(caller) } else { None }.filter(|c| *c != Caller::Anonymous);
+    match needs {
+        Needs::Anyone => success,
+        Needs::SignedIn if caller == Caller::Anonymous => 401,
+        Needs::SignedIn => success,
+        Needs::ServerAdmin if caller == Caller::Anonymous => 401,
+        Needs::ServerAdmin => 403,
+        _ if caller == Caller::Anonymous => 401,
+        Needs::Viewer | Needs::Developer | Needs::NamespaceAdmin => {
+            let needed = match needs {
+                Needs::Viewer => Caller::Viewer,
+                Needs::Developer => Caller::Developer,
+                _ => Caller::NamespaceAdmin,
+            };
+            match role {
+                None => 404,
+                Some(role) if role >= needed => success,
+                Some(_) => 403,
+            }
+        }
+    }
+}
+
+struct Fixture {
+    server: TestServer,
+    tokens: Vec<(Caller, Option<String>)>,
+    /// (build id, lock hash) of each namespace's environment `env`.
+    builds: [(String, String); 2],
+    counter: std::sync::atomic::AtomicUsize,
+}
+
+const NAMESPACES: [&str; 2] = ["own", "other"];
+
+impl Fixture {
+    async fn request(&self, token: Option<&str>, method: Method, path: &str, body: Option<String>) -> reqwest::Response {
+        let mut request = self.server.client.request(method, self.server.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Value) -> Value {
+        let response = self.request(Some(&self.server.token), method, path, Some(body.to_string())).await;
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    fn unique(&self) -> usize {
+        self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fills a route's path and body for one caller and namespace.
+    async fn prepare(&self, method: &str, template: &str, caller: Caller, index: usize) -> (String, Option<String>) {
+        let namespace = NAMESPACES[index];
+        let (build_id, lock_hash) = &self.builds[index];
+        let mut path = template
+            .replace("{namespace}", namespace)
+            .replace("{name}", "env")
+            .replace("{subject}", "temp-member")
+            .replace("{lock_hash}", lock_hash)
+            .replace("{file}", "conda-lock.yml");
+        if template.starts_with("/api/v1/builds/") {
+            path = path.replace("{id}", build_id);
+        }
+        if template == "/api/v1/tokens/{id}" {
+            // A token of the caller's own subject (or the admin's) to revoke.
+            let subject = subject_of(caller).unwrap_or("temp-robot");
+            let created = self
+                .admin(Method::POST, "/api/v1/tokens", json!({ "name": "to-revoke", "subject": subject }))
+                .await;
+            path = path.replace("{id}", created["record"]["id"].as_str().unwrap());
+        }
+        if method == "DELETE" && template.contains("/members/") {
+            self.admin(
+                Method::PUT,
+                &format!("/api/v1/namespaces/{namespace}/members/temp-member"),
+                json!({ "role": "viewer" }),
+            )
+            .await;
+        }
+        let body = match (method, template) {
+            ("POST", "/api/v1/namespaces") => Some(json!({ "name": format!("made-{}", self.unique()) }).to_string()),
+            ("PUT", t) if t.ends_with("/visibility") => Some(json!({ "public_read": false }).to_string()),
+            ("PUT", t) if t.contains("/members/") => Some(json!({ "role": "viewer" }).to_string()),
+            ("PUT", t) if t.ends_with("/environments/{name}") => Some(demo_spec_yaml("demo")),
+            ("POST", "/api/v1/tokens") => Some(json!({ "name": "ci" }).to_string()),
+            ("PUT", "/api/v1/role-bindings") => {
+                Some(json!({ "subject": "temp-member", "namespace": "team-*", "role": "viewer" }).to_string())
+            }
+            _ => None,
+        };
+        (path, body)
+    }
+}
+
+fn subject_of(caller: Caller) -> Option<&'static str> {
+    match caller {
+        Caller::Anonymous => None,
+        Caller::Viewer => Some("vera"),
+        Caller::Developer => Some("dev"),
+        Caller::NamespaceAdmin => Some("nadia"),
+        Caller::ServerAdmin => Some("admin"),
+    }
+}
+
+async fn fixture() -> (DemoChannel, Fixture) {
+    let channel = DemoChannel::start().await;
+    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    let mut builds = Vec::new();
+    for (namespace, python) in NAMESPACES.iter().zip(["3.11.*", "3.10.*"]) {
+        assert_eq!(server.create_namespace(namespace).await.status(), StatusCode::CREATED);
+        let spec = format!("channels: [demo]\ndependencies: [python {python}]\nplatforms: [linux-64]\n");
+        let id = server.submit_yaml(namespace, "env", &spec).await;
+        let build = server.wait_for_build(&id).await;
+        assert_eq!(build["status"], "succeeded");
+        builds.push((id, build["lock_hash"].as_str().unwrap().to_owned()));
+    }
+    let fixture = Fixture {
+        tokens: Vec::new(),
+        builds: [builds[0].clone(), builds[1].clone()],
+        counter: Default::default(),
+        server,
+    };
+    let mut tokens = vec![(Caller::Anonymous, None), (Caller::ServerAdmin, Some(fixture.server.token.clone()))];
+    for (caller, role) in [(Caller::Viewer, "viewer"), (Caller::Developer, "developer"), (Caller::NamespaceAdmin, "admin")] {
+        let subject = subject_of(caller).unwrap();
+        fixture
+            .admin(Method::PUT, &format!("/api/v1/namespaces/own/members/{subject}"), json!({ "role": role }))
+            .await;
+        let created = fixture
+            .admin(Method::POST, "/api/v1/tokens", json!({ "name": "table", "subject": subject }))
+            .await;
+        tokens.push((caller, Some(created["token"].as_str().unwrap().to_owned())));
+    }
+    (channel, Fixture { tokens, ..fixture })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_caller_as_its_role_allows() {
+    let (_channel, fixture) = fixture().await;
+    let routes: BTreeSet<(String, String)> = envstore_api::routes()
+        .into_iter()
+        .map(|(method, path)| (method.to_string(), path.to_owned()))
+        .collect();
+    let rows: BTreeSet<(String, String)> = ROWS.iter().map(|(m, p, _, _)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(routes, rows, "every route has exactly one row");
+
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for &(method, template, needs, success) in ROWS {
+        for (caller, token) in &fixture.tokens {
+            for (index, own) in [(0, true), (1, false)] {
+                let (path, body) = fixture.prepare(method, template, *caller, index).await;
+                let method = Method::from_bytes(method.as_bytes()).unwrap();
+                let response = fixture.request(token.as_deref(), method.clone(), &path, body).await;
+                let want = expected(needs, *caller, own, success);
+                checked += 1;
+                if response.status().as_u16() != want {
+                    failures.push(format!(
+                        "{method} {path} as {caller:?} ({}): got {}, want {want}",
+                        if own { "own" } else { "other" },
+                        response.status().as_u16()
+                    ));
+                } else if !response.status().is_success() {
+                    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+                    assert_eq!(content_type, "application/problem+json", "{method} {path}");
+                }
+            }
+        }
+    }
+    println!("checked {checked} route × caller × namespace combinations");
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    fixture.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_shown_once_stored_hashed_scoped_down_and_revocable() {
+    let (_channel, fixture) = fixture().await;
+    let developer = fixture.tokens.iter().find(|(c, _)| *c == Caller::Developer).unwrap().1.clone().unwrap();
+
+    // A developer narrows a token of theirs to viewing: it cannot submit.
+    let response = fixture
+        .request(
+            Some(&developer),
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({ "name": "read-only", "scopes": [{ "namespace": "own", "role": "viewer" }] }).to_string()),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.unwrap();
+    let narrow = created["token"].as_str().unwrap().to_owned();
+    let submit = |token: String| {
+        let fixture = &fixture;
+        async move {
+            fixture
+                .request(Some(&token), Method::PUT, "/api/v1/namespaces/own/environments/env", Some(demo_spec_yaml("demo")))
+                .await
+                .status()
+        }
+    };
+    assert_eq!(submit(narrow.clone()).await, StatusCode::FORBIDDEN);
+    assert_eq!(submit(developer.clone()).await, StatusCode::ACCEPTED);
+
+    // A scope never grants more than the subject holds.
+    let response = fixture
+        .request(
+            Some(&developer),
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({ "name": "greedy", "scopes": [{ "namespace": "*", "role": "admin" }] }).to_string()),
+        )
+        .await;
+    let greedy: Value = response.json().await.unwrap();
+    let greedy = greedy["token"].as_str().unwrap().to_owned();
+    let response = fixture
+        .request(Some(&greedy), Method::PUT, "/api/v1/namespaces/own/members/x", Some(json!({ "role": "viewer" }).to_string()))
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = fixture.request(Some(&greedy), Method::GET, "/api/v1/namespaces/other", None).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Only others' tokens are refused: a developer cannot mint for others or as server admin.
+    for body in [json!({ "name": "x", "subject": "someone-else" }), json!({ "name": "x", "server_admin": true })] {
+        let response = fixture.request(Some(&developer), Method::POST, "/api/v1/tokens", Some(body.to_string())).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+
+    // Listings never show values; revoked tokens stop working at once.
+    let listed = fixture.request(Some(&developer), Method::GET, "/api/v1/tokens", None).await.text().await.unwrap();
+    assert!(!listed.contains(&narrow) && !listed.contains(&developer), "{listed}");
+    let id = created["record"]["id"].as_str().unwrap();
+    let response = fixture.request(Some(&developer), Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = fixture.request(Some(&narrow), Method::GET, "/api/v1/namespaces/own", None).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // A glob binding reaches every matching namespace.
+    fixture
+        .admin(Method::POST, "/api/v1/namespaces", json!({ "name": "team-ml" }))
+        .await;
+    fixture
+        .admin(Method::PUT, "/api/v1/role-bindings", json!({ "subject": "dev", "namespace": "team-*", "role": "viewer" }))
+        .await;
+    let response = fixture.request(Some(&developer), Method::GET, "/api/v1/namespaces/team-ml", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // A public namespace is readable by anyone, lockfiles included.
+    fixture
+        .admin(Method::PUT, "/api/v1/namespaces/other/visibility", json!({ "public_read": true }))
+        .await;
+    let response = fixture.request(None, Method::GET, "/api/v1/namespaces/other/environments/env/lockfile", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = fixture.request(None, Method::PUT, "/api/v1/namespaces/other/environments/env", Some(demo_spec_yaml("demo"))).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    fixture.server.stop().await;
+}

@@ -4,3 +4,4 @@
 mod access;
 mod build_path;
 mod errors;
+mod hostile;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use envstore_core::ContentHash;
-use rattler::install::{Installer, InstallerError};
+use rattler::install::{ExternalSymlinkPolicy, Installer, InstallerError};
 use rattler::package_cache::{PackageCache, PackageCacheError};
 use rattler_conda_types::{RepoDataRecord, Subdir};
 use rattler_networking::LazyClient;
@@ -23,6 +23,12 @@ pub enum PrefixError {
         package: String,
         #[source]
         source: PackageCacheError,
+    },
+    #[error("refused package '{package}'")]
+    Rejected {
+        package: String,
+        #[source]
+        reason: crate::validate::Rejection,
     },
     #[error("failed to install into '{}'", prefix.display())]
     Install {
@@ -177,6 +183,8 @@ impl PrefixBuilder {
             .with_download_client(self.client.clone())
             .with_target_platform(platform)
             .with_execute_link_scripts(false)
+            // A package must not point into the rest of the machine.
+            .with_external_symlink_policy(ExternalSymlinkPolicy::Deny)
             .with_installed_packages(Vec::new())
             .with_reporter(LinkReporter::new(sink, counts, self.pause_after_first_link))
             .install(prefix, records.iter().cloned())

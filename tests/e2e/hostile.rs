@@ -102,3 +102,52 @@ fn walkdir(root: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_before_anything_is_queued() {
+    let channel = envstore_tests::DemoChannel::start().await;
+    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    let spec = "channels: [demo]\ndependencies: [python]\n";
+
+    // Names that would escape, confuse or overflow a path.
+    let long = "x".repeat(65);
+    for (name, status) in [
+        ("..", StatusCode::NOT_FOUND),
+        ("%2e%2e", StatusCode::NOT_FOUND),
+        ("a%2fb", StatusCode::UNPROCESSABLE_ENTITY),
+        ("bell%07", StatusCode::UNPROCESSABLE_ENTITY),
+        (long.as_str(), StatusCode::UNPROCESSABLE_ENTITY),
+        ("-dash", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let response = server.submit("team", name, "application/yaml", spec).await;
+        assert_eq!(response.status(), status, "environment name {name}");
+    }
+    for name in ["../etc", "a/b", "ctl\u{7}", long.as_str(), "api"] {
+        let response = server.create_namespace(name).await;
+        envstore_tests::expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+
+    // A YAML bomb: aliases that would expand far past the size limit.
+    let mut bomb = String::from("a: &a [\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"]\n");
+    for level in 0..9 {
+        let previous = if level == 0 { "a".to_owned() } else { format!("l{}", level - 1) };
+        bomb.push_str(&format!("l{level}: &l{level} [*{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}]\n"));
+    }
+    bomb.push_str("dependencies: *l8\n");
+    let response = server.submit("team", "bomb", "application/yaml", &bomb).await;
+    let status = response.status();
+    assert!(status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+
+    // Bodies over the size limit are refused without being read whole.
+    let huge = format!("dependencies: [{}]\n", "python, ".repeat(60_000));
+    let response = server.submit("team", "huge", "application/yaml", &huge).await;
+    envstore_tests::expect_problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    // Nothing of all this reached the queue.
+    let (_, environments) = server.get_json("/api/v1/namespaces/team/environments").await;
+    assert_eq!(environments["environments"].as_array().unwrap().len(), 0, "{environments}");
+    let namespaces = server.get_json("/api/v1/namespaces").await.1;
+    assert_eq!(namespaces["namespaces"].as_array().unwrap().len(), 1, "{namespaces}");
+    server.stop().await;
+}

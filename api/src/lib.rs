@@ -42,3 +42,18 @@ pub struct App {
 }
 
 pub type AppState = Arc<App>;
+
+impl App {
+    /// Records an action in the audit log, under the caller's subject.
+    pub(crate) async fn audit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let subject = caller.subject.as_deref().unwrap_or("anonymous");
+        self.db.record_audit(subject, action, target, &detail).await?;
+        Ok(())
+    }
+}

@@ -51,6 +51,7 @@ const ROWS: &[(&str, &str, Needs, u16)] = &[
     ("DELETE", "/api/v1/tokens/{id}", Needs::SignedIn, 204),
     ("GET", "/api/v1/role-bindings", Needs::ServerAdmin, 200),
     ("PUT", "/api/v1/role-bindings", Needs::ServerAdmin, 200),
+    ("GET", "/api/v1/audit", Needs::ServerAdmin, 200),
 ];
 
 /// The status a caller gets, given what the route needs and the caller's
@@ -318,5 +319,35 @@ async fn tokens_are_shown_once_stored_hashed_scoped_down_and_revocable() {
     assert_eq!(response.status(), StatusCode::OK);
     let response = fixture.request(None, Method::PUT, "/api/v1/namespaces/other/environments/env", Some(demo_spec_yaml("demo"))).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // Every change above is in the audit log, newest first, with who did it.
+    let (status, audit) = fixture.server.get_json("/api/v1/audit?limit=1000").await;
+    assert_eq!(status, StatusCode::OK);
+    let entries: Vec<(String, String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let field = |key: &str| entry[key].as_str().unwrap().to_owned();
+            (field("subject"), field("action"), field("target"))
+        })
+        .collect();
+    let has = |subject: &str, action: &str, target: &str| {
+        entries.iter().any(|entry| entry == &(subject.to_owned(), action.to_owned(), target.to_owned()))
+    };
+    assert!(has("admin", "namespace.create", "own"), "{entries:?}");
+    assert!(has("admin", "role.set", "own"));
+    assert!(has("admin", "role.set", "team-*"));
+    assert!(has("admin", "namespace.visibility", "other"));
+    assert!(has("dev", "environment.submit", "own/env"));
+    assert!(has("dev", "token.create", created["record"]["id"].as_str().unwrap()));
+    assert!(has("dev", "token.revoke", created["record"]["id"].as_str().unwrap()));
+    assert_eq!(entries[0].1, "namespace.visibility", "newest first");
+    let page = fixture.server.get_json("/api/v1/audit?limit=2").await.1;
+    let before = page["next_before"].as_str().unwrap();
+    let next = fixture.server.get_json(&format!("/api/v1/audit?limit=2&before={before}")).await.1;
+    assert_eq!(next["entries"][0]["id"], audit["entries"][2]["id"], "pages follow on");
+    let response = fixture.request(Some(&developer), Method::GET, "/api/v1/audit", None).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
     fixture.server.stop().await;
 }

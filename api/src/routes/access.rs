@@ -85,6 +85,13 @@ pub async fn create_token(
         })
         .await?;
     tracing::info!(token = %record.id, subject = %record.subject, by = %record.created_by, "token created");
+    app.audit(
+        &caller,
+        "token.create",
+        &record.id,
+        json!({ "subject": record.subject, "name": record.name, "scopes": record.scopes, "server_admin": record.server_admin }),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(json!({ "token": value, "record": record }))))
 }
 
@@ -108,6 +115,7 @@ pub async fn revoke_token(
     }
     app.db.revoke_token(&id).await?;
     tracing::info!(token = %id, by = subject, "token revoked");
+    app.audit(&caller, "token.revoke", &id, json!({ "subject": token.subject })).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -148,6 +156,7 @@ pub async fn set_member(
     let pattern: NamespacePattern = namespace.as_str().parse()?;
     app.db.bind_role(&subject, &pattern, request.role).await?;
     tracing::info!(namespace = %namespace, subject, role = %request.role, by = caller.subject.as_deref(), "member set");
+    app.audit(&caller, "role.set", namespace.as_str(), json!({ "subject": subject, "role": request.role })).await?;
     Ok(Json(json!({ "namespace": namespace, "subject": subject, "role": request.role })))
 }
 
@@ -165,6 +174,7 @@ pub async fn remove_member(
         )));
     }
     tracing::info!(namespace = %namespace, subject, by = caller.subject.as_deref(), "member removed");
+    app.audit(&caller, "role.remove", namespace.as_str(), json!({ "subject": subject })).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -208,5 +218,31 @@ pub async fn set_role_binding(
         }
     }
     tracing::info!(subject = %request.subject, namespace = %request.namespace.as_str(), role = ?request.role, by = caller.subject.as_deref(), "role binding set");
+    app.audit(
+        &caller,
+        if request.role.is_some() { "role.set" } else { "role.remove" },
+        request.namespace.as_str(),
+        json!({ "subject": request.subject, "role": request.role }),
+    )
+    .await?;
     Ok(Json(json!({ "subject": request.subject, "namespace": request.namespace, "role": request.role })))
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<i64>,
+    before: Option<String>,
+}
+
+/// The audit log, newest first, paged with `?limit=&before=<id>` (server admins).
+pub async fn list_audit(
+    State(app): State<AppState>,
+    caller: Caller,
+    axum::extract::Query(query): axum::extract::Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_server_admin()?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = app.db.audit_entries(limit, query.before.as_deref()).await?;
+    let next = (entries.len() as i64 == limit).then(|| entries.last().map(|entry| entry.id.clone())).flatten();
+    Ok(Json(json!({ "entries": entries, "next_before": next })))
 }

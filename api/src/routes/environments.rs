@@ -64,6 +64,13 @@ pub async fn submit_environment(
         app.events.submitted();
     }
     let build = submitted.build;
+    app.audit(
+        &caller,
+        "environment.submit",
+        &format!("{namespace}/{name}"),
+        json!({ "build_id": build.id, "spec_hash": build.spec_hash, "joined": submitted.joined }),
+    )
+    .await?;
     tracing::info!(namespace = %namespace, environment = %name, build = %build.id, joined = submitted.joined, by = caller.subject.as_deref(), "build submitted");
     let url = format!("/api/v1/builds/{}", build.id);
     let body = json!({

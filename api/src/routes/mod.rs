@@ -56,6 +56,7 @@ fn table() -> RouteTable {
         .add(Method::DELETE, "/api/v1/tokens/{id}", delete(access::revoke_token))
         .add(Method::GET, "/api/v1/role-bindings", get(access::list_role_bindings))
         .add(Method::PUT, "/api/v1/role-bindings", put(access::set_role_binding))
+        .add(Method::GET, "/api/v1/audit", get(access::list_audit))
 }
 
 /// Every route of the API, as (method, path template).

@@ -30,6 +30,8 @@ pub async fn create_namespace(
     if request.public_read {
         app.db.set_public_read(&name, true).await?;
     }
+    app.audit(&caller, "namespace.create", name.as_str(), json!({ "public_read": request.public_read }))
+        .await?;
     tracing::info!(namespace = %name, by = caller.subject.as_deref(), "namespace created");
     Ok((
         StatusCode::CREATED,
@@ -82,6 +84,8 @@ pub async fn set_visibility(
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Admin).await?;
     let request: Visibility = parse_json(&body, "{\"public_read\": true}")?;
     app.db.set_public_read(&namespace, request.public_read).await?;
+    app.audit(&caller, "namespace.visibility", namespace.as_str(), json!({ "public_read": request.public_read }))
+        .await?;
     Ok(Json(json!({ "name": namespace, "public_read": request.public_read })))
 }
 

@@ -3,6 +3,7 @@
 //! dialects accept; the few statements that differ are chosen per dialect.
 
 mod access;
+mod audit;
 mod builds;
 mod jobs;
 mod leases;
@@ -14,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use audit::AuditEntry;
 pub use access::{NewToken, TokenRecord, token_digest};
 pub use builds::{BuildOutcome, BuildRecord, EnvironmentRecord, LockRecord, SubmittedBuild};
 pub use jobs::{ClaimedJob, JobListener};

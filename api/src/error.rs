@@ -23,6 +23,8 @@ pub enum ApiError {
     Forbidden,
     #[error(transparent)]
     Access(#[from] envstore_core::AccessError),
+    #[error(transparent)]
+    Policy(#[from] envstore_core::PolicyError),
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -56,7 +58,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => StatusCode::BAD_REQUEST,
             Self::Spec(SpecError::TooLarge { .. }) | Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Spec(_) | Self::Name(_) | Self::Access(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Spec(_) | Self::Name(_) | Self::Access(_) | Self::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Database(DbError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Database(DbError::Conflict(_)) => StatusCode::CONFLICT,
             Self::Database(_) | Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,6 +79,8 @@ impl ApiError {
             Self::Spec(SpecError::TooLarge { .. }) | Self::TooLarge { .. } => "too-large",
             Self::Spec(_) => "invalid-spec",
             Self::Name(_) | Self::Access(_) => "invalid-name",
+            Self::Policy(envstore_core::PolicyError::Violated { .. }) => "policy-violation",
+            Self::Policy(_) => "invalid-policy",
             Self::Database(DbError::NotFound(_)) => "not-found",
             Self::Database(DbError::Conflict(_)) => "conflict",
             Self::Database(_) | Self::Store(_) => "internal",
@@ -95,6 +99,9 @@ impl ApiError {
                 SpecError::InvalidDependency { dependency, .. } | SpecError::DependencyChannel { dependency, .. },
             ) => {
                 extensions.insert("dependency".into(), json!(dependency));
+            }
+            Self::Policy(envstore_core::PolicyError::Violated { rule, .. }) => {
+                extensions.insert("rule".into(), json!(rule));
             }
             _ => {}
         }

@@ -11,7 +11,7 @@ mod views;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use envstore_core::ChannelAllowlist;
+use envstore_core::{ChannelAllowlist, Policy};
 use envstore_db::Database;
 use envstore_store::ArtifactStore;
 use rattler_conda_types::Subdir;
@@ -36,6 +36,8 @@ pub struct App {
     /// The platform a spec is locked for when it names none.
     pub default_platform: Subdir,
     pub admin_token: AdminToken,
+    /// The server's policy; each namespace's can only tighten it.
+    pub default_policy: Policy,
     pub events: Arc<dyn BuildEvents>,
     /// Where this node's prefixes live, to show a build's prefix path.
     pub prefixes_root: PathBuf,

@@ -36,6 +36,8 @@ const ROWS: &[(&str, &str, Needs, u16)] = &[
     ("POST", "/api/v1/namespaces", Needs::ServerAdmin, 201),
     ("GET", "/api/v1/namespaces/{namespace}", Needs::Viewer, 200),
     ("PUT", "/api/v1/namespaces/{namespace}/visibility", Needs::NamespaceAdmin, 200),
+    ("GET", "/api/v1/namespaces/{namespace}/policy", Needs::Viewer, 200),
+    ("PUT", "/api/v1/namespaces/{namespace}/policy", Needs::NamespaceAdmin, 200),
     ("GET", "/api/v1/namespaces/{namespace}/members", Needs::Viewer, 200),
     ("PUT", "/api/v1/namespaces/{namespace}/members/{subject}", Needs::NamespaceAdmin, 200),
     ("DELETE", "/api/v1/namespaces/{namespace}/members/{subject}", Needs::NamespaceAdmin, 204),
@@ -147,6 +149,7 @@ impl Fixture {
         let body = match (method, template) {
             ("POST", "/api/v1/namespaces") => Some(json!({ "name": format!("made-{}", self.unique()) }).to_string()),
             ("PUT", t) if t.ends_with("/visibility") => Some(json!({ "public_read": false }).to_string()),
+            ("PUT", t) if t.ends_with("/policy") => Some(json!({}).to_string()),
             ("PUT", t) if t.contains("/members/") => Some(json!({ "role": "viewer" }).to_string()),
             ("PUT", t) if t.ends_with("/environments/{name}") => Some(demo_spec_yaml("demo")),
             ("POST", "/api/v1/tokens") => Some(json!({ "name": "ci" }).to_string()),

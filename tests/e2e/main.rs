@@ -5,3 +5,4 @@ mod access;
 mod build_path;
 mod errors;
 mod hostile;
+mod policy;

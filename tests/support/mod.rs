@@ -82,6 +82,7 @@ impl TestServer {
             lease: Duration::from_secs(30),
             publish_packed_prefixes: backend.store.scheme() != "file",
             test_pause: None,
+            policy: envstore_core::Policy::default(),
             data_dir: data_dir.clone(),
         };
         let server = envstore_cli::server::start(config).await.expect("the server starts");

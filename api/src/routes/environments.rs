@@ -58,7 +58,20 @@ pub async fn submit_environment(
         _ => SpecFormat::Yaml,
     };
     let spec = EnvironmentSpec::parse(&body, format)?;
+    let policy = app.default_policy.tightened_by(&app.db.namespace_policy(&namespace).await?);
+    let spec = policy.apply(spec)?;
     let canonical = spec.canonicalize(&app.allowlist, app.default_platform)?;
+    policy.check_canonical(&canonical)?;
+    if let Some(max) = policy.max_environments
+        && app.db.environment(&namespace, &name).await?.is_none()
+        && app.db.count_environments(&namespace).await? >= i64::try_from(max).unwrap_or(i64::MAX)
+    {
+        return Err(envstore_core::PolicyError::Violated {
+            rule: "max_environments",
+            message: format!("namespace '{namespace}' already holds {max} environments, its limit"),
+        }
+        .into());
+    }
     let submitted = app.db.submit_build(&namespace, &name, &canonical).await?;
     if !submitted.joined {
         app.events.submitted();

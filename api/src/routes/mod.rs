@@ -37,6 +37,8 @@ fn table() -> RouteTable {
         .add(Method::POST, "/api/v1/namespaces", post(namespaces::create_namespace))
         .add(Method::GET, "/api/v1/namespaces/{namespace}", get(namespaces::get_namespace))
         .add(Method::PUT, "/api/v1/namespaces/{namespace}/visibility", put(namespaces::set_visibility))
+        .add(Method::GET, "/api/v1/namespaces/{namespace}/policy", get(namespaces::get_policy))
+        .add(Method::PUT, "/api/v1/namespaces/{namespace}/policy", put(namespaces::set_policy))
         .add(Method::GET, "/api/v1/namespaces/{namespace}/members", get(access::list_members))
         .add(Method::PUT, "/api/v1/namespaces/{namespace}/members/{subject}", put(access::set_member))
         .add(Method::DELETE, "/api/v1/namespaces/{namespace}/members/{subject}", delete(access::remove_member))

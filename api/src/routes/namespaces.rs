@@ -2,7 +2,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use envstore_core::{NamespaceName, Role};
+use envstore_core::{NamespaceName, Policy, Role};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -106,4 +106,34 @@ pub(crate) async fn authorized_namespace(
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|error| ApiError::BadRequest(format!("expected a JSON body like {example}: {error}")))
+}
+
+/// A namespace's own policy and the one in effect (the server's, tightened).
+pub async fn get_policy(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(namespace): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Viewer).await?;
+    let own = app.db.namespace_policy(&namespace).await?;
+    let effective = app.default_policy.tightened_by(&own);
+    Ok(Json(json!({ "namespace": namespace, "policy": own, "effective": effective })))
+}
+
+/// Namespace admins set their namespace's policy; it can only tighten the
+/// server's.
+pub async fn set_policy(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(namespace): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Admin).await?;
+    let policy: Policy = parse_json(&body, "{\"required_packages\": [\"ipykernel\"]}")?;
+    policy.validate()?;
+    app.db.set_namespace_policy(&namespace, &policy).await?;
+    app.audit(&caller, "policy.set", namespace.as_str(), serde_json::to_value(&policy).unwrap_or_default())
+        .await?;
+    let effective = app.default_policy.tightened_by(&policy);
+    Ok(Json(json!({ "namespace": namespace, "policy": policy, "effective": effective })))
 }

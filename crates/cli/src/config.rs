@@ -15,6 +15,9 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     #[serde(default)]
     pub channels: Vec<NamedChannel>,
+    /// The server's policy, which each namespace's can only tighten.
+    #[serde(default)]
+    pub policy: envstore_core::Policy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub struct ServerConfig {
     pub publish_packed_prefixes: bool,
     /// Fault tests only: where workers stop for good.
     pub test_pause: Option<TestPause>,
+    /// The server's policy.
+    pub policy: envstore_core::Policy,
 }
 
 /// Points where a worker can be told to stop for good, so fault tests can

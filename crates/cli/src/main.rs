@@ -135,6 +135,7 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         None => FileConfig::default(),
     };
     let data_dir = absolute(&args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("envstore-data")))?;
+    file.policy.validate()?;
     let mut channels = file.channels;
     for channel in &args.channels {
         channels.push(NamedChannel::parse(channel)?);
@@ -179,6 +180,7 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         admin_token: None,
         lease: Duration::from_secs(args.lease_seconds.max(1)),
         test_pause,
+        policy: file.policy,
         data_dir,
     })
 }

@@ -131,6 +131,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         allowlist: node.allowlist.clone(),
         default_platform: node.native_platform,
         admin_token: AdminToken::new(&admin_token),
+        default_policy: config.policy.clone(),
         events: Arc::new(LocalBuildEvents {
             wake: pool.as_ref().map(WorkerPool::waker),
             logs: node.logs.clone(),

@@ -7,12 +7,14 @@ mod build;
 mod channels;
 mod hash;
 mod names;
+mod policy;
 pub mod spec;
 
 pub use access::{AccessError, Grant, Grants, NamespacePattern, Role, validate_subject};
 pub use build::{BuildPhase, BuildStatus, PhaseTiming, UnknownStatus};
 pub use channels::{ChannelAllowlist, ChannelError, NamedChannel};
 pub use hash::{ContentHash, ParseHashError};
+pub use policy::{Policy, PolicyError};
 pub use names::{EnvironmentName, InvalidName, NamespaceName};
 pub use spec::{CanonicalSpec, EnvironmentSpec, SpecError, SpecFormat};
 

@@ -13,12 +13,14 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (2, "prefix leases", include_str!("../../../migrations/sqlite/0002_prefix_leases.sql")),
     (3, "access", include_str!("../../../migrations/sqlite/0003_access.sql")),
     (4, "audit", include_str!("../../../migrations/sqlite/0004_audit.sql")),
+    (5, "policy", include_str!("../../../migrations/sqlite/0005_policy.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
     (2, "prefix leases", include_str!("../../../migrations/postgres/0002_prefix_leases.sql")),
     (3, "access", include_str!("../../../migrations/postgres/0003_access.sql")),
     (4, "audit", include_str!("../../../migrations/postgres/0004_audit.sql")),
+    (5, "policy", include_str!("../../../migrations/postgres/0005_policy.sql")),
 ];
 
 impl Database {

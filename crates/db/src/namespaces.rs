@@ -1,6 +1,6 @@
-use envstore_core::NamespaceName;
+use envstore_core::{NamespaceName, Policy};
 
-use crate::{Database, DbError, get, now_millis};
+use crate::{Database, DbError, get, now_millis, parse_json};
 
 impl Database {
     pub async fn create_namespace(&self, name: &NamespaceName) -> Result<(), DbError> {
@@ -33,5 +33,37 @@ impl Database {
         rows.iter()
             .map(|row| Ok((get(row, "name")?, get(row, "created_at")?, get::<i64>(row, "public_read")? != 0)))
             .collect()
+    }
+
+    /// A namespace's own policy (the server's applies on top).
+    pub async fn namespace_policy(&self, name: &NamespaceName) -> Result<Policy, DbError> {
+        let row = sqlx::query("SELECT policy FROM namespaces WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let text: Option<String> = match row {
+            Some(row) => get(&row, "policy")?,
+            None => None,
+        };
+        text.map(|text| parse_json("namespaces.policy", &text))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    pub async fn set_namespace_policy(&self, name: &NamespaceName, policy: &Policy) -> Result<(), DbError> {
+        sqlx::query("UPDATE namespaces SET policy = $2 WHERE name = $1")
+            .bind(name.as_str())
+            .bind(serde_json::to_string(policy).unwrap_or_default())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn count_environments(&self, name: &NamespaceName) -> Result<i64, DbError> {
+        let row = sqlx::query("SELECT COUNT(*) AS environments FROM environments WHERE namespace = $1")
+            .bind(name.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        get(&row, "environments")
     }
 }

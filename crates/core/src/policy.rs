@@ -1,0 +1,262 @@
+//! What a namespace allows: channels, platforms, packages that must, may by
+//! default or always be in a spec, and limits. The server's policy is the
+//! default; a namespace's policy can only tighten it.
+
+use rattler_conda_types::{MatchSpec, PackageName, ParseStrictness, Subdir};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{CanonicalSpec, EnvironmentSpec};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Channel names (from the server's allowlist) specs may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_channels: Option<Vec<String>>,
+    /// Platforms specs may lock for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_platforms: Option<Vec<String>>,
+    /// Package names every spec must list (e.g. `ipykernel`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_packages: Vec<String>,
+    /// Match specs used when a spec lists no dependencies at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_packages: Vec<String>,
+    /// Match specs added to every spec that does not list the package.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_packages: Vec<String>,
+    /// Environments a namespace may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_environments: Option<u64>,
+    /// Dependencies one spec may list (after defaults and inclusions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_dependencies: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy rule '{rule}': {message}")]
+    Violated { rule: &'static str, message: String },
+    #[error("the policy is not valid: {0}")]
+    Invalid(String),
+}
+
+fn violated(rule: &'static str, message: String) -> PolicyError {
+    PolicyError::Violated { rule, message }
+}
+
+fn parse_spec(text: &str) -> Result<MatchSpec, PolicyError> {
+    MatchSpec::from_str(text, ParseStrictness::Lenient)
+        .map_err(|error| PolicyError::Invalid(format!("'{text}' is not a match spec: {error}")))
+}
+
+fn spec_name(spec: &MatchSpec) -> Option<String> {
+    match &spec.name {
+        rattler_conda_types::PackageNameMatcher::Exact(name) => Some(name.as_normalized().to_owned()),
+        _ => None,
+    }
+}
+
+impl Policy {
+    /// Checks that every entry means something, so a typo is refused when
+    /// the policy is set rather than when a user submits.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        for spec in self.default_packages.iter().chain(&self.included_packages) {
+            parse_spec(spec)?;
+        }
+        for name in &self.required_packages {
+            PackageName::try_from(name.as_str())
+                .map_err(|error| PolicyError::Invalid(format!("'{name}' is not a package name: {error}")))?;
+        }
+        for platform in self.allowed_platforms.iter().flatten() {
+            platform
+                .parse::<Subdir>()
+                .map_err(|_| PolicyError::Invalid(format!("'{platform}' is not a conda platform")))?;
+        }
+        Ok(())
+    }
+
+    /// This policy narrowed by a namespace's: allow-lists intersect, limits
+    /// take the smaller value, package lists add up.
+    pub fn tightened_by(&self, namespace: &Policy) -> Policy {
+        fn intersect(server: &Option<Vec<String>>, namespace: &Option<Vec<String>>) -> Option<Vec<String>> {
+            match (server, namespace) {
+                (Some(server), Some(namespace)) => {
+                    Some(namespace.iter().filter(|item| server.contains(item)).cloned().collect())
+                }
+                (Some(list), None) | (None, Some(list)) => Some(list.clone()),
+                (None, None) => None,
+            }
+        }
+        fn smaller<T: Ord + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        fn union(a: &[String], b: &[String]) -> Vec<String> {
+            let mut all = a.to_vec();
+            all.extend(b.iter().filter(|item| !a.contains(item)).cloned());
+            all
+        }
+        Policy {
+            allowed_channels: intersect(&self.allowed_channels, &namespace.allowed_channels),
+            allowed_platforms: intersect(&self.allowed_platforms, &namespace.allowed_platforms),
+            required_packages: union(&self.required_packages, &namespace.required_packages),
+            default_packages: if namespace.default_packages.is_empty() {
+                self.default_packages.clone()
+            } else {
+                namespace.default_packages.clone()
+            },
+            included_packages: union(&self.included_packages, &namespace.included_packages),
+            max_environments: smaller(self.max_environments, namespace.max_environments),
+            max_dependencies: smaller(self.max_dependencies, namespace.max_dependencies),
+        }
+    }
+
+    /// Applies the policy to a spec before it is canonicalised: default and
+    /// included packages are added, required ones and the channel allow-list
+    /// are checked.
+    pub fn apply(&self, mut spec: EnvironmentSpec) -> Result<EnvironmentSpec, PolicyError> {
+        if spec.dependencies.is_empty() {
+            for text in &self.default_packages {
+                spec.dependencies.push(parse_spec(text)?);
+            }
+        }
+        for text in &self.included_packages {
+            let included = parse_spec(text)?;
+            let name = spec_name(&included);
+            if !spec.dependencies.iter().any(|dependency| spec_name(dependency) == name) {
+                spec.dependencies.push(included);
+            }
+        }
+        let names: Vec<Option<String>> = spec.dependencies.iter().map(spec_name).collect();
+        for required in &self.required_packages {
+            if !names.iter().any(|name| name.as_deref() == Some(required.as_str())) {
+                return Err(violated(
+                    "required_packages",
+                    format!("every environment in this namespace must list '{required}'"),
+                ));
+            }
+        }
+        if let Some(max) = self.max_dependencies
+            && spec.dependencies.len() > max
+        {
+            return Err(violated(
+                "max_dependencies",
+                format!("the spec lists {} dependencies; at most {max} are allowed here", spec.dependencies.len()),
+            ));
+        }
+        if let Some(allowed) = &self.allowed_channels {
+            if spec.channels.is_empty() {
+                spec.channels = allowed.clone();
+            }
+            for channel in &spec.channels {
+                if !allowed.contains(channel) {
+                    return Err(violated(
+                        "allowed_channels",
+                        format!("channel '{channel}' is not allowed here; allowed: {}", allowed.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Checks what is only known once the spec is canonical: its platforms.
+    pub fn check_canonical(&self, spec: &CanonicalSpec) -> Result<(), PolicyError> {
+        if let Some(allowed) = &self.allowed_platforms {
+            for platform in &spec.platforms {
+                if !allowed.contains(platform) {
+                    return Err(violated(
+                        "allowed_platforms",
+                        format!("platform '{platform}' is not allowed here; allowed: {}", allowed.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SpecFormat;
+
+    fn spec(yaml: &str) -> EnvironmentSpec {
+        EnvironmentSpec::parse(yaml.as_bytes(), SpecFormat::Yaml).unwrap()
+    }
+
+    fn names(spec: &EnvironmentSpec) -> Vec<String> {
+        spec.dependencies.iter().filter_map(spec_name).collect()
+    }
+
+    #[test]
+    fn included_packages_are_added_unless_listed() {
+        let policy = Policy {
+            included_packages: vec!["ipykernel".into(), "python >=3.10".into()],
+            ..Policy::default()
+        };
+        let applied = policy.apply(spec("dependencies: [python 3.11.*, numpy]\n")).unwrap();
+        assert_eq!(names(&applied), ["python", "numpy", "ipykernel"]);
+        assert_eq!(applied.dependencies[0].to_string(), "python 3.11.*", "the listed python wins");
+    }
+
+    #[test]
+    fn each_rule_names_itself() {
+        let required = Policy {
+            required_packages: vec!["ipykernel".into()],
+            ..Policy::default()
+        };
+        let error = required.apply(spec("dependencies: [python]\n")).unwrap_err();
+        assert!(error.to_string().starts_with("policy rule 'required_packages'"), "{error}");
+
+        let small = Policy {
+            max_dependencies: Some(1),
+            ..Policy::default()
+        };
+        let error = small.apply(spec("dependencies: [python, numpy]\n")).unwrap_err();
+        assert!(error.to_string().contains("'max_dependencies'"), "{error}");
+
+        let channels = Policy {
+            allowed_channels: Some(vec!["demo".into()]),
+            ..Policy::default()
+        };
+        let error = channels.apply(spec("channels: [extra]\ndependencies: [python]\n")).unwrap_err();
+        assert!(error.to_string().contains("'allowed_channels'"), "{error}");
+        let applied = channels.apply(spec("dependencies: [python]\n")).unwrap();
+        assert_eq!(applied.channels, ["demo"]);
+    }
+
+    #[test]
+    fn a_namespace_can_only_tighten_the_server() {
+        let server = Policy {
+            allowed_channels: Some(vec!["demo".into(), "extra".into()]),
+            max_environments: Some(50),
+            required_packages: vec!["ipykernel".into()],
+            ..Policy::default()
+        };
+        let namespace = Policy {
+            allowed_channels: Some(vec!["extra".into(), "elsewhere".into()]),
+            max_environments: Some(500),
+            required_packages: vec!["pip".into()],
+            ..Policy::default()
+        };
+        let merged = server.tightened_by(&namespace);
+        assert_eq!(merged.allowed_channels, Some(vec!["extra".into()]));
+        assert_eq!(merged.max_environments, Some(50));
+        assert_eq!(merged.required_packages, ["ipykernel", "pip"]);
+    }
+
+    #[test]
+    fn invalid_policies_are_refused() {
+        for policy in [
+            Policy { included_packages: vec!["numpy >=<1".into()], ..Policy::default() },
+            Policy { required_packages: vec!["Not A Name".into()], ..Policy::default() },
+            Policy { allowed_platforms: Some(vec!["amiga-68k".into()]), ..Policy::default() },
+        ] {
+            assert!(matches!(policy.validate(), Err(PolicyError::Invalid(_))), "{policy:?}");
+        }
+    }
+}

@@ -119,6 +119,23 @@ impl FromRequestParts<AppState> for Caller {
                 },
             });
         }
+        if let Some(oidc) = &state.oidc
+            && crate::oidc::OidcVerifier::looks_like_jwt(token)
+        {
+            let identity = oidc.verify(token).await.map_err(|error| {
+                tracing::info!(error = %envstore_core::error_chain(&error), "an OIDC token was refused");
+                ApiError::InvalidToken
+            })?;
+            let bindings = state.db.bindings_of(&identity.subject).await?;
+            return Ok(Self {
+                subject: Some(identity.subject),
+                grants: Grants {
+                    server_admin: identity.server_admin,
+                    bindings,
+                    scopes: None,
+                },
+            });
+        }
         let record = state.db.active_token(token).await?.ok_or(ApiError::InvalidToken)?;
         let bindings = state.db.bindings_of(&record.subject).await?;
         Ok(Self {

@@ -5,6 +5,7 @@
 
 mod auth;
 mod error;
+pub mod oidc;
 mod routes;
 mod views;
 
@@ -39,6 +40,8 @@ pub struct App {
     /// The server's policy; each namespace's can only tighten it.
     pub default_policy: Policy,
     pub events: Arc<dyn BuildEvents>,
+    /// Verifies OIDC bearer tokens, when an identity provider is configured.
+    pub oidc: Option<oidc::OidcVerifier>,
     /// Where this node's prefixes live, to show a build's prefix path.
     pub prefixes_root: PathBuf,
 }

@@ -354,3 +354,115 @@ async fn tokens_are_shown_once_stored_hashed_scoped_down_and_revocable() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     fixture.server.stop().await;
 }
+
+mod oidc {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use base64::Engine;
+    use envstore_tests::{Backend, TestServer};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    const ISSUER: &str = "https://id.example.org";
+    const AUDIENCE: &str = "envstore";
+
+    /// A signing key the test's identity provider owns.
+    struct Key {
+        kid: String,
+        encoding: EncodingKey,
+        public: Vec<u8>,
+    }
+
+    fn key(kid: &str) -> Key {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        Key {
+            kid: kid.to_owned(),
+            encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
+            public: pair.public_key().as_ref().to_vec(),
+        }
+    }
+
+    fn jwt(key: &Key, kid: &str, subject: &str, audience: &str, expires_in: i64) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.to_owned());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let claims = json!({ "sub": subject, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + expires_in });
+        jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oidc_tokens_are_checked_against_the_providers_keys() {
+        let signing = key("key-1");
+        let impostor = key("key-1");
+        let provider_dir = tempfile::tempdir().unwrap();
+        let jwks = json!({ "keys": [{
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": signing.kid,
+            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&signing.public),
+        }]});
+        std::fs::write(provider_dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+        let provider = envstore_fixtures::serve_channel(provider_dir.path().to_path_buf()).await.unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let backend = Backend::from_env(data.path()).await;
+        let jwks_url = provider.url.join("jwks.json").unwrap();
+        let server = TestServer::start_configured(data, backend, Vec::new(), 0, move |config| {
+            config.oidc = Some(envstore_api::oidc::OidcConfig {
+                issuer: ISSUER.to_owned(),
+                audience: AUDIENCE.to_owned(),
+                jwks_url,
+                subject_claim: "sub".to_owned(),
+                server_admins: vec!["root".to_owned()],
+            });
+        })
+        .await;
+        assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+        let get = |token: String| {
+            let server = &server;
+            async move {
+                server
+                    .client
+                    .get(server.url("/api/v1/namespaces/team"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        };
+
+        let olivia = jwt(&signing, "key-1", "olivia", AUDIENCE, 600);
+        assert_eq!(get(olivia.clone()).await, StatusCode::NOT_FOUND, "signed in, but no role yet");
+        let response = server
+            .client
+            .put(server.url("/api/v1/namespaces/team/members/olivia"))
+            .bearer_auth(&server.token)
+            .json(&json!({ "role": "viewer" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(get(olivia).await, StatusCode::OK);
+
+        for (why, token) in [
+            ("another audience", jwt(&signing, "key-1", "olivia", "someone-else", 600)),
+            ("expired", jwt(&signing, "key-1", "olivia", AUDIENCE, -600)),
+            ("signed by another key", jwt(&impostor, "key-1", "olivia", AUDIENCE, 600)),
+            ("an unknown key id", jwt(&signing, "key-9", "olivia", AUDIENCE, 600)),
+        ] {
+            assert_eq!(get(token).await, StatusCode::UNAUTHORIZED, "{why}");
+        }
+
+        let root = jwt(&signing, "key-1", "root", AUDIENCE, 600);
+        let response = server
+            .client
+            .post(server.url("/api/v1/namespaces"))
+            .bearer_auth(&root)
+            .json(&json!({ "name": "made-by-root" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "configured server admins are server admins");
+        server.stop().await;
+    }
+}

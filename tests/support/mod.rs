@@ -71,8 +71,19 @@ impl TestServer {
         channels: Vec<NamedChannel>,
         workers: usize,
     ) -> Self {
+        Self::start_configured(data, backend, channels, workers, |_| {}).await
+    }
+
+    /// Like [`Self::start_with`], with a last say on the configuration.
+    pub async fn start_configured(
+        data: tempfile::TempDir,
+        backend: Backend,
+        channels: Vec<NamedChannel>,
+        workers: usize,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         let data_dir = std::fs::canonicalize(data.path()).expect("an absolute data folder");
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             bind: "127.0.0.1:0".parse().expect("an address"),
             database: backend.database.clone(),
             store: backend.store.clone(),
@@ -83,8 +94,10 @@ impl TestServer {
             publish_packed_prefixes: backend.store.scheme() != "file",
             test_pause: None,
             policy: envstore_core::Policy::default(),
+            oidc: None,
             data_dir: data_dir.clone(),
         };
+        configure(&mut config);
         let server = envstore_cli::server::start(config).await.expect("the server starts");
         Self {
             base: format!("http://{}", server.local_addr.expect("the API listens")),

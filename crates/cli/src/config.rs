@@ -18,6 +18,9 @@ pub struct FileConfig {
     /// The server's policy, which each namespace's can only tighten.
     #[serde(default)]
     pub policy: envstore_core::Policy,
+    /// An OIDC identity provider whose JWTs are accepted as bearer tokens.
+    #[serde(default)]
+    pub oidc: Option<envstore_api::oidc::OidcConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,7 @@ pub struct ServerConfig {
     pub test_pause: Option<TestPause>,
     /// The server's policy.
     pub policy: envstore_core::Policy,
+    pub oidc: Option<envstore_api::oidc::OidcConfig>,
 }
 
 /// Points where a worker can be told to stop for good, so fault tests can

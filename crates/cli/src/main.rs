@@ -181,6 +181,7 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         lease: Duration::from_secs(args.lease_seconds.max(1)),
         test_pause,
         policy: file.policy,
+        oidc: file.oidc,
         data_dir,
     })
 }

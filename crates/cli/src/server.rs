@@ -132,6 +132,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         default_platform: node.native_platform,
         admin_token: AdminToken::new(&admin_token),
         default_policy: config.policy.clone(),
+        oidc: config.oidc.clone().map(envstore_api::oidc::OidcVerifier::new),
         events: Arc::new(LocalBuildEvents {
             wake: pool.as_ref().map(WorkerPool::waker),
             logs: node.logs.clone(),

@@ -1,6 +1,7 @@
 //! Environment specs as users write them (conda's `environment.yml`, or the
 //! same as JSON) and their canonical form, whose sha256 is the `spec_hash`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -60,6 +61,56 @@ pub enum SpecError {
     Channel(#[from] ChannelError),
 }
 
+thread_local! {
+    /// Bytes of text the spec being parsed may still produce. YAML aliases
+    /// repeat a node without repeating its text, so a body far below
+    /// [`MAX_SPEC_BYTES`] can name one long string a hundred thousand times
+    /// and make the parser copy gigabytes before any count is checked.
+    /// [`EnvironmentSpec::parse`] resets this to `MAX_SPEC_BYTES` and every
+    /// string is charged before it is copied: what parses is never more than
+    /// a body at the size limit could spell out without aliases.
+    static TEXT_BUDGET: Cell<usize> = const { Cell::new(MAX_SPEC_BYTES) };
+}
+
+/// Charges one string of `len` bytes (plus one, so that empty strings count
+/// too) against [`TEXT_BUDGET`]. Spelt out, every string takes at least that
+/// many bytes of the body, so only aliases can run the budget out.
+fn charge_text<E: de::Error>(len: usize) -> Result<(), E> {
+    TEXT_BUDGET.with(|budget| match budget.get().checked_sub(len.saturating_add(1)) {
+        Some(rest) => {
+            budget.set(rest);
+            Ok(())
+        }
+        None => {
+            budget.set(0);
+            Err(E::custom(format!(
+                "with its aliases expanded the spec holds more than {MAX_SPEC_BYTES} bytes of text"
+            )))
+        }
+    })
+}
+
+/// A string of the spec, charged against [`TEXT_BUDGET`] before it is copied.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl Visitor<'_> for TextVisitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                charge_text(value.len())?;
+                Ok(Text(value.to_owned()))
+            }
+        }
+        deserializer.deserialize_string(TextVisitor)
+    }
+}
+
 /// One entry of `dependencies:`: a match spec string, or a `pip:` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RawDependency {
@@ -76,6 +127,7 @@ impl<'de> Deserialize<'de> for RawDependency {
                 f.write_str("a dependency string like 'numpy >=1.26' or a 'pip:' list")
             }
             fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                charge_text(value.len())?;
                 Ok(RawDependency::Conda(value.to_owned()))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -98,12 +150,41 @@ impl<'de> Deserialize<'de> for RawDependency {
 }
 
 /// A scalar of `variables:`; YAML lets people write numbers and booleans.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum RawScalar {
     Text(String),
     Integer(i64),
     Bool(bool),
+}
+
+impl<'de> Deserialize<'de> for RawScalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Written out rather than `#[serde(untagged)]`, which would first copy
+        // the whole value, aliases expanded, into a buffer of its own.
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = RawScalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, an integer or a boolean")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                charge_text(value.len())?;
+                Ok(RawScalar::Text(value.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+                Ok(RawScalar::Integer(value))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+                i64::try_from(value)
+                    .map(RawScalar::Integer)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(value), &self))
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+                Ok(RawScalar::Bool(value))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
 }
 
 impl RawScalar {
@@ -120,15 +201,15 @@ impl RawScalar {
 #[serde(deny_unknown_fields)]
 struct RawSpec {
     #[serde(default)]
-    name: Option<String>,
+    name: Option<Text>,
     #[serde(default)]
-    channels: Vec<String>,
+    channels: Vec<Text>,
     #[serde(default)]
     dependencies: Vec<RawDependency>,
     #[serde(default)]
-    platforms: Vec<String>,
+    platforms: Vec<Text>,
     #[serde(default)]
-    variables: BTreeMap<String, RawScalar>,
+    variables: BTreeMap<Text, RawScalar>,
     /// Written by `conda env export`; the server decides where prefixes live.
     #[serde(default)]
     #[allow(dead_code)]
@@ -150,6 +231,7 @@ impl EnvironmentSpec {
         if body.len() > MAX_SPEC_BYTES {
             return Err(SpecError::TooLarge { size: body.len() });
         }
+        TEXT_BUDGET.with(|budget| budget.set(MAX_SPEC_BYTES));
         let raw: RawSpec = match format {
             SpecFormat::Yaml => serde_yaml::from_slice(body).map_err(yaml_error)?,
             SpecFormat::Json => serde_json::from_slice(body).map_err(json_error)?,
@@ -175,26 +257,23 @@ impl EnvironmentSpec {
                 RawDependency::Conda(text) => dependencies.push(parse_dependency(&text)?),
             }
         }
-        if dependencies.is_empty() {
-            return Err(SpecError::NoDependencies);
-        }
         let platforms = raw
             .platforms
             .iter()
-            .map(|platform| match platform.parse::<Subdir>() {
+            .map(|Text(platform)| match platform.parse::<Subdir>() {
                 Ok(subdir) if subdir != Subdir::NoArch => Ok(subdir),
                 _ => Err(SpecError::UnknownPlatform(platform.escape_debug().to_string())),
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            name: raw.name,
-            channels: raw.channels,
+            name: raw.name.map(|Text(name)| name),
+            channels: raw.channels.into_iter().map(|Text(channel)| channel).collect(),
             dependencies,
             platforms,
             variables: raw
                 .variables
                 .into_iter()
-                .map(|(key, value)| (key, value.into_string()))
+                .map(|(Text(key), value)| (key, value.into_string()))
                 .collect(),
         })
     }
@@ -222,6 +301,11 @@ impl EnvironmentSpec {
                 channels.push(url);
             }
         }
+        // Checked here rather than when parsing, so a policy's default
+        // packages can fill an empty list first.
+        if self.dependencies.is_empty() {
+            return Err(SpecError::NoDependencies);
+        }
         for dependency in &self.dependencies {
             if let Some(channel) = &dependency.channel {
                 let url = channel.base_url.url().to_string();
@@ -232,6 +316,25 @@ impl EnvironmentSpec {
                         channel: url.clone(),
                         source,
                     })?;
+            }
+            // A `url=` spec makes the gateway fetch that URL directly: it must
+            // lie inside an allowed channel like everything else.
+            if let Some(url) = &dependency.url
+                && !allowlist.contains_url(url)
+            {
+                return Err(SpecError::DependencyChannel {
+                    dependency: dependency.to_string(),
+                    channel: url.to_string(),
+                    source: ChannelError::NotAllowed {
+                        channel: url.to_string(),
+                        allowed: allowlist
+                            .channels()
+                            .iter()
+                            .map(|c| format!("{} ({})", c.name, c.url))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                });
             }
         }
         let mut dependencies: Vec<String> =
@@ -255,12 +358,27 @@ impl EnvironmentSpec {
 }
 
 fn parse_dependency(text: &str) -> Result<MatchSpec, SpecError> {
+    let invalid = |reason: String| SpecError::InvalidDependency {
+        dependency: text.escape_debug().to_string(),
+        reason,
+    };
     // The default options accept exact package names only: no globs or
     // regexes, which would let one line pull in arbitrary packages.
-    MatchSpec::from_str(text, ParseStrictness::Lenient).map_err(|error| SpecError::InvalidDependency {
-        dependency: text.escape_debug().to_string(),
-        reason: error.to_string(),
-    })
+    let spec = MatchSpec::from_str(text, ParseStrictness::Lenient).map_err(|error| invalid(error.to_string()))?;
+    // The canonical form keeps the spec as rattler writes it, and the solver
+    // reads that text back: what was checked here must be what gets solved.
+    // rattler cannot write every spec it reads (a build string holding both
+    // quote characters and a `]`, e.g. `p=2="]'`, comes out under an
+    // `unrepresentable-build` key that no parser accepts), so refuse a spec
+    // whose written form does not read back as the same spec.
+    let written = spec.to_string();
+    match MatchSpec::from_str(&written, ParseStrictness::Lenient) {
+        Ok(read_back) if read_back == spec => Ok(spec),
+        _ => Err(invalid(format!(
+            "it cannot be written back as a match spec that means the same (it comes out as '{}')",
+            written.escape_debug()
+        ))),
+    }
 }
 
 fn yaml_error(error: serde_yaml::Error) -> SpecError {
@@ -428,7 +546,8 @@ mod tests {
     #[test]
     fn refuses_what_cannot_be_built() {
         assert!(matches!(yaml("dependencies: [python, {pip: [requests]}]\n"), Err(SpecError::PipUnsupported)));
-        assert!(matches!(yaml("name: x\n"), Err(SpecError::NoDependencies)));
+        let empty = yaml("name: x\n").unwrap();
+        assert!(matches!(empty.canonicalize(&allowlist(), Subdir::Linux64), Err(SpecError::NoDependencies)));
         assert!(matches!(yaml("dependencies: [python]\nplatforms: [amiga-68k]\n"), Err(SpecError::UnknownPlatform(_))));
         assert!(matches!(yaml("dependencies: ['^py.*$']\n"), Err(SpecError::InvalidDependency { .. })));
         assert!(matches!(yaml("dependencies: [python]\ndependancies: [x]\n"), Err(SpecError::Syntax { .. })));
@@ -444,6 +563,86 @@ mod tests {
         let spec = yaml("channels: [demo]\ndependencies: ['https://evil.example/ch::python']\n").unwrap();
         let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
         assert!(matches!(error, SpecError::DependencyChannel { .. }), "{error:?}");
+        // A direct URL outside the allowed channels would be fetched as is.
+        for url in ["http://169.254.169.254/latest/x-1-0.conda", "file:///etc/x-1-0.conda"] {
+            let spec = yaml(&format!("channels: [demo]\ndependencies: ['python[url={url}]']\n")).unwrap();
+            let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
+            assert!(matches!(error, SpecError::DependencyChannel { .. }), "{url}: {error:?}");
+        }
+        let inside = "http://127.0.0.1:9/demo/noarch/python-1-0.conda";
+        let spec = yaml(&format!("channels: [demo]\ndependencies: ['python[url={inside}]']\n")).unwrap();
+        assert!(spec.canonicalize(&allowlist(), Subdir::Linux64).is_ok());
+    }
+
+    #[test]
+    fn aliases_cannot_multiply_the_spec_beyond_the_size_limit() {
+        // Each body is about 100 KB; its aliases make it hundreds of KB, or
+        // (the dependencies one) gigabytes if every copy were made.
+        let long = "x".repeat(100_000);
+        let bombs = [
+            format!("dependencies: [python]\nvariables: {{A: &v {long}, B: *v, C: *v}}\n"),
+            format!("channels: [&c {long}, *c, *c]\ndependencies: [python]\n"),
+            format!("dependencies: [python]\nplatforms: [&p {long}, *p, *p]\n"),
+            format!("name: &n {long}\nchannels: [*n, *n]\ndependencies: [python]\n"),
+            format!("dependencies: [&d {long}, {}*d]\n", "*d, ".repeat(30_000)),
+        ];
+        for bomb in &bombs {
+            assert!(bomb.len() < MAX_SPEC_BYTES);
+            match yaml(bomb) {
+                Err(SpecError::Syntax { message, .. } | SpecError::Structure { message, .. }) => {
+                    assert!(message.contains("aliases expanded"), "{message}");
+                }
+                other => panic!("expected the aliases to be refused, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn aliases_within_the_limit_and_large_plain_specs_still_parse() {
+        let spec = yaml(
+            "channels: &c [demo]\ndependencies:\n  - &py python >=3.10\n  - *py\nvariables:\n  MODE: &m fast\n  ALSO: *m\n  N: 4\n  ON: true\n",
+        )
+        .unwrap();
+        assert_eq!(spec.variables["ALSO"], "fast");
+        assert_eq!(spec.variables["ON"], "true");
+        // Every string is charged one byte more than its length, yet nothing
+        // written out in full under the size limit runs out of budget.
+        let mut body = String::from("dependencies: [python]\nvariables: {");
+        let mut index = 0;
+        while body.len() < MAX_SPEC_BYTES - 20 {
+            body.push_str(&format!("{index:x}: '',"));
+            index += 1;
+        }
+        body.push_str("}\n");
+        assert!(body.len() <= MAX_SPEC_BYTES);
+        assert_eq!(yaml(&body).unwrap().variables.len(), index);
+        let json = format!(
+            "{{\"dependencies\": [\"python\"], \"variables\": {{{}\"last\": 1}}}}",
+            (0..20_000).map(|i| format!("\"{i}\":\"\",")).collect::<String>()
+        );
+        assert!(json.len() <= MAX_SPEC_BYTES);
+        assert_eq!(EnvironmentSpec::parse(json.as_bytes(), SpecFormat::Json).unwrap().variables.len(), 20_001);
+        let error = yaml("dependencies: [python]\nvariables: {A: 1.5}\n").unwrap_err();
+        assert!(matches!(error, SpecError::Syntax { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn dependencies_that_cannot_be_written_back_are_refused() {
+        // Found by fuzz/: rattler reads the build string `"]'` but writes the
+        // spec as `p ==2[unrepresentable-build="\"]'"]`, which it cannot
+        // read, so the canonical spec would fail at solve time.
+        for text in [r#"p=2"]'"#, r#"p 2 "]'"#] {
+            let body = format!("dependencies:\n  - {}\n", serde_json::to_string(text).unwrap());
+            let error = yaml(&body).unwrap_err();
+            assert!(
+                matches!(&error, SpecError::InvalidDependency { reason, .. } if reason.contains("cannot be written back")),
+                "{text}: {error:?}"
+            );
+        }
+        // Build strings with one kind of quote or a bracket are written back fine.
+        let spec = yaml("dependencies: ['p 2 a\"b', 'q 2 a]b', \"r 2 a'b\"]\n").unwrap();
+        let canonical = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
+        assert_eq!(canonical.match_specs().unwrap(), spec.dependencies);
     }
 
     #[test]

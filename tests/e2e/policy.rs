@@ -71,5 +71,25 @@ async fn every_policy_rule_is_enforced_before_queueing() {
     expect_problem(response, StatusCode::BAD_REQUEST).await;
     let (_, policy) = server.get_json("/api/v1/namespaces/class/policy").await;
     assert_eq!(policy["effective"]["max_environments"], 2);
+
+    // Default packages fill a spec that lists none; without them it is refused.
+    assert_eq!(server.create_namespace("starter").await.status(), StatusCode::CREATED);
+    let response = server.submit("starter", "empty", "application/yaml", "channels: [demo]\n").await;
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(problem["detail"].as_str().unwrap().contains("no dependencies"), "{problem}");
+    let response = server
+        .client
+        .put(server.url("/api/v1/namespaces/starter/policy"))
+        .bearer_auth(&server.token)
+        .json(&json!({ "default_packages": ["python 3.11.*", "six"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let build_id = server.submit_yaml("starter", "empty", "channels: [demo]\n").await;
+    let build = server.wait_for_build(&build_id).await;
+    assert_eq!(build["status"], "succeeded", "{build:#}");
+    let dependencies: Vec<&str> = build["spec"]["dependencies"].as_array().unwrap().iter().filter_map(|d| d.as_str()).collect();
+    assert_eq!(dependencies, ["python 3.11.*", "six"]);
     server.stop().await;
 }

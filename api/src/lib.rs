@@ -44,6 +44,9 @@ pub struct App {
     pub oidc: Option<oidc::OidcVerifier>,
     /// Where this node's prefixes live, to show a build's prefix path.
     pub prefixes_root: PathBuf,
+    /// Where this node's environment links live (`<root>/<ns>/<name>`), so
+    /// a rollback can point the link at the older prefix.
+    pub environments_root: PathBuf,
 }
 
 pub type AppState = Arc<App>;

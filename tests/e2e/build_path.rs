@@ -167,3 +167,48 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
 
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_rolls_back_to_an_earlier_build() {
+    let channel = DemoChannel::start().await;
+    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    let spec = |python: &str| format!("channels: [demo]\ndependencies: [python {python}]\nplatforms: [linux-64]\n");
+    let first = server.submit_yaml("team", "env", &spec("3.11.*")).await;
+    let first_build = server.wait_for_build(&first).await;
+    let second = server.submit_yaml("team", "env", &spec("3.10.*")).await;
+    let second_build = server.wait_for_build(&second).await;
+    assert_eq!(second_build["status"], "succeeded");
+    let link = server.environment_link("team", "env");
+    let prefix_of = |build: &Value| server.data_dir.join("prefixes").join(&build["lock_hash"].as_str().unwrap()[..16]);
+    assert_eq!(std::fs::read_link(&link).unwrap(), prefix_of(&second_build));
+
+    let rollback = |build_id: String| {
+        let server = &server;
+        async move {
+            server
+                .client
+                .put(server.url("/api/v1/namespaces/team/environments/env/current"))
+                .bearer_auth(&server.token)
+                .json(&serde_json::json!({ "build_id": build_id }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(rollback(first.clone()).await.status(), StatusCode::OK);
+    let (_, environment) = server.get_json("/api/v1/namespaces/team/environments/env").await;
+    assert_eq!(environment["current_build"]["id"], first.as_str());
+    assert_eq!(std::fs::read_link(&link).unwrap(), prefix_of(&first_build), "the link follows");
+    let lockfile = server.get("/api/v1/namespaces/team/environments/env/lockfile").await;
+    assert_eq!(lockfile.headers()["etag"], format!("\"{}\"", first_build["lock_hash"].as_str().unwrap()).as_str());
+
+    // Only succeeded builds of this environment can be made current.
+    let failed = server.submit_yaml("team", "env", "channels: [demo]\ndependencies: [conflict-a, conflict-b]\nplatforms: [linux-64]\n").await;
+    server.wait_for_build(&failed).await;
+    envstore_tests::expect_problem(rollback(failed).await, StatusCode::CONFLICT).await;
+    envstore_tests::expect_problem(rollback("no-such-build".into()).await, StatusCode::CONFLICT).await;
+    let (_, audit) = server.get_json("/api/v1/audit").await;
+    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "environment.rollback"));
+    server.stop().await;
+}

@@ -6,12 +6,10 @@ mod materialize;
 mod pipeline;
 mod pool;
 mod prefix_step;
-mod symlink;
 
 pub use log::{BuildLog, BuildLogs};
 pub use materialize::{MaterializeError, materialize_environment};
 pub use pipeline::{BuildContext, Layout};
 pub use pool::{WorkerPool, WorkerPoolConfig};
-pub use symlink::point_environment;
 
 pub use envstore_core::error_chain;

@@ -10,7 +10,7 @@ use envstore_link::{CompletionMarker, PrefixError, unpack_prefix};
 use envstore_store::{ArtifactStore, StoreError, keys};
 
 use crate::pipeline::Layout;
-use crate::symlink::point_environment;
+use envstore_link::point_environment;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {

@@ -15,7 +15,7 @@ use rattler_conda_types::Subdir;
 use crate::error_chain;
 use crate::log::{BuildLog, BuildLogs};
 use crate::prefix_step::PrefixSource;
-use crate::symlink::point_environment;
+use envstore_link::point_environment;
 
 /// Where prefixes and environment links live on this node.
 #[derive(Debug, Clone)]

@@ -243,3 +243,53 @@ async fn existing_environment(
         .ok_or_else(not_found)?;
     Ok((namespace, name, environment))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurrentBuild {
+    build_id: String,
+}
+
+/// Rolls an environment back (or forward) to one of its succeeded builds:
+/// the database first, then the environment link, swapped atomically.
+pub async fn set_current_build(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Developer).await?;
+    let request: CurrentBuild = crate::routes::namespaces::parse_json(&body, "{\"build_id\": \"…\"}")?;
+    let (namespace, name, _) = existing_environment(&app, &caller, namespace.as_str(), &name).await?;
+    if !app.db.set_current_build(&namespace, &name, &request.build_id).await? {
+        return Err(ApiError::Conflict(format!(
+            "build '{}' is not a succeeded build of '{namespace}/{name}'",
+            request.build_id.escape_debug()
+        )));
+    }
+    let build = app
+        .db
+        .build(&request.build_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("build '{}' was not found", request.build_id)))?;
+    let prefix = build
+        .lock_hash
+        .as_deref()
+        .and_then(|hash| hash.parse::<ContentHash>().ok())
+        .map(|hash| app.prefixes_root.join(hash.short()))
+        .filter(|prefix| prefix.join(envstore_link::MARKER_FILE).is_file());
+    if let Some(prefix) = &prefix {
+        let link = app.environments_root.join(namespace.as_str()).join(name.as_str());
+        envstore_link::point_environment(&link, prefix).map_err(|error| {
+            ApiError::Conflict(format!("the environment link could not be swapped: {error}"))
+        })?;
+    }
+    app.audit(&caller, "environment.rollback", &format!("{namespace}/{name}"), json!({ "build_id": build.id }))
+        .await?;
+    Ok(Json(json!({
+        "namespace": namespace,
+        "name": name,
+        "current_build_id": build.id,
+        "prefix": prefix.map(|prefix| prefix.display().to_string()),
+    })))
+}

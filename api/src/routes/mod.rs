@@ -46,6 +46,11 @@ fn table() -> RouteTable {
         .add(Method::GET, "/api/v1/namespaces/{namespace}/environments/{name}", get(environments::get_environment))
         .add(Method::PUT, "/api/v1/namespaces/{namespace}/environments/{name}", put(environments::submit_environment))
         .add(
+            Method::PUT,
+            "/api/v1/namespaces/{namespace}/environments/{name}/current",
+            put(environments::set_current_build),
+        )
+        .add(
             Method::GET,
             "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
             get(environments::get_lockfile),

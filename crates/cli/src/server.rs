@@ -138,6 +138,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             logs: node.logs.clone(),
         }),
         prefixes_root: node.context.layout.prefixes.clone(),
+        environments_root: node.context.layout.environments.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

@@ -296,6 +296,27 @@ impl Database {
         Ok(())
     }
 
+    /// Makes an earlier succeeded build of the environment current again.
+    /// False when the build is not a succeeded build of this environment.
+    pub async fn set_current_build(
+        &self,
+        namespace: &NamespaceName,
+        environment: &EnvironmentName,
+        build_id: &str,
+    ) -> Result<bool, DbError> {
+        let updated = sqlx::query(
+            "UPDATE environments SET current_build_id = $3 WHERE namespace = $1 AND name = $2 \
+             AND EXISTS (SELECT 1 FROM builds WHERE id = $3 AND namespace = $1 AND environment = $2 \
+                         AND status = 'succeeded')",
+        )
+        .bind(namespace.as_str())
+        .bind(environment.as_str())
+        .bind(build_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
     /// Records a lock once; the same hash always holds the same packages.
     pub async fn insert_lock(
         &self,

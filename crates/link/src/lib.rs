@@ -9,10 +9,12 @@ mod fetch;
 mod pack;
 mod prefix;
 mod progress;
+mod symlink;
 mod validate;
 
 pub use fetch::fetch_packages;
 pub use pack::{installed_packages, pack_prefix, unpack_prefix};
 pub use prefix::{CompletionMarker, PrefixBuilder, PrefixError, PrefixReport, MARKER_FILE};
 pub use progress::{ProgressSink, TransferCounts};
+pub use symlink::point_environment;
 pub use validate::{Rejection, validate_package};

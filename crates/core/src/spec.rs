@@ -210,10 +210,10 @@ struct RawSpec {
     platforms: Vec<Text>,
     #[serde(default)]
     variables: BTreeMap<Text, RawScalar>,
-    /// Written by `conda env export`; the server decides where prefixes live.
-    #[serde(default)]
-    #[allow(dead_code)]
-    prefix: Option<de::IgnoredAny>,
+    /// Written by `conda env export`; accepted and ignored, because the
+    /// server decides where prefixes live.
+    #[serde(default, rename = "prefix")]
+    _prefix: Option<de::IgnoredAny>,
 }
 
 /// A parsed, validated spec as the user wrote it.
@@ -643,6 +643,13 @@ mod tests {
         let spec = yaml("dependencies: ['p 2 a\"b', 'q 2 a]b', \"r 2 a'b\"]\n").unwrap();
         let canonical = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
         assert_eq!(canonical.match_specs().unwrap(), spec.dependencies);
+    }
+
+    #[test]
+    fn conda_env_export_files_are_accepted() {
+        let exported = "name: base\nchannels: [demo]\ndependencies: [python=3.11]\nprefix: /opt/conda/envs/base\n";
+        let spec = yaml(exported).unwrap();
+        assert!(spec.canonicalize(&allowlist(), Subdir::Linux64).is_ok());
     }
 
     #[test]

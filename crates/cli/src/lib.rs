@@ -1,5 +1,6 @@
 //! The `envstore` binary's library: the server assembled from the crates
 //! (also used by the end-to-end tests) and the command-line definition.
 
+pub mod client;
 pub mod config;
 pub mod server;

@@ -26,6 +26,31 @@ enum Command {
     /// Fetch an environment's packed prefix from the store and unpack it here,
     /// at the same path it was built at.
     Materialize(MaterializeArgs),
+    /// Submit an environment.yml (or .json) for NAMESPACE/NAME; with --wait,
+    /// follow the build and exit non-zero unless it succeeds.
+    Submit {
+        /// NAMESPACE/NAME
+        environment: String,
+        /// The spec file; `-` reads standard input.
+        file: PathBuf,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print the current lockfile of NAMESPACE/NAME.
+    Lock {
+        /// NAMESPACE/NAME
+        environment: String,
+        /// conda-lock, pixi or explicit
+        #[arg(long, default_value = "conda-lock")]
+        format: String,
+        /// The platform, for --format explicit.
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Apply pending database migrations and exit.
     Migrate {
         /// sqlite://path or postgres://…
@@ -81,6 +106,17 @@ struct ServeArgs {
     admin_token: Option<String>,
 }
 
+/// Where the client commands find the server.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The envstore server.
+    #[arg(long, env = "ENVSTORE_URL", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// A token for `Authorization: Bearer`.
+    #[arg(long, env = "ENVSTORE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
 #[derive(clap::Args)]
 struct MaterializeArgs {
     /// The environment, as NAMESPACE/NAME.
@@ -121,6 +157,29 @@ async fn main() -> anyhow::Result<()> {
             run_until_signal(envstore_cli::server::start_workers(config).await?).await
         }
         Command::Materialize(args) => materialize(args).await,
+        Command::Submit { environment, file, wait, server } => {
+            let client = envstore_cli::client::Client::new(&server.server, server.token)?;
+            let body = if file.as_os_str() == "-" {
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)?;
+                body
+            } else {
+                fs_err::read(&file)?
+            };
+            let json = file.extension().is_some_and(|extension| extension == "json");
+            let build_id = client.submit(&environment, body, json).await?;
+            println!("{build_id}");
+            if wait {
+                let build = client.wait(&build_id).await?;
+                envstore_cli::client::build_outcome(&build)?;
+            }
+            Ok(())
+        }
+        Command::Lock { environment, format, platform, server } => {
+            let client = envstore_cli::client::Client::new(&server.server, server.token)?;
+            print!("{}", client.lockfile(&environment, &format, platform.as_deref()).await?);
+            Ok(())
+        }
         Command::Migrate { database } => {
             envstore_db::Database::connect(&database).await?;
             println!("migrations applied");

@@ -1,0 +1,58 @@
+//! The `envstore` binary as CI uses it: submit and wait, then fetch the lock.
+
+use envstore_tests::{DemoChannel, TestServer, demo_spec_yaml};
+use reqwest::StatusCode;
+
+async fn envstore(server: &TestServer, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_envstore"));
+    command.args(args).env("ENVSTORE_URL", &server.base).env_remove("ENVSTORE_TOKEN");
+    if let Some(token) = token {
+        command.env("ENVSTORE_TOKEN", token);
+    }
+    command.output().await.expect("the binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_submits_waits_and_fetches_the_lockfile() {
+    let channel = DemoChannel::start().await;
+    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("environment.yml");
+    std::fs::write(&spec, demo_spec_yaml("demo")).unwrap();
+    let token = server.token.clone();
+
+    let output = envstore(&server, Some(&token), &["submit", "team/analysis", spec.to_str().unwrap(), "--wait"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let build_id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(build_id.len(), 36, "the build id is printed");
+    assert!(stderr.contains("succeeded"), "{stderr}");
+
+    let output = envstore(&server, Some(&token), &["lock", "team/analysis", "--format", "conda-lock"]).await;
+    assert!(output.status.success());
+    let conda_lock = String::from_utf8(output.stdout).unwrap();
+    rattler_conda_lock_parses(&conda_lock);
+    let output = envstore(&server, Some(&token), &["lock", "team/analysis", "--format", "explicit", "--platform", "linux-64"]).await;
+    assert!(String::from_utf8(output.stdout).unwrap().contains("@EXPLICIT"));
+
+    // A failed build and a refused request exit non-zero with the reason.
+    std::fs::write(&spec, "channels: [demo]\ndependencies: [conflict-a, conflict-b]\nplatforms: [linux-64]\n").unwrap();
+    let output = envstore(&server, Some(&token), &["submit", "team/conflict", spec.to_str().unwrap(), "--wait"]).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("failed") && stderr.contains("libfoo"), "{stderr}");
+    let output = envstore(&server, None, &["submit", "team/analysis", spec.to_str().unwrap()]).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("401"), "no token");
+    let output = envstore(&server, Some(&token), &["lock", "team/nothing"]).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("was not found"));
+    server.stop().await;
+}
+
+fn rattler_conda_lock_parses(text: &str) {
+    let parsed: serde_json::Value = serde_yaml::from_str(text).unwrap();
+    assert_eq!(parsed["version"], 1);
+    assert!(!parsed["package"].as_array().unwrap().is_empty());
+}

@@ -348,14 +348,25 @@ impl EnvironmentSpec {
         };
         platforms.sort();
         platforms.dedup();
-        Ok(CanonicalSpec {
+        let canonical = CanonicalSpec {
             channels,
             dependencies,
             platforms,
             variables: self.variables.clone(),
-        })
+        };
+        // Aliases and resolved channel URLs can make the canonical form
+        // larger than the body was; what is accepted must export (under any
+        // valid name) to a spec that is accepted again.
+        let exported = canonical.to_environment_yaml(LONGEST_NAME).len();
+        if exported > MAX_SPEC_BYTES {
+            return Err(SpecError::TooLarge { size: exported });
+        }
+        Ok(canonical)
     }
 }
+
+/// The longest environment name, for sizing exports.
+const LONGEST_NAME: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 
 fn parse_dependency(text: &str) -> Result<MatchSpec, SpecError> {
     let invalid = |reason: String| SpecError::InvalidDependency {
@@ -643,6 +654,27 @@ mod tests {
         let spec = yaml("dependencies: ['p 2 a\"b', 'q 2 a]b', \"r 2 a'b\"]\n").unwrap();
         let canonical = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
         assert_eq!(canonical.match_specs().unwrap(), spec.dependencies);
+    }
+
+    #[test]
+    fn what_is_accepted_exports_to_a_spec_that_is_accepted_again() {
+        // Found by the fuzzer: aliases within the text budget whose export
+        // was one byte over the size limit.
+        let mut body = format!("dependencies: [python]\nvariables:\n  A: &v {}\n", "x".repeat(17_458));
+        for index in 0..14 {
+            body.push_str(&format!("  K{index}: *v\n"));
+        }
+        let spec = yaml(&body).unwrap();
+        match spec.canonicalize(&allowlist(), Subdir::Linux64) {
+            Ok(canonical) => {
+                let exported = canonical.to_environment_yaml(LONGEST_NAME);
+                let again = EnvironmentSpec::parse(exported.as_bytes(), SpecFormat::Yaml).unwrap();
+                assert_eq!(again.canonicalize(&allowlist(), Subdir::Linux64).unwrap(), canonical);
+            }
+            Err(error) => assert!(matches!(error, SpecError::TooLarge { .. }), "{error:?}"),
+        }
+        assert_eq!(LONGEST_NAME.len(), 64);
+        assert!(LONGEST_NAME.parse::<crate::EnvironmentName>().is_ok());
     }
 
     #[test]

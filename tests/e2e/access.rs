@@ -48,6 +48,8 @@ const ROWS: &[(&str, &str, Needs, u16)] = &[
     ("GET", "/api/v1/namespaces/{namespace}/environments/{name}/lockfile", Needs::Viewer, 200),
     ("GET", "/api/v1/builds/{id}", Needs::Viewer, 200),
     ("GET", "/api/v1/builds/{id}/log", Needs::Viewer, 200),
+    // The fixture's builds have ended: an allowed cancel is a 409.
+    ("POST", "/api/v1/builds/{id}/cancel", Needs::Developer, 409),
     ("GET", "/api/v1/locks/{lock_hash}/{file}", Needs::Viewer, 200),
     ("GET", "/api/v1/tokens", Needs::SignedIn, 200),
     ("POST", "/api/v1/tokens", Needs::SignedIn, 201),

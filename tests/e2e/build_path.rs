@@ -212,3 +212,74 @@ async fn an_environment_rolls_back_to_an_earlier_build() {
     assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "environment.rollback"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_are_cancelled_queued_or_running() {
+    // A channel that accepts connections and never answers keeps a build
+    // solving until it is cancelled.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/", silent.local_addr().unwrap());
+    let _held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            connections.push(stream);
+        }
+    });
+    let channel = DemoChannel::start().await;
+    let slow = envstore_core::NamedChannel::parse(&format!("slow={silent_url}")).unwrap();
+    let server = TestServer::start(vec![channel.allowed_as("demo"), slow]).await;
+    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    let cancel = |id: String| {
+        let server = &server;
+        async move {
+            server
+                .client
+                .post(server.url(&format!("/api/v1/builds/{id}/cancel")))
+                .bearer_auth(&server.token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let running = server.submit_yaml("team", "stuck", "channels: [slow]\ndependencies: [python]\n").await;
+    let started = std::time::Instant::now();
+    while server.get_json(&format!("/api/v1/builds/{running}")).await.1["status"] != "running" {
+        assert!(started.elapsed().as_secs() < 60, "the build never started");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let response = cancel(running.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["cancelling"], true);
+    let build = server.wait_for_build(&running).await;
+    assert_eq!(build["status"], "cancelled");
+    assert_eq!(build["error"], "cancelled on request");
+    let log = server.get(&format!("/api/v1/builds/{running}/log")).await.text().await.unwrap();
+    assert!(log.contains("cancelled on request: stopping"), "{log}");
+
+    // The workers are free again: a normal build goes through.
+    let normal = server.submit_yaml("team", "fine", &demo_spec_yaml("demo")).await;
+    assert_eq!(server.wait_for_build(&normal).await["status"], "succeeded");
+    envstore_tests::expect_problem(cancel(normal).await, StatusCode::CONFLICT).await;
+    server.stop().await;
+
+    // With no workers, a build stays queued and is cancelled at once.
+    let data = tempfile::tempdir().unwrap();
+    let backend = envstore_tests::Backend::from_env(data.path()).await;
+    let idle = TestServer::start_with(data, backend, vec![channel.allowed_as("demo")], 0).await;
+    assert_eq!(idle.create_namespace("team").await.status(), StatusCode::CREATED);
+    let queued = idle.submit_yaml("team", "later", &demo_spec_yaml("demo")).await;
+    let response = idle
+        .client
+        .post(idle.url(&format!("/api/v1/builds/{queued}/cancel")))
+        .bearer_auth(&idle.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, build) = idle.get_json(&format!("/api/v1/builds/{queued}")).await;
+    assert_eq!(build["status"], "cancelled");
+    assert_eq!(build["error"], "cancelled by admin");
+    idle.stop().await;
+}

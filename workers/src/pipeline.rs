@@ -156,7 +156,10 @@ impl BuildContext {
         let Some(build) = self.db.build(&job.build_id).await? else {
             return Err(DbError::NotFound(format!("build '{}'", job.build_id)));
         };
-        self.db.start_build(&build.id).await?;
+        if !self.db.start_build(&build.id).await? {
+            tracing::info!(build = %build.id, "the build ended while queued (cancelled): nothing to run");
+            return Ok(());
+        }
         let log = self.logs.start(&build.id);
         // The newest earlier attempt's log already holds the ones before it;
         // attempts that crashed left none.
@@ -171,8 +174,11 @@ impl BuildContext {
             build.id, build.namespace, build.environment, job.attempts
         ));
         let recorder = Arc::new(PhaseRecorder::default());
+        let current_lock: Mutex<Option<ContentHash>> = Mutex::new(None);
+        let cancelled = Arc::new(tokio::sync::Notify::new());
+        let _watcher = crate::TaskGuard::spawn(watch_for_cancel(self.db.clone(), build.id.clone(), cancelled.clone()));
         let lease_lost = Arc::new(tokio::sync::Notify::new());
-        let renewer = tokio::spawn(renew_lease(
+        let renewer = crate::TaskGuard::spawn(renew_lease(
             self.db.clone(),
             job.job_id.clone(),
             worker.to_owned(),
@@ -180,14 +186,37 @@ impl BuildContext {
             lease_lost.clone(),
         ));
         let result = tokio::select! {
-            result = self.execute(&build, worker, log.clone(), &recorder) => Some(result),
-            () = lease_lost.notified() => None,
+            result = self.execute(&build, worker, log.clone(), &recorder, &current_lock) => Ok(result),
+            () = lease_lost.notified() => Err(Interruption::LeaseLost),
+            () = cancelled.notified() => Err(Interruption::Cancelled),
         };
-        renewer.abort();
-        let Some(result) = result else {
-            log.line("lost the job's lease to another worker: stopping".to_owned());
-            self.logs.finish(&build.id);
-            return Ok(());
+        drop(renewer);
+        let result = match result {
+            Ok(result) => result,
+            Err(Interruption::LeaseLost) => {
+                log.line("lost the job's lease to another worker: stopping".to_owned());
+                self.logs.finish(&build.id);
+                return Ok(());
+            }
+            Err(Interruption::Cancelled) => {
+                log.line("cancelled on request: stopping".to_owned());
+                let lock_hash = *current_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(lock_hash) = lock_hash {
+                    self.remove_unfinished_prefix(&lock_hash, worker, &log).await?;
+                }
+                let outcome = BuildOutcome {
+                    status: BuildStatus::Cancelled,
+                    lock_hash: None,
+                    lock_reused: false,
+                    prefix_reused: false,
+                    phases: recorder.snapshot(),
+                    error: Some("cancelled on request".to_owned()),
+                };
+                self.publish_log(&keys::build_log(&build.id), &log).await;
+                self.db.finish_build(&build.id, &outcome).await?;
+                self.logs.finish(&build.id);
+                return Ok(());
+            }
         };
         let outcome = match result {
             Ok(success) => {
@@ -237,6 +266,7 @@ impl BuildContext {
         worker: &str,
         log: Arc<BuildLog>,
         recorder: &PhaseRecorder,
+        current_lock: &Mutex<Option<ContentHash>>,
     ) -> Result<Success, BuildError> {
         let spec = self
             .db
@@ -255,6 +285,7 @@ impl BuildContext {
         let lock = Lock::new(self.solver.solve(&spec).await?);
         self.check_urls(&lock)?;
         let lock_hash = lock.hash();
+        *current_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(lock_hash);
         let packages = lock.packages();
         let count: usize = packages.values().map(Vec::len).sum();
         let platforms: Vec<String> = lock.platforms().map(str::to_owned).collect();
@@ -292,6 +323,23 @@ impl BuildContext {
             lock_reused,
             prefix_reused,
         })
+    }
+
+    /// Removes what a cancelled build left of its prefix, unless the prefix
+    /// is complete or another worker is building it.
+    async fn remove_unfinished_prefix(&self, lock_hash: &ContentHash, worker: &str, log: &BuildLog) -> Result<(), DbError> {
+        if self.prefixes.complete_marker(lock_hash).is_some()
+            || !self.db.acquire_prefix_lease(lock_hash, worker, self.lease).await?
+        {
+            return Ok(());
+        }
+        let prefix = self.prefixes.prefix_path(lock_hash);
+        match tokio::fs::remove_dir_all(&prefix).await {
+            Ok(()) => log.line(format!("removed the unfinished prefix {}", prefix.display())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => log.line(format!("warning: could not remove {}: {error}", prefix.display())),
+        }
+        self.db.release_prefix_lease(lock_hash, worker).await
     }
 
     /// Defence in depth: every package URL must lie inside an allowed
@@ -361,6 +409,29 @@ impl BuildContext {
             tracing::warn!(link = %link.display(), error = %error_chain(&BuildError::Link(error)), "failed to point the environment");
         }
         Ok(())
+    }
+}
+
+/// Why a build stopped before it ended.
+enum Interruption {
+    LeaseLost,
+    Cancelled,
+}
+
+/// How often a running build looks for a cancellation request.
+const CANCEL_POLL: Duration = Duration::from_millis(500);
+
+async fn watch_for_cancel(db: Database, build_id: String, cancelled: Arc<tokio::sync::Notify>) {
+    loop {
+        tokio::time::sleep(CANCEL_POLL).await;
+        match db.cancel_requested(&build_id).await {
+            Ok(true) => {
+                cancelled.notify_one();
+                return;
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(build = %build_id, error = %error_chain(&error), "failed to check for cancellation"),
+        }
     }
 }
 

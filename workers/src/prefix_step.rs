@@ -61,14 +61,14 @@ impl BuildContext {
             }
             tokio::time::sleep(WAIT_INTERVAL).await;
         }
-        let renewer = tokio::spawn(renew_prefix_lease(
+        let renewer = crate::TaskGuard::spawn(renew_prefix_lease(
             self.db.clone(),
             lock_hash,
             worker.to_owned(),
             self.lease,
         ));
         let result = self.ensure_prefix_holding_lease(lock, records, log, recorder, build_id).await;
-        renewer.abort();
+        drop(renewer);
         if let Err(error) = self.db.release_prefix_lease(&lock_hash, worker).await {
             log.line(format!("warning: failed to release the prefix lease: {error}"));
         }

@@ -53,3 +53,25 @@ pub async fn get_build_log(
     };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
+
+/// Cancels a build: a queued one at once, a running one as soon as its
+/// worker notices (within a second); its unfinished prefix is removed.
+pub async fn cancel_build(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let build = visible_build(&app, &caller, &id).await?;
+    caller.require(&app, &build.namespace, Role::Developer).await?;
+    if build.status.is_final() {
+        return Err(ApiError::Conflict(format!("build '{}' already {}", build.id, build.status)));
+    }
+    let reason = format!("cancelled by {}", caller.subject.as_deref().unwrap_or("anonymous"));
+    let status = app.db.cancel_build(&build.id, &reason).await?;
+    app.audit(&caller, "build.cancel", &build.id, serde_json::json!({ "status": status })).await?;
+    Ok(Json(serde_json::json!({
+        "build_id": build.id,
+        "status": status,
+        "cancelling": status == Some(envstore_core::BuildStatus::Running),
+    })))
+}

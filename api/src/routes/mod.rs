@@ -57,6 +57,7 @@ fn table() -> RouteTable {
         )
         .add(Method::GET, "/api/v1/builds/{id}", get(builds::get_build))
         .add(Method::GET, "/api/v1/builds/{id}/log", get(builds::get_build_log))
+        .add(Method::POST, "/api/v1/builds/{id}/cancel", post(builds::cancel_build))
         .add(Method::GET, "/api/v1/locks/{lock_hash}/{file}", get(locks::get_lock_artifact))
         .add(Method::GET, "/api/v1/tokens", get(access::list_tokens))
         .add(Method::POST, "/api/v1/tokens", post(access::create_token))

@@ -235,16 +235,65 @@ impl Database {
     }
 
     /// Marks a claimed build as running (again, after a lease ran out).
-    pub async fn start_build(&self, id: &str) -> Result<(), DbError> {
-        sqlx::query(
+    /// False when the build already ended (it was cancelled while queued):
+    /// its job is then closed and there is nothing to run.
+    pub async fn start_build(&self, id: &str) -> Result<bool, DbError> {
+        let started = sqlx::query(
             "UPDATE builds SET status = 'running', started_at = COALESCE(started_at, $2), \
-             phases = '[]', error = NULL WHERE id = $1",
+             phases = '[]', error = NULL WHERE id = $1 AND status IN ('queued', 'running')",
         )
         .bind(id)
         .bind(now_millis())
         .execute(&self.pool)
         .await?;
-        Ok(())
+        if started.rows_affected() == 0 {
+            sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE build_id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Cancels a queued build at once, or asks the worker of a running one
+    /// to stop. Returns the build's status afterwards.
+    pub async fn cancel_build(&self, id: &str, reason: &str) -> Result<Option<BuildStatus>, DbError> {
+        let mut transaction = self.pool.begin().await?;
+        let cancelled = sqlx::query(
+            "UPDATE builds SET status = 'cancelled', error = $2, finished_at = $3 \
+             WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(now_millis())
+        .execute(&mut *transaction)
+        .await?;
+        if cancelled.rows_affected() == 1 {
+            sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE build_id = $1")
+                .bind(id)
+                .execute(&mut *transaction)
+                .await?;
+        } else {
+            sqlx::query("UPDATE builds SET cancel_requested = 1 WHERE id = $1 AND status = 'running'")
+                .bind(id)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(self.build(id).await?.map(|build| build.status))
+    }
+
+    /// Whether someone asked a running build to stop.
+    pub async fn cancel_requested(&self, id: &str) -> Result<bool, DbError> {
+        let row = sqlx::query("SELECT cancel_requested FROM builds WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => get::<i64>(&row, "cancel_requested")? != 0,
+            None => false,
+        })
     }
 
     /// Publishes the phases of a running build, so readers see progress.

@@ -14,6 +14,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (3, "access", include_str!("../../../migrations/sqlite/0003_access.sql")),
     (4, "audit", include_str!("../../../migrations/sqlite/0004_audit.sql")),
     (5, "policy", include_str!("../../../migrations/sqlite/0005_policy.sql")),
+    (6, "cancel", include_str!("../../../migrations/sqlite/0006_cancel.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
@@ -21,6 +22,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (3, "access", include_str!("../../../migrations/postgres/0003_access.sql")),
     (4, "audit", include_str!("../../../migrations/postgres/0004_audit.sql")),
     (5, "policy", include_str!("../../../migrations/postgres/0005_policy.sql")),
+    (6, "cancel", include_str!("../../../migrations/postgres/0006_cancel.sql")),
 ];
 
 impl Database {

@@ -365,7 +365,7 @@ mod oidc {
     use base64::Engine;
     use envstore_tests::{Backend, TestServer};
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    use reqwest::StatusCode;
+    use reqwest::{Method, StatusCode};
     use serde_json::json;
 
     const ISSUER: &str = "https://id.example.org";
@@ -438,13 +438,8 @@ mod oidc {
         let olivia = jwt(&signing, "key-1", "olivia", AUDIENCE, 600);
         assert_eq!(get(olivia.clone()).await, StatusCode::NOT_FOUND, "signed in, but no role yet");
         let response = server
-            .client
-            .put(server.url("/api/v1/namespaces/team/members/olivia"))
-            .bearer_auth(&server.token)
-            .json(&json!({ "role": "viewer" }))
-            .send()
-            .await
-            .unwrap();
+            .admin_json(Method::PUT, "/api/v1/namespaces/team/members/olivia", Some(json!({ "role": "viewer" })))
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(get(olivia).await, StatusCode::OK);
 

@@ -6,7 +6,7 @@ use envstore_fixtures::demo_expect::{
 use envstore_fixtures::{DEMO_PROGRAM, DEMO_SOFTLINK};
 use envstore_tests::{DemoChannel, TestServer, demo_spec_yaml, read};
 use rattler_conda_types::ExplicitEnvironmentSpec;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,17 +184,11 @@ async fn an_environment_rolls_back_to_an_earlier_build() {
     assert_eq!(std::fs::read_link(&link).unwrap(), prefix_of(&second_build));
 
     let rollback = |build_id: String| {
-        let server = &server;
-        async move {
-            server
-                .client
-                .put(server.url("/api/v1/namespaces/team/environments/env/current"))
-                .bearer_auth(&server.token)
-                .json(&serde_json::json!({ "build_id": build_id }))
-                .send()
-                .await
-                .unwrap()
-        }
+        server.admin_json(
+            Method::PUT,
+            "/api/v1/namespaces/team/environments/env/current",
+            Some(serde_json::json!({ "build_id": build_id })),
+        )
     };
     assert_eq!(rollback(first.clone()).await.status(), StatusCode::OK);
     let (_, environment) = server.get_json("/api/v1/namespaces/team/environments/env").await;
@@ -231,15 +225,7 @@ async fn builds_are_cancelled_queued_or_running() {
     assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
     let cancel = |id: String| {
         let server = &server;
-        async move {
-            server
-                .client
-                .post(server.url(&format!("/api/v1/builds/{id}/cancel")))
-                .bearer_auth(&server.token)
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { server.admin_json(Method::POST, &format!("/api/v1/builds/{id}/cancel"), None).await }
     };
 
     let running = server.submit_yaml("team", "stuck", "channels: [slow]\ndependencies: [python]\n").await;
@@ -270,13 +256,7 @@ async fn builds_are_cancelled_queued_or_running() {
     let idle = TestServer::start_with(data, backend, vec![channel.allowed_as("demo")], 0).await;
     assert_eq!(idle.create_namespace("team").await.status(), StatusCode::CREATED);
     let queued = idle.submit_yaml("team", "later", &demo_spec_yaml("demo")).await;
-    let response = idle
-        .client
-        .post(idle.url(&format!("/api/v1/builds/{queued}/cancel")))
-        .bearer_auth(&idle.token)
-        .send()
-        .await
-        .unwrap();
+    let response = idle.admin_json(Method::POST, &format!("/api/v1/builds/{queued}/cancel"), None).await;
     assert_eq!(response.status(), StatusCode::OK);
     let (_, build) = idle.get_json(&format!("/api/v1/builds/{queued}")).await;
     assert_eq!(build["status"], "cancelled");

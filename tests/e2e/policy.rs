@@ -2,7 +2,7 @@
 //! that name the rule.
 
 use envstore_tests::{DemoChannel, TestServer, expect_problem};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,17 +11,7 @@ async fn every_policy_rule_is_enforced_before_queueing() {
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
     assert_eq!(server.create_namespace("class").await.status(), StatusCode::CREATED);
     let set_policy = |policy: serde_json::Value| {
-        let server = &server;
-        async move {
-            server
-                .client
-                .put(server.url("/api/v1/namespaces/class/policy"))
-                .bearer_auth(&server.token)
-                .json(&policy)
-                .send()
-                .await
-                .unwrap()
-        }
+        server.admin_json(Method::PUT, "/api/v1/namespaces/class/policy", Some(policy))
     };
     let response = set_policy(json!({
         "allowed_channels": ["demo"],
@@ -78,13 +68,12 @@ async fn every_policy_rule_is_enforced_before_queueing() {
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(problem["detail"].as_str().unwrap().contains("no dependencies"), "{problem}");
     let response = server
-        .client
-        .put(server.url("/api/v1/namespaces/starter/policy"))
-        .bearer_auth(&server.token)
-        .json(&json!({ "default_packages": ["python 3.11.*", "six"] }))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(
+            Method::PUT,
+            "/api/v1/namespaces/starter/policy",
+            Some(json!({ "default_packages": ["python 3.11.*", "six"] })),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let build_id = server.submit_yaml("starter", "empty", "channels: [demo]\n").await;
     let build = server.wait_for_build(&build_id).await;

@@ -130,6 +130,15 @@ impl TestServer {
         (status, response.json().await.expect("a JSON body"))
     }
 
+    /// Sends `body` as JSON with the server admin's token (`None`: no body).
+    pub async fn admin_json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("the request is answered")
+    }
+
     pub async fn create_namespace(&self, name: &str) -> reqwest::Response {
         self.client
             .post(self.url("/api/v1/namespaces"))

@@ -78,7 +78,8 @@ impl ChannelAllowlist {
             .any(|allowed| url.as_str().starts_with(allowed.url.as_str()))
     }
 
-    fn not_allowed(&self, channel: &str) -> ChannelError {
+    /// The error for a channel outside this list, naming what is allowed.
+    pub(crate) fn not_allowed(&self, channel: &str) -> ChannelError {
         let allowed = if self.channels.is_empty() {
             "none configured".to_owned()
         } else {

@@ -325,15 +325,7 @@ impl EnvironmentSpec {
                 return Err(SpecError::DependencyChannel {
                     dependency: dependency.to_string(),
                     channel: url.to_string(),
-                    source: ChannelError::NotAllowed {
-                        channel: url.to_string(),
-                        allowed: allowlist
-                            .channels()
-                            .iter()
-                            .map(|c| format!("{} ({})", c.name, c.url))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    },
+                    source: allowlist.not_allowed(url.as_str()),
                 });
             }
         }

@@ -282,7 +282,15 @@ impl BuildContext {
             spec.platforms.join(", "),
             spec.channels.join(", ")
         ));
-        let lock = Lock::new(self.solver.solve(&spec).await?);
+        let solved = self.solver.solve(&spec).await?;
+        if solved.cached_platforms > 0 {
+            log.line(format!(
+                "answered {} of {} platforms from the solve cache (repodata unchanged)",
+                solved.cached_platforms,
+                solved.platforms.len()
+            ));
+        }
+        let lock = Lock::new(solved);
         self.check_urls(&lock)?;
         let lock_hash = lock.hash();
         *current_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(lock_hash);

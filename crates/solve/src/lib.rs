@@ -2,10 +2,14 @@
 //! resolvo solve per platform with that platform's virtual packages, and the
 //! lock with its content hash and every published lockfile format.
 
+mod cache;
+mod freshness;
 mod lock;
 mod solver;
 mod virtual_packages;
 
 pub use lock::{Lock, LockError, LockedPackage};
-pub use solver::{EnvironmentSolver, SolveError, SolvedEnvironment};
+pub use solver::{
+    DEFAULT_REMOTE_REPODATA_TTL, DEFAULT_SOLVE_CACHE_CAPACITY, EnvironmentSolver, SolveError, SolvedEnvironment,
+};
 pub use virtual_packages::virtual_packages_for;

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use envstore_core::{CanonicalSpec, SpecError};
@@ -10,7 +11,16 @@ use rattler_solve::resolvo::Solver;
 use rattler_solve::{ChannelPriority, SolverImpl, SolverTask};
 use url::Url;
 
+use crate::cache::{SolveCache, SolveKey};
+use crate::freshness::Freshness;
 use crate::virtual_packages::virtual_packages_for;
+
+/// How long a remote channel's repodata is trusted before the gateway
+/// revalidates it, unless configured otherwise.
+pub const DEFAULT_REMOTE_REPODATA_TTL: Duration = Duration::from_secs(30);
+
+/// How many solves are remembered, unless configured otherwise.
+pub const DEFAULT_SOLVE_CACHE_CAPACITY: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SolveError {
@@ -50,14 +60,18 @@ pub struct SolvedEnvironment {
     pub channels: Vec<Url>,
     /// Records per platform, in install (topological) order.
     pub platforms: BTreeMap<String, Vec<RepoDataRecord>>,
+    /// How many platforms were answered from the solve cache.
+    pub cached_platforms: usize,
 }
 
 /// Solves specs against repodata, keeping the gateway's caches warm across
-/// builds.
+/// builds and remembering recent solves while their repodata is unchanged.
 #[derive(Clone)]
 pub struct EnvironmentSolver {
     gateway: Gateway,
     timeout: Duration,
+    freshness: Arc<Freshness>,
+    solves: Arc<SolveCache>,
 }
 
 impl EnvironmentSolver {
@@ -68,7 +82,26 @@ impl EnvironmentSolver {
             .with_cache_dir(cache_dir.join(rattler_cache::REPODATA_CACHE_DIR))
             .with_package_cache(package_cache)
             .finish();
-        Self { gateway, timeout }
+        Self {
+            gateway,
+            timeout,
+            freshness: Arc::new(Freshness::new(DEFAULT_REMOTE_REPODATA_TTL)),
+            solves: Arc::new(SolveCache::new(DEFAULT_SOLVE_CACHE_CAPACITY)),
+        }
+    }
+
+    /// How long a remote channel's repodata is trusted before it is
+    /// revalidated; zero revalidates on every solve. Local (`file://`)
+    /// channels are checked on every solve whatever this says.
+    pub fn with_remote_repodata_ttl(mut self, ttl: Duration) -> Self {
+        self.freshness = Arc::new(Freshness::new(ttl));
+        self
+    }
+
+    /// How many solves to remember; zero solves every spec afresh.
+    pub fn with_solve_cache_capacity(mut self, capacity: usize) -> Self {
+        self.solves = Arc::new(SolveCache::new(capacity));
+        self
     }
 
     pub async fn solve(&self, spec: &CanonicalSpec) -> Result<SolvedEnvironment, SolveError> {
@@ -79,11 +112,55 @@ impl EnvironmentSolver {
             .map(|url| Url::parse(url).map_err(|_| SpecError::Channel(envstore_core::ChannelError::InvalidUrl(url.clone()))))
             .collect::<Result<_, _>>()?;
         let mut platforms = BTreeMap::new();
+        let mut cached_platforms = 0;
         for subdir in spec.subdirs()? {
-            let records = self.solve_platform(&channels, subdir, specs.clone()).await?;
-            platforms.insert(subdir.to_string(), records);
+            let key = self.solve_key(&channels, subdir, &spec.dependencies);
+            let records = match self.solves.get(&key) {
+                Some(records) => {
+                    cached_platforms += 1;
+                    records
+                }
+                None => {
+                    let records = Arc::new(self.solve_platform(&channels, subdir, specs.clone()).await?);
+                    self.solves.insert(key, records.clone());
+                    records
+                }
+            };
+            platforms.insert(subdir.to_string(), records.as_ref().clone());
         }
-        Ok(SolvedEnvironment { channels, platforms })
+        Ok(SolvedEnvironment {
+            channels,
+            platforms,
+            cached_platforms,
+        })
+    }
+
+    /// The cache key of one platform's solve, with each channel's current
+    /// revision. A channel found changed is dropped from the gateway's memory
+    /// so the solve that follows reads it again.
+    fn solve_key(&self, channels: &[Url], subdir: Subdir, dependencies: &[String]) -> SolveKey {
+        let subdirs = [subdir, Subdir::NoArch];
+        let channels = channels
+            .iter()
+            .map(|url| {
+                let checked = self.freshness.check(url, &subdirs);
+                if checked.stale {
+                    self.gateway
+                        .clear_repodata_cache(
+                            &Channel::from_url(url.clone()),
+                            rattler_repodata_gateway::SubdirSelection::All,
+                            rattler_repodata_gateway::CacheClearMode::InMemoryOnly,
+                        )
+                        .ok();
+                }
+                (url.clone(), checked.revision)
+            })
+            .collect();
+        SolveKey {
+            channels,
+            subdir,
+            specs: dependencies.to_vec(),
+        }
     }
 
     async fn solve_platform(
@@ -94,15 +171,6 @@ impl EnvironmentSolver {
     ) -> Result<Vec<RepoDataRecord>, SolveError> {
         let platform = subdir.to_string();
         let sources: Vec<Channel> = channels.iter().cloned().map(Channel::from_url).collect();
-        // Another process may have rewritten a channel since the last build:
-        // drop the in-memory copy so the on-disk cache revalidates it.
-        for channel in &sources {
-            self.gateway.clear_repodata_cache(
-                channel,
-                rattler_repodata_gateway::SubdirSelection::All,
-                rattler_repodata_gateway::CacheClearMode::InMemoryOnly,
-            ).ok();
-        }
         let repodata = self
             .gateway
             .query(sources, [subdir, Subdir::NoArch], specs.clone())

@@ -97,3 +97,28 @@ async fn an_unsolvable_spec_explains_itself() {
     }
     assert!(!error.is_transient());
 }
+
+#[tokio::test]
+async fn a_repeated_spec_is_answered_from_the_cache_until_the_channel_changes() {
+    let fixture = fixture().await;
+    let spec = spec(&fixture, "channels: [demo]\ndependencies: [numpy]\nplatforms: [linux-64]\n");
+    let first = fixture.solver.solve(&spec).await.unwrap();
+    assert_eq!(first.cached_platforms, 0);
+    let again = fixture.solver.solve(&spec).await.unwrap();
+    assert_eq!(again.cached_platforms, 1);
+    assert_eq!(Lock::new(first).hash(), Lock::new(again).hash());
+
+    // Drop every numpy record from the channel: the cached answer is stale.
+    let repodata_path = fixture._dir.path().join("demo/linux-64/repodata.json");
+    let mut repodata: serde_json::Value = serde_json::from_slice(&std::fs::read(&repodata_path).unwrap()).unwrap();
+    for key in ["packages", "packages.conda"] {
+        if let Some(records) = repodata[key].as_object_mut() {
+            records.retain(|_, record| record["name"] != "numpy");
+        }
+    }
+    std::fs::write(&repodata_path, serde_json::to_vec(&repodata).unwrap()).unwrap();
+    match fixture.solver.solve(&spec).await {
+        Err(SolveError::Unsolvable { explanation, .. }) => assert!(explanation.contains("numpy"), "{explanation}"),
+        other => panic!("expected the rewritten channel to be read again, got {other:?}"),
+    }
+}

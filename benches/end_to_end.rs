@@ -1,0 +1,66 @@
+//! End-to-end benchmark: submit → succeeded through a real server for a new
+//! lock of the 124-package environment (every package already cached) and for
+//! a lock that is already built.
+
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use envstore_benches::build::BuildBench;
+use envstore_benches::link::{self, LINK_CASE};
+use envstore_benches::{Cases, bench_data_dir, repodata_root};
+
+/// New locks the bench can submit: flat sampling asks for one per sample
+/// plus a few for warm-up.
+const VARIANTS: usize = 40;
+
+fn end_to_end(c: &mut Criterion) {
+    let Some(root) = repodata_root() else {
+        eprintln!("skipped: ../shared/fixtures/repodata is absent (set ENVSTORE_REPODATA)");
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let cases = Cases::load().expect("benches/cases.json");
+    let case = cases.get(LINK_CASE).expect("the link case");
+    let fixture = runtime
+        .block_on(link::prepare(&root, &bench_data_dir().expect("the bench data folder"), case))
+        .expect("the link fixture");
+    let bench = runtime
+        .block_on(BuildBench::start(&fixture, case, VARIANTS))
+        .expect("the server starts");
+    let bench = tokio::sync::Mutex::new(bench);
+    let mut group = c.benchmark_group("submit-to-succeeded");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(std::time::Duration::from_millis(1));
+    group.bench_function("new-lock", |b| {
+        b.to_async(&runtime).iter_custom(|iterations| {
+            let bench = &bench;
+            async move {
+                let mut bench = bench.lock().await;
+                let mut total = std::time::Duration::ZERO;
+                for _ in 0..iterations {
+                    total += bench.new_lock().await.expect("the build succeeds");
+                }
+                total
+            }
+        });
+    });
+    group.bench_function("built-lock", |b| {
+        b.to_async(&runtime).iter_custom(|iterations| {
+            let bench = &bench;
+            async move {
+                let mut bench = bench.lock().await;
+                let mut total = std::time::Duration::ZERO;
+                for _ in 0..iterations {
+                    total += bench.built_lock().await.expect("the build succeeds");
+                }
+                total
+            }
+        });
+    });
+    group.finish();
+    runtime
+        .block_on(bench.into_inner().stop())
+        .expect("the server stops");
+}
+
+criterion_group!(benches, end_to_end);
+criterion_main!(benches);

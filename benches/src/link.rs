@@ -1,0 +1,180 @@
+//! The link workload: an environment of about a hundred packages and thirty
+//! thousand files, installed from a warm package cache into a fresh prefix,
+//! next to `cp -al` of the finished prefix (the physical floor: one hard link
+//! per file, no metadata to read or write).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use envstore_core::{ContentHash, NamedChannel};
+use envstore_fixtures::{MirrorOptions, write_mirror_channel};
+use envstore_link::{PrefixBuilder, TransferCounts, fetch_packages};
+use rattler_cache::package_cache::PackageCache;
+use rattler_conda_types::{RepoDataRecord, Subdir};
+use url::Url;
+
+use crate::Quiet;
+use crate::cases::{SolveCase, fresh_solver, spec_for};
+
+/// The case whose environment is linked: python 3.8 and seven packages on
+/// linux-aarch64, 123 packages. Its mirror is retargeted to linux-64 so the
+/// service can install it on this machine.
+pub const LINK_CASE: &str = "aarch64-py38-eight";
+
+/// The platform the mirror's records are written under.
+pub const LINK_PLATFORM: Subdir = Subdir::Linux64;
+
+/// Files per package, so the environment has about 30,000 files.
+pub const FILES_PER_PACKAGE: usize = 244;
+
+/// Files per package that contain the prefix placeholder and so are copied
+/// and rewritten rather than hard-linked, as in real packages.
+pub const PLACEHOLDER_FILES_PER_PACKAGE: usize = 2;
+
+/// A mirror channel of the case's repodata with real archives, the solved
+/// records pointing into it, and a package cache holding all of them.
+pub struct LinkFixture {
+    pub channel: NamedChannel,
+    pub platform: Subdir,
+    pub records: Vec<RepoDataRecord>,
+    pub package_cache: PackageCache,
+    pub package_cache_dir: PathBuf,
+    /// Where prefixes are linked; emptied by [`LinkFixture::prefix_root`].
+    pub work: PathBuf,
+}
+
+/// Writes (or reuses) the mirror channel under `data/`, solves the case on
+/// it and fills the package cache.
+pub async fn prepare(root: &Path, data: &Path, case: &SolveCase) -> anyhow::Result<LinkFixture> {
+    let platform = LINK_PLATFORM;
+    let real = fresh_solver(&data.join("solve-cache"))
+        .solve(&case.canonical_spec(root)?)
+        .await
+        .context("solving the link case on the real repodata")?;
+    let names: BTreeSet<String> = real.platforms[&case.platform]
+        .iter()
+        .map(|record| record.package_record.name.as_normalized().to_owned())
+        .collect();
+
+    let mirror = data.join(format!("mirror-{}-{FILES_PER_PACKAGE}", case.name));
+    let finished = mirror.join(".envstore-bench-complete");
+    if !finished.exists() {
+        let inputs: Vec<PathBuf> = case.channels.iter().map(|channel| root.join(channel)).collect();
+        let options = MirrorOptions {
+            files_per_package: FILES_PER_PACKAGE,
+            file_size: 512,
+            placeholder_files: PLACEHOLDER_FILES_PER_PACKAGE,
+            payload_only_for: Some(names),
+            retarget_subdir: Some(platform.to_string()),
+            ..MirrorOptions::default()
+        };
+        let out = mirror.clone();
+        let report = tokio::task::spawn_blocking(move || write_mirror_channel(&inputs, &out, &options))
+            .await??;
+        eprintln!(
+            "wrote the mirror channel {} ({} archives) in {:.1?}",
+            report.dir.display(),
+            report.archives,
+            report.elapsed
+        );
+        std::fs::write(&finished, b"")?;
+    }
+    let channel = NamedChannel {
+        name: "mirror".to_owned(),
+        url: Url::from_directory_path(&mirror).map_err(|()| anyhow::anyhow!("the mirror path is not absolute"))?,
+    };
+    let spec = spec_for(&case.specs, platform.as_str(), vec![channel.clone()])?;
+    let solved = fresh_solver(&data.join("solve-cache")).solve(&spec).await?;
+    let records = solved.platforms[platform.as_str()].clone();
+    if records.len() != real.platforms[&case.platform].len() {
+        bail!(
+            "the mirror solve has {} packages, the real one {}",
+            records.len(),
+            real.platforms[&case.platform].len()
+        );
+    }
+    let package_cache_dir = data.join("pkgs");
+    let package_cache = PackageCache::new(&package_cache_dir);
+    fetch_packages(
+        &package_cache,
+        &Default::default(),
+        &records,
+        Arc::new(Quiet),
+        Arc::new(TransferCounts::default()),
+    )
+    .await?;
+    Ok(LinkFixture {
+        channel,
+        platform,
+        records,
+        package_cache,
+        package_cache_dir,
+        work: data.join("link-work"),
+    })
+}
+
+impl LinkFixture {
+    /// An empty folder to link prefixes into.
+    pub fn prefix_root(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let root = self.work.join(name);
+        remove_tree(&root)?;
+        std::fs::create_dir_all(&root)?;
+        Ok(root)
+    }
+
+    /// Links the environment into a new prefix under `root` through the
+    /// service's own prefix builder (validation, installer, marker) and
+    /// returns how long that took and where.
+    pub async fn link_once(&self, root: &Path, iteration: usize) -> anyhow::Result<(Duration, PathBuf)> {
+        let builder = PrefixBuilder::new(root.to_owned(), self.package_cache.clone());
+        let lock = ContentHash::of(format!("link-bench-{iteration}").as_bytes());
+        let started = Instant::now();
+        let report = builder
+            .build(&lock, self.platform, &self.records, Arc::new(Quiet), || {})
+            .await?;
+        let elapsed = started.elapsed();
+        if report.downloaded != 0 {
+            bail!("the package cache was not warm: {} packages downloaded", report.downloaded);
+        }
+        Ok((elapsed, report.path))
+    }
+}
+
+/// `cp -al source target`: the floor of any installer that hard-links.
+pub fn copy_hardlinks(source: &Path, target: &Path) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let status = Command::new("cp").arg("-al").arg(source).arg(target).status()?;
+    let elapsed = started.elapsed();
+    if !status.success() {
+        bail!("cp -al failed: {status}");
+    }
+    Ok(elapsed)
+}
+
+/// Files (not folders) under `path`, symlinks included.
+pub fn count_files(path: &Path) -> std::io::Result<usize> {
+    let mut count = 0;
+    let mut pending = vec![path.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                pending.push(entry.path());
+            } else {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}
+
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,211 @@
+//! `envstore-bench`: runs one workload and prints one JSON line per result,
+//! for `benches/compare.sh` to set beside its peers. Figures are medians of
+//! `--repeat` runs, in milliseconds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use envstore_benches::build::BuildBench;
+use envstore_benches::cases::fresh_solver;
+use envstore_benches::link::{self, LINK_CASE, copy_hardlinks, count_files, remove_tree};
+use envstore_benches::scale::{peak_memory_mib, write_synthetic_channels};
+use envstore_benches::{Cases, bench_data_dir, repodata_root};
+use envstore_solve::{Lock, SolvedEnvironment};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "envstore's benchmark workloads, one JSON line per result")]
+struct Cli {
+    /// Runs per figure; the median is printed.
+    #[arg(long, default_value_t = 5, global = true)]
+    repeat: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Solve the cases of benches/cases.json: cold (repodata read), warm
+    /// (repodata in memory) and cached (the solve cache answers).
+    Solve {
+        /// Only these cases (default: all).
+        #[arg(long)]
+        case: Vec<String>,
+    },
+    /// Link the ~30,000-file environment from a warm cache, and `cp -al` it.
+    Link {
+        /// Also write its pixi.lock and package cache location here, for
+        /// py-rattler's install.
+        #[arg(long)]
+        export: Option<PathBuf>,
+    },
+    /// Submit → succeeded through a real server: a new lock, a built lock.
+    Build,
+    /// Solve on a synthetic channel of `factor` × the 2018 osx-64 channels.
+    Scale {
+        #[arg(long)]
+        factor: usize,
+    },
+}
+
+fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples
+        .get(samples.len() / 2)
+        .map_or(f64::NAN, |middle| middle.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let repeat = cli.repeat.max(1);
+    let Some(root) = repodata_root() else {
+        eprintln!("skipped: ../shared/fixtures/repodata is absent (set ENVSTORE_REPODATA)");
+        return Ok(());
+    };
+    let cases = Cases::load()?;
+    let data = bench_data_dir()?;
+    match cli.command {
+        Command::Solve { case } => {
+            for solve_case in cases.cases.iter().filter(|c| case.is_empty() || case.contains(&c.name)) {
+                let spec = solve_case.canonical_spec(&root)?;
+                let mut cold = Vec::new();
+                let mut packages = 0;
+                for _ in 0..repeat {
+                    let cache = tempfile::tempdir_in(&data)?;
+                    let solver = fresh_solver(cache.path());
+                    let started = Instant::now();
+                    let solved = solver.solve(&spec).await?;
+                    cold.push(started.elapsed());
+                    packages = solved.platforms[&solve_case.platform].len();
+                }
+                let cache = tempfile::tempdir_in(&data)?;
+                let uncached = fresh_solver(cache.path()).with_solve_cache_capacity(0);
+                uncached.solve(&spec).await?;
+                let mut warm = Vec::new();
+                for _ in 0..repeat {
+                    let started = Instant::now();
+                    uncached.solve(&spec).await?;
+                    warm.push(started.elapsed());
+                }
+                let cached_solver = fresh_solver(cache.path());
+                cached_solver.solve(&spec).await?;
+                let mut cached = Vec::new();
+                for _ in 0..repeat.max(100) {
+                    let started = Instant::now();
+                    let solved = cached_solver.solve(&spec).await?;
+                    cached.push(started.elapsed());
+                    anyhow::ensure!(solved.cached_platforms == 1, "the solve cache did not answer");
+                }
+                println!(
+                    "{}",
+                    json!({
+                        "tool": "envstore", "bench": "solve", "case": solve_case.name,
+                        "cold_ms": median(cold), "warm_ms": median(warm), "cached_ms": median(cached),
+                        "packages": packages, "reference_packages": solve_case.reference_packages,
+                    })
+                );
+            }
+        }
+        Command::Link { export } => {
+            let fixture = link::prepare(&root, &data, cases.get(LINK_CASE)?).await?;
+            let prefixes = fixture.prefix_root("envstore")?;
+            let mut linked = Vec::new();
+            let mut last: Option<PathBuf> = None;
+            for iteration in 0..repeat {
+                if let Some(previous) = last.take() {
+                    remove_tree(&previous)?;
+                }
+                let (elapsed, path) = fixture.link_once(&prefixes, iteration).await?;
+                linked.push(elapsed);
+                last = Some(path);
+            }
+            let finished = last.context("no prefix was linked")?;
+            let copies = fixture.prefix_root("cp-al")?;
+            let mut copied = Vec::new();
+            for iteration in 0..repeat {
+                let target = copies.join(iteration.to_string());
+                copied.push(copy_hardlinks(&finished, &target)?);
+                remove_tree(&target)?;
+            }
+            if let Some(export) = export {
+                std::fs::create_dir_all(&export)?;
+                let mut platforms = BTreeMap::new();
+                platforms.insert(fixture.platform.to_string(), fixture.records.clone());
+                let lock = Lock::new(SolvedEnvironment {
+                    channels: vec![fixture.channel.url.clone()],
+                    platforms,
+                    cached_platforms: 0,
+                });
+                std::fs::write(export.join("pixi.lock"), lock.render_pixi_lock()?)?;
+                std::fs::write(
+                    export.join("link.json"),
+                    json!({
+                        "lock": export.join("pixi.lock"),
+                        "package_cache": fixture.package_cache_dir,
+                        "platform": fixture.platform.to_string(),
+                        "prefix_root": fixture.work,
+                        "reference_prefix": finished,
+                    })
+                    .to_string(),
+                )?;
+            }
+            println!(
+                "{}",
+                json!({
+                    "tool": "envstore", "bench": "link", "packages": fixture.records.len(),
+                    "files": count_files(&finished)?, "link_ms": median(linked), "cp_al_ms": median(copied),
+                })
+            );
+        }
+        Command::Build => {
+            let case = cases.get(LINK_CASE)?;
+            let fixture = link::prepare(&root, &data, case).await?;
+            let mut bench = BuildBench::start(&fixture, case, repeat).await?;
+            let mut new_lock = Vec::new();
+            for _ in 0..repeat {
+                new_lock.push(bench.new_lock().await?);
+            }
+            let mut built_lock = Vec::new();
+            for _ in 0..repeat {
+                built_lock.push(bench.built_lock().await?);
+            }
+            bench.stop().await?;
+            println!(
+                "{}",
+                json!({
+                    "tool": "envstore", "bench": "build", "packages": fixture.records.len() + 1,
+                    "new_lock_ms": median(new_lock), "built_lock_ms": median(built_lock),
+                })
+            );
+        }
+        Command::Scale { factor } => {
+            let case = cases.get("osx2018-py36")?;
+            let out = data.join(format!("synthetic-x{factor}"));
+            let records = write_synthetic_channels(&root, &case.channels, factor, &out)?;
+            let spec = case.canonical_spec(&out)?;
+            let before = peak_memory_mib();
+            let cache = tempfile::tempdir_in(&data)?;
+            let solver = fresh_solver(cache.path()).with_solve_cache_capacity(0);
+            let started = Instant::now();
+            let solved = solver.solve(&spec).await?;
+            let cold = started.elapsed();
+            let started = Instant::now();
+            solver.solve(&spec).await?;
+            let warm = started.elapsed();
+            println!(
+                "{}",
+                json!({
+                    "tool": "envstore", "bench": "scale", "factor": factor, "records": records,
+                    "cold_ms": cold.as_secs_f64() * 1000.0, "warm_ms": warm.as_secs_f64() * 1000.0,
+                    "packages": solved.platforms[&case.platform].len(),
+                    "peak_mib_before_solve": before, "peak_mib": peak_memory_mib(),
+                })
+            );
+        }
+    }
+    Ok(())
+}

@@ -20,7 +20,11 @@ fn end_to_end(c: &mut Criterion) {
     let cases = Cases::load().expect("benches/cases.json");
     let case = cases.get(LINK_CASE).expect("the link case");
     let fixture = runtime
-        .block_on(link::prepare(&root, &bench_data_dir().expect("the bench data folder"), case))
+        .block_on(link::prepare(
+            &root,
+            &bench_data_dir().expect("the bench data folder"),
+            case,
+        ))
         .expect("the link fixture");
     let bench = runtime
         .block_on(BuildBench::start(&fixture, case, VARIANTS))

@@ -18,9 +18,15 @@ fn link(c: &mut Criterion) {
     let cases = Cases::load().expect("benches/cases.json");
     let case = cases.get(LINK_CASE).expect("the link case");
     let fixture = runtime
-        .block_on(link::prepare(&root, &bench_data_dir().expect("the bench data folder"), case))
+        .block_on(link::prepare(
+            &root,
+            &bench_data_dir().expect("the bench data folder"),
+            case,
+        ))
         .expect("the link fixture");
-    let prefixes = fixture.prefix_root("criterion-link").expect("a prefix folder");
+    let prefixes = fixture
+        .prefix_root("criterion-link")
+        .expect("a prefix folder");
     let mut group = c.benchmark_group("link");
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
@@ -28,11 +34,15 @@ fn link(c: &mut Criterion) {
     let finished = RefCell::new(None);
     group.bench_function("envstore", |b| {
         b.to_async(&runtime).iter_custom(|iterations| {
-            let (fixture, prefixes, iteration, finished) = (&fixture, &prefixes, &iteration, &finished);
+            let (fixture, prefixes, iteration, finished) =
+                (&fixture, &prefixes, &iteration, &finished);
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iterations {
-                    let (elapsed, path) = fixture.link_once(prefixes, iteration.get()).await.expect("the link");
+                    let (elapsed, path) = fixture
+                        .link_once(prefixes, iteration.get())
+                        .await
+                        .expect("the link");
                     iteration.set(iteration.get() + 1);
                     total += elapsed;
                     if let Some(previous) = finished.borrow_mut().replace(path) {
@@ -44,7 +54,9 @@ fn link(c: &mut Criterion) {
         });
     });
     let finished = finished.into_inner().expect("a linked prefix");
-    let copies = fixture.prefix_root("criterion-cp-al").expect("a copy folder");
+    let copies = fixture
+        .prefix_root("criterion-cp-al")
+        .expect("a copy folder");
     group.bench_function("cp-al", |b| {
         b.iter_custom(|iterations| {
             let mut total = Duration::ZERO;

@@ -34,12 +34,16 @@ fn solve(c: &mut Criterion) {
         });
         let cache = tempfile::tempdir_in(&data).expect("a cache folder");
         let warm = fresh_solver(cache.path()).with_solve_cache_capacity(0);
-        runtime.block_on(warm.solve(&spec)).expect("the case solves");
+        runtime
+            .block_on(warm.solve(&spec))
+            .expect("the case solves");
         group.bench_function(format!("{}/warm", case.name), |b| {
             b.to_async(&runtime).iter(|| warm.solve(&spec));
         });
         let cached = fresh_solver(cache.path());
-        runtime.block_on(cached.solve(&spec)).expect("the case solves");
+        runtime
+            .block_on(cached.solve(&spec))
+            .expect("the case solves");
         group.bench_function(format!("{}/cached", case.name), |b| {
             b.to_async(&runtime).iter(|| cached.solve(&spec));
         });

@@ -40,11 +40,19 @@ pub struct BuildBench {
 impl BuildBench {
     /// Starts a server whose package cache already holds the environment and
     /// `variants` variants of it, and builds the environment once.
-    pub async fn start(fixture: &LinkFixture, case: &SolveCase, variants: usize) -> anyhow::Result<Self> {
+    pub async fn start(
+        fixture: &LinkFixture,
+        case: &SolveCase,
+        variants: usize,
+    ) -> anyhow::Result<Self> {
         let data = tempfile::tempdir_in(fixture.work.parent().unwrap_or(&fixture.work))?;
         let data_dir = std::fs::canonicalize(data.path())?;
         let platform = fixture.platform.to_string();
-        let package_cache = PackageCache::new(data_dir.join("cache").join(rattler_cache::PACKAGE_CACHE_DIR));
+        let package_cache = PackageCache::new(
+            data_dir
+                .join("cache")
+                .join(rattler_cache::PACKAGE_CACHE_DIR),
+        );
         warm(&package_cache, &fixture.records).await?;
 
         let installed: BTreeSet<&str> = fixture
@@ -63,7 +71,10 @@ impl BuildBench {
             }
             let mut specs = case.specs.clone();
             specs.push(name.clone());
-            let Ok(solved) = solver.solve(&spec_for(&specs, &platform, vec![fixture.channel.clone()])?).await else {
+            let Ok(solved) = solver
+                .solve(&spec_for(&specs, &platform, vec![fixture.channel.clone()])?)
+                .await
+            else {
                 continue;
             };
             let records = &solved.platforms[&platform];
@@ -73,7 +84,10 @@ impl BuildBench {
             }
         }
         if extras.len() < variants {
-            bail!("only {} variants of the environment solve; {variants} wanted", extras.len());
+            bail!(
+                "only {} variants of the environment solve; {variants} wanted",
+                extras.len()
+            );
         }
 
         let config = ServerConfig {
@@ -151,7 +165,10 @@ impl BuildBench {
         let started = Instant::now();
         let response = self
             .client
-            .put(format!("{}/api/v1/namespaces/{NAMESPACE}/environments/env-{}", self.base, self.submissions))
+            .put(format!(
+                "{}/api/v1/namespaces/{NAMESPACE}/environments/env-{}",
+                self.base, self.submissions
+            ))
             .bearer_auth(&self.token)
             .json(&body)
             .send()
@@ -211,12 +228,18 @@ fn pure_python_packages(fixture: &LinkFixture) -> anyhow::Result<Vec<String>> {
     let repodata: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     let mut only_python: BTreeMap<String, bool> = BTreeMap::new();
     for key in ["packages", "packages.conda"] {
-        for record in repodata[key].as_object().into_iter().flat_map(|records| records.values()) {
-            let Some(name) = record["name"].as_str() else { continue };
+        for record in repodata[key]
+            .as_object()
+            .into_iter()
+            .flat_map(|records| records.values())
+        {
+            let Some(name) = record["name"].as_str() else {
+                continue;
+            };
             let python_only = record["depends"].as_array().is_some_and(|depends| {
-                depends
-                    .iter()
-                    .all(|depend| depend.as_str().and_then(|d| d.split_whitespace().next()) == Some("python"))
+                depends.iter().all(|depend| {
+                    depend.as_str().and_then(|d| d.split_whitespace().next()) == Some("python")
+                })
             });
             let entry = only_python.entry(name.to_owned()).or_insert(true);
             *entry &= python_only;
@@ -224,7 +247,9 @@ fn pure_python_packages(fixture: &LinkFixture) -> anyhow::Result<Vec<String>> {
     }
     Ok(only_python
         .into_iter()
-        .filter(|(name, python_only)| *python_only && !name.contains("-cos") && !name.contains("doc"))
+        .filter(|(name, python_only)| {
+            *python_only && !name.contains("-cos") && !name.contains("doc")
+        })
         .map(|(name, _)| name)
         .collect())
 }

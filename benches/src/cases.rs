@@ -50,9 +50,11 @@ impl Cases {
 /// The real repodata fixtures: `ENVSTORE_REPODATA`, else
 /// `../shared/fixtures/repodata` beside the workspace. None when absent.
 pub fn repodata_root() -> Option<PathBuf> {
-    let root = std::env::var_os("ENVSTORE_REPODATA").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/repodata")
-    });
+    let root = std::env::var_os("ENVSTORE_REPODATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/repodata")
+        });
     let root = std::fs::canonicalize(root).ok()?;
     root.join("SOURCES.md").is_file().then_some(root)
 }
@@ -84,15 +86,24 @@ impl SolveCase {
 }
 
 /// Canonicalises `specs` for `platform` against exactly `channels`.
-pub fn spec_for(specs: &[String], platform: &str, channels: Vec<NamedChannel>) -> anyhow::Result<CanonicalSpec> {
+pub fn spec_for(
+    specs: &[String],
+    platform: &str,
+    channels: Vec<NamedChannel>,
+) -> anyhow::Result<CanonicalSpec> {
     let body = serde_json::json!({
         "channels": channels.iter().map(|channel| channel.name.clone()).collect::<Vec<_>>(),
         "dependencies": specs,
         "platforms": [platform],
     });
     let allowlist = ChannelAllowlist::new(channels);
-    let subdir: Subdir = platform.parse().with_context(|| format!("unknown platform '{platform}'"))?;
-    Ok(EnvironmentSpec::parse(body.to_string().as_bytes(), SpecFormat::Json)?.canonicalize(&allowlist, subdir)?)
+    let subdir: Subdir = platform
+        .parse()
+        .with_context(|| format!("unknown platform '{platform}'"))?;
+    Ok(
+        EnvironmentSpec::parse(body.to_string().as_bytes(), SpecFormat::Json)?
+            .canonicalize(&allowlist, subdir)?,
+    )
 }
 
 /// A solver with nothing in memory, its caches under `cache_dir`.
@@ -115,7 +126,11 @@ mod tests {
         for case in &cases.cases {
             case.subdir().unwrap();
             assert!(!case.channels.is_empty());
-            assert!(cases.virtual_packages.contains_key(&case.platform), "{}", case.name);
+            assert!(
+                cases.virtual_packages.contains_key(&case.platform),
+                "{}",
+                case.name
+            );
         }
     }
 
@@ -132,9 +147,70 @@ mod tests {
         let solver = fresh_solver(cache.path());
         for name in ["index4-py36", "osx2018-py36"] {
             let case = cases.get(name).unwrap();
-            let solved = solver.solve(&case.canonical_spec(&root).unwrap()).await.unwrap();
+            let solved = solver
+                .solve(&case.canonical_spec(&root).unwrap())
+                .await
+                .unwrap();
             let records = &solved.platforms[&case.platform];
             assert_eq!(records.len(), case.reference_packages, "{name}");
         }
+    }
+}
+
+/// rattler alone, as a program using it directly would call it: the gateway's
+/// recursive query, then resolvo with the same virtual packages and strict
+/// channel priority. The baseline of envstore's own solve.
+pub struct BareRattler {
+    gateway: rattler_repodata_gateway::Gateway,
+}
+
+impl BareRattler {
+    pub fn new(cache_dir: &Path) -> Self {
+        Self {
+            gateway: rattler_repodata_gateway::Gateway::builder()
+                .with_cache_dir(cache_dir.join(rattler_cache::REPODATA_CACHE_DIR))
+                .finish(),
+        }
+    }
+
+    /// Solves `case` and returns the number of packages.
+    pub async fn solve(&self, case: &SolveCase, root: &Path) -> anyhow::Result<usize> {
+        use rattler_solve::{SolverImpl, SolverTask};
+        let subdir = case.subdir()?;
+        let channels = case
+            .channels
+            .iter()
+            .map(|name| {
+                Url::from_directory_path(root.join(name))
+                    .map(rattler_conda_types::Channel::from_url)
+                    .map_err(|()| anyhow::anyhow!("'{name}' is not an absolute channel path"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let specs = case
+            .specs
+            .iter()
+            .map(|spec| {
+                rattler_conda_types::MatchSpec::from_str(
+                    spec,
+                    rattler_conda_types::ParseStrictness::Lenient,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let repodata = self
+            .gateway
+            .query(channels, [subdir, Subdir::NoArch], specs.clone())
+            .recursive(true)
+            .execute()
+            .await?;
+        let solved = tokio::task::spawn_blocking(move || {
+            rattler_solve::resolvo::Solver.solve(SolverTask {
+                specs,
+                virtual_packages: envstore_solve::virtual_packages_for(subdir),
+                channel_priority: rattler_solve::ChannelPriority::Strict,
+                ..SolverTask::from_iter(repodata.iter())
+            })
+        })
+        .await??;
+        Ok(solved.records.len())
     }
 }

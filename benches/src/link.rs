@@ -63,7 +63,11 @@ pub async fn prepare(root: &Path, data: &Path, case: &SolveCase) -> anyhow::Resu
     let mirror = data.join(format!("mirror-{}-{FILES_PER_PACKAGE}", case.name));
     let finished = mirror.join(".envstore-bench-complete");
     if !finished.exists() {
-        let inputs: Vec<PathBuf> = case.channels.iter().map(|channel| root.join(channel)).collect();
+        let inputs: Vec<PathBuf> = case
+            .channels
+            .iter()
+            .map(|channel| root.join(channel))
+            .collect();
         let options = MirrorOptions {
             files_per_package: FILES_PER_PACKAGE,
             file_size: 512,
@@ -73,8 +77,9 @@ pub async fn prepare(root: &Path, data: &Path, case: &SolveCase) -> anyhow::Resu
             ..MirrorOptions::default()
         };
         let out = mirror.clone();
-        let report = tokio::task::spawn_blocking(move || write_mirror_channel(&inputs, &out, &options))
-            .await??;
+        let report =
+            tokio::task::spawn_blocking(move || write_mirror_channel(&inputs, &out, &options))
+                .await??;
         eprintln!(
             "wrote the mirror channel {} ({} archives) in {:.1?}",
             report.dir.display(),
@@ -85,11 +90,12 @@ pub async fn prepare(root: &Path, data: &Path, case: &SolveCase) -> anyhow::Resu
     }
     let channel = NamedChannel {
         name: "mirror".to_owned(),
-        url: Url::from_directory_path(&mirror).map_err(|()| anyhow::anyhow!("the mirror path is not absolute"))?,
+        url: Url::from_directory_path(&mirror)
+            .map_err(|()| anyhow::anyhow!("the mirror path is not absolute"))?,
     };
     let spec = spec_for(&case.specs, platform.as_str(), vec![channel.clone()])?;
     let solved = fresh_solver(&data.join("solve-cache")).solve(&spec).await?;
-    let records = solved.platforms[platform.as_str()].clone();
+    let records = solved.platforms[platform.as_str()].as_ref().clone();
     if records.len() != real.platforms[&case.platform].len() {
         bail!(
             "the mirror solve has {} packages, the real one {}",
@@ -129,7 +135,11 @@ impl LinkFixture {
     /// Links the environment into a new prefix under `root` through the
     /// service's own prefix builder (validation, installer, marker) and
     /// returns how long that took and where.
-    pub async fn link_once(&self, root: &Path, iteration: usize) -> anyhow::Result<(Duration, PathBuf)> {
+    pub async fn link_once(
+        &self,
+        root: &Path,
+        iteration: usize,
+    ) -> anyhow::Result<(Duration, PathBuf)> {
         let builder = PrefixBuilder::new(root.to_owned(), self.package_cache.clone());
         let lock = ContentHash::of(format!("link-bench-{iteration}").as_bytes());
         let started = Instant::now();
@@ -138,7 +148,10 @@ impl LinkFixture {
             .await?;
         let elapsed = started.elapsed();
         if report.downloaded != 0 {
-            bail!("the package cache was not warm: {} packages downloaded", report.downloaded);
+            bail!(
+                "the package cache was not warm: {} packages downloaded",
+                report.downloaded
+            );
         }
         Ok((elapsed, report.path))
     }
@@ -147,12 +160,40 @@ impl LinkFixture {
 /// `cp -al source target`: the floor of any installer that hard-links.
 pub fn copy_hardlinks(source: &Path, target: &Path) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let status = Command::new("cp").arg("-al").arg(source).arg(target).status()?;
+    let status = Command::new("cp")
+        .arg("-al")
+        .arg(source)
+        .arg(target)
+        .status()?;
     let elapsed = started.elapsed();
     if !status.success() {
         bail!("cp -al failed: {status}");
     }
     Ok(elapsed)
+}
+
+/// CPU time (user + system) used so far by this process and by its waited-for
+/// children, from `/proc/self/stat`, at the kernel's tick resolution (10 ms).
+/// On a shared machine it says more than wall time: another process taking a
+/// core slows the wall clock, not the CPU time.
+pub fn cpu_time() -> Option<(Duration, Duration)> {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let tick = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<f64>().ok())
+    };
+    // utime, stime, cutime and cstime are fields 14 to 17 of proc(5); here
+    // 11 to 14, counted from the state field.
+    let own = tick(11)? + tick(12)?;
+    let children = tick(13)? + tick(14)?;
+    Some((
+        Duration::from_secs_f64(own / TICKS_PER_SECOND),
+        Duration::from_secs_f64(children / TICKS_PER_SECOND),
+    ))
 }
 
 /// Files (not folders) under `path`, symlinks included.

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use envstore_benches::build::BuildBench;
-use envstore_benches::cases::fresh_solver;
-use envstore_benches::link::{self, LINK_CASE, copy_hardlinks, count_files, remove_tree};
+use envstore_benches::cases::{BareRattler, fresh_solver};
+use envstore_benches::link::{self, LINK_CASE, copy_hardlinks, count_files, cpu_time, remove_tree};
 use envstore_benches::scale::{peak_memory_mib, write_synthetic_channels};
 use envstore_benches::{Cases, bench_data_dir, repodata_root};
 use envstore_solve::{Lock, SolvedEnvironment};
@@ -35,6 +35,18 @@ enum Command {
         #[arg(long)]
         case: Vec<String>,
     },
+    /// Solve one case `iterations` times with one solver (the first solve
+    /// reads the repodata), for instruction counts under callgrind: the
+    /// difference between two iteration counts is the cost of warm solves.
+    SolveOnce {
+        #[arg(long)]
+        case: String,
+        /// `envstore` (the service's solver, solve cache off) or `rattler`.
+        #[arg(long)]
+        solver: String,
+        #[arg(long, default_value_t = 1)]
+        iterations: usize,
+    },
     /// Link the ~30,000-file environment from a warm cache, and `cp -al` it.
     Link {
         /// Also write its pixi.lock and package cache location here, for
@@ -44,12 +56,22 @@ enum Command {
     },
     /// Submit → succeeded through a real server: a new lock, a built lock.
     Build,
-    /// Solve on a synthetic channel of `factor` × the 2018 osx-64 channels.
+    /// Solve on a synthetic channel of `factor` × the 2018 osx-64 channels,
+    /// and report the peak memory. The channel is written by a child process
+    /// first, so writing it does not count.
     Scale {
         #[arg(long)]
         factor: usize,
     },
+    /// Write the synthetic channel of `scale` only.
+    ScaleGenerate {
+        #[arg(long)]
+        factor: usize,
+    },
 }
+
+/// The case solved on the synthetic channels.
+const SCALE_CASE: &str = "osx2018-py36";
 
 fn median(mut samples: Vec<Duration>) -> f64 {
     samples.sort();
@@ -70,7 +92,11 @@ async fn main() -> anyhow::Result<()> {
     let data = bench_data_dir()?;
     match cli.command {
         Command::Solve { case } => {
-            for solve_case in cases.cases.iter().filter(|c| case.is_empty() || case.contains(&c.name)) {
+            for solve_case in cases
+                .cases
+                .iter()
+                .filter(|c| case.is_empty() || case.contains(&c.name))
+            {
                 let spec = solve_case.canonical_spec(&root)?;
                 let mut cold = Vec::new();
                 let mut packages = 0;
@@ -91,6 +117,22 @@ async fn main() -> anyhow::Result<()> {
                     uncached.solve(&spec).await?;
                     warm.push(started.elapsed());
                 }
+                let mut bare_cold = Vec::new();
+                for _ in 0..repeat {
+                    let cache = tempfile::tempdir_in(&data)?;
+                    let bare = BareRattler::new(cache.path());
+                    let started = Instant::now();
+                    bare.solve(solve_case, &root).await?;
+                    bare_cold.push(started.elapsed());
+                }
+                let bare = BareRattler::new(cache.path());
+                bare.solve(solve_case, &root).await?;
+                let mut bare_warm = Vec::new();
+                for _ in 0..repeat {
+                    let started = Instant::now();
+                    bare.solve(solve_case, &root).await?;
+                    bare_warm.push(started.elapsed());
+                }
                 let cached_solver = fresh_solver(cache.path());
                 cached_solver.solve(&spec).await?;
                 let mut cached = Vec::new();
@@ -98,43 +140,90 @@ async fn main() -> anyhow::Result<()> {
                     let started = Instant::now();
                     let solved = cached_solver.solve(&spec).await?;
                     cached.push(started.elapsed());
-                    anyhow::ensure!(solved.cached_platforms == 1, "the solve cache did not answer");
+                    anyhow::ensure!(
+                        solved.cached_platforms == 1,
+                        "the solve cache did not answer"
+                    );
                 }
                 println!(
                     "{}",
                     json!({
                         "tool": "envstore", "bench": "solve", "case": solve_case.name,
                         "cold_ms": median(cold), "warm_ms": median(warm), "cached_ms": median(cached),
+                        "rattler_cold_ms": median(bare_cold), "rattler_warm_ms": median(bare_warm),
                         "packages": packages, "reference_packages": solve_case.reference_packages,
                     })
                 );
+            }
+        }
+        Command::SolveOnce {
+            case,
+            solver,
+            iterations,
+        } => {
+            let case = cases.get(&case)?;
+            let cache = tempfile::tempdir_in(&data)?;
+            match solver.as_str() {
+                "envstore" => {
+                    let solver = fresh_solver(cache.path()).with_solve_cache_capacity(0);
+                    let spec = case.canonical_spec(&root)?;
+                    for _ in 0..iterations {
+                        solver.solve(&spec).await?;
+                    }
+                }
+                "rattler" => {
+                    let bare = BareRattler::new(cache.path());
+                    for _ in 0..iterations {
+                        bare.solve(case, &root).await?;
+                    }
+                }
+                other => anyhow::bail!("unknown solver '{other}': envstore or rattler"),
             }
         }
         Command::Link { export } => {
             let fixture = link::prepare(&root, &data, cases.get(LINK_CASE)?).await?;
             let prefixes = fixture.prefix_root("envstore")?;
             let mut linked = Vec::new();
+            let mut linked_cpu = Vec::new();
             let mut last: Option<PathBuf> = None;
             for iteration in 0..repeat {
                 if let Some(previous) = last.take() {
                     remove_tree(&previous)?;
                 }
+                let before = cpu_time().context("no CPU times in /proc")?.0;
                 let (elapsed, path) = fixture.link_once(&prefixes, iteration).await?;
+                linked_cpu.push(
+                    cpu_time()
+                        .context("no CPU times in /proc")?
+                        .0
+                        .saturating_sub(before),
+                );
                 linked.push(elapsed);
                 last = Some(path);
             }
             let finished = last.context("no prefix was linked")?;
             let copies = fixture.prefix_root("cp-al")?;
             let mut copied = Vec::new();
+            let mut copied_cpu = Vec::new();
             for iteration in 0..repeat {
                 let target = copies.join(iteration.to_string());
+                let before = cpu_time().context("no CPU times in /proc")?.1;
                 copied.push(copy_hardlinks(&finished, &target)?);
+                copied_cpu.push(
+                    cpu_time()
+                        .context("no CPU times in /proc")?
+                        .1
+                        .saturating_sub(before),
+                );
                 remove_tree(&target)?;
             }
             if let Some(export) = export {
                 std::fs::create_dir_all(&export)?;
                 let mut platforms = BTreeMap::new();
-                platforms.insert(fixture.platform.to_string(), fixture.records.clone());
+                platforms.insert(
+                    fixture.platform.to_string(),
+                    std::sync::Arc::new(fixture.records.clone()),
+                );
                 let lock = Lock::new(SolvedEnvironment {
                     channels: vec![fixture.channel.url.clone()],
                     platforms,
@@ -158,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
                 json!({
                     "tool": "envstore", "bench": "link", "packages": fixture.records.len(),
                     "files": count_files(&finished)?, "link_ms": median(linked), "cp_al_ms": median(copied),
+                    "link_cpu_ms": median(linked_cpu), "cp_al_cpu_ms": median(copied_cpu),
                 })
             );
         }
@@ -182,8 +272,25 @@ async fn main() -> anyhow::Result<()> {
                 })
             );
         }
+        Command::ScaleGenerate { factor } => {
+            let case = cases.get(SCALE_CASE)?;
+            let records = write_synthetic_channels(
+                &root,
+                &case.channels,
+                factor,
+                &data.join(format!("synthetic-x{factor}")),
+            )?;
+            eprintln!("synthetic channels ×{factor}: {records} records");
+        }
         Command::Scale { factor } => {
-            let case = cases.get("osx2018-py36")?;
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .args(["scale-generate", "--factor", &factor.to_string()])
+                .status()?;
+            anyhow::ensure!(
+                status.success(),
+                "writing the synthetic channels failed: {status}"
+            );
+            let case = cases.get(SCALE_CASE)?;
             let out = data.join(format!("synthetic-x{factor}"));
             let records = write_synthetic_channels(&root, &case.channels, factor, &out)?;
             let spec = case.canonical_spec(&out)?;

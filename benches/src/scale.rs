@@ -10,8 +10,18 @@ use serde_json::{Map, Value};
 /// Writes `factor` copies of each record of `channels` (directories under
 /// `root`) into `out/<channel>/<subdir>/repodata.json`; returns the number of
 /// records written. Reuses a channel written before with the same factor.
-pub fn write_synthetic_channels(root: &Path, channels: &[String], factor: usize, out: &Path) -> anyhow::Result<usize> {
+pub fn write_synthetic_channels(
+    root: &Path,
+    channels: &[String],
+    factor: usize,
+    out: &Path,
+) -> anyhow::Result<usize> {
     let done = out.join(format!(".complete-x{factor}"));
+    if let Ok(count) = std::fs::read_to_string(&done)
+        && let Ok(count) = count.trim().parse()
+    {
+        return Ok(count);
+    }
     let mut written = 0;
     for channel in channels {
         for entry in std::fs::read_dir(root.join(channel))? {
@@ -22,15 +32,14 @@ pub fn write_synthetic_channels(root: &Path, channels: &[String], factor: usize,
             }
             let subdir = subdir_dir.file_name().context("a subdir name")?;
             let target: PathBuf = out.join(channel).join(subdir);
-            if done.exists() {
-                written += count_records(&target.join("repodata.json"))?;
-                continue;
-            }
             std::fs::create_dir_all(&target)?;
             let repodata: Value = serde_json::from_slice(&std::fs::read(&source)?)
                 .with_context(|| format!("reading {}", source.display()))?;
             let mut scaled = Map::new();
-            scaled.insert("info".to_owned(), repodata.get("info").cloned().unwrap_or(Value::Null));
+            scaled.insert(
+                "info".to_owned(),
+                repodata.get("info").cloned().unwrap_or(Value::Null),
+            );
             scaled.insert("repodata_version".to_owned(), Value::from(1));
             for key in ["packages", "packages.conda"] {
                 let mut records = Map::new();
@@ -45,10 +54,13 @@ pub fn write_synthetic_channels(root: &Path, channels: &[String], factor: usize,
                 written += records.len();
                 scaled.insert(key.to_owned(), Value::Object(records));
             }
-            std::fs::write(target.join("repodata.json"), serde_json::to_vec(&Value::Object(scaled))?)?;
+            std::fs::write(
+                target.join("repodata.json"),
+                serde_json::to_vec(&Value::Object(scaled))?,
+            )?;
         }
     }
-    std::fs::write(&done, b"")?;
+    std::fs::write(&done, written.to_string())?;
     Ok(written)
 }
 
@@ -56,19 +68,15 @@ fn newer_copy(filename: &str, record: &Value, copy: usize) -> Option<(String, Va
     let name = record["name"].as_str()?;
     let version = record["version"].as_str()?;
     let build = record["build"].as_str()?;
-    let extension = if filename.ends_with(".conda") { ".conda" } else { ".tar.bz2" };
+    let extension = if filename.ends_with(".conda") {
+        ".conda"
+    } else {
+        ".tar.bz2"
+    };
     let new_version = format!("{version}.{copy}");
     let mut record = record.clone();
     record["version"] = Value::from(new_version.clone());
     Some((format!("{name}-{new_version}-{build}{extension}"), record))
-}
-
-fn count_records(path: &Path) -> anyhow::Result<usize> {
-    let repodata: Value = serde_json::from_slice(&std::fs::read(path)?)?;
-    Ok(["packages", "packages.conda"]
-        .iter()
-        .map(|key| repodata[*key].as_object().map_or(0, Map::len))
-        .sum())
 }
 
 /// The peak resident memory of this process so far (Linux's `VmHWM`), in MiB.

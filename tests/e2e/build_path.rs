@@ -85,7 +85,18 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
         .iter()
         .map(|entry| entry.url.path().rsplit('/').next().unwrap().to_owned())
         .collect();
-    assert_eq!(explicit_files, packages, "explicit keeps the install order");
+    let mut explicit_sorted = explicit_files.clone();
+    explicit_sorted.sort();
+    assert_eq!(explicit_sorted, sorted, "explicit lists the locked packages");
+    // conda installs an explicit list top to bottom: dependencies first.
+    let position = |name: &str| {
+        explicit_files
+            .iter()
+            .position(|file| file.starts_with(&format!("{name}-")))
+            .unwrap_or_else(|| panic!("{name} is in {explicit_files:?}"))
+    };
+    assert!(position("python") < position("numpy"), "{explicit_files:?}");
+    assert!(position("numpy") < position("pandas"), "{explicit_files:?}");
     assert!(explicit.packages.iter().all(|entry| entry.package_archive_hash().unwrap().is_some()));
 
     // The pixi lock parses with rattler_lock and has the same packages.

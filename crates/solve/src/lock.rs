@@ -1,7 +1,8 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use envstore_core::ContentHash;
-use rattler_conda_types::{ExplicitEnvironmentEntry, ExplicitEnvironmentSpec, RepoDataRecord, Subdir};
+use rattler_conda_types::{ExplicitEnvironmentEntry, ExplicitEnvironmentSpec, PackageRecord, RepoDataRecord, Subdir};
 use rattler_conda_lock as conda_lock;
 use rattler_lock::{CondaPackageData, DEFAULT_ENVIRONMENT_NAME, LockFile, LockFileBuilder, PlatformData, PlatformName};
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,7 @@ pub struct LockedPackage {
 #[derive(Debug, Clone)]
 pub struct Lock {
     channels: Vec<Url>,
-    platforms: BTreeMap<String, Vec<RepoDataRecord>>,
+    platforms: BTreeMap<String, Arc<Vec<RepoDataRecord>>>,
     hash: ContentHash,
 }
 
@@ -84,9 +85,9 @@ impl Lock {
         self.platforms.keys().map(String::as_str)
     }
 
-    /// Records of one platform, in install order.
+    /// Records of one platform, by package name.
     pub fn records(&self, platform: &str) -> Option<&[RepoDataRecord]> {
-        self.platforms.get(platform).map(Vec::as_slice)
+        self.platforms.get(platform).map(|records| records.as_slice())
     }
 
     pub fn packages(&self) -> BTreeMap<String, Vec<LockedPackage>> {
@@ -130,7 +131,7 @@ impl Lock {
                 self.channels.iter().map(|url| url.to_string()),
             );
         for (platform, records) in &self.platforms {
-            for record in records {
+            for record in records.iter() {
                 builder
                     .add_conda_package(
                         DEFAULT_ENVIRONMENT_NAME,
@@ -183,12 +184,15 @@ impl Lock {
         .map_err(|error| LockError::CondaLock(Box::new(error)))
     }
 
-    /// An `@EXPLICIT` list for one platform, each URL carrying its sha256 so
-    /// `conda create --file` verifies what it downloads.
+    /// An `@EXPLICIT` list for one platform in install order (dependencies
+    /// first, as conda installs the list top to bottom), each URL carrying its
+    /// sha256 so `conda create --file` verifies what it downloads.
     pub fn render_explicit(&self, platform: &str) -> Result<String, LockError> {
-        let records = self
-            .records(platform)
-            .ok_or_else(|| LockError::UnknownPlatform(platform.to_owned()))?;
+        let records = PackageRecord::sort_topologically(
+            self.records(platform)
+                .ok_or_else(|| LockError::UnknownPlatform(platform.to_owned()))?
+                .to_vec(),
+        );
         let spec = ExplicitEnvironmentSpec {
             platform: platform.parse().ok(),
             packages: records

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use envstore_core::{CanonicalSpec, SpecError};
 use rattler_cache::package_cache::PackageCache;
-use rattler_conda_types::{Channel, PackageRecord, RepoDataRecord, Subdir};
+use rattler_conda_types::{Channel, RepoDataRecord, Subdir};
 use rattler_repodata_gateway::{Gateway, GatewayError};
 use rattler_solve::resolvo::Solver;
 use rattler_solve::{ChannelPriority, SolverImpl, SolverTask};
@@ -58,8 +58,9 @@ impl SolveError {
 #[derive(Debug, Clone)]
 pub struct SolvedEnvironment {
     pub channels: Vec<Url>,
-    /// Records per platform, in install (topological) order.
-    pub platforms: BTreeMap<String, Vec<RepoDataRecord>>,
+    /// Records per platform, by package name. Shared with the solve cache,
+    /// so a cached answer costs no copy.
+    pub platforms: BTreeMap<String, Arc<Vec<RepoDataRecord>>>,
     /// How many platforms were answered from the solve cache.
     pub cached_platforms: usize,
 }
@@ -126,7 +127,7 @@ impl EnvironmentSolver {
                     records
                 }
             };
-            platforms.insert(subdir.to_string(), records.as_ref().clone());
+            platforms.insert(subdir.to_string(), records);
         }
         Ok(SolvedEnvironment {
             channels,
@@ -195,7 +196,15 @@ impl EnvironmentSolver {
         .await
         .map_err(SolveError::Join)?;
         match solved {
-            Ok(result) => Ok(PackageRecord::sort_topologically(result.records)),
+            // By name, not in install order: only an `@EXPLICIT` file needs
+            // install order, and it is sorted when one is rendered, once per
+            // new lock rather than on every solve.
+            Ok(mut result) => {
+                result
+                    .records
+                    .sort_unstable_by(|a, b| a.package_record.name.cmp(&b.package_record.name));
+                Ok(result.records)
+            }
             Err(rattler_solve::SolveError::Unsolvable(reasons)) => Err(SolveError::Unsolvable {
                 platform,
                 explanation: reasons.join("\n"),

@@ -56,6 +56,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'echo "api-load: failed at line $LINENO" >&2' ERR
 
 admin_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # Port 0: the server picks a free port and prints it.

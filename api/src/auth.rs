@@ -1,6 +1,12 @@
 //! Who is calling, and what they may do. Tokens arrive as
 //! `Authorization: Bearer`; they are compared and looked up by sha256 and
 //! never logged. The default is deny: every route states the role it needs.
+//!
+//! Token records, role bindings and namespace visibility come from the
+//! database's access cache (see [`envstore_db::ACCESS_CACHE_TTL`], 2 s): a
+//! revocation, role change or visibility change made through this process
+//! applies to the next request; one made through another API process on the
+//! same database applies within the TTL.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

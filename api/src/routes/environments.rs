@@ -6,11 +6,12 @@ use axum::response::{IntoResponse, Response};
 use envstore_core::{ContentHash, EnvironmentName, EnvironmentSpec, NamespaceName, Role, SpecFormat};
 use envstore_core::spec::MAX_SPEC_BYTES;
 use envstore_db::{BuildRecord, EnvironmentRecord};
-use envstore_store::{artifact, keys};
+use envstore_store::artifact;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::routes::if_none_match;
 use crate::routes::namespaces::authorized_namespace;
 use crate::views::{BuildSummary, BuildView};
 use crate::{ApiError, AppState};
@@ -138,7 +139,9 @@ pub struct LockfileQuery {
 }
 
 /// The current lock of an environment in the asked format, tagged with the
-/// lock hash so clients can revalidate cheaply.
+/// lock hash so clients can revalidate cheaply. The environment's current
+/// lock is read fresh on every request (one round trip), so a build that
+/// just finished anywhere is served at once; the rest comes from caches.
 pub async fn get_lockfile(
     State(app): State<AppState>,
     caller: Caller,
@@ -146,11 +149,17 @@ pub async fn get_lockfile(
     Query(query): Query<LockfileQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, _, environment) = existing_environment(&app, &caller, &namespace, &name).await?;
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Viewer).await?;
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "environment '{namespace}/{}' was not found",
+            name.escape_debug()
+        ))
+    };
+    let name: EnvironmentName = name.parse().map_err(|_| not_found())?;
+    let current = app.db.current_lock(&namespace, &name).await?.ok_or_else(not_found)?;
     let no_lock = || ApiError::NotFound(format!("environment '{namespace}/{name}' has no successful build yet"));
-    let build_id = environment.current_build_id.ok_or_else(no_lock)?;
-    let build = app.db.build(&build_id).await?.ok_or_else(no_lock)?;
-    let lock_hash: ContentHash = build
+    let lock_hash: ContentHash = current
         .lock_hash
         .as_deref()
         .and_then(|hash| hash.parse().ok())
@@ -160,12 +169,7 @@ pub async fn get_lockfile(
         "conda-lock" => (artifact::CONDA_LOCK.to_owned(), "application/yaml"),
         "pixi" => (artifact::PIXI_LOCK.to_owned(), "application/yaml"),
         "explicit" => {
-            let platforms = app
-                .db
-                .lock(&lock_hash.to_hex())
-                .await?
-                .map(|lock| lock.platforms)
-                .unwrap_or_default();
+            let platforms = app.db.lock_platforms(&lock_hash.to_hex()).await?.unwrap_or_default();
             let platform = match query.platform {
                 Some(platform) if platforms.contains(&platform) => platform,
                 Some(platform) => {
@@ -193,14 +197,10 @@ pub async fn get_lockfile(
         }
     };
     let etag = format!("\"{lock_hash}\"");
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag))
-    {
+    if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let bytes = app.store.get(&keys::lock_artifact(&lock_hash, &file)).await?;
+    let bytes = app.store.get_lock_artifact(&lock_hash, &file).await?;
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_owned()),

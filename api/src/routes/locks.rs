@@ -1,37 +1,41 @@
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use envstore_core::ContentHash;
-use envstore_store::{artifact, keys};
+use envstore_store::artifact;
 
 use crate::auth::Caller;
+use crate::routes::if_none_match;
 use crate::{ApiError, AppState};
 
 /// A lock's artifact by its content address: it never changes, so it may be
-/// cached forever.
+/// cached forever. This is the hot path of CI fetching pinned lockfiles: the
+/// access data and the artifact come from in-process caches, so a repeated
+/// request makes no database or store round trip.
 pub async fn get_lock_artifact(
     State(app): State<AppState>,
     caller: Caller,
     Path((lock_hash, file)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound(format!("lock artifact '{}/{}' was not found", lock_hash.escape_debug(), file.escape_debug()));
     let hash: ContentHash = lock_hash.parse().map_err(|_| not_found())?;
     if !artifact::is_lock_artifact(&file) {
         return Err(not_found());
     }
-    // A lock is shared by every namespace that built it: a viewer of any of
-    // them may read it.
-    let mut visible = false;
-    for namespace in app.db.namespaces_with_lock(&hash.to_hex()).await? {
-        if caller.can_view(&app, &namespace).await? {
-            visible = true;
-            break;
-        }
-    }
-    if !visible {
+    // Hashes parse from lowercase hex only: the path is the hex already.
+    if !may_read_lock(&app, &caller, &lock_hash).await? {
         return Err(if caller.subject.is_none() { ApiError::Unauthorized } else { not_found() });
     }
-    let bytes = app.store.get(&keys::lock_artifact(&hash, &file)).await?;
+    // Read (from memory once warm) before answering 304, so a name the lock
+    // does not have is still a 404.
+    let bytes = app.store.get_lock_artifact(&hash, &file).await?;
+    let etag = format!("\"{lock_hash}\"");
+    if if_none_match(&headers, &etag) {
+        tracing::debug!(lock = %lock_hash, file, "lock artifact not modified");
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    tracing::debug!(lock = %lock_hash, file, bytes = bytes.len(), "lock artifact served");
     let content_type = if file.ends_with(".txt") {
         "text/plain; charset=utf-8"
     } else {
@@ -40,10 +44,29 @@ pub async fn get_lock_artifact(
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_owned()),
-            (header::ETAG, format!("\"{hash}\"")),
+            (header::ETAG, etag),
             (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_owned()),
         ],
         bytes,
     )
         .into_response())
+}
+
+/// A lock is shared by every namespace that built it: a viewer of any of
+/// them may read it. The namespaces this process already knows are tried
+/// first; only when none lets the caller in is the database asked, since
+/// another namespace may have built the lock since.
+async fn may_read_lock(app: &AppState, caller: &Caller, lock_hash: &str) -> Result<bool, ApiError> {
+    let known = app.db.known_namespaces_with_lock(lock_hash);
+    for namespace in &known {
+        if caller.can_view(app, namespace).await? {
+            return Ok(true);
+        }
+    }
+    for namespace in app.db.namespaces_with_lock(lock_hash).await? {
+        if !known.contains(&namespace) && caller.can_view(app, &namespace).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -6,7 +6,7 @@ mod locks;
 mod namespaces;
 
 use axum::Router;
-use axum::http::Method;
+use axum::http::{HeaderMap, Method, header};
 use axum::routing::{MethodRouter, delete, get, post, put};
 
 use crate::{ApiError, AppState};
@@ -83,4 +83,43 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no such resource: {}", uri.path()))
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`), so the client's copy is
+/// current and a 304 will do. Weak comparison, as RFC 9110 asks for this
+/// header: `W/"x"` matches `"x"`.
+pub(crate) fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::IF_NONE_MATCH, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn if_none_match_names_the_etag_in_any_of_its_forms() {
+        let etag = "\"abc\"";
+        for matching in [&["\"abc\""][..], &["\"x\", \"abc\""], &["W/\"abc\""], &["*"], &["\"x\"", "\"abc\""]] {
+            assert!(if_none_match(&headers(matching), etag), "{matching:?}");
+        }
+        for other in [&[][..], &["\"abcd\""], &["abc"], &["\"x\", W/\"y\""]] {
+            assert!(!if_none_match(&headers(other), etag), "{other:?}");
+        }
+    }
 }

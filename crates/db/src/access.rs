@@ -95,17 +95,30 @@ impl Database {
         row.as_ref().map(TokenRecord::from_row).transpose()
     }
 
-    /// The token a caller presented, if it is known, unexpired and not revoked.
+    /// The token a caller presented, if it is known, unexpired and not
+    /// revoked. Answers come from the access cache when it has them (see
+    /// [`crate::ACCESS_CACHE_TTL`]): a revocation through this process is
+    /// seen at once, one made elsewhere within the TTL.
     pub async fn active_token(&self, value: &str) -> Result<Option<TokenRecord>, DbError> {
+        let digest = ContentHash::of(value.as_bytes());
+        let now = now_millis();
+        if let Some(record) = self.access.token(&digest, now) {
+            return Ok(Some(record));
+        }
+        let since = self.access.generation();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_sha256 = $1 AND revoked_at IS NULL \
              AND (expires_at IS NULL OR expires_at > $2)"
         )))
-        .bind(token_digest(value))
-        .bind(now_millis())
+        .bind(digest.to_hex())
+        .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(TokenRecord::from_row).transpose()
+        let record = row.as_ref().map(TokenRecord::from_row).transpose()?;
+        if let Some(record) = &record {
+            self.access.put_token(since, digest, record);
+        }
+        Ok(record)
     }
 
     pub async fn tokens_of(&self, subject: &str) -> Result<Vec<TokenRecord>, DbError> {
@@ -118,7 +131,10 @@ impl Database {
         rows.iter().map(TokenRecord::from_row).collect()
     }
 
+    /// Revokes a token; it stops working in this process before this
+    /// returns.
     pub async fn revoke_token(&self, id: &str) -> Result<(), DbError> {
+        let _invalidate = self.access.invalidate_when_done();
         sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
             .bind(now_millis())
@@ -130,6 +146,7 @@ impl Database {
     /// Binds `subject` to `role` in the namespaces `pattern` matches,
     /// replacing an earlier binding of the same pattern.
     pub async fn bind_role(&self, subject: &str, pattern: &NamespacePattern, role: Role) -> Result<(), DbError> {
+        let _invalidate = self.access.invalidate_when_done();
         sqlx::query(
             "INSERT INTO role_bindings (subject, namespace_pattern, role, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (subject, namespace_pattern) DO UPDATE SET role = excluded.role",
@@ -144,6 +161,7 @@ impl Database {
     }
 
     pub async fn unbind_role(&self, subject: &str, pattern: &NamespacePattern) -> Result<bool, DbError> {
+        let _invalidate = self.access.invalidate_when_done();
         let deleted = sqlx::query("DELETE FROM role_bindings WHERE subject = $1 AND namespace_pattern = $2")
             .bind(subject)
             .bind(pattern.as_str())
@@ -152,13 +170,19 @@ impl Database {
         Ok(deleted.rows_affected() > 0)
     }
 
-    /// Every binding of one subject.
+    /// Every binding of one subject, from the access cache when it has them.
     pub async fn bindings_of(&self, subject: &str) -> Result<Vec<Grant>, DbError> {
+        if let Some(bindings) = self.access.bindings(subject) {
+            return Ok(bindings);
+        }
+        let since = self.access.generation();
         let rows = sqlx::query("SELECT namespace_pattern, role FROM role_bindings WHERE subject = $1")
             .bind(subject)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(grant_from_row).collect()
+        let bindings = rows.iter().map(grant_from_row).collect::<Result<Vec<_>, _>>()?;
+        self.access.put_bindings(since, subject, &bindings);
+        Ok(bindings)
     }
 
     /// Every binding, as (subject, grant), for listings.
@@ -172,15 +196,25 @@ impl Database {
     }
 
     /// Whether anyone may view a namespace; None when it does not exist.
+    /// From the access cache when it has the namespace.
     pub async fn namespace_public_read(&self, namespace: &str) -> Result<Option<bool>, DbError> {
+        if let Some(public_read) = self.access.public_read(namespace) {
+            return Ok(Some(public_read));
+        }
+        let since = self.access.generation();
         let row = sqlx::query("SELECT public_read FROM namespaces WHERE name = $1")
             .bind(namespace)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| Ok(get::<i64>(&row, "public_read")? != 0)).transpose()
+        let public_read = row.map(|row| Ok::<_, DbError>(get::<i64>(&row, "public_read")? != 0)).transpose()?;
+        if let Some(public_read) = public_read {
+            self.access.put_public_read(since, namespace, public_read);
+        }
+        Ok(public_read)
     }
 
     pub async fn set_public_read(&self, namespace: &NamespaceName, public_read: bool) -> Result<(), DbError> {
+        let _invalidate = self.access.invalidate_when_done();
         sqlx::query("UPDATE namespaces SET public_read = $2 WHERE name = $1")
             .bind(namespace.as_str())
             .bind(i64::from(public_read))
@@ -190,13 +224,23 @@ impl Database {
     }
 
     /// The namespaces that hold a build of this lock: who may read the lock's
-    /// artifacts follows from them.
+    /// artifacts follows from them. Always asks the database.
     pub async fn namespaces_with_lock(&self, lock_hash: &str) -> Result<Vec<String>, DbError> {
         let rows = sqlx::query("SELECT DISTINCT namespace FROM builds WHERE lock_hash = $1")
             .bind(lock_hash)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|row| get(row, "namespace")).collect()
+        let namespaces = rows.iter().map(|row| get(row, "namespace")).collect::<Result<Vec<String>, _>>()?;
+        self.locks.put_namespaces(lock_hash, &namespaces);
+        Ok(namespaces)
+    }
+
+    /// Namespaces this process already knows to hold a build of this lock,
+    /// from earlier answers of [`Self::namespaces_with_lock`]; empty when
+    /// none. The list only ever grows, so this is a subset of the truth:
+    /// enough to grant access, but ask the database before refusing it.
+    pub fn known_namespaces_with_lock(&self, lock_hash: &str) -> Vec<String> {
+        self.locks.namespaces(lock_hash).unwrap_or_default()
     }
 }
 
@@ -211,4 +255,94 @@ fn grant_from_row(row: &AnyRow) -> Result<Grant, DbError> {
         namespace: pattern.parse().map_err(|error: envstore_core::AccessError| corrupt(error.to_string()))?,
         role: role.parse().map_err(|error: envstore_core::AccessError| corrupt(error.to_string()))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn database(dir: &tempfile::TempDir) -> Database {
+        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
+        Database::connect(&url).await.unwrap()
+    }
+
+    fn new_token(subject: &str, expires_at: Option<i64>) -> NewToken {
+        NewToken {
+            subject: subject.to_owned(),
+            name: "ci".to_owned(),
+            created_by: "admin".to_owned(),
+            server_admin: false,
+            scopes: None,
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_is_refused_at_once_though_it_was_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(&dir).await;
+        let (record, value) = db.create_token(&new_token("vera", None)).await.unwrap();
+        assert_eq!(db.active_token(&value).await.unwrap().unwrap().id, record.id);
+        assert!(db.access.token(&ContentHash::of(value.as_bytes()), now_millis()).is_some(), "the answer is cached");
+        // Another clone of the same database (another handler) revokes it.
+        db.clone().revoke_token(&record.id).await.unwrap();
+        assert!(db.active_token(&value).await.unwrap().is_none());
+        assert!(db.active_token("envstore_unknown").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_refused_though_it_was_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(&dir).await;
+        let (_, value) = db.create_token(&new_token("vera", Some(now_millis() + 150))).await.unwrap();
+        assert!(db.active_token(&value).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(db.active_token(&value).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn role_and_visibility_changes_are_seen_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(&dir).await;
+        let team: NamespaceName = "team".parse().unwrap();
+        let pattern: NamespacePattern = "team".parse().unwrap();
+        db.create_namespace(&team).await.unwrap();
+        assert_eq!(db.namespace_public_read("team").await.unwrap(), Some(false));
+        assert_eq!(db.namespace_public_read("nowhere").await.unwrap(), None);
+        assert!(db.bindings_of("vera").await.unwrap().is_empty());
+
+        db.bind_role("vera", &pattern, Role::Viewer).await.unwrap();
+        let bindings = db.bindings_of("vera").await.unwrap();
+        assert_eq!((bindings.len(), bindings[0].role), (1, Role::Viewer));
+        db.bind_role("vera", &pattern, Role::Developer).await.unwrap();
+        assert_eq!(db.bindings_of("vera").await.unwrap()[0].role, Role::Developer);
+        assert!(db.unbind_role("vera", &pattern).await.unwrap());
+        assert!(db.bindings_of("vera").await.unwrap().is_empty());
+
+        db.set_public_read(&team, true).await.unwrap();
+        assert_eq!(db.namespace_public_read("team").await.unwrap(), Some(true));
+        db.set_public_read(&team, false).await.unwrap();
+        assert_eq!(db.namespace_public_read("team").await.unwrap(), Some(false));
+    }
+
+    #[tokio::test]
+    async fn changes_made_by_another_process_are_seen_within_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_millis(100);
+        let here = database(&dir).await.with_access_cache_ttl(ttl);
+        let elsewhere = database(&dir).await;
+        let (record, value) = elsewhere.create_token(&new_token("vera", None)).await.unwrap();
+        assert!(here.active_token(&value).await.unwrap().is_some());
+        elsewhere.revoke_token(&record.id).await.unwrap();
+        tokio::time::sleep(ttl + Duration::from_millis(20)).await;
+        assert!(here.active_token(&value).await.unwrap().is_none());
+
+        let uncached = database(&dir).await.with_access_cache_ttl(Duration::ZERO);
+        let (record, value) = elsewhere.create_token(&new_token("vera", None)).await.unwrap();
+        assert!(uncached.active_token(&value).await.unwrap().is_some());
+        elsewhere.revoke_token(&record.id).await.unwrap();
+        assert!(uncached.active_token(&value).await.unwrap().is_none(), "a zero TTL always asks");
+    }
 }

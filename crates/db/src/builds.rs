@@ -75,6 +75,14 @@ pub struct LockRecord {
     pub created_at: i64,
 }
 
+/// An environment's current build and its lock, read in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentLock {
+    pub current_build_id: Option<String>,
+    /// None until the current build has a lock.
+    pub lock_hash: Option<String>,
+}
+
 /// How a build ended, as the worker reports it.
 #[derive(Debug, Clone)]
 pub struct BuildOutcome {
@@ -208,6 +216,32 @@ impl Database {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(environment_from_row).transpose()
+    }
+
+    /// An environment's current build and that build's lock hash, or None
+    /// when the environment does not exist. Not cached: a build finished by
+    /// any process must be served at once.
+    pub async fn current_lock(
+        &self,
+        namespace: &NamespaceName,
+        environment: &EnvironmentName,
+    ) -> Result<Option<CurrentLock>, DbError> {
+        let row = sqlx::query(
+            "SELECT environments.current_build_id AS current_build_id, builds.lock_hash AS lock_hash \
+             FROM environments LEFT JOIN builds ON builds.id = environments.current_build_id \
+             WHERE environments.namespace = $1 AND environments.name = $2",
+        )
+        .bind(namespace.as_str())
+        .bind(environment.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(CurrentLock {
+                current_build_id: get(&row, "current_build_id")?,
+                lock_hash: get(&row, "lock_hash")?,
+            })
+        })
+        .transpose()
     }
 
     pub async fn list_environments(
@@ -386,6 +420,25 @@ impl Database {
         Ok(inserted.rows_affected() == 1)
     }
 
+    /// The platforms a lock was solved for, without its packages. A lock
+    /// never changes, so the answer is kept for the life of the process.
+    pub async fn lock_platforms(&self, lock_hash: &str) -> Result<Option<Vec<String>>, DbError> {
+        if let Some(platforms) = self.locks.platforms(lock_hash) {
+            return Ok(Some(platforms));
+        }
+        let row = sqlx::query("SELECT platforms FROM locks WHERE lock_hash = $1")
+            .bind(lock_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        let platforms: Option<Vec<String>> = row
+            .map(|row| parse_json("locks.platforms", &get::<String>(&row, "platforms")?))
+            .transpose()?;
+        if let Some(platforms) = &platforms {
+            self.locks.put_platforms(lock_hash, platforms);
+        }
+        Ok(platforms)
+    }
+
     pub async fn lock(&self, lock_hash: &str) -> Result<Option<LockRecord>, DbError> {
         let row = sqlx::query(
             "SELECT lock_hash, platforms, packages, created_at FROM locks WHERE lock_hash = $1",
@@ -412,4 +465,84 @@ fn environment_from_row(row: &AnyRow) -> Result<EnvironmentRecord, DbError> {
         current_build_id: get(row, "current_build_id")?,
         created_at: get(row, "created_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use envstore_core::{ChannelAllowlist, EnvironmentSpec, NamedChannel, SpecFormat};
+    use rattler_conda_types::Subdir;
+
+    use super::*;
+
+    fn spec(dependencies: &str) -> CanonicalSpec {
+        let allow = ChannelAllowlist::new(vec![NamedChannel::parse("demo=file:///demo").unwrap()]);
+        EnvironmentSpec::parse(format!("dependencies: [{dependencies}]").as_bytes(), SpecFormat::Yaml)
+            .unwrap()
+            .canonicalize(&allow, Subdir::Linux64)
+            .unwrap()
+    }
+
+    /// Builds `namespace/env` to `lock` and returns the build id.
+    async fn build_with_lock(db: &Database, namespace: &str, lock: &ContentHash) -> String {
+        let namespace: NamespaceName = namespace.parse().unwrap();
+        if !db.namespace_exists(&namespace).await.unwrap() {
+            db.create_namespace(&namespace).await.unwrap();
+        }
+        let build = db.submit_build(&namespace, &"env".parse().unwrap(), &spec("python")).await.unwrap().build;
+        db.insert_lock(lock, &["linux-64".to_owned()], &serde_json::json!([])).await.unwrap();
+        let outcome = BuildOutcome {
+            status: BuildStatus::Succeeded,
+            lock_hash: Some(*lock),
+            lock_reused: false,
+            prefix_reused: false,
+            phases: Vec::new(),
+            error: None,
+        };
+        db.finish_build(&build.id, &outcome).await.unwrap();
+        build.id
+    }
+
+    #[tokio::test]
+    async fn lock_facts_are_read_once_and_namespaces_only_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        let lock = ContentHash::of(b"lock");
+        let hex = lock.to_hex();
+        assert!(db.known_namespaces_with_lock(&hex).is_empty());
+        assert!(db.namespaces_with_lock(&hex).await.unwrap().is_empty());
+        assert_eq!(db.lock_platforms(&hex).await.unwrap(), None);
+
+        let env: EnvironmentName = "env".parse().unwrap();
+        let team: NamespaceName = "team".parse().unwrap();
+        db.create_namespace(&team).await.unwrap();
+        assert_eq!(db.current_lock(&team, &env).await.unwrap(), None);
+        db.submit_build(&team, &env, &spec("numpy")).await.unwrap();
+        assert_eq!(
+            db.current_lock(&team, &env).await.unwrap(),
+            Some(CurrentLock { current_build_id: None, lock_hash: None }),
+            "an environment without a finished build has no lock"
+        );
+
+        let first = build_with_lock(&db, "team", &lock).await;
+        assert_eq!(
+            db.current_lock(&team, &env).await.unwrap(),
+            Some(CurrentLock { current_build_id: Some(first), lock_hash: Some(hex.clone()) })
+        );
+        assert!(db.known_namespaces_with_lock(&hex).is_empty(), "not known until the database is asked");
+        assert_eq!(db.namespaces_with_lock(&hex).await.unwrap(), vec!["team".to_owned()]);
+        assert_eq!(db.known_namespaces_with_lock(&hex), vec!["team".to_owned()]);
+        assert_eq!(db.lock_platforms(&hex).await.unwrap(), Some(vec!["linux-64".to_owned()]));
+
+        // Another namespace builds the same lock: the known list lags until
+        // the database is asked again, and never loses a namespace.
+        build_with_lock(&db, "other", &lock).await;
+        assert_eq!(db.known_namespaces_with_lock(&hex), vec!["team".to_owned()]);
+        let mut fresh = db.namespaces_with_lock(&hex).await.unwrap();
+        fresh.sort();
+        assert_eq!(fresh, vec!["other".to_owned(), "team".to_owned()]);
+        let mut known = db.known_namespaces_with_lock(&hex);
+        known.sort();
+        assert_eq!(known, fresh);
+    }
 }

@@ -5,19 +5,22 @@
 mod access;
 mod audit;
 mod builds;
+mod cache;
 mod jobs;
 mod leases;
 mod migrate;
 mod namespaces;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 pub use audit::AuditEntry;
 pub use access::{NewToken, TokenRecord, token_digest};
-pub use builds::{BuildOutcome, BuildRecord, EnvironmentRecord, LockRecord, SubmittedBuild};
+pub use builds::{BuildOutcome, BuildRecord, CurrentLock, EnvironmentRecord, LockRecord, SubmittedBuild};
+pub use cache::ACCESS_CACHE_TTL;
 pub use jobs::{ClaimedJob, JobListener};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,9 @@ pub struct Database {
     pool: AnyPool,
     dialect: Dialect,
     url: String,
+    /// Shared by every clone, so a write through any of them invalidates it.
+    access: Arc<cache::AccessCache>,
+    locks: Arc<cache::LockCache>,
 }
 
 impl Database {
@@ -73,6 +79,10 @@ impl Database {
         let connect_url = url.clone();
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
+            // Checking a connection before each use costs a round trip to its
+            // worker thread per query; a SQLite file cannot drop a connection
+            // the way a PostgreSQL server can, so only PostgreSQL pays it.
+            .test_before_acquire(dialect == Dialect::Postgres)
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
@@ -86,9 +96,23 @@ impl Database {
             .connect(&connect_url)
             .await
             .map_err(DbError::Connect)?;
-        let database = Self { pool, dialect, url };
+        let database = Self {
+            pool,
+            dialect,
+            url,
+            access: Arc::new(cache::AccessCache::new(ACCESS_CACHE_TTL)),
+            locks: Arc::new(cache::LockCache::default()),
+        };
         database.migrate().await?;
         Ok(database)
+    }
+
+    /// The same database with access data trusted for `ttl` instead of
+    /// [`ACCESS_CACHE_TTL`] (zero: always ask the database). Clones made
+    /// before share the old cache.
+    pub fn with_access_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.access = Arc::new(cache::AccessCache::new(ttl));
+        self
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -2,6 +2,8 @@
 //! S3). Keys are content-addressed and written once: an object that exists is
 //! never replaced, so readers may cache it forever.
 
+mod cache;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,6 +14,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
+
+pub use cache::DEFAULT_CACHE_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -98,6 +102,8 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 pub struct ArtifactStore {
     inner: Arc<dyn ObjectStore>,
     url: String,
+    /// Lock artifacts already read, by lock and name, shared by every clone.
+    lock_artifacts: Arc<cache::ObjectCache<(ContentHash, String)>>,
 }
 
 impl std::fmt::Debug for ArtifactStore {
@@ -147,7 +153,15 @@ impl ArtifactStore {
         Ok(Self {
             inner,
             url: url.to_string(),
+            lock_artifacts: Arc::new(cache::ObjectCache::new(DEFAULT_CACHE_BYTES)),
         })
+    }
+
+    /// The same store with an in-memory copy of lock artifacts of at most
+    /// `bytes` (zero: none) instead of [`DEFAULT_CACHE_BYTES`].
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.lock_artifacts = Arc::new(cache::ObjectCache::new(bytes));
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -222,6 +236,18 @@ impl ArtifactStore {
         }
     }
 
+    /// A lock's artifact (`locks/<hash>/<name>`), from memory once it has
+    /// been read: lockfiles are small, hot and never change.
+    pub async fn get_lock_artifact(&self, lock_hash: &ContentHash, name: &str) -> Result<Bytes, StoreError> {
+        let cache_key = (*lock_hash, name.to_owned());
+        if let Some(bytes) = self.lock_artifacts.get(&cache_key) {
+            return Ok(bytes);
+        }
+        let bytes = self.get(&keys::lock_artifact(lock_hash, name)).await?;
+        self.lock_artifacts.insert(cache_key, bytes.clone());
+        Ok(bytes)
+    }
+
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         match self.inner.head(&ObjectPath::from(key)).await {
             Ok(_) => Ok(true),
@@ -255,6 +281,29 @@ mod tests {
         assert_eq!(store.get(&key).await.unwrap(), Bytes::from_static(b"first"));
         assert!(store.exists(&key).await.unwrap());
         assert!(matches!(store.get("locks/none").await, Err(StoreError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn lock_artifacts_are_served_from_memory_once_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let store = ArtifactStore::open(&url).unwrap();
+        let hash = ContentHash::of(b"lock");
+        assert!(matches!(
+            store.get_lock_artifact(&hash, artifact::CONDA_LOCK).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let key = keys::lock_artifact(&hash, artifact::CONDA_LOCK);
+        store.put_immutable(&key, Bytes::from_static(b"lock: 1")).await.unwrap();
+        assert_eq!(store.get_lock_artifact(&hash, artifact::CONDA_LOCK).await.unwrap(), "lock: 1");
+
+        // The folder is gone: only the copy in memory can answer, and every
+        // clone shares it.
+        drop(dir);
+        assert_eq!(store.clone().get_lock_artifact(&hash, artifact::CONDA_LOCK).await.unwrap(), "lock: 1");
+        assert!(store.get(&key).await.is_err());
+        let uncached = store.with_cache_bytes(0);
+        assert!(uncached.get_lock_artifact(&hash, artifact::CONDA_LOCK).await.is_err());
     }
 
     #[test]

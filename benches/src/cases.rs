@@ -115,48 +115,6 @@ pub fn fresh_solver(cache_dir: &Path) -> EnvironmentSolver {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_case_names_a_platform_and_channels() {
-        let cases = Cases::load().unwrap();
-        assert!(cases.cases.len() >= 4);
-        for case in &cases.cases {
-            case.subdir().unwrap();
-            assert!(!case.channels.is_empty());
-            assert!(
-                cases.virtual_packages.contains_key(&case.platform),
-                "{}",
-                case.name
-            );
-        }
-    }
-
-    /// The golden package counts of SOURCES.md, through the service's own
-    /// solver (skipped where the fixtures are absent).
-    #[tokio::test]
-    async fn the_small_cases_solve_to_the_reference_package_count() {
-        let Some(root) = repodata_root() else {
-            eprintln!("skipped: ../shared/fixtures/repodata is absent");
-            return;
-        };
-        let cases = Cases::load().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let solver = fresh_solver(cache.path());
-        for name in ["index4-py36", "osx2018-py36"] {
-            let case = cases.get(name).unwrap();
-            let solved = solver
-                .solve(&case.canonical_spec(&root).unwrap())
-                .await
-                .unwrap();
-            let records = &solved.platforms[&case.platform];
-            assert_eq!(records.len(), case.reference_packages, "{name}");
-        }
-    }
-}
-
 /// rattler alone, as a program using it directly would call it: the gateway's
 /// recursive query, then resolvo with the same virtual packages and strict
 /// channel priority. The baseline of envstore's own solve.
@@ -212,5 +170,47 @@ impl BareRattler {
         })
         .await??;
         Ok(solved.records.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_case_names_a_platform_and_channels() {
+        let cases = Cases::load().unwrap();
+        assert!(cases.cases.len() >= 4);
+        for case in &cases.cases {
+            case.subdir().unwrap();
+            assert!(!case.channels.is_empty());
+            assert!(
+                cases.virtual_packages.contains_key(&case.platform),
+                "{}",
+                case.name
+            );
+        }
+    }
+
+    /// The golden package counts of SOURCES.md, through the service's own
+    /// solver (skipped where the fixtures are absent).
+    #[tokio::test]
+    async fn the_small_cases_solve_to_the_reference_package_count() {
+        let Some(root) = repodata_root() else {
+            eprintln!("skipped: ../shared/fixtures/repodata is absent");
+            return;
+        };
+        let cases = Cases::load().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let solver = fresh_solver(cache.path());
+        for name in ["index4-py36", "osx2018-py36"] {
+            let case = cases.get(name).unwrap();
+            let solved = solver
+                .solve(&case.canonical_spec(&root).unwrap())
+                .await
+                .unwrap();
+            let records = &solved.platforms[&case.platform];
+            assert_eq!(records.len(), case.reference_packages, "{name}");
+        }
     }
 }

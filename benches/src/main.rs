@@ -98,40 +98,44 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|c| case.is_empty() || case.contains(&c.name))
             {
                 let spec = solve_case.canonical_spec(&root)?;
-                let mut cold = Vec::new();
+                // envstore and bare rattler take turns going first: whichever
+                // runs first after the other's solve pays for cold CPU caches.
+                let (mut cold, mut bare_cold) = (Vec::new(), Vec::new());
                 let mut packages = 0;
-                for _ in 0..repeat {
-                    let cache = tempfile::tempdir_in(&data)?;
-                    let solver = fresh_solver(cache.path());
-                    let started = Instant::now();
-                    let solved = solver.solve(&spec).await?;
-                    cold.push(started.elapsed());
-                    packages = solved.platforms[&solve_case.platform].len();
+                for iteration in 0..repeat {
+                    for ours in [iteration % 2 == 0, iteration % 2 == 1] {
+                        let cache = tempfile::tempdir_in(&data)?;
+                        if ours {
+                            let solver = fresh_solver(cache.path());
+                            let started = Instant::now();
+                            let solved = solver.solve(&spec).await?;
+                            cold.push(started.elapsed());
+                            packages = solved.platforms[&solve_case.platform].len();
+                        } else {
+                            let bare = BareRattler::new(cache.path());
+                            let started = Instant::now();
+                            bare.solve(solve_case, &root).await?;
+                            bare_cold.push(started.elapsed());
+                        }
+                    }
                 }
                 let cache = tempfile::tempdir_in(&data)?;
                 let uncached = fresh_solver(cache.path()).with_solve_cache_capacity(0);
                 uncached.solve(&spec).await?;
-                let mut warm = Vec::new();
-                for _ in 0..repeat {
-                    let started = Instant::now();
-                    uncached.solve(&spec).await?;
-                    warm.push(started.elapsed());
-                }
-                let mut bare_cold = Vec::new();
-                for _ in 0..repeat {
-                    let cache = tempfile::tempdir_in(&data)?;
-                    let bare = BareRattler::new(cache.path());
-                    let started = Instant::now();
-                    bare.solve(solve_case, &root).await?;
-                    bare_cold.push(started.elapsed());
-                }
                 let bare = BareRattler::new(cache.path());
                 bare.solve(solve_case, &root).await?;
-                let mut bare_warm = Vec::new();
-                for _ in 0..repeat {
-                    let started = Instant::now();
-                    bare.solve(solve_case, &root).await?;
-                    bare_warm.push(started.elapsed());
+                let (mut warm, mut bare_warm) = (Vec::new(), Vec::new());
+                for iteration in 0..repeat {
+                    for ours in [iteration % 2 == 0, iteration % 2 == 1] {
+                        let started = Instant::now();
+                        if ours {
+                            uncached.solve(&spec).await?;
+                            warm.push(started.elapsed());
+                        } else {
+                            bare.solve(solve_case, &root).await?;
+                            bare_warm.push(started.elapsed());
+                        }
+                    }
                 }
                 let cached_solver = fresh_solver(cache.path());
                 cached_solver.solve(&spec).await?;

@@ -30,9 +30,9 @@ pub fn validate_package(dir: &Path, record: &PackageRecord) -> Result<(), Reject
     let expected = describe(
         record.name.as_normalized(),
         &record.version.to_string(),
-        &record.build.to_string(),
+        record.build.as_ref(),
     );
-    let found = describe(index.name.as_normalized(), &index.version.to_string(), &index.build.to_string());
+    let found = describe(index.name.as_normalized(), &index.version.to_string(), index.build.as_ref());
     if expected != found {
         return Err(Rejection::WrongPackage { expected, found });
     }

@@ -102,7 +102,7 @@ impl Lock {
                         build: record.package_record.build.to_string(),
                         subdir: record.package_record.subdir.clone(),
                         url: record.url.to_string(),
-                        sha256: record.package_record.sha256.map(|hash| hex::encode(hash)),
+                        sha256: record.package_record.sha256.map(hex::encode),
                         size: record.package_record.size,
                     })
                     .collect();

@@ -35,6 +35,14 @@ root=${ENVSTORE_REPODATA:-$(cd "$here/../shared/fixtures/repodata" 2>/dev/null &
 export ENVSTORE_REPODATA=$root
 
 python3 -c 'import rattler' 2>/dev/null || pip install --quiet 'py-rattler==0.28.0' >&2
+if want api; then
+    missing=()
+    for tool in wrk jq curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+    if ((${#missing[@]})); then
+        echo "== installing ${missing[*]} (Debian)" >&2
+        apt-get install -y -qq "${missing[@]}" >&2
+    fi
+fi
 
 if want solve; then
     echo "== solve" >&2

@@ -19,7 +19,7 @@ use rattler_conda_types::Subdir;
 
 pub use auth::{AdminToken, BOOTSTRAP_SUBJECT, Caller};
 pub use error::ApiError;
-pub use routes::{router, routes};
+pub use routes::{KERNEL_PACKAGE, kernel_id, router, routes};
 
 /// What the API tells the build side, and asks of it.
 pub trait BuildEvents: Send + Sync {

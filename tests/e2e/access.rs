@@ -57,6 +57,7 @@ const ROWS: &[(&str, &str, Needs, u16)] = &[
     ("GET", "/api/v1/role-bindings", Needs::ServerAdmin, 200),
     ("PUT", "/api/v1/role-bindings", Needs::ServerAdmin, 200),
     ("GET", "/api/v1/audit", Needs::ServerAdmin, 200),
+    ("GET", "/api/v1/kernels", Needs::Anyone, 200),
 ];
 
 /// The status a caller gets, given what the route needs and the caller's

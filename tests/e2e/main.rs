@@ -5,4 +5,5 @@ mod access;
 mod build_path;
 mod errors;
 mod hostile;
+mod kernels;
 mod policy;

@@ -2,6 +2,7 @@ mod access;
 mod builds;
 mod environments;
 mod health;
+mod kernels;
 mod locks;
 mod namespaces;
 
@@ -10,6 +11,8 @@ use axum::http::{HeaderMap, Method, header};
 use axum::routing::{MethodRouter, delete, get, post, put};
 
 use crate::{ApiError, AppState};
+
+pub use kernels::{KERNEL_PACKAGE, kernel_id};
 
 /// The routes of the API, registered and listed in one place: the list is
 /// what the authorisation tests walk, so a new route cannot miss a row.
@@ -65,6 +68,7 @@ fn table() -> RouteTable {
         .add(Method::GET, "/api/v1/role-bindings", get(access::list_role_bindings))
         .add(Method::PUT, "/api/v1/role-bindings", put(access::set_role_binding))
         .add(Method::GET, "/api/v1/audit", get(access::list_audit))
+        .add(Method::GET, "/api/v1/kernels", get(kernels::list_kernels))
 }
 
 /// Every route of the API, as (method, path template).

@@ -108,6 +108,30 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Every kernel the server lists for this caller, following
+    /// `next_after` across pages.
+    pub async fn kernels(&self) -> anyhow::Result<Vec<crate::kernels::Kernel>> {
+        let mut kernels = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = self.request(reqwest::Method::GET, "api/v1/kernels")?;
+            if let Some(after) = &after {
+                request = request.query(&[("after", after.as_str())]);
+            }
+            let response = request.send().await.context("the server did not answer")?;
+            let mut page = expect_success(response).await?;
+            let items: Vec<crate::kernels::Kernel> = serde_json::from_value(page["kernels"].take())
+                .context("the server's kernel list is not what this client understands")?;
+            kernels.extend(items);
+            match page["next_after"].as_str() {
+                Some(next) if after.as_deref() != Some(next) => after = Some(next.to_owned()),
+                _ => return Ok(kernels),
+            }
+        }
+    }
+}
+
 fn split_environment(environment: &str) -> anyhow::Result<(&str, &str)> {
     environment
         .split_once('/')

@@ -51,12 +51,44 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Jupyter kernels for the environments the server lists.
+    #[command(subcommand)]
+    Kernels(KernelsCommand),
     /// Apply pending database migrations and exit.
     Migrate {
         /// sqlite://path or postgres://…
         #[arg(long, env = "ENVSTORE_DATABASE")]
         database: String,
     },
+}
+
+#[derive(Subcommand)]
+enum KernelsCommand {
+    /// Write one kernelspec per environment the server lists as a kernel
+    /// into DIR/kernels, materialising prefixes missing here (with
+    /// --database and --store), and remove the ones it wrote before for
+    /// environments no longer listed.
+    Sync(KernelsSyncArgs),
+}
+
+#[derive(clap::Args)]
+struct KernelsSyncArgs {
+    /// The Jupyter data folder (e.g. ~/.local/share/jupyter); kernelspecs go
+    /// to DIR/kernels/<id>.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Where environments live on this machine (`<root>/envs/<ns>/<name>`)
+    /// [default: the server's own paths].
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// To materialise missing prefixes: the server's database (sqlite://path or postgres://…).
+    #[arg(long, env = "ENVSTORE_DATABASE")]
+    database: Option<String>,
+    /// To materialise missing prefixes: the server's store (file:///path or s3://bucket/prefix).
+    #[arg(long, env = "ENVSTORE_STORE")]
+    store: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 /// Settings every node shares.
@@ -180,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", client.lockfile(&environment, &format, platform.as_deref()).await?);
             Ok(())
         }
+        Command::Kernels(KernelsCommand::Sync(args)) => kernels_sync(args).await,
         Command::Migrate { database } => {
             envstore_db::Database::connect(&database).await?;
             println!("migrations applied");
@@ -266,6 +299,107 @@ async fn materialize(args: MaterializeArgs) -> anyhow::Result<()> {
     .await?;
     println!("{}", prefix.display());
     Ok(())
+}
+
+/// `envstore kernels sync`: kernelspecs for what the server lists, each
+/// run from a prefix present on this machine (materialised when missing and
+/// the database and store are given), and stale ones of ours removed.
+async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
+    use envstore_cli::kernels::{self, Change};
+
+    let client = envstore_cli::client::Client::new(&args.server.server, args.server.token)?;
+    let listed = client.kernels().await?;
+    let kernels_dir = args.dir.join("kernels");
+    let root = args.root.as_deref().map(absolute).transpose()?;
+    let materializer = match (&args.database, &args.store) {
+        (Some(database), Some(store)) => Some((
+            envstore_db::Database::connect(database).await?,
+            envstore_store::ArtifactStore::open(&store_url(store)?)?,
+        )),
+        (None, None) => None,
+        _ => anyhow::bail!("materialising prefixes needs both --database and --store"),
+    };
+    let mut keep = std::collections::BTreeSet::new();
+    let mut missing = Vec::new();
+    for kernel in &listed {
+        kernels::check_id(&kernel.id)?;
+        keep.insert(kernel.id.clone());
+        let label = &kernel.display_name;
+        let mut prefix = match &root {
+            Some(root) => root.join("envs").join(&kernel.namespace).join(&kernel.environment),
+            None => kernel.prefix.clone(),
+        };
+        if !holds_lock(&prefix, &kernel.lock_hash) {
+            let Some((db, store)) = &materializer else {
+                eprintln!(
+                    "skipped {label}: its prefix {} is not here (pass --database and --store to materialise it)",
+                    prefix.display()
+                );
+                missing.push(label.clone());
+                continue;
+            };
+            let data_dir = match &root {
+                Some(root) => root.clone(),
+                None => server_data_dir(kernel)?,
+            };
+            let layout = envstore_workers::Layout::under(&data_dir);
+            let platform = rattler_conda_types::Subdir::current()
+                .context("envstore cannot tell which conda platform this machine is")?;
+            let unpacked = envstore_workers::materialize_environment(
+                db,
+                store,
+                &layout,
+                &platform.to_string(),
+                &kernel.namespace.parse()?,
+                &kernel.environment.parse()?,
+            )
+            .await
+            .with_context(|| format!("failed to materialise {label}"))?;
+            println!("materialised {label} at {}", unpacked.display());
+            prefix = layout.environment_link(&kernel.namespace, &kernel.environment);
+        }
+        let spec = kernels::kernelspec(kernel, &prefix);
+        match kernels::write_kernelspec(&kernels_dir, &kernel.id, &spec)? {
+            Change::Added => println!("added {} ({label})", kernel.id),
+            Change::Updated => println!("updated {} ({label})", kernel.id),
+            Change::Unchanged => {}
+        }
+    }
+    for id in kernels::stale_kernelspecs(&kernels_dir, &keep)? {
+        kernels::remove_kernelspec(&kernels_dir, &id)?;
+        println!("removed {id}");
+    }
+    if !missing.is_empty() {
+        anyhow::bail!("{} environment(s) have no prefix here: {}", missing.len(), missing.join(", "));
+    }
+    Ok(())
+}
+
+/// Whether `prefix` is a complete prefix of `lock_hash`: its completion
+/// marker, written last, names that lock.
+fn holds_lock(prefix: &Path, lock_hash: &str) -> bool {
+    std::fs::read(prefix.join(envstore_link::MARKER_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<envstore_link::CompletionMarker>(&bytes).ok())
+        .is_some_and(|marker| marker.lock_hash.to_hex() == lock_hash)
+}
+
+/// The server's data folder, from an environment path it lists
+/// (`<data-dir>/envs/<ns>/<name>`): prefixes embed their path, so a
+/// materialised one must sit where the server put it.
+fn server_data_dir(kernel: &envstore_cli::kernels::Kernel) -> anyhow::Result<PathBuf> {
+    let expected = Path::new("envs").join(&kernel.namespace).join(&kernel.environment);
+    let mut data_dir = kernel.prefix.clone();
+    for _ in 0..3 {
+        data_dir.pop();
+    }
+    anyhow::ensure!(
+        kernel.prefix.is_absolute() && kernel.prefix.ends_with(&expected),
+        "the server lists {} at '{}', not under <data-dir>/envs/: pass --root",
+        kernel.display_name,
+        kernel.prefix.display()
+    );
+    Ok(data_dir)
 }
 
 fn store_url(text: &str) -> anyhow::Result<url::Url> {

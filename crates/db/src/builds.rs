@@ -83,6 +83,20 @@ pub struct CurrentLock {
     pub lock_hash: Option<String>,
 }
 
+/// An environment whose current build succeeded, with its lock's packages:
+/// what listings that depend on the installed packages (kernels) filter.
+#[derive(Debug, Clone)]
+pub struct SucceededEnvironment {
+    pub namespace: String,
+    pub name: String,
+    /// Whether the namespace is readable without a token.
+    pub public_read: bool,
+    pub build_id: String,
+    pub lock_hash: String,
+    /// Packages per platform, as the lock records them.
+    pub packages: serde_json::Value,
+}
+
 /// How a build ended, as the worker reports it.
 #[derive(Debug, Clone)]
 pub struct BuildOutcome {
@@ -256,6 +270,46 @@ impl Database {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(environment_from_row).collect()
+    }
+
+    /// Environments whose current build succeeded, ordered by (namespace,
+    /// name), strictly after `after` (`("", "")`: from the start), at most
+    /// `limit`. One query for a whole page, so listings over every
+    /// namespace stay one round trip per page however many there are.
+    pub async fn succeeded_environments(
+        &self,
+        after: (&str, &str),
+        limit: i64,
+    ) -> Result<Vec<SucceededEnvironment>, DbError> {
+        let rows = sqlx::query(
+            "SELECT environments.namespace AS namespace, environments.name AS name, \
+             namespaces.public_read AS public_read, builds.id AS build_id, builds.lock_hash AS lock_hash, \
+             locks.packages AS packages \
+             FROM environments \
+             JOIN namespaces ON namespaces.name = environments.namespace \
+             JOIN builds ON builds.id = environments.current_build_id \
+             JOIN locks ON locks.lock_hash = builds.lock_hash \
+             WHERE builds.status = 'succeeded' \
+             AND (environments.namespace > $1 OR (environments.namespace = $1 AND environments.name > $2)) \
+             ORDER BY environments.namespace, environments.name LIMIT $3",
+        )
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SucceededEnvironment {
+                    namespace: get(row, "namespace")?,
+                    name: get(row, "name")?,
+                    public_read: get::<i64>(row, "public_read")? != 0,
+                    build_id: get(row, "build_id")?,
+                    lock_hash: get(row, "lock_hash")?,
+                    packages: parse_json("locks.packages", &get::<String>(row, "packages")?)?,
+                })
+            })
+            .collect()
     }
 
     /// The canonical spec a build was submitted with.

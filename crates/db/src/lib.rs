@@ -19,7 +19,9 @@ use sqlx::{AnyPool, Row};
 
 pub use audit::AuditEntry;
 pub use access::{NewToken, TokenRecord, token_digest};
-pub use builds::{BuildOutcome, BuildRecord, CurrentLock, EnvironmentRecord, LockRecord, SubmittedBuild};
+pub use builds::{
+    BuildOutcome, BuildRecord, CurrentLock, EnvironmentRecord, LockRecord, SubmittedBuild, SucceededEnvironment,
+};
 pub use cache::ACCESS_CACHE_TTL;
 pub use jobs::{ClaimedJob, JobListener};
 

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use envstore_core::{InvalidName, SpecError, error_chain};
 use envstore_db::DbError;
+use envstore_solve::SolveError;
 use envstore_store::StoreError;
 use serde_json::{Map, Value, json};
 
@@ -37,6 +38,10 @@ pub enum ApiError {
     Database(#[from] DbError),
     #[error("internal error")]
     Store(#[source] StoreError),
+    #[error(transparent)]
+    Solve(#[from] envstore_solve::SolveError),
+    #[error("internal error")]
+    Lock(#[from] envstore_solve::LockError),
 }
 
 impl From<StoreError> for ApiError {
@@ -61,7 +66,11 @@ impl ApiError {
             Self::Spec(_) | Self::Name(_) | Self::Access(_) | Self::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Database(DbError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Database(DbError::Conflict(_)) => StatusCode::CONFLICT,
-            Self::Database(_) | Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Solve(SolveError::Spec(_) | SolveError::Unsolvable { .. } | SolveError::Timeout { .. }) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::Solve(SolveError::Repodata { .. }) => StatusCode::BAD_GATEWAY,
+            Self::Database(_) | Self::Store(_) | Self::Solve(_) | Self::Lock(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -83,7 +92,11 @@ impl ApiError {
             Self::Policy(_) => "invalid-policy",
             Self::Database(DbError::NotFound(_)) => "not-found",
             Self::Database(DbError::Conflict(_)) => "conflict",
-            Self::Database(_) | Self::Store(_) => "internal",
+            Self::Solve(SolveError::Unsolvable { .. }) => "unsolvable",
+            Self::Solve(SolveError::Timeout { .. }) => "solve-timeout",
+            Self::Solve(SolveError::Spec(_)) => "invalid-spec",
+            Self::Solve(SolveError::Repodata { .. }) => "repodata-unavailable",
+            Self::Database(_) | Self::Store(_) | Self::Solve(_) | Self::Lock(_) => "internal",
         }
     }
 
@@ -103,6 +116,9 @@ impl ApiError {
             Self::Policy(envstore_core::PolicyError::Violated { rule, .. }) => {
                 extensions.insert("rule".into(), json!(rule));
             }
+            Self::Solve(SolveError::Unsolvable { platform, .. } | SolveError::Timeout { platform, .. }) => {
+                extensions.insert("platform".into(), json!(platform));
+            }
             _ => {}
         }
         extensions
@@ -112,6 +128,9 @@ impl ApiError {
         match self {
             Self::Database(DbError::NotFound(what)) => format!("{what} was not found"),
             Self::Database(DbError::Conflict(what)) => format!("{what} already exists"),
+            // The channel cannot be read: say which, so the caller can tell
+            // a mistyped channel from an outage.
+            Self::Solve(error @ SolveError::Repodata { .. }) => error_chain(error),
             _ => self.to_string(),
         }
     }

@@ -19,7 +19,7 @@ use rattler_conda_types::Subdir;
 
 pub use auth::{AdminToken, BOOTSTRAP_SUBJECT, Caller};
 pub use error::ApiError;
-pub use routes::{KERNEL_PACKAGE, kernel_id, router, routes};
+pub use routes::{KERNEL_PACKAGE, LOCK_HASH_HEADER, kernel_id, router, routes};
 
 /// What the API tells the build side, and asks of it.
 pub trait BuildEvents: Send + Sync {
@@ -47,6 +47,12 @@ pub struct App {
     /// Where this node's environment links live (`<root>/<ns>/<name>`), so
     /// a rollback can point the link at the older prefix.
     pub environments_root: PathBuf,
+    /// Solves specs for `POST …/solve` (no build). Shares its repodata and
+    /// solve caches with this node's workers.
+    pub solver: envstore_solve::EnvironmentSolver,
+    /// Solves running at once for `…/solve`: the API must keep answering
+    /// while clients ask for solves.
+    pub solve_permits: Arc<tokio::sync::Semaphore>,
 }
 
 pub type AppState = Arc<App>;

@@ -80,6 +80,12 @@ impl Server {
             oidc: None,
             prefixes_root: folder.0.join("prefixes"),
             environments_root: folder.0.join("envs"),
+            solver: envstore_solve::EnvironmentSolver::new(
+                &folder.0.join("cache"),
+                rattler_cache::package_cache::PackageCache::new(folder.0.join("cache/pkgs")),
+                std::time::Duration::from_secs(60),
+            ),
+            solve_permits: Arc::new(tokio::sync::Semaphore::new(1)),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

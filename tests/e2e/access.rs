@@ -46,6 +46,7 @@ const ROWS: &[(&str, &str, Needs, u16)] = &[
     ("PUT", "/api/v1/namespaces/{namespace}/environments/{name}", Needs::Developer, 202),
     ("PUT", "/api/v1/namespaces/{namespace}/environments/{name}/current", Needs::Developer, 200),
     ("GET", "/api/v1/namespaces/{namespace}/environments/{name}/lockfile", Needs::Viewer, 200),
+    ("POST", "/api/v1/namespaces/{namespace}/solve", Needs::Developer, 200),
     ("GET", "/api/v1/builds/{id}", Needs::Viewer, 200),
     ("GET", "/api/v1/builds/{id}/log", Needs::Viewer, 200),
     // The fixture's builds have ended: an allowed cancel is a 409.
@@ -156,6 +157,7 @@ impl Fixture {
             ("PUT", t) if t.ends_with("/policy") => Some(json!({}).to_string()),
             ("PUT", t) if t.contains("/members/") => Some(json!({ "role": "viewer" }).to_string()),
             ("PUT", t) if t.ends_with("/environments/{name}") => Some(demo_spec_yaml("demo")),
+            ("POST", t) if t.ends_with("/solve") => Some(demo_spec_yaml("demo")),
             ("PUT", t) if t.ends_with("/current") => Some(json!({ "build_id": build_id }).to_string()),
             ("POST", "/api/v1/tokens") => Some(json!({ "name": "ci" }).to_string()),
             ("PUT", "/api/v1/role-bindings") => {

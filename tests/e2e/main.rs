@@ -7,3 +7,4 @@ mod errors;
 mod hostile;
 mod kernels;
 mod policy;
+mod solve;

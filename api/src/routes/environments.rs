@@ -48,17 +48,7 @@ pub async fn submit_environment(
 ) -> Result<Response, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Developer).await?;
     let name: EnvironmentName = name.parse()?;
-    let body = axum::body::to_bytes(body, MAX_SPEC_BYTES)
-        .await
-        .map_err(|_| ApiError::TooLarge { limit: MAX_SPEC_BYTES })?;
-    let format = match headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-    {
-        Some(content_type) if content_type.contains("json") => SpecFormat::Json,
-        _ => SpecFormat::Yaml,
-    };
-    let spec = EnvironmentSpec::parse(&body, format)?;
+    let spec = read_spec(&headers, body).await?;
     let policy = app.default_policy.tightened_by(&app.db.namespace_policy(&namespace).await?);
     let spec = policy.apply(spec)?;
     let canonical = spec.canonicalize(&app.allowlist, app.default_platform)?;
@@ -99,6 +89,22 @@ pub async fn submit_environment(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// The spec in a request body: JSON when the content type says so,
+/// environment.yml otherwise, at most [`MAX_SPEC_BYTES`].
+pub(crate) async fn read_spec(headers: &HeaderMap, body: Body) -> Result<EnvironmentSpec, ApiError> {
+    let body = axum::body::to_bytes(body, MAX_SPEC_BYTES)
+        .await
+        .map_err(|_| ApiError::TooLarge { limit: MAX_SPEC_BYTES })?;
+    let format = match headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(content_type) if content_type.contains("json") => SpecFormat::Json,
+        _ => SpecFormat::Yaml,
+    };
+    Ok(EnvironmentSpec::parse(&body, format)?)
 }
 
 pub async fn get_environment(

@@ -5,6 +5,7 @@ mod health;
 mod kernels;
 mod locks;
 mod namespaces;
+mod solve;
 
 use axum::Router;
 use axum::http::{HeaderMap, Method, header};
@@ -13,6 +14,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use crate::{ApiError, AppState};
 
 pub use kernels::{KERNEL_PACKAGE, kernel_id};
+pub use solve::LOCK_HASH_HEADER;
 
 /// The routes of the API, registered and listed in one place: the list is
 /// what the authorisation tests walk, so a new route cannot miss a row.
@@ -58,6 +60,7 @@ fn table() -> RouteTable {
             "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
             get(environments::get_lockfile),
         )
+        .add(Method::POST, "/api/v1/namespaces/{namespace}/solve", post(solve::solve_spec))
         .add(Method::GET, "/api/v1/builds/{id}", get(builds::get_build))
         .add(Method::GET, "/api/v1/builds/{id}/log", get(builds::get_build_log))
         .add(Method::POST, "/api/v1/builds/{id}/cancel", post(builds::cancel_build))

@@ -108,6 +108,41 @@ impl Client {
     }
 }
 
+/// What `envstore solve` asks of the server.
+pub struct SolveRequest<'a> {
+    pub namespace: &'a str,
+    pub body: Vec<u8>,
+    pub json: bool,
+    /// Replace the spec's platforms (empty: keep them).
+    pub platforms: &'a [String],
+    pub format: &'a str,
+    /// The platform of an explicit file.
+    pub platform: Option<&'a str>,
+}
+
+impl Client {
+    /// Solves a spec under a namespace's policy without a build and returns
+    /// the lockfile.
+    pub async fn solve(&self, request: SolveRequest<'_>) -> anyhow::Result<String> {
+        let content_type = if request.json { "application/json" } else { "application/yaml" };
+        let mut http = self
+            .request(reqwest::Method::POST, &format!("api/v1/namespaces/{}/solve", request.namespace))?
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .query(&[("format", request.format)]);
+        if !request.platforms.is_empty() {
+            http = http.query(&[("platforms", request.platforms.join(","))]);
+        }
+        if let Some(platform) = request.platform {
+            http = http.query(&[("platform", platform)]);
+        }
+        let response = http.body(request.body).send().await.context("the server did not answer")?;
+        if response.status().is_success() {
+            return Ok(response.text().await?);
+        }
+        Err(problem(response).await)
+    }
+}
+
 impl Client {
     /// Every kernel the server lists for this caller, following
     /// `next_after` across pages.

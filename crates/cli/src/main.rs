@@ -51,6 +51,26 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Solve a spec under NAMESPACE's policy and print its lockfile, without
+    /// building anything.
+    Solve {
+        /// The spec file; `-` reads standard input.
+        file: PathBuf,
+        /// The namespace whose channels and policy apply.
+        #[arg(long, short = 'n', env = "ENVSTORE_NAMESPACE")]
+        namespace: String,
+        /// Lock for these platforms instead of the spec's (repeatable).
+        #[arg(long = "platform")]
+        platforms: Vec<String>,
+        /// conda-lock, pixi or explicit
+        #[arg(long, default_value = "conda-lock")]
+        format: String,
+        /// The platform of an explicit file, when several are locked.
+        #[arg(long)]
+        explicit_platform: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Jupyter kernels for the environments the server lists.
     #[command(subcommand)]
     Kernels(KernelsCommand),
@@ -191,14 +211,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Materialize(args) => materialize(args).await,
         Command::Submit { environment, file, wait, server } => {
             let client = envstore_cli::client::Client::new(&server.server, server.token)?;
-            let body = if file.as_os_str() == "-" {
-                let mut body = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)?;
-                body
-            } else {
-                fs_err::read(&file)?
-            };
-            let json = file.extension().is_some_and(|extension| extension == "json");
+            let (body, json) = read_spec_file(&file)?;
             let build_id = client.submit(&environment, body, json).await?;
             println!("{build_id}");
             if wait {
@@ -210,6 +223,24 @@ async fn main() -> anyhow::Result<()> {
         Command::Lock { environment, format, platform, server } => {
             let client = envstore_cli::client::Client::new(&server.server, server.token)?;
             print!("{}", client.lockfile(&environment, &format, platform.as_deref()).await?);
+            Ok(())
+        }
+        Command::Solve { file, namespace, platforms, format, explicit_platform, server } => {
+            let client = envstore_cli::client::Client::new(&server.server, server.token)?;
+            let (body, json) = read_spec_file(&file)?;
+            print!(
+                "{}",
+                client
+                    .solve(envstore_cli::client::SolveRequest {
+                        namespace: &namespace,
+                        body,
+                        json,
+                        platforms: &platforms,
+                        format: &format,
+                        platform: explicit_platform.as_deref(),
+                    })
+                    .await?
+            );
             Ok(())
         }
         Command::Kernels(KernelsCommand::Sync(args)) => kernels_sync(args).await,
@@ -299,6 +330,18 @@ async fn materialize(args: MaterializeArgs) -> anyhow::Result<()> {
     .await?;
     println!("{}", prefix.display());
     Ok(())
+}
+
+/// A spec file's bytes (`-`: standard input) and whether it is JSON.
+fn read_spec_file(file: &Path) -> anyhow::Result<(Vec<u8>, bool)> {
+    let body = if file.as_os_str() == "-" {
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)?;
+        body
+    } else {
+        fs_err::read(file)?
+    };
+    Ok((body, file.extension().is_some_and(|extension| extension == "json")))
 }
 
 /// `envstore kernels sync`: kernelspecs for what the server lists, each

@@ -24,6 +24,9 @@ use crate::config::{ServerConfig, TestPause, redact_password};
 /// How long a solve may run before the build fails with a timeout.
 const SOLVE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Solves the API runs at once for `POST …/solve`; more wait their turn.
+const API_SOLVES: usize = 2;
+
 /// Connects the API to the worker pool of this process, if it has one.
 struct LocalBuildEvents {
     wake: Option<Arc<Notify>>,
@@ -139,6 +142,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         }),
         prefixes_root: node.context.layout.prefixes.clone(),
         environments_root: node.context.layout.environments.clone(),
+        solver: node.context.solver.clone(),
+        solve_permits: Arc::new(tokio::sync::Semaphore::new(API_SOLVES)),
     });
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

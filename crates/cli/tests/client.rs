@@ -51,6 +51,50 @@ async fn ci_submits_waits_and_fetches_the_lockfile() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_solves_for_several_platforms_without_a_build() {
+    let channel = DemoChannel::start().await;
+    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("environment.yml");
+    std::fs::write(&spec, demo_spec_yaml("demo")).unwrap();
+    let token = server.token.clone();
+    let spec_path = spec.to_str().unwrap();
+
+    let output = envstore(
+        &server,
+        Some(&token),
+        &["solve", spec_path, "--namespace", "team", "--platform", "linux-64", "--platform", "osx-arm64"],
+    )
+    .await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let conda_lock = String::from_utf8(output.stdout).unwrap();
+    rattler_conda_lock_parses(&conda_lock);
+    let parsed: serde_json::Value = serde_yaml::from_str(&conda_lock).unwrap();
+    assert_eq!(parsed["metadata"]["platforms"], serde_json::json!(["linux-64", "osx-arm64"]));
+
+    let output = envstore(
+        &server,
+        Some(&token),
+        &["solve", spec_path, "-n", "team", "--platform", "linux-64", "--platform", "osx-arm64", "--format", "explicit", "--explicit-platform", "osx-arm64"],
+    )
+    .await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let explicit = String::from_utf8(output.stdout).unwrap();
+    assert!(explicit.contains("@EXPLICIT") && explicit.contains("/osx-arm64/"), "{explicit}");
+
+    // Nothing was built, and an unsolvable spec exits non-zero with the reason.
+    let (_, environments) = server.get_json("/api/v1/namespaces/team/environments").await;
+    assert_eq!(environments["environments"].as_array().map(Vec::len), Some(0));
+    std::fs::write(&spec, "channels: [demo]\ndependencies: [conflict-a, conflict-b]\nplatforms: [linux-64]\n").unwrap();
+    let output = envstore(&server, Some(&token), &["solve", spec_path, "-n", "team"]).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("422") && stderr.contains("libfoo"), "{stderr}");
+    server.stop().await;
+}
+
 fn rattler_conda_lock_parses(text: &str) {
     let parsed: serde_json::Value = serde_yaml::from_str(text).unwrap();
     assert_eq!(parsed["version"], 1);

@@ -1,0 +1,117 @@
+//! `POST /api/v1/namespaces/{ns}/solve`: a spec solved and locked under the
+//! namespace's policy, without a build. CI pins with it what it would get,
+//! before anything is queued or installed; nothing is stored.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use envstore_core::Role;
+use envstore_solve::Lock;
+use rattler_conda_types::Subdir;
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::routes::environments::read_spec;
+use crate::routes::namespaces::authorized_namespace;
+use crate::{ApiError, AppState};
+
+/// The response header naming the lock's content hash, the same hash a
+/// build of the spec would publish its lockfiles under.
+pub const LOCK_HASH_HEADER: &str = "x-envstore-lock-hash";
+
+#[derive(Debug, Deserialize)]
+pub struct SolveQuery {
+    /// `conda-lock` (default), `pixi` or `explicit`.
+    format: Option<String>,
+    /// Platforms to lock for, comma-separated, instead of the spec's own.
+    platforms: Option<String>,
+    /// The platform of an `explicit` file when the lock has several.
+    platform: Option<String>,
+}
+
+pub async fn solve_spec(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(namespace): Path<String>,
+    Query(query): Query<SolveQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Developer).await?;
+    let format = query.format.as_deref().unwrap_or("conda-lock");
+    if !matches!(format, "conda-lock" | "pixi" | "explicit") {
+        return Err(unknown_format(format));
+    }
+    let mut spec = read_spec(&headers, body).await?;
+    if let Some(platforms) = &query.platforms {
+        spec.platforms = parse_platforms(platforms)?;
+    }
+    let policy = app.default_policy.tightened_by(&app.db.namespace_policy(&namespace).await?);
+    let spec = policy.apply(spec)?;
+    let canonical = spec.canonicalize(&app.allowlist, app.default_platform)?;
+    policy.check_canonical(&canonical)?;
+
+    let solved = {
+        let _permit = app
+            .solve_permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::BadRequest("the server is shutting down".to_owned()))?;
+        app.solver.solve(&canonical).await?
+    };
+    let lock = Lock::new(solved);
+    let (text, content_type) = match format {
+        "conda-lock" => (lock.render_conda_lock()?, "application/yaml"),
+        "pixi" => (lock.render_pixi_lock()?, "application/yaml"),
+        "explicit" => {
+            let platforms: Vec<&str> = lock.platforms().collect();
+            let platform = match query.platform.as_deref() {
+                Some(platform) if platforms.contains(&platform) => platform.to_owned(),
+                Some(platform) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "the lock has no platform '{}'; it has {}",
+                        platform.escape_debug(),
+                        platforms.join(", ")
+                    )));
+                }
+                None if platforms.len() == 1 => platforms[0].to_owned(),
+                None => {
+                    return Err(ApiError::BadRequest(format!(
+                        "the lock has several platforms ({}): choose one with ?platform=",
+                        platforms.join(", ")
+                    )));
+                }
+            };
+            (lock.render_explicit(&platform)?, "text/plain; charset=utf-8")
+        }
+        other => return Err(unknown_format(other)),
+    };
+    tracing::debug!(namespace = %namespace, lock = %lock.hash(), by = caller.subject.as_deref(), "spec solved without a build");
+    let mut response = ([(header::CONTENT_TYPE, content_type)], text).into_response();
+    if let Ok(value) = HeaderValue::from_str(&lock.hash().to_string()) {
+        response.headers_mut().insert(LOCK_HASH_HEADER, value);
+    }
+    Ok(response)
+}
+
+fn parse_platforms(text: &str) -> Result<Vec<Subdir>, ApiError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|platform| !platform.is_empty())
+        .map(|platform| match platform.parse::<Subdir>() {
+            Ok(subdir) if subdir != Subdir::NoArch => Ok(subdir),
+            _ => Err(ApiError::BadRequest(format!(
+                "unknown platform '{}' in ?platforms= (e.g. linux-64,osx-arm64)",
+                platform.escape_debug()
+            ))),
+        })
+        .collect()
+}
+
+fn unknown_format(format: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "unknown lockfile format '{}': use conda-lock, pixi or explicit",
+        format.escape_debug()
+    ))
+}

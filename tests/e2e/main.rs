@@ -6,5 +6,6 @@ mod build_path;
 mod errors;
 mod hostile;
 mod kernels;
+mod logs;
 mod policy;
 mod solve;

@@ -1,6 +1,6 @@
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::header;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use envstore_store::{StoreError, keys};
 
@@ -9,6 +9,7 @@ use envstore_db::BuildRecord;
 
 use crate::auth::Caller;
 use crate::routes::environments::build_view;
+use crate::routes::log_stream::follow_build;
 use crate::views::BuildView;
 use crate::{ApiError, AppState};
 
@@ -36,13 +37,24 @@ async fn visible_build(app: &AppState, caller: &Caller, id: &str) -> Result<Buil
 }
 
 /// The build's log: the published one once the build ended, the live one
-/// while it runs here.
+/// while it runs here. With `Accept: text/event-stream` (or `?follow=true`)
+/// it is followed as Server-Sent Events until the build ends.
 pub async fn get_build_log(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(query): Query<LogQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let build = visible_build(&app, &caller, &id).await?;
+    let wants_stream = query.follow
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/event-stream"));
+    if wants_stream {
+        return Ok(follow_build(app, build.id).into_response());
+    }
     let text = match app.store.get(&keys::build_log(&build.id)).await {
         Ok(bytes) => bytes,
         Err(StoreError::NotFound(_)) => match app.events.live_log(&build.id) {
@@ -52,6 +64,13 @@ pub async fn get_build_log(
         Err(error) => return Err(error.into()),
     };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct LogQuery {
+    /// Follow the build as Server-Sent Events.
+    #[serde(default)]
+    follow: bool,
 }
 
 /// Cancels a build: a queued one at once, a running one as soon as its

@@ -4,6 +4,7 @@ mod environments;
 mod health;
 mod kernels;
 mod locks;
+mod log_stream;
 mod namespaces;
 mod solve;
 

@@ -4,30 +4,19 @@
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use envstore_benches::build::BuildBench;
-use envstore_benches::link::{self, LINK_CASE};
-use envstore_benches::{Cases, bench_data_dir, repodata_root};
+use envstore_benches::link;
 
 /// New locks the bench can submit: flat sampling asks for one per sample
 /// plus a few for warm-up.
 const VARIANTS: usize = 40;
 
 fn end_to_end(c: &mut Criterion) {
-    let Some(root) = repodata_root() else {
-        eprintln!("skipped: ../shared/fixtures/repodata is absent (set ENVSTORE_REPODATA)");
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let Some((case, fixture)) = runtime.block_on(link::prepare_for_bench()).expect("the link fixture") else {
         return;
     };
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let cases = Cases::load().expect("benches/cases.json");
-    let case = cases.get(LINK_CASE).expect("the link case");
-    let fixture = runtime
-        .block_on(link::prepare(
-            &root,
-            &bench_data_dir().expect("the bench data folder"),
-            case,
-        ))
-        .expect("the link fixture");
     let bench = runtime
-        .block_on(BuildBench::start(&fixture, case, VARIANTS))
+        .block_on(BuildBench::start(&fixture, &case, VARIANTS))
         .expect("the server starts");
     let bench = tokio::sync::Mutex::new(bench);
     let mut group = c.benchmark_group("submit-to-succeeded");

@@ -6,24 +6,13 @@ use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use envstore_benches::link::{self, LINK_CASE, copy_hardlinks, remove_tree};
-use envstore_benches::{Cases, bench_data_dir, repodata_root};
+use envstore_benches::link::{self, copy_hardlinks, remove_tree};
 
 fn link(c: &mut Criterion) {
-    let Some(root) = repodata_root() else {
-        eprintln!("skipped: ../shared/fixtures/repodata is absent (set ENVSTORE_REPODATA)");
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let Some((_, fixture)) = runtime.block_on(link::prepare_for_bench()).expect("the link fixture") else {
         return;
     };
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let cases = Cases::load().expect("benches/cases.json");
-    let case = cases.get(LINK_CASE).expect("the link case");
-    let fixture = runtime
-        .block_on(link::prepare(
-            &root,
-            &bench_data_dir().expect("the bench data folder"),
-            case,
-        ))
-        .expect("the link fixture");
     let prefixes = fixture
         .prefix_root("criterion-link")
         .expect("a prefix folder");

@@ -123,6 +123,19 @@ pub async fn prepare(root: &Path, data: &Path, case: &SolveCase) -> anyhow::Resu
     })
 }
 
+/// What the link and end-to-end criterion benches start from: the real
+/// repodata's link case, its fixture prepared. None, after saying so, where
+/// the repodata is absent.
+pub async fn prepare_for_bench() -> anyhow::Result<Option<(SolveCase, LinkFixture)>> {
+    let Some(root) = crate::repodata_root() else {
+        eprintln!("skipped: ../shared/fixtures/repodata is absent (set ENVSTORE_REPODATA)");
+        return Ok(None);
+    };
+    let case = crate::Cases::load()?.get(LINK_CASE)?.clone();
+    let fixture = prepare(&root, &crate::bench_data_dir()?, &case).await?;
+    Ok(Some((case, fixture)))
+}
+
 impl LinkFixture {
     /// An empty folder to link prefixes into.
     pub fn prefix_root(&self, name: &str) -> anyhow::Result<PathBuf> {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::routes::if_none_match;
+use crate::routes::{explicit_platform, if_none_match, unknown_format};
 use crate::routes::namespaces::authorized_namespace;
 use crate::views::{BuildSummary, BuildView};
 use crate::{ApiError, AppState};
@@ -176,31 +176,10 @@ pub async fn get_lockfile(
         "pixi" => (artifact::PIXI_LOCK.to_owned(), "application/yaml"),
         "explicit" => {
             let platforms = app.db.lock_platforms(&lock_hash.to_hex()).await?.unwrap_or_default();
-            let platform = match query.platform {
-                Some(platform) if platforms.contains(&platform) => platform,
-                Some(platform) => {
-                    return Err(ApiError::NotFound(format!(
-                        "the lock has no platform '{}'; it has {}",
-                        platform.escape_debug(),
-                        platforms.join(", ")
-                    )));
-                }
-                None if platforms.len() == 1 => platforms[0].clone(),
-                None => {
-                    return Err(ApiError::BadRequest(format!(
-                        "the lock has several platforms ({}): choose one with ?platform=",
-                        platforms.join(", ")
-                    )));
-                }
-            };
+            let platform = explicit_platform(&platforms, query.platform.as_deref())?;
             (artifact::explicit(&platform), "text/plain; charset=utf-8")
         }
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown lockfile format '{}': use conda-lock, pixi or explicit",
-                other.escape_debug()
-            )));
-        }
+        other => return Err(unknown_format(other)),
     };
     let etag = format!("\"{lock_hash}\"");
     if if_none_match(&headers, &etag) {

@@ -93,6 +93,34 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no such resource: {}", uri.path()))
 }
 
+/// The platform whose `@EXPLICIT` file is asked for: the one named, which
+/// the lock must have, or the lock's only one.
+pub(crate) fn explicit_platform(platforms: &[String], asked: Option<&str>) -> Result<String, ApiError> {
+    match asked {
+        Some(platform) if platforms.iter().any(|known| known == platform) => Ok(platform.to_owned()),
+        Some(platform) => Err(ApiError::NotFound(format!(
+            "the lock has no platform '{}'; it has {}",
+            platform.escape_debug(),
+            platforms.join(", ")
+        ))),
+        None => match platforms {
+            [only] => Ok(only.clone()),
+            _ => Err(ApiError::BadRequest(format!(
+                "the lock has several platforms ({}): choose one with ?platform=",
+                platforms.join(", ")
+            ))),
+        },
+    }
+}
+
+/// The error for a lockfile format that is not one of ours.
+pub(crate) fn unknown_format(format: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "unknown lockfile format '{}': use conda-lock, pixi or explicit",
+        format.escape_debug()
+    ))
+}
+
 /// Whether `If-None-Match` names `etag` (or is `*`), so the client's copy is
 /// current and a 304 will do. Weak comparison, as RFC 9110 asks for this
 /// header: `W/"x"` matches `"x"`.

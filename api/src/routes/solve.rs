@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::auth::Caller;
 use crate::routes::environments::read_spec;
 use crate::routes::namespaces::authorized_namespace;
+use crate::routes::{explicit_platform, unknown_format};
 use crate::{ApiError, AppState};
 
 /// The response header naming the lock's content hash, the same hash a
@@ -65,24 +66,8 @@ pub async fn solve_spec(
         "conda-lock" => (lock.render_conda_lock()?, "application/yaml"),
         "pixi" => (lock.render_pixi_lock()?, "application/yaml"),
         "explicit" => {
-            let platforms: Vec<&str> = lock.platforms().collect();
-            let platform = match query.platform.as_deref() {
-                Some(platform) if platforms.contains(&platform) => platform.to_owned(),
-                Some(platform) => {
-                    return Err(ApiError::BadRequest(format!(
-                        "the lock has no platform '{}'; it has {}",
-                        platform.escape_debug(),
-                        platforms.join(", ")
-                    )));
-                }
-                None if platforms.len() == 1 => platforms[0].to_owned(),
-                None => {
-                    return Err(ApiError::BadRequest(format!(
-                        "the lock has several platforms ({}): choose one with ?platform=",
-                        platforms.join(", ")
-                    )));
-                }
-            };
+            let platforms: Vec<String> = lock.platforms().map(str::to_owned).collect();
+            let platform = explicit_platform(&platforms, query.platform.as_deref())?;
             (lock.render_explicit(&platform)?, "text/plain; charset=utf-8")
         }
         other => return Err(unknown_format(other)),
@@ -107,11 +92,4 @@ fn parse_platforms(text: &str) -> Result<Vec<Subdir>, ApiError> {
             ))),
         })
         .collect()
-}
-
-fn unknown_format(format: &str) -> ApiError {
-    ApiError::BadRequest(format!(
-        "unknown lockfile format '{}': use conda-lock, pixi or explicit",
-        format.escape_debug()
-    ))
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::routes::{explicit_platform, if_none_match, unknown_format};
+use crate::routes::{LockfileFormat, explicit_platform, if_none_match};
 use crate::routes::namespaces::authorized_namespace;
 use crate::views::{BuildSummary, BuildView};
 use crate::{ApiError, AppState};
@@ -170,16 +170,14 @@ pub async fn get_lockfile(
         .as_deref()
         .and_then(|hash| hash.parse().ok())
         .ok_or_else(no_lock)?;
-    let format = query.format.as_deref().unwrap_or("conda-lock");
-    let (file, content_type) = match format {
-        "conda-lock" => (artifact::CONDA_LOCK.to_owned(), "application/yaml"),
-        "pixi" => (artifact::PIXI_LOCK.to_owned(), "application/yaml"),
-        "explicit" => {
+    let format = LockfileFormat::parse(query.format.as_deref())?;
+    let file = match format {
+        LockfileFormat::CondaLock => artifact::CONDA_LOCK.to_owned(),
+        LockfileFormat::Pixi => artifact::PIXI_LOCK.to_owned(),
+        LockfileFormat::Explicit => {
             let platforms = app.db.lock_platforms(&lock_hash.to_hex()).await?.unwrap_or_default();
-            let platform = explicit_platform(&platforms, query.platform.as_deref())?;
-            (artifact::explicit(&platform), "text/plain; charset=utf-8")
+            artifact::explicit(&explicit_platform(&platforms, query.platform.as_deref())?)
         }
-        other => return Err(unknown_format(other)),
     };
     let etag = format!("\"{lock_hash}\"");
     if if_none_match(&headers, &etag) {
@@ -188,7 +186,7 @@ pub async fn get_lockfile(
     let bytes = app.store.get_lock_artifact(&lock_hash, &file).await?;
     Ok((
         [
-            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::CONTENT_TYPE, format.content_type().to_owned()),
             (header::ETAG, etag),
             (header::CACHE_CONTROL, "no-cache".to_owned()),
         ],

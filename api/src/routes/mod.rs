@@ -113,12 +113,34 @@ pub(crate) fn explicit_platform(platforms: &[String], asked: Option<&str>) -> Re
     }
 }
 
-/// The error for a lockfile format that is not one of ours.
-pub(crate) fn unknown_format(format: &str) -> ApiError {
-    ApiError::BadRequest(format!(
-        "unknown lockfile format '{}': use conda-lock, pixi or explicit",
-        format.escape_debug()
-    ))
+/// A lockfile format a client may ask for with `?format=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockfileFormat {
+    CondaLock,
+    Pixi,
+    Explicit,
+}
+
+impl LockfileFormat {
+    /// `?format=` as given; conda-lock when absent.
+    pub(crate) fn parse(format: Option<&str>) -> Result<Self, ApiError> {
+        match format.unwrap_or("conda-lock") {
+            "conda-lock" => Ok(Self::CondaLock),
+            "pixi" => Ok(Self::Pixi),
+            "explicit" => Ok(Self::Explicit),
+            other => Err(ApiError::BadRequest(format!(
+                "unknown lockfile format '{}': use conda-lock, pixi or explicit",
+                other.escape_debug()
+            ))),
+        }
+    }
+
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Self::CondaLock | Self::Pixi => "application/yaml",
+            Self::Explicit => "text/plain; charset=utf-8",
+        }
+    }
 }
 
 /// Whether `If-None-Match` names `etag` (or is `*`), so the client's copy is

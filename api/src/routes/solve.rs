@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::auth::Caller;
 use crate::routes::environments::read_spec;
 use crate::routes::namespaces::authorized_namespace;
-use crate::routes::{explicit_platform, unknown_format};
+use crate::routes::{LockfileFormat, explicit_platform};
 use crate::{ApiError, AppState};
 
 /// The response header naming the lock's content hash, the same hash a
@@ -40,10 +40,7 @@ pub async fn solve_spec(
     body: Body,
 ) -> Result<Response, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Developer).await?;
-    let format = query.format.as_deref().unwrap_or("conda-lock");
-    if !matches!(format, "conda-lock" | "pixi" | "explicit") {
-        return Err(unknown_format(format));
-    }
+    let format = LockfileFormat::parse(query.format.as_deref())?;
     let mut spec = read_spec(&headers, body).await?;
     if let Some(platforms) = &query.platforms {
         spec.platforms = parse_platforms(platforms)?;
@@ -62,18 +59,16 @@ pub async fn solve_spec(
         app.solver.solve(&canonical).await?
     };
     let lock = Lock::new(solved);
-    let (text, content_type) = match format {
-        "conda-lock" => (lock.render_conda_lock()?, "application/yaml"),
-        "pixi" => (lock.render_pixi_lock()?, "application/yaml"),
-        "explicit" => {
+    let text = match format {
+        LockfileFormat::CondaLock => lock.render_conda_lock()?,
+        LockfileFormat::Pixi => lock.render_pixi_lock()?,
+        LockfileFormat::Explicit => {
             let platforms: Vec<String> = lock.platforms().map(str::to_owned).collect();
-            let platform = explicit_platform(&platforms, query.platform.as_deref())?;
-            (lock.render_explicit(&platform)?, "text/plain; charset=utf-8")
+            lock.render_explicit(&explicit_platform(&platforms, query.platform.as_deref())?)?
         }
-        other => return Err(unknown_format(other)),
     };
     tracing::debug!(namespace = %namespace, lock = %lock.hash(), by = caller.subject.as_deref(), "spec solved without a build");
-    let mut response = ([(header::CONTENT_TYPE, content_type)], text).into_response();
+    let mut response = ([(header::CONTENT_TYPE, format.content_type())], text).into_response();
     if let Ok(value) = HeaderValue::from_str(&lock.hash().to_string()) {
         response.headers_mut().insert(LOCK_HASH_HEADER, value);
     }

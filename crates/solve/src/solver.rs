@@ -106,7 +106,8 @@ impl EnvironmentSolver {
     }
 
     pub async fn solve(&self, spec: &CanonicalSpec) -> Result<SolvedEnvironment, SolveError> {
-        let specs = spec.match_specs()?;
+        // Parsed on the first cache miss only: a cached answer needs none.
+        let mut specs = None;
         let channels: Vec<Url> = spec
             .channels
             .iter()
@@ -122,6 +123,10 @@ impl EnvironmentSolver {
                     records
                 }
                 None => {
+                    let specs = match &specs {
+                        Some(specs) => specs,
+                        None => specs.insert(spec.match_specs()?),
+                    };
                     let records = Arc::new(self.solve_platform(&channels, subdir, specs.clone()).await?);
                     self.solves.insert(key, records.clone());
                     records

@@ -23,32 +23,22 @@ fn end_to_end(c: &mut Criterion) {
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
     group.warm_up_time(std::time::Duration::from_millis(1));
-    group.bench_function("new-lock", |b| {
-        b.to_async(&runtime).iter_custom(|iterations| {
-            let bench = &bench;
-            async move {
-                let mut bench = bench.lock().await;
-                let mut total = std::time::Duration::ZERO;
-                for _ in 0..iterations {
-                    total += bench.new_lock().await.expect("the build succeeds");
+    for (name, new_lock) in [("new-lock", true), ("built-lock", false)] {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter_custom(|iterations| {
+                let bench = &bench;
+                async move {
+                    let mut bench = bench.lock().await;
+                    let mut total = std::time::Duration::ZERO;
+                    for _ in 0..iterations {
+                        let took = if new_lock { bench.new_lock().await } else { bench.built_lock().await };
+                        total += took.expect("the build succeeds");
+                    }
+                    total
                 }
-                total
-            }
+            });
         });
-    });
-    group.bench_function("built-lock", |b| {
-        b.to_async(&runtime).iter_custom(|iterations| {
-            let bench = &bench;
-            async move {
-                let mut bench = bench.lock().await;
-                let mut total = std::time::Duration::ZERO;
-                for _ in 0..iterations {
-                    total += bench.built_lock().await.expect("the build succeeds");
-                }
-                total
-            }
-        });
-    });
+    }
     group.finish();
     runtime
         .block_on(bench.into_inner().stop())

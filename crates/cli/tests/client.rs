@@ -12,14 +12,21 @@ async fn envstore(server: &TestServer, token: Option<&str>, args: &[&str]) -> st
     command.output().await.expect("the binary runs")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ci_submits_waits_and_fetches_the_lockfile() {
+/// A server on the demo channel with the namespace `team`, and a folder
+/// holding the demo spec as `environment.yml`.
+async fn team_server() -> (DemoChannel, TestServer, tempfile::TempDir) {
     let channel = DemoChannel::start().await;
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
     assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("environment.yml"), demo_spec_yaml("demo")).unwrap();
+    (channel, server, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_submits_waits_and_fetches_the_lockfile() {
+    let (_channel, server, dir) = team_server().await;
     let spec = dir.path().join("environment.yml");
-    std::fs::write(&spec, demo_spec_yaml("demo")).unwrap();
     let token = server.token.clone();
 
     let output = envstore(&server, Some(&token), &["submit", "team/analysis", spec.to_str().unwrap(), "--wait"]).await;
@@ -53,12 +60,8 @@ async fn ci_submits_waits_and_fetches_the_lockfile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_solves_for_several_platforms_without_a_build() {
-    let channel = DemoChannel::start().await;
-    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
-    let dir = tempfile::tempdir().unwrap();
+    let (_channel, server, dir) = team_server().await;
     let spec = dir.path().join("environment.yml");
-    std::fs::write(&spec, demo_spec_yaml("demo")).unwrap();
     let token = server.token.clone();
     let spec_path = spec.to_str().unwrap();
 

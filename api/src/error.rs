@@ -42,6 +42,16 @@ pub enum ApiError {
     Solve(#[from] envstore_solve::SolveError),
     #[error("internal error")]
     Lock(#[from] envstore_solve::LockError),
+    /// A dependency of the service does not answer (readiness); `failed`
+    /// names which, the log has why.
+    #[error("{detail}")]
+    NotReady { failed: Vec<&'static str>, detail: String },
+    /// A lockfile submitted to be installed as is cannot be used.
+    #[error("the lockfile cannot be installed: {0}")]
+    InvalidLockfile(#[source] envstore_solve::LockError),
+    /// A submission its namespace's quota does not allow.
+    #[error(transparent)]
+    Quota(#[from] crate::routes::QuotaExceeded),
 }
 
 impl From<StoreError> for ApiError {
@@ -61,9 +71,13 @@ impl ApiError {
             Self::Unauthorized | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Quota(quota) => quota.status(),
             Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => StatusCode::BAD_REQUEST,
             Self::Spec(SpecError::TooLarge { .. }) | Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Spec(_) | Self::Name(_) | Self::Access(_) | Self::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Spec(_) | Self::Name(_) | Self::Access(_) | Self::Policy(_) | Self::InvalidLockfile(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::Database(DbError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Database(DbError::Conflict(_)) => StatusCode::CONFLICT,
             Self::Solve(SolveError::Spec(_) | SolveError::Unsolvable { .. } | SolveError::Timeout { .. }) => {
@@ -82,11 +96,14 @@ impl ApiError {
             Self::Unauthorized | Self::InvalidToken => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::BadRequest(_) => "bad-request",
+            Self::NotReady { .. } => "not-ready",
+            Self::Quota(_) => "quota-exceeded",
             Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => "malformed-spec",
             Self::Spec(SpecError::InvalidDependency { .. }) => "invalid-dependency",
             Self::Spec(SpecError::Channel(_) | SpecError::DependencyChannel { .. }) => "channel-not-allowed",
             Self::Spec(SpecError::TooLarge { .. }) | Self::TooLarge { .. } => "too-large",
             Self::Spec(_) => "invalid-spec",
+            Self::InvalidLockfile(_) => "invalid-lockfile",
             Self::Name(_) | Self::Access(_) => "invalid-name",
             Self::Policy(envstore_core::PolicyError::Violated { .. }) => "policy-violation",
             Self::Policy(_) => "invalid-policy",
@@ -116,6 +133,10 @@ impl ApiError {
             Self::Policy(envstore_core::PolicyError::Violated { rule, .. }) => {
                 extensions.insert("rule".into(), json!(rule));
             }
+            Self::NotReady { failed, .. } => {
+                extensions.insert("failed".into(), json!(failed));
+            }
+            Self::Quota(quota) => extensions.extend(quota.extensions()),
             Self::Solve(SolveError::Unsolvable { platform, .. } | SolveError::Timeout { platform, .. }) => {
                 extensions.insert("platform".into(), json!(platform));
             }
@@ -160,6 +181,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::Quota(quota) = &self
+            && let Some(seconds) = quota.retry_after_seconds()
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -5,6 +5,8 @@
 
 mod auth;
 mod error;
+pub mod prometheus;
+mod observe;
 pub mod oidc;
 mod routes;
 mod views;
@@ -19,7 +21,8 @@ use rattler_conda_types::Subdir;
 
 pub use auth::{AdminToken, BOOTSTRAP_SUBJECT, Caller};
 pub use error::ApiError;
-pub use routes::{KERNEL_PACKAGE, LOCK_HASH_HEADER, kernel_id, router, routes};
+pub use observe::REQUEST_ID_HEADER;
+pub use routes::{KERNEL_PACKAGE, LOCK_HASH_HEADER, UsageSettings, kernel_id, router, routes};
 
 /// What the API tells the build side, and asks of it.
 pub trait BuildEvents: Send + Sync {
@@ -53,6 +56,8 @@ pub struct App {
     /// Solves running at once for `…/solve`: the API must keep answering
     /// while clients ask for solves.
     pub solve_permits: Arc<tokio::sync::Semaphore>,
+    /// Prices for cost estimates and the default quota of namespaces.
+    pub usage: UsageSettings,
 }
 
 pub type AppState = Arc<App>;

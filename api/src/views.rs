@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use envstore_core::{BuildPhase, BuildStatus, CanonicalSpec};
+use envstore_core::{BuildPhase, BuildStatus, CanonicalSpec, PhaseTiming};
 use envstore_db::BuildRecord;
 use envstore_store::artifact;
 use serde::Serialize;
@@ -16,6 +16,18 @@ pub struct PhaseView {
     pub duration_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+impl From<PhaseTiming> for PhaseView {
+    fn from(timing: PhaseTiming) -> Self {
+        Self {
+            phase: timing.phase,
+            started_at: timing.started_at,
+            finished_at: timing.finished_at,
+            duration_ms: timing.finished_at.map(|end| end - timing.started_at),
+            detail: timing.detail,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -42,6 +54,9 @@ pub struct BuildView {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// When garbage collection released the build's prefix (its lockfiles
+    /// and log stay); making the build current again rebuilds it.
+    pub prefix_collected_at: Option<i64>,
     /// Packages per platform, once the build has a lock.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packages: Option<serde_json::Value>,
@@ -66,17 +81,7 @@ impl BuildView {
                 links.insert(name.clone(), format!("/api/v1/locks/{lock_hash}/{name}"));
             }
         }
-        let phases = record
-            .phases
-            .into_iter()
-            .map(|timing| PhaseView {
-                phase: timing.phase,
-                started_at: timing.started_at,
-                finished_at: timing.finished_at,
-                duration_ms: timing.finished_at.map(|end| end - timing.started_at),
-                detail: timing.detail,
-            })
-            .collect();
+        let phases = record.phases.into_iter().map(PhaseView::from).collect();
         Self {
             id: record.id,
             namespace: record.namespace,
@@ -94,6 +99,7 @@ impl BuildView {
             created_at: record.created_at,
             started_at: record.started_at,
             finished_at: record.finished_at,
+            prefix_collected_at: record.prefix_collected_at,
             packages,
             links,
         }
@@ -109,6 +115,7 @@ pub struct BuildSummary {
     pub lock_hash: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    pub prefix_collected_at: Option<i64>,
     pub current: bool,
 }
 
@@ -121,6 +128,7 @@ impl BuildSummary {
             lock_hash: record.lock_hash.clone(),
             created_at: record.created_at,
             finished_at: record.finished_at,
+            prefix_collected_at: record.prefix_collected_at,
             current: current == Some(record.id.as_str()),
         }
     }

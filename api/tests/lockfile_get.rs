@@ -86,6 +86,7 @@ impl Server {
                 std::time::Duration::from_secs(60),
             ),
             solve_permits: Arc::new(tokio::sync::Semaphore::new(1)),
+            usage: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -112,7 +113,7 @@ impl Server {
             .canonicalize(&allow, Subdir::Linux64)
             .unwrap();
         let build = self.db.submit_build(&namespace, &"env".parse().unwrap(), &spec).await.unwrap().build;
-        self.db.insert_lock(lock, &["linux-64".to_owned()], &json!([])).await.unwrap();
+        self.db.insert_lock(lock, &["linux-64".to_owned()], &json!([]), &Default::default()).await.unwrap();
         let outcome = BuildOutcome {
             status: BuildStatus::Succeeded,
             lock_hash: Some(*lock),

@@ -103,6 +103,7 @@ impl BuildBench {
             test_pause: None,
             policy: envstore_core::Policy::default(),
             oidc: None,
+            usage: envstore_cli::config::UsageConfig::default(),
             data_dir,
         };
         let server = envstore_cli::server::start(config).await?;

@@ -32,20 +32,33 @@ enum Caller {
 /// One row per route: what it needs, and its status on success.
 const ROWS: &[(&str, &str, Needs, u16)] = &[
     ("GET", "/api/v1/health", Needs::Anyone, 200),
+    // For probes and scrapers, which hold no token; /metrics names no
+    // namespace or environment (tests/e2e/operator.rs checks it).
+    ("GET", "/health", Needs::Anyone, 200),
+    ("GET", "/ready", Needs::Anyone, 200),
+    ("GET", "/metrics", Needs::Anyone, 200),
     ("GET", "/api/v1/namespaces", Needs::Anyone, 200),
     ("POST", "/api/v1/namespaces", Needs::ServerAdmin, 201),
     ("GET", "/api/v1/namespaces/{namespace}", Needs::Viewer, 200),
+    ("DELETE", "/api/v1/namespaces/{namespace}", Needs::ServerAdmin, 200),
     ("PUT", "/api/v1/namespaces/{namespace}/visibility", Needs::NamespaceAdmin, 200),
     ("GET", "/api/v1/namespaces/{namespace}/policy", Needs::Viewer, 200),
     ("PUT", "/api/v1/namespaces/{namespace}/policy", Needs::NamespaceAdmin, 200),
+    ("GET", "/api/v1/namespaces/{namespace}/usage", Needs::Viewer, 200),
+    ("GET", "/api/v1/namespaces/{namespace}/quota", Needs::Viewer, 200),
+    ("PUT", "/api/v1/namespaces/{namespace}/quota", Needs::ServerAdmin, 200),
+    ("GET", "/api/v1/usage", Needs::Anyone, 200),
     ("GET", "/api/v1/namespaces/{namespace}/members", Needs::Viewer, 200),
     ("PUT", "/api/v1/namespaces/{namespace}/members/{subject}", Needs::NamespaceAdmin, 200),
     ("DELETE", "/api/v1/namespaces/{namespace}/members/{subject}", Needs::NamespaceAdmin, 204),
     ("GET", "/api/v1/namespaces/{namespace}/environments", Needs::Viewer, 200),
     ("GET", "/api/v1/namespaces/{namespace}/environments/{name}", Needs::Viewer, 200),
     ("PUT", "/api/v1/namespaces/{namespace}/environments/{name}", Needs::Developer, 202),
+    ("DELETE", "/api/v1/namespaces/{namespace}/environments/{name}", Needs::NamespaceAdmin, 200),
+    ("GET", "/api/v1/namespaces/{namespace}/environments/{name}/builds", Needs::Viewer, 200),
     ("PUT", "/api/v1/namespaces/{namespace}/environments/{name}/current", Needs::Developer, 200),
     ("GET", "/api/v1/namespaces/{namespace}/environments/{name}/lockfile", Needs::Viewer, 200),
+    ("PUT", "/api/v1/namespaces/{namespace}/environments/{name}/lockfile", Needs::Developer, 202),
     ("POST", "/api/v1/namespaces/{namespace}/solve", Needs::Developer, 200),
     ("GET", "/api/v1/builds/{id}", Needs::Viewer, 200),
     ("GET", "/api/v1/builds/{id}/log", Needs::Viewer, 200),
@@ -143,6 +156,22 @@ impl Fixture {
                 .await;
             path = path.replace("{id}", created["record"]["id"].as_str().unwrap());
         }
+        // Deletions get a target of their own, so the table's namespaces
+        // and environments live on: a namespace only a server admin can
+        // delete, or an environment made where the caller may delete it.
+        if (method, template) == ("DELETE", "/api/v1/namespaces/{namespace}") {
+            let doomed = format!("doomed-{}", self.unique());
+            assert_eq!(self.server.create_namespace(&doomed).await.status(), StatusCode::CREATED);
+            path = format!("/api/v1/namespaces/{doomed}");
+        }
+        if (method, template) == ("DELETE", "/api/v1/namespaces/{namespace}/environments/{name}") {
+            let doomed = format!("doomed-{}", self.unique());
+            if caller == Caller::ServerAdmin || (caller == Caller::NamespaceAdmin && index == 0) {
+                let spec = "channels: [demo]\ndependencies: [python 3.11.*]\nplatforms: [linux-64]\n";
+                self.server.submit_yaml(namespace, &doomed, spec).await;
+            }
+            path = format!("/api/v1/namespaces/{namespace}/environments/{doomed}");
+        }
         if method == "DELETE" && template.contains("/members/") {
             self.admin(
                 Method::PUT,
@@ -155,10 +184,16 @@ impl Fixture {
             ("POST", "/api/v1/namespaces") => Some(json!({ "name": format!("made-{}", self.unique()) }).to_string()),
             ("PUT", t) if t.ends_with("/visibility") => Some(json!({ "public_read": false }).to_string()),
             ("PUT", t) if t.ends_with("/policy") => Some(json!({}).to_string()),
+            // No limits: the table's later submissions stay unaffected.
+            ("PUT", t) if t.ends_with("/quota") => Some(json!({}).to_string()),
             ("PUT", t) if t.contains("/members/") => Some(json!({ "role": "viewer" }).to_string()),
             ("PUT", t) if t.ends_with("/environments/{name}") => Some(demo_spec_yaml("demo")),
             ("POST", t) if t.ends_with("/solve") => Some(demo_spec_yaml("demo")),
             ("PUT", t) if t.ends_with("/current") => Some(json!({ "build_id": build_id }).to_string()),
+            ("PUT", t) if t.ends_with("/lockfile") => {
+                let lockfile = self.server.get(&format!("/api/v1/locks/{lock_hash}/conda-lock.yml")).await;
+                Some(lockfile.text().await.unwrap())
+            }
             ("POST", "/api/v1/tokens") => Some(json!({ "name": "ci" }).to_string()),
             ("PUT", "/api/v1/role-bindings") => {
                 Some(json!({ "subject": "temp-member", "namespace": "team-*", "role": "viewer" }).to_string())

@@ -95,6 +95,7 @@ impl TestServer {
             test_pause: None,
             policy: envstore_core::Policy::default(),
             oidc: None,
+            usage: envstore_cli::config::UsageConfig::default(),
             data_dir: data_dir.clone(),
         };
         configure(&mut config);

@@ -1,12 +1,15 @@
 //! The build pipeline and the worker pool: claim a job under a lease, solve,
 //! lock, build the prefix, publish the artifacts, point the environment.
 
+mod gc;
 mod log;
 mod materialize;
 mod pipeline;
 mod pool;
+mod prefix_size;
 mod prefix_step;
 
+pub use gc::{CollectedPrefix, GcError, GcOptions, GcReport, collect_garbage};
 pub use log::{BuildLog, BuildLogs};
 pub use materialize::{MaterializeError, materialize_environment};
 pub use pipeline::{BuildContext, Layout};

@@ -104,6 +104,7 @@ pub async fn materialize_environment(
         packages: expected.len(),
     };
     unpack_published_prefix(store, sha256, &prefix, marker, expected).await?;
+    crate::prefix_size::record_prefix_size(db, &lock_hash, &prefix).await;
     point_environment(&layout.environment_link(namespace.as_str(), name.as_str()), &prefix)
         .map_err(MaterializeError::Link)?;
     Ok(prefix)

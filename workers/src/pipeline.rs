@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use envstore_core::{BuildPhase, BuildStatus, ChannelAllowlist, ContentHash, PhaseTiming};
@@ -59,6 +59,8 @@ pub(crate) enum BuildError {
     Materialize(#[from] crate::materialize::MaterializeError),
     #[error("a background task failed: {0}")]
     Task(String),
+    #[error("the stored lock reads back as {found}, not as the lock {expected} the build asked for")]
+    LockMismatch { expected: ContentHash, found: ContentHash },
 }
 
 impl BuildError {
@@ -80,14 +82,33 @@ struct Success {
     prefix_reused: bool,
 }
 
+/// How long each build phase that ended took, by `phase`.
+const PHASE_DURATION_METRIC: &str = "envstore_build_phase_duration_seconds";
+
+/// Prefixes a build needed, by `source`: reused, materialised or built.
+const PREFIXES_METRIC: &str = "envstore_prefixes_total";
+
 /// The phases of a running build, with their times.
 #[derive(Default)]
 pub(crate) struct PhaseRecorder {
     phases: Mutex<Vec<PhaseTiming>>,
+    /// The phase under way and when it began by the monotonic clock, for the
+    /// duration histogram (the recorded times are wall-clock milliseconds).
+    open: Mutex<Option<(BuildPhase, Instant)>>,
 }
 
 impl PhaseRecorder {
+    /// Records the duration of the phase under way, if any, as it ends.
+    fn close_open_phase(&self) {
+        let open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some((phase, started)) = open {
+            metrics::histogram!(PHASE_DURATION_METRIC, "phase" => phase.as_str()).record(started.elapsed().as_secs_f64());
+        }
+    }
+
     pub(crate) fn begin(&self, phase: BuildPhase) {
+        self.close_open_phase();
+        *self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((phase, Instant::now()));
         let now = now_millis();
         let mut phases = self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(last) = phases.last_mut() {
@@ -102,6 +123,7 @@ impl PhaseRecorder {
     }
 
     pub(crate) fn end(&self, detail: Option<String>) {
+        self.close_open_phase();
         let mut phases = self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(last) = phases.last_mut() {
             last.finished_at.get_or_insert(now_millis());
@@ -274,23 +296,28 @@ impl BuildContext {
             .await?
             .ok_or_else(|| BuildError::MissingSpec(build.spec_hash.clone()))?;
 
-        recorder.begin(BuildPhase::Solving);
-        self.db.record_phases(&build.id, &recorder.snapshot()).await?;
-        log.line(format!(
-            "solving [{}] for {} from {}",
-            spec.dependencies.join(", "),
-            spec.platforms.join(", "),
-            spec.channels.join(", ")
-        ));
-        let solved = self.solver.solve(&spec).await?;
-        if solved.cached_platforms > 0 {
-            log.line(format!(
-                "answered {} of {} platforms from the solve cache (repodata unchanged)",
-                solved.cached_platforms,
-                solved.platforms.len()
-            ));
-        }
-        let lock = Lock::new(solved);
+        let lock = match spec.from_lock {
+            Some(expected) => self.submitted_lock(expected, &spec, &log).await?,
+            None => {
+                recorder.begin(BuildPhase::Solving);
+                self.db.record_phases(&build.id, &recorder.snapshot()).await?;
+                log.line(format!(
+                    "solving [{}] for {} from {}",
+                    spec.dependencies.join(", "),
+                    spec.platforms.join(", "),
+                    spec.channels.join(", ")
+                ));
+                let solved = self.solver.solve(&spec).await?;
+                if solved.cached_platforms > 0 {
+                    log.line(format!(
+                        "answered {} of {} platforms from the solve cache (repodata unchanged)",
+                        solved.cached_platforms,
+                        solved.platforms.len()
+                    ));
+                }
+                Lock::new(solved).with_variables(spec.variables.clone())
+            }
+        };
         self.check_urls(&lock)?;
         let lock_hash = lock.hash();
         *current_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(lock_hash);
@@ -299,7 +326,12 @@ impl BuildContext {
         let platforms: Vec<String> = lock.platforms().map(str::to_owned).collect();
         let lock_reused = !self
             .db
-            .insert_lock(&lock_hash, &platforms, &serde_json::to_value(&packages).unwrap_or_default())
+            .insert_lock(
+                &lock_hash,
+                &platforms,
+                &serde_json::to_value(&packages).unwrap_or_default(),
+                lock.variables(),
+            )
             .await?;
         log.line(format!(
             "locked {count} packages for {}: lock {lock_hash}{}",
@@ -311,6 +343,7 @@ impl BuildContext {
         let native = self.native_platform.to_string();
         let prefix_reused = if lock.records(&native).is_some() {
             let source = self.ensure_prefix(worker, &lock, &log, recorder, &build.id).await?;
+            metrics::counter!(PREFIXES_METRIC, "source" => source.as_str()).increment(1);
             source != PrefixSource::Built
         } else {
             log.line(format!("no prefix is built here: {native} is not among the spec's platforms"));
@@ -331,6 +364,27 @@ impl BuildContext {
             lock_reused,
             prefix_reused,
         })
+    }
+
+    /// The lock a build installs as is, from the `pixi.lock` stored under its
+    /// hash (by the API when the lockfile was submitted, or by the build that
+    /// first made the lock). It must read back to the hash it was asked for.
+    async fn submitted_lock(
+        &self,
+        expected: ContentHash,
+        spec: &envstore_core::CanonicalSpec,
+        log: &BuildLog,
+    ) -> Result<Lock, BuildError> {
+        log.line(format!("installing lock {expected} as it is: nothing to solve"));
+        let text = self.store.get(&keys::lock_artifact(&expected, artifact::PIXI_LOCK)).await?;
+        let lock = Lock::parse_lockfile(&String::from_utf8_lossy(&text))?.with_variables(spec.variables.clone());
+        if lock.hash() != expected {
+            return Err(BuildError::LockMismatch {
+                expected,
+                found: lock.hash(),
+            });
+        }
+        Ok(lock)
     }
 
     /// Removes what a cancelled build left of its prefix, unless the prefix

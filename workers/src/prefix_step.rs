@@ -30,8 +30,37 @@ pub(crate) enum PrefixSource {
     Built,
 }
 
+impl PrefixSource {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Reused => "reused",
+            Self::Materialised => "materialised",
+            Self::Built => "built",
+        }
+    }
+}
+
 impl BuildContext {
+    /// Makes the prefix of `lock` complete on this node and records its size
+    /// the first time it is seen, for usage figures and disk quotas.
     pub(crate) async fn ensure_prefix(
+        &self,
+        worker: &str,
+        lock: &Lock,
+        log: &Arc<BuildLog>,
+        recorder: &PhaseRecorder,
+        build_id: &str,
+    ) -> Result<PrefixSource, BuildError> {
+        let source = self.reuse_or_build_prefix(worker, lock, log, recorder, build_id).await?;
+        let lock_hash = lock.hash();
+        let prefix = self.prefixes.prefix_path(&lock_hash);
+        if let Some(size) = crate::prefix_size::record_prefix_size(&self.db, &lock_hash, &prefix).await {
+            log.line(format!("the prefix takes {} bytes in {} files", size.bytes, size.files));
+        }
+        Ok(source)
+    }
+
+    async fn reuse_or_build_prefix(
         &self,
         worker: &str,
         lock: &Lock,
@@ -110,7 +139,7 @@ impl BuildContext {
         let sink: Arc<dyn ProgressSink> = log.clone();
         let report = self
             .prefixes
-            .build(&lock_hash, self.native_platform, records, sink, || {
+            .build(&lock_hash, self.native_platform, records, lock.variables(), sink, || {
                 recorder.begin(BuildPhase::Linking)
             })
             .await?;

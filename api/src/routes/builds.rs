@@ -4,13 +4,14 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use envstore_store::{StoreError, keys};
 
-use envstore_core::Role;
+use envstore_core::{EnvironmentName, Role};
 use envstore_db::BuildRecord;
 
 use crate::auth::Caller;
 use crate::routes::environments::build_view;
 use crate::routes::log_stream::follow_build;
-use crate::views::BuildView;
+use crate::routes::namespaces::{ListQuery, authorized_namespace};
+use crate::views::{BuildView, PhaseView};
 use crate::{ApiError, AppState};
 
 pub async fn get_build(
@@ -22,10 +23,81 @@ pub async fn get_build(
     Ok(Json(build_view(&app, build).await?))
 }
 
+/// One build of an environment's history: its state, phase timings, who
+/// submitted it and when.
+#[derive(Debug, serde::Serialize)]
+struct HistoryEntry {
+    id: String,
+    status: envstore_core::BuildStatus,
+    spec_hash: String,
+    lock_hash: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    submitted_by: Option<String>,
+    current: bool,
+    error: Option<String>,
+    phases: Vec<PhaseView>,
+    url: String,
+}
+
+/// The builds of an environment, newest first, paged with
+/// `?limit=&after=<build id>&q=` (`q` narrows to builds whose id, status or
+/// submitter contains it; `next_after` names the next page's cursor while
+/// there is one).
+pub async fn list_builds(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let namespace = authorized_namespace(&app, &caller, &namespace, Role::Viewer).await?;
+    let not_found = || ApiError::NotFound(format!("environment '{namespace}/{}' was not found", name.escape_debug()));
+    let name: EnvironmentName = name.parse().map_err(|_| not_found())?;
+    let environment = app.db.environment(&namespace, &name).await?.ok_or_else(not_found)?;
+    let limit = query.limit();
+    let after = Some(query.after()).filter(|after| !after.is_empty());
+    let mut page = app
+        .db
+        .builds_page(&namespace, &name, after, query.search(), limit as i64 + 1)
+        .await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next_after = more.then(|| page.last().map(|entry| entry.build.id.clone())).flatten();
+    let current = environment.current_build_id.as_deref();
+    let builds: Vec<HistoryEntry> = page
+        .into_iter()
+        .map(|entry| {
+            let build = entry.build;
+            HistoryEntry {
+                current: current == Some(build.id.as_str()),
+                url: format!("/api/v1/builds/{}", build.id),
+                phases: build.phases.into_iter().map(PhaseView::from).collect(),
+                id: build.id,
+                status: build.status,
+                spec_hash: build.spec_hash,
+                lock_hash: build.lock_hash,
+                created_at: build.created_at,
+                started_at: build.started_at,
+                finished_at: build.finished_at,
+                submitted_by: entry.submitted_by,
+                error: build.error,
+            }
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "namespace": namespace,
+        "name": name,
+        "current_build_id": environment.current_build_id,
+        "builds": builds,
+        "next_after": next_after,
+    })))
+}
+
 /// A build the caller may view (as a viewer of its namespace).
 async fn visible_build(app: &AppState, caller: &Caller, id: &str) -> Result<BuildRecord, ApiError> {
     let not_found = || ApiError::NotFound(format!("build '{}' was not found", id.escape_debug()));
-    let build = app.db.build(id).await?.ok_or_else(not_found)?;
+    let build = app.db.build(id).await?.filter(|build| build.deleted_at.is_none()).ok_or_else(not_found)?;
     caller
         .require(app, &build.namespace, Role::Viewer)
         .await

@@ -12,30 +12,44 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::routes::{LockfileFormat, explicit_platform, if_none_match};
-use crate::routes::namespaces::authorized_namespace;
+use crate::routes::namespaces::{ListQuery, authorized_namespace};
 use crate::views::{BuildSummary, BuildView};
 use crate::{ApiError, AppState};
 
+/// The environments of a namespace by name, with the state of their current
+/// and latest builds, paged with `?limit=&after=<name>&q=` (`next_after`
+/// names the next page's cursor while there is one).
 pub async fn list_environments(
     State(app): State<AppState>,
     caller: Caller,
     Path(namespace): Path<String>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Viewer).await?;
-    let environments: Vec<Value> = app
+    let limit = query.limit();
+    let mut page = app
         .db
-        .list_environments(&namespace)
-        .await?
+        .environments_page(&namespace, query.after(), query.search(), limit as i64 + 1)
+        .await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next_after = more.then(|| page.last().map(|environment| environment.name.clone())).flatten();
+    let environments: Vec<Value> = page
         .into_iter()
         .map(|environment| {
             json!({
+                "url": format!("/api/v1/namespaces/{namespace}/environments/{}", environment.name),
                 "name": environment.name,
+                "created_at": environment.created_at,
                 "current_build_id": environment.current_build_id,
-                "url": format!("/api/v1/namespaces/{}/environments/{}", environment.namespace, environment.name),
+                "current_status": environment.current_status,
+                "latest_build_id": environment.latest_build_id,
+                "latest_status": environment.latest_status,
+                "latest_created_at": environment.latest_created_at,
             })
         })
         .collect();
-    Ok(Json(json!({ "namespace": namespace, "environments": environments })))
+    Ok(Json(json!({ "namespace": namespace, "environments": environments, "next_after": next_after })))
 }
 
 /// Accepts an `environment.yml` (or the same as JSON) and queues a build.
@@ -53,9 +67,22 @@ pub async fn submit_environment(
     let spec = policy.apply(spec)?;
     let canonical = spec.canonicalize(&app.allowlist, app.default_platform)?;
     policy.check_canonical(&canonical)?;
+    queue_build(&app, &caller, &namespace, &name, &policy, &canonical).await
+}
+
+/// Queues a build of `canonical` for `namespace/name` (or joins the same
+/// spec's build already under way) and answers 202 with the build.
+pub(crate) async fn queue_build(
+    app: &AppState,
+    caller: &Caller,
+    namespace: &NamespaceName,
+    name: &EnvironmentName,
+    policy: &envstore_core::Policy,
+    canonical: &envstore_core::CanonicalSpec,
+) -> Result<Response, ApiError> {
     if let Some(max) = policy.max_environments
-        && app.db.environment(&namespace, &name).await?.is_none()
-        && app.db.count_environments(&namespace).await? >= i64::try_from(max).unwrap_or(i64::MAX)
+        && app.db.environment(namespace, name).await?.is_none()
+        && app.db.count_environments(namespace).await? >= i64::try_from(max).unwrap_or(i64::MAX)
     {
         return Err(envstore_core::PolicyError::Violated {
             rule: "max_environments",
@@ -63,16 +90,17 @@ pub async fn submit_environment(
         }
         .into());
     }
-    let submitted = app.db.submit_build(&namespace, &name, &canonical).await?;
+    crate::routes::check_quota(app, namespace, name, canonical).await?;
+    let submitted = app.db.submit_build(namespace, name, canonical).await?;
     if !submitted.joined {
         app.events.submitted();
     }
     let build = submitted.build;
     app.audit(
-        &caller,
+        caller,
         "environment.submit",
         &format!("{namespace}/{name}"),
-        json!({ "build_id": build.id, "spec_hash": build.spec_hash, "joined": submitted.joined }),
+        json!({ "build_id": build.id, "spec_hash": build.spec_hash, "joined": submitted.joined, "from_lock": canonical.from_lock }),
     )
     .await?;
     tracing::info!(namespace = %namespace, environment = %name, build = %build.id, joined = submitted.joined, by = caller.subject.as_deref(), "build submitted");
@@ -184,6 +212,8 @@ pub async fn get_lockfile(
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let bytes = app.store.get_lock_artifact(&lock_hash, &file).await?;
+    // Counted in memory and flushed in batches: this GET is a hot path.
+    app.db.count_lockfile_download(namespace.as_str());
     Ok((
         [
             (header::CONTENT_TYPE, format.content_type().to_owned()),
@@ -269,10 +299,38 @@ pub async fn set_current_build(
     }
     app.audit(&caller, "environment.rollback", &format!("{namespace}/{name}"), json!({ "build_id": build.id }))
         .await?;
+    // Garbage collection released this build's prefix: rebuild it from the
+    // build's lock (no solve), which then becomes current in its turn.
+    let rebuild = match (&build.prefix_collected_at, &prefix) {
+        (Some(_), None) => Some(rebuild_from_lock(&app, &caller, &namespace, &name, &build).await?),
+        _ => None,
+    };
     Ok(Json(json!({
         "namespace": namespace,
         "name": name,
         "current_build_id": build.id,
         "prefix": prefix.map(|prefix| prefix.display().to_string()),
+        "rebuild": rebuild,
     })))
+}
+
+/// Queues a build that installs `build`'s lock again, with its variables.
+async fn rebuild_from_lock(
+    app: &AppState,
+    caller: &Caller,
+    namespace: &NamespaceName,
+    name: &EnvironmentName,
+    build: &BuildRecord,
+) -> Result<Value, ApiError> {
+    let missing = || ApiError::Conflict(format!("build '{}' has no lock to rebuild its prefix from", build.id));
+    let lock_hash: ContentHash = build.lock_hash.as_deref().and_then(|hash| hash.parse().ok()).ok_or_else(missing)?;
+    let lock = app.db.lock(&lock_hash.to_hex()).await?.ok_or_else(missing)?;
+    let spec = app.db.spec(&build.spec_hash).await?.ok_or_else(missing)?;
+    let canonical = envstore_core::CanonicalSpec::from_lock(lock_hash, spec.channels, lock.platforms, lock.variables);
+    let policy = app.default_policy.tightened_by(&app.db.namespace_policy(namespace).await?);
+    let response = queue_build(app, caller, namespace, name, &policy, &canonical).await?;
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(error.to_string()))
 }

@@ -41,6 +41,9 @@ struct KernelView {
     lock_hash: String,
     prefix: String,
     language: &'static str,
+    /// The environment's `variables:`: a kernel is started without
+    /// activation, so its kernelspec sets them.
+    env: std::collections::BTreeMap<String, String>,
 }
 
 /// The kernels the caller may see, ordered by namespace and name, paged with
@@ -97,6 +100,7 @@ pub async fn list_kernels(
                 build_id: environment.build_id,
                 lock_hash: environment.lock_hash,
                 language: "python",
+                env: environment.variables,
             });
         }
         if exhausted {

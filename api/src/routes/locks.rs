@@ -36,6 +36,9 @@ pub async fn get_lock_artifact(
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     tracing::debug!(lock = %lock_hash, file, bytes = bytes.len(), "lock artifact served");
+    // The path names a lock, not a namespace: counted per lock (in memory,
+    // flushed in batches), and shown in every namespace holding the lock.
+    app.db.count_artifact_download(&hash);
     let content_type = if file.ends_with(".txt") {
         "text/plain; charset=utf-8"
     } else {

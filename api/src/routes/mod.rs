@@ -3,10 +3,12 @@ mod builds;
 mod environments;
 mod health;
 mod kernels;
+mod lifecycle;
 mod locks;
 mod log_stream;
 mod namespaces;
 mod solve;
+mod usage;
 
 use axum::Router;
 use axum::http::{HeaderMap, Method, header};
@@ -16,6 +18,8 @@ use crate::{ApiError, AppState};
 
 pub use kernels::{KERNEL_PACKAGE, kernel_id};
 pub use solve::LOCK_HASH_HEADER;
+pub use usage::UsageSettings;
+pub(crate) use usage::{QuotaExceeded, check_quota};
 
 /// The routes of the API, registered and listed in one place: the list is
 /// what the authorisation tests walk, so a new route cannot miss a row.
@@ -26,8 +30,8 @@ struct RouteTable {
 
 impl RouteTable {
     fn add(mut self, method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Self {
+        self.router = self.router.route(path, crate::observe::observe_route(handler, &method, path));
         self.routes.push((method, path));
-        self.router = self.router.route(path, handler);
         self
     }
 }
@@ -39,18 +43,36 @@ fn table() -> RouteTable {
     };
     table
         .add(Method::GET, "/api/v1/health", get(health::health))
+        .add(Method::GET, "/health", get(health::live))
+        .add(Method::GET, "/ready", get(health::ready))
+        .add(Method::GET, "/metrics", get(health::metrics))
         .add(Method::GET, "/api/v1/namespaces", get(namespaces::list_namespaces))
         .add(Method::POST, "/api/v1/namespaces", post(namespaces::create_namespace))
         .add(Method::GET, "/api/v1/namespaces/{namespace}", get(namespaces::get_namespace))
+        .add(Method::DELETE, "/api/v1/namespaces/{namespace}", delete(lifecycle::delete_namespace))
         .add(Method::PUT, "/api/v1/namespaces/{namespace}/visibility", put(namespaces::set_visibility))
         .add(Method::GET, "/api/v1/namespaces/{namespace}/policy", get(namespaces::get_policy))
         .add(Method::PUT, "/api/v1/namespaces/{namespace}/policy", put(namespaces::set_policy))
+        .add(Method::GET, "/api/v1/namespaces/{namespace}/usage", get(usage::get_namespace_usage))
+        .add(Method::GET, "/api/v1/namespaces/{namespace}/quota", get(usage::get_quota))
+        .add(Method::PUT, "/api/v1/namespaces/{namespace}/quota", put(usage::set_quota))
+        .add(Method::GET, "/api/v1/usage", get(usage::list_usage))
         .add(Method::GET, "/api/v1/namespaces/{namespace}/members", get(access::list_members))
         .add(Method::PUT, "/api/v1/namespaces/{namespace}/members/{subject}", put(access::set_member))
         .add(Method::DELETE, "/api/v1/namespaces/{namespace}/members/{subject}", delete(access::remove_member))
         .add(Method::GET, "/api/v1/namespaces/{namespace}/environments", get(environments::list_environments))
         .add(Method::GET, "/api/v1/namespaces/{namespace}/environments/{name}", get(environments::get_environment))
         .add(Method::PUT, "/api/v1/namespaces/{namespace}/environments/{name}", put(environments::submit_environment))
+        .add(
+            Method::DELETE,
+            "/api/v1/namespaces/{namespace}/environments/{name}",
+            delete(lifecycle::delete_environment),
+        )
+        .add(
+            Method::GET,
+            "/api/v1/namespaces/{namespace}/environments/{name}/builds",
+            get(builds::list_builds),
+        )
         .add(
             Method::PUT,
             "/api/v1/namespaces/{namespace}/environments/{name}/current",
@@ -60,6 +82,11 @@ fn table() -> RouteTable {
             Method::GET,
             "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
             get(environments::get_lockfile),
+        )
+        .add(
+            Method::PUT,
+            "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
+            put(lifecycle::submit_lockfile),
         )
         .add(Method::POST, "/api/v1/namespaces/{namespace}/solve", post(solve::solve_spec))
         .add(Method::GET, "/api/v1/builds/{id}", get(builds::get_build))
@@ -82,14 +109,11 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 
 /// The API's router.
 pub fn router(state: AppState) -> Router {
-    table()
-        .router
-        .fallback(not_found)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+    crate::observe::observe(table().router.fallback(not_found)).with_state(state)
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    crate::observe::count_unmatched(&method);
     ApiError::NotFound(format!("no such resource: {}", uri.path()))
 }
 

@@ -1,6 +1,6 @@
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use envstore_core::{NamespaceName, Policy, Role};
 use serde::Deserialize;
@@ -39,15 +39,77 @@ pub async fn create_namespace(
     ))
 }
 
-/// The namespaces the caller may view.
-pub async fn list_namespaces(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+/// `?limit=&after=&q=` of the listings that grow without bound: at most
+/// `limit` entries after the cursor `after` (a previous page's
+/// `next_after`), narrowed to those containing `q`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+    q: Option<String>,
+}
+
+impl ListQuery {
+    /// Entries per page unless `?limit=` says otherwise, and the most it may say.
+    const DEFAULT_LIMIT: usize = 100;
+    const MAX_LIMIT: usize = 1000;
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.unwrap_or(Self::DEFAULT_LIMIT).clamp(1, Self::MAX_LIMIT)
+    }
+
+    /// The cursor; empty: from the start.
+    pub(crate) fn after(&self) -> &str {
+        self.after.as_deref().unwrap_or_default()
+    }
+
+    pub(crate) fn search(&self) -> Option<&str> {
+        self.q.as_deref().map(str::trim).filter(|search| !search.is_empty())
+    }
+}
+
+/// Namespaces read from the database per round trip while filling a page:
+/// some may be invisible to the caller, so a page can take several.
+const SCAN_BATCH: usize = 500;
+
+/// The namespaces the caller may view, by name, paged with
+/// `?limit=&after=<name>&q=` (`next_after` names the next page's cursor
+/// while there is one).
+pub async fn list_namespaces(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit();
+    let mut cursor = query.after().to_owned();
     let mut namespaces = Vec::new();
-    for (name, created_at, public_read) in app.db.list_namespaces().await? {
-        if caller.grants.role_in(&name, public_read).is_some() {
-            namespaces.push(json!({ "name": name, "created_at": created_at, "public_read": public_read }));
+    let mut more = false;
+    'scan: loop {
+        let batch = app.db.namespaces_page(&cursor, query.search(), SCAN_BATCH as i64).await?;
+        let exhausted = batch.len() < SCAN_BATCH;
+        for namespace in batch {
+            cursor.clone_from(&namespace.name);
+            if caller.grants.role_in(&namespace.name, namespace.public_read).is_none() {
+                continue;
+            }
+            if namespaces.len() == limit {
+                more = true;
+                break 'scan;
+            }
+            namespaces.push(namespace);
+        }
+        if exhausted {
+            break;
         }
     }
-    Ok(Json(json!({ "namespaces": namespaces })))
+    let next_after = more.then(|| namespaces.last().map(|namespace| namespace.name.clone())).flatten();
+    let namespaces: Vec<Value> = namespaces
+        .into_iter()
+        .map(|namespace| {
+            json!({ "name": namespace.name, "created_at": namespace.created_at, "public_read": namespace.public_read })
+        })
+        .collect();
+    Ok(Json(json!({ "namespaces": namespaces, "next_after": next_after })))
 }
 
 pub async fn get_namespace(

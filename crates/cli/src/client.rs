@@ -39,12 +39,15 @@ impl Client {
         })
     }
 
-    /// Submits `body` for `namespace/name`; returns the build id.
+    /// Submits `body` for `namespace/name`; returns the build id. A
+    /// lockfile (`pixi.lock`, `conda-lock.yml`) is installed as it is, a
+    /// spec is solved.
     pub async fn submit(&self, environment: &str, body: Vec<u8>, json: bool) -> anyhow::Result<String> {
         let (namespace, name) = split_environment(environment)?;
         let content_type = if json { "application/json" } else { "application/yaml" };
+        let target = if is_lockfile(&body) { "/lockfile" } else { "" };
         let response = self
-            .request(reqwest::Method::PUT, &format!("api/v1/namespaces/{namespace}/environments/{name}"))?
+            .request(reqwest::Method::PUT, &format!("api/v1/namespaces/{namespace}/environments/{name}{target}"))?
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body)
             .send()
@@ -89,6 +92,50 @@ impl Client {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// Follows a build through its event stream (`…/log` as Server-Sent
+    /// Events) until it ends: a progress bar of its phases and of packages
+    /// downloaded and linked on a terminal, one line per phase otherwise.
+    /// Falls back to polling when the stream cannot be had or breaks off.
+    pub async fn follow(&self, build_id: &str) -> anyhow::Result<Value> {
+        let response = self
+            .request(reqwest::Method::GET, &format!("api/v1/builds/{build_id}/log"))?
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await;
+        let mut response = match response {
+            Ok(response) if response.status().is_success() => response,
+            _ => return self.wait(build_id).await,
+        };
+        let progress = BuildProgress::new(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        let mut events = EventParser::default();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            for event in events.feed(&chunk) {
+                match event.name.as_str() {
+                    "line" => progress.line(&event.data),
+                    "status" => progress.status(&event.data),
+                    "end" => {
+                        progress.finish();
+                        let build = self.build_state(build_id).await?;
+                        progress.report(build["status"].as_str().unwrap_or("unknown").to_owned());
+                        return Ok(build);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        progress.finish();
+        self.wait(build_id).await
+    }
+
+    async fn build_state(&self, build_id: &str) -> anyhow::Result<Value> {
+        let response = self
+            .request(reqwest::Method::GET, &format!("api/v1/builds/{build_id}"))?
+            .send()
+            .await
+            .context("the server did not answer")?;
+        expect_success(response).await
     }
 
     /// The current lockfile of `namespace/name` in a format.
@@ -167,6 +214,19 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Usage of the namespaces this caller may see (or of one), as the
+    /// server's table: `namespaces` rows and `totals`.
+    pub async fn usage(&self, namespace: Option<&str>) -> anyhow::Result<Value> {
+        let path = match namespace {
+            Some(namespace) => format!("api/v1/namespaces/{namespace}/usage"),
+            None => "api/v1/usage".to_owned(),
+        };
+        let response = self.request(reqwest::Method::GET, &path)?.send().await.context("the server did not answer")?;
+        expect_success(response).await
+    }
+}
+
 fn split_environment(environment: &str) -> anyhow::Result<(&str, &str)> {
     environment
         .split_once('/')
@@ -203,5 +263,174 @@ pub fn build_outcome(build: &Value) -> anyhow::Result<()> {
             build["error"].as_str().unwrap_or("no error was recorded")
         ),
         None => bail!("the build has no status"),
+    }
+}
+
+/// Whether a file is a lockfile rather than a spec: pixi.lock has
+/// `version` and `environments`, conda-lock.yml `metadata` and `package`.
+pub fn is_lockfile(body: &[u8]) -> bool {
+    let Ok(serde_yaml::Value::Mapping(document)) = serde_yaml::from_slice::<serde_yaml::Value>(body) else {
+        return false;
+    };
+    let has = |key: &str| document.contains_key(key);
+    (has("version") && has("environments")) || (has("metadata") && has("package"))
+}
+
+/// One Server-Sent Event: its name and its data lines joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEvent {
+    pub name: String,
+    pub data: String,
+}
+
+/// Reads `text/event-stream` as it arrives, in chunks that may split lines
+/// anywhere (only the fields envstore sends: `event` and `data`).
+#[derive(Default)]
+pub struct EventParser {
+    buffer: Vec<u8>,
+    name: Option<String>,
+    data: Vec<String>,
+}
+
+impl EventParser {
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<StreamEvent> {
+        self.buffer.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.iter().position(|byte| *byte == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..end]);
+            let line = line.strip_suffix('\r').unwrap_or(&line);
+            if line.is_empty() {
+                if !self.data.is_empty() || self.name.is_some() {
+                    events.push(StreamEvent {
+                        name: self.name.take().unwrap_or_else(|| "message".to_owned()),
+                        data: std::mem::take(&mut self.data).join("\n"),
+                    });
+                }
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => self.name = Some(value.to_owned()),
+                "data" => self.data.push(value.to_owned()),
+                _ => {}
+            }
+        }
+        events
+    }
+}
+
+/// What `submit --wait` shows while a build runs.
+struct BuildProgress {
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
+    reported: std::cell::RefCell<String>,
+}
+
+impl BuildProgress {
+    fn new(terminal: bool) -> Self {
+        let bar = terminal.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            let style = indicatif::ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg:<28} {wide_bar} {pos}/{len}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            bar.set_style(style);
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self {
+            bar,
+            started: Instant::now(),
+            reported: std::cell::RefCell::new(String::new()),
+        }
+    }
+
+    /// A `status` event: `{"status", "phase", "detail"}`.
+    fn status(&self, data: &str) {
+        let state: Value = serde_json::from_str(data).unwrap_or_default();
+        let status = state["status"].as_str().unwrap_or("unknown");
+        let text = match state["phase"].as_str() {
+            Some(phase) if matches!(status, "queued" | "running") => format!("{status}: {phase}"),
+            _ => status.to_owned(),
+        };
+        match &self.bar {
+            Some(bar) => bar.set_message(text),
+            None => self.report(text),
+        }
+    }
+
+    /// A log line; `downloading N/M …` and `linking N/M …` move the bar.
+    fn line(&self, line: &str) {
+        let Some((phase, done, total)) = counted_step(line) else {
+            return;
+        };
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(total);
+                bar.set_position(done);
+                bar.set_message(format!("running: {phase}"));
+            }
+            None if done == total => self.report(format!("running: {phase} {done}/{total}")),
+            None => {}
+        }
+    }
+
+    fn report(&self, text: String) {
+        let mut reported = self.reported.borrow_mut();
+        if *reported != text {
+            eprintln!("[{:6.1}s] {text}", self.started.elapsed().as_secs_f64());
+            *reported = text;
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `[   0.120s] downloading 3/26 name…` → ("downloading", 3, 26); the
+/// log's time stamp is optional.
+fn counted_step(line: &str) -> Option<(&str, u64, u64)> {
+    let line = match line.trim_start().strip_prefix('[') {
+        Some(stamped) => stamped.split_once(']').map_or(line, |(_, rest)| rest),
+        None => line,
+    };
+    let mut words = line.split_whitespace();
+    let phase = words.next().filter(|word| matches!(*word, "downloading" | "linking"))?;
+    let (done, total) = words.next()?.split_once('/')?;
+    Some((phase, done.parse().ok()?, total.parse().ok()?))
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn events_are_read_whatever_the_chunks_split() {
+        let stream = b"event: status\ndata: {\"status\":\"running\"}\n\nevent: line\r\ndata: linking 2/5 python\n\n: keep-alive\n\nevent: end\ndata: a\ndata: b\n\n";
+        for size in [1, 3, 7, stream.len()] {
+            let mut parser = EventParser::default();
+            let events: Vec<StreamEvent> = stream.chunks(size).flat_map(|chunk| parser.feed(chunk)).collect();
+            let names: Vec<&str> = events.iter().map(|event| event.name.as_str()).collect();
+            assert_eq!(names, ["status", "line", "end"], "chunks of {size}");
+            assert_eq!(events[1].data, "linking 2/5 python");
+            assert_eq!(events[2].data, "a\nb");
+        }
+        assert_eq!(counted_step("linking 2/5 python"), Some(("linking", 2, 5)));
+        assert_eq!(counted_step("[   0.120s] linking 5/5 python"), Some(("linking", 5, 5)));
+        assert_eq!(counted_step("downloading 26/26 x.conda (cached)"), Some(("downloading", 26, 26)));
+        assert_eq!(counted_step("linking 26 packages"), None);
+        assert_eq!(counted_step("solving [python]"), None);
+    }
+
+    #[test]
+    fn lockfiles_are_told_from_specs() {
+        assert!(is_lockfile(b"version: 6\nenvironments: {}\npackages: []\n"));
+        assert!(is_lockfile(b"version: 1\nmetadata: {}\npackage: []\n"));
+        assert!(!is_lockfile(b"name: env\ndependencies: [python]\n"));
+        assert!(!is_lockfile(b"{\"dependencies\": [\"python\"]}"));
+        assert!(!is_lockfile(b"[unclosed"));
     }
 }

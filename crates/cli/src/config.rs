@@ -60,6 +60,30 @@ pub struct ServerConfig {
     /// The server's policy.
     pub policy: envstore_core::Policy,
     pub oidc: Option<envstore_api::oidc::OidcConfig>,
+    /// Prices, default quota, and how often download counts are written.
+    pub usage: UsageConfig,
+}
+
+/// What an API process needs for usage figures and quotas.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageConfig {
+    pub settings: envstore_api::UsageSettings,
+    /// How often the download counts kept in memory are written to the
+    /// database (and on shutdown).
+    pub flush_interval: std::time::Duration,
+}
+
+/// Download counts are written this often unless configured otherwise: a few
+/// seconds of counts is what a crash may lose.
+pub const DEFAULT_USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            settings: envstore_api::UsageSettings::default(),
+            flush_interval: DEFAULT_USAGE_FLUSH_INTERVAL,
+        }
+    }
 }
 
 /// Points where a worker can be told to stop for good, so fault tests can
@@ -96,6 +120,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("lease", &self.lease)
             .field("publish_packed_prefixes", &self.publish_packed_prefixes)
             .field("test_pause", &self.test_pause)
+            .field("usage", &self.usage)
             .finish()
     }
 }

@@ -25,6 +25,9 @@ pub struct Kernel {
     /// The environment's path on the server.
     pub prefix: PathBuf,
     pub language: String,
+    /// The environment's `variables:`, which activation would set.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +75,7 @@ pub fn check_id(id: &str) -> Result<(), KernelspecError> {
 
 /// The `kernel.json` of `kernel`, run from the environment at `prefix`.
 pub fn kernelspec(kernel: &Kernel, prefix: &Path) -> Value {
-    json!({
+    let mut spec = json!({
         "argv": [
             prefix.join("bin").join("python").display().to_string(),
             "-m",
@@ -89,7 +92,13 @@ pub fn kernelspec(kernel: &Kernel, prefix: &Path) -> Value {
                 "lock_hash": kernel.lock_hash,
             }
         }
-    })
+    });
+    // Jupyter starts a kernel without `conda activate`: the kernelspec sets
+    // the environment's variables itself.
+    if !kernel.env.is_empty() {
+        spec["env"] = json!(kernel.env);
+    }
+    spec
 }
 
 /// Writes `<kernels_dir>/<id>/kernel.json` through a temporary file renamed
@@ -176,7 +185,18 @@ mod tests {
             lock_hash: "abc".to_owned(),
             prefix: PathBuf::from("/srv/envs/team/env"),
             language: "python".to_owned(),
+            env: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_kernel_sets_the_variables_activation_would() {
+        let plain = kernelspec(&kernel("envstore-a"), Path::new("/p"));
+        assert!(plain.get("env").is_none(), "{plain}");
+        let varied = Kernel { env: [("MODE".to_owned(), "fast".to_owned())].into(), ..kernel("envstore-a") };
+        let spec = kernelspec(&varied, Path::new("/p"));
+        assert_eq!(spec["env"], json!({ "MODE": "fast" }));
+        assert_eq!(spec["argv"][0], "/p/bin/python");
     }
 
     #[test]

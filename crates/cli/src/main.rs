@@ -5,199 +5,24 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use envstore_cli::args::{Cli, Command, GcArgs, KernelsCommand, KernelsSyncArgs, LogFormat, MaterializeArgs, NodeArgs};
 use envstore_cli::config::{FileConfig, ServerConfig, TestPause};
 use envstore_core::NamedChannel;
 use tracing_subscriber::EnvFilter;
 
-#[derive(Parser)]
-#[command(name = "envstore", version, about = "Builds conda environments and serves their lockfiles")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the API and an in-process worker pool (`--workers 0`: the API only).
-    Serve(ServeArgs),
-    /// Run build workers only, fed by a shared database.
-    Worker(NodeArgs),
-    /// Fetch an environment's packed prefix from the store and unpack it here,
-    /// at the same path it was built at.
-    Materialize(MaterializeArgs),
-    /// Submit an environment.yml (or .json) for NAMESPACE/NAME; with --wait,
-    /// follow the build and exit non-zero unless it succeeds.
-    Submit {
-        /// NAMESPACE/NAME
-        environment: String,
-        /// The spec file; `-` reads standard input.
-        file: PathBuf,
-        #[arg(long)]
-        wait: bool,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Print the current lockfile of NAMESPACE/NAME.
-    Lock {
-        /// NAMESPACE/NAME
-        environment: String,
-        /// conda-lock, pixi or explicit
-        #[arg(long, default_value = "conda-lock")]
-        format: String,
-        /// The platform, for --format explicit.
-        #[arg(long)]
-        platform: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Solve a spec under NAMESPACE's policy and print its lockfile, without
-    /// building anything.
-    Solve {
-        /// The spec file; `-` reads standard input.
-        file: PathBuf,
-        /// The namespace whose channels and policy apply.
-        #[arg(long, short = 'n', env = "ENVSTORE_NAMESPACE")]
-        namespace: String,
-        /// Lock for these platforms instead of the spec's (repeatable).
-        #[arg(long = "platform")]
-        platforms: Vec<String>,
-        /// conda-lock, pixi or explicit
-        #[arg(long, default_value = "conda-lock")]
-        format: String,
-        /// The platform of an explicit file, when several are locked.
-        #[arg(long)]
-        explicit_platform: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Jupyter kernels for the environments the server lists.
-    #[command(subcommand)]
-    Kernels(KernelsCommand),
-    /// Apply pending database migrations and exit.
-    Migrate {
-        /// sqlite://path or postgres://…
-        #[arg(long, env = "ENVSTORE_DATABASE")]
-        database: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum KernelsCommand {
-    /// Write one kernelspec per environment the server lists as a kernel
-    /// into DIR/kernels, materialising prefixes missing here (with
-    /// --database and --store), and remove the ones it wrote before for
-    /// environments no longer listed.
-    Sync(KernelsSyncArgs),
-}
-
-#[derive(clap::Args)]
-struct KernelsSyncArgs {
-    /// The Jupyter data folder (e.g. ~/.local/share/jupyter); kernelspecs go
-    /// to DIR/kernels/<id>.
-    #[arg(long)]
-    dir: PathBuf,
-    /// Where environments live on this machine (`<root>/envs/<ns>/<name>`)
-    /// [default: the server's own paths].
-    #[arg(long)]
-    root: Option<PathBuf>,
-    /// To materialise missing prefixes: the server's database (sqlite://path or postgres://…).
-    #[arg(long, env = "ENVSTORE_DATABASE")]
-    database: Option<String>,
-    /// To materialise missing prefixes: the server's store (file:///path or s3://bucket/prefix).
-    #[arg(long, env = "ENVSTORE_STORE")]
-    store: Option<String>,
-    #[command(flatten)]
-    server: ServerArgs,
-}
-
-/// Settings every node shares.
-#[derive(clap::Args)]
-struct NodeArgs {
-    /// A TOML file with the same settings; flags override it.
-    #[arg(long, env = "ENVSTORE_CONFIG")]
-    config: Option<PathBuf>,
-    /// Database, prefixes, caches and artifacts live here [default: ./envstore-data].
-    #[arg(long, env = "ENVSTORE_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// sqlite://path or postgres://… [default: sqlite://<data-dir>/envstore.db].
-    #[arg(long, env = "ENVSTORE_DATABASE")]
-    database: Option<String>,
-    /// file:///path or s3://bucket/prefix [default: file://<data-dir>/artifacts].
-    /// S3 reads AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP.
-    #[arg(long, env = "ENVSTORE_STORE")]
-    store: Option<String>,
-    /// Build workers in this process [default: the number of cores].
-    #[arg(long, env = "ENVSTORE_WORKERS")]
-    workers: Option<usize>,
-    /// An allowed channel, as NAME=URL or a URL; repeat for more.
-    #[arg(long = "channel", value_name = "NAME=URL")]
-    channels: Vec<String>,
-    /// Also generate the demo channel under the data folder and allow it as `demo`.
-    #[arg(long)]
-    demo: bool,
-    /// Seconds a job or prefix lease holds without renewal; a crashed
-    /// worker's build is taken over after this.
-    #[arg(long, env = "ENVSTORE_LEASE_SECONDS", default_value_t = 30)]
-    lease_seconds: u64,
-    /// Publish each new prefix as prefixes/<lock_hash>.tar.zst so other nodes
-    /// can materialise it [default: on for an s3:// store, off for a local folder].
-    #[arg(long, env = "ENVSTORE_PACK_PREFIXES")]
-    pack_prefixes: Option<bool>,
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    #[command(flatten)]
-    node: NodeArgs,
-    /// Where to listen [default: 127.0.0.1:8080].
-    #[arg(long, env = "ENVSTORE_BIND")]
-    bind: Option<SocketAddr>,
-    /// The admin token; without it, one is kept in <data-dir>/admin-token.
-    #[arg(long, env = "ENVSTORE_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-}
-
-/// Where the client commands find the server.
-#[derive(clap::Args)]
-struct ServerArgs {
-    /// The envstore server.
-    #[arg(long, env = "ENVSTORE_URL", default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// A token for `Authorization: Bearer`.
-    #[arg(long, env = "ENVSTORE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-}
-
-#[derive(clap::Args)]
-struct MaterializeArgs {
-    /// The environment, as NAMESPACE/NAME.
-    environment: String,
-    /// The data folder the prefix is unpacked under; it must be the same
-    /// path as on the node that built it [default: ./envstore-data].
-    #[arg(long, env = "ENVSTORE_DATA_DIR")]
-    root: Option<PathBuf>,
-    /// sqlite://path or postgres://…
-    #[arg(long, env = "ENVSTORE_DATABASE")]
-    database: String,
-    /// file:///path or s3://bucket/prefix
-    #[arg(long, env = "ENVSTORE_STORE")]
-    store: String,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_env("ENVSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
         Command::Serve(args) => {
             let mut config = node_config(args.node).await?;
             if let Some(bind) = args.bind {
                 config.bind = bind;
             }
             config.admin_token = args.admin_token;
+            config.usage = args.usage.config();
             let server = envstore_cli::server::start(config).await?;
             if let Some(address) = server.local_addr {
                 println!("envstore listening on http://{address}");
@@ -205,17 +30,23 @@ async fn main() -> anyhow::Result<()> {
             run_until_signal(server).await
         }
         Command::Worker(args) => {
-            let config = node_config(args).await?;
-            run_until_signal(envstore_cli::server::start_workers(config).await?).await
+            let config = node_config(args.node).await?;
+            let workers = envstore_cli::server::start_workers(config).await?;
+            if let Some(bind) = args.metrics_bind {
+                let address = envstore_cli::server::serve_worker_metrics(bind, workers.shutdown_token()).await?;
+                println!("envstore worker metrics on http://{address}");
+            }
+            run_until_signal(workers).await
         }
         Command::Materialize(args) => materialize(args).await,
+        Command::Gc(args) => gc(args).await,
         Command::Submit { environment, file, wait, server } => {
             let client = envstore_cli::client::Client::new(&server.server, server.token)?;
             let (body, json) = read_spec_file(&file)?;
             let build_id = client.submit(&environment, body, json).await?;
             println!("{build_id}");
             if wait {
-                let build = client.wait(&build_id).await?;
+                let build = client.follow(&build_id).await?;
                 envstore_cli::client::build_outcome(&build)?;
             }
             Ok(())
@@ -244,11 +75,35 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Kernels(KernelsCommand::Sync(args)) => kernels_sync(args).await,
+        Command::Usage { namespace, json, server } => {
+            let client = envstore_cli::client::Client::new(&server.server, server.token)?;
+            let usage = client.usage(namespace.as_deref()).await?;
+            if json {
+                println!("{usage:#}");
+            } else {
+                print!("{}", envstore_cli::usage::usage_table(&usage)?);
+            }
+            Ok(())
+        }
         Command::Migrate { database } => {
             envstore_db::Database::connect(&database).await?;
             println!("migrations applied");
             Ok(())
         }
+    }
+}
+
+/// Log lines go to standard error, filtered by `ENVSTORE_LOG`. As JSON,
+/// each is one object with the event's fields at the top level and its
+/// spans beside them: the request span carries `request_id`, `method`,
+/// `route` and `status`, so every line of a request names it.
+fn init_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::try_from_env("ENVSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info")));
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(true).init(),
     }
 }
 
@@ -305,8 +160,26 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         test_pause,
         policy: file.policy,
         oidc: file.oidc,
+        usage: envstore_cli::config::UsageConfig::default(),
         data_dir,
     })
+}
+
+async fn gc(args: GcArgs) -> anyhow::Result<()> {
+    let config = node_config(args.node).await?;
+    let db = envstore_db::Database::connect(&config.database).await?;
+    db.migrate().await?;
+    let store = envstore_store::ArtifactStore::open(&config.store)?;
+    let options = envstore_workers::GcOptions {
+        keep_builds: args.keep_builds,
+        dry_run: args.dry_run,
+        worker: format!("gc-{}", uuid::Uuid::now_v7()),
+        lease: config.lease,
+    };
+    let layout = envstore_workers::Layout::under(&config.data_dir);
+    let report = envstore_workers::collect_garbage(&db, &store, &layout, &options).await?;
+    print!("{}", envstore_cli::gc::render_report(&report, args.keep_builds));
+    Ok(())
 }
 
 async fn materialize(args: MaterializeArgs) -> anyhow::Result<()> {

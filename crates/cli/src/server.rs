@@ -54,6 +54,8 @@ struct Node {
 }
 
 async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
+    // First: the store and the solver register their counters as they are made.
+    envstore_api::prometheus::install()?;
     let data_dir = &config.data_dir;
     fs_err::create_dir_all(data_dir)?;
     let db = Database::connect(&config.database)
@@ -144,6 +146,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         environments_root: node.context.layout.environments.clone(),
         solver: node.context.solver.clone(),
         solve_permits: Arc::new(tokio::sync::Semaphore::new(API_SOLVES)),
+        usage: config.usage.settings,
+    });
+    // Stopped only once the HTTP server has drained, so its final flush
+    // holds every download counted.
+    let flusher_stop = CancellationToken::new();
+    let flusher = tokio::spawn({
+        let db = app.db.clone();
+        let stop = flusher_stop.clone().cancelled_owned();
+        let interval = config.usage.flush_interval;
+        async move { db.flush_downloads_every(interval, stop).await }
     });
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -153,10 +165,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, envstore_api::router(app))
+        // The web UI beside the API: `/` and `/ui/…`; it calls the API in-process.
+        let routes = envstore_api::router(app.clone()).merge(envstore_web::router(app));
+        axum::serve(listener, routes)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
             .context("the HTTP server failed")?;
+        flusher_stop.cancel();
+        flusher.await.context("the download counter task panicked")?;
         if let Some(pool) = pool {
             pool.shutdown().await;
         }
@@ -190,6 +206,25 @@ pub async fn start_workers(config: ServerConfig) -> anyhow::Result<RunningServer
         shutdown,
         task,
     })
+}
+
+/// Serves a workers-only node's metrics and liveness on `bind` until
+/// `shutdown`; returns the address it listens on.
+pub async fn serve_worker_metrics(bind: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("failed to listen on {bind} for metrics"))?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        let served = axum::serve(listener, envstore_api::prometheus::worker_router())
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the metrics listener failed");
+        }
+    });
+    tracing::info!(address = %address, "serving worker metrics");
+    Ok(address)
 }
 
 /// Reads the admin token kept in the data folder, or makes one (readable by

@@ -35,11 +35,25 @@ async fn ci_submits_waits_and_fetches_the_lockfile() {
     let build_id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     assert_eq!(build_id.len(), 36, "the build id is printed");
     assert!(stderr.contains("succeeded"), "{stderr}");
+    // Followed through the build's event stream, whose log lines carry the
+    // package counts (off a terminal, printed once each count is complete).
+    assert!(
+        stderr.lines().any(|line| line.contains("running: linking ") && line.trim_end().ends_with(|c: char| c.is_ascii_digit())),
+        "{stderr}"
+    );
 
     let output = envstore(&server, Some(&token), &["lock", "team/analysis", "--format", "conda-lock"]).await;
     assert!(output.status.success());
     let conda_lock = String::from_utf8(output.stdout).unwrap();
     rattler_conda_lock_parses(&conda_lock);
+
+    // The lockfile submitted back is installed as it is: nothing solved.
+    let pinned = dir.path().join("conda-lock.yml");
+    std::fs::write(&pinned, &conda_lock).unwrap();
+    let output = envstore(&server, Some(&token), &["submit", "team/pinned", pinned.to_str().unwrap(), "--wait"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("succeeded") && !stderr.contains("solving"), "{stderr}");
     let output = envstore(&server, Some(&token), &["lock", "team/analysis", "--format", "explicit", "--platform", "linux-64"]).await;
     assert!(String::from_utf8(output.stdout).unwrap().contains("@EXPLICIT"));
 

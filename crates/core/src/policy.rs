@@ -5,7 +5,17 @@
 use rattler_conda_types::{MatchSpec, PackageName, ParseStrictness, Subdir};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use url::Url;
+
+use crate::channels::{ChannelAllowlist, NamedChannel};
 use crate::spec::{CanonicalSpec, EnvironmentSpec};
+
+/// Whether two channel URLs name the same channel (a trailing slash aside).
+fn same_channel(a: &Url, b: &Url) -> bool {
+    a.as_str().trim_end_matches('/') == b.as_str().trim_end_matches('/')
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +173,59 @@ impl Policy {
         Ok(spec)
     }
 
+    /// Checks a lock submitted as is, which no solve will pass through: its
+    /// channels and every package URL must be allowed (by the server and by
+    /// this policy), its platforms allowed, and each platform must hold the
+    /// required and included packages (a lock cannot have them added).
+    /// `packages` gives each platform's (package name, URL) pairs.
+    pub fn check_lock(
+        &self,
+        allowlist: &ChannelAllowlist,
+        channels: &[Url],
+        packages: &BTreeMap<String, Vec<(String, Url)>>,
+    ) -> Result<(), PolicyError> {
+        let allowed: Vec<&NamedChannel> = match &self.allowed_channels {
+            Some(names) => allowlist.channels().iter().filter(|channel| names.contains(&channel.name)).collect(),
+            None => allowlist.channels().iter().collect(),
+        };
+        let allowed_names = || allowed.iter().map(|channel| channel.name.as_str()).collect::<Vec<_>>().join(", ");
+        for channel in channels {
+            if !allowed.iter().any(|named| same_channel(&named.url, channel)) {
+                return Err(violated(
+                    "allowed_channels",
+                    format!("the lock's channel '{channel}' is not allowed here; allowed: {}", allowed_names()),
+                ));
+            }
+        }
+        let platforms: Vec<String> = packages.keys().cloned().collect();
+        self.check_canonical(&CanonicalSpec::from_lock(crate::ContentHash::of(b""), Vec::new(), platforms, BTreeMap::new()))?;
+        let mut must_hold: Vec<String> = self.required_packages.clone();
+        for text in &self.included_packages {
+            if let Some(name) = spec_name(&parse_spec(text)?) {
+                must_hold.push(name);
+            }
+        }
+        for (platform, locked) in packages {
+            for (name, url) in locked {
+                if !allowed.iter().any(|named| url.as_str().starts_with(named.url.as_str())) {
+                    return Err(violated(
+                        "allowed_channels",
+                        format!("package '{name}' ({platform}) comes from '{url}', outside the allowed channels ({})", allowed_names()),
+                    ));
+                }
+            }
+            for required in &must_hold {
+                if !locked.iter().any(|(name, _)| name == required) {
+                    return Err(violated(
+                        "required_packages",
+                        format!("every environment in this namespace must hold '{required}'; the lock has none for {platform}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what is only known once the spec is canonical: its platforms.
     pub fn check_canonical(&self, spec: &CanonicalSpec) -> Result<(), PolicyError> {
         if let Some(allowed) = &self.allowed_platforms {
@@ -258,5 +321,37 @@ mod tests {
         ] {
             assert!(matches!(policy.validate(), Err(PolicyError::Invalid(_))), "{policy:?}");
         }
+    }
+
+    #[test]
+    fn a_submitted_lock_must_keep_to_the_channels_platforms_and_required_packages() {
+        let allowlist = ChannelAllowlist::new(vec![
+            NamedChannel::parse("demo=https://conda.example/demo").unwrap(),
+            NamedChannel::parse("extra=https://conda.example/extra").unwrap(),
+        ]);
+        let url = |text: &str| Url::parse(text).unwrap();
+        let demo = url("https://conda.example/demo/");
+        let packages = |platform: &str, entries: &[(&str, &str)]| -> BTreeMap<String, Vec<(String, Url)>> {
+            [(platform.to_owned(), entries.iter().map(|(name, at)| ((*name).to_owned(), url(at))).collect())].into()
+        };
+        let python = ("python", "https://conda.example/demo/linux-64/python-3.11.0-0.conda");
+        let kernel = ("ipykernel", "https://conda.example/demo/noarch/ipykernel-6.0-0.conda");
+        let open = Policy::default();
+        assert!(open.check_lock(&allowlist, &[demo.clone()], &packages("linux-64", &[python, kernel])).is_ok());
+
+        let outside = ("evil", "https://elsewhere.example/linux-64/evil-1-0.conda");
+        let refused = |policy: &Policy, channels: &[Url], packages| match policy.check_lock(&allowlist, channels, &packages) {
+            Err(PolicyError::Violated { rule, .. }) => rule,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(&open, &[demo.clone()], packages("linux-64", &[python, outside])), "allowed_channels");
+        assert_eq!(refused(&open, &[url("https://elsewhere.example/")], packages("linux-64", &[python])), "allowed_channels");
+        let only_extra = Policy { allowed_channels: Some(vec!["extra".into()]), ..Policy::default() };
+        assert_eq!(refused(&only_extra, &[demo.clone()], packages("linux-64", &[python])), "allowed_channels");
+        let linux_only = Policy { allowed_platforms: Some(vec!["linux-64".into()]), ..Policy::default() };
+        assert_eq!(refused(&linux_only, &[demo.clone()], packages("osx-arm64", &[python])), "allowed_platforms");
+        let kernels = Policy { included_packages: vec!["ipykernel >=6".into()], ..Policy::default() };
+        assert_eq!(refused(&kernels, &[demo.clone()], packages("linux-64", &[python])), "required_packages");
+        assert!(kernels.check_lock(&allowlist, &[demo], &packages("linux-64", &[python, kernel])).is_ok());
     }
 }

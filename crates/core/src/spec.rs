@@ -55,6 +55,8 @@ pub enum SpecError {
     TooManyDependencies { count: usize },
     #[error("the spec has {count} channels; at most {MAX_CHANNELS} are accepted")]
     TooManyChannels { count: usize },
+    #[error("variable '{name}' {reason}")]
+    InvalidVariable { name: String, reason: &'static str },
     #[error("'{0}' is not a known conda platform (e.g. linux-64, osx-arm64, win-64)")]
     UnknownPlatform(String),
     #[error(transparent)]
@@ -265,16 +267,17 @@ impl EnvironmentSpec {
                 _ => Err(SpecError::UnknownPlatform(platform.escape_debug().to_string())),
             })
             .collect::<Result<_, _>>()?;
+        let variables = raw
+            .variables
+            .into_iter()
+            .map(|(Text(key), value)| check_variable(key, value.into_string()))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             name: raw.name.map(|Text(name)| name),
             channels: raw.channels.into_iter().map(|Text(channel)| channel).collect(),
             dependencies,
             platforms,
-            variables: raw
-                .variables
-                .into_iter()
-                .map(|(Text(key), value)| (key, value.into_string()))
-                .collect(),
+            variables,
         })
     }
 
@@ -345,6 +348,7 @@ impl EnvironmentSpec {
             dependencies,
             platforms,
             variables: self.variables.clone(),
+            from_lock: None,
         };
         // Aliases and resolved channel URLs can make the canonical form
         // larger than the body was; what is accepted must export (under any
@@ -382,6 +386,31 @@ fn parse_dependency(text: &str) -> Result<MatchSpec, SpecError> {
             written.escape_debug()
         ))),
     }
+}
+
+/// A variable is written into shell scripts run on activation: its name must
+/// be an identifier every shell accepts, and its value free of control
+/// characters (a newline or NUL could end the quoting it is written in).
+fn check_variable(name: String, value: String) -> Result<(String, String), SpecError> {
+    let invalid = |name: &str, reason| SpecError::InvalidVariable {
+        name: name.escape_debug().to_string(),
+        reason,
+    };
+    let mut characters = name.chars();
+    let identifier = characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && characters.all(|rest| rest.is_ascii_alphanumeric() || rest == '_');
+    if !identifier {
+        return Err(invalid(&name, "is not a valid name: use letters, digits and '_', not starting with a digit"));
+    }
+    if name.starts_with("CONDA_") || name == "PATH" {
+        return Err(invalid(&name, "is managed by conda activation and cannot be set by an environment"));
+    }
+    if value.chars().any(|character| character.is_control() && character != '\t') {
+        return Err(invalid(&name, "has a control character (such as a newline) in its value"));
+    }
+    Ok((name, value))
 }
 
 fn yaml_error(error: serde_yaml::Error) -> SpecError {
@@ -427,9 +456,31 @@ pub struct CanonicalSpec {
     pub platforms: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
+    /// Set when the environment comes from a lock rather than a solve: a
+    /// lockfile submitted as is, or the lock of an older build rebuilt after
+    /// its prefix was collected. The worker installs that lock and solves
+    /// nothing; `dependencies` is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_lock: Option<ContentHash>,
 }
 
 impl CanonicalSpec {
+    /// The spec of an environment installed from `lock` as it is.
+    pub fn from_lock(
+        lock: ContentHash,
+        channels: Vec<String>,
+        platforms: Vec<String>,
+        variables: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            channels,
+            dependencies: Vec::new(),
+            platforms,
+            variables,
+            from_lock: Some(lock),
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -613,7 +664,7 @@ mod tests {
         let mut body = String::from("dependencies: [python]\nvariables: {");
         let mut index = 0;
         while body.len() < MAX_SPEC_BYTES - 20 {
-            body.push_str(&format!("{index:x}: '',"));
+            body.push_str(&format!("V{index:x}: '',"));
             index += 1;
         }
         body.push_str("}\n");
@@ -621,7 +672,7 @@ mod tests {
         assert_eq!(yaml(&body).unwrap().variables.len(), index);
         let json = format!(
             "{{\"dependencies\": [\"python\"], \"variables\": {{{}\"last\": 1}}}}",
-            (0..20_000).map(|i| format!("\"{i}\":\"\",")).collect::<String>()
+            (0..20_000).map(|i| format!("\"V{i}\":\"\",")).collect::<String>()
         );
         assert!(json.len() <= MAX_SPEC_BYTES);
         assert_eq!(EnvironmentSpec::parse(json.as_bytes(), SpecFormat::Json).unwrap().variables.len(), 20_001);
@@ -682,5 +733,24 @@ mod tests {
         let canonical = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
         assert_eq!(canonical.variables["OMP_NUM_THREADS"], "4");
         assert!(canonical.to_environment_yaml("x").contains("OMP_NUM_THREADS"));
+    }
+
+    #[test]
+    fn variables_that_activation_scripts_cannot_carry_are_refused() {
+        for (body, expected) in [
+            ("{'1ST': x}", "is not a valid name"),
+            ("{'A B': x}", "is not a valid name"),
+            ("{'A;rm': x}", "is not a valid name"),
+            ("{'': x}", "is not a valid name"),
+            ("{PATH: /tmp}", "managed by conda"),
+            ("{CONDA_PREFIX: /tmp}", "managed by conda"),
+            ("{A: \"line\\nbreak\"}", "control character"),
+        ] {
+            let error = yaml(&format!("dependencies: [python]\nvariables: {body}\n")).unwrap_err();
+            assert!(matches!(error, SpecError::InvalidVariable { .. }), "{body}: {error:?}");
+            assert!(error.to_string().contains(expected), "{body}: {error}");
+        }
+        let spec = yaml("dependencies: [python]\nvariables: {_A1: \"tab\\there $HOME 'q'\"}\n").unwrap();
+        assert_eq!(spec.variables["_A1"], "tab\there $HOME 'q'");
     }
 }

@@ -202,7 +202,7 @@ impl Database {
             return Ok(Some(public_read));
         }
         let since = self.access.generation();
-        let row = sqlx::query("SELECT public_read FROM namespaces WHERE name = $1")
+        let row = sqlx::query("SELECT public_read FROM namespaces WHERE name = $1 AND deleted_at IS NULL")
             .bind(namespace)
             .fetch_optional(&self.pool)
             .await?;
@@ -226,7 +226,7 @@ impl Database {
     /// The namespaces that hold a build of this lock: who may read the lock's
     /// artifacts follows from them. Always asks the database.
     pub async fn namespaces_with_lock(&self, lock_hash: &str) -> Result<Vec<String>, DbError> {
-        let rows = sqlx::query("SELECT DISTINCT namespace FROM builds WHERE lock_hash = $1")
+        let rows = sqlx::query("SELECT DISTINCT namespace FROM builds WHERE lock_hash = $1 AND deleted_at IS NULL")
             .bind(lock_hash)
             .fetch_all(&self.pool)
             .await?;

@@ -19,13 +19,19 @@ pub struct BuildRecord {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// When garbage collection released this build's prefix; its lock and
+    /// log stay, and making it current again rebuilds the prefix.
+    pub prefix_collected_at: Option<i64>,
+    /// When the build's environment or namespace was deleted; hidden since.
+    #[serde(skip)]
+    pub deleted_at: Option<i64>,
 }
 
-const BUILD_COLUMNS: &str = "id, namespace, environment, spec_hash, status, lock_hash, lock_reused, \
-     prefix_reused, phases, error, created_at, started_at, finished_at";
+pub(crate) const BUILD_COLUMNS: &str = "id, namespace, environment, spec_hash, status, lock_hash, lock_reused, \
+     prefix_reused, phases, error, created_at, started_at, finished_at, prefix_collected_at, deleted_at";
 
 impl BuildRecord {
-    fn from_row(row: &AnyRow) -> Result<Self, DbError> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, DbError> {
         let status: String = get(row, "status")?;
         let phases: String = get(row, "phases")?;
         Ok(Self {
@@ -47,6 +53,8 @@ impl BuildRecord {
             created_at: get(row, "created_at")?,
             started_at: get(row, "started_at")?,
             finished_at: get(row, "finished_at")?,
+            prefix_collected_at: get(row, "prefix_collected_at")?,
+            deleted_at: get(row, "deleted_at")?,
         })
     }
 }
@@ -72,6 +80,8 @@ pub struct LockRecord {
     pub lock_hash: String,
     pub platforms: Vec<String>,
     pub packages: serde_json::Value,
+    /// What activating the environment sets; part of the lock's hash.
+    pub variables: std::collections::BTreeMap<String, String>,
     pub created_at: i64,
 }
 
@@ -95,6 +105,8 @@ pub struct SucceededEnvironment {
     pub lock_hash: String,
     /// Packages per platform, as the lock records them.
     pub packages: serde_json::Value,
+    /// What activating the environment sets.
+    pub variables: std::collections::BTreeMap<String, String>,
 }
 
 /// How a build ended, as the worker reports it.
@@ -129,9 +141,13 @@ impl Database {
         .bind(now)
         .execute(&mut *transaction)
         .await?;
+        // A deleted environment submitted again starts afresh: its old
+        // builds stay hidden until garbage collection removes them.
         sqlx::query(
             "INSERT INTO environments (namespace, name, current_build_id, created_at) \
-             VALUES ($1, $2, NULL, $3) ON CONFLICT (namespace, name) DO NOTHING",
+             VALUES ($1, $2, NULL, $3) ON CONFLICT (namespace, name) DO UPDATE \
+             SET deleted_at = NULL, current_build_id = NULL, created_at = excluded.created_at \
+             WHERE environments.deleted_at IS NOT NULL",
         )
         .bind(namespace.as_str())
         .bind(environment.as_str())
@@ -207,7 +223,7 @@ impl Database {
     ) -> Result<Vec<BuildRecord>, DbError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE namespace = $1 AND environment = $2 \
-             ORDER BY created_at DESC, id DESC"
+             AND deleted_at IS NULL ORDER BY created_at DESC, id DESC"
         )))
         .bind(namespace.as_str())
         .bind(environment.as_str())
@@ -223,7 +239,7 @@ impl Database {
     ) -> Result<Option<EnvironmentRecord>, DbError> {
         let row = sqlx::query(
             "SELECT namespace, name, current_build_id, created_at FROM environments \
-             WHERE namespace = $1 AND name = $2",
+             WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL",
         )
         .bind(namespace.as_str())
         .bind(environment.as_str())
@@ -243,7 +259,7 @@ impl Database {
         let row = sqlx::query(
             "SELECT environments.current_build_id AS current_build_id, builds.lock_hash AS lock_hash \
              FROM environments LEFT JOIN builds ON builds.id = environments.current_build_id \
-             WHERE environments.namespace = $1 AND environments.name = $2",
+             WHERE environments.namespace = $1 AND environments.name = $2 AND environments.deleted_at IS NULL",
         )
         .bind(namespace.as_str())
         .bind(environment.as_str())
@@ -264,7 +280,7 @@ impl Database {
     ) -> Result<Vec<EnvironmentRecord>, DbError> {
         let rows = sqlx::query(
             "SELECT namespace, name, current_build_id, created_at FROM environments \
-             WHERE namespace = $1 ORDER BY name",
+             WHERE namespace = $1 AND deleted_at IS NULL ORDER BY name",
         )
         .bind(namespace.as_str())
         .fetch_all(&self.pool)
@@ -284,12 +300,13 @@ impl Database {
         let rows = sqlx::query(
             "SELECT environments.namespace AS namespace, environments.name AS name, \
              namespaces.public_read AS public_read, builds.id AS build_id, builds.lock_hash AS lock_hash, \
-             locks.packages AS packages \
+             locks.packages AS packages, locks.variables AS variables \
              FROM environments \
              JOIN namespaces ON namespaces.name = environments.namespace \
              JOIN builds ON builds.id = environments.current_build_id \
              JOIN locks ON locks.lock_hash = builds.lock_hash \
              WHERE builds.status = 'succeeded' \
+             AND environments.deleted_at IS NULL AND namespaces.deleted_at IS NULL \
              AND (environments.namespace > $1 OR (environments.namespace = $1 AND environments.name > $2)) \
              ORDER BY environments.namespace, environments.name LIMIT $3",
         )
@@ -307,6 +324,10 @@ impl Database {
                     build_id: get(row, "build_id")?,
                     lock_hash: get(row, "lock_hash")?,
                     packages: parse_json("locks.packages", &get::<String>(row, "packages")?)?,
+                    variables: get::<Option<String>>(row, "variables")?
+                        .map(|text| parse_json("locks.variables", &text))
+                        .transpose()?
+                        .unwrap_or_default(),
                 })
             })
             .collect()
@@ -443,8 +464,9 @@ impl Database {
     ) -> Result<bool, DbError> {
         let updated = sqlx::query(
             "UPDATE environments SET current_build_id = $3 WHERE namespace = $1 AND name = $2 \
+             AND deleted_at IS NULL \
              AND EXISTS (SELECT 1 FROM builds WHERE id = $3 AND namespace = $1 AND environment = $2 \
-                         AND status = 'succeeded')",
+                         AND status = 'succeeded' AND deleted_at IS NULL)",
         )
         .bind(namespace.as_str())
         .bind(environment.as_str())
@@ -454,20 +476,23 @@ impl Database {
         Ok(updated.rows_affected() == 1)
     }
 
-    /// Records a lock once; the same hash always holds the same packages.
+    /// Records a lock once; the same hash always holds the same packages
+    /// and variables.
     pub async fn insert_lock(
         &self,
         lock_hash: &ContentHash,
         platforms: &[String],
         packages: &serde_json::Value,
+        variables: &std::collections::BTreeMap<String, String>,
     ) -> Result<bool, DbError> {
         let inserted = sqlx::query(
-            "INSERT INTO locks (lock_hash, platforms, packages, created_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO locks (lock_hash, platforms, packages, variables, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (lock_hash) DO NOTHING",
         )
         .bind(lock_hash.to_hex())
         .bind(serde_json::to_string(platforms).unwrap_or_else(|_| "[]".into()))
         .bind(packages.to_string())
+        .bind((!variables.is_empty()).then(|| serde_json::to_string(variables).unwrap_or_default()))
         .bind(now_millis())
         .execute(&self.pool)
         .await?;
@@ -495,7 +520,7 @@ impl Database {
 
     pub async fn lock(&self, lock_hash: &str) -> Result<Option<LockRecord>, DbError> {
         let row = sqlx::query(
-            "SELECT lock_hash, platforms, packages, created_at FROM locks WHERE lock_hash = $1",
+            "SELECT lock_hash, platforms, packages, variables, created_at FROM locks WHERE lock_hash = $1",
         )
         .bind(lock_hash)
         .fetch_optional(&self.pool)
@@ -505,6 +530,10 @@ impl Database {
                 lock_hash: get(&row, "lock_hash")?,
                 platforms: parse_json("locks.platforms", &get::<String>(&row, "platforms")?)?,
                 packages: parse_json("locks.packages", &get::<String>(&row, "packages")?)?,
+                variables: get::<Option<String>>(&row, "variables")?
+                    .map(|text| parse_json("locks.variables", &text))
+                    .transpose()?
+                    .unwrap_or_default(),
                 created_at: get(&row, "created_at")?,
             })
         })
@@ -543,7 +572,7 @@ mod tests {
             db.create_namespace(&namespace).await.unwrap();
         }
         let build = db.submit_build(&namespace, &"env".parse().unwrap(), &spec("python")).await.unwrap().build;
-        db.insert_lock(lock, &["linux-64".to_owned()], &serde_json::json!([])).await.unwrap();
+        db.insert_lock(lock, &["linux-64".to_owned()], &serde_json::json!([]), &Default::default()).await.unwrap();
         let outcome = BuildOutcome {
             status: BuildStatus::Succeeded,
             lock_hash: Some(*lock),

@@ -18,11 +18,13 @@
 //! so guessed values cannot fill the cache or hide a new row. Every map is
 //! bounded: when one is full it is emptied.
 //!
-//! Lock facts never change once written: a lock's platforms are fixed by its
-//! hash, and the namespaces holding a build of a lock only ever grow (builds
-//! are never deleted and their lock hash is set once). They are kept without
-//! a TTL; a cached namespace list is a subset of the truth, so callers may
-//! grant from it but must ask again before refusing.
+//! A lock's platforms never change once written (they are fixed by its
+//! hash) and are kept without a TTL. The namespaces holding a build of a
+//! lock grow as builds finish and shrink only when an environment or
+//! namespace is deleted: a cached list may lack a namespace, so callers may
+//! grant from it but must ask again before refusing; and it may still name a
+//! deleted namespace, so it is emptied by a deletion made through this
+//! process and trusted for [`ACCESS_CACHE_TTL`] otherwise, like access data.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -184,13 +186,14 @@ where
         .map(|entry| entry.value.clone())
 }
 
-/// Facts about locks that never change once written.
+/// Facts about locks, read once per process (platforms) or per TTL
+/// (namespaces holding the lock).
 #[derive(Default)]
 pub(crate) struct LockCache {
     /// By lock hash (hex): the platforms the lock was solved for.
     platforms: Mutex<HashMap<String, Vec<String>>>,
     /// By lock hash (hex): namespaces known to hold a build of the lock.
-    namespaces: Mutex<HashMap<String, Vec<String>>>,
+    namespaces: Mutex<HashMap<String, Timed<Vec<String>>>>,
 }
 
 impl LockCache {
@@ -203,14 +206,20 @@ impl LockCache {
     }
 
     pub(crate) fn namespaces(&self, lock_hash: &str) -> Option<Vec<String>> {
-        lock(&self.namespaces).get(lock_hash).cloned()
+        fresh(&lock(&self.namespaces), lock_hash, ACCESS_CACHE_TTL)
     }
 
     /// Only non-empty lists are kept: an unknown hash always asks again.
     pub(crate) fn put_namespaces(&self, lock_hash: &str, namespaces: &[String]) {
         if !namespaces.is_empty() {
-            bounded_insert(&mut lock(&self.namespaces), lock_hash, namespaces.to_vec());
+            let entry = Timed { value: namespaces.to_vec(), read_at: Instant::now() };
+            bounded_insert(&mut lock(&self.namespaces), lock_hash, entry);
         }
+    }
+
+    /// Forgets which namespaces hold which locks: one was just deleted.
+    pub(crate) fn forget_namespaces(&self) {
+        lock(&self.namespaces).clear();
     }
 }
 

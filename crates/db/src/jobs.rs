@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use envstore_core::BuildStatus;
+
 use crate::{Database, DbError, Dialect, get, now_millis};
 
 /// The PostgreSQL channel on which submissions announce new jobs.
@@ -129,6 +131,24 @@ impl Database {
             .await?;
         get(&row, "queued")
     }
+
+    /// How many builds are in each status, for metrics read at scrape time;
+    /// statuses without builds are absent.
+    pub async fn build_counts(&self) -> Result<Vec<(BuildStatus, i64)>, DbError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS builds FROM builds GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = get(row, "status")?;
+                let status = status.parse().map_err(|error: envstore_core::UnknownStatus| DbError::Corrupt {
+                    column: "builds.status",
+                    reason: error.to_string(),
+                })?;
+                Ok((status, get(row, "builds")?))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +206,11 @@ mod tests {
         assert_eq!(again.build.id, first.build.id);
         assert!(!other.joined);
         assert_eq!(db.queued_jobs().await.unwrap(), 2);
+        assert_eq!(db.build_counts().await.unwrap(), vec![(BuildStatus::Queued, 2)]);
+        assert!(db.start_build(&first.build.id).await.unwrap());
+        let mut counts = db.build_counts().await.unwrap();
+        counts.sort_by_key(|(status, _)| status.as_str());
+        assert_eq!(counts, vec![(BuildStatus::Queued, 1), (BuildStatus::Running, 1)]);
         assert!(matches!(db.create_namespace(&ns).await, Err(DbError::Conflict(_))));
     }
 }

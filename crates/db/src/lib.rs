@@ -4,12 +4,15 @@
 
 mod access;
 mod audit;
+mod browse;
 mod builds;
 mod cache;
 mod jobs;
 mod leases;
+mod lifecycle;
 mod migrate;
 mod namespaces;
+mod usage;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,12 +21,15 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 pub use audit::AuditEntry;
+pub use browse::{BuildEntry, EnvironmentEntry, NamespaceEntry};
 pub use access::{NewToken, TokenRecord, token_digest};
 pub use builds::{
     BuildOutcome, BuildRecord, CurrentLock, EnvironmentRecord, LockRecord, SubmittedBuild, SucceededEnvironment,
 };
 pub use cache::ACCESS_CACHE_TTL;
 pub use jobs::{ClaimedJob, JobListener};
+pub use lifecycle::{CollectableBuild, Deleted, DeletedEnvironment};
+pub use usage::{BuildCounts, NamespaceUsage, Quota, SharedPrefix, UsageFigures, UsageReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -57,6 +63,8 @@ pub struct Database {
     /// Shared by every clone, so a write through any of them invalidates it.
     access: Arc<cache::AccessCache>,
     locks: Arc<cache::LockCache>,
+    /// Downloads counted in memory until the next flush.
+    downloads: Arc<usage::DownloadCounts>,
 }
 
 impl Database {
@@ -104,6 +112,7 @@ impl Database {
             url,
             access: Arc::new(cache::AccessCache::new(ACCESS_CACHE_TTL)),
             locks: Arc::new(cache::LockCache::default()),
+            downloads: Arc::new(usage::DownloadCounts::default()),
         };
         database.migrate().await?;
         Ok(database)

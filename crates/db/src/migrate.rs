@@ -15,6 +15,8 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (4, "audit", include_str!("../../../migrations/sqlite/0004_audit.sql")),
     (5, "policy", include_str!("../../../migrations/sqlite/0005_policy.sql")),
     (6, "cancel", include_str!("../../../migrations/sqlite/0006_cancel.sql")),
+    (7, "lifecycle", include_str!("../../../migrations/sqlite/0007_lifecycle.sql")),
+    (8, "usage", include_str!("../../../migrations/sqlite/0008_usage.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
@@ -23,6 +25,8 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (4, "audit", include_str!("../../../migrations/postgres/0004_audit.sql")),
     (5, "policy", include_str!("../../../migrations/postgres/0005_policy.sql")),
     (6, "cancel", include_str!("../../../migrations/postgres/0006_cancel.sql")),
+    (7, "lifecycle", include_str!("../../../migrations/postgres/0007_lifecycle.sql")),
+    (8, "usage", include_str!("../../../migrations/postgres/0008_usage.sql")),
 ];
 
 impl Database {

@@ -3,9 +3,14 @@ use envstore_core::{NamespaceName, Policy};
 use crate::{Database, DbError, get, now_millis, parse_json};
 
 impl Database {
+    /// Creates a namespace; one deleted and not yet collected is created
+    /// afresh (public read off, no policy, no members).
     pub async fn create_namespace(&self, name: &NamespaceName) -> Result<(), DbError> {
+        let _invalidate = self.access.invalidate_when_done();
         let inserted = sqlx::query(
-            "INSERT INTO namespaces (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO namespaces (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE \
+             SET deleted_at = NULL, created_at = excluded.created_at, public_read = 0, policy = NULL \
+             WHERE namespaces.deleted_at IS NOT NULL",
         )
         .bind(name.as_str())
         .bind(now_millis())
@@ -18,7 +23,7 @@ impl Database {
     }
 
     pub async fn namespace_exists(&self, name: &NamespaceName) -> Result<bool, DbError> {
-        let row = sqlx::query("SELECT name FROM namespaces WHERE name = $1")
+        let row = sqlx::query("SELECT name FROM namespaces WHERE name = $1 AND deleted_at IS NULL")
             .bind(name.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -27,7 +32,7 @@ impl Database {
 
     /// Namespaces in order: name, creation time, public read.
     pub async fn list_namespaces(&self) -> Result<Vec<(String, i64, bool)>, DbError> {
-        let rows = sqlx::query("SELECT name, created_at, public_read FROM namespaces ORDER BY name")
+        let rows = sqlx::query("SELECT name, created_at, public_read FROM namespaces WHERE deleted_at IS NULL ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -60,7 +65,7 @@ impl Database {
     }
 
     pub async fn count_environments(&self, name: &NamespaceName) -> Result<i64, DbError> {
-        let row = sqlx::query("SELECT COUNT(*) AS environments FROM environments WHERE namespace = $1")
+        let row = sqlx::query("SELECT COUNT(*) AS environments FROM environments WHERE namespace = $1 AND deleted_at IS NULL")
             .bind(name.as_str())
             .fetch_one(&self.pool)
             .await?;

@@ -5,6 +5,7 @@
 //! own location. It counts as complete only once its marker file exists; the
 //! marker is written last, after everything else is on disk.
 
+mod activation;
 mod fetch;
 mod pack;
 mod prefix;
@@ -12,6 +13,7 @@ mod progress;
 mod symlink;
 mod validate;
 
+pub use activation::write_activation_scripts;
 pub use fetch::fetch_packages;
 pub use pack::{installed_packages, pack_prefix, unpack_prefix};
 pub use prefix::{CompletionMarker, PrefixBuilder, PrefixError, PrefixReport, MARKER_FILE};

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -121,12 +121,15 @@ impl PrefixBuilder {
     }
 
     /// Makes sure the prefix for `lock_hash` exists and is complete: reuses a
-    /// complete one, otherwise removes any leftover, fetches and links.
+    /// complete one, otherwise removes any leftover, fetches and links, and
+    /// writes the activation scripts of `variables`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn build(
         &self,
         lock_hash: &ContentHash,
         platform: Subdir,
         records: &[RepoDataRecord],
+        variables: &BTreeMap<String, String>,
         sink: Arc<dyn ProgressSink>,
         on_linking: impl FnOnce(),
     ) -> Result<PrefixReport, PrefixError> {
@@ -146,7 +149,7 @@ impl PrefixBuilder {
         remove_if_present(&prefix).await?;
         let counts = Arc::new(TransferCounts::default());
         let result = self
-            .fetch_and_link(&prefix, lock_hash, platform, records, sink.clone(), counts.clone(), on_linking)
+            .fetch_and_link(&prefix, lock_hash, platform, records, variables, sink.clone(), counts.clone(), on_linking)
             .await;
         if let Err(error) = result {
             // Never leave a half-built prefix behind; the marker is missing
@@ -172,6 +175,7 @@ impl PrefixBuilder {
         lock_hash: &ContentHash,
         platform: Subdir,
         records: &[RepoDataRecord],
+        variables: &BTreeMap<String, String>,
         sink: Arc<dyn ProgressSink>,
         counts: Arc<TransferCounts>,
         on_linking: impl FnOnce(),
@@ -193,6 +197,7 @@ impl PrefixBuilder {
                 prefix: prefix.to_owned(),
                 source,
             })?;
+        crate::activation::write_activation_scripts(prefix, platform, variables)?;
         let marker = CompletionMarker {
             lock_hash: *lock_hash,
             platform: platform.to_string(),

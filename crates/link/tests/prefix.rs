@@ -52,7 +52,7 @@ async fn a_leftover_prefix_is_replaced_and_a_complete_one_reused() {
     let lines = Arc::new(Lines::default());
     let report = fixture
         .builder
-        .build(&hash, Subdir::Linux64, &fixture.records, lines.clone(), || {})
+        .build(&hash, Subdir::Linux64, &fixture.records, &Default::default(), lines.clone(), || {})
         .await
         .unwrap();
     assert!(!report.reused);
@@ -64,7 +64,7 @@ async fn a_leftover_prefix_is_replaced_and_a_complete_one_reused() {
 
     let again = fixture
         .builder
-        .build(&hash, Subdir::Linux64, &fixture.records, lines.clone(), || panic!("nothing to link"))
+        .build(&hash, Subdir::Linux64, &fixture.records, &Default::default(), lines.clone(), || panic!("nothing to link"))
         .await
         .unwrap();
     assert!(again.reused);
@@ -79,7 +79,7 @@ async fn a_package_that_fails_its_checksum_leaves_no_prefix() {
     fixture.records[0].package_record.sha256 = Some([7u8; 32].into());
     let error = fixture
         .builder
-        .build(&hash, Subdir::Linux64, &fixture.records, Arc::new(Lines::default()), || {})
+        .build(&hash, Subdir::Linux64, &fixture.records, &Default::default(), Arc::new(Lines::default()), || {})
         .await
         .unwrap_err();
     assert!(matches!(error, PrefixError::Fetch { .. }), "{error:?}");

@@ -5,6 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
+use metrics::Counter;
 use rattler_conda_types::{RepoDataRecord, Subdir};
 use url::Url;
 
@@ -20,8 +21,13 @@ pub(crate) struct SolveKey {
     pub specs: Vec<String>,
 }
 
+/// Lookups of the solve cache, by `result` (hit or miss); none while it is off.
+const SOLVE_CACHE_METRIC: &str = "envstore_solve_cache_lookups_total";
+
 pub(crate) struct SolveCache {
     entries: Option<Mutex<LruCache<SolveKey, Arc<Vec<RepoDataRecord>>>>>,
+    hits: Counter,
+    misses: Counter,
 }
 
 impl SolveCache {
@@ -29,16 +35,23 @@ impl SolveCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             entries: NonZeroUsize::new(capacity).map(|capacity| Mutex::new(LruCache::new(capacity))),
+            hits: metrics::counter!(SOLVE_CACHE_METRIC, "result" => "hit"),
+            misses: metrics::counter!(SOLVE_CACHE_METRIC, "result" => "miss"),
         }
     }
 
     pub fn get(&self, key: &SolveKey) -> Option<Arc<Vec<RepoDataRecord>>> {
         let entries = self.entries.as_ref()?;
-        entries
+        let found = entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(key)
-            .cloned()
+            .cloned();
+        match found {
+            Some(_) => self.hits.increment(1),
+            None => self.misses.increment(1),
+        }
+        found
     }
 
     pub fn insert(&self, key: SolveKey, records: Arc<Vec<RepoDataRecord>>) {

@@ -2,7 +2,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envstore_core::ContentHash;
-use rattler_conda_types::{ExplicitEnvironmentEntry, ExplicitEnvironmentSpec, PackageRecord, RepoDataRecord, Subdir};
+use std::str::FromStr;
+
+use rattler_conda_types::{
+    ExplicitEnvironmentEntry, ExplicitEnvironmentSpec, PackageName, PackageRecord, RepoDataRecord, Subdir,
+    VersionWithSource,
+};
 use rattler_conda_lock as conda_lock;
 use rattler_lock::{CondaPackageData, DEFAULT_ENVIRONMENT_NAME, LockFile, LockFileBuilder, PlatformData, PlatformName};
 use serde::{Deserialize, Serialize};
@@ -20,6 +25,10 @@ pub enum LockError {
     CondaLock(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the lock has no platform '{0}'")]
     UnknownPlatform(String),
+    #[error("the lockfile is neither a pixi.lock nor a conda-lock.yml (v1): {0}")]
+    UnknownFormat(String),
+    #[error("the lockfile is not valid: {0}")]
+    Invalid(String),
 }
 
 /// One package of a lock, as the API lists it.
@@ -36,13 +45,17 @@ pub struct LockedPackage {
     pub size: Option<u64>,
 }
 
-/// The exact packages of an environment for each platform. Its hash covers
-/// the channels and each package's URL and checksum, nothing else: the same
-/// package set gives the same `lock_hash`, whoever asked for it.
+/// The exact packages of an environment for each platform, and the
+/// variables its activation sets. Its hash covers the channels, each
+/// package's URL and checksum, and the variables (only when there are any):
+/// the same package set gives the same `lock_hash`, whoever asked for it.
+/// Variables are part of it because they are written into the prefix, and a
+/// prefix is addressed by the lock hash.
 #[derive(Debug, Clone)]
 pub struct Lock {
     channels: Vec<Url>,
     platforms: BTreeMap<String, Arc<Vec<RepoDataRecord>>>,
+    variables: BTreeMap<String, String>,
     hash: ContentHash,
 }
 
@@ -50,14 +63,28 @@ pub struct Lock {
 struct CanonicalLock<'a> {
     channels: Vec<&'a str>,
     platforms: BTreeMap<&'a str, Vec<(&'a str, String)>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    variables: &'a BTreeMap<String, String>,
 }
 
 impl Lock {
     pub fn new(solved: SolvedEnvironment) -> Self {
+        Self::from_records(solved.channels, solved.platforms, BTreeMap::new())
+    }
+
+    /// The same packages, with activation variables.
+    pub fn with_variables(self, variables: BTreeMap<String, String>) -> Self {
+        Self::from_records(self.channels, self.platforms, variables)
+    }
+
+    fn from_records(
+        channels: Vec<Url>,
+        platforms: BTreeMap<String, Arc<Vec<RepoDataRecord>>>,
+        variables: BTreeMap<String, String>,
+    ) -> Self {
         let canonical = CanonicalLock {
-            channels: solved.channels.iter().map(Url::as_str).collect(),
-            platforms: solved
-                .platforms
+            channels: channels.iter().map(Url::as_str).collect(),
+            platforms: platforms
                 .iter()
                 .map(|(platform, records)| {
                     let mut packages: Vec<(&str, String)> = records
@@ -68,17 +95,112 @@ impl Lock {
                     (platform.as_str(), packages)
                 })
                 .collect(),
+            variables: &variables,
         };
         let hash = ContentHash::of(&serde_json::to_vec(&canonical).unwrap_or_default());
         Self {
-            channels: solved.channels,
-            platforms: solved.platforms,
+            channels,
+            platforms,
+            variables,
             hash,
         }
     }
 
+    /// Reads a lockfile a client submitted: rattler's `pixi.lock` (its
+    /// default environment) or conda-lock v1's `conda-lock.yml`. The lock
+    /// gets the same hash as the one its file was written from, so a lock
+    /// exported by envstore and submitted again names the same prefix.
+    pub fn parse_lockfile(text: &str) -> Result<Self, LockError> {
+        let document: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|error| LockError::UnknownFormat(error.to_string()))?;
+        let has = |key: &str| document.get(key).is_some();
+        let lock = if has("environments") {
+            Self::parse_pixi_lock(text)?
+        } else if has("metadata") && has("package") {
+            Self::parse_conda_lock(text)?
+        } else {
+            return Err(LockError::UnknownFormat(
+                "expected the keys 'version' and 'environments' (pixi.lock) or 'metadata' and 'package' (conda-lock.yml)"
+                    .to_owned(),
+            ));
+        };
+        if lock.platforms.is_empty() || lock.platforms.values().all(|records| records.is_empty()) {
+            return Err(LockError::Invalid("it locks no conda packages".to_owned()));
+        }
+        Ok(lock)
+    }
+
+    fn parse_pixi_lock(text: &str) -> Result<Self, LockError> {
+        let invalid = |message: String| LockError::Invalid(message);
+        let file = LockFile::from_str_with_base_directory(text, None).map_err(|error| invalid(error.to_string()))?;
+        let environment = file
+            .default_environment()
+            .ok_or_else(|| invalid(format!("it has no '{DEFAULT_ENVIRONMENT_NAME}' environment")))?;
+        let channels = environment
+            .channels()
+            .iter()
+            .map(|channel| {
+                Url::parse(&channel.url).map_err(|error| invalid(format!("channel '{}' is not a URL: {error}", channel.url)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut platforms = BTreeMap::new();
+        for (platform, mut records) in environment
+            .conda_repodata_records_by_platform()
+            .map_err(|error| invalid(error.to_string()))?
+        {
+            records.sort_by(|a, b| a.package_record.name.cmp(&b.package_record.name));
+            platforms.insert(platform.subdir().to_string(), Arc::new(records));
+        }
+        Ok(Self::from_records(channels, platforms, BTreeMap::new()))
+    }
+
+    fn parse_conda_lock(text: &str) -> Result<Self, LockError> {
+        let invalid = |message: String| LockError::Invalid(message);
+        let file: conda_lock::LockFile = text.parse().map_err(|error: conda_lock::Error| invalid(error.to_string()))?;
+        let channels = file
+            .metadata
+            .channels
+            .iter()
+            .map(|channel| {
+                Url::parse(&channel.url).map_err(|error| invalid(format!("channel '{}' is not a URL: {error}", channel.url)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut platforms: BTreeMap<String, Vec<RepoDataRecord>> =
+            file.metadata.platforms.iter().map(|platform| (platform.clone(), Vec::new())).collect();
+        for package in &file.package {
+            if package.manager != conda_lock::Manager::Conda {
+                return Err(invalid(format!(
+                    "package '{}' is managed by pip: envstore builds conda environments only",
+                    package.name
+                )));
+            }
+            let record = conda_lock_record(package).map_err(invalid)?;
+            platforms
+                .get_mut(&package.platform)
+                .ok_or_else(|| invalid(format!("package '{}' is for platform '{}', which metadata.platforms does not list", package.name, package.platform)))?
+                .push(record);
+        }
+        let platforms = platforms
+            .into_iter()
+            .map(|(platform, mut records)| {
+                records.sort_by(|a, b| a.package_record.name.cmp(&b.package_record.name));
+                (platform, Arc::new(records))
+            })
+            .collect();
+        Ok(Self::from_records(channels, platforms, BTreeMap::new()))
+    }
+
     pub fn hash(&self) -> ContentHash {
         self.hash
+    }
+
+    pub fn channels(&self) -> &[Url] {
+        &self.channels
+    }
+
+    /// What activating the environment sets.
+    pub fn variables(&self) -> &BTreeMap<String, String> {
+        &self.variables
     }
 
     pub fn platforms(&self) -> impl Iterator<Item = &str> {
@@ -236,6 +358,74 @@ fn conda_lock_package(platform: &str, record: &RepoDataRecord) -> conda_lock::Pa
         category: "main".to_owned(),
         optional: false,
     }
+}
+
+/// A conda-lock package as a repodata record: the fields conda-lock keeps
+/// (name, version, build, dependencies, checksums, URL); the installer reads
+/// the rest from the archive itself.
+fn conda_lock_record(package: &conda_lock::Package) -> Result<RepoDataRecord, String> {
+    let name = PackageName::try_from(package.name.as_str())
+        .map_err(|error| format!("package name '{}': {error}", package.name))?;
+    let version = VersionWithSource::from_str(&package.version)
+        .map_err(|error| format!("version '{}' of '{}': {error}", package.version, package.name))?;
+    let url = Url::parse(&package.url).map_err(|error| format!("URL of '{}': {error}", package.name))?;
+    let file_name = url
+        .path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .filter(|file| !file.is_empty())
+        .ok_or_else(|| format!("the URL of '{}' names no file", package.name))?
+        .to_owned();
+    let build = package
+        .build
+        .clone()
+        .or_else(|| {
+            let stem = file_name.strip_suffix(".conda").or_else(|| file_name.strip_suffix(".tar.bz2"))?;
+            stem.rsplit('-').next().map(str::to_owned)
+        })
+        .ok_or_else(|| format!("package '{}' has no build string", package.name))?;
+    let sha256 = package
+        .hash
+        .sha256
+        .as_deref()
+        .map(|hex| rattler_digest::parse_digest_from_hex::<rattler_digest::Sha256>(hex).ok_or_else(|| format!("sha256 of '{}' is not hex", package.name)))
+        .transpose()?;
+    let md5 = package
+        .hash
+        .md5
+        .as_deref()
+        .map(|hex| rattler_digest::parse_digest_from_hex::<rattler_digest::Md5>(hex).ok_or_else(|| format!("md5 of '{}' is not hex", package.name)))
+        .transpose()?;
+    if sha256.is_none() && md5.is_none() {
+        return Err(format!("package '{}' has no checksum: a lock must pin each archive's bytes", package.name));
+    }
+    let build = build
+        .parse()
+        .map_err(|error| format!("build string '{build}' of '{}': {error}", package.name))?;
+    let mut record = PackageRecord::new(name, version, build);
+    record.depends = package
+        .dependencies
+        .iter()
+        .map(|(dependency, constraint)| match constraint.as_str() {
+            "*" | "" => dependency.clone(),
+            constraint => format!("{dependency} {constraint}"),
+        })
+        .collect();
+    record.sha256 = sha256;
+    record.md5 = md5;
+    // The subdir is the URL's folder: `noarch` packages sit in every
+    // platform's list but come from the channel's noarch folder.
+    record.subdir = url
+        .path_segments()
+        .and_then(|segments| segments.rev().nth(1))
+        .map(str::to_owned)
+        .unwrap_or_else(|| package.platform.clone());
+    let channel = url.as_str().strip_suffix(&format!("{}/{file_name}", record.subdir)).map(str::to_owned);
+    Ok(RepoDataRecord {
+        package_record: record,
+        identifier: file_name.parse().map_err(|error| format!("file name '{file_name}': {error}"))?,
+        url,
+        channel,
+    })
 }
 
 /// What identifies an archive's bytes; old repodata has only md5.

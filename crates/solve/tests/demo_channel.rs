@@ -122,3 +122,49 @@ async fn a_repeated_spec_is_answered_from_the_cache_until_the_channel_changes() 
         other => panic!("expected the rewritten channel to be read again, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_submitted_lockfile_reads_back_as_the_lock_it_was_written_from() {
+    let fixture = fixture().await;
+    let spec = spec(
+        &fixture,
+        "channels: [demo]\ndependencies: [python=3.11, numpy, ipykernel]\nplatforms: [linux-64, osx-arm64]\n",
+    );
+    let lock = Lock::new(fixture.solver.solve(&spec).await.unwrap());
+    for (format, text) in [("pixi", lock.render_pixi_lock().unwrap()), ("conda-lock", lock.render_conda_lock().unwrap())] {
+        let read = Lock::parse_lockfile(&text).unwrap_or_else(|error| panic!("{format}: {error}"));
+        assert_eq!(read.hash(), lock.hash(), "{format} keeps the lock hash");
+        for platform in ["linux-64", "osx-arm64"] {
+            let names = |lock: &Lock| -> Vec<String> {
+                lock.records(platform).unwrap().iter().map(|r| r.package_record.name.as_normalized().to_owned()).collect()
+            };
+            assert_eq!(names(&read), names(&lock), "{format} {platform}");
+            let explicit = read.render_explicit(platform).unwrap();
+            assert_eq!(explicit, lock.render_explicit(platform).unwrap(), "{format} {platform} explicit");
+        }
+    }
+
+    for (text, expected) in [
+        ("name: env\ndependencies: [python]\n", "neither a pixi.lock nor a conda-lock.yml"),
+        ("[unclosed", "neither a pixi.lock nor a conda-lock.yml"),
+        ("version: 1\nmetadata: {}\npackage: []\n", "not valid"),
+    ] {
+        let error = Lock::parse_lockfile(text).map(|_| ()).unwrap_err().to_string();
+        assert!(error.contains(expected), "{text:?}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn variables_are_part_of_the_lock_hash_only_when_there_are_some() {
+    let fixture = fixture().await;
+    let spec = spec(&fixture, "channels: [demo]\ndependencies: [python=3.11]\n");
+    let lock = Lock::new(fixture.solver.solve(&spec).await.unwrap());
+    let plain = lock.hash();
+    let empty = lock.clone().with_variables(Default::default());
+    assert_eq!(empty.hash(), plain, "no variables: the hash of the packages alone");
+    let with = lock.clone().with_variables([("MODE".to_owned(), "fast".to_owned())].into());
+    let other = lock.with_variables([("MODE".to_owned(), "slow".to_owned())].into());
+    assert_ne!(with.hash(), plain);
+    assert_ne!(with.hash(), other.hash());
+    assert_eq!(with.variables()["MODE"], "fast");
+}

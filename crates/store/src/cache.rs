@@ -9,6 +9,7 @@ use std::hash::Hash;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use metrics::Counter;
 
 /// Total bytes the cache holds by default.
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -28,11 +29,16 @@ struct Entries<K> {
 pub(crate) struct ObjectCache<K> {
     capacity: usize,
     entries: Mutex<Entries<K>>,
+    /// Registered once, so counting a lookup on the hot path is one atomic
+    /// add rather than a registry lookup.
+    hits: Counter,
+    misses: Counter,
 }
 
 impl<K: Hash + Eq + Clone> ObjectCache<K> {
-    /// A cache of at most `capacity` bytes; zero turns it off.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` bytes (zero turns it off) whose
+    /// lookups are counted as `metric{result="hit"|"miss"}`.
+    pub(crate) fn new(capacity: usize, metric: &'static str) -> Self {
         Self {
             capacity,
             entries: Mutex::new(Entries {
@@ -40,6 +46,8 @@ impl<K: Hash + Eq + Clone> ObjectCache<K> {
                 order: VecDeque::new(),
                 bytes: 0,
             }),
+            hits: metrics::counter!(metric, "result" => "hit"),
+            misses: metrics::counter!(metric, "result" => "miss"),
         }
     }
 
@@ -49,7 +57,12 @@ impl<K: Hash + Eq + Clone> ObjectCache<K> {
     }
 
     pub(crate) fn get(&self, key: &K) -> Option<Bytes> {
-        self.entries().objects.get(key).cloned()
+        let found = self.entries().objects.get(key).cloned();
+        match found {
+            Some(_) => self.hits.increment(1),
+            None => self.misses.increment(1),
+        }
+        found
     }
 
     /// Keeps `bytes` under `key`, unless the object is too large for it.
@@ -90,7 +103,7 @@ mod tests {
 
     #[test]
     fn holds_at_most_its_capacity_and_evicts_the_oldest() {
-        let cache = ObjectCache::<&str>::new(80);
+        let cache = ObjectCache::<&str>::new(80, "test_cache_lookups_total");
         for (key, size) in [("a", 10), ("b", 10), ("c", 10)] {
             cache.insert(key, Bytes::from(vec![0u8; size]));
         }
@@ -106,7 +119,7 @@ mod tests {
         cache.insert("i", Bytes::from_static(b"again"));
         assert_eq!(cache.get(&"i").map(|bytes| bytes.len()), Some(10), "written once");
 
-        let off = ObjectCache::<&str>::new(0);
+        let off = ObjectCache::<&str>::new(0, "test_cache_lookups_total");
         off.insert("a", Bytes::from_static(b"x"));
         assert!(off.get(&"a").is_none());
     }

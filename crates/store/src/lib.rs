@@ -17,6 +17,17 @@ use url::Url;
 
 pub use cache::DEFAULT_CACHE_BYTES;
 
+/// Lookups of lock artifacts in memory, by `result` (hit or miss).
+pub const LOCKFILE_CACHE_METRIC: &str = "envstore_lockfile_cache_lookups_total";
+
+/// Requests the object store refused or failed (after its own retries), by
+/// `operation`; a missing object is an answer, not an error.
+pub const STORE_ERRORS_METRIC: &str = "envstore_object_store_errors_total";
+
+fn count_error(operation: &'static str) {
+    metrics::counter!(STORE_ERRORS_METRIC, "operation" => operation).increment(1);
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported object store URL '{0}' (expected file:///path or s3://bucket/prefix)")]
@@ -40,6 +51,12 @@ pub enum StoreError {
     #[error("failed to read object '{key}'")]
     Read {
         key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("the object store at '{url}' does not answer")]
+    Unavailable {
+        url: String,
         #[source]
         source: object_store::Error,
     },
@@ -94,6 +111,9 @@ pub mod keys {
         format!("prefixes/{lock_hash}.tar.zst")
     }
 }
+
+/// A key no one writes: heading it must answer "not found".
+const READINESS_PROBE_KEY: &str = "readiness-probe";
 
 /// Size of the parts of a multipart upload (S3 wants at least 5 MiB).
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -153,14 +173,14 @@ impl ArtifactStore {
         Ok(Self {
             inner,
             url: url.to_string(),
-            lock_artifacts: Arc::new(cache::ObjectCache::new(DEFAULT_CACHE_BYTES)),
+            lock_artifacts: Arc::new(cache::ObjectCache::new(DEFAULT_CACHE_BYTES, LOCKFILE_CACHE_METRIC)),
         })
     }
 
     /// The same store with an in-memory copy of lock artifacts of at most
     /// `bytes` (zero: none) instead of [`DEFAULT_CACHE_BYTES`].
     pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
-        self.lock_artifacts = Arc::new(cache::ObjectCache::new(bytes));
+        self.lock_artifacts = Arc::new(cache::ObjectCache::new(bytes, LOCKFILE_CACHE_METRIC));
         self
     }
 
@@ -181,10 +201,13 @@ impl ArtifactStore {
             .await
         {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-            Err(source) => Err(StoreError::Write {
-                key: key.to_owned(),
-                source,
-            }),
+            Err(source) => {
+                count_error("write");
+                Err(StoreError::Write {
+                    key: key.to_owned(),
+                    source,
+                })
+            }
         }
     }
 
@@ -194,9 +217,12 @@ impl ArtifactStore {
         if self.exists(key).await? {
             return Ok(());
         }
-        let write_error = |source| StoreError::Write {
-            key: key.to_owned(),
-            source,
+        let write_error = |source| {
+            count_error("write");
+            StoreError::Write {
+                key: key.to_owned(),
+                source,
+            }
         };
         let io_error = |error: std::io::Error| StoreError::Write {
             key: key.to_owned(),
@@ -225,9 +251,12 @@ impl ArtifactStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let read_error = |source| StoreError::Read {
-            key: key.to_owned(),
-            source,
+        let read_error = |source| {
+            count_error("read");
+            StoreError::Read {
+                key: key.to_owned(),
+                source,
+            }
         };
         match self.inner.get(&ObjectPath::from(key)).await {
             Ok(result) => result.bytes().await.map_err(read_error),
@@ -248,14 +277,63 @@ impl ArtifactStore {
         Ok(bytes)
     }
 
-    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+    /// The size of an object, or None when there is none.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
         match self.inner.head(&ObjectPath::from(key)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(source) => Err(StoreError::Read {
                 key: key.to_owned(),
                 source,
             }),
+        }
+    }
+
+    /// Removes an object that garbage collection found unreferenced; one
+    /// already gone is fine. Objects are otherwise never changed.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StoreError::Write {
+                key: key.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self.inner.head(&ObjectPath::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => {
+                count_error("head");
+                Err(StoreError::Read {
+                    key: key.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Whether the store answers, for readiness checks: a listing of its top
+    /// level (a few folders) finds a missing bucket, which answers a head
+    /// with "not found" like any missing object; a head of a key that is
+    /// never written finds a store folder that cannot hold objects, which
+    /// lists as empty. Two small requests, no writes.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let unavailable = |source| {
+            count_error("check");
+            StoreError::Unavailable {
+                url: self.url.clone(),
+                source,
+            }
+        };
+        let probe = ObjectPath::from(READINESS_PROBE_KEY);
+        let (listed, headed) = tokio::join!(self.inner.list_with_delimiter(None), self.inner.head(&probe));
+        listed.map_err(unavailable)?;
+        match headed {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(unavailable(source)),
         }
     }
 }
@@ -304,6 +382,24 @@ mod tests {
         assert!(store.get(&key).await.is_err());
         let uncached = store.with_cache_bytes(0);
         assert!(uncached.get_lock_artifact(&hash, artifact::CONDA_LOCK).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn check_answers_for_a_usable_folder_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = ArtifactStore::open(&Url::from_directory_path(&root).unwrap()).unwrap();
+        store.check().await.unwrap();
+        store
+            .put_immutable("locks/x/conda-lock.yml", Bytes::from_static(b"lock"))
+            .await
+            .unwrap();
+        store.check().await.unwrap();
+
+        // The folder is replaced by a file: nothing can be stored there.
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::write(&root, b"not a folder").unwrap();
+        assert!(matches!(store.check().await, Err(StoreError::Unavailable { .. })));
     }
 
     #[test]

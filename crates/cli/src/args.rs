@@ -1,0 +1,282 @@
+//! The command line of `envstore`, in the library so that tests parse the
+//! command lines of the deployment files with the real definition.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "envstore", version, about = "Builds conda environments and serves their lockfiles")]
+pub struct Cli {
+    /// How log lines on standard error look: `text` for people, `json` (one
+    /// object per line, with the request id of each HTTP request's lines)
+    /// for log collectors. `ENVSTORE_LOG` filters them (default `info`).
+    #[arg(long, global = true, env = "ENVSTORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the API and an in-process worker pool (`--workers 0`: the API only).
+    Serve(ServeArgs),
+    /// Run build workers only, fed by a shared database.
+    Worker(WorkerArgs),
+    /// Fetch an environment's packed prefix from the store and unpack it here,
+    /// at the same path it was built at.
+    Materialize(MaterializeArgs),
+    /// Submit an environment.yml (or .json) for NAMESPACE/NAME; with --wait,
+    /// follow the build and exit non-zero unless it succeeds.
+    Submit {
+        /// NAMESPACE/NAME
+        environment: String,
+        /// The spec file; `-` reads standard input.
+        file: PathBuf,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print the current lockfile of NAMESPACE/NAME.
+    Lock {
+        /// NAMESPACE/NAME
+        environment: String,
+        /// conda-lock, pixi or explicit
+        #[arg(long, default_value = "conda-lock")]
+        format: String,
+        /// The platform, for --format explicit.
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Solve a spec under NAMESPACE's policy and print its lockfile, without
+    /// building anything.
+    Solve {
+        /// The spec file; `-` reads standard input.
+        file: PathBuf,
+        /// The namespace whose channels and policy apply.
+        #[arg(long, short = 'n', env = "ENVSTORE_NAMESPACE")]
+        namespace: String,
+        /// Lock for these platforms instead of the spec's (repeatable).
+        #[arg(long = "platform")]
+        platforms: Vec<String>,
+        /// conda-lock, pixi or explicit
+        #[arg(long, default_value = "conda-lock")]
+        format: String,
+        /// The platform of an explicit file, when several are locked.
+        #[arg(long)]
+        explicit_platform: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Jupyter kernels for the environments the server lists.
+    #[command(subcommand)]
+    Kernels(KernelsCommand),
+    /// Print what each namespace you may see uses: disk (shared prefixes
+    /// marked), builds and their minutes, downloads, quotas and cost.
+    Usage {
+        /// Only this namespace.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Garbage collection by policy: release the prefixes of all but the
+    /// newest builds of each environment (lockfiles and logs stay), remove
+    /// prefixes and packed prefixes nothing holds, and clean deleted
+    /// environments and namespaces. Run it on each node that holds prefixes.
+    Gc(GcArgs),
+    /// Apply pending database migrations and exit.
+    Migrate {
+        /// sqlite://path or postgres://…
+        #[arg(long, env = "ENVSTORE_DATABASE")]
+        database: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KernelsCommand {
+    /// Write one kernelspec per environment the server lists as a kernel
+    /// into DIR/kernels, materialising prefixes missing here (with
+    /// --database and --store), and remove the ones it wrote before for
+    /// environments no longer listed.
+    Sync(KernelsSyncArgs),
+}
+
+#[derive(clap::Args)]
+pub struct KernelsSyncArgs {
+    /// The Jupyter data folder (e.g. ~/.local/share/jupyter); kernelspecs go
+    /// to DIR/kernels/<id>.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Where environments live on this machine (`<root>/envs/<ns>/<name>`)
+    /// [default: the server's own paths].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// To materialise missing prefixes: the server's database (sqlite://path or postgres://…).
+    #[arg(long, env = "ENVSTORE_DATABASE")]
+    pub database: Option<String>,
+    /// To materialise missing prefixes: the server's store (file:///path or s3://bucket/prefix).
+    #[arg(long, env = "ENVSTORE_STORE")]
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Settings every node shares.
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    /// A TOML file with the same settings; flags override it.
+    #[arg(long, env = "ENVSTORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database, prefixes, caches and artifacts live here [default: ./envstore-data].
+    #[arg(long, env = "ENVSTORE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://path or postgres://… [default: sqlite://<data-dir>/envstore.db].
+    #[arg(long, env = "ENVSTORE_DATABASE")]
+    pub database: Option<String>,
+    /// file:///path or s3://bucket/prefix [default: file://<data-dir>/artifacts].
+    /// S3 reads AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP.
+    #[arg(long, env = "ENVSTORE_STORE")]
+    pub store: Option<String>,
+    /// Build workers in this process [default: the number of cores].
+    #[arg(long, env = "ENVSTORE_WORKERS")]
+    pub workers: Option<usize>,
+    /// An allowed channel, as NAME=URL or a URL; repeat for more.
+    #[arg(long = "channel", value_name = "NAME=URL")]
+    pub channels: Vec<String>,
+    /// Also generate the demo channel under the data folder and allow it as `demo`.
+    #[arg(long)]
+    pub demo: bool,
+    /// Seconds a job or prefix lease holds without renewal; a crashed
+    /// worker's build is taken over after this.
+    #[arg(long, env = "ENVSTORE_LEASE_SECONDS", default_value_t = 30)]
+    pub lease_seconds: u64,
+    /// Publish each new prefix as prefixes/<lock_hash>.tar.zst so other nodes
+    /// can materialise it [default: on for an s3:// store, off for a local folder].
+    #[arg(long, env = "ENVSTORE_PACK_PREFIXES")]
+    pub pack_prefixes: Option<bool>,
+}
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Serve this node's metrics (`/metrics`, Prometheus) and liveness
+    /// (`/health`) here [default: not served].
+    #[arg(long, env = "ENVSTORE_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Where to listen [default: 127.0.0.1:8080].
+    #[arg(long, env = "ENVSTORE_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// The admin token; without it, one is kept in <data-dir>/admin-token.
+    #[arg(long, env = "ENVSTORE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub usage: UsageArgs,
+}
+
+/// Cost estimates and default quotas of `envstore serve`.
+#[derive(clap::Args)]
+pub struct UsageArgs {
+    /// Price of one GiB of prefixes kept for a month, for the cost shown
+    /// with usage figures [default: none, no disk cost shown].
+    #[arg(long, env = "ENVSTORE_PRICE_PER_GIB_MONTH", value_parser = parse_price)]
+    pub price_per_gib_month: Option<f64>,
+    /// Price of one minute of building [default: none, no build cost shown].
+    #[arg(long, env = "ENVSTORE_PRICE_PER_BUILD_MINUTE", value_parser = parse_price)]
+    pub price_per_build_minute: Option<f64>,
+    /// Disk a namespace's prefixes may take (e.g. `50GiB`) unless a server
+    /// admin set its quota [default: no limit].
+    #[arg(long, env = "ENVSTORE_DEFAULT_MAX_DISK", value_name = "SIZE")]
+    pub default_max_disk: Option<bytesize::ByteSize>,
+    /// Builds a namespace may have queued or running at once unless a
+    /// server admin set its quota [default: no limit].
+    #[arg(long, env = "ENVSTORE_DEFAULT_MAX_CONCURRENT_BUILDS", value_parser = clap::value_parser!(i64).range(1..))]
+    pub default_max_concurrent_builds: Option<i64>,
+    /// Seconds between writes of the download counts, kept in memory, to
+    /// the database.
+    #[arg(long, env = "ENVSTORE_USAGE_FLUSH_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub usage_flush_seconds: u64,
+}
+
+fn parse_price(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(price) if price.is_finite() && price >= 0.0 => Ok(price),
+        _ => Err(format!("'{text}' is not a price (a number, 0 or more)")),
+    }
+}
+
+impl UsageArgs {
+    pub fn config(&self) -> crate::config::UsageConfig {
+        crate::config::UsageConfig {
+            settings: envstore_api::UsageSettings {
+                price_per_gib_month: self.price_per_gib_month,
+                price_per_build_minute: self.price_per_build_minute,
+                default_quota: envstore_db::Quota {
+                    max_disk_bytes: self.default_max_disk.map(|size| i64::try_from(size.as_u64()).unwrap_or(i64::MAX)),
+                    max_concurrent_builds: self.default_max_concurrent_builds,
+                },
+            },
+            flush_interval: std::time::Duration::from_secs(self.usage_flush_seconds),
+        }
+    }
+}
+
+/// Where the client commands find the server.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// The envstore server.
+    #[arg(long, env = "ENVSTORE_URL", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// A token for `Authorization: Bearer`.
+    #[arg(long, env = "ENVSTORE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct GcArgs {
+    /// The newest succeeded builds of each environment that keep their
+    /// prefix; the current build keeps it too, however old.
+    #[arg(long, env = "ENVSTORE_GC_KEEP_BUILDS", default_value_t = 3)]
+    pub keep_builds: usize,
+    /// Say what would be removed and freed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(clap::Args)]
+pub struct MaterializeArgs {
+    /// The environment, as NAMESPACE/NAME.
+    pub environment: String,
+    /// The data folder the prefix is unpacked under; it must be the same
+    /// path as on the node that built it [default: ./envstore-data].
+    #[arg(long, env = "ENVSTORE_DATA_DIR")]
+    pub root: Option<PathBuf>,
+    /// sqlite://path or postgres://…
+    #[arg(long, env = "ENVSTORE_DATABASE")]
+    pub database: String,
+    /// file:///path or s3://bucket/prefix
+    #[arg(long, env = "ENVSTORE_STORE")]
+    pub store: String,
+}

@@ -1,0 +1,320 @@
+//! Pages of the listings that grow without bound (namespaces, the
+//! environments of a namespace, the builds of an environment), for the API's
+//! `?limit=&after=&q=` and the web UI. Each page is one query, ordered by a
+//! key the next page resumes after, and narrowed by a case-insensitive
+//! substring. The same SQL runs on SQLite and PostgreSQL.
+
+use envstore_core::{BuildStatus, EnvironmentName, NamespaceName};
+use sqlx::any::AnyRow;
+
+use crate::builds::BUILD_COLUMNS;
+use crate::{BuildRecord, Database, DbError, get};
+
+/// One namespace of a listing page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceEntry {
+    pub name: String,
+    pub created_at: i64,
+    /// Whether the namespace is readable without a token.
+    pub public_read: bool,
+}
+
+/// One environment of a listing page, with the state of its current build
+/// and of its latest one (which differ while a new build runs, or after a
+/// rollback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentEntry {
+    pub name: String,
+    pub created_at: i64,
+    pub current_build_id: Option<String>,
+    pub current_status: Option<BuildStatus>,
+    pub latest_build_id: Option<String>,
+    pub latest_status: Option<BuildStatus>,
+    pub latest_created_at: Option<i64>,
+}
+
+/// One build of an environment's history, with who submitted it.
+#[derive(Debug, Clone)]
+pub struct BuildEntry {
+    pub build: BuildRecord,
+    /// The subject whose submission created the build, from the audit log;
+    /// None when the log has no such entry.
+    pub submitted_by: Option<String>,
+}
+
+/// The `LIKE` pattern that finds `search` anywhere in a lowercased column:
+/// `%` and `_` in the search are matched literally.
+fn contains_pattern(search: Option<&str>) -> String {
+    let mut pattern = String::from("%");
+    for character in search.unwrap_or_default().to_lowercase().chars() {
+        if matches!(character, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(character);
+    }
+    pattern.push('%');
+    pattern
+}
+
+fn status(row: &AnyRow, column: &'static str) -> Result<Option<BuildStatus>, DbError> {
+    get::<Option<String>>(row, column)?
+        .map(|text| {
+            text.parse()
+                .map_err(|error: envstore_core::UnknownStatus| DbError::Corrupt {
+                    column,
+                    reason: error.to_string(),
+                })
+        })
+        .transpose()
+}
+
+impl Database {
+    /// Namespaces ordered by name, strictly after `after` (`""`: from the
+    /// start), whose name contains `search`, at most `limit`.
+    pub async fn namespaces_page(
+        &self,
+        after: &str,
+        search: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<NamespaceEntry>, DbError> {
+        let rows = sqlx::query(
+            "SELECT name, created_at, public_read FROM namespaces \
+             WHERE deleted_at IS NULL AND name > $1 AND LOWER(name) LIKE $2 ESCAPE '\\' \
+             ORDER BY name LIMIT $3",
+        )
+        .bind(after)
+        .bind(contains_pattern(search))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(NamespaceEntry {
+                    name: get(row, "name")?,
+                    created_at: get(row, "created_at")?,
+                    public_read: get::<i64>(row, "public_read")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// The environments of `namespace` ordered by name, strictly after
+    /// `after` (`""`: from the start), whose name contains `search`, at most
+    /// `limit`.
+    pub async fn environments_page(
+        &self,
+        namespace: &NamespaceName,
+        after: &str,
+        search: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EnvironmentEntry>, DbError> {
+        let rows = sqlx::query(
+            "SELECT environments.name AS name, environments.created_at AS created_at, \
+             environments.current_build_id AS current_build_id, current_build.status AS current_status, \
+             latest.id AS latest_build_id, latest.status AS latest_status, latest.created_at AS latest_created_at \
+             FROM environments \
+             LEFT JOIN builds current_build ON current_build.id = environments.current_build_id \
+             LEFT JOIN builds latest ON latest.id = ( \
+                 SELECT id FROM builds WHERE builds.namespace = environments.namespace \
+                 AND builds.environment = environments.name AND builds.deleted_at IS NULL \
+                 ORDER BY builds.created_at DESC, builds.id DESC LIMIT 1) \
+             WHERE environments.namespace = $1 AND environments.deleted_at IS NULL \
+             AND environments.name > $2 AND LOWER(environments.name) LIKE $3 ESCAPE '\\' \
+             ORDER BY environments.name LIMIT $4",
+        )
+        .bind(namespace.as_str())
+        .bind(after)
+        .bind(contains_pattern(search))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EnvironmentEntry {
+                    name: get(row, "name")?,
+                    created_at: get(row, "created_at")?,
+                    current_build_id: get(row, "current_build_id")?,
+                    current_status: status(row, "current_status")?,
+                    latest_build_id: get(row, "latest_build_id")?,
+                    latest_status: status(row, "latest_status")?,
+                    latest_created_at: get(row, "latest_created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The builds of one environment, newest first, older than the build
+    /// `after` (None: from the newest), whose id, status or submitter
+    /// contains `search`, at most `limit`.
+    ///
+    /// The submitter is the subject of the audit entry that created the
+    /// build: the first `environment.submit` naming it, which is written
+    /// just after the build, so the time index finds it in a few rows.
+    pub async fn builds_page(
+        &self,
+        namespace: &NamespaceName,
+        environment: &EnvironmentName,
+        after: Option<&str>,
+        search: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<BuildEntry>, DbError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM ( \
+                 SELECT {BUILD_COLUMNS}, ( \
+                     SELECT audit_log.subject FROM audit_log \
+                     WHERE audit_log.action = 'environment.submit' AND audit_log.target = $3 \
+                     AND audit_log.at >= builds.created_at \
+                     AND audit_log.detail LIKE ('%\"build_id\":\"' || builds.id || '\"%') \
+                     ORDER BY audit_log.at, audit_log.id LIMIT 1) AS submitted_by \
+                 FROM builds WHERE namespace = $1 AND environment = $2 AND deleted_at IS NULL \
+             ) AS history \
+             WHERE ($4 = '' OR created_at < (SELECT created_at FROM builds WHERE id = $4) \
+                    OR (created_at = (SELECT created_at FROM builds WHERE id = $4) AND id < $4)) \
+             AND (LOWER(id) LIKE $5 ESCAPE '\\' OR LOWER(status) LIKE $5 ESCAPE '\\' \
+                  OR LOWER(COALESCE(submitted_by, '')) LIKE $5 ESCAPE '\\') \
+             ORDER BY created_at DESC, id DESC LIMIT $6"
+        )))
+        .bind(namespace.as_str())
+        .bind(environment.as_str())
+        .bind(format!("{namespace}/{environment}"))
+        .bind(after.unwrap_or_default())
+        .bind(contains_pattern(search))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(BuildEntry {
+                    build: BuildRecord::from_row(row)?,
+                    submitted_by: get(row, "submitted_by")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envstore_core::{ChannelAllowlist, EnvironmentSpec, NamedChannel, SpecFormat};
+    use rattler_conda_types::Subdir;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn searches_match_wildcards_literally() {
+        assert_eq!(contains_pattern(None), "%%");
+        assert_eq!(contains_pattern(Some("Team_ML")), "%team\\_ml%");
+        assert_eq!(contains_pattern(Some("50%\\")), "%50\\%\\\\%");
+    }
+
+    async fn database() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let database = Database::connect(&url).await.expect("the database opens");
+        (dir, database)
+    }
+
+    fn spec(dependency: &str) -> envstore_core::CanonicalSpec {
+        let allowlist = ChannelAllowlist::new(vec![
+            NamedChannel::parse("demo=http://127.0.0.1:9/demo").expect("a channel"),
+        ]);
+        let text = format!("channels: [demo]\ndependencies: [{dependency}]\n");
+        EnvironmentSpec::parse(text.as_bytes(), SpecFormat::Yaml)
+            .expect("a spec")
+            .canonicalize(&allowlist, Subdir::Linux64)
+            .expect("a canonical spec")
+    }
+
+    #[tokio::test]
+    async fn namespaces_page_on_and_search_by_substring() {
+        let (_dir, database) = database().await;
+        for name in ["alpha", "team-ml", "team_ml2", "Team-Web", "zeta"] {
+            database
+                .create_namespace(&name.parse().expect("a name"))
+                .await
+                .expect("created");
+        }
+        let names = |entries: Vec<NamespaceEntry>| entries.into_iter().map(|entry| entry.name).collect::<Vec<_>>();
+        let first = names(database.namespaces_page("", None, 2).await.expect("a page"));
+        assert_eq!(first.len(), 2);
+        let second = names(database.namespaces_page(&first[1], None, 10).await.expect("a page"));
+        assert_eq!(first.len() + second.len(), 5);
+        assert!(!second.contains(&first[1]), "pages do not overlap");
+        let mut found = names(database.namespaces_page("", Some("TEAM"), 10).await.expect("a page"));
+        found.sort();
+        assert_eq!(found, ["Team-Web", "team-ml", "team_ml2"]);
+        assert_eq!(
+            names(database.namespaces_page("", Some("m_"), 10).await.expect("a page")),
+            ["team_ml2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn builds_page_newest_first_with_their_submitter() {
+        let (_dir, database) = database().await;
+        let namespace: NamespaceName = "team".parse().expect("a name");
+        let environment: EnvironmentName = "analysis".parse().expect("a name");
+        database.create_namespace(&namespace).await.expect("created");
+        let mut ids = Vec::new();
+        for (dependency, subject) in [("python", "alice"), ("numpy", "bob"), ("pandas", "alice")] {
+            let build = database
+                .submit_build(&namespace, &environment, &spec(dependency))
+                .await
+                .expect("submitted")
+                .build;
+            database
+                .record_audit(
+                    subject,
+                    "environment.submit",
+                    "team/analysis",
+                    &json!({ "build_id": build.id, "joined": false }),
+                )
+                .await
+                .expect("audited");
+            ids.push(build.id);
+        }
+        let page = database
+            .builds_page(&namespace, &environment, None, None, 2)
+            .await
+            .expect("a page");
+        let seen: Vec<(&str, Option<&str>)> = page
+            .iter()
+            .map(|entry| (entry.build.id.as_str(), entry.submitted_by.as_deref()))
+            .collect();
+        assert_eq!(seen, [(ids[2].as_str(), Some("alice")), (ids[1].as_str(), Some("bob"))]);
+        let rest = database
+            .builds_page(&namespace, &environment, Some(&ids[1]), None, 2)
+            .await
+            .expect("a page");
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].build.id, ids[0]);
+        let bobs = database
+            .builds_page(&namespace, &environment, None, Some("BOB"), 10)
+            .await
+            .expect("a page");
+        assert_eq!(bobs.len(), 1);
+        assert_eq!(bobs[0].build.id, ids[1]);
+        let queued = database
+            .builds_page(&namespace, &environment, None, Some("queued"), 10)
+            .await
+            .expect("a page");
+        assert_eq!(queued.len(), 3);
+
+        let environments = database
+            .environments_page(&namespace, "", None, 10)
+            .await
+            .expect("a page");
+        assert_eq!(environments.len(), 1);
+        assert_eq!(environments[0].latest_build_id.as_deref(), Some(ids[2].as_str()));
+        assert_eq!(environments[0].latest_status, Some(BuildStatus::Queued));
+        assert_eq!(environments[0].current_build_id, None);
+        assert!(
+            database
+                .environments_page(&namespace, "", Some("nothing"), 10)
+                .await
+                .expect("a page")
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,813 @@
+//! What each namespace uses, and the quotas that bound it.
+//!
+//! - **Disk**: a prefix is measured once, when a node builds or materialises
+//!   it, and recorded under its lock hash. A namespace's disk is the sum over
+//!   the distinct prefixes its builds still hold (succeeded, neither deleted
+//!   nor collected). A prefix held by several namespaces counts in full in
+//!   each of them and is reported as shared; totals count it once.
+//! - **Builds**: counts by status, and the running time (start to finish) of
+//!   those that ran.
+//! - **Downloads**: lockfile GETs name their namespace and are counted per
+//!   namespace. By-hash artifact GETs name only a lock, which any number of
+//!   namespaces may hold, so they are counted per lock and shown in every
+//!   namespace holding it (once in totals), like shared prefixes. Both GETs
+//!   are hot paths: a request bumps an atomic counter in memory, and the
+//!   counts reach the database in one transaction every few seconds
+//!   ([`Database::flush_downloads_every`]) and on shutdown.
+
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
+
+use envstore_core::{ContentHash, EnvironmentName, NamespaceName};
+use serde::{Deserialize, Serialize};
+
+use crate::{Database, DbError, get, now_millis};
+
+/// Limits on what a namespace may use; None: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Disk its prefixes may take; once reached, specs that need a new
+    /// prefix are refused.
+    #[serde(default)]
+    pub max_disk_bytes: Option<i64>,
+    /// Builds queued or running at once.
+    #[serde(default)]
+    pub max_concurrent_builds: Option<i64>,
+}
+
+impl Quota {
+    /// This quota, with `default`'s limit wherever it sets none.
+    pub fn or(self, default: Quota) -> Quota {
+        Quota {
+            max_disk_bytes: self.max_disk_bytes.or(default.max_disk_bytes),
+            max_concurrent_builds: self.max_concurrent_builds.or(default.max_concurrent_builds),
+        }
+    }
+}
+
+/// Builds by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BuildCounts {
+    pub queued: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl BuildCounts {
+    fn add_status(&mut self, status: &str, builds: i64) {
+        let slot = match status {
+            "queued" => &mut self.queued,
+            "running" => &mut self.running,
+            "succeeded" => &mut self.succeeded,
+            "failed" => &mut self.failed,
+            "cancelled" => &mut self.cancelled,
+            other => {
+                tracing::warn!(status = other, "a build has an unknown status: not counted");
+                return;
+            }
+        };
+        *slot += builds;
+    }
+
+    fn add(&mut self, other: &BuildCounts) {
+        self.queued += other.queued;
+        self.running += other.running;
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.cancelled += other.cancelled;
+    }
+}
+
+/// A prefix a namespace holds together with others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedPrefix {
+    pub lock_hash: String,
+    pub bytes: i64,
+    /// How many other namespaces hold it. Only a count: the caller may not
+    /// be allowed to know their names.
+    pub other_namespaces: i64,
+}
+
+/// What one namespace uses, or several together. In a namespace's figures
+/// a shared prefix or lock counts in full; in totals, once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UsageFigures {
+    pub disk_bytes: i64,
+    pub prefixes: i64,
+    /// The part of `disk_bytes` in prefixes more than one namespace holds.
+    pub shared_disk_bytes: i64,
+    pub builds: BuildCounts,
+    /// Running time of the builds, start to finish.
+    pub build_millis: i64,
+    pub lockfile_downloads: i64,
+    /// By-hash downloads of the locks held.
+    pub artifact_downloads: i64,
+}
+
+/// One namespace's figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamespaceUsage {
+    pub namespace: String,
+    #[serde(flatten)]
+    pub figures: UsageFigures,
+    pub shared: Vec<SharedPrefix>,
+    /// Its own quota; the server's default applies where it sets none.
+    pub quota: Quota,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageReport {
+    /// By name.
+    pub namespaces: Vec<NamespaceUsage>,
+    pub totals: UsageFigures,
+}
+
+/// A lock a namespace holds, with an amount (bytes, downloads).
+#[derive(Debug)]
+struct HeldLock {
+    namespace: String,
+    lock_hash: String,
+    amount: i64,
+}
+
+/// Builds of one namespace in one status.
+#[derive(Debug)]
+struct BuildGroup {
+    namespace: String,
+    status: String,
+    builds: i64,
+    millis: i64,
+}
+
+/// What a usage report is computed from, as read from the database.
+#[derive(Debug, Default)]
+struct UsageFacts {
+    /// Live namespaces by name: whether anyone may read them, own quota.
+    namespaces: Vec<(String, bool, Quota)>,
+    /// Every prefix each namespace holds, with its size.
+    prefixes: Vec<HeldLock>,
+    builds: Vec<BuildGroup>,
+    lockfile_downloads: HashMap<String, i64>,
+    /// Every lock each namespace holds a build of, with its downloads.
+    lock_downloads: Vec<HeldLock>,
+}
+
+impl UsageFacts {
+    /// The figures of the namespaces `include` accepts (given the name and
+    /// whether it is public). Sharer counts cover every namespace, included
+    /// or not.
+    fn report(&self, include: impl Fn(&str, bool) -> bool) -> UsageReport {
+        let mut holders: HashMap<&str, i64> = HashMap::new();
+        for held in &self.prefixes {
+            *holders.entry(held.lock_hash.as_str()).or_default() += 1;
+        }
+        let prefixes = by_namespace(&self.prefixes);
+        let lock_downloads = by_namespace(&self.lock_downloads);
+        let mut builds: HashMap<&str, Vec<&BuildGroup>> = HashMap::new();
+        for group in &self.builds {
+            builds.entry(group.namespace.as_str()).or_default().push(group);
+        }
+        let mut counted_prefixes: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut counted_locks: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut totals = UsageFigures::default();
+        let mut namespaces = Vec::new();
+        for (name, public_read, quota) in &self.namespaces {
+            if !include(name, *public_read) {
+                continue;
+            }
+            let mut figures = UsageFigures {
+                lockfile_downloads: self.lockfile_downloads.get(name).copied().unwrap_or(0),
+                ..UsageFigures::default()
+            };
+            let mut shared = Vec::new();
+            for held in prefixes.get(name.as_str()).into_iter().flatten() {
+                figures.disk_bytes += held.amount;
+                figures.prefixes += 1;
+                let sharers = holders.get(held.lock_hash.as_str()).copied().unwrap_or(1);
+                if sharers > 1 {
+                    figures.shared_disk_bytes += held.amount;
+                    shared.push(SharedPrefix {
+                        lock_hash: held.lock_hash.clone(),
+                        bytes: held.amount,
+                        other_namespaces: sharers - 1,
+                    });
+                }
+                counted_prefixes.insert(&held.lock_hash, held.amount);
+            }
+            for group in builds.get(name.as_str()).into_iter().flatten() {
+                figures.builds.add_status(&group.status, group.builds);
+                figures.build_millis += group.millis;
+            }
+            for held in lock_downloads.get(name.as_str()).into_iter().flatten() {
+                figures.artifact_downloads += held.amount;
+                counted_locks.insert(&held.lock_hash, held.amount);
+            }
+            totals.builds.add(&figures.builds);
+            totals.build_millis += figures.build_millis;
+            totals.lockfile_downloads += figures.lockfile_downloads;
+            namespaces.push(NamespaceUsage {
+                namespace: name.clone(),
+                figures,
+                shared,
+                quota: *quota,
+            });
+        }
+        totals.disk_bytes = counted_prefixes.values().sum();
+        totals.prefixes = i64::try_from(counted_prefixes.len()).unwrap_or(i64::MAX);
+        totals.shared_disk_bytes = counted_prefixes
+            .iter()
+            .filter(|(lock, _)| holders.get(*lock).is_some_and(|sharers| *sharers > 1))
+            .map(|(_, bytes)| bytes)
+            .sum();
+        totals.artifact_downloads = counted_locks.values().sum();
+        UsageReport { namespaces, totals }
+    }
+}
+
+fn by_namespace(held: &[HeldLock]) -> HashMap<&str, Vec<&HeldLock>> {
+    let mut grouped: HashMap<&str, Vec<&HeldLock>> = HashMap::new();
+    for lock in held {
+        grouped.entry(lock.namespace.as_str()).or_default().push(lock);
+    }
+    grouped
+}
+
+/// Which builds still hold their prefix: succeeded, neither deleted nor
+/// collected by garbage collection.
+const HOLDS_PREFIX: &str =
+    "builds.status = 'succeeded' AND builds.prefix_collected_at IS NULL AND builds.deleted_at IS NULL";
+
+/// Downloads counted since the last flush: lockfile GETs by namespace,
+/// artifact GETs by lock. A request takes the read lock and bumps an atomic;
+/// only the first request for a key after a flush takes the write lock. Keys
+/// are counted after the access check, so they name namespaces and locks
+/// that exist and the maps stay as small as those.
+#[derive(Default)]
+pub(crate) struct DownloadCounts {
+    namespaces: RwLock<HashMap<String, AtomicU64>>,
+    locks: RwLock<HashMap<ContentHash, AtomicU64>>,
+}
+
+impl std::fmt::Debug for DownloadCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownloadCounts").finish_non_exhaustive()
+    }
+}
+
+fn bump<K, Q>(map: &RwLock<HashMap<K, AtomicU64>>, key: &Q, by: u64)
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
+{
+    if let Some(count) = map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+        count.fetch_add(by, Ordering::Relaxed);
+        return;
+    }
+    map.write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(key.to_owned())
+        .or_default()
+        .fetch_add(by, Ordering::Relaxed);
+}
+
+/// Empties a map and returns its non-zero counts. Counters are only bumped
+/// under the map's lock, so once the map is taken its counts are final.
+fn take<K>(map: &RwLock<HashMap<K, AtomicU64>>) -> Vec<(K, u64)> {
+    let taken = std::mem::take(&mut *map.write().unwrap_or_else(PoisonError::into_inner));
+    taken
+        .into_iter()
+        .map(|(key, count)| (key, count.into_inner()))
+        .filter(|(_, count)| *count > 0)
+        .collect()
+}
+
+fn as_i64(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+impl Database {
+    /// Counts one lockfile served for `namespace` (in memory; see
+    /// [`Self::flush_downloads`]).
+    pub fn count_lockfile_download(&self, namespace: &str) {
+        bump(&self.downloads.namespaces, namespace, 1);
+    }
+
+    /// Counts one artifact of `lock_hash` served by hash (in memory).
+    pub fn count_artifact_download(&self, lock_hash: &ContentHash) {
+        bump(&self.downloads.locks, lock_hash, 1);
+    }
+
+    /// Adds the downloads counted in this process since the last flush to
+    /// the database, in one transaction. If the write fails the counts are
+    /// kept for the next flush.
+    pub async fn flush_downloads(&self) -> Result<(), DbError> {
+        let namespaces = take(&self.downloads.namespaces);
+        let locks = take(&self.downloads.locks);
+        if namespaces.is_empty() && locks.is_empty() {
+            return Ok(());
+        }
+        let written = self.write_downloads(&namespaces, &locks).await;
+        if written.is_err() {
+            for (namespace, count) in &namespaces {
+                bump(&self.downloads.namespaces, namespace.as_str(), *count);
+            }
+            for (lock, count) in &locks {
+                bump(&self.downloads.locks, lock, *count);
+            }
+        }
+        written
+    }
+
+    async fn write_downloads(&self, namespaces: &[(String, u64)], locks: &[(ContentHash, u64)]) -> Result<(), DbError> {
+        let mut transaction = self.pool.begin().await?;
+        for (namespace, count) in namespaces {
+            sqlx::query(
+                "INSERT INTO namespace_downloads (namespace, downloads) VALUES ($1, $2) \
+                 ON CONFLICT (namespace) DO UPDATE SET downloads = namespace_downloads.downloads + excluded.downloads",
+            )
+            .bind(namespace)
+            .bind(as_i64(*count))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        for (lock, count) in locks {
+            sqlx::query(
+                "INSERT INTO lock_downloads (lock_hash, downloads) VALUES ($1, $2) \
+                 ON CONFLICT (lock_hash) DO UPDATE SET downloads = lock_downloads.downloads + excluded.downloads",
+            )
+            .bind(lock.to_hex())
+            .bind(as_i64(*count))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Flushes the download counts every `interval` until `stop` completes,
+    /// then once more. Await it after the HTTP server has drained, so the
+    /// last requests are in the final flush.
+    pub async fn flush_downloads_every(&self, interval: Duration, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = &mut stop => break,
+            }
+            if let Err(error) = self.flush_downloads().await {
+                tracing::warn!(
+                    error = %envstore_core::error_chain(&error),
+                    "failed to flush download counts; kept for the next flush"
+                );
+            }
+        }
+        if let Err(error) = self.flush_downloads().await {
+            tracing::warn!(error = %envstore_core::error_chain(&error), "failed to flush download counts on shutdown");
+        }
+    }
+
+    /// Records a prefix's size the first time it is measured; later
+    /// measurements of the same lock change nothing.
+    pub async fn record_prefix_size(&self, lock_hash: &ContentHash, bytes: u64, files: u64) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO prefix_sizes (lock_hash, bytes, files, measured_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (lock_hash) DO NOTHING",
+        )
+        .bind(lock_hash.to_hex())
+        .bind(as_i64(bytes))
+        .bind(as_i64(files))
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The recorded size of a lock's prefix in bytes, if it was measured.
+    pub async fn prefix_size(&self, lock_hash: &ContentHash) -> Result<Option<i64>, DbError> {
+        let row = sqlx::query("SELECT bytes FROM prefix_sizes WHERE lock_hash = $1")
+            .bind(lock_hash.to_hex())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| get(&row, "bytes")).transpose()
+    }
+
+    /// A namespace's own quota (limits it does not set are None).
+    pub async fn namespace_quota(&self, namespace: &NamespaceName) -> Result<Quota, DbError> {
+        let row = sqlx::query("SELECT max_disk_bytes, max_concurrent_builds FROM namespace_quotas WHERE namespace = $1")
+            .bind(namespace.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| quota_from_row(&row)).transpose().map(Option::unwrap_or_default)
+    }
+
+    pub async fn set_namespace_quota(&self, namespace: &NamespaceName, quota: &Quota) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO namespace_quotas (namespace, max_disk_bytes, max_concurrent_builds, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (namespace) DO UPDATE SET \
+             max_disk_bytes = excluded.max_disk_bytes, max_concurrent_builds = excluded.max_concurrent_builds, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(namespace.as_str())
+        .bind(quota.max_disk_bytes)
+        .bind(quota.max_concurrent_builds)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The figures of every live namespace `include` accepts (given its
+    /// name and whether it is public), and their totals. Downloads counted
+    /// in memory and not yet flushed are not in it.
+    pub async fn usage_report(&self, include: impl Fn(&str, bool) -> bool) -> Result<UsageReport, DbError> {
+        Ok(self.usage_facts().await?.report(include))
+    }
+
+    async fn usage_facts(&self) -> Result<UsageFacts, DbError> {
+        let namespaces = sqlx::query(
+            "SELECT namespaces.name AS name, namespaces.public_read AS public_read, \
+             namespace_quotas.max_disk_bytes AS max_disk_bytes, \
+             namespace_quotas.max_concurrent_builds AS max_concurrent_builds \
+             FROM namespaces LEFT JOIN namespace_quotas ON namespace_quotas.namespace = namespaces.name \
+             WHERE namespaces.deleted_at IS NULL ORDER BY namespaces.name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| Ok((get(row, "name")?, get::<i64>(row, "public_read")? != 0, quota_from_row(row)?)))
+        .collect::<Result<Vec<_>, DbError>>()?;
+        let prefixes = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT builds.namespace AS namespace, builds.lock_hash AS lock_hash, \
+             prefix_sizes.bytes AS amount \
+             FROM builds JOIN prefix_sizes ON prefix_sizes.lock_hash = builds.lock_hash WHERE {HOLDS_PREFIX}"
+        )))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(held_lock_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let builds = sqlx::query(
+            "SELECT namespace, status, COUNT(*) AS builds, \
+             CAST(COALESCE(SUM(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL \
+                 THEN finished_at - started_at ELSE 0 END), 0) AS BIGINT) AS millis \
+             FROM builds WHERE deleted_at IS NULL GROUP BY namespace, status",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(BuildGroup {
+                namespace: get(row, "namespace")?,
+                status: get(row, "status")?,
+                builds: get(row, "builds")?,
+                millis: get(row, "millis")?,
+            })
+        })
+        .collect::<Result<Vec<_>, DbError>>()?;
+        let lockfile_downloads = sqlx::query("SELECT namespace, downloads FROM namespace_downloads")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok((get(row, "namespace")?, get(row, "downloads")?)))
+            .collect::<Result<HashMap<_, _>, DbError>>()?;
+        let lock_downloads = sqlx::query(
+            "SELECT DISTINCT builds.namespace AS namespace, lock_downloads.lock_hash AS lock_hash, \
+             lock_downloads.downloads AS amount \
+             FROM lock_downloads JOIN builds ON builds.lock_hash = lock_downloads.lock_hash \
+             WHERE builds.deleted_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(held_lock_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(UsageFacts {
+            namespaces,
+            prefixes,
+            builds,
+            lockfile_downloads,
+            lock_downloads,
+        })
+    }
+
+    /// Builds of a namespace that occupy a worker or wait for one: queued or
+    /// running, and not asked to stop.
+    pub async fn active_builds(&self, namespace: &NamespaceName) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS active FROM builds WHERE namespace = $1 \
+             AND status IN ('queued', 'running') AND cancel_requested = 0 AND deleted_at IS NULL",
+        )
+        .bind(namespace.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        get(&row, "active")
+    }
+
+    /// The average running time of a namespace's last 20 builds that ran,
+    /// in milliseconds; None before any has.
+    pub async fn typical_build_millis(&self, namespace: &NamespaceName) -> Result<Option<i64>, DbError> {
+        let row = sqlx::query(
+            "SELECT CAST(AVG(millis) AS BIGINT) AS millis FROM \
+             (SELECT finished_at - started_at AS millis FROM builds WHERE namespace = $1 \
+              AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 20) AS recent",
+        )
+        .bind(namespace.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        get(&row, "millis")
+    }
+
+    /// Whether submitting `spec_hash` for this environment would join a
+    /// build already queued or running (the same test as the submission's).
+    pub async fn joins_active_build(
+        &self,
+        namespace: &NamespaceName,
+        environment: &EnvironmentName,
+        spec_hash: &ContentHash,
+    ) -> Result<bool, DbError> {
+        let row = sqlx::query(
+            "SELECT 1 AS found FROM builds WHERE namespace = $1 AND environment = $2 AND spec_hash = $3 \
+             AND status IN ('queued', 'running') LIMIT 1",
+        )
+        .bind(namespace.as_str())
+        .bind(environment.as_str())
+        .bind(spec_hash.to_hex())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// The disk a namespace's prefixes take, shared ones in full.
+    pub async fn namespace_disk_bytes(&self, namespace: &NamespaceName) -> Result<i64, DbError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS bytes FROM prefix_sizes WHERE lock_hash IN \
+             (SELECT lock_hash FROM builds WHERE builds.namespace = $1 AND {HOLDS_PREFIX})"
+        )))
+        .bind(namespace.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        get(&row, "bytes")
+    }
+
+    /// Whether a spec is expected to reuse a prefix already on disk: it
+    /// installs a lock whose prefix some build holds, or the same spec was
+    /// built before (in any namespace) and its prefix is still held. A spec
+    /// solved again after its channels changed may still need a new one.
+    pub async fn prefix_reusable(
+        &self,
+        spec_hash: &ContentHash,
+        from_lock: Option<&ContentHash>,
+    ) -> Result<bool, DbError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 AS found FROM builds JOIN prefix_sizes ON prefix_sizes.lock_hash = builds.lock_hash \
+             WHERE {HOLDS_PREFIX} AND (builds.spec_hash = $1 OR builds.lock_hash = $2) LIMIT 1"
+        )))
+        .bind(spec_hash.to_hex())
+        .bind(from_lock.map(ContentHash::to_hex))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+}
+
+fn quota_from_row(row: &sqlx::any::AnyRow) -> Result<Quota, DbError> {
+    Ok(Quota {
+        max_disk_bytes: get(row, "max_disk_bytes")?,
+        max_concurrent_builds: get(row, "max_concurrent_builds")?,
+    })
+}
+
+fn held_lock_from_row(row: &sqlx::any::AnyRow) -> Result<HeldLock, DbError> {
+    Ok(HeldLock {
+        namespace: get(row, "namespace")?,
+        lock_hash: get(row, "lock_hash")?,
+        amount: get(row, "amount")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use envstore_core::{BuildStatus, CanonicalSpec, ChannelAllowlist, EnvironmentSpec, NamedChannel, SpecFormat};
+    use rattler_conda_types::Subdir;
+
+    use super::*;
+    use crate::BuildOutcome;
+
+    async fn database() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
+        (dir, Database::connect(&url).await.unwrap())
+    }
+
+    fn spec(dependencies: &str) -> CanonicalSpec {
+        let allow = ChannelAllowlist::new(vec![NamedChannel::parse("demo=file:///demo").unwrap()]);
+        EnvironmentSpec::parse(format!("dependencies: [{dependencies}]").as_bytes(), SpecFormat::Yaml)
+            .unwrap()
+            .canonicalize(&allow, Subdir::Linux64)
+            .unwrap()
+    }
+
+    async fn namespace(db: &Database, name: &str) -> NamespaceName {
+        let namespace: NamespaceName = name.parse().unwrap();
+        if !db.namespace_exists(&namespace).await.unwrap() {
+            db.create_namespace(&namespace).await.unwrap();
+        }
+        namespace
+    }
+
+    /// Runs a build of `dependencies` in `namespace/environment` to `status`
+    /// (with `lock` when it succeeds), having run for `millis`.
+    async fn build(
+        db: &Database,
+        namespace: &str,
+        environment: &str,
+        dependencies: &str,
+        lock: Option<&ContentHash>,
+        millis: i64,
+    ) -> String {
+        let namespace = self::namespace(db, namespace).await;
+        let environment: EnvironmentName = environment.parse().unwrap();
+        let id = db.submit_build(&namespace, &environment, &spec(dependencies)).await.unwrap().build.id;
+        assert!(db.start_build(&id).await.unwrap());
+        if let Some(lock) = lock {
+            db.insert_lock(lock, &["linux-64".to_owned()], &serde_json::json!([]), &Default::default())
+                .await
+                .unwrap();
+        }
+        let outcome = BuildOutcome {
+            status: if lock.is_some() { BuildStatus::Succeeded } else { BuildStatus::Failed },
+            lock_hash: lock.copied(),
+            lock_reused: false,
+            prefix_reused: false,
+            phases: Vec::new(),
+            error: None,
+        };
+        db.finish_build(&id, &outcome).await.unwrap();
+        sqlx::query("UPDATE builds SET started_at = finished_at - $2 WHERE id = $1")
+            .bind(&id)
+            .bind(millis)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        id
+    }
+
+    fn row<'a>(report: &'a UsageReport, namespace: &str) -> &'a NamespaceUsage {
+        report.namespaces.iter().find(|usage| usage.namespace == namespace).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_prefix_held_by_two_namespaces_is_shared_and_counted_once_in_totals() {
+        let (_dir, db) = database().await;
+        let shared = ContentHash::of(b"shared");
+        let own = ContentHash::of(b"own");
+        let unmeasured = ContentHash::of(b"unmeasured");
+        build(&db, "alpha", "env", "python", Some(&shared), 1_500).await;
+        build(&db, "alpha", "env", "numpy", Some(&shared), 500).await;
+        build(&db, "alpha", "other", "pandas", Some(&own), 1_000).await;
+        build(&db, "alpha", "broken", "conflict-a", None, 250).await;
+        build(&db, "beta", "env", "python", Some(&shared), 2_000).await;
+        build(&db, "beta", "later", "six", Some(&unmeasured), 0).await;
+        db.record_prefix_size(&shared, 1_000, 10).await.unwrap();
+        db.record_prefix_size(&own, 300, 3).await.unwrap();
+        db.record_prefix_size(&own, 999_999, 3).await.unwrap();
+        assert_eq!(db.prefix_size(&own).await.unwrap(), Some(300), "measured once");
+        assert_eq!(db.prefix_size(&unmeasured).await.unwrap(), None);
+
+        let report = db.usage_report(|_, _| true).await.unwrap();
+        let alpha = row(&report, "alpha");
+        let disk = |figures: &UsageFigures| (figures.disk_bytes, figures.prefixes, figures.shared_disk_bytes);
+        assert_eq!(disk(&alpha.figures), (1_300, 2, 1_000));
+        assert_eq!(
+            alpha.shared,
+            vec![SharedPrefix { lock_hash: shared.to_hex(), bytes: 1_000, other_namespaces: 1 }]
+        );
+        assert_eq!(alpha.figures.builds, BuildCounts { succeeded: 3, failed: 1, ..BuildCounts::default() });
+        assert_eq!(alpha.figures.build_millis, 3_250);
+        let beta = row(&report, "beta");
+        assert_eq!(disk(&beta.figures), (1_000, 1, 1_000), "unmeasured prefixes add nothing");
+        assert_eq!(beta.figures.builds.succeeded, 2);
+        let totals = &report.totals;
+        assert_eq!(disk(totals), (1_300, 2, 1_000));
+        assert_eq!(totals.builds.succeeded, 5);
+        assert_eq!(totals.build_millis, 5_250);
+
+        // A caller who sees only beta still learns that the prefix is shared,
+        // not with whom; its totals are beta's.
+        let report = db.usage_report(|name, _| name == "beta").await.unwrap();
+        assert_eq!(report.namespaces.len(), 1);
+        assert_eq!(report.namespaces[0].shared[0].other_namespaces, 1);
+        assert_eq!((report.totals.disk_bytes, report.totals.build_millis), (1_000, 2_000));
+
+        // Collected prefixes no longer count; the last holder's is no longer shared.
+        let alpha_builds: Vec<String> = db
+            .environment_builds(&"alpha".parse().unwrap(), &"env".parse().unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|build| build.id)
+            .collect();
+        db.mark_prefixes_collected(&alpha_builds).await.unwrap();
+        let report = db.usage_report(|_, _| true).await.unwrap();
+        assert_eq!(disk(&row(&report, "alpha").figures), (300, 1, 0));
+        assert!(row(&report, "beta").shared.is_empty());
+        assert_eq!(report.totals.disk_bytes, 1_300, "beta still holds the prefix");
+    }
+
+    #[tokio::test]
+    async fn downloads_reach_the_database_only_when_flushed_and_are_kept_when_it_fails() {
+        let (_dir, db) = database().await;
+        let lock = ContentHash::of(b"lock");
+        build(&db, "alpha", "env", "python", Some(&lock), 10).await;
+        build(&db, "beta", "env", "python", Some(&lock), 10).await;
+        for _ in 0..3 {
+            db.count_lockfile_download("alpha");
+        }
+        db.count_artifact_download(&lock);
+        db.count_artifact_download(&lock);
+        let downloads = |report: &UsageReport, name: &str| {
+            let figures = &row(report, name).figures;
+            (figures.lockfile_downloads, figures.artifact_downloads)
+        };
+        let report = db.usage_report(|_, _| true).await.unwrap();
+        assert_eq!(downloads(&report, "alpha"), (0, 0), "nothing is written per request");
+
+        db.flush_downloads().await.unwrap();
+        db.flush_downloads().await.unwrap();
+        let report = db.usage_report(|_, _| true).await.unwrap();
+        assert_eq!(downloads(&report, "alpha"), (3, 2));
+        assert_eq!(downloads(&report, "beta"), (0, 2), "a by-hash download shows in every holder");
+        assert_eq!((report.totals.lockfile_downloads, report.totals.artifact_downloads), (3, 2));
+
+        // The periodic flusher flushes once more when told to stop.
+        db.count_lockfile_download("beta");
+        db.flush_downloads_every(Duration::from_secs(3600), std::future::ready(())).await;
+        let report = db.usage_report(|_, _| true).await.unwrap();
+        assert_eq!(downloads(&report, "beta"), (1, 2));
+
+        // A failed write keeps the counts for the next flush.
+        db.count_lockfile_download("alpha");
+        db.count_artifact_download(&lock);
+        db.pool.close().await;
+        assert!(db.flush_downloads().await.is_err());
+        let kept = (take(&db.downloads.namespaces), take(&db.downloads.locks));
+        assert_eq!(kept, (vec![("alpha".to_owned(), 1)], vec![(lock, 1)]));
+    }
+
+    #[tokio::test]
+    async fn quota_figures_count_what_a_submission_would_add() {
+        let (_dir, db) = database().await;
+        let team = namespace(&db, "team").await;
+        let env: EnvironmentName = "env".parse().unwrap();
+        assert_eq!(db.namespace_quota(&team).await.unwrap(), Quota::default());
+        let quota = Quota { max_disk_bytes: Some(10), max_concurrent_builds: None };
+        db.set_namespace_quota(&team, &quota).await.unwrap();
+        assert_eq!(db.namespace_quota(&team).await.unwrap(), quota);
+        let default = Quota { max_disk_bytes: Some(99), max_concurrent_builds: Some(2) };
+        assert_eq!(quota.or(default), Quota { max_disk_bytes: Some(10), max_concurrent_builds: Some(2) });
+
+        // Queued and running builds are active; cancelled, failed and those
+        // asked to stop are not.
+        let queued = db.submit_build(&team, &env, &spec("python")).await.unwrap().build.id;
+        let running = db.submit_build(&team, &"two".parse().unwrap(), &spec("python")).await.unwrap().build.id;
+        assert!(db.start_build(&running).await.unwrap());
+        build(&db, "team", "failed", "conflict-a", None, 10).await;
+        assert_eq!(db.active_builds(&team).await.unwrap(), 2);
+        assert!(db.joins_active_build(&team, &env, &spec("python").hash()).await.unwrap());
+        assert!(!db.joins_active_build(&team, &env, &spec("numpy").hash()).await.unwrap());
+        db.cancel_build(&queued, "test").await.unwrap();
+        db.cancel_build(&running, "test").await.unwrap();
+        assert_eq!(db.active_builds(&team).await.unwrap(), 0);
+        assert!(!db.joins_active_build(&team, &env, &spec("python").hash()).await.unwrap());
+
+        // Disk counts measured prefixes still held; a spec built before, or a
+        // lock whose prefix is held, is expected to reuse it.
+        let lock = ContentHash::of(b"lock");
+        let other = ContentHash::of(b"other lock");
+        assert_eq!(db.namespace_disk_bytes(&team).await.unwrap(), 0);
+        assert!(!db.prefix_reusable(&spec("pandas").hash(), Some(&lock)).await.unwrap());
+        build(&db, "elsewhere", "env", "pandas", Some(&lock), 10).await;
+        assert!(!db.prefix_reusable(&spec("pandas").hash(), None).await.unwrap(), "not measured: not on disk");
+        db.record_prefix_size(&lock, 40, 4).await.unwrap();
+        assert!(db.prefix_reusable(&spec("pandas").hash(), None).await.unwrap());
+        assert!(db.prefix_reusable(&spec("six").hash(), Some(&lock)).await.unwrap());
+        assert!(!db.prefix_reusable(&spec("six").hash(), Some(&other)).await.unwrap());
+        build(&db, "team", "env", "pandas", Some(&lock), 10).await;
+        build(&db, "team", "copy", "pandas", Some(&lock), 40).await;
+        assert_eq!(db.namespace_disk_bytes(&team).await.unwrap(), 40, "each prefix once");
+        let typical = db.typical_build_millis(&team).await.unwrap();
+        assert_eq!(typical, Some(20), "the mean of 10, 10 and 40 ms; builds that never ran or have not ended aside");
+        assert_eq!(db.typical_build_millis(&"nobody".parse().unwrap()).await.unwrap(), None);
+    }
+}

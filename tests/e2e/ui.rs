@@ -1,0 +1,707 @@
+//! The web UI as a person uses it: headless Chromium (Debian's `chromium`),
+//! driven over WebDriver (Debian's `chromium-driver`), against the real
+//! server. It signs in, submits a spec through the form, watches the build's
+//! live log, opens the packages, downloads a lockfile, submits an edited
+//! spec, compares the two builds and rolls back, saving a screenshot of each
+//! page to `target/ui-screenshots/<page>.png`.
+//!
+//! In CI (`CI` set) a missing browser fails the test; elsewhere
+//! `ENVSTORE_SKIP_BROWSER=1` skips it with the reason printed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use envstore_tests::{DemoChannel, TestServer, demo_spec_yaml};
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+use serde_json::{Value, json};
+
+/// How long a page element may take to appear, and a build to end.
+const ELEMENT_WAIT: Duration = Duration::from_secs(20);
+const BUILD_WAIT: Duration = Duration::from_secs(180);
+
+/// The flags every headless run uses: no sandbox (CI runs as root), no GPU,
+/// and nothing that reaches the network or the profile of a person.
+const CHROMIUM_FLAGS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--window-size=1366,768",
+];
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// A chromedriver process, stopped when dropped (the browsers it started
+/// end with it), however the test ends.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A headless Chromium under its own chromedriver, with an empty profile.
+struct Browser {
+    client: Client,
+    _driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// The browser, or None when it is missing and skipping was asked for
+    /// outside CI.
+    async fn start() -> Option<Self> {
+        let (Some(chromium), Some(chromedriver)) = (on_path("chromium"), on_path("chromedriver")) else {
+            let reason = "chromium and chromedriver are not on PATH (apt-get install chromium chromium-driver)";
+            let may_skip = std::env::var("ENVSTORE_SKIP_BROWSER").is_ok_and(|value| value == "1")
+                && std::env::var_os("CI").is_none();
+            assert!(
+                may_skip,
+                "{reason}; outside CI, ENVSTORE_SKIP_BROWSER=1 skips this test"
+            );
+            println!("skipped: {reason}");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Driver(
+            Command::new(chromedriver)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts"),
+        );
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while reqwest::get(format!("{webdriver}/status")).await.is_err() {
+            assert!(
+                started.elapsed() < ELEMENT_WAIT,
+                "chromedriver did not answer on {webdriver}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().expect("a profile folder");
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|flag| flag.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".to_owned(), json!("chrome"));
+        capabilities.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({ "binary": chromium, "args": args }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&webdriver)
+            .await
+            .expect("chromium starts under chromedriver");
+        Some(Self {
+            client,
+            _driver: driver,
+            _profile: profile,
+        })
+    }
+
+    /// Ends the browser session, then the driver.
+    async fn close(self) {
+        if let Err(error) = self.client.close().await {
+            println!("the browser session did not close cleanly: {error}");
+        }
+    }
+}
+
+/// Where screenshots go: `<target dir>/ui-screenshots`.
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("target")
+        });
+    target.join("ui-screenshots")
+}
+
+/// The steps of the story, sharing the browser and the server.
+struct Story<'a> {
+    browser: &'a Client,
+    server: &'a TestServer,
+    screenshots: PathBuf,
+}
+
+impl Story<'_> {
+    async fn goto(&self, path: &str) {
+        self.browser.goto(&self.server.url(path)).await.expect("the page loads");
+    }
+
+    async fn path(&self) -> String {
+        self.browser
+            .current_url()
+            .await
+            .expect("a current URL")
+            .path()
+            .to_owned()
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        match self
+            .browser
+            .wait()
+            .at_most(ELEMENT_WAIT)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(element) => element,
+            Err(error) => panic!("no '{css}' on {}: {error}", self.path().await),
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.expect("an element's text")
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|error| panic!("'{css}' cannot be clicked: {error}"));
+    }
+
+    async fn click_link(&self, text: &str) {
+        match self
+            .browser
+            .wait()
+            .at_most(ELEMENT_WAIT)
+            .for_element(Locator::LinkText(text))
+            .await
+        {
+            Ok(link) => link.click().await.expect("the link is clicked"),
+            Err(error) => panic!("no link '{text}' on {}: {error}", self.path().await),
+        }
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let field = self.find(css).await;
+        field.clear().await.expect("the field clears");
+        field.send_keys(value).await.expect("the field takes the text");
+    }
+
+    async fn heading(&self) -> String {
+        self.text("main h1").await
+    }
+
+    /// Saves the whole page as `<page>.png` (the window made as tall as the
+    /// page for the shot, 1366 pixels wide) and says where.
+    async fn screenshot(&self, page: &str) {
+        let measure = |script: &'static str| async move {
+            let value = self
+                .browser
+                .execute(script, Vec::new())
+                .await
+                .expect("a measure of the page");
+            u32::try_from(value.as_u64().unwrap_or(768))
+                .unwrap_or(768)
+                .clamp(1, 6000)
+        };
+        let page_height = measure("return document.documentElement.scrollHeight;").await.max(768);
+        self.browser
+            .set_window_size(1366, page_height)
+            .await
+            .expect("the window grows");
+        // The window's frame takes some of its height: grow it by that much.
+        let frame = page_height.saturating_sub(measure("return window.innerHeight;").await);
+        self.browser
+            .set_window_size(1366, page_height + frame)
+            .await
+            .expect("the window grows");
+        let png = self.browser.screenshot().await.expect("a screenshot");
+        self.browser
+            .set_window_size(1366, 768)
+            .await
+            .expect("the window is a laptop's again");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot of {page}");
+        let path = self.screenshots.join(format!("{page}.png"));
+        std::fs::write(&path, png).expect("the screenshot is saved");
+        println!("screenshot of {page}: {}", path.display());
+    }
+
+    /// Waits until the browser shows a page whose path (and query) starts
+    /// with `prefix`; returns its path.
+    async fn arrive(&self, prefix: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let url = self.browser.current_url().await.expect("a current URL");
+            let path = url.path().to_owned();
+            let full = match url.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.clone(),
+            };
+            if full.starts_with(prefix) {
+                return path;
+            }
+            if started.elapsed() > ELEMENT_WAIT {
+                let source = self.browser.source().await.unwrap_or_default();
+                panic!("the browser stayed on {path}, not {prefix}…:\n{source}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits on a build's page until its live log ends; returns the build id.
+    async fn watch_build(&self) -> String {
+        let path = self.arrive("/ui/builds/").await;
+        let id = path.trim_start_matches("/ui/builds/").to_owned();
+        let log = self.find("#log").await;
+        assert!(
+            log.attr("data-events").await.unwrap().is_some(),
+            "a queued build's log is followed live"
+        );
+        let started = Instant::now();
+        let ended = loop {
+            if let Some(ended) = log.attr("data-ended").await.expect("the log's state") {
+                break ended;
+            }
+            assert!(started.elapsed() < BUILD_WAIT, "build {id} did not end");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(ended, "succeeded", "{}", log.text().await.unwrap_or_default());
+        let received: usize = log
+            .attr("data-received")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(0);
+        let lines = log.text().await.unwrap();
+        assert!(
+            received > 0 && lines.contains("solving"),
+            "the live log showed lines: {received} {lines}"
+        );
+        let status = self
+            .find("#build-status .status")
+            .await
+            .attr("data-status")
+            .await
+            .unwrap();
+        assert_eq!(status.as_deref(), Some("succeeded"));
+        id
+    }
+
+    /// The session cookie, as the browser sends it.
+    async fn session_cookie(&self) -> String {
+        let cookie = self
+            .browser
+            .get_named_cookie(envstore_web::SESSION_COOKIE)
+            .await
+            .expect("a session cookie");
+        assert_eq!(cookie.http_only(), Some(true));
+        assert_eq!(
+            cookie.same_site().map(|same_site| same_site.to_string()).as_deref(),
+            Some("Strict")
+        );
+        format!("{}={}", cookie.name(), cookie.value())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_builds_compares_and_rolls_back_an_environment_in_chromium() {
+    let Some(browser) = Browser::start().await else { return };
+    let screenshots = screenshot_dir();
+    std::fs::create_dir_all(&screenshots).expect("the screenshot folder");
+    let client = browser.client.clone();
+    // The story runs in its own task so the browser closes whatever happens.
+    let outcome = tokio::spawn(async move {
+        let channel = DemoChannel::start().await;
+        let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+        assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+        let story = Story {
+            browser: &client,
+            server: &server,
+            screenshots,
+        };
+        story_steps(&story).await;
+        server.stop().await;
+    })
+    .await;
+    browser.close().await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+async fn story_steps(story: &Story<'_>) {
+    let server = story.server;
+
+    // Signing in: every page sends a person without a session there first.
+    story.goto("/").await;
+    assert_eq!(story.path().await, "/ui/sign-in");
+    story.screenshot("sign-in").await;
+    story.fill("#token", "not-a-token").await;
+    story.click("form.stacked button[type=submit]").await;
+    assert!(
+        story.text("[role=alert]").await.contains("not valid"),
+        "a wrong token is refused readably"
+    );
+    story.fill("#token", &server.token).await;
+    story.click("form.stacked button[type=submit]").await;
+    story.arrive("/ui/namespaces").await;
+    assert_eq!(story.heading().await, "Namespaces");
+    story.session_cookie().await;
+    story.screenshot("namespaces").await;
+
+    // A new environment, through the form.
+    story.click_link("team").await;
+    story.arrive("/ui/namespaces/team").await;
+    assert_eq!(story.heading().await, "team");
+    story.click_link("New environment").await;
+    story.arrive("/ui/namespaces/team/submit").await;
+    story.fill("#name", "analysis").await;
+    story.fill("#spec", &demo_spec_yaml("demo")).await;
+    story.screenshot("submit").await;
+    story.click("form.stacked button[type=submit]").await;
+
+    // Its build, followed live until it succeeds.
+    let first = story.watch_build().await;
+    story.screenshot("build-live").await;
+    story.click("#show-result").await;
+    story.find("#log:not([data-events])").await;
+    assert!(story.text("#build-phase").await.contains("publishing"));
+    story.screenshot("build").await;
+
+    // The lockfile, downloaded through the page's link with the session.
+    let href = story
+        .find("a[data-format='conda-lock']")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .expect("a link");
+    let cookie = story.session_cookie().await;
+    let response = server
+        .client
+        .get(server.url(&href))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    rattler_conda_lock::Document::parse(&text).expect("a conda-lock v1 document");
+    let conda_lock: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(conda_lock["metadata"]["platforms"][0], "linux-64");
+    let response = server.client.get(server.url(&href)).send().await.unwrap();
+    assert_eq!(response.url().path(), "/ui/sign-in", "not without the session");
+
+    // Its packages.
+    story.click_link("The packages of this build").await;
+    story.arrive(&format!("/ui/builds/{first}/packages")).await;
+    let packages = story.text("table.packages[data-platform='linux-64']").await;
+    for package in ["python", "3.11.9", "numpy", "pandas", "ipykernel", "demo"] {
+        assert!(packages.contains(package), "no {package} in {packages}");
+    }
+    story.fill("#q", "panda").await;
+    story.click("form.search button").await;
+    story.arrive(&format!("/ui/builds/{first}/packages?q=panda")).await;
+    let narrowed = story.text("table.packages").await;
+    assert!(narrowed.contains("pandas") && !narrowed.contains("numpy"), "{narrowed}");
+    story.screenshot("packages").await;
+
+    // The environment, with its current build and its lockfiles.
+    story.goto("/ui/namespaces/team/environments/analysis").await;
+    assert!(
+        story
+            .text("section[aria-labelledby=current-heading]")
+            .await
+            .contains(&first)
+    );
+    assert!(
+        story
+            .find("a[data-format='explicit'][data-platform='linux-64']")
+            .await
+            .attr("href")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    story.screenshot("environment").await;
+
+    // An edited spec: the form is prefilled with the current one.
+    story.click_link("Edit the spec and submit").await;
+    story.arrive("/ui/namespaces/team/submit?name=analysis").await;
+    let prefilled = story
+        .find("#spec")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .expect("a prefilled spec");
+    let mut spec: serde_yaml::Value = serde_yaml::from_str(&prefilled).expect("the prefilled spec is YAML");
+    let dependencies = spec["dependencies"].as_sequence_mut().expect("dependencies");
+    assert!(
+        dependencies
+            .iter()
+            .any(|dependency| dependency.as_str().is_some_and(|d| d.starts_with("python"))),
+        "{prefilled}"
+    );
+    dependencies.retain(|dependency| {
+        dependency
+            .as_str()
+            .is_some_and(|d| !d.starts_with("python") && !d.starts_with("pandas"))
+    });
+    dependencies.push("python 3.10.*".into());
+    story.fill("#spec", &serde_yaml::to_string(&spec).unwrap()).await;
+    story.screenshot("edit").await;
+    story.click("form.stacked button[type=submit]").await;
+    let second = story.watch_build().await;
+    assert_ne!(first, second);
+
+    // The package changes between the two builds.
+    story.goto("/ui/namespaces/team/environments/analysis").await;
+    story.click("form.compare button").await;
+    story.arrive("/ui/diff").await;
+    assert_eq!(story.heading().await, "Package changes");
+    let changes = story.text("table.diff[data-platform='linux-64']").await;
+    assert!(
+        changes.contains("python") && changes.contains("3.11.9") && changes.contains("3.10.14"),
+        "{changes}"
+    );
+    let removed = story.text("table.diff tr[data-change=removed]").await;
+    assert!(removed.contains("pandas"), "{changes}");
+    story.screenshot("diff").await;
+
+    // Rollback: the first build is current again.
+    story.goto("/ui/namespaces/team/environments/analysis").await;
+    story.click(&format!("tr[data-build='{first}'] button")).await;
+    story
+        .arrive("/ui/namespaces/team/environments/analysis?notice=current")
+        .await;
+    assert!(story.text(".notice").await.contains("is now current"));
+    assert!(
+        story
+            .text("section[aria-labelledby=current-heading]")
+            .await
+            .contains(&first)
+    );
+    let (_, environment) = server.get_json("/api/v1/namespaces/team/environments/analysis").await;
+    assert_eq!(environment["current_build"]["id"], first.as_str());
+    story.screenshot("rollback").await;
+
+    // The namespace lists the environment with its builds' states.
+    story.goto("/ui/namespaces/team").await;
+    let row = story.text("main table tbody tr").await;
+    assert!(row.contains("analysis") && row.contains("succeeded"), "{row}");
+    story.screenshot("namespace").await;
+
+    // Signing out ends the session.
+    story.click(".sign-out button").await;
+    story.arrive("/ui/sign-in").await;
+    story.goto("/ui/namespaces").await;
+    assert_eq!(story.path().await, "/ui/sign-in");
+}
+
+/// The UI's pages need a session, its cookie is locked down, its listings
+/// search, and its forms refuse what another site or a stale page sends.
+/// No browser needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_need_a_session_search_and_refuse_forged_forms() {
+    let channel = DemoChannel::start().await;
+    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    let build = server.submit_yaml("team", "analysis", &demo_spec_yaml("demo")).await;
+    let done = server.wait_for_build(&build).await;
+    assert_eq!(done["status"], "succeeded");
+    let lock_hash = done["lock_hash"].as_str().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let environment = "/ui/namespaces/team/environments/analysis";
+    let pages = [
+        "/ui/namespaces".to_owned(),
+        "/ui/namespaces/team".to_owned(),
+        "/ui/namespaces/team/submit".to_owned(),
+        environment.to_owned(),
+        format!("{environment}/lockfile?format=conda-lock"),
+        format!("/ui/builds/{build}"),
+        format!("/ui/builds/{build}/log"),
+        format!("/ui/builds/{build}/events"),
+        format!("/ui/builds/{build}/packages"),
+        format!("/ui/diff?from={build}&to={build}"),
+        format!("/ui/locks/{lock_hash}/conda-lock.yml"),
+    ];
+    for page in &pages {
+        let response = http.get(server.url(page)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{page}");
+        let location = response.headers()[LOCATION].to_str().unwrap();
+        assert!(location.starts_with("/ui/sign-in?next="), "{page} -> {location}");
+    }
+    let home = http.get(server.url("/")).send().await.unwrap();
+    assert_eq!(home.headers()[LOCATION], "/ui/");
+
+    // Signing in sets an HttpOnly, SameSite=Strict cookie; Secure behind https.
+    let sign_in = |forwarded_proto: Option<&'static str>| {
+        let mut request = http
+            .post(server.url("/ui/sign-in"))
+            .form(&[("token", server.token.as_str())]);
+        if let Some(proto) = forwarded_proto {
+            request = request.header("x-forwarded-proto", proto);
+        }
+        request.send()
+    };
+    let response = sign_in(None).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let set_cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains("Secure"), "{set_cookie}");
+    let secure = sign_in(Some("https")).await.unwrap();
+    assert!(secure.headers()[SET_COOKIE].to_str().unwrap().contains("Secure"));
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let refused = http
+        .post(server.url("/ui/sign-in"))
+        .form(&[("token", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.headers().get(SET_COOKIE).is_none());
+
+    // With the session, pages render; the API's problems read as messages.
+    let page = http
+        .get(server.url(environment))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("forms carry a CSRF token")
+        .to_owned();
+    let page = |path: String| {
+        let request = http.get(server.url(&path)).header(COOKIE, &cookie);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            response.text().await.unwrap()
+        }
+    };
+    assert!(
+        page(format!("{environment}?q=SUCCEEDED"))
+            .await
+            .contains(&format!("data-build=\"{build}\""))
+    );
+    assert!(
+        page(format!("{environment}?q=nothing-like-it"))
+            .await
+            .contains("No build matches this search.")
+    );
+    assert!(
+        page("/ui/namespaces/team?q=anal".to_owned())
+            .await
+            .contains(">analysis</a>")
+    );
+    assert!(
+        page("/ui/namespaces?q=zzz".to_owned())
+            .await
+            .contains("No namespace matches this search.")
+    );
+    let missing = http
+        .get(server.url("/ui/builds/no-such-build"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let html = missing.text().await.unwrap();
+    assert!(
+        html.contains("role=\"alert\"") && html.contains("no-such-build") && html.contains("was not found"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("problem+json") && !html.contains("\"detail\""),
+        "no raw problem: {html}"
+    );
+
+    // A form without the session's CSRF token, or from another site, changes nothing.
+    let submit = |fields: Vec<(&'static str, String)>, origin: Option<&str>| {
+        let mut request = http
+            .post(server.url("/ui/namespaces/team/submit"))
+            .header(COOKIE, &cookie)
+            .form(&fields);
+        if let Some(origin) = origin {
+            request = request.header(ORIGIN, origin);
+        }
+        request.send()
+    };
+    let spec = || ("spec", demo_spec_yaml("demo").replace("3.11", "3.10"));
+    let name = || ("name", "forged".to_owned());
+    let no_token = submit(vec![name(), spec()], None).await.unwrap();
+    assert_eq!(no_token.status(), StatusCode::FORBIDDEN);
+    let wrong_token = submit(vec![name(), spec(), ("csrf", "0".repeat(64))], None)
+        .await
+        .unwrap();
+    assert_eq!(wrong_token.status(), StatusCode::FORBIDDEN);
+    let cross_site = submit(
+        vec![name(), spec(), ("csrf", csrf.clone())],
+        Some("https://evil.example"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
+    let rollback = http
+        .post(server.url(&format!("{environment}/current")))
+        .header(COOKIE, &cookie)
+        .form(&[("build_id", build.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rollback.status(), StatusCode::FORBIDDEN);
+    let (status, _) = server.get_json("/api/v1/namespaces/team/environments/forged").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no forged form reached the API");
+
+    // The same form with the token goes through; a bad spec reads as a message.
+    let accepted = submit(vec![name(), spec(), ("csrf", csrf.clone())], Some(&server.base))
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::SEE_OTHER);
+    assert!(
+        accepted.headers()[LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/ui/builds/")
+    );
+    let malformed = submit(
+        vec![name(), ("spec", "dependencies: [".to_owned()), ("csrf", csrf)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let html = malformed.text().await.unwrap();
+    assert!(html.contains("role=\"alert\"") && html.contains("at line"), "{html}");
+    assert!(html.contains("dependencies: ["), "the typed text is kept: {html}");
+    server.stop().await;
+}

@@ -7,6 +7,7 @@ mod auth;
 mod error;
 pub mod prometheus;
 mod observe;
+pub mod openapi;
 pub mod oidc;
 mod routes;
 mod views;

@@ -85,7 +85,7 @@ fn method_label(method: &Method) -> &'static str {
 /// which is what a lockfile GET at tens of thousands per second can afford.
 struct RouteCounters {
     method: &'static str,
-    route: &'static str,
+    route: Arc<str>,
     by_status: [OnceLock<Counter>; COUNTED_STATUSES.len() + 1],
 }
 
@@ -94,7 +94,7 @@ impl RouteCounters {
         let (index, label) = status_label(status);
         self.by_status[index]
             .get_or_init(|| {
-                metrics::counter!(HTTP_REQUESTS_METRIC, "method" => self.method, "route" => self.route, "status" => label)
+                metrics::counter!(HTTP_REQUESTS_METRIC, "method" => self.method, "route" => self.route.to_string(), "status" => label)
             })
             .increment(1);
     }
@@ -102,16 +102,17 @@ impl RouteCounters {
 
 /// `handler`, serving `method` on `route`, with its requests counted and
 /// its route template recorded in the request's span.
-pub(crate) fn observe_route(handler: MethodRouter<AppState>, method: &Method, route: &'static str) -> MethodRouter<AppState> {
+pub(crate) fn observe_route(handler: MethodRouter<AppState>, method: &Method, route: &str) -> MethodRouter<AppState> {
+    let route: Arc<str> = Arc::from(route);
     let counters = Arc::new(RouteCounters {
         method: method_label(method),
-        route,
+        route: route.clone(),
         by_status: Default::default(),
     });
     handler.layer(
         tower::ServiceBuilder::new()
             .map_request(move |request: Request| {
-                Span::current().record("route", route);
+                Span::current().record("route", &*route);
                 request
             })
             .map_response(move |response: Response| {

@@ -32,6 +32,7 @@ enum Caller {
 /// One row per route: what it needs, and its status on success.
 const ROWS: &[(&str, &str, Needs, u16)] = &[
     ("GET", "/api/v1/health", Needs::Anyone, 200),
+    ("GET", "/api/v1/openapi.json", Needs::Anyone, 200),
     // For probes and scrapers, which hold no token; /metrics names no
     // namespace or environment (tests/e2e/operator.rs checks it).
     ("GET", "/health", Needs::Anyone, 200),

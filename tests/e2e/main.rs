@@ -9,6 +9,7 @@ mod hostile;
 mod kernels;
 mod lifecycle;
 mod logs;
+mod openapi;
 mod operator;
 mod policy;
 mod solve;

@@ -33,6 +33,17 @@ struct NewTokenRequest {
 }
 
 /// Creates a token; its value is in this answer and nowhere else.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "access",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"name\": \"ci\", \"subject\": …, \"expires_in_days\": …, \"scopes\": [{\"namespace\": …, \"role\": …}]}`"),
+    responses(
+        (status = 201, description = "The token: its value is shown here only.", body = serde_json::Value),
+        crate::openapi::SignedIn
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create_token(
     State(app): State<AppState>,
     caller: Caller,
@@ -96,12 +107,34 @@ pub async fn create_token(
 }
 
 /// The caller's own tokens (never their values).
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "access",
+    responses(
+        (status = 200, description = "The caller's tokens, never their values.", body = serde_json::Value),
+        crate::openapi::SignedIn
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_tokens(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let subject = caller.subject()?;
     Ok(Json(json!({ "tokens": app.db.tokens_of(subject).await? })))
 }
 
 /// Revokes one of the caller's tokens (server admins: anyone's).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "access",
+    params(("id" = String, Path, description = "The token's id.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        crate::openapi::SignedIn,
+        (status = 404, description = "No such token of the caller's.", body = crate::openapi::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn revoke_token(
     State(app): State<AppState>,
     caller: Caller,
@@ -120,6 +153,17 @@ pub async fn revoke_token(
 }
 
 /// Members of a namespace: the bindings whose pattern is exactly its name.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/members",
+    tag = "access",
+    params(crate::openapi::NamespacePath),
+    responses(
+        (status = 200, description = "The namespace's members and their roles.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_members(
     State(app): State<AppState>,
     caller: Caller,
@@ -144,6 +188,18 @@ struct MemberRequest {
 }
 
 /// Namespace admins give a subject a role in their namespace.
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{namespace}/members/{subject}",
+    tag = "access",
+    params(crate::openapi::NamespacePath, ("subject" = String, Path, description = "Who gets the role.")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"role\": \"viewer\" | \"developer\" | \"admin\"}`"),
+    responses(
+        (status = 200, description = "Role set.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn set_member(
     State(app): State<AppState>,
     caller: Caller,
@@ -160,6 +216,18 @@ pub async fn set_member(
     Ok(Json(json!({ "namespace": namespace, "subject": subject, "role": request.role })))
 }
 
+/// Namespace admins take a subject's role in their namespace away.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespaces/{namespace}/members/{subject}",
+    tag = "access",
+    params(crate::openapi::NamespacePath, ("subject" = String, Path, description = "Whose role goes.")),
+    responses(
+        (status = 204, description = "Role removed."),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn remove_member(
     State(app): State<AppState>,
     caller: Caller,
@@ -179,6 +247,16 @@ pub async fn remove_member(
 }
 
 /// Every binding, globs included (server admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/role-bindings",
+    tag = "access",
+    responses(
+        (status = 200, description = "Every role binding, globs included.", body = serde_json::Value),
+        crate::openapi::SignedIn
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_role_bindings(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_server_admin()?;
     let bindings: Vec<Value> = app
@@ -202,6 +280,17 @@ struct BindingRequest {
 
 /// Binds a subject to a role over a namespace glob such as `team-*`
 /// (server admins).
+#[utoipa::path(
+    put,
+    path = "/api/v1/role-bindings",
+    tag = "access",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"subject\": …, \"namespace\": \"team-*\", \"role\": … | null}`"),
+    responses(
+        (status = 200, description = "Binding set (or removed with a null role).", body = serde_json::Value),
+        crate::openapi::SignedIn
+    ),
+    security(("bearer" = []))
+)]
 pub async fn set_role_binding(
     State(app): State<AppState>,
     caller: Caller,
@@ -235,6 +324,17 @@ pub struct AuditQuery {
 }
 
 /// The audit log, newest first, paged with `?limit=&before=<id>` (server admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "access",
+    params(("limit" = Option<i64>, Query, description = "Page size."), ("before" = Option<String>, Query, description = "An entry id: older entries only.")),
+    responses(
+        (status = 200, description = "The audit log, newest first.", body = serde_json::Value),
+        crate::openapi::SignedIn
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_audit(
     State(app): State<AppState>,
     caller: Caller,

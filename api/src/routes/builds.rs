@@ -14,6 +14,19 @@ use crate::routes::namespaces::{ListQuery, authorized_namespace};
 use crate::views::{BuildView, PhaseView};
 use crate::{ApiError, AppState};
 
+/// A build: status, phases with timings, its spec and, once locked, its
+/// packages and lockfile links.
+#[utoipa::path(
+    get,
+    path = "/api/v1/builds/{id}",
+    tag = "builds",
+    params(crate::openapi::BuildPath),
+    responses(
+        (status = 200, description = "Status, phases with timings, packages, error.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_build(
     State(app): State<AppState>,
     caller: Caller,
@@ -45,6 +58,17 @@ struct HistoryEntry {
 /// `?limit=&after=<build id>&q=` (`q` narrows to builds whose id, status or
 /// submitter contains it; `next_after` names the next page's cursor while
 /// there is one).
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/environments/{name}/builds",
+    tag = "builds",
+    params(crate::openapi::EnvironmentPath, crate::openapi::PageQuery),
+    responses(
+        (status = 200, description = "The environment's builds, newest first.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_builds(
     State(app): State<AppState>,
     caller: Caller,
@@ -111,6 +135,17 @@ async fn visible_build(app: &AppState, caller: &Caller, id: &str) -> Result<Buil
 /// The build's log: the published one once the build ended, the live one
 /// while it runs here. With `Accept: text/event-stream` (or `?follow=true`)
 /// it is followed as Server-Sent Events until the build ends.
+#[utoipa::path(
+    get,
+    path = "/api/v1/builds/{id}/log",
+    tag = "builds",
+    params(crate::openapi::BuildPath, ("follow" = Option<bool>, Query, description = "Follow as Server-Sent Events, as `Accept: text/event-stream` does.")),
+    responses(
+        (status = 200, description = "The log as text, or a stream of `line`, `status`, `reset` and `end` events.", body = String, content_type = "text/plain"),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_build_log(
     State(app): State<AppState>,
     caller: Caller,
@@ -147,6 +182,18 @@ pub struct LogQuery {
 
 /// Cancels a build: a queued one at once, a running one as soon as its
 /// worker notices (within a second); its unfinished prefix is removed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/builds/{id}/cancel",
+    tag = "builds",
+    params(crate::openapi::BuildPath),
+    responses(
+        (status = 200, description = "Cancelled, or asked to stop.", body = serde_json::Value),
+        (status = 409, description = "The build has ended.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn cancel_build(
     State(app): State<AppState>,
     caller: Caller,

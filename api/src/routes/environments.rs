@@ -19,6 +19,17 @@ use crate::{ApiError, AppState};
 /// The environments of a namespace by name, with the state of their current
 /// and latest builds, paged with `?limit=&after=<name>&q=` (`next_after`
 /// names the next page's cursor while there is one).
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/environments",
+    tag = "environments",
+    params(crate::openapi::NamespacePath, crate::openapi::PageQuery),
+    responses(
+        (status = 200, description = "Environments with their current build.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_environments(
     State(app): State<AppState>,
     caller: Caller,
@@ -53,6 +64,22 @@ pub async fn list_environments(
 }
 
 /// Accepts an `environment.yml` (or the same as JSON) and queues a build.
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{namespace}/environments/{name}",
+    tag = "environments",
+    params(crate::openapi::EnvironmentPath),
+    request_body(content = String, content_type = "application/yaml", description = "An environment.yml (or the same as JSON with `Content-Type: application/json`)."),
+    responses(
+        (status = 202, description = "A build was queued (or the same spec's build under way joined).", body = serde_json::Value),
+        (status = 400, description = "The spec is not valid YAML or JSON (with line and column).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The spec is too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The spec or the namespace's policy refuses it.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The namespace is at its concurrent-build quota.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn submit_environment(
     State(app): State<AppState>,
     caller: Caller,
@@ -135,6 +162,19 @@ pub(crate) async fn read_spec(headers: &HeaderMap, body: Body) -> Result<Environ
     Ok(EnvironmentSpec::parse(&body, format)?)
 }
 
+/// An environment: its current build, its prefix on this node and the
+/// history of its builds.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/environments/{name}",
+    tag = "environments",
+    params(crate::openapi::EnvironmentPath),
+    responses(
+        (status = 200, description = "The current build, its prefix and the history.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_environment(
     State(app): State<AppState>,
     caller: Caller,
@@ -176,6 +216,19 @@ pub struct LockfileQuery {
 /// lock hash so clients can revalidate cheaply. The environment's current
 /// lock is read fresh on every request (one round trip), so a build that
 /// just finished anywhere is served at once; the rest comes from caches.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
+    tag = "lockfiles",
+    params(crate::openapi::EnvironmentPath, ("format" = Option<String>, Query, description = "conda-lock (default), pixi or explicit."), ("platform" = Option<String>, Query, description = "The platform of an explicit file.")),
+    responses(
+        (status = 200, description = "The current lockfile; `ETag` is the lock hash.", body = String, content_type = "application/yaml"),
+        (status = 304, description = "`If-None-Match` names the current lock."),
+        (status = 400, description = "Unknown format, or a platform is needed.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_lockfile(
     State(app): State<AppState>,
     caller: Caller,
@@ -265,6 +318,19 @@ pub struct CurrentBuild {
 
 /// Rolls an environment back (or forward) to one of its succeeded builds:
 /// the database first, then the environment link, swapped atomically.
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{namespace}/environments/{name}/current",
+    tag = "environments",
+    params(crate::openapi::EnvironmentPath),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"build_id\": …}` of a succeeded build"),
+    responses(
+        (status = 200, description = "The build is current; `rebuild` names the build restoring a collected prefix.", body = serde_json::Value),
+        (status = 409, description = "Not a succeeded build of this environment.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn set_current_build(
     State(app): State<AppState>,
     caller: Caller,

@@ -18,6 +18,16 @@ use crate::{ApiError, AppState};
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Answers when the database answers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers.", body = serde_json::Value),
+        (status = 500, description = "The database does not answer.", body = crate::openapi::Problem, content_type = "application/problem+json")
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn health(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     app.db.ping().await?;
     Ok(Json(json!({ "status": "ok" })))
@@ -26,12 +36,31 @@ pub async fn health(State(app): State<AppState>) -> Result<Json<Value>, ApiError
 /// Liveness: the process answers HTTP. It checks no dependency, so an
 /// outage of the database or the store never gets healthy processes
 /// restarted; readiness takes them out of rotation instead.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process answers.", body = serde_json::Value)
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: the database and the object store both answer. A 503 names
 /// the ones that did not in `failed`; the log says why.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database and the store answer.", body = serde_json::Value),
+        (status = 503, description = "A dependency does not answer; `failed` names it.", body = crate::openapi::Problem, content_type = "application/problem+json")
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn ready(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let (database, store) = tokio::join!(
         tokio::time::timeout(READY_CHECK_TIMEOUT, app.db.ping()),
@@ -72,6 +101,15 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<Value>, ApiError>
 /// hold no token, and its labels are fixed sets (route templates, states,
 /// phases), never a namespace, environment or subject, so it says how busy
 /// the service is and nothing of what it holds.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The Prometheus text exposition.", body = String, content_type = "text/plain; version=0.0.4")
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, crate::prometheus::CONTENT_TYPE)],

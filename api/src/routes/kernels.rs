@@ -49,6 +49,16 @@ struct KernelView {
 /// The kernels the caller may see, ordered by namespace and name, paged with
 /// `?limit=&after=<namespace>/<name>` (`next_after` names the next page's
 /// cursor while there is one).
+#[utoipa::path(
+    get,
+    path = "/api/v1/kernels",
+    tag = "kernels",
+    params(("limit" = Option<usize>, Query, description = "Page size."), ("after" = Option<String>, Query, description = "The previous page's `next_after` (`namespace/name`).")),
+    responses(
+        (status = 200, description = "Environments the caller may see whose current build has ipykernel.", body = serde_json::Value)
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn list_kernels(
     State(app): State<AppState>,
     caller: Caller,

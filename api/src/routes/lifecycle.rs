@@ -28,6 +28,20 @@ pub const MAX_LOCKFILE_BYTES: usize = 16 * 1024 * 1024;
 /// must keep to the namespace's policy (channels, platforms, required
 /// packages); it keeps its hash, so a lock exported here names the same
 /// prefix again.
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
+    tag = "environments",
+    params(crate::openapi::EnvironmentPath),
+    request_body(content = String, content_type = "application/yaml", description = "A pixi.lock or conda-lock.yml (v1)."),
+    responses(
+        (status = 202, description = "A build installing the lock as it is was queued.", body = serde_json::Value),
+        (status = 422, description = "Not a usable lockfile, or outside the namespace's policy.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The namespace is at its concurrent-build quota.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn submit_lockfile(
     State(app): State<AppState>,
     caller: Caller,
@@ -80,6 +94,17 @@ pub async fn submit_lockfile(
 /// builds cancelled and running ones stopped; garbage collection removes its
 /// link, prefixes nothing else holds, logs and rows later. Its locks stay
 /// available by hash to other namespaces that built them.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespaces/{namespace}/environments/{name}",
+    tag = "environments",
+    params(crate::openapi::EnvironmentPath),
+    responses(
+        (status = 200, description = "Deleted: hidden at once, builds stopped, cleaned by garbage collection.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn delete_environment(
     State(app): State<AppState>,
     caller: Caller,
@@ -105,6 +130,17 @@ pub async fn delete_environment(
 
 /// Deletes a namespace (server admins), with every environment in it and
 /// the role bindings that name it; cleaned like a deleted environment.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespaces/{namespace}",
+    tag = "namespaces",
+    params(crate::openapi::NamespacePath),
+    responses(
+        (status = 200, description = "Deleted: hidden at once, cleaned by garbage collection.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn delete_namespace(
     State(app): State<AppState>,
     caller: Caller,

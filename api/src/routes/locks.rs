@@ -12,6 +12,19 @@ use crate::{ApiError, AppState};
 /// cached forever. This is the hot path of CI fetching pinned lockfiles: the
 /// access data and the artifact come from in-process caches, so a repeated
 /// request makes no database or store round trip.
+#[utoipa::path(
+    get,
+    path = "/api/v1/locks/{lock_hash}/{file}",
+    tag = "lockfiles",
+    params(("lock_hash" = String, Path, description = "The lock's hash."), ("file" = String, Path, description = "conda-lock.yml, pixi.lock or explicit-<platform>.txt.")),
+    responses(
+        (status = 200, description = "The artifact; immutable.", body = String, content_type = "application/yaml"),
+        (status = 304, description = "`If-None-Match` names it."),
+        crate::openapi::SignedIn,
+        (status = 404, description = "No such artifact, or the caller may not see it.", body = crate::openapi::Problem, content_type = "application/problem+json")
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn get_lock_artifact(
     State(app): State<AppState>,
     caller: Caller,

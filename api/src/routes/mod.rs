@@ -12,7 +12,9 @@ mod usage;
 
 use axum::Router;
 use axum::http::{HeaderMap, Method, header};
-use axum::routing::{MethodRouter, delete, get, post, put};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use crate::{ApiError, AppState};
 
@@ -21,89 +23,100 @@ pub use solve::LOCK_HASH_HEADER;
 pub use usage::UsageSettings;
 pub(crate) use usage::{QuotaExceeded, check_quota};
 
-/// The routes of the API, registered and listed in one place: the list is
-/// what the authorisation tests walk, so a new route cannot miss a row.
-struct RouteTable {
+/// The routes of the API and their OpenAPI document, built in one place
+/// from the handlers' `#[utoipa::path]` annotations: a handler's method and
+/// path are the ones it documents, so nothing is served undocumented, and
+/// the list of routes is what the authorisation tests walk, so a new route
+/// cannot miss a row.
+pub(crate) struct RouteTable {
     router: Router<AppState>,
-    routes: Vec<(Method, &'static str)>,
+    routes: Vec<(Method, String)>,
+    pub(crate) document: utoipa::openapi::OpenApi,
 }
 
-impl RouteTable {
-    fn add(mut self, method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Self {
-        self.router = self.router.route(path, crate::observe::observe_route(handler, &method, path));
-        self.routes.push((method, path));
-        self
-    }
-}
-
-fn table() -> RouteTable {
-    let table = RouteTable {
-        router: Router::new(),
-        routes: Vec::new(),
+/// A handler as its annotation registers it, with its requests observed
+/// (counted by route template and status, the template in the log span).
+fn observed(route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    let (schemas, paths, handler) = route;
+    let handler = match paths.paths.iter().next() {
+        Some((path, item)) => {
+            let method = methods(item).into_iter().next().unwrap_or(Method::GET);
+            crate::observe::observe_route(handler, &method, path)
+        }
+        None => handler,
     };
-    table
-        .add(Method::GET, "/api/v1/health", get(health::health))
-        .add(Method::GET, "/health", get(health::live))
-        .add(Method::GET, "/ready", get(health::ready))
-        .add(Method::GET, "/metrics", get(health::metrics))
-        .add(Method::GET, "/api/v1/namespaces", get(namespaces::list_namespaces))
-        .add(Method::POST, "/api/v1/namespaces", post(namespaces::create_namespace))
-        .add(Method::GET, "/api/v1/namespaces/{namespace}", get(namespaces::get_namespace))
-        .add(Method::DELETE, "/api/v1/namespaces/{namespace}", delete(lifecycle::delete_namespace))
-        .add(Method::PUT, "/api/v1/namespaces/{namespace}/visibility", put(namespaces::set_visibility))
-        .add(Method::GET, "/api/v1/namespaces/{namespace}/policy", get(namespaces::get_policy))
-        .add(Method::PUT, "/api/v1/namespaces/{namespace}/policy", put(namespaces::set_policy))
-        .add(Method::GET, "/api/v1/namespaces/{namespace}/usage", get(usage::get_namespace_usage))
-        .add(Method::GET, "/api/v1/namespaces/{namespace}/quota", get(usage::get_quota))
-        .add(Method::PUT, "/api/v1/namespaces/{namespace}/quota", put(usage::set_quota))
-        .add(Method::GET, "/api/v1/usage", get(usage::list_usage))
-        .add(Method::GET, "/api/v1/namespaces/{namespace}/members", get(access::list_members))
-        .add(Method::PUT, "/api/v1/namespaces/{namespace}/members/{subject}", put(access::set_member))
-        .add(Method::DELETE, "/api/v1/namespaces/{namespace}/members/{subject}", delete(access::remove_member))
-        .add(Method::GET, "/api/v1/namespaces/{namespace}/environments", get(environments::list_environments))
-        .add(Method::GET, "/api/v1/namespaces/{namespace}/environments/{name}", get(environments::get_environment))
-        .add(Method::PUT, "/api/v1/namespaces/{namespace}/environments/{name}", put(environments::submit_environment))
-        .add(
-            Method::DELETE,
-            "/api/v1/namespaces/{namespace}/environments/{name}",
-            delete(lifecycle::delete_environment),
-        )
-        .add(
-            Method::GET,
-            "/api/v1/namespaces/{namespace}/environments/{name}/builds",
-            get(builds::list_builds),
-        )
-        .add(
-            Method::PUT,
-            "/api/v1/namespaces/{namespace}/environments/{name}/current",
-            put(environments::set_current_build),
-        )
-        .add(
-            Method::GET,
-            "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
-            get(environments::get_lockfile),
-        )
-        .add(
-            Method::PUT,
-            "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
-            put(lifecycle::submit_lockfile),
-        )
-        .add(Method::POST, "/api/v1/namespaces/{namespace}/solve", post(solve::solve_spec))
-        .add(Method::GET, "/api/v1/builds/{id}", get(builds::get_build))
-        .add(Method::GET, "/api/v1/builds/{id}/log", get(builds::get_build_log))
-        .add(Method::POST, "/api/v1/builds/{id}/cancel", post(builds::cancel_build))
-        .add(Method::GET, "/api/v1/locks/{lock_hash}/{file}", get(locks::get_lock_artifact))
-        .add(Method::GET, "/api/v1/tokens", get(access::list_tokens))
-        .add(Method::POST, "/api/v1/tokens", post(access::create_token))
-        .add(Method::DELETE, "/api/v1/tokens/{id}", delete(access::revoke_token))
-        .add(Method::GET, "/api/v1/role-bindings", get(access::list_role_bindings))
-        .add(Method::PUT, "/api/v1/role-bindings", put(access::set_role_binding))
-        .add(Method::GET, "/api/v1/audit", get(access::list_audit))
-        .add(Method::GET, "/api/v1/kernels", get(kernels::list_kernels))
+    (schemas, paths, handler)
+}
+
+/// The methods a documented path answers.
+fn methods(item: &utoipa::openapi::PathItem) -> Vec<Method> {
+    [
+        (Method::GET, item.get.is_some()),
+        (Method::PUT, item.put.is_some()),
+        (Method::POST, item.post.is_some()),
+        (Method::DELETE, item.delete.is_some()),
+        (Method::PATCH, item.patch.is_some()),
+        (Method::HEAD, item.head.is_some()),
+        (Method::OPTIONS, item.options.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(method, present)| present.then_some(method))
+    .collect()
+}
+
+pub(crate) fn table() -> RouteTable {
+    let (router, document) = OpenApiRouter::with_openapi(crate::openapi::ApiDocument::openapi())
+        .routes(observed(routes!(health::health)))
+        .routes(observed(routes!(health::live)))
+        .routes(observed(routes!(health::ready)))
+        .routes(observed(routes!(health::metrics)))
+        .routes(observed(routes!(crate::openapi::openapi_json)))
+        .routes(observed(routes!(namespaces::list_namespaces)))
+        .routes(observed(routes!(namespaces::create_namespace)))
+        .routes(observed(routes!(namespaces::get_namespace)))
+        .routes(observed(routes!(lifecycle::delete_namespace)))
+        .routes(observed(routes!(namespaces::set_visibility)))
+        .routes(observed(routes!(namespaces::get_policy)))
+        .routes(observed(routes!(namespaces::set_policy)))
+        .routes(observed(routes!(usage::get_namespace_usage)))
+        .routes(observed(routes!(usage::get_quota)))
+        .routes(observed(routes!(usage::set_quota)))
+        .routes(observed(routes!(usage::list_usage)))
+        .routes(observed(routes!(access::list_members)))
+        .routes(observed(routes!(access::set_member)))
+        .routes(observed(routes!(access::remove_member)))
+        .routes(observed(routes!(environments::list_environments)))
+        .routes(observed(routes!(environments::get_environment)))
+        .routes(observed(routes!(environments::submit_environment)))
+        .routes(observed(routes!(lifecycle::delete_environment)))
+        .routes(observed(routes!(builds::list_builds)))
+        .routes(observed(routes!(environments::set_current_build)))
+        .routes(observed(routes!(environments::get_lockfile)))
+        .routes(observed(routes!(lifecycle::submit_lockfile)))
+        .routes(observed(routes!(solve::solve_spec)))
+        .routes(observed(routes!(builds::get_build)))
+        .routes(observed(routes!(builds::get_build_log)))
+        .routes(observed(routes!(builds::cancel_build)))
+        .routes(observed(routes!(locks::get_lock_artifact)))
+        .routes(observed(routes!(access::list_tokens)))
+        .routes(observed(routes!(access::create_token)))
+        .routes(observed(routes!(access::revoke_token)))
+        .routes(observed(routes!(access::list_role_bindings)))
+        .routes(observed(routes!(access::set_role_binding)))
+        .routes(observed(routes!(access::list_audit)))
+        .routes(observed(routes!(kernels::list_kernels)))
+        .split_for_parts();
+    let routes = document
+        .paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| methods(item).into_iter().map(|method| (method, path.clone())))
+        .collect();
+    RouteTable { router, routes, document }
 }
 
 /// Every route of the API, as (method, path template).
-pub fn routes() -> Vec<(Method, &'static str)> {
+pub fn routes() -> Vec<(Method, String)> {
     table().routes
 }
 

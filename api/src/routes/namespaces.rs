@@ -18,6 +18,18 @@ struct NewNamespace {
 }
 
 /// Server admins create namespaces.
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces",
+    tag = "namespaces",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"name\": \"team-ml\", \"public_read\": false}`"),
+    responses(
+        (status = 201, description = "The namespace was created.", body = serde_json::Value),
+        (status = 409, description = "It exists already.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::SignedIn
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create_namespace(
     State(app): State<AppState>,
     caller: Caller,
@@ -75,6 +87,16 @@ const SCAN_BATCH: usize = 500;
 /// The namespaces the caller may view, by name, paged with
 /// `?limit=&after=<name>&q=` (`next_after` names the next page's cursor
 /// while there is one).
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces",
+    tag = "namespaces",
+    params(crate::openapi::PageQuery),
+    responses(
+        (status = 200, description = "The namespaces the caller may see.", body = serde_json::Value)
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn list_namespaces(
     State(app): State<AppState>,
     caller: Caller,
@@ -112,6 +134,18 @@ pub async fn list_namespaces(
     Ok(Json(json!({ "namespaces": namespaces, "next_after": next_after })))
 }
 
+/// A namespace, its visibility and its environments.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}",
+    tag = "namespaces",
+    params(crate::openapi::NamespacePath),
+    responses(
+        (status = 200, description = "The namespace and its environments.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_namespace(
     State(app): State<AppState>,
     caller: Caller,
@@ -137,6 +171,18 @@ struct Visibility {
 
 /// Namespace admins open a namespace to anonymous readers (students picking
 /// environments), or close it.
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{namespace}/visibility",
+    tag = "namespaces",
+    params(crate::openapi::NamespacePath),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"public_read\": true}`"),
+    responses(
+        (status = 200, description = "Visibility set.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn set_visibility(
     State(app): State<AppState>,
     caller: Caller,
@@ -171,6 +217,17 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], example: &
 }
 
 /// A namespace's own policy and the one in effect (the server's, tightened).
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/policy",
+    tag = "policy",
+    params(crate::openapi::NamespacePath),
+    responses(
+        (status = 200, description = "The namespace's policy and the one in effect.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_policy(
     State(app): State<AppState>,
     caller: Caller,
@@ -184,6 +241,19 @@ pub async fn get_policy(
 
 /// Namespace admins set their namespace's policy; it can only tighten the
 /// server's.
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{namespace}/policy",
+    tag = "policy",
+    params(crate::openapi::NamespacePath),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "A policy: allowed channels and platforms, required, default and included packages, limits."),
+    responses(
+        (status = 200, description = "Policy set.", body = serde_json::Value),
+        (status = 422, description = "The policy is not valid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn set_policy(
     State(app): State<AppState>,
     caller: Caller,

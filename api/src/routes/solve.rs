@@ -31,6 +31,21 @@ pub struct SolveQuery {
     platform: Option<String>,
 }
 
+/// Solves a spec under the namespace's policy and returns its lockfile,
+/// building and storing nothing: what CI pins before (or instead of) a build.
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{namespace}/solve",
+    tag = "lockfiles",
+    params(crate::openapi::NamespacePath, ("format" = Option<String>, Query, description = "conda-lock (default), pixi or explicit."), ("platforms" = Option<String>, Query, description = "Comma-separated platforms instead of the spec's."), ("platform" = Option<String>, Query, description = "The platform of an explicit file.")),
+    request_body(content = String, content_type = "application/yaml", description = "An environment.yml (or the same as JSON with `Content-Type: application/json`)."),
+    responses(
+        (status = 200, description = "The lockfile; `X-Envstore-Lock-Hash` names the lock.", body = String, content_type = "application/yaml"),
+        (status = 422, description = "Unsolvable (with the solver's explanation), or refused by the policy.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn solve_spec(
     State(app): State<AppState>,
     caller: Caller,

@@ -130,6 +130,15 @@ fn usage_table(settings: &UsageSettings, report: &UsageReport) -> Value {
 /// totals over them. This process's uncounted downloads are flushed first,
 /// so its own requests are in the figures; other API processes' arrive
 /// with their next periodic flush.
+#[utoipa::path(
+    get,
+    path = "/api/v1/usage",
+    tag = "usage",
+    responses(
+        (status = 200, description = "Usage of every namespace the caller may view, with totals.", body = serde_json::Value)
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn list_usage(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     app.db.flush_downloads().await?;
     let report = app
@@ -140,6 +149,17 @@ pub async fn list_usage(State(app): State<AppState>, caller: Caller) -> Result<J
 }
 
 /// One namespace's usage, as a table of one row.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/usage",
+    tag = "usage",
+    params(crate::openapi::NamespacePath),
+    responses(
+        (status = 200, description = "The namespace's usage as a table of one row.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_namespace_usage(
     State(app): State<AppState>,
     caller: Caller,
@@ -161,6 +181,17 @@ fn quota_view(app: &AppState, namespace: &NamespaceName, own: Quota) -> Value {
 }
 
 /// A namespace's own quota, the server's default, and the limits in effect.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/quota",
+    tag = "usage",
+    params(crate::openapi::NamespacePath),
+    responses(
+        (status = 200, description = "The namespace's quota, the server's default and the limits in effect.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_quota(
     State(app): State<AppState>,
     caller: Caller,
@@ -173,6 +204,18 @@ pub async fn get_quota(
 
 /// Server admins set a namespace's quota; a limit left out (or null) falls
 /// back to the server's default.
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{namespace}/quota",
+    tag = "usage",
+    params(crate::openapi::NamespacePath),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"max_disk_bytes\": …, \"max_concurrent_builds\": …}`; null: the server's default."),
+    responses(
+        (status = 200, description = "Quota set.", body = serde_json::Value),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
 pub async fn set_quota(
     State(app): State<AppState>,
     caller: Caller,

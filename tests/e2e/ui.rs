@@ -2,8 +2,9 @@
 //! driven over WebDriver (Debian's `chromium-driver`), against the real
 //! server. It signs in, submits a spec through the form, watches the build's
 //! live log, opens the packages, downloads a lockfile, submits an edited
-//! spec, compares the two builds and rolls back, saving a screenshot of each
-//! page to `target/ui-screenshots/<page>.png`.
+//! spec, compares the two builds, rolls back and reads the namespace's usage
+//! and quotas, saving a screenshot of each page to
+//! `target/ui-screenshots/<page>.png`.
 //!
 //! In CI (`CI` set) a missing browser fails the test; elsewhere
 //! `ENVSTORE_SKIP_BROWSER=1` skips it with the reason printed.
@@ -503,6 +504,54 @@ async fn story_steps(story: &Story<'_>) {
     assert_eq!(environment["current_build"]["id"], first.as_str());
     story.screenshot("rollback").await;
 
+    // What the namespace uses, reached through the main navigation: its
+    // prefixes' disk (one of them held by another namespace too) and its
+    // builds, beside its quotas.
+    assert_eq!(server.create_namespace("data").await.status(), StatusCode::CREATED);
+    let sharing = server.submit_yaml("data", "analysis", &demo_spec_yaml("demo")).await;
+    assert_eq!(server.wait_for_build(&sharing).await["status"], "succeeded");
+    let quota = json!({ "max_disk_bytes": 1u64 << 30, "max_concurrent_builds": 2 });
+    let response = server
+        .admin_json(reqwest::Method::PUT, "/api/v1/namespaces/team/quota", Some(quota))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    story.click("nav.site-nav a[href='/ui/usage']").await;
+    story.arrive("/ui/usage").await;
+    assert_eq!(story.heading().await, "Usage");
+    let team = "table.usage tbody tr[data-namespace='team']";
+    let row = &story.find(team).await;
+    let figure = |name: &'static str| async move {
+        row.attr(name)
+            .await
+            .unwrap()
+            .and_then(|value| value.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("the row's {name}"))
+    };
+    assert!(figure("data-disk-bytes").await > 0, "the prefixes take disk");
+    assert!(figure("data-builds").await >= 1, "the builds are counted");
+    let disk = story.text(&format!("{team} td:nth-of-type(1) strong")).await;
+    assert!(disk.ends_with('B') && disk != "0 B", "a readable size: {disk}");
+    let text = row.text().await.unwrap();
+    for shown in [
+        "succeeded",
+        "in 2 prefixes",
+        "of 1.0 GiB (under 1 %)",
+        "0 of 2 queued or running",
+        "shared with 1 other namespace",
+    ] {
+        assert!(text.contains(shown), "no '{shown}' in {text}");
+    }
+    let totals = story.find("table.usage tfoot tr.totals").await;
+    let total_disk = totals.attr("data-disk-bytes").await.unwrap();
+    assert_eq!(
+        total_disk.and_then(|value| value.parse::<i64>().ok()),
+        Some(figure("data-disk-bytes").await),
+        "the prefix both namespaces hold counts once in the total"
+    );
+    let link = story.find(&format!("{team} th a")).await.attr("href").await.unwrap();
+    assert_eq!(link.as_deref(), Some("/ui/namespaces/team"));
+    story.screenshot("usage").await;
+
     // The namespace lists the environment with its builds' states.
     story.goto("/ui/namespaces/team").await;
     let row = story.text("main table tbody tr").await;
@@ -546,6 +595,7 @@ async fn pages_need_a_session_search_and_refuse_forged_forms() {
         format!("/ui/builds/{build}/packages"),
         format!("/ui/diff?from={build}&to={build}"),
         format!("/ui/locks/{lock_hash}/conda-lock.yml"),
+        "/ui/usage".to_owned(),
     ];
     for page in &pages {
         let response = http.get(server.url(page)).send().await.unwrap();
@@ -625,6 +675,16 @@ async fn pages_need_a_session_search_and_refuse_forged_forms() {
     );
     assert!(
         page("/ui/namespaces?q=zzz".to_owned())
+            .await
+            .contains("No namespace matches this search.")
+    );
+    let usage = page("/ui/usage?q=TEA".to_owned()).await;
+    assert!(
+        usage.contains("data-namespace=\"team\"") && usage.contains("aria-current=\"page\""),
+        "{usage}"
+    );
+    assert!(
+        page("/ui/usage?q=zzz".to_owned())
             .await
             .contains("No namespace matches this search.")
     );

@@ -15,9 +15,13 @@ pub(crate) enum Section {
     #[default]
     None,
     Namespaces,
+    Usage,
 }
 
-const NAVIGATION: &[(Section, &str, &str)] = &[(Section::Namespaces, "Namespaces", "/ui/namespaces")];
+const NAVIGATION: &[(Section, &str, &str)] = &[
+    (Section::Namespaces, "Namespaces", "/ui/namespaces"),
+    (Section::Usage, "Usage", "/ui/usage"),
+];
 
 /// What the frame needs to know about the page around it.
 #[derive(Default)]

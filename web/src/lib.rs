@@ -60,6 +60,7 @@ pub fn router(app: AppState) -> Router {
         .route("/ui/builds/{id}/events", get(pages::build::events))
         .route("/ui/builds/{id}/packages", get(pages::packages::show))
         .route("/ui/diff", get(pages::diff::show))
+        .route("/ui/usage", get(pages::usage::show))
         .route("/ui/locks/{lock_hash}/{file}", get(pages::downloads::lock_artifact))
         .route("/ui/static/style.css", get(style))
         .route("/ui/static/app.js", get(script))

@@ -69,6 +69,10 @@ pub(crate) fn diff(from: &str, to: &str) -> String {
     with_query("/ui/diff", &[("from", Some(from)), ("to", Some(to))])
 }
 
+pub(crate) fn usage() -> String {
+    "/ui/usage".to_owned()
+}
+
 pub(crate) fn lock_artifact(lock_hash: &str, file: &str) -> String {
     format!("/ui/locks/{}/{}", segment(lock_hash), segment(file))
 }

@@ -9,6 +9,7 @@ pub(crate) mod namespaces;
 pub(crate) mod packages;
 pub(crate) mod sign_in;
 pub(crate) mod submit;
+pub(crate) mod usage;
 
 use serde::Deserialize;
 

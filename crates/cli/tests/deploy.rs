@@ -160,6 +160,7 @@ fn every_manifest_is_a_kind_kubernetes_knows_and_kustomize_lists_them() {
         ("v1", "PersistentVolumeClaim"),
         ("v1", "Service"),
         ("apps/v1", "Deployment"),
+        ("batch/v1", "CronJob"),
         ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
     ]
     .into();
@@ -444,4 +445,77 @@ fn a_command_line_the_cli_refuses_fails_these_checks() {
     let bad_value = std::panic::catch_unwind(|| check_variable(&argv, "ENVSTORE_LOG_FORMAT", Some("xml")));
     assert!(bad_value.is_err());
     check_variable(&argv, "ENVSTORE_LOG_FORMAT", Some("json"));
+}
+
+/// A pod spec's mounts of `claim`, as (volume name, mount path).
+fn claim_mounts(pod: &Value, claim: &str) -> Vec<String> {
+    let volumes: BTreeSet<String> = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|volume| volume["persistentVolumeClaim"]["claimName"].as_str() == Some(claim))
+        .map(|volume| volume["name"].as_str().unwrap().to_owned())
+        .collect();
+    pod["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|container| container["volumeMounts"].as_sequence().cloned().unwrap_or_default())
+        .filter(|mount| volumes.contains(mount["name"].as_str().unwrap()))
+        .map(|mount| mount["mountPath"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn garbage_collection_runs_on_a_schedule_over_the_prefixes_the_nodes_use() {
+    // Kubernetes: a CronJob running `envstore gc` on the shared volume,
+    // mounted where the workers build prefixes (prefixes embed their path).
+    let manifests = manifests();
+    let cron = only(&manifests, "CronJob");
+    assert_eq!(cron.document["spec"]["concurrencyPolicy"], "Forbid", "one collection at a time");
+    let pod = &cron.document["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let [container] = pod["containers"].as_sequence().unwrap().as_slice() else { panic!("one container") };
+    let argv = command_line(container);
+    let Command::Gc(gc) = &parse(&argv).command else { panic!("the CronJob runs `envstore gc`: {argv:?}") };
+    assert!(!gc.dry_run && gc.keep_builds >= 1, "it collects, and keeps at least the newest build");
+    let config = config_map(&manifests);
+    let secrets = secret_keys(&manifests);
+    let mut data_dir = None;
+    for variable in container["env"].as_sequence().unwrap() {
+        let name = variable["name"].as_str().unwrap();
+        let from = &variable["valueFrom"];
+        let value = if let Some(key) = from["configMapKeyRef"]["key"].as_str() {
+            Some(config.get(key).unwrap_or_else(|| panic!("ConfigMap key {key}")).as_str())
+        } else {
+            let key = from["secretKeyRef"]["key"].as_str().unwrap();
+            assert!(secrets.contains(key), "Secret key {key}");
+            None
+        };
+        check_variable(&argv, name, value);
+        if name == "ENVSTORE_DATA_DIR" {
+            data_dir = value.map(str::to_owned);
+        }
+    }
+    let data_dir = data_dir.expect("the CronJob names the data folder");
+    assert_eq!(claim_mounts(pod, "envstore-data"), [data_dir.clone()], "the shared volume at the data folder");
+    let worker = deployments(&manifests).into_iter().find(|d| d.name() == "envstore-worker").expect("the workers");
+    assert_eq!(
+        claim_mounts(&worker.document["spec"]["template"]["spec"], "envstore-data"),
+        [data_dir],
+        "the same path as the workers, whose prefixes it collects"
+    );
+
+    // systemd: a oneshot service on the single node's data folder, and the
+    // timer that starts it.
+    let folder = deploy_dir().join("systemd");
+    let unit = read(&folder.join("envstore-gc.service"));
+    let exec_start = unit.lines().find_map(|line| line.strip_prefix("ExecStart=")).expect("ExecStart");
+    let mut argv: Vec<String> = exec_start.split_whitespace().map(str::to_owned).collect();
+    assert!(argv[0].starts_with('/') && argv[0].ends_with("/envstore"));
+    argv[0] = "envstore".to_owned();
+    let Command::Gc(gc) = &parse(&argv).command else { panic!("the unit runs `envstore gc`") };
+    assert_eq!(gc.node.data_dir.as_deref(), Some(Path::new("/var/lib/envstore")), "the serving unit's data folder");
+    assert!(unit.contains("Type=oneshot") && unit.contains("User=envstore"), "{unit}");
+    let timer = read(&folder.join("envstore-gc.timer"));
+    assert!(timer.contains("Unit=envstore-gc.service") && timer.contains("OnCalendar="), "{timer}");
 }

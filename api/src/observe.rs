@@ -160,11 +160,34 @@ fn record_response(response: &Response, latency: Duration, span: &Span) {
     tracing::debug!(target: "envstore::access", latency_ms = latency.as_secs_f64() * 1000.0, "answered");
 }
 
+/// Longest request id taken from a client; a longer one is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Whether a client's request id may be kept: it goes into every log line
+/// of the request, so it must be short and printable, with no room for
+/// forged log fields or line breaks.
+fn acceptable_request_id(value: &axum::http::HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID
+        && bytes.iter().all(|byte| byte.is_ascii_alphanumeric() || b"-_.:/+=".contains(byte))
+}
+
+/// Drops a client's request id that [`acceptable_request_id`] refuses, so
+/// the request gets a fresh one instead.
+fn drop_unacceptable_request_id(mut request: Request) -> Request {
+    if request.headers().get(REQUEST_ID_HEADER).is_some_and(|value| !acceptable_request_id(value)) {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    request
+}
+
 /// `router` with request ids and request spans around every request,
 /// matched or not.
 pub(crate) fn observe(router: Router<AppState>) -> Router<AppState> {
     router.layer(
         tower::ServiceBuilder::new()
+            .map_request(drop_unacceptable_request_id)
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(
                 TraceLayer::new_for_http()
@@ -190,5 +213,17 @@ mod tests {
         }
         assert_eq!(status_label(StatusCode::IM_A_TEAPOT), (COUNTED_STATUSES.len(), "other"));
         assert_eq!(method_label(&Method::from_bytes(b"PROPFIND").unwrap()), "other");
+    }
+
+    #[test]
+    fn only_short_printable_request_ids_are_kept() {
+        let id = |text: &str| axum::http::HeaderValue::from_str(text).unwrap();
+        for kept in ["abc123", "0193a1b2-7c1d-7e0f-8a9b-0c1d2e3f4a5b", "ci:job/42", "YWJj+Lw=="] {
+            assert!(acceptable_request_id(&id(kept)), "{kept}");
+        }
+        let long = "x".repeat(MAX_REQUEST_ID + 1);
+        for dropped in ["", "a b", "a\"b", "a{b}", "é", long.as_str()] {
+            assert!(!acceptable_request_id(&axum::http::HeaderValue::from_bytes(dropped.as_bytes()).unwrap()), "{dropped:?}");
+        }
     }
 }

@@ -241,6 +241,12 @@ async fn health_ready_and_request_ids() {
     expect_problem(response, StatusCode::UNAUTHORIZED).await;
     let again = server.client.get(server.url("/health")).send().await.unwrap();
     assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), made, "one id per request");
+    // An id that would forge log fields, or run long, is replaced.
+    for forged in ["a\" level=\"ERROR", &"x".repeat(500)] {
+        let response = server.client.get(server.url("/health")).header("x-request-id", forged).send().await.unwrap();
+        let given = response.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(given.len(), 36, "a fresh UUID instead of {forged:?}: {given}");
+    }
     server.stop().await;
 }
 

@@ -17,6 +17,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (6, "cancel", include_str!("../../../migrations/sqlite/0006_cancel.sql")),
     (7, "lifecycle", include_str!("../../../migrations/sqlite/0007_lifecycle.sql")),
     (8, "usage", include_str!("../../../migrations/sqlite/0008_usage.sql")),
+    (9, "build status index", include_str!("../../../migrations/sqlite/0009_build_status_index.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
@@ -27,6 +28,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (6, "cancel", include_str!("../../../migrations/postgres/0006_cancel.sql")),
     (7, "lifecycle", include_str!("../../../migrations/postgres/0007_lifecycle.sql")),
     (8, "usage", include_str!("../../../migrations/postgres/0008_usage.sql")),
+    (9, "build status index", include_str!("../../../migrations/postgres/0009_build_status_index.sql")),
 ];
 
 impl Database {

@@ -23,7 +23,7 @@ use rattler_conda_types::Subdir;
 pub use auth::{AdminToken, BOOTSTRAP_SUBJECT, Caller};
 pub use error::ApiError;
 pub use observe::REQUEST_ID_HEADER;
-pub use routes::{KERNEL_PACKAGE, LOCK_HASH_HEADER, UsageSettings, kernel_id, router, routes};
+pub use routes::{KERNEL_PACKAGE, LOCK_HASH_HEADER, UsageFigures, UsageSettings, kernel_id, router, routes};
 
 /// What the API tells the build side, and asks of it.
 pub trait BuildEvents: Send + Sync {

@@ -20,7 +20,7 @@ use crate::{ApiError, AppState};
 
 pub use kernels::{KERNEL_PACKAGE, kernel_id};
 pub use solve::LOCK_HASH_HEADER;
-pub use usage::UsageSettings;
+pub use usage::{Figures as UsageFigures, UsageSettings};
 pub(crate) use usage::{QuotaExceeded, check_quota};
 
 /// The routes of the API and their OpenAPI document, built in one place

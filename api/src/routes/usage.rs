@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use bytesize::ByteSize;
 use envstore_core::{CanonicalSpec, EnvironmentName, NamespaceName, Role};
 use envstore_db::{NamespaceUsage, Quota, SharedPrefix, UsageFigures, UsageReport};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Caller;
@@ -39,28 +39,40 @@ const MILLIS_PER_MINUTE: f64 = 60_000.0;
 const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
 const RETRY_AFTER_SECONDS: std::ops::RangeInclusive<u64> = 5..=600;
 
-/// The figures of one row: flat columns a UI shows as they are.
-#[derive(Debug, Serialize)]
-struct Figures {
-    disk_bytes: i64,
-    shared_disk_bytes: i64,
-    prefixes: i64,
-    builds_succeeded: i64,
-    builds_failed: i64,
-    builds_cancelled: i64,
-    builds_queued: i64,
-    builds_running: i64,
-    build_millis: i64,
-    build_minutes: f64,
-    lockfile_downloads: i64,
-    artifact_downloads: i64,
+/// The figures of one row of `GET /api/v1/usage`: flat columns a UI shows
+/// as they are. Clients (the CLI, the web UI) read the answer with it too.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Figures {
+    pub disk_bytes: i64,
+    /// The part of `disk_bytes` in prefixes other namespaces hold too.
+    pub shared_disk_bytes: i64,
+    pub prefixes: i64,
+    pub builds_succeeded: i64,
+    pub builds_failed: i64,
+    pub builds_cancelled: i64,
+    pub builds_queued: i64,
+    pub builds_running: i64,
+    pub build_millis: i64,
+    pub build_minutes: f64,
+    pub lockfile_downloads: i64,
+    pub artifact_downloads: i64,
     /// The disk's price for a month, at its current size.
-    cost_disk_per_month: Option<f64>,
+    pub cost_disk_per_month: Option<f64>,
     /// The price of the build minutes so far.
-    cost_builds: Option<f64>,
+    pub cost_builds: Option<f64>,
 }
 
 impl Figures {
+    /// Builds of every status.
+    pub fn builds(&self) -> i64 {
+        self.builds_succeeded + self.builds_failed + self.builds_cancelled + self.builds_queued + self.builds_running
+    }
+
+    /// Builds that count against the concurrent-builds quota.
+    pub fn active_builds(&self) -> i64 {
+        self.builds_queued + self.builds_running
+    }
+
     fn new(settings: &UsageSettings, figures: &UsageFigures) -> Self {
         let build_minutes = figures.build_millis as f64 / MILLIS_PER_MINUTE;
         Self {

@@ -3,13 +3,14 @@
 use anyhow::Context;
 use bytesize::ByteSize;
 use serde::Deserialize;
+use envstore_api::UsageFigures;
 use serde_json::Value;
 
 /// What `GET /api/v1/usage` answers (the fields this table shows).
 #[derive(Deserialize)]
 struct UsageTable {
     namespaces: Vec<NamespaceRow>,
-    totals: Figures,
+    totals: UsageFigures,
     prices: Prices,
 }
 
@@ -20,27 +21,10 @@ struct Prices {
 }
 
 #[derive(Deserialize)]
-struct Figures {
-    disk_bytes: i64,
-    shared_disk_bytes: i64,
-    prefixes: i64,
-    builds_succeeded: i64,
-    builds_failed: i64,
-    builds_cancelled: i64,
-    builds_queued: i64,
-    builds_running: i64,
-    build_minutes: f64,
-    lockfile_downloads: i64,
-    artifact_downloads: i64,
-    cost_disk_per_month: Option<f64>,
-    cost_builds: Option<f64>,
-}
-
-#[derive(Deserialize)]
 struct NamespaceRow {
     namespace: String,
     #[serde(flatten)]
-    figures: Figures,
+    figures: UsageFigures,
     max_disk_bytes: Option<i64>,
     max_concurrent_builds: Option<i64>,
     shared: Vec<SharedPrefix>,
@@ -78,7 +62,7 @@ pub fn usage_table(usage: &Value) -> anyhow::Result<String> {
     if build_cost {
         header.push("BUILD COST");
     }
-    let cells = |name: &str, figures: &Figures, max_disk: String, max_builds: String| {
+    let cells = |name: &str, figures: &UsageFigures, max_disk: String, max_builds: String| {
         let mut cells = vec![
             name.to_owned(),
             size(figures.disk_bytes),

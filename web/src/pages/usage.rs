@@ -5,6 +5,7 @@
 use axum::extract::{Query, State};
 use bytesize::ByteSize;
 use maud::{Markup, html};
+use envstore_api::UsageFigures;
 use serde::Deserialize;
 
 use crate::api::Api;
@@ -27,48 +28,15 @@ pub(crate) struct UsageQuery {
 #[derive(Debug, Deserialize)]
 struct UsageTable {
     namespaces: Vec<NamespaceRow>,
-    totals: Figures,
+    totals: UsageFigures,
     prices: Prices,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Figures {
-    disk_bytes: i64,
-    /// The part of `disk_bytes` in prefixes other namespaces hold too.
-    shared_disk_bytes: i64,
-    prefixes: i64,
-    builds_succeeded: i64,
-    builds_failed: i64,
-    builds_cancelled: i64,
-    builds_queued: i64,
-    builds_running: i64,
-    build_millis: i64,
-    lockfile_downloads: i64,
-    artifact_downloads: i64,
-    cost_disk_per_month: Option<f64>,
-    cost_builds: Option<f64>,
-}
-
-impl Figures {
-    fn builds(&self) -> i64 {
-        self.builds_succeeded
-            + self.builds_failed
-            + self.builds_cancelled
-            + self.builds_queued
-            + self.builds_running
-    }
-
-    /// Builds that count against the concurrent-builds quota.
-    fn active_builds(&self) -> i64 {
-        self.builds_queued + self.builds_running
-    }
 }
 
 #[derive(Debug, Deserialize)]
 struct NamespaceRow {
     namespace: String,
     #[serde(flatten)]
-    figures: Figures,
+    figures: UsageFigures,
     /// The limits in effect (the namespace's own, else the server's
     /// default); None: no limit.
     max_disk_bytes: Option<i64>,
@@ -179,7 +147,7 @@ pub(crate) async fn show(
 
 /// The cells a namespace's row and the totals share: builds, build time,
 /// downloads and, when the server has prices, cost.
-fn figure_cells(figures: &Figures, priced: bool) -> Markup {
+fn figure_cells(figures: &UsageFigures, priced: bool) -> Markup {
     html! {
         td { (builds_by_status(figures)) }
         td { (layout::duration(figures.build_millis)) }
@@ -201,7 +169,7 @@ fn figure_cells(figures: &Figures, priced: bool) -> Markup {
 
 /// A namespace's disk, and the part of it it shares with other namespaces
 /// (each shared prefix listed, with how many others hold it).
-fn disk(figures: &Figures, shared: &[SharedPrefix]) -> Markup {
+fn disk(figures: &UsageFigures, shared: &[SharedPrefix]) -> Markup {
     html! {
         strong { (bytes(figures.disk_bytes)) }
         br;
@@ -368,7 +336,7 @@ fn counted(count: i64, one: &str, many: &str) -> String {
 
 /// "3 succeeded, 1 failed": the statuses that have builds, most telling
 /// first; "none" without builds.
-fn builds_by_status(figures: &Figures) -> String {
+fn builds_by_status(figures: &UsageFigures) -> String {
     let statuses = [
         (figures.builds_succeeded, "succeeded"),
         (figures.builds_failed, "failed"),
@@ -403,7 +371,7 @@ fn shared_summary(shared_bytes: i64, shared: &[SharedPrefix]) -> Option<String> 
 }
 
 /// A row's costs at the server's prices, one line each.
-fn costs(figures: &Figures) -> Vec<String> {
+fn costs(figures: &UsageFigures) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(disk) = figures.cost_disk_per_month {
         lines.push(format!("disk {disk:.2} a month"));
@@ -482,11 +450,11 @@ mod tests {
 
     #[test]
     fn builds_show_only_the_statuses_they_have() {
-        let figures = Figures {
+        let figures = UsageFigures {
             builds_succeeded: 3,
             builds_failed: 1,
             builds_queued: 2,
-            ..Figures::default()
+            ..UsageFigures::default()
         };
         assert_eq!(
             builds_by_status(&figures),
@@ -494,7 +462,7 @@ mod tests {
         );
         assert_eq!(figures.builds(), 6);
         assert_eq!(figures.active_builds(), 2);
-        assert_eq!(builds_by_status(&Figures::default()), "none");
+        assert_eq!(builds_by_status(&UsageFigures::default()), "none");
     }
 
     #[test]
@@ -517,13 +485,13 @@ mod tests {
 
     #[test]
     fn costs_and_prices_appear_only_when_the_server_has_prices() {
-        let figures = Figures {
+        let figures = UsageFigures {
             cost_disk_per_month: Some(1.5),
             cost_builds: Some(0.375),
-            ..Figures::default()
+            ..UsageFigures::default()
         };
         assert_eq!(costs(&figures), ["disk 1.50 a month", "builds 0.38"]);
-        assert!(costs(&Figures::default()).is_empty());
+        assert!(costs(&UsageFigures::default()).is_empty());
         let none = Prices {
             per_gib_month: None,
             per_build_minute: None,

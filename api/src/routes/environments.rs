@@ -317,7 +317,11 @@ pub struct CurrentBuild {
 }
 
 /// Rolls an environment back (or forward) to one of its succeeded builds:
-/// the database first, then the environment link, swapped atomically.
+/// the database first, then the environment link, swapped atomically. A
+/// build whose prefix garbage collection released is rebuilt from its lock
+/// instead (202): the environment stays on its current build until the
+/// rebuild succeeds and becomes current in its turn, so it is never left
+/// pointing at a prefix that is not there.
 #[utoipa::path(
     put,
     path = "/api/v1/namespaces/{namespace}/environments/{name}/current",
@@ -325,8 +329,10 @@ pub struct CurrentBuild {
     params(crate::openapi::EnvironmentPath),
     request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"build_id\": …}` of a succeeded build"),
     responses(
-        (status = 200, description = "The build is current; `rebuild` names the build restoring a collected prefix.", body = serde_json::Value),
+        (status = 200, description = "The build is current.", body = serde_json::Value),
+        (status = 202, description = "Its prefix was collected: `rebuild` names the build restoring it from the lock, which becomes current when it succeeds.", body = serde_json::Value),
         (status = 409, description = "Not a succeeded build of this environment.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The namespace is at its concurrent-build quota (a rebuild is needed).", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -336,27 +342,54 @@ pub async fn set_current_build(
     caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Developer).await?;
     let request: CurrentBuild = crate::routes::namespaces::parse_json(&body, "{\"build_id\": \"…\"}")?;
-    let (namespace, name, _) = existing_environment(&app, &caller, namespace.as_str(), &name).await?;
-    if !app.db.set_current_build(&namespace, &name, &request.build_id).await? {
-        return Err(ApiError::Conflict(format!(
+    let (namespace, name, environment) = existing_environment(&app, &caller, namespace.as_str(), &name).await?;
+    let not_succeeded = || {
+        ApiError::Conflict(format!(
             "build '{}' is not a succeeded build of '{namespace}/{name}'",
             request.build_id.escape_debug()
-        )));
-    }
+        ))
+    };
     let build = app
         .db
         .build(&request.build_id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("build '{}' was not found", request.build_id)))?;
+        .filter(|build| {
+            build.namespace == namespace.as_str()
+                && build.environment == name.as_str()
+                && build.status == envstore_core::BuildStatus::Succeeded
+                && build.deleted_at.is_none()
+        })
+        .ok_or_else(not_succeeded)?;
     let prefix = build
         .lock_hash
         .as_deref()
         .and_then(|hash| hash.parse::<ContentHash>().ok())
         .map(|hash| app.prefixes_root.join(hash.short()))
         .filter(|prefix| prefix.join(envstore_link::MARKER_FILE).is_file());
+    if build.prefix_collected_at.is_some() && prefix.is_none() {
+        let rebuild = rebuild_from_lock(&app, &caller, &namespace, &name, &build).await?;
+        app.audit(
+            &caller,
+            "environment.rollback",
+            &format!("{namespace}/{name}"),
+            json!({ "build_id": build.id, "rebuild_build_id": rebuild["build_id"] }),
+        )
+        .await?;
+        let body = json!({
+            "namespace": namespace,
+            "name": name,
+            "current_build_id": environment.current_build_id,
+            "prefix": null,
+            "rebuild": rebuild,
+        });
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    }
+    if !app.db.set_current_build(&namespace, &name, &build.id).await? {
+        return Err(not_succeeded());
+    }
     if let Some(prefix) = &prefix {
         let link = app.environments_root.join(namespace.as_str()).join(name.as_str());
         envstore_link::point_environment(&link, prefix).map_err(|error| {
@@ -365,19 +398,14 @@ pub async fn set_current_build(
     }
     app.audit(&caller, "environment.rollback", &format!("{namespace}/{name}"), json!({ "build_id": build.id }))
         .await?;
-    // Garbage collection released this build's prefix: rebuild it from the
-    // build's lock (no solve), which then becomes current in its turn.
-    let rebuild = match (&build.prefix_collected_at, &prefix) {
-        (Some(_), None) => Some(rebuild_from_lock(&app, &caller, &namespace, &name, &build).await?),
-        _ => None,
-    };
     Ok(Json(json!({
         "namespace": namespace,
         "name": name,
         "current_build_id": build.id,
         "prefix": prefix.map(|prefix| prefix.display().to_string()),
-        "rebuild": rebuild,
-    })))
+        "rebuild": null,
+    }))
+    .into_response())
 }
 
 /// Queues a build that installs `build`'s lock again, with its variables.

@@ -88,12 +88,14 @@ async fn gc_keeps_the_newest_prefixes_and_rebuilds_a_collected_one_on_demand() {
     let again = gc(&server, &["--keep-builds", "2"]).await;
     assert!(again.contains("release the prefixes of 0 builds") && again.contains("remove 0 prefixes"), "{again}");
 
-    // Rolling back to the collected build rebuilds its prefix from its lock.
+    // Rolling back to the collected build rebuilds its prefix from its lock;
+    // meanwhile the environment stays on its current build and prefix.
     let response = server
         .admin_json(Method::PUT, "/api/v1/namespaces/team/environments/env/current", Some(json!({ "build_id": oldest_id })))
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
     let rollback: Value = response.json().await.unwrap();
+    assert_eq!(rollback["current_build_id"], newest["id"], "{rollback:#}");
     let rebuild_id = rollback["rebuild"]["build_id"].as_str().unwrap_or_else(|| panic!("{rollback:#}"));
     let rebuilt = server.wait_for_build(rebuild_id).await;
     assert_eq!(rebuilt["status"], "succeeded", "{rebuilt:#}");
@@ -103,5 +105,7 @@ async fn gc_keeps_the_newest_prefixes_and_rebuilds_a_collected_one_on_demand() {
     assert!(prefix_of(&server, &oldest).join("bin/python").exists());
     let link = std::fs::read_link(server.environment_link("team", "env")).unwrap();
     assert_eq!(link, prefix_of(&server, &oldest), "the environment points at the rebuilt prefix");
+    let (_, environment) = server.get_json("/api/v1/namespaces/team/environments/env").await;
+    assert_eq!(environment["current_build"]["id"], rebuilt["id"], "the rebuild is current: {environment:#}");
     server.stop().await;
 }

@@ -112,7 +112,7 @@ impl Server {
             .unwrap()
             .canonicalize(&allow, Subdir::Linux64)
             .unwrap();
-        let build = self.db.submit_build(&namespace, &"env".parse().unwrap(), &spec).await.unwrap().build;
+        let build = self.db.submit_build(&namespace, &"env".parse().unwrap(), &spec, None).await.unwrap().build;
         self.db.insert_lock(lock, &["linux-64".to_owned()], &json!([]), &Default::default()).await.unwrap();
         let outcome = BuildOutcome {
             status: BuildStatus::Succeeded,

@@ -226,10 +226,14 @@ async fn clean_deleted(
     if options.dry_run {
         return Ok(());
     }
-    for build in &builds {
+    for (build, attempts) in &builds {
         store.delete(&keys::build_log(build)).await?;
+        for attempt in 1..=*attempts {
+            store.delete(&keys::attempt_log(build, attempt)).await?;
+        }
     }
-    let (_, environments, namespaces) = db.purge_deleted(&builds).await?;
+    let ids: Vec<String> = builds.into_iter().map(|(build, _)| build).collect();
+    let (_, environments, namespaces) = db.purge_deleted(&ids).await?;
     report.purged_environments = environments;
     report.purged_namespaces = namespaces;
     Ok(())

@@ -118,7 +118,7 @@ pub(crate) async fn queue_build(
         .into());
     }
     crate::routes::check_quota(app, namespace, name, canonical).await?;
-    let submitted = app.db.submit_build(namespace, name, canonical).await?;
+    let submitted = app.db.submit_build(namespace, name, canonical, caller.subject.as_deref()).await?;
     if !submitted.joined {
         app.events.submitted();
     }

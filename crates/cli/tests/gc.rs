@@ -67,6 +67,13 @@ async fn gc_keeps_the_newest_prefixes_and_rebuilds_a_collected_one_on_demand() {
         assert!(prefix_of(&server, build).exists(), "a dry run removes nothing");
     }
     assert!(std::fs::symlink_metadata(server.environment_link("team", "doomed")).is_ok());
+    // The deleted environment's build log, in a local store.
+    let doomed_log = (server.backend.store.scheme() == "file").then(|| {
+        server.backend.store.to_file_path().unwrap().join(format!("logs/{}.log", doomed["id"].as_str().unwrap()))
+    });
+    if let Some(log) = &doomed_log {
+        assert!(log.is_file(), "{}", log.display());
+    }
 
     let done = gc(&server, &["--keep-builds", "2"]).await;
     assert!(done.contains("remove 2 prefixes") && !done.contains("would"), "{done}");
@@ -75,6 +82,9 @@ async fn gc_keeps_the_newest_prefixes_and_rebuilds_a_collected_one_on_demand() {
     assert!(prefix_of(&server, &middle).join("bin/python").exists(), "kept: one of the two newest");
     assert!(prefix_of(&server, &newest).join("bin/python").exists(), "kept: the current build");
     assert!(std::fs::symlink_metadata(server.environment_link("team", "doomed")).is_err(), "the deleted environment's link is gone");
+    if let Some(log) = &doomed_log {
+        assert!(!log.exists(), "the deleted build's log is gone: {}", log.display());
+    }
     // The collected build keeps its lockfiles and log.
     let oldest_id = oldest["id"].as_str().unwrap();
     let lock = oldest["lock_hash"].as_str().unwrap();

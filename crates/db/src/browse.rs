@@ -146,10 +146,6 @@ impl Database {
     /// The builds of one environment, newest first, older than the build
     /// `after` (None: from the newest), whose id, status or submitter
     /// contains `search`, at most `limit`.
-    ///
-    /// The submitter is the subject of the audit entry that created the
-    /// build: the first `environment.submit` naming it, which is written
-    /// just after the build, so the time index finds it in a few rows.
     pub async fn builds_page(
         &self,
         namespace: &NamespaceName,
@@ -160,23 +156,17 @@ impl Database {
     ) -> Result<Vec<BuildEntry>, DbError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM ( \
-                 SELECT {BUILD_COLUMNS}, ( \
-                     SELECT audit_log.subject FROM audit_log \
-                     WHERE audit_log.action = 'environment.submit' AND audit_log.target = $3 \
-                     AND audit_log.at >= builds.created_at \
-                     AND audit_log.detail LIKE ('%\"build_id\":\"' || builds.id || '\"%') \
-                     ORDER BY audit_log.at, audit_log.id LIMIT 1) AS submitted_by \
+                 SELECT {BUILD_COLUMNS}, submitted_by \
                  FROM builds WHERE namespace = $1 AND environment = $2 AND deleted_at IS NULL \
              ) AS history \
-             WHERE ($4 = '' OR created_at < (SELECT created_at FROM builds WHERE id = $4) \
-                    OR (created_at = (SELECT created_at FROM builds WHERE id = $4) AND id < $4)) \
-             AND (LOWER(id) LIKE $5 ESCAPE '\\' OR LOWER(status) LIKE $5 ESCAPE '\\' \
-                  OR LOWER(COALESCE(submitted_by, '')) LIKE $5 ESCAPE '\\') \
-             ORDER BY created_at DESC, id DESC LIMIT $6"
+             WHERE ($3 = '' OR created_at < (SELECT created_at FROM builds WHERE id = $3) \
+                    OR (created_at = (SELECT created_at FROM builds WHERE id = $3) AND id < $3)) \
+             AND (LOWER(id) LIKE $4 ESCAPE '\\' OR LOWER(status) LIKE $4 ESCAPE '\\' \
+                  OR LOWER(COALESCE(submitted_by, '')) LIKE $4 ESCAPE '\\') \
+             ORDER BY created_at DESC, id DESC LIMIT $5"
         )))
         .bind(namespace.as_str())
         .bind(environment.as_str())
-        .bind(format!("{namespace}/{environment}"))
         .bind(after.unwrap_or_default())
         .bind(contains_pattern(search))
         .bind(limit)
@@ -197,7 +187,6 @@ impl Database {
 mod tests {
     use envstore_core::{ChannelAllowlist, EnvironmentSpec, NamedChannel, SpecFormat};
     use rattler_conda_types::Subdir;
-    use serde_json::json;
 
     use super::*;
 
@@ -259,19 +248,10 @@ mod tests {
         let mut ids = Vec::new();
         for (dependency, subject) in [("python", "alice"), ("numpy", "bob"), ("pandas", "alice")] {
             let build = database
-                .submit_build(&namespace, &environment, &spec(dependency))
+                .submit_build(&namespace, &environment, &spec(dependency), Some(subject))
                 .await
                 .expect("submitted")
                 .build;
-            database
-                .record_audit(
-                    subject,
-                    "environment.submit",
-                    "team/analysis",
-                    &json!({ "build_id": build.id, "joined": false }),
-                )
-                .await
-                .expect("audited");
             ids.push(build.id);
         }
         let page = database

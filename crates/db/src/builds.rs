@@ -121,13 +121,15 @@ pub struct BuildOutcome {
 }
 
 impl Database {
-    /// Records a build and its job in one transaction. An identical spec
-    /// already queued or running for the same environment is joined instead.
+    /// Records a build and its job in one transaction, with who submitted
+    /// it. An identical spec already queued or running for the same
+    /// environment is joined instead (and keeps its own submitter).
     pub async fn submit_build(
         &self,
         namespace: &NamespaceName,
         environment: &EnvironmentName,
         spec: &CanonicalSpec,
+        submitted_by: Option<&str>,
     ) -> Result<SubmittedBuild, DbError> {
         let spec_hash = spec.hash().to_hex();
         let now = now_millis();
@@ -170,14 +172,15 @@ impl Database {
         }
         let build_id = uuid::Uuid::now_v7().to_string();
         sqlx::query(
-            "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at) \
-             VALUES ($1, $2, $3, $4, 'queued', $5)",
+            "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at, submitted_by) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
         )
         .bind(&build_id)
         .bind(namespace.as_str())
         .bind(environment.as_str())
         .bind(&spec_hash)
         .bind(now)
+        .bind(submitted_by)
         .execute(&mut *transaction)
         .await?;
         sqlx::query(
@@ -571,7 +574,7 @@ mod tests {
         if !db.namespace_exists(&namespace).await.unwrap() {
             db.create_namespace(&namespace).await.unwrap();
         }
-        let build = db.submit_build(&namespace, &"env".parse().unwrap(), &spec("python")).await.unwrap().build;
+        let build = db.submit_build(&namespace, &"env".parse().unwrap(), &spec("python"), None).await.unwrap().build;
         db.insert_lock(lock, &["linux-64".to_owned()], &serde_json::json!([]), &Default::default()).await.unwrap();
         let outcome = BuildOutcome {
             status: BuildStatus::Succeeded,
@@ -600,7 +603,7 @@ mod tests {
         let team: NamespaceName = "team".parse().unwrap();
         db.create_namespace(&team).await.unwrap();
         assert_eq!(db.current_lock(&team, &env).await.unwrap(), None);
-        db.submit_build(&team, &env, &spec("numpy")).await.unwrap();
+        db.submit_build(&team, &env, &spec("numpy"), None).await.unwrap();
         assert_eq!(
             db.current_lock(&team, &env).await.unwrap(),
             Some(CurrentLock { current_build_id: None, lock_hash: None }),

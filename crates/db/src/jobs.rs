@@ -177,7 +177,7 @@ mod tests {
         let (_dir, db) = database().await;
         let ns = "team".parse().unwrap();
         db.create_namespace(&ns).await.unwrap();
-        let submitted = db.submit_build(&ns, &"env".parse().unwrap(), &spec("python")).await.unwrap();
+        let submitted = db.submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None).await.unwrap();
         assert!(!submitted.joined);
 
         let first = db.claim_job("w1", Duration::from_millis(50)).await.unwrap().unwrap();
@@ -199,9 +199,9 @@ mod tests {
         let ns = "team".parse().unwrap();
         let env = "env".parse().unwrap();
         db.create_namespace(&ns).await.unwrap();
-        let first = db.submit_build(&ns, &env, &spec("python")).await.unwrap();
-        let again = db.submit_build(&ns, &env, &spec("python")).await.unwrap();
-        let other = db.submit_build(&ns, &env, &spec("numpy")).await.unwrap();
+        let first = db.submit_build(&ns, &env, &spec("python"), None).await.unwrap();
+        let again = db.submit_build(&ns, &env, &spec("python"), None).await.unwrap();
+        let other = db.submit_build(&ns, &env, &spec("numpy"), None).await.unwrap();
         assert!(again.joined);
         assert_eq!(again.build.id, first.build.id);
         assert!(!other.joined);

@@ -216,15 +216,19 @@ impl Database {
         Ok(())
     }
 
-    /// Builds of deleted environments, with no job left running: what
-    /// cleaning removes (their logs, then their rows).
-    pub async fn deleted_builds(&self) -> Result<Vec<String>, DbError> {
+    /// Builds of deleted environments, with no job left running, and the
+    /// attempts their job made: what cleaning removes (their logs, one per
+    /// attempt, then their rows).
+    pub async fn deleted_builds(&self) -> Result<Vec<(String, i64)>, DbError> {
         let rows = sqlx::query(
-            "SELECT id FROM builds WHERE deleted_at IS NOT NULL AND status NOT IN ('queued', 'running') ORDER BY id",
+            "SELECT builds.id AS id, COALESCE(MAX(jobs.attempts), 0) AS attempts FROM builds \
+             LEFT JOIN jobs ON jobs.build_id = builds.id \
+             WHERE builds.deleted_at IS NOT NULL AND builds.status NOT IN ('queued', 'running') \
+             GROUP BY builds.id ORDER BY builds.id",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|row| get(row, "id")).collect()
+        rows.iter().map(|row| Ok((get(row, "id")?, get(row, "attempts")?))).collect()
     }
 
     /// Environments deleted and not yet cleaned, with whether they are still

@@ -18,6 +18,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (7, "lifecycle", include_str!("../../../migrations/sqlite/0007_lifecycle.sql")),
     (8, "usage", include_str!("../../../migrations/sqlite/0008_usage.sql")),
     (9, "build status index", include_str!("../../../migrations/sqlite/0009_build_status_index.sql")),
+    (10, "build submitter", include_str!("../../../migrations/sqlite/0010_build_submitter.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
@@ -29,6 +30,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (7, "lifecycle", include_str!("../../../migrations/postgres/0007_lifecycle.sql")),
     (8, "usage", include_str!("../../../migrations/postgres/0008_usage.sql")),
     (9, "build status index", include_str!("../../../migrations/postgres/0009_build_status_index.sql")),
+    (10, "build submitter", include_str!("../../../migrations/postgres/0010_build_submitter.sql")),
 ];
 
 impl Database {

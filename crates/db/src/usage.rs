@@ -638,7 +638,7 @@ mod tests {
     ) -> String {
         let namespace = self::namespace(db, namespace).await;
         let environment: EnvironmentName = environment.parse().unwrap();
-        let id = db.submit_build(&namespace, &environment, &spec(dependencies)).await.unwrap().build.id;
+        let id = db.submit_build(&namespace, &environment, &spec(dependencies), None).await.unwrap().build.id;
         assert!(db.start_build(&id).await.unwrap());
         if let Some(lock) = lock {
             db.insert_lock(lock, &["linux-64".to_owned()], &serde_json::json!([]), &Default::default())
@@ -779,8 +779,8 @@ mod tests {
 
         // Queued and running builds are active; cancelled, failed and those
         // asked to stop are not.
-        let queued = db.submit_build(&team, &env, &spec("python")).await.unwrap().build.id;
-        let running = db.submit_build(&team, &"two".parse().unwrap(), &spec("python")).await.unwrap().build.id;
+        let queued = db.submit_build(&team, &env, &spec("python"), None).await.unwrap().build.id;
+        let running = db.submit_build(&team, &"two".parse().unwrap(), &spec("python"), None).await.unwrap().build.id;
         assert!(db.start_build(&running).await.unwrap());
         build(&db, "team", "failed", "conflict-a", None, 10).await;
         assert_eq!(db.active_builds(&team).await.unwrap(), 2);

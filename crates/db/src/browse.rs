@@ -37,8 +37,9 @@ pub struct EnvironmentEntry {
 #[derive(Debug, Clone)]
 pub struct BuildEntry {
     pub build: BuildRecord,
-    /// The subject whose submission created the build, from the audit log;
-    /// None when the log has no such entry.
+    /// The subject whose submission created the build, recorded with it;
+    /// None for a build submitted without one (or older than the record,
+    /// with no audit entry to recover it from).
     pub submitted_by: Option<String>,
 }
 

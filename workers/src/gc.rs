@@ -11,7 +11,6 @@
 //! rebuilds it.
 
 use std::collections::{BTreeSet, HashSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,6 +23,8 @@ use crate::pipeline::Layout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
+    #[error(transparent)]
+    Prefix(#[from] envstore_link::PrefixError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -113,7 +114,7 @@ pub async fn collect_garbage(
         db.mark_prefixes_collected(&ids).await?;
     }
     collect_prefixes(db, layout, options, &referenced, &mut report).await?;
-    for (lock, _) in db.packed_prefixes().await? {
+    for lock in db.locks_with_packed_prefix().await? {
         if referenced.contains(&lock.to_hex()) {
             continue;
         }
@@ -158,16 +159,17 @@ async fn collect_prefixes(
     for (lock, path) in candidates {
         let complete = path.join(MARKER_FILE).is_file();
         let measured = path.clone();
-        let (freed_bytes, apparent_bytes) = tokio::task::spawn_blocking(move || measure(&measured))
+        let size = tokio::task::spawn_blocking(move || crate::prefix_size::measure_prefix(&measured))
             .await
             .map_err(|join| io("measure", &path)(std::io::Error::other(join)))?
-            .map_err(io("measure", &path))?;
+            .map_err(|error| io("measure", &path)(error.into()))?;
+        let (freed_bytes, apparent_bytes) = (size.unshared_bytes, size.bytes);
         if !options.dry_run {
             if !db.acquire_prefix_lease(&lock, &options.worker, options.lease).await? {
                 report.busy_prefixes.push(path);
                 continue;
             }
-            let removed = remove_prefix(&path).await;
+            let removed = envstore_link::remove_prefix(&path).await;
             if let Err(error) = db.release_prefix_lease(&lock, &options.worker).await {
                 tracing::warn!(lock = %lock, error = %error_chain(&error), "failed to release a prefix lease");
             }
@@ -181,20 +183,6 @@ async fn collect_prefixes(
         });
     }
     Ok(())
-}
-
-/// Marker first: from then on nothing serves or reuses the prefix.
-async fn remove_prefix(path: &Path) -> Result<(), GcError> {
-    match tokio::fs::remove_file(path.join(MARKER_FILE)).await {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(io("remove the marker of", path)(source)),
-    }
-    match tokio::fs::remove_dir_all(path).await {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(io("remove", path)(source)),
-    }
 }
 
 /// Removes what deleted environments and namespaces left: links, logs, rows.
@@ -237,29 +225,6 @@ async fn clean_deleted(
     report.purged_environments = environments;
     report.purged_namespaces = namespaces;
     Ok(())
-}
-
-/// (bytes only this folder links, bytes of every file once), without
-/// following symlinks.
-fn measure(root: &Path) -> std::io::Result<(u64, u64)> {
-    let mut seen = HashSet::new();
-    let (mut freed, mut apparent) = (0, 0);
-    let mut pending = vec![root.to_owned()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder)? {
-            let entry = entry?;
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else if meta.is_file() && seen.insert((meta.dev(), meta.ino())) {
-                apparent += meta.len();
-                if meta.nlink() == 1 {
-                    freed += meta.len();
-                }
-            }
-        }
-    }
-    Ok((freed, apparent))
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GcError {

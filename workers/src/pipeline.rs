@@ -396,10 +396,11 @@ impl BuildContext {
             return Ok(());
         }
         let prefix = self.prefixes.prefix_path(lock_hash);
-        match tokio::fs::remove_dir_all(&prefix).await {
-            Ok(()) => log.line(format!("removed the unfinished prefix {}", prefix.display())),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => log.line(format!("warning: could not remove {}: {error}", prefix.display())),
+        let existed = prefix.exists();
+        match envstore_link::remove_prefix(&prefix).await {
+            Ok(()) if existed => log.line(format!("removed the unfinished prefix {}", prefix.display())),
+            Ok(()) => {}
+            Err(error) => log.line(format!("warning: {}", error_chain(&error))),
         }
         self.db.release_prefix_lease(lock_hash, worker).await
     }

@@ -16,6 +16,9 @@ use envstore_db::Database;
 pub(crate) struct PrefixSize {
     pub(crate) bytes: u64,
     pub(crate) files: u64,
+    /// Bytes of the files linked nowhere else (not from the package cache,
+    /// nor twice in the prefix): what removing the prefix frees.
+    pub(crate) unshared_bytes: u64,
 }
 
 /// Adds up the regular files under `prefix`, counting each inode once (files
@@ -23,7 +26,7 @@ pub(crate) struct PrefixSize {
 /// never following symbolic links.
 pub(crate) fn measure_prefix(prefix: &Path) -> Result<PrefixSize, walkdir::Error> {
     let mut seen = HashSet::new();
-    let mut size = PrefixSize { bytes: 0, files: 0 };
+    let mut size = PrefixSize { bytes: 0, files: 0, unshared_bytes: 0 };
     for entry in walkdir::WalkDir::new(prefix).follow_links(false) {
         let entry = entry?;
         if !entry.file_type().is_file() {
@@ -35,6 +38,9 @@ pub(crate) fn measure_prefix(prefix: &Path) -> Result<PrefixSize, walkdir::Error
         }
         size.bytes += metadata.len();
         size.files += 1;
+        if metadata.nlink() == 1 {
+            size.unshared_bytes += metadata.len();
+        }
     }
     Ok(size)
 }
@@ -89,7 +95,7 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), prefix.join("escape")).unwrap();
 
         let size = measure_prefix(&prefix).unwrap();
-        assert_eq!(size, PrefixSize { bytes: 1008, files: 2 });
+        assert_eq!(size, PrefixSize { bytes: 1008, files: 2, unshared_bytes: 8 });
         assert!(measure_prefix(&dir.path().join("missing")).is_err());
     }
 }

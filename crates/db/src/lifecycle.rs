@@ -190,20 +190,13 @@ impl Database {
         Ok(row.map(|row| get::<String>(&row, "lock_hash")).transpose()?.and_then(|hash| hash.parse().ok()))
     }
 
-    /// Locks with a published packed prefix: (lock hash, its sha256).
-    pub async fn packed_prefixes(&self) -> Result<Vec<(ContentHash, ContentHash)>, DbError> {
-        let rows = sqlx::query("SELECT lock_hash, packed_prefix_sha256 FROM locks WHERE packed_prefix_sha256 IS NOT NULL")
+    /// Locks with a published packed prefix.
+    pub async fn locks_with_packed_prefix(&self) -> Result<Vec<ContentHash>, DbError> {
+        let rows = sqlx::query("SELECT lock_hash FROM locks WHERE packed_prefix_sha256 IS NOT NULL")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .filter_map(|row| {
-                let lock: Result<String, _> = get(row, "lock_hash");
-                let sha: Result<String, _> = get(row, "packed_prefix_sha256");
-                match (lock, sha) {
-                    (Ok(lock), Ok(sha)) => Some(Ok((lock.parse().ok()?, sha.parse().ok()?))),
-                    (Err(error), _) | (_, Err(error)) => Some(Err(error)),
-                }
-            })
+            .filter_map(|row| get::<String>(row, "lock_hash").map(|hash| hash.parse().ok()).transpose())
             .collect()
     }
 

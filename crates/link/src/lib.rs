@@ -16,7 +16,7 @@ mod validate;
 pub use activation::write_activation_scripts;
 pub use fetch::fetch_packages;
 pub use pack::{installed_packages, pack_prefix, unpack_prefix};
-pub use prefix::{CompletionMarker, PrefixBuilder, PrefixError, PrefixReport, MARKER_FILE};
+pub use prefix::{CompletionMarker, MARKER_FILE, PrefixBuilder, PrefixError, PrefixReport, remove_prefix};
 pub use progress::{ProgressSink, TransferCounts};
 pub use symlink::point_environment;
 pub use validate::{Rejection, validate_package};

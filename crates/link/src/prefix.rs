@@ -146,7 +146,7 @@ impl PrefixBuilder {
                 linked: 0,
             });
         }
-        remove_if_present(&prefix).await?;
+        remove_prefix(&prefix).await?;
         let counts = Arc::new(TransferCounts::default());
         let result = self
             .fetch_and_link(&prefix, lock_hash, platform, records, variables, sink.clone(), counts.clone(), on_linking)
@@ -154,7 +154,7 @@ impl PrefixBuilder {
         if let Err(error) = result {
             // Never leave a half-built prefix behind; the marker is missing
             // anyway, so a failure to remove it here is only untidy.
-            if let Err(cleanup) = remove_if_present(&prefix).await {
+            if let Err(cleanup) = remove_prefix(&prefix).await {
                 sink.line(format!("warning: {cleanup}"));
             }
             return Err(error);
@@ -244,14 +244,17 @@ pub(crate) fn write_marker(prefix: &Path, marker: &CompletionMarker) -> Result<(
         .map_err(PrefixError::io("sync", &folder))
 }
 
-async fn remove_if_present(prefix: &Path) -> Result<(), PrefixError> {
+/// Removes a prefix, if there is one: its marker first, so from then on
+/// nothing serves or reuses it even if the rest is removed only half-way.
+pub async fn remove_prefix(prefix: &Path) -> Result<(), PrefixError> {
+    match tokio::fs::remove_file(prefix.join(MARKER_FILE)).await {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(PrefixError::io("remove the marker of", prefix)(source)),
+    }
     match tokio::fs::remove_dir_all(prefix).await {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(PrefixError::Io {
-            action: "remove the incomplete prefix",
-            path: prefix.to_owned(),
-            source: error,
-        }),
+        Err(source) => Err(PrefixError::io("remove the prefix", prefix)(source)),
     }
 }

@@ -107,6 +107,25 @@ pub(crate) async fn queue_build(
     policy: &envstore_core::Policy,
     canonical: &envstore_core::CanonicalSpec,
 ) -> Result<Response, ApiError> {
+    let queued = queue(app, caller, namespace, name, policy, canonical).await?;
+    let location = queued["url"].as_str().and_then(|url| HeaderValue::from_str(url).ok());
+    let mut response = (StatusCode::ACCEPTED, Json(queued)).into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// What [`queue_build`] does, with the build's summary as JSON (its id,
+/// status, spec hash, whether it joined one under way, and its URL).
+async fn queue(
+    app: &AppState,
+    caller: &Caller,
+    namespace: &NamespaceName,
+    name: &EnvironmentName,
+    policy: &envstore_core::Policy,
+    canonical: &envstore_core::CanonicalSpec,
+) -> Result<Value, ApiError> {
     if let Some(max) = policy.max_environments
         && app.db.environment(namespace, name).await?.is_none()
         && app.db.count_environments(namespace).await? >= i64::try_from(max).unwrap_or(i64::MAX)
@@ -131,19 +150,13 @@ pub(crate) async fn queue_build(
     )
     .await?;
     tracing::info!(namespace = %namespace, environment = %name, build = %build.id, joined = submitted.joined, by = caller.subject.as_deref(), "build submitted");
-    let url = format!("/api/v1/builds/{}", build.id);
-    let body = json!({
+    Ok(json!({
         "build_id": build.id,
         "status": build.status,
         "spec_hash": build.spec_hash,
         "joined": submitted.joined,
-        "url": url,
-    });
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&url) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+        "url": format!("/api/v1/builds/{}", build.id),
+    }))
 }
 
 /// The spec in a request body: JSON when the content type says so,
@@ -422,9 +435,5 @@ async fn rebuild_from_lock(
     let spec = app.db.spec(&build.spec_hash).await?.ok_or_else(missing)?;
     let canonical = envstore_core::CanonicalSpec::from_lock(lock_hash, spec.channels, lock.platforms, lock.variables);
     let policy = app.default_policy.tightened_by(&app.db.namespace_policy(namespace).await?);
-    let response = queue_build(app, caller, namespace, name, &policy, &canonical).await?;
-    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
-        .await
-        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest(error.to_string()))
+    queue(app, caller, namespace, name, &policy, &canonical).await
 }

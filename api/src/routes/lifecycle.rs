@@ -86,7 +86,6 @@ pub async fn submit_lockfile(
         lock.platforms().map(str::to_owned).collect(),
         BTreeMap::new(),
     );
-    policy.check_canonical(&canonical)?;
     queue_build(&app, &caller, &namespace, &name, &policy, &canonical).await
 }
 

@@ -63,30 +63,20 @@ impl Client {
     /// Follows a build until it ends, reporting each phase on stderr, and
     /// returns its final state.
     pub async fn wait(&self, build_id: &str) -> anyhow::Result<Value> {
-        let started = Instant::now();
-        let mut reported = String::new();
+        let progress = BuildProgress::new(false);
         loop {
-            let response = self
-                .request(reqwest::Method::GET, &format!("api/v1/builds/{build_id}"))?
-                .send()
-                .await
-                .context("the server did not answer")?;
-            let build = expect_success(response).await?;
+            let build = self.build_state(build_id).await?;
             let status = build["status"].as_str().unwrap_or("unknown").to_owned();
             let phase = build["phases"]
                 .as_array()
                 .and_then(|phases| phases.last())
                 .and_then(|phase| phase["phase"].as_str())
                 .unwrap_or("queued");
-            let line = if matches!(status.as_str(), "queued" | "running") {
+            progress.report(if matches!(status.as_str(), "queued" | "running") {
                 format!("{status}: {phase}")
             } else {
                 status.clone()
-            };
-            if line != reported {
-                eprintln!("[{:6.1}s] {line}", started.elapsed().as_secs_f64());
-                reported = line;
-            }
+            });
             if matches!(status.as_str(), "succeeded" | "failed" | "cancelled") {
                 return Ok(build);
             }

@@ -197,8 +197,7 @@ impl Policy {
                 ));
             }
         }
-        let platforms: Vec<String> = packages.keys().cloned().collect();
-        self.check_canonical(&CanonicalSpec::from_lock(crate::ContentHash::of(b""), Vec::new(), platforms, BTreeMap::new()))?;
+        self.check_platforms(packages.keys())?;
         let mut must_hold: Vec<String> = self.required_packages.clone();
         for text in &self.included_packages {
             if let Some(name) = spec_name(&parse_spec(text)?) {
@@ -228,8 +227,12 @@ impl Policy {
 
     /// Checks what is only known once the spec is canonical: its platforms.
     pub fn check_canonical(&self, spec: &CanonicalSpec) -> Result<(), PolicyError> {
+        self.check_platforms(&spec.platforms)
+    }
+
+    fn check_platforms<'a>(&self, platforms: impl IntoIterator<Item = &'a String>) -> Result<(), PolicyError> {
         if let Some(allowed) = &self.allowed_platforms {
-            for platform in &spec.platforms {
+            for platform in platforms {
                 if !allowed.contains(platform) {
                     return Err(violated(
                         "allowed_platforms",

@@ -19,6 +19,24 @@ use crate::AppState;
 /// The subject of the bootstrap admin token.
 pub const BOOTSTRAP_SUBJECT: &str = "admin";
 
+/// The fewest characters an admin token may have: a shorter one could be
+/// guessed, and the server refuses to start with it.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminTokenError {
+    #[error(
+        "the admin token has {0} characters; it needs at least {MIN_ADMIN_TOKEN_CHARS} \
+         (leave it unset and the server makes one in <data-dir>/admin-token)"
+    )]
+    TooShort(usize),
+    #[error(
+        "the admin token holds spaces or control characters, which no Authorization header can carry \
+         exactly: use {MIN_ADMIN_TOKEN_CHARS} or more visible characters"
+    )]
+    NotPrintable,
+}
+
 /// The server's bootstrap admin token, kept only as its sha256 so it never
 /// sits in memory dumps or logs in clear.
 #[derive(Clone)]
@@ -27,6 +45,25 @@ pub struct AdminToken {
 }
 
 impl AdminToken {
+    /// The token the server starts with: at least [`MIN_ADMIN_TOKEN_CHARS`]
+    /// visible ASCII characters, so neither an empty or blank value nor a
+    /// short guessable one can make anyone a server admin.
+    pub fn checked(token: &str) -> Result<Self, AdminTokenError> {
+        if token.chars().any(|character| !character.is_ascii_graphic()) {
+            return Err(if token.trim().is_empty() {
+                AdminTokenError::TooShort(token.trim().chars().count())
+            } else {
+                AdminTokenError::NotPrintable
+            });
+        }
+        let length = token.chars().count();
+        if length < MIN_ADMIN_TOKEN_CHARS {
+            return Err(AdminTokenError::TooShort(length));
+        }
+        Ok(Self::new(token))
+    }
+
+    /// Any token, unchecked: for tests that build an [`crate::App`] by hand.
     pub fn new(token: &str) -> Self {
         Self {
             digest: Sha256::digest(token.as_bytes()).into(),
@@ -55,11 +92,27 @@ impl std::fmt::Debug for AdminToken {
 pub struct Caller {
     pub subject: Option<String>,
     pub grants: Grants,
+    /// The API token the caller presented, if it was one: tokens it mints
+    /// are its children.
+    pub token_id: Option<String>,
+    /// When the caller's credential stops working (milliseconds since the
+    /// epoch); None for the admin token. Nothing it mints outlives it.
+    pub expires_at: Option<i64>,
 }
 
 impl Caller {
+    fn anonymous() -> Self {
+        Self {
+            subject: None,
+            grants: Grants::default(),
+            token_id: None,
+            expires_at: None,
+        }
+    }
+
+    /// Server-wide admin power: never through a scoped token.
     pub fn is_server_admin(&self) -> bool {
-        self.grants.server_admin
+        self.grants.is_server_admin()
     }
 
     /// The subject, or 401 for anonymous callers.
@@ -70,7 +123,7 @@ impl Caller {
     pub fn require_server_admin(&self) -> Result<(), ApiError> {
         match &self.subject {
             None => Err(ApiError::Unauthorized),
-            Some(_) if self.grants.server_admin => Ok(()),
+            Some(_) if self.grants.is_server_admin() => Ok(()),
             Some(_) => Err(ApiError::Forbidden),
         }
     }
@@ -105,10 +158,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
-            return Ok(Self {
-                subject: None,
-                grants: Grants::default(),
-            });
+            return Ok(Self::anonymous());
         };
         let token = header
             .to_str()
@@ -123,6 +173,7 @@ impl FromRequestParts<AppState> for Caller {
                     server_admin: true,
                     ..Grants::default()
                 },
+                ..Self::anonymous()
             });
         }
         if let Some(oidc) = &state.oidc
@@ -140,6 +191,10 @@ impl FromRequestParts<AppState> for Caller {
                     bindings,
                     scopes: None,
                 },
+                // A login proves the subject itself, like a password: what
+                // it mints is bounded by the subject, not by the JWT's `exp`.
+                token_id: None,
+                expires_at: None,
             });
         }
         let record = state.db.active_token(token).await?.ok_or(ApiError::InvalidToken)?;
@@ -151,6 +206,8 @@ impl FromRequestParts<AppState> for Caller {
                 bindings,
                 scopes: record.scopes,
             },
+            token_id: Some(record.id),
+            expires_at: record.expires_at,
         })
     }
 }
@@ -166,5 +223,23 @@ mod tests {
         assert!(!token.matches("s3cret "));
         assert!(!token.matches(""));
         assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
+    }
+
+    #[test]
+    fn the_server_refuses_short_blank_or_unprintable_admin_tokens() {
+        for (token, why) in [
+            ("", "empty"),
+            ("                                        ", "blank"),
+            ("\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t", "tabs"),
+            ("s3cret", "short"),
+            ("test-admin-token", "short"),
+            ("0123456789abcdef0123456789abcde", "one short"),
+            ("0123456789abcdef 0123456789abcdef", "a space inside"),
+            (" 0123456789abcdef0123456789abcdef", "a leading space"),
+        ] {
+            let error = AdminToken::checked(token).unwrap_err();
+            assert!(error.to_string().contains("32"), "{why}: {error}");
+        }
+        assert!(AdminToken::checked("0123456789abcdef0123456789abcdef").is_ok());
     }
 }

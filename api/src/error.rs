@@ -34,6 +34,22 @@ pub enum ApiError {
     Name(#[from] InvalidName),
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// A body refused before parsing: too large or nested too deep.
+    #[error(transparent)]
+    Body(#[from] envstore_core::body_limits::BodyError),
+    /// Parsing the body took longer than its budget.
+    #[error("the request body took more than {seconds} s to read; send a simpler one")]
+    ParseBudget { seconds: u64 },
+    /// Every parser slot stayed busy for the whole budget.
+    #[error("the server is busy reading other request bodies; retry in a few seconds")]
+    Busy,
+    /// A submitted lock its channels contradict, or that could not be
+    /// checked against them.
+    #[error("the lockfile cannot be installed: {0}")]
+    LockVerify(#[from] envstore_solve::VerifyError),
+    /// The caller has as many event streams open as it may.
+    #[error("{0}")]
+    TooManyStreams(String),
     #[error("internal error")]
     Database(#[from] DbError),
     #[error("internal error")]
@@ -74,7 +90,15 @@ impl ApiError {
             Self::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Quota(quota) => quota.status(),
             Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => StatusCode::BAD_REQUEST,
-            Self::Spec(SpecError::TooLarge { .. }) | Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Spec(SpecError::TooLarge { .. })
+            | Self::TooLarge { .. }
+            | Self::Body(envstore_core::body_limits::BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Body(_) | Self::ParseBudget { .. } => StatusCode::BAD_REQUEST,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LockVerify(envstore_solve::VerifyError::Repodata { .. }) => StatusCode::BAD_GATEWAY,
+            Self::LockVerify(envstore_solve::VerifyError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            Self::LockVerify(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Spec(_) | Self::Name(_) | Self::Access(_) | Self::Policy(_) | Self::InvalidLockfile(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -100,8 +124,20 @@ impl ApiError {
             Self::Quota(_) => "quota-exceeded",
             Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => "malformed-spec",
             Self::Spec(SpecError::InvalidDependency { .. }) => "invalid-dependency",
-            Self::Spec(SpecError::Channel(_) | SpecError::DependencyChannel { .. }) => "channel-not-allowed",
-            Self::Spec(SpecError::TooLarge { .. }) | Self::TooLarge { .. } => "too-large",
+            Self::Spec(SpecError::Channel(_) | SpecError::DependencyChannel { .. } | SpecError::DependencyUrl { .. }) => {
+                "channel-not-allowed"
+            }
+            Self::Spec(SpecError::TooLarge { .. })
+            | Self::TooLarge { .. }
+            | Self::Body(envstore_core::body_limits::BodyError::TooLarge { .. }) => "too-large",
+            Self::Body(_) => "too-deep",
+            Self::ParseBudget { .. } => "too-complex",
+            Self::Busy => "busy",
+            Self::LockVerify(
+                envstore_solve::VerifyError::Repodata { .. } | envstore_solve::VerifyError::Timeout(_),
+            ) => "repodata-unavailable",
+            Self::LockVerify(_) => "invalid-lockfile",
+            Self::TooManyStreams(_) => "too-many-streams",
             Self::Spec(_) => "invalid-spec",
             Self::InvalidLockfile(_) => "invalid-lockfile",
             Self::Name(_) | Self::Access(_) => "invalid-name",
@@ -126,12 +162,22 @@ impl ApiError {
                 extensions.insert("column".into(), json!(column));
             }
             Self::Spec(
-                SpecError::InvalidDependency { dependency, .. } | SpecError::DependencyChannel { dependency, .. },
+                SpecError::InvalidDependency { dependency, .. }
+                | SpecError::DependencyChannel { dependency, .. }
+                | SpecError::DependencyUrl { dependency, .. },
             ) => {
                 extensions.insert("dependency".into(), json!(dependency));
             }
             Self::Policy(envstore_core::PolicyError::Violated { rule, .. }) => {
                 extensions.insert("rule".into(), json!(rule));
+            }
+            Self::Body(envstore_core::body_limits::BodyError::TooDeep { line, .. }) => {
+                extensions.insert("line".into(), json!(line));
+            }
+            Self::LockVerify(error) => {
+                if let Some(package) = error.package() {
+                    extensions.insert("package".into(), json!(package));
+                }
             }
             Self::NotReady { failed, .. } => {
                 extensions.insert("failed".into(), json!(failed));
@@ -186,6 +232,9 @@ impl IntoResponse for ApiError {
             && let Some(seconds) = quota.retry_after_seconds()
         {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if matches!(self, Self::Busy | Self::TooManyStreams(_)) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5u64));
         }
         response
     }

@@ -20,10 +20,11 @@ use envstore_db::Database;
 use envstore_store::ArtifactStore;
 use rattler_conda_types::Subdir;
 
-pub use auth::{AdminToken, BOOTSTRAP_SUBJECT, Caller};
+pub use auth::{AdminToken, AdminTokenError, BOOTSTRAP_SUBJECT, Caller, MIN_ADMIN_TOKEN_CHARS};
 pub use error::ApiError;
 pub use observe::REQUEST_ID_HEADER;
 pub use routes::{KERNEL_PACKAGE, LOCK_HASH_HEADER, UsageFigures, UsageSettings, kernel_id, router, routes};
+pub use routes::{EventStreamLimits, EventStreams};
 
 /// What the API tells the build side, and asks of it.
 pub trait BuildEvents: Send + Sync {
@@ -59,6 +60,8 @@ pub struct App {
     pub solve_permits: Arc<tokio::sync::Semaphore>,
     /// Prices for cost estimates and the default quota of namespaces.
     pub usage: UsageSettings,
+    /// Build event streams open here, with their limits.
+    pub event_streams: EventStreams,
 }
 
 pub type AppState = Arc<App>;

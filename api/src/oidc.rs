@@ -9,6 +9,17 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::RwLock;
 
+/// What every subject from the identity provider starts with, so none can
+/// be mistaken for a local one (the bootstrap `admin`, a robot's token):
+/// bind `oidc:alice`, not `alice`, to give the provider's `alice` a role.
+pub const SUBJECT_PREFIX: &str = "oidc:";
+
+/// How long connecting to the identity provider for its key set may take.
+pub const JWKS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long fetching the key set may take in all.
+pub const JWKS_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How often unknown key ids may trigger a new fetch of the key set.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -21,10 +32,13 @@ pub struct OidcConfig {
     pub audience: String,
     /// Where the provider publishes its signing keys.
     pub jwks_url: url::Url,
-    /// The claim that names the subject (`sub`, `email`, `preferred_username`).
+    /// The claim that names the subject (`sub`, `email`, `preferred_username`);
+    /// the subject is this claim's value after [`SUBJECT_PREFIX`].
     #[serde(default = "default_subject_claim")]
     pub subject_claim: String,
-    /// Subjects that are server admins.
+    /// The provider's subjects (the claim's value, without [`SUBJECT_PREFIX`])
+    /// that are server admins. With `subject_claim = "email"`, only while
+    /// the token says `email_verified: true`.
     #[serde(default)]
     pub server_admins: Vec<String>,
 }
@@ -45,10 +59,13 @@ pub enum OidcError {
     Refused(String),
     #[error("the token has no '{0}' claim")]
     NoSubject(String),
+    #[error("the token's subject is not valid")]
+    InvalidSubject(#[source] envstore_core::AccessError),
 }
 
 /// A verified identity.
 pub struct Identity {
+    /// [`SUBJECT_PREFIX`] and the subject claim.
     pub subject: String,
     pub server_admin: bool,
 }
@@ -63,7 +80,13 @@ impl OidcVerifier {
     pub fn new(config: OidcConfig) -> Self {
         Self {
             config,
-            client: reqwest::Client::new(),
+            // A provider that hangs must not hold sign-ins (and the
+            // requests waiting on the key set) for ever.
+            client: reqwest::Client::builder()
+                .connect_timeout(JWKS_CONNECT_TIMEOUT)
+                .timeout(JWKS_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
             keys: RwLock::new(None),
         }
     }
@@ -83,16 +106,21 @@ impl OidcVerifier {
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        // A token not valid yet is refused like an expired one.
+        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
             .map_err(|error| OidcError::Refused(error.to_string()))?
             .claims;
-        let subject = claims
+        let claimed = claims
             .get(&self.config.subject_claim)
             .and_then(|value| value.as_str())
-            .ok_or_else(|| OidcError::NoSubject(self.config.subject_claim.clone()))?
-            .to_owned();
+            .ok_or_else(|| OidcError::NoSubject(self.config.subject_claim.clone()))?;
+        let subject = format!("{SUBJECT_PREFIX}{claimed}");
+        envstore_core::validate_subject(&subject).map_err(OidcError::InvalidSubject)?;
+        // Anyone can put any address in an unverified `email`.
+        let verified = self.config.subject_claim != "email" || claims["email_verified"] == serde_json::Value::Bool(true);
         Ok(Identity {
-            server_admin: self.config.server_admins.contains(&subject),
+            server_admin: verified && self.config.server_admins.iter().any(|admin| admin == claimed),
             subject,
         })
     }

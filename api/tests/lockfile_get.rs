@@ -87,6 +87,7 @@ impl Server {
             ),
             solve_permits: Arc::new(tokio::sync::Semaphore::new(1)),
             usage: Default::default(),
+            event_streams: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -139,6 +140,7 @@ impl Server {
                 server_admin: false,
                 scopes: None,
                 expires_at: None,
+                parent_token_id: None,
             })
             .await
             .unwrap();

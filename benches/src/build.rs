@@ -97,13 +97,16 @@ impl BuildBench {
                 .map_err(|()| anyhow::anyhow!("the data folder is not absolute"))?,
             workers: 2,
             channels: vec![fixture.channel.clone()],
-            admin_token: Some("bench-admin-token".to_owned()),
+            admin_token: Some("bench-admin-token-0123456789abcdef".to_owned()),
             lease: Duration::from_secs(30),
             publish_packed_prefixes: false,
             test_pause: None,
             policy: envstore_core::Policy::default(),
             oidc: None,
             usage: envstore_cli::config::UsageConfig::default(),
+            limits: envstore_cli::config::TimeLimits::default(),
+            event_streams: Default::default(),
+            package_limits: Default::default(),
             data_dir,
         };
         let server = envstore_cli::server::start(config).await?;

@@ -1,6 +1,7 @@
 //! Who may do what, for every route of the API: each route × caller (none,
-//! viewer, developer, namespace admin, server admin) × namespace (their own,
-//! another). The routes come from the router's own list, so a new route
+//! viewer, developer, namespace admin, server admin, a namespace admin's
+//! token scoped down to developer in their namespace, a server admin's token
+//! scoped to admin of one namespace) × namespace (their own, another). The routes come from the router's own list, so a new route
 //! without a row here fails the test.
 
 use std::collections::BTreeSet;
@@ -27,6 +28,26 @@ enum Caller {
     Developer,
     NamespaceAdmin,
     ServerAdmin,
+    /// A token of the namespace admin, scoped to `developer` in `own`.
+    ScopedDeveloper,
+    /// A server admin's token scoped to `admin` in `own`: no server-wide power.
+    ScopedServerAdmin,
+}
+
+impl Caller {
+    /// Whom the caller acts as: a scoped token holds its scope's role in its
+    /// namespace and nothing elsewhere, server admin or not.
+    fn acting_as(self) -> Self {
+        match self {
+            Self::ScopedDeveloper => Self::Developer,
+            Self::ScopedServerAdmin => Self::NamespaceAdmin,
+            other => other,
+        }
+    }
+
+    fn is_scoped(self) -> bool {
+        matches!(self, Self::ScopedDeveloper | Self::ScopedServerAdmin)
+    }
 }
 
 /// One row per route: what it needs, and its status on success.
@@ -78,6 +99,7 @@ const ROWS: &[(&str, &str, Needs, u16)] = &[
 /// The status a caller gets, given what the route needs and the caller's
 /// role in the namespace the request touches.
 fn expected(needs: Needs, caller: Caller, own_namespace: bool, success: u16) -> u16 {
+    let caller = caller.acting_as();
     if caller == Caller::ServerAdmin {
         return success;
     }
@@ -150,11 +172,19 @@ impl Fixture {
             path = path.replace("{id}", build_id);
         }
         if template == "/api/v1/tokens/{id}" {
-            // A token of the caller's own subject (or the admin's) to revoke.
+            // A token of the caller's own subject (or the admin's) to revoke;
+            // a scoped token may only revoke what it minted itself.
             let subject = subject_of(caller).unwrap_or("temp-robot");
-            let created = self
-                .admin(Method::POST, "/api/v1/tokens", json!({ "name": "to-revoke", "subject": subject }))
-                .await;
+            let created = if caller.is_scoped() {
+                let token = self.tokens.iter().find(|(c, _)| *c == caller).and_then(|(_, t)| t.clone()).unwrap();
+                let body = json!({ "name": "to-revoke" }).to_string();
+                let response = self.request(Some(&token), Method::POST, "/api/v1/tokens", Some(body)).await;
+                assert_eq!(response.status(), StatusCode::CREATED);
+                response.json().await.unwrap()
+            } else {
+                self.admin(Method::POST, "/api/v1/tokens", json!({ "name": "to-revoke", "subject": subject }))
+                    .await
+            };
             path = path.replace("{id}", created["record"]["id"].as_str().unwrap());
         }
         // Deletions get a target of their own, so the table's namespaces
@@ -167,7 +197,7 @@ impl Fixture {
         }
         if (method, template) == ("DELETE", "/api/v1/namespaces/{namespace}/environments/{name}") {
             let doomed = format!("doomed-{}", self.unique());
-            if caller == Caller::ServerAdmin || (caller == Caller::NamespaceAdmin && index == 0) {
+            if caller == Caller::ServerAdmin || (caller.acting_as() == Caller::NamespaceAdmin && index == 0) {
                 let spec = "channels: [demo]\ndependencies: [python 3.11.*]\nplatforms: [linux-64]\n";
                 self.server.submit_yaml(namespace, &doomed, spec).await;
             }
@@ -212,6 +242,8 @@ fn subject_of(caller: Caller) -> Option<&'static str> {
         Caller::Developer => Some("dev"),
         Caller::NamespaceAdmin => Some("nadia"),
         Caller::ServerAdmin => Some("admin"),
+        Caller::ScopedDeveloper => Some("nadia"),
+        Caller::ScopedServerAdmin => Some("ops"),
     }
 }
 
@@ -242,6 +274,19 @@ async fn fixture() -> (DemoChannel, Fixture) {
         let created = fixture
             .admin(Method::POST, "/api/v1/tokens", json!({ "name": "table", "subject": subject }))
             .await;
+        tokens.push((caller, Some(created["token"].as_str().unwrap().to_owned())));
+    }
+    for (caller, body) in [
+        (
+            Caller::ScopedDeveloper,
+            json!({ "name": "scoped", "subject": "nadia", "scopes": [{ "namespace": "own", "role": "developer" }] }),
+        ),
+        (
+            Caller::ScopedServerAdmin,
+            json!({ "name": "scoped-admin", "subject": "ops", "server_admin": true, "scopes": [{ "namespace": "own", "role": "admin" }] }),
+        ),
+    ] {
+        let created = fixture.admin(Method::POST, "/api/v1/tokens", body).await;
         tokens.push((caller, Some(created["token"].as_str().unwrap().to_owned())));
     }
     (channel, Fixture { tokens, ..fixture })
@@ -427,12 +472,106 @@ mod oidc {
         }
     }
 
+    fn now() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    }
+
     fn jwt(key: &Key, kid: &str, subject: &str, audience: &str, expires_in: i64) -> String {
+        let now = now();
+        signed(key, kid, json!({ "sub": subject, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + expires_in }))
+    }
+
+    fn signed(key: &Key, kid: &str, claims: serde_json::Value) -> String {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.to_owned());
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let claims = json!({ "sub": subject, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + expires_in });
         jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
+    }
+
+    /// An identity provider publishing `key`, and a server trusting it with
+    /// `subject_claim` and `server_admins`.
+    async fn provider_and_server(
+        key: &Key,
+        subject_claim: &str,
+        server_admins: Vec<String>,
+    ) -> (envstore_fixtures::ServedChannel, tempfile::TempDir, TestServer) {
+        let provider_dir = tempfile::tempdir().unwrap();
+        let jwks = json!({ "keys": [{
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": key.kid,
+            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key.public),
+        }]});
+        std::fs::write(provider_dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+        let provider = envstore_fixtures::serve_channel(provider_dir.path().to_path_buf()).await.unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let backend = Backend::from_env(data.path()).await;
+        let jwks_url = provider.url.join("jwks.json").unwrap();
+        let subject_claim = subject_claim.to_owned();
+        let server = TestServer::start_configured(data, backend, Vec::new(), 0, move |config| {
+            config.oidc = Some(envstore_api::oidc::OidcConfig {
+                issuer: ISSUER.to_owned(),
+                audience: AUDIENCE.to_owned(),
+                jwks_url,
+                subject_claim,
+                server_admins,
+            });
+        })
+        .await;
+        (provider, provider_dir, server)
+    }
+
+    async fn create_namespace_as(server: &TestServer, token: &str, name: &str) -> StatusCode {
+        server
+            .client
+            .post(server.url("/api/v1/namespaces"))
+            .bearer_auth(token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oidc_subjects_never_collide_with_local_ones_and_time_claims_hold() {
+        let signing = key("key-1");
+        let (_provider, _dir, server) = provider_and_server(&signing, "sub", vec!["root".to_owned()]).await;
+        assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+        let get = |token: String| {
+            let server = &server;
+            async move {
+                server.client.get(server.url("/api/v1/namespaces/team")).bearer_auth(token).send().await.unwrap().status()
+            }
+        };
+        // A local robot holds a role; the provider's subject of the same name does not.
+        let response = server
+            .admin_json(Method::PUT, "/api/v1/namespaces/team/members/robot", Some(json!({ "role": "viewer" })))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(get(jwt(&signing, "key-1", "robot", AUDIENCE, 600)).await, StatusCode::NOT_FOUND);
+        // Nor is the provider's `admin` the bootstrap admin.
+        assert_eq!(create_namespace_as(&server, &jwt(&signing, "key-1", "admin", AUDIENCE, 600), "by-admin").await, StatusCode::FORBIDDEN);
+        assert_eq!(get(jwt(&signing, "key-1", "a b", AUDIENCE, 600)).await, StatusCode::UNAUTHORIZED, "subjects are checked");
+        let now = now();
+        let early = signed(&signing, "key-1", json!({ "sub": "robot", "iss": ISSUER, "aud": AUDIENCE, "nbf": now + 600, "exp": now + 1200 }));
+        assert_eq!(get(early).await, StatusCode::UNAUTHORIZED, "not valid before nbf");
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_admins_matched_by_email_need_a_verified_email() {
+        let signing = key("key-1");
+        let (_provider, _dir, server) = provider_and_server(&signing, "email", vec!["root@example.org".to_owned()]).await;
+        let token = |verified: serde_json::Value| {
+            let now = now();
+            signed(
+                &signing,
+                "key-1",
+                json!({ "sub": "x", "email": "root@example.org", "email_verified": verified, "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600 }),
+            )
+        };
+        assert_eq!(create_namespace_as(&server, &token(json!(false)), "unverified").await, StatusCode::FORBIDDEN);
+        assert_eq!(create_namespace_as(&server, &token(json!("true")), "stringly").await, StatusCode::FORBIDDEN);
+        assert_eq!(create_namespace_as(&server, &token(json!(true)), "verified").await, StatusCode::CREATED);
+        server.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,10 +613,11 @@ mod oidc {
             }
         };
 
+        // The provider's subjects carry the `oidc:` prefix.
         let olivia = jwt(&signing, "key-1", "olivia", AUDIENCE, 600);
         assert_eq!(get(olivia.clone()).await, StatusCode::NOT_FOUND, "signed in, but no role yet");
         let response = server
-            .admin_json(Method::PUT, "/api/v1/namespaces/team/members/olivia", Some(json!({ "role": "viewer" })))
+            .admin_json(Method::PUT, "/api/v1/namespaces/team/members/oidc:olivia", Some(json!({ "role": "viewer" })))
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(get(olivia).await, StatusCode::OK);

@@ -106,10 +106,11 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
     let platform = environment.platforms().next().unwrap();
     assert_eq!(environment.conda_repodata_records(platform).unwrap().unwrap().len(), expected_files.len());
 
-    // Content-addressed artifacts are immutable.
+    // Content-addressed artifacts are immutable; a private namespace's are
+    // for the token holder's cache only.
     let artifact = server.get(&format!("/api/v1/locks/{lock_hash}/conda-lock.yml")).await;
     assert_eq!(artifact.status(), StatusCode::OK);
-    assert_eq!(artifact.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(artifact.headers()["cache-control"], "private, max-age=31536000, immutable");
 
     // The prefix: placeholders replaced, records written, the link and the program work.
     let (_, environment) = server.get_json("/api/v1/namespaces/team/environments/analysis").await;

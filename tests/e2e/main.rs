@@ -4,6 +4,8 @@
 mod access;
 mod browse;
 mod build_path;
+mod callers;
+mod channels;
 mod errors;
 mod hostile;
 mod kernels;
@@ -13,5 +15,6 @@ mod openapi;
 mod operator;
 mod policy;
 mod solve;
+mod tokens;
 mod ui;
 mod usage;

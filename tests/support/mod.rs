@@ -11,6 +11,8 @@ use envstore_fixtures::ServedChannel;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+pub mod channels;
+mod prefix_check;
 mod services;
 
 pub use services::{Backend, Services};
@@ -89,13 +91,16 @@ impl TestServer {
             store: backend.store.clone(),
             workers,
             channels,
-            admin_token: Some("test-admin-token".to_owned()),
+            admin_token: Some("test-admin-token-0123456789abcdef".to_owned()),
             lease: Duration::from_secs(30),
             publish_packed_prefixes: backend.store.scheme() != "file",
             test_pause: None,
             policy: envstore_core::Policy::default(),
             oidc: None,
             usage: envstore_cli::config::UsageConfig::default(),
+            limits: envstore_cli::config::TimeLimits::default(),
+            event_streams: envstore_api::EventStreamLimits::default(),
+            package_limits: Default::default(),
             data_dir: data_dir.clone(),
         };
         configure(&mut config);
@@ -193,6 +198,7 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("the server stops cleanly");
         }
+        prefix_check::check_prefixes(&self.data_dir);
     }
 }
 

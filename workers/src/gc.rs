@@ -3,6 +3,8 @@
 //! prefix, which is rebuilt from the lock if one is made current again.
 //! Prefixes and packed prefixes nothing holds are removed, and deleted
 //! environments and namespaces are cleaned: their links, logs and rows.
+//! Package cache entries that no prefix on this node links any more, and
+//! download leftovers, are removed once they have been idle for a while.
 //!
 //! A prefix is removed only under its prefix lease, so never while a worker
 //! builds it, and its marker goes first, so a half-removed prefix is never
@@ -48,7 +50,12 @@ pub struct GcOptions {
     /// Who holds prefix leases while removing.
     pub worker: String,
     pub lease: Duration,
+    /// Package cache entries and download leftovers untouched for less than
+    /// this are kept: a build may have just fetched them and not linked yet
+    /// (`envstore gc` defaults to two hours, longer than a build may run).
+    pub cache_idle: Duration,
 }
+
 
 /// A prefix folder removed (or that would be).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +87,10 @@ pub struct GcReport {
     pub purged_namespaces: u64,
     /// Prefixes left alone because a worker holds their lease.
     pub busy_prefixes: Vec<PathBuf>,
+    /// Package cache entries (and download leftovers) removed: (path, bytes).
+    pub cached_packages: Vec<(PathBuf, u64)>,
+    /// What the package cache holds after the collection (or would).
+    pub package_cache_bytes: u64,
 }
 
 impl GcReport {
@@ -87,6 +98,7 @@ impl GcReport {
     pub fn freed_bytes(&self) -> u64 {
         self.prefixes.iter().map(|prefix| prefix.freed_bytes).sum::<u64>()
             + self.packed_prefixes.iter().map(|(_, size)| size).sum::<u64>()
+            + self.cached_packages.iter().map(|(_, size)| size).sum::<u64>()
     }
 }
 
@@ -127,7 +139,107 @@ pub async fn collect_garbage(
         report.packed_prefixes.push((key, size));
     }
     clean_deleted(db, store, layout, options, &mut report).await?;
+    let cache = layout.package_cache.clone();
+    let (dry_run, idle) = (options.dry_run, options.cache_idle);
+    let (removed, kept_bytes) = tokio::task::spawn_blocking(move || collect_package_cache(&cache, idle, dry_run))
+        .await
+        .map_err(|join| io("clean", &layout.package_cache)(std::io::Error::other(join)))??;
+    report.cached_packages = removed;
+    report.package_cache_bytes = kept_bytes;
     Ok(report)
+}
+
+/// Removes package cache entries that no prefix on this node links (none of
+/// their files has a second hard link) and that have been idle for
+/// `idle`, and download leftovers as old. Prefixes that copied a file (with
+/// its prefix placeholder rewritten) do not need the entry. Returns what was
+/// removed and the bytes the cache keeps.
+fn collect_package_cache(cache: &Path, idle: Duration, dry_run: bool) -> Result<(Vec<(PathBuf, u64)>, u64), GcError> {
+    let entries = match std::fs::read_dir(cache) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(source) => return Err(io("list", cache)(source)),
+    };
+    let now = std::time::SystemTime::now();
+    let idle_since = |path: &Path| -> bool {
+        std::fs::symlink_metadata(path)
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|modified| now.duration_since(modified).is_ok_and(|age| age >= idle))
+    };
+    let (mut removed, mut kept_bytes) = (Vec::new(), 0);
+    for entry in entries {
+        let entry = entry.map_err(io("list", cache))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type().map_err(io("inspect", &path))?.is_dir() {
+            continue;
+        }
+        let usage = measure_cache_entry(&path)?;
+        // Our own folders: the validation records stay (a few bytes each);
+        // download temporaries are leftovers once idle.
+        let leftover = name == ".envstore-downloads";
+        if name.starts_with('.') && !leftover {
+            kept_bytes += usage.bytes;
+            continue;
+        }
+        if leftover {
+            for temporary in std::fs::read_dir(&path).map_err(io("list", &path))? {
+                let temporary = temporary.map_err(io("list", &path))?.path();
+                let bytes = std::fs::symlink_metadata(&temporary).map(|meta| meta.len()).unwrap_or(0);
+                if idle_since(&temporary) {
+                    if !dry_run {
+                        remove_any(&temporary)?;
+                    }
+                    removed.push((temporary, bytes));
+                } else {
+                    kept_bytes += bytes;
+                }
+            }
+            continue;
+        }
+        if usage.linked || !idle_since(&path) {
+            kept_bytes += usage.bytes;
+            continue;
+        }
+        if !dry_run {
+            std::fs::remove_dir_all(&path).map_err(io("remove", &path))?;
+            // rattler's lock file beside the entry.
+            let _ = std::fs::remove_file(cache.join(format!("{name}.lock")));
+        }
+        removed.push((path, usage.bytes));
+    }
+    Ok((removed, kept_bytes))
+}
+
+/// A package cache entry's regular files: their bytes, and whether any of
+/// them is hard-linked from elsewhere (a prefix).
+struct CacheEntryUsage {
+    bytes: u64,
+    linked: bool,
+}
+
+fn measure_cache_entry(path: &Path) -> Result<CacheEntryUsage, GcError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut usage = CacheEntryUsage { bytes: 0, linked: false };
+    for file in walkdir::WalkDir::new(path).follow_links(false) {
+        let file = file.map_err(|error| io("measure", path)(error.into()))?;
+        if !file.file_type().is_file() {
+            continue;
+        }
+        let metadata = file.metadata().map_err(|error| io("measure", file.path())(error.into()))?;
+        usage.bytes += metadata.len();
+        usage.linked |= metadata.nlink() > 1;
+    }
+    Ok(usage)
+}
+
+fn remove_any(path: &Path) -> Result<(), GcError> {
+    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
+    let result = if is_dir { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    match result {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io("remove", path)(error)),
+        _ => Ok(()),
+    }
 }
 
 /// Removes the prefix folders under the layout that no reference holds.
@@ -230,4 +342,66 @@ async fn clean_deleted(
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GcError {
     let path = path.to_owned();
     move |source| GcError::Io { action, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache with one entry a prefix links, one nothing links, and a
+    /// download leftover.
+    fn cache_with_entries() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("pkgs");
+        for entry in ["used-1.0-0", "unused-1.0-0"] {
+            std::fs::create_dir_all(cache.join(entry).join("lib")).unwrap();
+            std::fs::write(cache.join(entry).join("lib/data.txt"), b"0123456789").unwrap();
+        }
+        std::fs::write(cache.join("unused-1.0-0.lock"), b"").unwrap();
+        std::fs::create_dir_all(cache.join(".envstore-validated")).unwrap();
+        std::fs::write(cache.join(".envstore-validated/sha256-ab"), b"nonce").unwrap();
+        std::fs::create_dir_all(cache.join(".envstore-downloads")).unwrap();
+        std::fs::write(cache.join(".envstore-downloads/.tmp123"), b"partial").unwrap();
+        let prefix = dir.path().join("prefixes/abc/lib");
+        std::fs::create_dir_all(&prefix).unwrap();
+        std::fs::hard_link(cache.join("used-1.0-0/lib/data.txt"), prefix.join("data.txt")).unwrap();
+        (dir, cache)
+    }
+
+    #[test]
+    fn idle_entries_no_prefix_links_and_download_leftovers_are_removed() {
+        let (_dir, cache) = cache_with_entries();
+        let (dry, kept) = collect_package_cache(&cache, Duration::ZERO, true).unwrap();
+        assert_eq!(dry.len(), 2, "{dry:?}");
+        assert!(cache.join("unused-1.0-0").exists(), "a dry run removes nothing");
+        assert_eq!(kept, 10 + 5, "the linked entry and the validation records stay");
+
+        let (removed, kept) = collect_package_cache(&cache, Duration::ZERO, false).unwrap();
+        let removed: Vec<_> = removed.into_iter().map(|(path, bytes)| (path.strip_prefix(&cache).unwrap().to_owned(), bytes)).collect();
+        assert!(removed.contains(&(PathBuf::from("unused-1.0-0"), 10)), "{removed:?}");
+        assert!(removed.contains(&(PathBuf::from(".envstore-downloads/.tmp123"), 7)), "{removed:?}");
+        assert!(!cache.join("unused-1.0-0").exists() && !cache.join("unused-1.0-0.lock").exists());
+        assert!(cache.join("used-1.0-0/lib/data.txt").exists(), "a prefix links it");
+        assert!(cache.join(".envstore-validated/sha256-ab").exists());
+        assert_eq!(kept, 15);
+        let (again, _) = collect_package_cache(&cache, Duration::ZERO, false).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn entries_fetched_recently_are_kept_for_the_build_about_to_link_them() {
+        let (_dir, cache) = cache_with_entries();
+        let (removed, kept) = collect_package_cache(&cache, Duration::from_secs(3600), false).unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(cache.join("unused-1.0-0").exists());
+        assert_eq!(kept, 10 + 10 + 5 + 7);
+    }
+
+    #[test]
+    fn no_cache_yet_is_nothing_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (removed, kept) = collect_package_cache(&dir.path().join("pkgs"), Duration::ZERO, false).unwrap();
+        assert!(removed.is_empty());
+        assert_eq!(kept, 0);
+    }
 }

@@ -22,6 +22,8 @@ use envstore_link::point_environment;
 pub struct Layout {
     pub prefixes: PathBuf,
     pub environments: PathBuf,
+    /// The shared package cache (rattler's layout), which `gc` cleans.
+    pub package_cache: PathBuf,
 }
 
 impl Layout {
@@ -29,6 +31,7 @@ impl Layout {
         Self {
             prefixes: data_dir.join("prefixes"),
             environments: data_dir.join("envs"),
+            package_cache: data_dir.join("cache").join("pkgs"),
         }
     }
 
@@ -51,8 +54,13 @@ pub(crate) enum BuildError {
     Store(#[from] StoreError),
     #[error("the database failed")]
     Db(#[from] DbError),
-    #[error("the solution names '{0}', which is outside the allowed channels")]
-    UrlNotAllowed(String),
+    #[error("package '{package}' ({platform}) comes from '{url}', which is not a package of the build's channels: {defect}")]
+    UrlNotAllowed {
+        package: String,
+        platform: String,
+        url: String,
+        defect: envstore_core::UrlDefect,
+    },
     #[error("failed to point the environment at its prefix")]
     Link(#[source] std::io::Error),
     #[error("failed to materialise the prefix built elsewhere")]
@@ -136,6 +144,31 @@ impl PhaseRecorder {
     pub(crate) fn snapshot(&self) -> Vec<PhaseTiming> {
         self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
+
+    /// What the build was doing, for a message: the phase under way, or the
+    /// step after the last one that ended.
+    pub(crate) fn doing(&self) -> String {
+        let phases = self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match phases.last() {
+            None => "starting".to_owned(),
+            Some(last) if last.finished_at.is_none() => last.phase.as_str().to_owned(),
+            Some(last) => format!("finishing {}", last.phase),
+        }
+    }
+}
+
+/// A limit as people write it: `1 h`, `30 min`, `90 s`.
+pub(crate) fn format_limit(limit: Duration) -> String {
+    let seconds = limit.as_secs();
+    if limit.subsec_nanos() != 0 || seconds == 0 {
+        format!("{} s", limit.as_secs_f64())
+    } else if seconds.is_multiple_of(3600) {
+        format!("{} h", seconds / 3600)
+    } else if seconds.is_multiple_of(60) {
+        format!("{} min", seconds / 60)
+    } else {
+        format!("{seconds} s")
+    }
 }
 
 /// Everything a worker needs to run builds.
@@ -155,8 +188,14 @@ pub struct BuildContext {
     /// Whether built prefixes are packed and published for other nodes to
     /// materialise; a single node with a local store has no use for them.
     pub publish_packed_prefixes: bool,
-    /// Fault tests only: stop for good when publishing starts.
+    /// Fault tests only: stop for good when publishing starts (only in a
+    /// build with the `test-hooks` feature).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub pause_before_publishing: bool,
+    /// How long one attempt of a build may take in all; past it the build
+    /// fails, its lease is no longer renewed and its unfinished prefix is
+    /// removed. A graceful shutdown waits no longer than this.
+    pub build_timeout: Duration,
 }
 
 impl BuildContext {
@@ -207,8 +246,12 @@ impl BuildContext {
             lease,
             lease_lost.clone(),
         ));
+        let limited = tokio::time::timeout(
+            self.build_timeout,
+            self.execute(&build, worker, log.clone(), &recorder, &current_lock),
+        );
         let result = tokio::select! {
-            result = self.execute(&build, worker, log.clone(), &recorder, &current_lock) => Ok(result),
+            result = limited => result.map_err(|_| Interruption::OverLimit),
             () = lease_lost.notified() => Err(Interruption::LeaseLost),
             () = cancelled.notified() => Err(Interruption::Cancelled),
         };
@@ -220,19 +263,30 @@ impl BuildContext {
                 self.logs.finish(&build.id);
                 return Ok(());
             }
-            Err(Interruption::Cancelled) => {
-                log.line("cancelled on request: stopping".to_owned());
+            Err(interruption @ (Interruption::Cancelled | Interruption::OverLimit)) => {
+                let (status, message) = match interruption {
+                    Interruption::OverLimit => (
+                        BuildStatus::Failed,
+                        format!(
+                            "the build exceeded its limit of {} while {}",
+                            format_limit(self.build_timeout),
+                            recorder.doing()
+                        ),
+                    ),
+                    _ => (BuildStatus::Cancelled, "cancelled on request".to_owned()),
+                };
+                log.line(format!("{message}: stopping"));
                 let lock_hash = *current_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 if let Some(lock_hash) = lock_hash {
                     self.remove_unfinished_prefix(&lock_hash, worker, &log).await?;
                 }
                 let outcome = BuildOutcome {
-                    status: BuildStatus::Cancelled,
+                    status,
                     lock_hash: None,
                     lock_reused: false,
                     prefix_reused: false,
                     phases: recorder.snapshot(),
-                    error: Some("cancelled on request".to_owned()),
+                    error: Some(message),
                 };
                 self.publish_log(&keys::build_log(&build.id), &log).await;
                 self.db.finish_build(&build.id, &outcome).await?;
@@ -254,14 +308,14 @@ impl BuildContext {
             }
             Err(error) if error.is_transient() && job.attempts < max_attempts => {
                 let delay = Duration::from_secs(2u64.saturating_pow(job.attempts as u32));
-                let message = error_chain(&error);
+                let message = self.allowlist.redact_text(&error_chain(&error));
                 log.line(format!("error (will retry in {}s): {message}", delay.as_secs()));
                 self.publish_log(&keys::attempt_log(&build.id, job.attempts), &log).await;
                 self.logs.finish(&build.id);
                 return self.db.retry_job(&job.job_id, delay, &message).await;
             }
             Err(error) => {
-                let message = error_chain(&error);
+                let message = self.allowlist.redact_text(&error_chain(&error));
                 log.line(format!("build failed: {message}"));
                 BuildOutcome {
                     status: BuildStatus::Failed,
@@ -315,10 +369,10 @@ impl BuildContext {
                         solved.platforms.len()
                     ));
                 }
-                Lock::new(solved).with_variables(spec.variables.clone())
+                Lock::new(solved).with_variables(spec.variables.clone()).for_namespace(&build.namespace)
             }
         };
-        self.check_urls(&lock)?;
+        self.check_urls(&lock, &spec.channels)?;
         let lock_hash = lock.hash();
         *current_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(lock_hash);
         let packages = lock.packages();
@@ -352,6 +406,7 @@ impl BuildContext {
 
         recorder.begin(BuildPhase::Publishing);
         self.db.record_phases(&build.id, &recorder.snapshot()).await?;
+        #[cfg(feature = "test-hooks")]
         if self.pause_before_publishing {
             log.line("paused for a fault test: waiting to be killed".to_owned());
             std::future::pending::<()>().await;
@@ -405,13 +460,32 @@ impl BuildContext {
         self.db.release_prefix_lease(lock_hash, worker).await
     }
 
-    /// Defence in depth: every package URL must lie inside an allowed
-    /// channel, so a channel cannot send the worker elsewhere.
-    fn check_urls(&self, lock: &Lock) -> Result<(), BuildError> {
+    /// Defence in depth: every package URL must be a package of one of the
+    /// build's own channels (those the namespace's policy let its spec
+    /// name) for its platform, compared after decoding, so neither a channel
+    /// nor a submitted lock can send the worker elsewhere.
+    fn check_urls(&self, lock: &Lock, channels: &[String]) -> Result<(), BuildError> {
+        let channels: Vec<url::Url> = self
+            .allowlist
+            .channels()
+            .iter()
+            .filter(|allowed| {
+                let allowed = allowed.url.as_str().trim_end_matches('/');
+                channels.iter().any(|channel| channel.trim_end_matches('/') == allowed)
+            })
+            .map(|allowed| allowed.url.clone())
+            .collect();
         for platform in lock.platforms() {
             for record in lock.records(platform).unwrap_or_default() {
-                if !self.allowlist.contains_url(&record.url) {
-                    return Err(BuildError::UrlNotAllowed(record.url.to_string()));
+                let checked = envstore_core::locate_in(&channels, &record.url)
+                    .and_then(|path| path.check_package(&[platform.to_owned()]));
+                if let Err(defect) = checked {
+                    return Err(BuildError::UrlNotAllowed {
+                        package: record.package_record.name.as_normalized().to_owned(),
+                        platform: platform.to_owned(),
+                        url: envstore_core::public_url(&record.url).to_string(),
+                        defect,
+                    });
                 }
             }
         }
@@ -479,6 +553,8 @@ impl BuildContext {
 enum Interruption {
     LeaseLost,
     Cancelled,
+    /// It ran past [`BuildContext::build_timeout`].
+    OverLimit,
 }
 
 /// How often a running build looks for a cancellation request.
@@ -517,5 +593,26 @@ async fn renew_lease(
             }
             Err(error) => tracing::warn!(job = %job_id, error = %error_chain(&error), "failed to renew a lease"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_over_limit_message_names_the_limit_and_what_was_under_way() {
+        assert_eq!(format_limit(Duration::from_secs(3600)), "1 h");
+        assert_eq!(format_limit(Duration::from_secs(1800)), "30 min");
+        assert_eq!(format_limit(Duration::from_secs(3)), "3 s");
+        assert_eq!(format_limit(Duration::from_millis(1500)), "1.5 s");
+        let recorder = PhaseRecorder::default();
+        assert_eq!(recorder.doing(), "starting");
+        recorder.begin(BuildPhase::Solving);
+        assert_eq!(recorder.doing(), "solving");
+        recorder.end(None);
+        assert_eq!(recorder.doing(), "finishing solving");
+        recorder.begin(BuildPhase::Downloading);
+        assert_eq!(recorder.doing(), "downloading");
     }
 }

@@ -33,7 +33,13 @@ pub struct WorkerPool {
     wake: Arc<Notify>,
     shutdown: CancellationToken,
     handles: Vec<JoinHandle<()>>,
+    /// How long a shutdown waits for running builds: their own limit.
+    build_timeout: Duration,
 }
+
+/// Time a shutdown allows beyond the build limit, for a build that ran
+/// into it to record its failure.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl WorkerPool {
     pub fn start(context: Arc<BuildContext>, config: WorkerPoolConfig) -> Self {
@@ -61,6 +67,7 @@ impl WorkerPool {
             wake,
             shutdown,
             handles,
+            build_timeout: context.build_timeout,
         }
     }
 
@@ -69,11 +76,22 @@ impl WorkerPool {
         self.wake.clone()
     }
 
-    /// Stops taking jobs and waits for running builds to end.
+    /// Stops taking jobs and waits for running builds to end, at most for
+    /// the build limit (and a short grace to record a build that ran into
+    /// it); builds still running then are abandoned: their leases run out
+    /// and another worker takes them over.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        for handle in self.handles {
-            let _ = handle.await;
+        let deadline = tokio::time::Instant::now() + self.build_timeout.saturating_add(SHUTDOWN_GRACE);
+        let mut abandoned = 0;
+        for mut handle in self.handles {
+            if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
+                handle.abort();
+                abandoned += 1;
+            }
+        }
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "stopped waiting for running builds at the build limit");
         }
     }
 }

@@ -4,8 +4,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use envstore_core::{Grant, NamespacePattern, Role, validate_subject};
-use envstore_db::NewToken;
+use envstore_core::{Grant, NamespacePattern, Role, narrow_scopes, validate_subject};
+use envstore_db::{DbError, NewToken};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,6 +15,12 @@ use crate::{ApiError, AppState};
 
 /// Longest token lifetime a caller may ask for.
 const MAX_TOKEN_DAYS: i64 = 366;
+
+/// A token's lifetime when the request names none (or less, to stay within
+/// the lifetime of the token that mints it).
+const DEFAULT_TOKEN_DAYS: i64 = 90;
+
+const DAY_MILLIS: i64 = 24 * 3600 * 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +38,9 @@ struct NewTokenRequest {
     server_admin: bool,
 }
 
-/// Creates a token; its value is in this answer and nowhere else.
+/// Creates a token; its value is in this answer and nowhere else. A token
+/// minted with a token never outlives it, never holds more than it (its
+/// scopes are cut down to the minting token's) and is revoked with it.
 #[utoipa::path(
     post,
     path = "/api/v1/tokens",
@@ -59,31 +67,32 @@ pub async fn create_token(
     if request.name.is_empty() || request.name.len() > 128 || request.name.chars().any(char::is_control) {
         return Err(ApiError::BadRequest("a token name has 1 to 128 printable characters".to_owned()));
     }
-    let days = request.expires_in_days.unwrap_or(90);
-    if !(1..=MAX_TOKEN_DAYS).contains(&days) {
-        return Err(ApiError::BadRequest(format!("expires_in_days must be between 1 and {MAX_TOKEN_DAYS}")));
-    }
-    // A token created by a scoped token stays within the creator's scopes.
-    let scopes = match (request.scopes, caller.grants.scopes.clone()) {
-        (Some(requested), Some(held)) if subject == creator => Some(
-            requested
-                .into_iter()
-                .filter_map(|grant| {
-                    held.iter()
-                        .filter(|scope| scope.namespace == grant.namespace || scope.namespace.as_str() == "*")
-                        .map(|scope| scope.role)
-                        .max()
-                        .map(|role| Grant {
-                            role: grant.role.min(role),
-                            namespace: grant.namespace,
-                        })
-                })
-                .collect(),
-        ),
-        (None, Some(held)) if subject == creator => Some(held),
-        (requested, _) => requested,
+    let now = envstore_db::now_millis();
+    let expires_at = match request.expires_in_days {
+        Some(days) => {
+            if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+                return Err(ApiError::BadRequest(format!("expires_in_days must be between 1 and {MAX_TOKEN_DAYS}")));
+            }
+            let expires_at = now + days * DAY_MILLIS;
+            if let Some(limit) = caller.expires_at
+                && expires_at > limit
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "the token you are using expires in {} whole days, and a token it mints cannot outlive it: \
+                     ask for at most that many days, or mint with a longer-lived token",
+                    (limit - now).max(0) / DAY_MILLIS
+                )));
+            }
+            expires_at
+        }
+        None => (now + DEFAULT_TOKEN_DAYS * DAY_MILLIS).min(caller.expires_at.unwrap_or(i64::MAX)),
     };
-    let expires_at = envstore_db::now_millis() + days * 24 * 3600 * 1000;
+    // A scoped caller is never a server admin, so it mints only for its own
+    // subject, and only within its own scopes.
+    let scopes = match &caller.grants.scopes {
+        Some(held) => Some(narrow_scopes(request.scopes, held)),
+        None => request.scopes,
+    };
     let (record, value) = app
         .db
         .create_token(&NewToken {
@@ -93,8 +102,14 @@ pub async fn create_token(
             server_admin: request.server_admin,
             scopes,
             expires_at: Some(expires_at),
+            parent_token_id: caller.token_id.clone(),
         })
-        .await?;
+        .await
+        .map_err(|error| match error {
+            // The minting token was revoked while this request ran.
+            DbError::NotFound(_) => ApiError::InvalidToken,
+            other => other.into(),
+        })?;
     tracing::info!(token = %record.id, subject = %record.subject, by = %record.created_by, "token created");
     app.audit(
         &caller,
@@ -106,7 +121,8 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(json!({ "token": value, "record": record }))))
 }
 
-/// The caller's own tokens (never their values).
+/// The caller's own tokens (never their values). A scoped token sees only
+/// itself and the tokens minted from it, not its subject's other tokens.
 #[utoipa::path(
     get,
     path = "/api/v1/tokens",
@@ -119,10 +135,15 @@ pub async fn create_token(
 )]
 pub async fn list_tokens(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let subject = caller.subject()?;
-    Ok(Json(json!({ "tokens": app.db.tokens_of(subject).await? })))
+    let tokens = match (&caller.grants.scopes, &caller.token_id) {
+        (Some(_), Some(own)) => app.db.token_lineage(own).await?,
+        _ => app.db.tokens_of(subject).await?,
+    };
+    Ok(Json(json!({ "tokens": tokens })))
 }
 
-/// Revokes one of the caller's tokens (server admins: anyone's).
+/// Revokes one of the caller's tokens (server admins: anyone's; a scoped
+/// token: itself or a token minted from it), and every token minted from it.
 #[utoipa::path(
     delete,
     path = "/api/v1/tokens/{id}",
@@ -144,6 +165,11 @@ pub async fn revoke_token(
     let not_found = || ApiError::NotFound(format!("token '{}' was not found", id.escape_debug()));
     let token = app.db.token(&id).await?.ok_or_else(not_found)?;
     if token.subject != subject && !caller.is_server_admin() {
+        return Err(not_found());
+    }
+    if let (Some(_), Some(own)) = (&caller.grants.scopes, &caller.token_id)
+        && !app.db.token_lineage(own).await?.iter().any(|mine| mine.id == token.id)
+    {
         return Err(not_found());
     }
     app.db.revoke_token(&id).await?;

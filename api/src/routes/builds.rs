@@ -9,7 +9,7 @@ use envstore_db::BuildRecord;
 
 use crate::auth::Caller;
 use crate::routes::environments::build_view;
-use crate::routes::log_stream::follow_build;
+use crate::routes::log_stream::{Follower, follow_build};
 use crate::routes::namespaces::{ListQuery, authorized_namespace};
 use crate::views::{BuildView, PhaseView};
 use crate::{ApiError, AppState};
@@ -160,7 +160,12 @@ pub async fn get_build_log(
             .and_then(|value| value.to_str().ok())
             .is_some_and(|accept| accept.contains("text/event-stream"));
     if wants_stream {
-        return Ok(follow_build(app, build.id).into_response());
+        let follower = Follower {
+            authorization: headers.get(header::AUTHORIZATION).cloned(),
+            namespace: build.namespace.clone(),
+            caller,
+        };
+        return Ok(follow_build(app, build.id, follower)?.into_response());
     }
     let text = match app.store.get(&keys::build_log(&build.id)).await {
         Ok(bytes) => bytes,

@@ -4,6 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use envstore_core::{ContentHash, EnvironmentName, EnvironmentSpec, NamespaceName, Role, SpecFormat};
+use envstore_core::body_limits;
 use envstore_core::spec::MAX_SPEC_BYTES;
 use envstore_db::{BuildRecord, EnvironmentRecord};
 use envstore_store::artifact;
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::routes::{LockfileFormat, explicit_platform, if_none_match};
+use crate::routes::{LockfileFormat, cache_control, explicit_platform, if_none_match};
 use crate::routes::namespaces::{ListQuery, authorized_namespace};
 use crate::views::{BuildSummary, BuildView};
 use crate::{ApiError, AppState};
@@ -160,7 +161,8 @@ async fn queue(
 }
 
 /// The spec in a request body: JSON when the content type says so,
-/// environment.yml otherwise, at most [`MAX_SPEC_BYTES`].
+/// environment.yml otherwise, at most [`MAX_SPEC_BYTES`] nesting at most
+/// [`body_limits::MAX_NESTING`] levels, parsed off the async runtime.
 pub(crate) async fn read_spec(headers: &HeaderMap, body: Body) -> Result<EnvironmentSpec, ApiError> {
     let body = axum::body::to_bytes(body, MAX_SPEC_BYTES)
         .await
@@ -172,7 +174,13 @@ pub(crate) async fn read_spec(headers: &HeaderMap, body: Body) -> Result<Environ
         Some(content_type) if content_type.contains("json") => SpecFormat::Json,
         _ => SpecFormat::Yaml,
     };
-    Ok(EnvironmentSpec::parse(&body, format)?)
+    // Refused before the parser sees it: libyaml's time grows with the body
+    // times its nesting.
+    match format {
+        SpecFormat::Json => body_limits::check_json(&body, body_limits::MAX_NESTING)?,
+        SpecFormat::Yaml => body_limits::check_yaml(&body, body_limits::MAX_NESTING)?,
+    }
+    crate::routes::parse_off_runtime(move || EnvironmentSpec::parse(&body, format)).await
 }
 
 /// An environment: its current build, its prefix on this node and the
@@ -274,8 +282,11 @@ pub async fn get_lockfile(
         }
     };
     let etag = format!("\"{lock_hash}\"");
+    // A private namespace's lock needed a token: no shared cache may keep it.
+    let public = app.db.namespace_public_read(namespace.as_str()).await? == Some(true);
+    let cache_control = cache_control(public, "no-cache");
     if if_none_match(&headers, &etag) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control)]).into_response());
     }
     let bytes = app.store.get_lock_artifact(&lock_hash, &file).await?;
     // Counted in memory and flushed in batches: this GET is a hot path.
@@ -284,7 +295,7 @@ pub async fn get_lockfile(
         [
             (header::CONTENT_TYPE, format.content_type().to_owned()),
             (header::ETAG, etag),
-            (header::CACHE_CONTROL, "no-cache".to_owned()),
+            (header::CACHE_CONTROL, cache_control),
         ],
         bytes,
     )

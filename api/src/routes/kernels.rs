@@ -110,7 +110,7 @@ pub async fn list_kernels(
                 build_id: environment.build_id,
                 lock_hash: environment.lock_hash,
                 language: "python",
-                env: environment.variables,
+                env: kernel_env(environment.variables, &app.default_policy),
             });
         }
         if exhausted {
@@ -121,6 +121,21 @@ pub async fn list_kernels(
         .then(|| kernels.last().map(|kernel| format!("{}/{}", kernel.namespace, kernel.environment)))
         .flatten();
     Ok(Json(json!({ "kernels": kernels, "next_after": next_after })))
+}
+
+/// The variables a kernelspec may set: those the server policy allows today.
+/// A kernel runs in the process of whoever starts it, so a variable that
+/// steers loaders or interpreters reaches it only under the rule that lets a
+/// spec set it, also for builds made before that rule or under a looser one.
+fn kernel_env(
+    variables: std::collections::BTreeMap<String, String>,
+    policy: &envstore_core::Policy,
+) -> std::collections::BTreeMap<String, String> {
+    let allowed = policy.allowed_variables.as_deref().unwrap_or_default();
+    variables
+        .into_iter()
+        .filter(|(name, _)| envstore_core::variables::is_allowed(name, allowed))
+        .collect()
 }
 
 /// Whether the lock's packages for `platform` include `package`.
@@ -158,6 +173,26 @@ mod tests {
         assert_ne!(ids[0], ids[1]);
         assert_ne!(ids[1], ids[2]);
         assert_eq!(kernel_id("team-ml", "x"), ids[0], "stable");
+    }
+
+    #[test]
+    fn kernels_carry_only_the_variables_the_server_policy_allows() {
+        let variables: std::collections::BTreeMap<String, String> = [
+            ("MODE", "fast"),
+            ("LD_PRELOAD", "/tmp/evil.so"),
+            ("PYTHONSTARTUP", "/tmp/evil.py"),
+            ("LD_LIBRARY_PATH", "/opt/lib"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+        let open = envstore_core::Policy::default();
+        assert_eq!(kernel_env(variables.clone(), &open).into_keys().collect::<Vec<_>>(), ["MODE"]);
+        let allowing = envstore_core::Policy {
+            allowed_variables: Some(vec!["LD_LIBRARY_PATH".to_owned()]),
+            ..envstore_core::Policy::default()
+        };
+        assert_eq!(kernel_env(variables, &allowing).into_keys().collect::<Vec<_>>(), ["LD_LIBRARY_PATH", "MODE"]);
     }
 
     #[test]

@@ -55,10 +55,8 @@ pub async fn submit_lockfile(
         .map_err(|_| ApiError::TooLarge { limit: MAX_LOCKFILE_BYTES })?;
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::BadRequest("the lockfile is not UTF-8 text".to_owned()))?;
-    let lock = tokio::task::spawn_blocking(move || Lock::parse_lockfile(&text))
-        .await
-        .map_err(|join| ApiError::BadRequest(format!("the lockfile could not be read: {join}")))?
-        .map_err(ApiError::InvalidLockfile)?;
+    envstore_core::body_limits::check_yaml(text.as_bytes(), envstore_core::body_limits::MAX_NESTING)?;
+    let lock = crate::routes::parse_off_runtime(move || Lock::parse_lockfile(&text).map_err(ApiError::InvalidLockfile)).await?;
     let policy = app.default_policy.tightened_by(&app.db.namespace_policy(&namespace).await?);
     let packages: BTreeMap<String, Vec<(String, Url)>> = lock
         .platforms()
@@ -72,6 +70,10 @@ pub async fn submit_lockfile(
         })
         .collect();
     policy.check_lock(&app.allowlist, lock.channels(), &packages)?;
+    // The hash covers URLs and checksums only: before anything is kept
+    // under it, every record must be the channel's own (see
+    // `envstore_solve::VerifyError`), and what is kept is the channel's.
+    let lock = app.solver.verify_lock(&lock).await?;
     // The worker reads the lock from its content-addressed pixi.lock, where
     // the build that publishes it would put it anyway.
     app.store

@@ -5,11 +5,12 @@ use envstore_core::ContentHash;
 use envstore_store::artifact;
 
 use crate::auth::Caller;
-use crate::routes::if_none_match;
+use crate::routes::{cache_control, if_none_match};
 use crate::{ApiError, AppState};
 
 /// A lock's artifact by its content address: it never changes, so it may be
-/// cached forever. This is the hot path of CI fetching pinned lockfiles: the
+/// cached forever; by shared caches only when a public namespace holds it
+/// (otherwise the answer needed a token, and is `private`). This is the hot path of CI fetching pinned lockfiles: the
 /// access data and the artifact come from in-process caches, so a repeated
 /// request makes no database or store round trip.
 #[utoipa::path(
@@ -44,9 +45,10 @@ pub async fn get_lock_artifact(
     // does not have is still a 404.
     let bytes = app.store.get_lock_artifact(&hash, &file).await?;
     let etag = format!("\"{lock_hash}\"");
+    let cache_control = cache_control(lock_is_public(&app, &lock_hash).await?, "max-age=31536000, immutable");
     if if_none_match(&headers, &etag) {
         tracing::debug!(lock = %lock_hash, file, "lock artifact not modified");
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control)]).into_response());
     }
     tracing::debug!(lock = %lock_hash, file, bytes = bytes.len(), "lock artifact served");
     // The path names a lock, not a namespace: counted per lock (in memory,
@@ -61,7 +63,7 @@ pub async fn get_lock_artifact(
         [
             (header::CONTENT_TYPE, content_type.to_owned()),
             (header::ETAG, etag),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_owned()),
+            (header::CACHE_CONTROL, cache_control),
         ],
         bytes,
     )
@@ -81,6 +83,19 @@ async fn may_read_lock(app: &AppState, caller: &Caller, lock_hash: &str) -> Resu
     }
     for namespace in app.db.namespaces_with_lock(lock_hash).await? {
         if !known.contains(&namespace) && caller.can_view(app, &namespace).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether anyone, without a token, may read the lock: a public namespace
+/// this process knows holds it. Only the namespaces known in memory are
+/// asked (this is the hot path); not knowing makes the answer `private`,
+/// which is always safe.
+async fn lock_is_public(app: &AppState, lock_hash: &str) -> Result<bool, ApiError> {
+    for namespace in app.db.known_namespaces_with_lock(lock_hash) {
+        if app.db.namespace_public_read(&namespace).await? == Some(true) {
             return Ok(true);
         }
     }

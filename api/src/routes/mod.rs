@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 use crate::{ApiError, AppState};
 
 pub use kernels::{KERNEL_PACKAGE, kernel_id};
+pub use log_stream::{EventStreamLimits, EventStreams};
 pub use solve::LOCK_HASH_HEADER;
 pub use usage::{Figures as UsageFigures, UsageSettings};
 pub(crate) use usage::{QuotaExceeded, check_quota};
@@ -130,6 +131,42 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no such resource: {}", uri.path()))
 }
 
+/// How long parsing one request body may take. A body within the size and
+/// nesting limits parses in milliseconds; past this it is refused.
+pub const PARSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Request bodies parsed at once, off the async runtime: a burst of
+/// expensive bodies keeps at most this many CPU threads busy, and the
+/// runtime (health checks, other requests, shutdown) keeps answering.
+pub const PARSE_SLOTS: usize = 4;
+
+static PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARSE_SLOTS);
+
+/// Runs `parse` on a blocking thread under [`PARSE_BUDGET`] (waiting for a
+/// free slot included). The slot is held until the parse really ends, even
+/// when the request gave up on it: a parser cannot be interrupted.
+pub(crate) async fn parse_off_runtime<T, E>(parse: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    ApiError: From<E>,
+{
+    let deadline = tokio::time::Instant::now() + PARSE_BUDGET;
+    let permit = tokio::time::timeout_at(deadline, PARSES.acquire())
+        .await
+        .map_err(|_| ApiError::Busy)?
+        .map_err(|_| ApiError::Busy)?;
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        parse()
+    });
+    match tokio::time::timeout_at(deadline, task).await {
+        Ok(Ok(parsed)) => Ok(parsed?),
+        Ok(Err(join)) => Err(ApiError::BadRequest(format!("the request body could not be read: {join}"))),
+        Err(_) => Err(ApiError::ParseBudget { seconds: PARSE_BUDGET.as_secs() }),
+    }
+}
+
 /// The platform whose `@EXPLICIT` file is asked for: the one named, which
 /// the lock must have, or the lock's only one.
 pub(crate) fn explicit_platform(platforms: &[String], asked: Option<&str>) -> Result<String, ApiError> {
@@ -178,6 +215,13 @@ impl LockfileFormat {
             Self::Explicit => "text/plain; charset=utf-8",
         }
     }
+}
+
+/// A `Cache-Control` value: `public` only for what anyone may read without
+/// a token, `private` (no shared cache may keep it) for everything else.
+pub(crate) fn cache_control(public: bool, directives: &str) -> String {
+    let scope = if public { "public" } else { "private" };
+    format!("{scope}, {directives}")
 }
 
 /// Whether `If-None-Match` names `etag` (or is `*`), so the client's copy is

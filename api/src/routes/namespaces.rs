@@ -212,6 +212,8 @@ pub(crate) async fn authorized_namespace(
 
 /// A JSON body, or a 400 that shows what was expected.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Result<T, ApiError> {
+    envstore_core::body_limits::check_size(body, envstore_core::body_limits::MAX_JSON_BYTES)?;
+    envstore_core::body_limits::check_json(body, envstore_core::body_limits::MAX_NESTING)?;
     serde_json::from_slice(body)
         .map_err(|error| ApiError::BadRequest(format!("expected a JSON body like {example}: {error}")))
 }

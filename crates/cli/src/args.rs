@@ -168,6 +168,69 @@ pub struct NodeArgs {
     /// can materialise it [default: on for an s3:// store, off for a local folder].
     #[arg(long, env = "ENVSTORE_PACK_PREFIXES")]
     pub pack_prefixes: Option<bool>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub packages: PackageLimitArgs,
+}
+
+/// Limits every package is extracted under; unset flags keep the config
+/// file's `[packages]` value, or the default.
+#[derive(clap::Args)]
+pub struct PackageLimitArgs {
+    /// Bytes one package may extract to [default: 5 GiB].
+    #[arg(long, env = "ENVSTORE_MAX_PACKAGE_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_package_bytes: Option<u64>,
+    /// Files, folders and links one package may have [default: 200000].
+    #[arg(long, env = "ENVSTORE_MAX_PACKAGE_FILES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_package_files: Option<u64>,
+    /// Extracted bytes per archive byte, past 16 MiB [default: 1000].
+    #[arg(long, env = "ENVSTORE_MAX_PACKAGE_RATIO", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_package_ratio: Option<u64>,
+}
+
+impl PackageLimitArgs {
+    pub fn apply(&self, file: envstore_link::PackageLimits) -> envstore_link::PackageLimits {
+        envstore_link::PackageLimits {
+            max_extracted_bytes: self.max_package_bytes.unwrap_or(file.max_extracted_bytes),
+            max_files: self.max_package_files.unwrap_or(file.max_files),
+            max_compression_ratio: self.max_package_ratio.unwrap_or(file.max_compression_ratio),
+            ratio_grace_bytes: file.ratio_grace_bytes,
+        }
+    }
+}
+
+/// Time limits wherever a node waits on something it does not control.
+#[derive(clap::Args)]
+pub struct LimitArgs {
+    /// Seconds one build attempt may take in all; past it the build fails
+    /// naming its phase. A graceful shutdown waits no longer.
+    #[arg(long, env = "ENVSTORE_BUILD_TIMEOUT_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub build_timeout_seconds: u64,
+    /// Seconds one `POST …/solve` call may take, repodata included.
+    #[arg(long, env = "ENVSTORE_SOLVE_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub solve_timeout_seconds: u64,
+    /// Seconds connecting to a channel's server may take.
+    #[arg(long, env = "ENVSTORE_CHANNEL_CONNECT_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub channel_connect_timeout_seconds: u64,
+    /// Seconds a channel's server may stay silent (before answering, or
+    /// between two reads of its answer).
+    #[arg(long, env = "ENVSTORE_CHANNEL_READ_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub channel_read_timeout_seconds: u64,
+}
+
+impl LimitArgs {
+    pub fn config(&self) -> crate::config::TimeLimits {
+        use std::time::Duration;
+        crate::config::TimeLimits {
+            build: Duration::from_secs(self.build_timeout_seconds),
+            solve_request: Duration::from_secs(self.solve_timeout_seconds),
+            network: envstore_solve::NetworkLimits {
+                connect_timeout: Duration::from_secs(self.channel_connect_timeout_seconds),
+                read_timeout: Duration::from_secs(self.channel_read_timeout_seconds),
+            },
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -261,6 +324,10 @@ pub struct GcArgs {
     /// Say what would be removed and freed, and remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Package cache entries no prefix links are removed once idle this
+    /// long (longer than a build runs, so none is about to be linked).
+    #[arg(long, env = "ENVSTORE_GC_CACHE_IDLE_MINUTES", default_value_t = 120)]
+    pub cache_idle_minutes: u64,
     #[command(flatten)]
     pub node: NodeArgs,
 }

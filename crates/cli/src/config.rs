@@ -21,6 +21,35 @@ pub struct FileConfig {
     /// An OIDC identity provider whose JWTs are accepted as bearer tokens.
     #[serde(default)]
     pub oidc: Option<envstore_api::oidc::OidcConfig>,
+    /// Limits on build event streams (`[event_streams]`).
+    #[serde(default)]
+    pub event_streams: EventStreamsFile,
+    /// Limits every package is extracted under (`[packages]`).
+    #[serde(default)]
+    pub packages: envstore_link::PackageLimits,
+}
+
+/// `[event_streams]` of the config file; what is left out keeps its default.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventStreamsFile {
+    /// Streams one caller may have open at once (default 8).
+    pub per_caller: Option<usize>,
+    /// A stream's longest life in seconds (default 3600).
+    pub max_duration_seconds: Option<u64>,
+}
+
+impl EventStreamsFile {
+    pub fn limits(self) -> envstore_api::EventStreamLimits {
+        let defaults = envstore_api::EventStreamLimits::default();
+        envstore_api::EventStreamLimits {
+            per_caller: self.per_caller.unwrap_or(defaults.per_caller).max(1),
+            max_duration: self
+                .max_duration_seconds
+                .map_or(defaults.max_duration, |seconds| std::time::Duration::from_secs(seconds.max(1))),
+            recheck: defaults.recheck,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +91,39 @@ pub struct ServerConfig {
     pub oidc: Option<envstore_api::oidc::OidcConfig>,
     /// Prices, default quota, and how often download counts are written.
     pub usage: UsageConfig,
+    /// Time limits wherever the service waits.
+    pub limits: TimeLimits,
+    /// Limits on build event streams.
+    pub event_streams: envstore_api::EventStreamLimits,
+    /// Extracted size, file count and compression ratio of one package.
+    pub package_limits: envstore_link::PackageLimits,
+}
+
+/// Time limits wherever the service waits on something it does not control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLimits {
+    /// One build attempt in all; a graceful shutdown waits no longer.
+    pub build: std::time::Duration,
+    /// One `POST …/solve` call, repodata included.
+    pub solve_request: std::time::Duration,
+    /// Connecting to and hearing from channels.
+    pub network: envstore_solve::NetworkLimits,
+}
+
+/// A build may run this long unless configured otherwise.
+pub const DEFAULT_BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A solve-endpoint call may run this long unless configured otherwise.
+pub const DEFAULT_SOLVE_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl Default for TimeLimits {
+    fn default() -> Self {
+        Self {
+            build: DEFAULT_BUILD_TIMEOUT,
+            solve_request: DEFAULT_SOLVE_REQUEST_TIMEOUT,
+            network: envstore_solve::NetworkLimits::default(),
+        }
+    }
 }
 
 /// What an API process needs for usage figures and quotas.
@@ -121,6 +183,9 @@ impl std::fmt::Debug for ServerConfig {
             .field("publish_packed_prefixes", &self.publish_packed_prefixes)
             .field("test_pause", &self.test_pause)
             .field("usage", &self.usage)
+            .field("limits", &self.limits)
+            .field("event_streams", &self.event_streams)
+            .field("package_limits", &self.package_limits)
             .finish()
     }
 }
@@ -139,6 +204,18 @@ pub fn redact_password(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_stream_limits_come_from_the_config_file() {
+        let config: FileConfig = toml::from_str("[event_streams]\nper_caller = 2\nmax_duration_seconds = 60\n").unwrap();
+        let limits = config.event_streams.limits();
+        assert_eq!(limits.per_caller, 2);
+        assert_eq!(limits.max_duration, std::time::Duration::from_secs(60));
+        let defaults = FileConfig::default().event_streams.limits();
+        assert_eq!(defaults, envstore_api::EventStreamLimits::default());
+        assert_eq!(defaults.per_caller, 8);
+        assert!(toml::from_str::<FileConfig>("[event_streams]\nper_callers = 2\n").is_err());
+    }
 
     #[test]
     fn parses_a_config_file() {

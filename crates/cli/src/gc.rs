@@ -71,6 +71,17 @@ pub fn render_report(report: &GcReport, keep_builds: usize) -> String {
     for link in &report.links {
         let _ = writeln!(text, "  {}", link.display());
     }
+    let cached: u64 = report.cached_packages.iter().map(|(_, size)| size).sum();
+    let _ = writeln!(
+        text,
+        "{did}remove {} idle package cache entries no prefix links: {}; the package cache keeps {}",
+        report.cached_packages.len(),
+        human_bytes(cached),
+        human_bytes(report.package_cache_bytes)
+    );
+    for (path, size) in &report.cached_packages {
+        let _ = writeln!(text, "  {} {}", path.display(), human_bytes(*size));
+    }
     let _ = writeln!(text, "{}: {}", if report.dry_run { "would free" } else { "freed" }, human_bytes(report.freed_bytes()));
     text
 }

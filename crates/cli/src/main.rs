@@ -138,10 +138,7 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         None => url::Url::from_directory_path(data_dir.join("artifacts"))
             .map_err(|()| anyhow::anyhow!("the data folder is not absolute"))?,
     };
-    let test_pause = match std::env::var("ENVSTORE_TEST_PAUSE") {
-        Ok(point) => Some(point.parse::<TestPause>().map_err(anyhow::Error::msg)?),
-        Err(_) => None,
-    };
+    let test_pause = test_pause()?;
     Ok(ServerConfig {
         publish_packed_prefixes: args.pack_prefixes.unwrap_or(store.scheme() != "file"),
         bind: file.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -161,8 +158,28 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         policy: file.policy,
         oidc: file.oidc,
         usage: envstore_cli::config::UsageConfig::default(),
+        limits: args.limits.config(),
+        event_streams: file.event_streams.limits(),
+        package_limits: args.packages.apply(file.packages),
         data_dir,
     })
+}
+
+/// Where fault tests tell workers to stop for good
+/// (`ENVSTORE_TEST_PAUSE=linking|publishing`): read only by a build with
+/// the `test-hooks` feature, which the tests turn on.
+#[cfg(feature = "test-hooks")]
+fn test_pause() -> anyhow::Result<Option<TestPause>> {
+    match std::env::var("ENVSTORE_TEST_PAUSE") {
+        Ok(point) => Ok(Some(point.parse::<TestPause>().map_err(anyhow::Error::msg)?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A release build has no fault-injection pauses: the variable is not read.
+#[cfg(not(feature = "test-hooks"))]
+fn test_pause() -> anyhow::Result<Option<TestPause>> {
+    Ok(None)
 }
 
 async fn gc(args: GcArgs) -> anyhow::Result<()> {
@@ -175,6 +192,7 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         worker: format!("gc-{}", uuid::Uuid::now_v7()),
         lease: config.lease,
+        cache_idle: std::time::Duration::from_secs(args.cache_idle_minutes.saturating_mul(60)),
     };
     let layout = envstore_workers::Layout::under(&config.data_dir);
     let report = envstore_workers::collect_garbage(&db, &store, &layout, &options).await?;

@@ -69,13 +69,21 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
     let package_cache = PackageCache::new(cache_dir.join(rattler_cache::PACKAGE_CACHE_DIR));
     let layout = Layout::under(data_dir);
     fs_err::create_dir_all(&layout.prefixes)?;
+    restrict_data_dir(data_dir, &layout, &cache_dir, &config.store)?;
     let logs = BuildLogs::default();
+    // The one client towards channels, for repodata and packages: allowed
+    // channels only (redirects too), time limits, and the credentials the
+    // allowlist took out of the configured URLs.
+    let channel_client = envstore_solve::ChannelClient::new(&allowlist, config.limits.network)?;
     let prefixes = PrefixBuilder::new(layout.prefixes.clone(), package_cache.clone())
-        .with_pause_after_first_link(config.test_pause == Some(TestPause::Linking));
+        .with_client(channel_client.lazy())
+        .with_limits(config.package_limits);
+    #[cfg(feature = "test-hooks")]
+    let prefixes = prefixes.with_pause_after_first_link(config.test_pause == Some(TestPause::Linking));
     let context = Arc::new(BuildContext {
         db,
         store,
-        solver: EnvironmentSolver::new(&cache_dir, package_cache, SOLVE_TIMEOUT),
+        solver: EnvironmentSolver::new(&cache_dir, package_cache, SOLVE_TIMEOUT).with_channel_client(&channel_client),
         prefixes,
         layout,
         native_platform,
@@ -84,6 +92,7 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
         lease: config.lease,
         publish_packed_prefixes: config.publish_packed_prefixes,
         pause_before_publishing: config.test_pause == Some(TestPause::Publishing),
+        build_timeout: config.limits.build,
     });
     Ok(Node {
         context,
@@ -129,13 +138,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Some(token) => token.clone(),
         None => admin_token_file(&config.data_dir)?,
     };
+    let checked_admin_token = AdminToken::checked(&admin_token).context("envstore refuses to start")?;
     let pool = start_pool(&node, config.workers);
     let app = Arc::new(App {
         db: node.context.db.clone(),
         store: node.context.store.clone(),
         allowlist: node.allowlist.clone(),
         default_platform: node.native_platform,
-        admin_token: AdminToken::new(&admin_token),
+        admin_token: checked_admin_token,
         default_policy: config.policy.clone(),
         oidc: config.oidc.clone().map(envstore_api::oidc::OidcVerifier::new),
         events: Arc::new(LocalBuildEvents {
@@ -144,9 +154,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         }),
         prefixes_root: node.context.layout.prefixes.clone(),
         environments_root: node.context.layout.environments.clone(),
-        solver: node.context.solver.clone(),
+        solver: node.context.solver.clone().with_call_limit(config.limits.solve_request),
         solve_permits: Arc::new(tokio::sync::Semaphore::new(API_SOLVES)),
         usage: config.usage.settings,
+        event_streams: envstore_api::EventStreams::new(config.event_streams),
     });
     // Stopped only once the HTTP server has drained, so its final flush
     // holds every download counted.
@@ -166,9 +177,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         // The web UI beside the API: `/` and `/ui/…`; it calls the API in-process.
+        let streams = app.clone();
         let routes = envstore_api::router(app.clone()).merge(envstore_web::router(app));
         axum::serve(listener, routes)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .with_graceful_shutdown(async move {
+                stop.cancelled().await;
+                // Open event streams would hold the shutdown for their life.
+                streams.event_streams.close_all();
+            })
             .await
             .context("the HTTP server failed")?;
         flusher_stop.cancel();
@@ -225,6 +241,44 @@ pub async fn serve_worker_metrics(bind: SocketAddr, shutdown: CancellationToken)
     });
     tracing::info!(address = %address, "serving worker metrics");
     Ok(address)
+}
+
+/// What envstore keeps in the data folder besides prefixes and links (the
+/// database files make themselves private). Only these are touched, so a
+/// data folder shared with other files keeps theirs as they are.
+const PRIVATE_ENTRIES: &[&str] = &["cache", "artifacts", "channels", "admin-token"];
+
+/// Who may read what in the data folder, set on every start: the folder
+/// itself can be passed through but not listed (0711), the package cache,
+/// a local artifact store, the demo channel and the admin token stay with
+/// the service user (0700, files 0600; the database makes itself 0600), and
+/// only the prefixes and environment links that users run programs from are
+/// readable by all (0755).
+fn restrict_data_dir(data_dir: &Path, layout: &Layout, cache_dir: &Path, store: &url::Url) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let set = |path: &Path, mode: u32| -> anyhow::Result<()> {
+        fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        Ok(())
+    };
+    set(data_dir, 0o711)?;
+    fs_err::create_dir_all(&layout.environments)?;
+    set(&layout.prefixes, 0o755)?;
+    set(&layout.environments, 0o755)?;
+    fs_err::create_dir_all(cache_dir)?;
+    let local_store = (store.scheme() == "file").then(|| store.to_file_path().ok()).flatten();
+    let private = PRIVATE_ENTRIES.iter().map(|name| data_dir.join(name)).chain(local_store);
+    for path in private {
+        // Only what lies in the data folder itself, never through a link.
+        let inside = path.parent() == Some(data_dir);
+        match fs_err::symlink_metadata(&path) {
+            Ok(metadata) if inside && !metadata.file_type().is_symlink() => {
+                set(&path, if metadata.is_dir() { 0o700 } else { 0o600 })?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Reads the admin token kept in the data folder, or makes one (readable by

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const TOKEN: &str = "distributed-test-token";
+const TOKEN: &str = "distributed-test-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(120);
 
 /// The processes of one distributed deployment, sharing a data folder (as a

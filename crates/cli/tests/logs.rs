@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const TOKEN: &str = "log-test-token";
+const TOKEN: &str = "log-test-token-0123456789abcdef0123";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Starts `envstore ARGS --log-format json` with its log in `log`, and

@@ -69,6 +69,14 @@ impl NamespacePattern {
     pub fn matches(&self, namespace: &str) -> bool {
         glob_matches(self.0.as_bytes(), namespace.as_bytes())
     }
+
+    /// Whether every name `other` matches, this matches too. Matching
+    /// `other`'s text, its `*` taken as a plain character, is enough: each of
+    /// its `*` then falls inside a run one of our `*` absorbs, which absorbs
+    /// whatever the `*` stands for as well.
+    pub fn covers(&self, other: &NamespacePattern) -> bool {
+        self.matches(other.as_str())
+    }
 }
 
 impl TryFrom<String> for NamespacePattern {
@@ -151,7 +159,45 @@ pub struct Grants {
     pub scopes: Option<Vec<Grant>>,
 }
 
+/// The scopes a token minted by a token holding `held` may have: what
+/// `requested` asks for (all of `held` when None), cut down to `held`. A
+/// requested grant keeps its pattern where a held scope covers it, takes the
+/// held scope's pattern where it covers that scope, and is dropped where the
+/// two only overlap; its role never exceeds the held scope's.
+pub fn narrow_scopes(requested: Option<Vec<Grant>>, held: &[Grant]) -> Vec<Grant> {
+    let Some(requested) = requested else {
+        return held.to_vec();
+    };
+    let mut narrowed: Vec<Grant> = Vec::new();
+    for wanted in &requested {
+        for scope in held {
+            let namespace = if scope.namespace.covers(&wanted.namespace) {
+                wanted.namespace.clone()
+            } else if wanted.namespace.covers(&scope.namespace) {
+                scope.namespace.clone()
+            } else {
+                continue;
+            };
+            let grant = Grant {
+                namespace,
+                role: wanted.role.min(scope.role),
+            };
+            if !narrowed.contains(&grant) {
+                narrowed.push(grant);
+            }
+        }
+    }
+    narrowed
+}
+
 impl Grants {
+    /// Whether the caller holds server-wide admin power: a server admin's
+    /// token narrowed by scopes holds only what its scopes give, in the
+    /// namespaces they name, and nothing server-wide.
+    pub fn is_server_admin(&self) -> bool {
+        self.server_admin && self.scopes.is_none()
+    }
+
     /// The caller's role in `namespace`; `public_read` lets anyone view.
     pub fn role_in(&self, namespace: &str, public_read: bool) -> Option<Role> {
         let best = |grants: &[Grant]| {
@@ -220,6 +266,56 @@ mod tests {
         assert_eq!(scoped.role_in("team-ml", false), Some(Role::Developer));
         assert_eq!(scoped.role_in("team-web", false), None, "outside the token's scope");
         assert_eq!(scoped.role_in("other", false), None, "a scope grants nothing by itself");
+    }
+
+    #[test]
+    fn a_pattern_covers_what_it_matches_in_every_expansion() {
+        let covers = |a: &str, b: &str| a.parse::<NamespacePattern>().unwrap().covers(&b.parse().unwrap());
+        assert!(covers("*", "team-*"));
+        assert!(covers("team-*", "team-ml"));
+        assert!(covers("team-*", "team-ml-*"));
+        assert!(covers("team-*", "team-*"));
+        assert!(!covers("team-ml", "team-*"), "an exact name never covers a glob");
+        assert!(!covers("team-*", "*"));
+        assert!(!covers("a*", "*b"), "overlap is not cover");
+    }
+
+    #[test]
+    fn a_minted_token_never_holds_more_than_its_parent() {
+        let held = vec![grant("team-*", Role::Developer), grant("lab", Role::Viewer)];
+        assert_eq!(narrow_scopes(None, &held), held, "no request: the parent's scopes");
+        let narrowed = narrow_scopes(
+            Some(vec![grant("*", Role::Admin), grant("team-ml", Role::Viewer), grant("other", Role::Admin)]),
+            &held,
+        );
+        assert_eq!(
+            narrowed,
+            vec![grant("team-*", Role::Developer), grant("lab", Role::Viewer), grant("team-ml", Role::Viewer)]
+        );
+        let grants = |scopes: Vec<Grant>| Grants {
+            server_admin: true,
+            bindings: Vec::new(),
+            scopes: Some(scopes),
+        };
+        let child = grants(narrowed);
+        let parent = grants(held);
+        for namespace in ["team-ml", "team-web", "lab", "other", "x"] {
+            assert!(child.role_in(namespace, false) <= parent.role_in(namespace, false), "{namespace}");
+        }
+        assert!(narrow_scopes(Some(vec![grant("a*", Role::Admin)]), &[grant("*b", Role::Admin)]).is_empty());
+    }
+
+    #[test]
+    fn scopes_narrow_server_admin_power_too() {
+        let scoped = Grants {
+            server_admin: true,
+            bindings: Vec::new(),
+            scopes: Some(vec![grant("team-ml", Role::Viewer)]),
+        };
+        assert!(!scoped.is_server_admin());
+        assert_eq!(scoped.role_in("team-ml", false), Some(Role::Viewer));
+        assert_eq!(scoped.role_in("other", false), None);
+        assert!(Grants { scopes: None, ..scoped }.is_server_admin());
     }
 
     #[test]

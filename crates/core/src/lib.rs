@@ -3,16 +3,21 @@
 //! crate can depend on it and the rules stay in one place.
 
 mod access;
+pub mod body_limits;
 mod build;
 mod channels;
 mod hash;
 mod names;
 mod policy;
 pub mod spec;
+pub mod variables;
 
-pub use access::{AccessError, Grant, Grants, NamespacePattern, Role, validate_subject};
+pub use access::{AccessError, Grant, Grants, NamespacePattern, Role, narrow_scopes, validate_subject};
 pub use build::{BuildPhase, BuildStatus, PhaseTiming, UnknownStatus};
-pub use channels::{ChannelAllowlist, ChannelError, NamedChannel};
+pub use channels::{
+    ChannelAllowlist, ChannelCredential, ChannelError, ChannelPath, ChannelSecret, NamedChannel, REDACTED, UrlDefect, locate_in,
+    public_url,
+};
 pub use hash::{ContentHash, ParseHashError};
 pub use policy::{Policy, PolicyError};
 pub use names::{EnvironmentName, InvalidName, NamespaceName};

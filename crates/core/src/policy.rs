@@ -41,6 +41,11 @@ pub struct Policy {
     /// Dependencies one spec may list (after defaults and inclusions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_dependencies: Option<usize>,
+    /// Variables that steer loaders and interpreters (`LD_*`, `PYTHONPATH`,
+    /// …, see `variables.rs`) specs may set, by exact name; none by default.
+    /// Only the server's list grants: a namespace's can only narrow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_variables: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +126,10 @@ impl Policy {
             included_packages: union(&self.included_packages, &namespace.included_packages),
             max_environments: smaller(self.max_environments, namespace.max_environments),
             max_dependencies: smaller(self.max_dependencies, namespace.max_dependencies),
+            allowed_variables: self.allowed_variables.as_ref().map(|server| match &namespace.allowed_variables {
+                Some(names) => server.iter().filter(|name| names.contains(name)).cloned().collect(),
+                None => server.clone(),
+            }),
         }
     }
 
@@ -139,6 +148,16 @@ impl Policy {
             if !spec.dependencies.iter().any(|dependency| spec_name(dependency) == name) {
                 spec.dependencies.push(included);
             }
+        }
+        let allowed_variables = self.allowed_variables.as_deref().unwrap_or_default();
+        if let Some(name) = spec.variables.keys().find(|name| !crate::variables::is_allowed(name, allowed_variables)) {
+            return Err(violated(
+                "allowed_variables",
+                format!(
+                    "variable '{name}' steers how programs load code, so it would run in the processes of \
+                     everyone who activates the environment; the server policy must name it in allowed_variables"
+                ),
+            ));
         }
         let names: Vec<Option<String>> = spec.dependencies.iter().map(spec_name).collect();
         for required in &self.required_packages {
@@ -206,10 +225,19 @@ impl Policy {
         }
         for (platform, locked) in packages {
             for (name, url) in locked {
-                if !allowed.iter().any(|named| url.as_str().starts_with(named.url.as_str())) {
+                // Compared after decoding and normalisation, and only as
+                // `<channel>/<platform or noarch>/<archive>`: no `%2F`, `..`,
+                // other subdir or sibling path of an allowed channel.
+                let checked = crate::channels::locate_in(allowed.iter().map(|named| &named.url), url)
+                    .and_then(|path| path.check_package(std::slice::from_ref(platform)));
+                if let Err(defect) = checked {
                     return Err(violated(
                         "allowed_channels",
-                        format!("package '{name}' ({platform}) comes from '{url}', outside the allowed channels ({})", allowed_names()),
+                        format!(
+                            "package '{name}' ({platform}) comes from '{}', which is not a package of the allowed channels ({}): {defect}",
+                            crate::channels::public_url(url),
+                            allowed_names()
+                        ),
                     ));
                 }
             }
@@ -249,6 +277,28 @@ impl Policy {
 mod tests {
     use super::*;
     use crate::spec::SpecFormat;
+
+    #[test]
+    fn steering_variables_need_the_server_policy_and_a_namespace_cannot_grant_them() {
+        let spec = |variables: &str| {
+            EnvironmentSpec::parse(format!("dependencies: [python]\nvariables: {variables}\n").as_bytes(), SpecFormat::Yaml)
+                .unwrap()
+        };
+        let open = Policy::default();
+        let refused = open.apply(spec("{LD_PRELOAD: /tmp/x.so}")).unwrap_err();
+        assert!(matches!(refused, PolicyError::Violated { rule: "allowed_variables", .. }), "{refused}");
+        assert!(open.apply(spec("{PYTHONSTARTUP: /tmp/x.py, MODE: fast}")).is_err());
+        assert!(open.apply(spec("{MODE: fast}")).is_ok());
+
+        let namespace = Policy { allowed_variables: Some(vec!["LD_PRELOAD".into()]), ..Policy::default() };
+        assert!(open.tightened_by(&namespace).apply(spec("{LD_PRELOAD: /tmp/x.so}")).is_err(), "namespaces only narrow");
+        let server = Policy { allowed_variables: Some(vec!["LD_LIBRARY_PATH".into(), "PYTHONPATH".into()]), ..Policy::default() };
+        assert!(server.apply(spec("{LD_LIBRARY_PATH: /opt/lib}")).is_ok());
+        assert!(server.apply(spec("{LD_PRELOAD: /tmp/x.so}")).is_err());
+        let narrowed = server.tightened_by(&Policy { allowed_variables: Some(vec!["PYTHONPATH".into()]), ..Policy::default() });
+        assert!(narrowed.apply(spec("{LD_LIBRARY_PATH: /opt/lib}")).is_err());
+        assert!(narrowed.apply(spec("{PYTHONPATH: /opt/py}")).is_ok());
+    }
 
     fn spec(yaml: &str) -> EnvironmentSpec {
         EnvironmentSpec::parse(yaml.as_bytes(), SpecFormat::Yaml).unwrap()
@@ -355,6 +405,16 @@ mod tests {
         assert_eq!(refused(&linux_only, &[demo.clone()], packages("osx-arm64", &[python])), "allowed_platforms");
         let kernels = Policy { included_packages: vec!["ipykernel >=6".into()], ..Policy::default() };
         assert_eq!(refused(&kernels, &[demo.clone()], packages("linux-64", &[python])), "required_packages");
-        assert!(kernels.check_lock(&allowlist, &[demo], &packages("linux-64", &[python, kernel])).is_ok());
+        assert!(kernels.check_lock(&allowlist, &[demo.clone()], &packages("linux-64", &[python, kernel])).is_ok());
+        for hostile in [
+            "https://conda.example/demo/linux-64%2F..%2F..%2Fsecret/python-3.11.0-0.conda",
+            "https://conda.example/demo/%2e%2e/secret/linux-64/python-3.11.0-0.conda",
+            "https://conda.example/demo/osx-arm64/python-3.11.0-0.conda",
+            "https://conda.example/demo-sibling/linux-64/python-3.11.0-0.conda",
+            "https://conda.example/demo/linux-64/deeper/python-3.11.0-0.conda",
+            "https://user:pw@conda.example/demo/linux-64/python-3.11.0-0.conda",
+        ] {
+            assert_eq!(refused(&open, &[demo.clone()], packages("linux-64", &[("python", hostile)])), "allowed_channels", "{hostile}");
+        }
     }
 }

@@ -47,6 +47,12 @@ pub enum SpecError {
         #[source]
         source: ChannelError,
     },
+    #[error("dependency '{dependency}' names URL '{url}', which is not a package of the spec's channels: {defect}")]
+    DependencyUrl {
+        dependency: String,
+        url: String,
+        defect: crate::channels::UrlDefect,
+    },
     #[error("pip dependencies are not supported: envstore builds conda environments only")]
     PipUnsupported,
     #[error("the spec has no dependencies")]
@@ -309,33 +315,6 @@ impl EnvironmentSpec {
         if self.dependencies.is_empty() {
             return Err(SpecError::NoDependencies);
         }
-        for dependency in &self.dependencies {
-            if let Some(channel) = &dependency.channel {
-                let url = channel.base_url.url().to_string();
-                allowlist
-                    .resolve(&url)
-                    .map_err(|source| SpecError::DependencyChannel {
-                        dependency: dependency.to_string(),
-                        channel: url.clone(),
-                        source,
-                    })?;
-            }
-            // A `url=` spec makes the gateway fetch that URL directly: it must
-            // lie inside an allowed channel like everything else.
-            if let Some(url) = &dependency.url
-                && !allowlist.contains_url(url)
-            {
-                return Err(SpecError::DependencyChannel {
-                    dependency: dependency.to_string(),
-                    channel: url.to_string(),
-                    source: allowlist.not_allowed(url.as_str()),
-                });
-            }
-        }
-        let mut dependencies: Vec<String> =
-            self.dependencies.iter().map(ToString::to_string).collect();
-        dependencies.sort();
-        dependencies.dedup();
         let mut platforms: Vec<String> = if self.platforms.is_empty() {
             vec![default_platform.to_string()]
         } else {
@@ -343,6 +322,49 @@ impl EnvironmentSpec {
         };
         platforms.sort();
         platforms.dedup();
+        let resolved: Vec<url::Url> = channels.iter().filter_map(|url| url::Url::parse(url).ok()).collect();
+        for dependency in &self.dependencies {
+            if let Some(channel) = &dependency.channel {
+                let url = channel.base_url.url().to_string();
+                let named = allowlist
+                    .resolve(&url)
+                    .map_err(|source| SpecError::DependencyChannel {
+                        dependency: dependency.to_string(),
+                        channel: url.clone(),
+                        source,
+                    })?;
+                // Allowed on the server is not enough: the spec's channels
+                // are what the namespace's policy allows.
+                if !resolved.contains(&named.url) {
+                    return Err(SpecError::DependencyChannel {
+                        dependency: dependency.to_string(),
+                        channel: url.clone(),
+                        source: ChannelError::NotAllowed {
+                            channel: named.name.clone(),
+                            allowed: channels.join(", "),
+                        },
+                    });
+                }
+            }
+            // A `url=` spec makes the gateway fetch that URL directly: it must
+            // be a package file of one of the spec's channels, for one of its
+            // platforms, compared after decoding (see `locate_in`).
+            if let Some(url) = &dependency.url {
+                let checked = crate::channels::locate_in(&resolved, url)
+                    .and_then(|path| path.check_package(&platforms));
+                if let Err(defect) = checked {
+                    return Err(SpecError::DependencyUrl {
+                        dependency: dependency.to_string(),
+                        url: crate::channels::public_url(url).to_string(),
+                        defect,
+                    });
+                }
+            }
+        }
+        let mut dependencies: Vec<String> =
+            self.dependencies.iter().map(ToString::to_string).collect();
+        dependencies.sort();
+        dependencies.dedup();
         let canonical = CanonicalSpec {
             channels,
             dependencies,
@@ -617,12 +639,29 @@ mod tests {
         let spec = yaml("channels: [demo]\ndependencies: ['https://evil.example/ch::python']\n").unwrap();
         let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
         assert!(matches!(error, SpecError::DependencyChannel { .. }), "{error:?}");
-        // A direct URL outside the allowed channels would be fetched as is.
-        for url in ["http://169.254.169.254/latest/x-1-0.conda", "file:///etc/x-1-0.conda"] {
+        // A direct URL outside the spec's channels would be fetched as is;
+        // so would one that climbs out of the channel once decoded.
+        for url in [
+            "http://169.254.169.254/latest/x-1-0.conda",
+            "file:///etc/x-1-0.conda",
+            "file:///srv/extra/noarch/python-1-0.conda",
+            "http://127.0.0.1:9/demo/linux-64%2F..%2F..%2Fsecret/python-1-0.conda",
+            "http://127.0.0.1:9/demo/%2e%2e/x/noarch/python-1-0.conda",
+            "http://127.0.0.1:9/demo/noarch/..%2F..%2Fpython-1-0.conda",
+            "http://127.0.0.1:9/demo-sibling/noarch/python-1-0.conda",
+            "http://127.0.0.1:9/demo/osx-arm64/python-1-0.conda",
+            "http://127.0.0.1:9/demo/noarch/deeper/python-1-0.conda",
+            "http://127.0.0.1:9/demo/noarch/repodata.json",
+        ] {
             let spec = yaml(&format!("channels: [demo]\ndependencies: ['python[url={url}]']\n")).unwrap();
             let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
-            assert!(matches!(error, SpecError::DependencyChannel { .. }), "{url}: {error:?}");
+            assert!(matches!(&error, SpecError::DependencyUrl { dependency, .. } if dependency.contains("python")), "{url}: {error:?}");
         }
+        // `channel::package` must name one of the spec's channels, not only
+        // one the server allows.
+        let spec = yaml("channels: [demo]\ndependencies: ['file:///srv/extra::python']\n").unwrap();
+        let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
+        assert!(matches!(error, SpecError::DependencyChannel { .. }), "{error:?}");
         let inside = "http://127.0.0.1:9/demo/noarch/python-1-0.conda";
         let spec = yaml(&format!("channels: [demo]\ndependencies: ['python[url={inside}]']\n")).unwrap();
         assert!(spec.canonicalize(&allowlist(), Subdir::Linux64).is_ok());

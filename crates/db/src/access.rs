@@ -19,6 +19,9 @@ pub struct TokenRecord {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The token this one was minted with; None when a server admin or an
+    /// identity-provider login minted it. Revoking the parent revokes it.
+    pub parent_token_id: Option<String>,
 }
 
 /// What creating a token needs.
@@ -30,10 +33,19 @@ pub struct NewToken {
     pub server_admin: bool,
     pub scopes: Option<Vec<Grant>>,
     pub expires_at: Option<i64>,
+    /// The token the caller minted it with, if any: the new token is
+    /// refused unless that token is still active, and dies with it.
+    pub parent_token_id: Option<String>,
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, subject, name, created_by, server_admin, scopes, created_at, expires_at, revoked_at";
+    "id, subject, name, created_by, server_admin, scopes, created_at, expires_at, revoked_at, parent_token_id";
+
+/// Every token a token minted, directly or through its children, with the
+/// token itself: `$1` is its id. Recursive CTEs read the same in SQLite and
+/// PostgreSQL.
+const LINEAGE: &str = "WITH RECURSIVE lineage(id) AS (SELECT id FROM tokens WHERE id = $1 \
+     UNION SELECT tokens.id FROM tokens JOIN lineage ON tokens.parent_token_id = lineage.id)";
 
 impl TokenRecord {
     fn from_row(row: &AnyRow) -> Result<Self, DbError> {
@@ -48,6 +60,7 @@ impl TokenRecord {
             created_at: get(row, "created_at")?,
             expires_at: get(row, "expires_at")?,
             revoked_at: get(row, "revoked_at")?,
+            parent_token_id: get(row, "parent_token_id")?,
         })
     }
 }
@@ -68,9 +81,15 @@ impl Database {
             uuid::Uuid::new_v4().simple()
         );
         let id = uuid::Uuid::now_v7().to_string();
-        sqlx::query(
+        let now = now_millis();
+        // One statement, so the parent cannot be revoked between the check
+        // and the insert on SQLite; on PostgreSQL a revocation racing with
+        // it is still caught by the ancestor check of `active_token`.
+        let inserted = sqlx::query(
             "INSERT INTO tokens (id, token_sha256, subject, name, created_by, server_admin, scopes, \
-             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             created_at, expires_at, parent_token_id) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE CAST($10 AS TEXT) IS NULL OR EXISTS \
+             (SELECT 1 FROM tokens WHERE id = $10 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $8))",
         )
         .bind(&id)
         .bind(token_digest(&value))
@@ -79,10 +98,17 @@ impl Database {
         .bind(&token.created_by)
         .bind(i64::from(token.server_admin))
         .bind(token.scopes.as_ref().map(|scopes| serde_json::to_string(scopes).unwrap_or_default()))
-        .bind(now_millis())
+        .bind(now)
         .bind(token.expires_at)
+        .bind(token.parent_token_id.as_deref())
         .execute(&self.pool)
         .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(DbError::NotFound(format!(
+                "the active token '{}' to mint from",
+                token.parent_token_id.as_deref().unwrap_or_default().escape_debug()
+            )));
+        }
         let record = self.token(&id).await?.ok_or_else(|| DbError::NotFound(format!("token '{id}'")))?;
         Ok((record, value))
     }
@@ -114,11 +140,49 @@ impl Database {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        let record = row.as_ref().map(TokenRecord::from_row).transpose()?;
+        let mut record = row.as_ref().map(TokenRecord::from_row).transpose()?;
+        if let Some(parent) = record.as_ref().and_then(|record| record.parent_token_id.clone())
+            && !self.ancestors_active(&parent, now).await?
+        {
+            record = None;
+        }
         if let Some(record) = &record {
             self.access.put_token(since, digest, record);
         }
         Ok(record)
+    }
+
+    /// Whether the token `id` and every token above it are unrevoked and
+    /// unexpired: a token dies with the token it was minted from, even when
+    /// a revocation raced with its minting.
+    async fn ancestors_active(&self, id: &str, now: i64) -> Result<bool, DbError> {
+        let row = sqlx::query(
+            "WITH RECURSIVE chain(id, parent_token_id, revoked_at, expires_at) AS (\
+             SELECT id, parent_token_id, revoked_at, expires_at FROM tokens WHERE id = $1 \
+             UNION SELECT tokens.id, tokens.parent_token_id, tokens.revoked_at, tokens.expires_at \
+             FROM tokens JOIN chain ON tokens.id = chain.parent_token_id) \
+             SELECT COUNT(*) AS total, SUM(CASE WHEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+             THEN 1 ELSE 0 END) AS active FROM chain",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let total: i64 = get(&row, "total")?;
+        let active: Option<i64> = get(&row, "active")?;
+        // Tokens are never deleted: a missing parent row means no chain.
+        Ok(total > 0 && active == Some(total))
+    }
+
+    /// The token `id` and every token minted from it, directly or not.
+    pub async fn token_lineage(&self, id: &str) -> Result<Vec<TokenRecord>, DbError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{LINEAGE} SELECT {TOKEN_COLUMNS} FROM tokens WHERE id IN (SELECT id FROM lineage) ORDER BY created_at"
+        )))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(TokenRecord::from_row).collect()
     }
 
     pub async fn tokens_of(&self, subject: &str) -> Result<Vec<TokenRecord>, DbError> {
@@ -131,11 +195,13 @@ impl Database {
         rows.iter().map(TokenRecord::from_row).collect()
     }
 
-    /// Revokes a token; it stops working in this process before this
-    /// returns.
+    /// Revokes a token and every token minted from it; they stop working in
+    /// this process before this returns.
     pub async fn revoke_token(&self, id: &str) -> Result<(), DbError> {
         let _invalidate = self.access.invalidate_when_done();
-        sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{LINEAGE} UPDATE tokens SET revoked_at = $2 WHERE id IN (SELECT id FROM lineage) AND revoked_at IS NULL"
+        )))
             .bind(id)
             .bind(now_millis())
             .execute(&self.pool)
@@ -276,7 +342,57 @@ mod tests {
             server_admin: false,
             scopes: None,
             expires_at,
+            parent_token_id: None,
         }
+    }
+
+    fn minted_by(parent: &TokenRecord) -> NewToken {
+        NewToken {
+            parent_token_id: Some(parent.id.clone()),
+            ..new_token(&parent.subject, parent.expires_at)
+        }
+    }
+
+    #[tokio::test]
+    async fn revoking_a_token_revokes_every_token_minted_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(&dir).await;
+        let (root, root_value) = db.create_token(&new_token("vera", None)).await.unwrap();
+        let (child, child_value) = db.create_token(&minted_by(&root)).await.unwrap();
+        let (_, grandchild_value) = db.create_token(&minted_by(&child)).await.unwrap();
+        let (_, sibling_value) = db.create_token(&new_token("vera", None)).await.unwrap();
+        assert_eq!(child.parent_token_id.as_deref(), Some(root.id.as_str()));
+        assert_eq!(db.token_lineage(&root.id).await.unwrap().len(), 3);
+        for value in [&root_value, &child_value, &grandchild_value] {
+            assert!(db.active_token(value).await.unwrap().is_some());
+        }
+        db.revoke_token(&root.id).await.unwrap();
+        for value in [&root_value, &child_value, &grandchild_value] {
+            assert!(db.active_token(value).await.unwrap().is_none(), "the whole lineage is revoked");
+        }
+        assert!(db.active_token(&sibling_value).await.unwrap().is_some(), "other tokens live on");
+        assert!(db.tokens_of("vera").await.unwrap().iter().filter(|t| t.revoked_at.is_some()).count() == 3);
+        let error = db.create_token(&minted_by(&root)).await.unwrap_err();
+        assert!(matches!(error, DbError::NotFound(_)), "a revoked token mints nothing: {error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_token_whose_ancestor_died_without_cascading_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(&dir).await.with_access_cache_ttl(Duration::ZERO);
+        let (root, _) = db.create_token(&new_token("vera", None)).await.unwrap();
+        let (child, _) = db.create_token(&minted_by(&root)).await.unwrap();
+        let (_, grandchild_value) = db.create_token(&minted_by(&child)).await.unwrap();
+        // As if a revocation raced with minting (or another writer marked
+        // only the root): the root alone is revoked.
+        sqlx::query("UPDATE tokens SET revoked_at = 1 WHERE id = $1").bind(&root.id).execute(&db.pool).await.unwrap();
+        assert!(db.active_token(&grandchild_value).await.unwrap().is_none());
+        sqlx::query("UPDATE tokens SET revoked_at = NULL, expires_at = 1 WHERE id = $1")
+            .bind(&root.id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert!(db.active_token(&grandchild_value).await.unwrap().is_none(), "an expired ancestor counts too");
     }
 
     #[tokio::test]

@@ -255,6 +255,7 @@ mod tests {
             created_at: 0,
             expires_at,
             revoked_at: None,
+            parent_token_id: None,
         }
     }
 

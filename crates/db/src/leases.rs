@@ -86,7 +86,10 @@ mod tests {
         assert!(!db.acquire_prefix_lease(&hash, "b", short).await.unwrap());
         assert!(db.acquire_prefix_lease(&hash, "a", short).await.unwrap(), "the holder renews");
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(db.acquire_prefix_lease(&hash, "b", short).await.unwrap(), "an expired lease is taken over");
+        // Taken over with a long lease, so a slow machine cannot let it run
+        // out before the checks below.
+        let long = Duration::from_secs(60);
+        assert!(db.acquire_prefix_lease(&hash, "b", long).await.unwrap(), "an expired lease is taken over");
         db.release_prefix_lease(&hash, "a").await.unwrap();
         assert!(!db.acquire_prefix_lease(&hash, "c", short).await.unwrap(), "only the holder releases");
         db.release_prefix_lease(&hash, "b").await.unwrap();

@@ -37,6 +37,8 @@ pub enum DbError {
     UnsupportedUrl(String),
     #[error("failed to connect to the database")]
     Connect(#[source] sqlx::Error),
+    #[error("failed to make the database file '{}' private to the service user", .0.display())]
+    Private(std::path::PathBuf, #[source] std::io::Error),
     #[error("failed to apply database migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("{0} already exists")]
@@ -73,6 +75,9 @@ impl Database {
     pub async fn connect(url: &str) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            if let Some(path) = sqlite_file(rest) {
+                make_private(&path)?;
+            }
             let separator = if rest.contains('?') { '&' } else { '?' };
             (Dialect::Sqlite, format!("{url}{separator}mode=rwc"))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -115,6 +120,12 @@ impl Database {
             downloads: Arc::new(usage::DownloadCounts::default()),
         };
         database.migrate().await?;
+        if let Some(path) = database.url.strip_prefix("sqlite:").and_then(sqlite_file) {
+            // The WAL and shared-memory files exist by now; SQLite gives them
+            // the database file's mode, but ones left by an older version
+            // may be readable by others.
+            make_private(&path)?;
+        }
         Ok(database)
     }
 
@@ -137,6 +148,46 @@ impl Database {
     }
 }
 
+/// The file a `sqlite:` URL (after the scheme) names, if it names one.
+fn sqlite_file(rest: &str) -> Option<std::path::PathBuf> {
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    let path = path.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Creates the database file readable and writable by the service user
+/// only, before SQLite opens it, and takes every other permission away from
+/// it and from its `-wal` and `-shm` files: they hold token digests, specs
+/// and the audit log.
+fn make_private(database: &std::path::Path) -> Result<(), DbError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    let failed = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |error| DbError::Private(path, error)
+    };
+    if !database.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(database)
+            .map_err(failed(database))?;
+    }
+    let mut wal = database.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = database.as_os_str().to_owned();
+    shm.push("-shm");
+    for path in [database.to_path_buf(), wal.into(), shm.into()] {
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            result => result.map_err(failed(&path))?,
+        }
+    }
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch: the unit of every time column.
 pub fn now_millis() -> i64 {
     SystemTime::now()
@@ -157,4 +208,34 @@ fn parse_json<T: serde::de::DeserializeOwned>(column: &'static str, text: &str) 
         column,
         reason: error.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_wal_are_readable_by_the_service_user_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envstore.db");
+        let db = Database::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        db.create_namespace(&"team".parse().unwrap()).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("envstore.db{suffix}"));
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+
+        // A database an older version left readable is made private on open.
+        drop(db);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _db = Database::connect(&format!("sqlite:{}?mode=rwc", path.display())).await.unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(sqlite_file(":memory:"), None);
+    }
 }

@@ -19,6 +19,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (8, "usage", include_str!("../../../migrations/sqlite/0008_usage.sql")),
     (9, "build status index", include_str!("../../../migrations/sqlite/0009_build_status_index.sql")),
     (10, "build submitter", include_str!("../../../migrations/sqlite/0010_build_submitter.sql")),
+    (11, "token parents", include_str!("../../../migrations/sqlite/0011_token_parents.sql")),
 ];
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
@@ -31,6 +32,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (8, "usage", include_str!("../../../migrations/postgres/0008_usage.sql")),
     (9, "build status index", include_str!("../../../migrations/postgres/0009_build_status_index.sql")),
     (10, "build submitter", include_str!("../../../migrations/postgres/0010_build_submitter.sql")),
+    (11, "token parents", include_str!("../../../migrations/postgres/0011_token_parents.sql")),
 ];
 
 impl Database {

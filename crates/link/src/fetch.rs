@@ -1,24 +1,571 @@
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! The one gate every package passes on its way into a prefix.
+//!
+//! The package cache is shared: the repodata gateway (`url=` specs, the
+//! solve endpoint), earlier builds and other processes put entries there
+//! too, extracted by rattler without our checks. So no entry is trusted for
+//! what it is: an entry is used only when this gate extracted it itself, and
+//! a record of that (a random nonce kept beside the cache under the
+//! archive's sha256, or md5 for md5-only records, and inside the entry)
+//! says so. Any other entry is removed and fetched again through the gate.
+//!
+//! Through the gate an archive is downloaded (or read, for `file://`),
+//! checked against the record's sha256 and md5, extracted member by member
+//! under the [`PackageLimits`] (see [`crate::extract`]), and validated
+//! against its record and its `paths.json` (see [`crate::validate`]).
 
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fs_err as fs;
 use futures::stream::{self, TryStreamExt};
-use rattler::package_cache::{PackageCache, PackageCacheError};
+use rattler::package_cache::PackageCache;
 use rattler_conda_types::RepoDataRecord;
+use rattler_digest::{Md5, Sha256, Sha256Hash};
 use rattler_networking::LazyClient;
-use rattler_networking::retry_policies::default_retry_policy;
+use sha2::Digest;
 
+use crate::extract::ArchiveKind;
+use crate::limits::PackageLimits;
 use crate::prefix::PrefixError;
 use crate::progress::{ProgressSink, TransferCounts};
-use crate::validate::validate_package;
+use crate::validate::{Rejection, validate_package};
 
 /// How many archives are fetched at once.
 const CONCURRENT_FETCHES: usize = 8;
 
-/// Puts every record's archive into the package cache, verifying its sha256
-/// (the cache refuses an archive whose hash differs from the record's).
-/// Fetching all packages before linking gives the build two clean phases.
-/// Packages that were not in the cache before count as downloaded.
+/// Folder beside the cache entries with one validation record per archive.
+pub(crate) const RECORDS_DIR: &str = ".envstore-validated";
+/// File inside a cache entry the gate extracted, holding its nonce.
+pub(crate) const ENTRY_NONCE: &str = ".envstore-validated";
+/// Folder beside the cache entries for archives being downloaded.
+const DOWNLOADS_DIR: &str = ".envstore-downloads";
+/// Download attempts for transport errors (not for checksum failures).
+const DOWNLOAD_ATTEMPTS: usize = 3;
+
+/// Why the gate could not get a package (besides refusing it).
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("refused: {0}")]
+    Rejected(Rejection),
+    #[error("failed to download '{url}': {message}")]
+    Download { url: String, message: String },
+    #[error("failed to {action} '{}'", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("packages from '{0}' cannot be fetched: only http, https and file URLs are")]
+    Scheme(String),
+    #[error("the cache entry '{}' was replaced while it was checked; try the build again", .0.display())]
+    Replaced(PathBuf),
+    #[error("the package cache has no folder to write to")]
+    NoCacheFolder,
+    #[error("{0}")]
+    Cache(String),
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GateError {
+    let path = path.to_owned();
+    move |source| GateError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The gate: the shared cache, the client that downloads, the limits.
+#[derive(Clone)]
+pub struct PackageGate {
+    cache: PackageCache,
+    client: LazyClient,
+    limits: PackageLimits,
+    /// One check at a time per cache entry in this process, so one build
+    /// never removes an entry another has just validated.
+    entries: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A cache entry that passed the gate.
+#[derive(Debug, Clone)]
+pub(crate) struct Admitted {
+    pub dir: PathBuf,
+    /// False when a checked entry was already in the cache.
+    pub fetched: bool,
+}
+
+impl PackageGate {
+    pub fn new(cache: PackageCache, client: LazyClient, limits: PackageLimits) -> Self {
+        Self {
+            cache,
+            client,
+            limits,
+            entries: Arc::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &PackageLimits {
+        &self.limits
+    }
+
+    pub(crate) fn set_limits(&mut self, limits: PackageLimits) {
+        self.limits = limits;
+    }
+
+    pub(crate) fn set_client(&mut self, client: LazyClient) {
+        self.client = client;
+    }
+
+    pub(crate) fn cache(&self) -> &PackageCache {
+        &self.cache
+    }
+
+    fn root(&self) -> Result<PathBuf, GateError> {
+        self.cache
+            .layers()
+            .iter()
+            .find(|layer| !layer.is_readonly())
+            .map(|layer| layer.path().to_owned())
+            .ok_or(GateError::NoCacheFolder)
+    }
+
+    /// Puts every record's archive through the gate; returns the checked
+    /// cache entries, in record order.
+    pub(crate) async fn admit_all(
+        &self,
+        records: &[RepoDataRecord],
+        sink: Arc<dyn ProgressSink>,
+        counts: Arc<TransferCounts>,
+    ) -> Result<Vec<PathBuf>, PrefixError> {
+        let total = records.len();
+        let done = AtomicUsize::new(0);
+        let dirs: Vec<Mutex<Option<PathBuf>>> = records.iter().map(|_| Mutex::new(None)).collect();
+        stream::iter(records.iter().enumerate().map(Ok::<_, PrefixError>))
+            .try_for_each_concurrent(CONCURRENT_FETCHES, |(index, record)| {
+                let sink = sink.clone();
+                let counts = counts.clone();
+                let done = &done;
+                let dirs = &dirs;
+                async move {
+                    let admitted = self.admit(record).await?;
+                    if admitted.fetched {
+                        counts.downloaded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    let note = if admitted.fetched { "" } else { " (cached)" };
+                    sink.line(format!(
+                        "downloading {finished}/{total} {}{note}",
+                        record.identifier
+                    ));
+                    if let Ok(mut slot) = dirs[index].lock() {
+                        *slot = Some(admitted.dir);
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+        Ok(dirs
+            .into_iter()
+            .filter_map(|slot| slot.into_inner().ok().flatten())
+            .collect())
+    }
+
+    /// The checked cache entry of `record`: a trusted one, or fetched anew.
+    pub(crate) async fn admit(&self, record: &RepoDataRecord) -> Result<Admitted, PrefixError> {
+        let package = record.identifier.to_string();
+        let refused = |reason| PrefixError::Rejected {
+            package: package.clone(),
+            reason,
+        };
+        let failed = |source| PrefixError::Gate {
+            package: package.clone(),
+            source,
+        };
+        let key = cache_key_name(record);
+        let lock = self.entry_lock(&key);
+        let _held = lock.lock().await;
+        for attempt in 0..2 {
+            let (result, rejection, fetched) = self.get_or_fetch(record).await;
+            if let Some(reason) = rejection {
+                return Err(refused(reason));
+            }
+            let dir = result.map_err(failed)?;
+            if fetched || self.is_trusted(record, &dir) {
+                return Ok(Admitted { dir, fetched });
+            }
+            if attempt == 1 {
+                return Err(failed(GateError::Replaced(dir)));
+            }
+            // In the cache, but not put there by the gate: check it anew.
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(failed(io_error("remove the unchecked cache entry", &dir)(
+                        source,
+                    )));
+                }
+            }
+        }
+        Err(failed(GateError::Replaced(PathBuf::from(key))))
+    }
+
+    /// Whether the entry at `dir` is the one the gate extracted for `record`.
+    pub(crate) fn is_trusted(&self, record: &RepoDataRecord, dir: &Path) -> bool {
+        let Some(digest) = digest_key(record) else {
+            return false;
+        };
+        let Ok(root) = self.root() else {
+            return false;
+        };
+        let expected = read_small(&root.join(RECORDS_DIR).join(digest));
+        let entry = dir.join(ENTRY_NONCE);
+        let is_file =
+            std::fs::symlink_metadata(&entry).is_ok_and(|meta| meta.file_type().is_file());
+        match (expected, is_file.then(|| read_small(&entry)).flatten()) {
+            (Some(expected), Some(found)) => !expected.is_empty() && expected == found,
+            _ => false,
+        }
+    }
+
+    /// rattler's `get_or_fetch` with the gate as the only way in. Returns
+    /// the entry, the rejection if the gate refused the archive, and whether
+    /// the gate fetched it now.
+    async fn get_or_fetch(
+        &self,
+        record: &RepoDataRecord,
+    ) -> (Result<PathBuf, GateError>, Option<Rejection>, bool) {
+        let root = match self.root() {
+            Ok(root) => root,
+            Err(error) => return (Err(error), None, false),
+        };
+        let job = Arc::new(FetchJob {
+            record: record.clone(),
+            client: self.client.clone(),
+            limits: self.limits,
+            root,
+            rejection: Mutex::new(None),
+            fetched: AtomicBool::new(false),
+        });
+        let fetch_job = job.clone();
+        let result = self
+            .cache
+            .get_or_fetch(
+                &record.package_record,
+                move |dest| {
+                    let job = fetch_job.clone();
+                    async move { job.run(dest).await }
+                },
+                None,
+            )
+            .await;
+        let rejection = job.rejection.lock().ok().and_then(|mut slot| slot.take());
+        let fetched = job.fetched.load(Ordering::SeqCst);
+        let result = result
+            .map(|metadata| metadata.path().to_owned())
+            .map_err(|error| GateError::Cache(envstore_core::error_chain(&error)));
+        (result, rejection, fetched)
+    }
+
+    fn entry_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.retain(|_, lock| Arc::strong_count(lock) > 1);
+        map.entry(key.to_owned()).or_default().clone()
+    }
+}
+
+/// The name rattler gives the cache entry of `record`.
+fn cache_key_name(record: &RepoDataRecord) -> String {
+    let package = &record.package_record;
+    format!(
+        "{}-{}-{}",
+        package.name.as_normalized(),
+        package.version,
+        package.build
+    )
+}
+
+/// The name of the validation record of `record`'s archive: its sha256, or
+/// its md5 when the record pins only that. None without either: such an
+/// entry is never trusted and fetched through the gate every time.
+fn digest_key(record: &RepoDataRecord) -> Option<String> {
+    let package = &record.package_record;
+    if let Some(sha256) = package.sha256 {
+        Some(format!("sha256-{}", to_hex(&sha256)))
+    } else {
+        package.md5.map(|md5| format!("md5-{}", to_hex(&md5)))
+    }
+}
+
+/// Whether the record pins its archive by sha256 or md5.
+pub(crate) fn has_digest(record: &RepoDataRecord) -> bool {
+    digest_key(record).is_some()
+}
+
+fn read_small(path: &Path) -> Option<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(256)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text.trim().to_owned())
+}
+
+/// One run of the gate for one record, shared with rattler's fetch closure.
+struct FetchJob {
+    record: RepoDataRecord,
+    client: LazyClient,
+    limits: PackageLimits,
+    root: PathBuf,
+    rejection: Mutex<Option<Rejection>>,
+    fetched: AtomicBool,
+}
+
+impl FetchJob {
+    async fn run(self: Arc<Self>, dest: PathBuf) -> Result<Option<Sha256Hash>, GateError> {
+        self.fetched.store(true, Ordering::SeqCst);
+        match self.clone().fetch_into(dest).await {
+            Err(GateError::Rejected(reason)) => {
+                if let Ok(mut slot) = self.rejection.lock() {
+                    *slot = Some(reason.clone());
+                }
+                Err(GateError::Rejected(reason))
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_into(self: Arc<Self>, dest: PathBuf) -> Result<Option<Sha256Hash>, GateError> {
+        let file_name = self.record.identifier.to_file_name();
+        let kind = ArchiveKind::of(&file_name).ok_or_else(|| {
+            GateError::Rejected(Rejection::Corrupt(format!(
+                "'{file_name}' is neither a .conda nor a .tar.bz2 archive"
+            )))
+        })?;
+        let url = &self.record.url;
+        // Keeps a downloaded archive until extraction is done.
+        let mut _download = None;
+        let archive = match url.scheme() {
+            "file" => url
+                .to_file_path()
+                .map_err(|()| GateError::Scheme(url.to_string()))?,
+            "http" | "https" => {
+                let downloaded = self.download().await?;
+                let path = downloaded.path().to_owned();
+                _download = Some(downloaded);
+                path
+            }
+            _ => return Err(GateError::Scheme(url.to_string())),
+        };
+        let job = self.clone();
+        tokio::task::spawn_blocking(move || job.check_and_extract(&archive, kind, &dest))
+            .await
+            .map_err(|error| GateError::Cache(format!("the extraction task failed: {error}")))?
+            .map(Some)
+    }
+
+    /// Downloads the archive into a temporary file beside the cache, never
+    /// more than the limits (or the record's size) allow.
+    async fn download(&self) -> Result<tempfile::NamedTempFile, GateError> {
+        let folder = self.root.join(DOWNLOADS_DIR);
+        fs::create_dir_all(&folder).map_err(io_error("create", &folder))?;
+        let cap = match self.record.package_record.size {
+            Some(size) => size.min(self.limits.max_extracted_bytes),
+            None => self.limits.max_extracted_bytes,
+        };
+        let mut last = String::new();
+        for _ in 0..DOWNLOAD_ATTEMPTS {
+            let mut file = tempfile::Builder::new()
+                .prefix(".download-")
+                .tempfile_in(&folder)
+                .map_err(io_error("create a download file in", &folder))?;
+            match self.download_once(file.as_file_mut(), cap).await {
+                Ok(()) => return Ok(file),
+                Err(DownloadFailure::Fatal(error)) => return Err(error),
+                Err(DownloadFailure::Transient(message)) => last = message,
+            }
+        }
+        Err(GateError::Download {
+            url: envstore_core::public_url(&self.record.url).to_string(),
+            message: last,
+        })
+    }
+
+    async fn download_once(
+        &self,
+        file: &mut std::fs::File,
+        cap: u64,
+    ) -> Result<(), DownloadFailure> {
+        let url = envstore_core::public_url(&self.record.url).to_string();
+        let mut response = self
+            .client
+            .client()
+            .get(self.record.url.clone())
+            .send()
+            .await
+            .map_err(|error| DownloadFailure::Transient(envstore_core::error_chain(&error)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let failure = GateError::Download {
+                url,
+                message: format!("the server answered {status}"),
+            };
+            return Err(if status.is_server_error() {
+                DownloadFailure::Transient(failure.to_string())
+            } else {
+                DownloadFailure::Fatal(failure)
+            });
+        }
+        let too_large = || {
+            DownloadFailure::Fatal(GateError::Rejected(Rejection::ArchiveTooLarge {
+                limit: cap,
+            }))
+        };
+        if response.content_length().is_some_and(|length| length > cap) {
+            return Err(too_large());
+        }
+        let mut written: u64 = 0;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| DownloadFailure::Transient(envstore_core::error_chain(&error)))?
+        {
+            written = written.saturating_add(chunk.len() as u64);
+            if written > cap {
+                return Err(too_large());
+            }
+            file.write_all(&chunk).map_err(|error| {
+                DownloadFailure::Fatal(GateError::Download {
+                    url: url.clone(),
+                    message: error.to_string(),
+                })
+            })?;
+        }
+        file.flush().map_err(|error| {
+            DownloadFailure::Fatal(GateError::Download {
+                url,
+                message: error.to_string(),
+            })
+        })?;
+        Ok(())
+    }
+
+    /// Checks the archive's digests, extracts it member by member, validates
+    /// the result and leaves the nonce that lets later builds trust it.
+    fn check_and_extract(
+        &self,
+        archive: &Path,
+        kind: ArchiveKind,
+        dest: &Path,
+    ) -> Result<Sha256Hash, GateError> {
+        let sha256 = self.verify_digests(archive)?;
+        let package = &self.record.package_record;
+        crate::extract::extract_checked(archive, kind, dest, &self.limits)
+            .map_err(GateError::Rejected)?;
+        validate_package(dest, package).map_err(GateError::Rejected)?;
+        if let Some(digest) = digest_key(&self.record) {
+            let nonce = new_nonce().map_err(io_error(
+                "read random bytes from",
+                Path::new("/dev/urandom"),
+            ))?;
+            let entry = dest.join(ENTRY_NONCE);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&entry)
+                .map_err(|_| GateError::Rejected(Rejection::Duplicate(ENTRY_NONCE.to_owned())))?;
+            file.write_all(nonce.as_bytes())
+                .map_err(io_error("write", &entry))?;
+            let records = self.root.join(RECORDS_DIR);
+            std::fs::create_dir_all(&records).map_err(io_error("create", &records))?;
+            let mut temporary = tempfile::NamedTempFile::new_in(&records)
+                .map_err(io_error("write in", &records))?;
+            temporary
+                .write_all(nonce.as_bytes())
+                .map_err(io_error("write in", &records))?;
+            let record_path = records.join(digest);
+            temporary
+                .persist(&record_path)
+                .map_err(|error| GateError::Io {
+                    action: "write",
+                    path: record_path,
+                    source: error.error,
+                })?;
+        }
+        Ok(sha256)
+    }
+
+    /// Hashes the archive once and checks every digest the record pins:
+    /// sha256, and md5 too (also for `file://` channels).
+    fn verify_digests(&self, archive: &Path) -> Result<Sha256Hash, GateError> {
+        let mut file = std::fs::File::open(archive).map_err(io_error("open", archive))?;
+        let size = file.metadata().map_err(io_error("inspect", archive))?.len();
+        if size > self.limits.max_extracted_bytes {
+            return Err(GateError::Rejected(Rejection::ArchiveTooLarge {
+                limit: self.limits.max_extracted_bytes,
+            }));
+        }
+        let mut sha256 = Sha256::default();
+        let mut md5 = Md5::default();
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let read = file.read(&mut buffer).map_err(io_error("read", archive))?;
+            if read == 0 {
+                break;
+            }
+            sha256.update(&buffer[..read]);
+            md5.update(&buffer[..read]);
+        }
+        let sha256: Sha256Hash = sha256.finalize();
+        let md5 = md5.finalize();
+        let package = &self.record.package_record;
+        if let Some(expected) = package.sha256
+            && expected != sha256
+        {
+            return Err(GateError::Rejected(Rejection::ArchiveChecksum {
+                algorithm: "sha256",
+                expected: to_hex(&expected),
+                found: to_hex(&sha256),
+            }));
+        }
+        if let Some(expected) = package.md5
+            && expected != md5
+        {
+            return Err(GateError::Rejected(Rejection::ArchiveChecksum {
+                algorithm: "md5",
+                expected: to_hex(&expected),
+                found: to_hex(&md5),
+            }));
+        }
+        Ok(sha256)
+    }
+}
+
+enum DownloadFailure {
+    Transient(String),
+    Fatal(GateError),
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// 128 random bits, hex: what an archive's author cannot guess.
+fn new_nonce() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(to_hex(&bytes))
+}
+
+/// Puts every record's archive through the gate with the default limits.
+/// Kept for callers without a [`crate::PrefixBuilder`] (the benchmarks).
 pub async fn fetch_packages(
     cache: &PackageCache,
     client: &LazyClient,
@@ -26,80 +573,8 @@ pub async fn fetch_packages(
     sink: Arc<dyn ProgressSink>,
     counts: Arc<TransferCounts>,
 ) -> Result<(), PrefixError> {
-    let cached = cache.index().await.ok();
-    let total = records.len();
-    let done = AtomicUsize::new(0);
-    stream::iter(records.iter().map(Ok::<_, PrefixError>))
-        .try_for_each_concurrent(CONCURRENT_FETCHES, |record| {
-            let sink = sink.clone();
-            let counts = counts.clone();
-            let done = &done;
-            let was_cached = cached.as_ref().is_some_and(|index| index.contains_record(record));
-            async move {
-                let package_dir = fetch_one(cache, client, record)
-                    .await
-                    .map_err(|source| PrefixError::Fetch {
-                        package: record.identifier.to_string(),
-                        source,
-                    })?;
-                if !was_cached {
-                    counts.downloaded.fetch_add(1, Ordering::Relaxed);
-                    check_new_package(package_dir, record).await?;
-                }
-                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                let note = if was_cached { " (cached)" } else { "" };
-                sink.line(format!("downloading {finished}/{total} {}{note}", record.identifier));
-                Ok(())
-            }
-        })
+    PackageGate::new(cache.clone(), client.clone(), PackageLimits::default())
+        .admit_all(records, sink, counts)
         .await
-}
-
-/// Fetches one package into the cache and returns its extracted folder.
-async fn fetch_one(
-    cache: &PackageCache,
-    client: &LazyClient,
-    record: &RepoDataRecord,
-) -> Result<PathBuf, PackageCacheError> {
-    let metadata = if record.url.scheme() == "file"
-        && let Ok(path) = record.url.to_file_path()
-    {
-        cache
-            .get_or_fetch_from_path(&path, Some(&record.package_record), None)
-            .await?
-    } else {
-        cache
-            .get_or_fetch_from_url_with_retry(
-                &record.package_record,
-                record.url.clone(),
-                client.clone(),
-                default_retry_policy(),
-                None,
-                None,
-            )
-            .await?
-    };
-    Ok(metadata.path().to_owned())
-}
-
-/// Validates a package that just entered the cache. A refused package is
-/// removed from the cache again, so it is never taken for a checked one.
-async fn check_new_package(package_dir: PathBuf, record: &RepoDataRecord) -> Result<(), PrefixError> {
-    let package_record = record.package_record.clone();
-    let dir = package_dir.clone();
-    let checked = tokio::task::spawn_blocking(move || validate_package(&dir, &package_record))
-        .await
-        .map_err(|error| PrefixError::Io {
-            action: "validate",
-            path: package_dir.clone(),
-            source: std::io::Error::other(error),
-        })?;
-    if let Err(reason) = checked {
-        let _ = tokio::fs::remove_dir_all(&package_dir).await;
-        return Err(PrefixError::Rejected {
-            package: record.identifier.to_string(),
-            reason,
-        });
-    }
-    Ok(())
+        .map(|_| ())
 }

@@ -6,7 +6,9 @@
 //! marker is written last, after everything else is on disk.
 
 mod activation;
+mod extract;
 mod fetch;
+mod limits;
 mod pack;
 mod prefix;
 mod progress;
@@ -14,9 +16,15 @@ mod symlink;
 mod validate;
 
 pub use activation::write_activation_scripts;
-pub use fetch::fetch_packages;
+pub use fetch::{GateError, PackageGate, fetch_packages};
+pub use limits::{
+    DEFAULT_MAX_COMPRESSION_RATIO, DEFAULT_MAX_EXTRACTED_BYTES, DEFAULT_MAX_FILES,
+    DEFAULT_RATIO_GRACE_BYTES, PackageLimits,
+};
 pub use pack::{installed_packages, pack_prefix, unpack_prefix};
-pub use prefix::{CompletionMarker, MARKER_FILE, PrefixBuilder, PrefixError, PrefixReport, remove_prefix};
+pub use prefix::{
+    CompletionMarker, MARKER_FILE, PrefixBuilder, PrefixError, PrefixReport, remove_prefix,
+};
 pub use progress::{ProgressSink, TransferCounts};
 pub use symlink::point_environment;
 pub use validate::{Rejection, validate_package};

@@ -19,7 +19,8 @@ const ZSTD_LEVEL: i32 = 3;
 pub fn pack_prefix(prefix: &Path, archive: &Path) -> Result<ContentHash, PrefixError> {
     let file = std::fs::File::create(archive).map_err(PrefixError::io("create", archive))?;
     let hashing = HashingWriter::new(file);
-    let encoder = zstd::Encoder::new(hashing, ZSTD_LEVEL).map_err(PrefixError::io("compress", archive))?;
+    let encoder =
+        zstd::Encoder::new(hashing, ZSTD_LEVEL).map_err(PrefixError::io("compress", archive))?;
     let mut builder = tar::Builder::new(encoder);
     builder.follow_symlinks(false);
     for entry in walk(prefix)? {
@@ -31,10 +32,17 @@ pub fn pack_prefix(prefix: &Path, archive: &Path) -> Result<ContentHash, PrefixE
             .append_path_with_name(&entry, relative)
             .map_err(PrefixError::io("pack", &entry))?;
     }
-    let encoder = builder.into_inner().map_err(PrefixError::io("pack", archive))?;
-    let mut hashing = encoder.finish().map_err(PrefixError::io("compress", archive))?;
+    let encoder = builder
+        .into_inner()
+        .map_err(PrefixError::io("pack", archive))?;
+    let mut hashing = encoder
+        .finish()
+        .map_err(PrefixError::io("compress", archive))?;
     hashing.flush().map_err(PrefixError::io("write", archive))?;
-    hashing.file.sync_all().map_err(PrefixError::io("sync", archive))?;
+    hashing
+        .file
+        .sync_all()
+        .map_err(PrefixError::io("sync", archive))?;
     Ok(hashing.finish())
 }
 
@@ -52,21 +60,33 @@ pub fn unpack_prefix(
         return Ok(());
     }
     remove_dir_if_present(prefix)?;
-    let result = unpack_and_check(archive, prefix, expected).and_then(|()| write_marker(prefix, marker));
+    let result =
+        unpack_and_check(archive, prefix, expected).and_then(|()| write_marker(prefix, marker));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(prefix);
     }
     result
 }
 
-fn unpack_and_check(archive: &[u8], prefix: &Path, expected: &BTreeSet<String>) -> Result<(), PrefixError> {
+fn unpack_and_check(
+    archive: &[u8],
+    prefix: &Path,
+    expected: &BTreeSet<String>,
+) -> Result<(), PrefixError> {
     std::fs::create_dir_all(prefix).map_err(PrefixError::io("create", prefix))?;
     let decoder = zstd::Decoder::new(archive).map_err(PrefixError::io("decompress", prefix))?;
     let mut tar = tar::Archive::new(decoder);
     tar.set_preserve_permissions(true);
     tar.set_overwrite(false);
     // `unpack` refuses entries that would land outside `prefix`.
-    tar.unpack(prefix).map_err(PrefixError::io("unpack into", prefix))?;
+    tar.unpack(prefix)
+        .map_err(PrefixError::io("unpack into", prefix))?;
+    // The same checks as a prefix built here: no link out, nothing special,
+    // no setuid file, nothing writable for others.
+    crate::validate::check_tree(prefix, true).map_err(|reason| PrefixError::Unsafe {
+        prefix: prefix.to_owned(),
+        reason,
+    })?;
     let found = installed_packages(prefix)?;
     if &found != expected {
         let missing: Vec<_> = expected.difference(&found).cloned().collect();
@@ -108,7 +128,9 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>, PrefixError> {
         entries.sort_by_key(std::fs::DirEntry::file_name);
         for entry in entries {
             let path = entry.path();
-            let kind = entry.file_type().map_err(PrefixError::io("inspect", &path))?;
+            let kind = entry
+                .file_type()
+                .map_err(PrefixError::io("inspect", &path))?;
             paths.push(path.clone());
             if kind.is_dir() {
                 pending.push(path);
@@ -135,7 +157,10 @@ struct HashingWriter {
 
 impl HashingWriter {
     fn new(file: std::fs::File) -> Self {
-        Self { file, hasher: Sha256::new() }
+        Self {
+            file,
+            hasher: Sha256::new(),
+        }
     }
 
     fn finish(self) -> ContentHash {
@@ -152,5 +177,93 @@ impl Write for HashingWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A packed prefix with `conda-meta/pkg-1-0.json` and `extra` members.
+    fn packed(extra: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let meta = b"{}";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(meta.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "conda-meta/pkg-1-0.json", &meta[..])
+            .unwrap();
+        extra(&mut builder);
+        let tar = builder.into_inner().unwrap();
+        zstd::encode_all(tar.as_slice(), 3).unwrap()
+    }
+
+    fn unpack(archive: &[u8], prefix: &Path) -> Result<(), PrefixError> {
+        let marker = CompletionMarker {
+            lock_hash: ContentHash::of(b"lock"),
+            platform: "linux-64".into(),
+            packages: 1,
+        };
+        unpack_prefix(
+            archive,
+            prefix,
+            &marker,
+            &BTreeSet::from(["pkg-1-0".to_owned()]),
+        )
+    }
+
+    #[test]
+    fn a_packed_prefix_gets_the_checks_of_a_built_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("prefix");
+        unpack(&packed(|_| {}), &prefix).unwrap();
+        assert!(prefix.join(MARKER_FILE).is_file());
+        std::fs::remove_dir_all(&prefix).unwrap();
+
+        let escaping = packed(|builder| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            header.set_mode(0o777);
+            builder
+                .append_link(&mut header, "lib/out", "../../../../etc/passwd")
+                .unwrap();
+        });
+        let error = unpack(&escaping, &prefix).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                PrefixError::Unsafe {
+                    reason: crate::Rejection::EscapingLink { .. },
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(!prefix.exists(), "no half-unpacked prefix");
+
+        let setuid = packed(|builder| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(2);
+            header.set_mode(0o4755);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, "bin/su", &b"#!"[..])
+                .unwrap();
+        });
+        let error = unpack(&setuid, &prefix).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                PrefixError::Unsafe {
+                    reason: crate::Rejection::Setuid(_),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(!prefix.exists());
     }
 }

@@ -6,12 +6,15 @@ use std::sync::{Arc, Mutex};
 use envstore_core::ContentHash;
 use rattler::install::{ExternalSymlinkPolicy, Installer, InstallerError};
 use rattler::package_cache::{PackageCache, PackageCacheError};
+use rattler_conda_types::package::{PathType, PathsJson};
 use rattler_conda_types::{RepoDataRecord, Subdir};
 use rattler_networking::LazyClient;
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::fetch_packages;
+use crate::fetch::PackageGate;
+use crate::limits::PackageLimits;
 use crate::progress::{LinkReporter, ProgressSink, TransferCounts};
+use crate::validate::Rejection;
 
 /// Written last into a finished prefix; a prefix without it is never served.
 pub const MARKER_FILE: &str = "conda-meta/envstore-complete.json";
@@ -24,6 +27,12 @@ pub enum PrefixError {
         #[source]
         source: PackageCacheError,
     },
+    #[error("failed to fetch package '{package}'")]
+    Gate {
+        package: String,
+        #[source]
+        source: crate::fetch::GateError,
+    },
     #[error("refused package '{package}'")]
     Rejected {
         package: String,
@@ -35,6 +44,12 @@ pub enum PrefixError {
         prefix: PathBuf,
         #[source]
         source: InstallerError,
+    },
+    #[error("refused the prefix '{}'", prefix.display())]
+    Unsafe {
+        prefix: PathBuf,
+        #[source]
+        reason: crate::validate::Rejection,
     },
     #[error("the prefix '{}' does not hold the lock's packages (missing: {missing:?}, unexpected: {extra:?})", prefix.display())]
     Mismatch {
@@ -54,7 +69,11 @@ pub enum PrefixError {
 impl PrefixError {
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.to_owned();
-        move |source| Self::Io { action, path, source }
+        move |source| Self::Io {
+            action,
+            path,
+            source,
+        }
     }
 }
 
@@ -82,8 +101,7 @@ pub struct PrefixReport {
 #[derive(Clone)]
 pub struct PrefixBuilder {
     root: PathBuf,
-    package_cache: PackageCache,
-    client: LazyClient,
+    gate: PackageGate,
     in_progress: Arc<Mutex<HashMap<ContentHash, Arc<tokio::sync::Mutex<()>>>>>,
     pause_after_first_link: bool,
 }
@@ -92,8 +110,11 @@ impl PrefixBuilder {
     pub fn new(root: PathBuf, package_cache: PackageCache) -> Self {
         Self {
             root,
-            package_cache,
-            client: LazyClient::default(),
+            gate: PackageGate::new(
+                package_cache,
+                LazyClient::default(),
+                PackageLimits::default(),
+            ),
             in_progress: Arc::default(),
             pause_after_first_link: false,
         }
@@ -101,13 +122,31 @@ impl PrefixBuilder {
 
     /// For fault tests only: linking stops for good after the first package,
     /// leaving a half-built prefix for the test to kill the worker over.
+    /// Only in a build with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     pub fn with_pause_after_first_link(mut self, pause: bool) -> Self {
         self.pause_after_first_link = pause;
         self
     }
 
+    /// The client packages are downloaded with (redirect rules, timeouts).
+    pub fn with_client(mut self, client: LazyClient) -> Self {
+        self.gate.set_client(client);
+        self
+    }
+
+    /// The limits every package is extracted under.
+    pub fn with_limits(mut self, limits: PackageLimits) -> Self {
+        self.gate.set_limits(limits);
+        self
+    }
+
+    pub fn limits(&self) -> &PackageLimits {
+        self.gate.limits()
+    }
+
     pub fn package_cache(&self) -> &PackageCache {
-        &self.package_cache
+        self.gate.cache()
     }
 
     /// Where the prefix of a lock lives: `<root>/<first 16 hex of lock_hash>`.
@@ -137,7 +176,10 @@ impl PrefixBuilder {
         let _held = guard.lock().await;
         let prefix = self.prefix_path(lock_hash);
         if self.complete_marker(lock_hash).is_some() {
-            sink.line(format!("prefix {} is complete: reusing it", prefix.display()));
+            sink.line(format!(
+                "prefix {} is complete: reusing it",
+                prefix.display()
+            ));
             return Ok(PrefixReport {
                 path: prefix,
                 reused: true,
@@ -149,7 +191,16 @@ impl PrefixBuilder {
         remove_prefix(&prefix).await?;
         let counts = Arc::new(TransferCounts::default());
         let result = self
-            .fetch_and_link(&prefix, lock_hash, platform, records, variables, sink.clone(), counts.clone(), on_linking)
+            .fetch_and_link(
+                &prefix,
+                lock_hash,
+                platform,
+                records,
+                variables,
+                sink.clone(),
+                counts.clone(),
+                on_linking,
+            )
             .await;
         if let Err(error) = result {
             // Never leave a half-built prefix behind; the marker is missing
@@ -180,11 +231,22 @@ impl PrefixBuilder {
         counts: Arc<TransferCounts>,
         on_linking: impl FnOnce(),
     ) -> Result<(), PrefixError> {
-        fetch_packages(&self.package_cache, &self.client, records, sink.clone(), counts.clone()).await?;
+        let dirs = self
+            .gate
+            .admit_all(records, sink.clone(), counts.clone())
+            .await?;
+        let checked_dirs = dirs.clone();
+        let names = records_names(records);
+        tokio::task::spawn_blocking(move || check_links_across_packages(names, &checked_dirs))
+            .await
+            .map_err(|join| PrefixError::Io {
+                action: "check the packages of",
+                path: prefix.to_owned(),
+                source: std::io::Error::other(join),
+            })??;
         on_linking();
         Installer::new()
-            .with_package_cache(self.package_cache.clone())
-            .with_download_client(self.client.clone())
+            .with_package_cache(self.gate.cache().clone())
             .with_target_platform(platform)
             .with_execute_link_scripts(false)
             // A package must not point into the rest of the machine.
@@ -197,7 +259,29 @@ impl PrefixBuilder {
                 prefix: prefix.to_owned(),
                 source,
             })?;
+        // What was linked came from the entries the gate checked: nothing
+        // replaced them in the cache meanwhile.
+        for (record, dir) in records.iter().zip(&dirs) {
+            if !self.gate.is_trusted(record, dir) && crate::fetch::has_digest(record) {
+                return Err(PrefixError::Gate {
+                    package: record.identifier.to_string(),
+                    source: crate::fetch::GateError::Replaced(dir.clone()),
+                });
+            }
+        }
         crate::activation::write_activation_scripts(prefix, platform, variables)?;
+        let walked = prefix.to_owned();
+        tokio::task::spawn_blocking(move || crate::validate::check_tree(&walked, true))
+            .await
+            .map_err(|join| PrefixError::Io {
+                action: "check",
+                path: prefix.to_owned(),
+                source: std::io::Error::other(join),
+            })?
+            .map_err(|reason| PrefixError::Unsafe {
+                prefix: prefix.to_owned(),
+                reason,
+            })?;
         let marker = CompletionMarker {
             lock_hash: *lock_hash,
             platform: platform.to_string(),
@@ -223,6 +307,60 @@ impl PrefixBuilder {
     }
 }
 
+fn records_names(records: &[RepoDataRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|record| record.identifier.to_string())
+        .collect()
+}
+
+/// Across the whole lock: no entry of any package may pass through a path
+/// that any package declares as a symlink (package A ships `share/s -> ..`,
+/// package B writes `share/s/x`).
+fn check_links_across_packages(names: Vec<String>, dirs: &[PathBuf]) -> Result<(), PrefixError> {
+    let mut all = Vec::with_capacity(dirs.len());
+    for (name, dir) in names.iter().zip(dirs) {
+        let paths =
+            PathsJson::from_package_directory_with_deprecated_fallback(dir).map_err(|error| {
+                PrefixError::Rejected {
+                    package: name.clone(),
+                    reason: Rejection::Unreadable(error.to_string()),
+                }
+            })?;
+        all.push((name, paths));
+    }
+    let mut links: HashMap<&Path, &str> = HashMap::new();
+    for (name, paths) in &all {
+        for entry in paths
+            .paths
+            .iter()
+            .filter(|entry| entry.path_type == PathType::SoftLink)
+        {
+            links.insert(entry.relative_path.as_path(), name.as_str());
+        }
+    }
+    for (name, paths) in &all {
+        for entry in &paths.paths {
+            let through = entry
+                .relative_path
+                .ancestors()
+                .skip(1)
+                .find_map(|ancestor| links.get(ancestor).map(|owner| (ancestor, owner)));
+            if let Some((link, owner)) = through {
+                return Err(PrefixError::Rejected {
+                    package: (*name).clone(),
+                    reason: Rejection::CrossPackage(format!(
+                        "its entry '{}' passes through '{}', which package '{owner}' declares as a symlink",
+                        entry.relative_path.display(),
+                        link.display()
+                    )),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn read_marker(prefix: &Path) -> Option<CompletionMarker> {
     let text = std::fs::read(prefix.join(MARKER_FILE)).ok()?;
     serde_json::from_slice(&text).ok()
@@ -235,9 +373,12 @@ pub(crate) fn write_marker(prefix: &Path, marker: &CompletionMarker) -> Result<(
     std::fs::create_dir_all(&folder).map_err(PrefixError::io("create", &folder))?;
     let temporary = folder.join(".envstore-complete.tmp");
     let bytes = serde_json::to_vec_pretty(marker).unwrap_or_default();
-    let mut file = std::fs::File::create(&temporary).map_err(PrefixError::io("create", &temporary))?;
-    file.write_all(&bytes).map_err(PrefixError::io("write", &temporary))?;
-    file.sync_all().map_err(PrefixError::io("sync", &temporary))?;
+    let mut file =
+        std::fs::File::create(&temporary).map_err(PrefixError::io("create", &temporary))?;
+    file.write_all(&bytes)
+        .map_err(PrefixError::io("write", &temporary))?;
+    file.sync_all()
+        .map_err(PrefixError::io("sync", &temporary))?;
     std::fs::rename(&temporary, &path).map_err(PrefixError::io("rename into place", &path))?;
     std::fs::File::open(&folder)
         .and_then(|dir| dir.sync_all())

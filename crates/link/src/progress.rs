@@ -34,12 +34,18 @@ pub(crate) struct LinkReporter {
     pub total: AtomicUsize,
     pub names: std::sync::Mutex<Vec<String>>,
     /// Fault tests only: stop for good after the first package is linked, so
-    /// a test can kill the worker with a half-linked prefix.
+    /// a test can kill the worker with a half-linked prefix. Only a build
+    /// with the `test-hooks` feature can stop.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub pause_after_first_link: bool,
 }
 
 impl LinkReporter {
-    pub fn new(sink: Arc<dyn ProgressSink>, counts: Arc<TransferCounts>, pause_after_first_link: bool) -> Self {
+    pub fn new(
+        sink: Arc<dyn ProgressSink>,
+        counts: Arc<TransferCounts>,
+        pause_after_first_link: bool,
+    ) -> Self {
         Self {
             sink,
             counts,
@@ -75,7 +81,10 @@ impl Reporter for LinkReporter {
     }
     fn on_unlink_complete(&self, _index: usize) {}
     fn on_link_start(&self, _operation: usize, record: &RepoDataRecord) -> usize {
-        let mut names = self.names.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut names = self
+            .names
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         names.push(record.identifier.to_string());
         names.len() - 1
     }
@@ -88,8 +97,10 @@ impl Reporter for LinkReporter {
             .map(|names| names.get(index).cloned().unwrap_or_default())
             .unwrap_or_default();
         self.sink.line(format!("linking {done}/{total} {name}"));
+        #[cfg(feature = "test-hooks")]
         if self.pause_after_first_link && done == 1 {
-            self.sink.line("paused for a fault test: waiting to be killed".to_owned());
+            self.sink
+                .line("paused for a fault test: waiting to be killed".to_owned());
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use envstore_core::ContentHash;
-use envstore_link::{MARKER_FILE, PrefixBuilder, PrefixError, ProgressSink};
+use envstore_link::{MARKER_FILE, PrefixBuilder, PrefixError, ProgressSink, Rejection};
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::{Channel, RepoData, RepoDataRecord, Subdir};
 
@@ -26,7 +26,9 @@ struct Fixture {
 /// `libzlib` for linux-64: no dependencies, and it ships a softlink.
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let channel = envstore_fixtures::write_demo_channel(&dir.path().join("demo")).await.unwrap();
+    let channel = envstore_fixtures::write_demo_channel(&dir.path().join("demo"))
+        .await
+        .unwrap();
     let repodata = RepoData::from_path(channel.repodata_path("linux-64")).unwrap();
     let records: Vec<RepoDataRecord> = repodata
         .into_repo_data_records(&Channel::from_url(channel.url.clone()))
@@ -37,7 +39,11 @@ async fn fixture() -> Fixture {
     assert_eq!(records.len(), 1);
     let root = std::fs::canonicalize(dir.path()).unwrap().join("prefixes");
     let builder = PrefixBuilder::new(root, PackageCache::new(dir.path().join("pkgs")));
-    Fixture { dir, builder, records }
+    Fixture {
+        dir,
+        builder,
+        records,
+    }
 }
 
 #[tokio::test]
@@ -47,24 +53,48 @@ async fn a_leftover_prefix_is_replaced_and_a_complete_one_reused() {
     let prefix = fixture.builder.prefix_path(&hash);
     std::fs::create_dir_all(prefix.join("lib")).unwrap();
     std::fs::write(prefix.join("lib/left-by-a-crash"), b"partial").unwrap();
-    assert!(fixture.builder.complete_marker(&hash).is_none(), "no marker: not complete");
+    assert!(
+        fixture.builder.complete_marker(&hash).is_none(),
+        "no marker: not complete"
+    );
 
     let lines = Arc::new(Lines::default());
     let report = fixture
         .builder
-        .build(&hash, Subdir::Linux64, &fixture.records, &Default::default(), lines.clone(), || {})
+        .build(
+            &hash,
+            Subdir::Linux64,
+            &fixture.records,
+            &Default::default(),
+            lines.clone(),
+            || {},
+        )
         .await
         .unwrap();
     assert!(!report.reused);
     assert_eq!((report.downloaded, report.linked), (1, 1));
-    assert!(!prefix.join("lib/left-by-a-crash").exists(), "the leftover is gone");
+    assert!(
+        !prefix.join("lib/left-by-a-crash").exists(),
+        "the leftover is gone"
+    );
     assert!(prefix.join(MARKER_FILE).is_file());
-    assert!(std::fs::symlink_metadata(prefix.join("lib/libz.so")).unwrap().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(prefix.join("lib/libz.so"))
+            .unwrap()
+            .is_symlink()
+    );
     assert_eq!(fixture.builder.complete_marker(&hash).unwrap().packages, 1);
 
     let again = fixture
         .builder
-        .build(&hash, Subdir::Linux64, &fixture.records, &Default::default(), lines.clone(), || panic!("nothing to link"))
+        .build(
+            &hash,
+            Subdir::Linux64,
+            &fixture.records,
+            &Default::default(),
+            lines.clone(),
+            || panic!("nothing to link"),
+        )
         .await
         .unwrap();
     assert!(again.reused);
@@ -79,10 +109,32 @@ async fn a_package_that_fails_its_checksum_leaves_no_prefix() {
     fixture.records[0].package_record.sha256 = Some([7u8; 32].into());
     let error = fixture
         .builder
-        .build(&hash, Subdir::Linux64, &fixture.records, &Default::default(), Arc::new(Lines::default()), || {})
+        .build(
+            &hash,
+            Subdir::Linux64,
+            &fixture.records,
+            &Default::default(),
+            Arc::new(Lines::default()),
+            || {},
+        )
         .await
         .unwrap_err();
-    assert!(matches!(error, PrefixError::Fetch { .. }), "{error:?}");
-    assert!(!fixture.builder.prefix_path(&hash).exists(), "no half-built prefix");
+    assert!(
+        matches!(
+            &error,
+            PrefixError::Rejected {
+                reason: Rejection::ArchiveChecksum {
+                    algorithm: "sha256",
+                    ..
+                },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        !fixture.builder.prefix_path(&hash).exists(),
+        "no half-built prefix"
+    );
     assert!(fixture.builder.complete_marker(&hash).is_none());
 }

@@ -4,12 +4,16 @@
 
 mod cache;
 mod freshness;
+pub mod http;
 mod lock;
 mod solver;
+mod verify;
 mod virtual_packages;
 
+pub use http::{ChannelClient, ChannelRequestError, NetworkLimits, RequestFailure};
 pub use lock::{Lock, LockError, LockedPackage};
 pub use solver::{
     DEFAULT_REMOTE_REPODATA_TTL, DEFAULT_SOLVE_CACHE_CAPACITY, EnvironmentSolver, SolveError, SolvedEnvironment,
 };
+pub use verify::{VERIFY_TIMEOUT, VerifyError};
 pub use virtual_packages::virtual_packages_for;

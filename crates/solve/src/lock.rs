@@ -194,6 +194,19 @@ impl Lock {
         self.hash
     }
 
+    /// The same lock, addressed for one namespace alone when it has
+    /// variables. Otherwise another namespace could submit the same packages
+    /// with a guessed value and learn from `reused` (or from how fast its
+    /// build ends) whether the guess was right. Locks without variables
+    /// stay shared by every namespace.
+    pub fn for_namespace(mut self, namespace: &str) -> Self {
+        if !self.variables.is_empty() {
+            let salted = format!("envstore lock for namespace\n{namespace}\n{}", self.hash.to_hex());
+            self.hash = ContentHash::of(salted.as_bytes());
+        }
+        self
+    }
+
     pub fn channels(&self) -> &[Url] {
         &self.channels
     }
@@ -434,5 +447,29 @@ fn checksum(record: &RepoDataRecord) -> String {
         (Some(sha256), _) => format!("sha256:{}", hex::encode(sha256)),
         (None, Some(md5)) => format!("md5:{}", hex::encode(md5)),
         (None, None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod namespace_tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_with_variables_is_never_shared_across_namespaces() {
+        let lock = |variables: &[(&str, &str)]| {
+            Lock::from_records(
+                Vec::new(),
+                BTreeMap::new(),
+                variables.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect(),
+            )
+        };
+        let secret = [("TOKEN_URL", "https://internal.example/abc")];
+        let mine = lock(&secret).for_namespace("team-a");
+        let guessed = lock(&secret).for_namespace("team-b");
+        assert_ne!(mine.hash(), guessed.hash(), "a right guess from another namespace matches nothing");
+        assert_eq!(mine.hash(), lock(&secret).for_namespace("team-a").hash(), "stable within a namespace");
+        assert_eq!(mine.variables(), guessed.variables(), "the variables themselves are unchanged");
+        assert_eq!(lock(&[]).for_namespace("team-a").hash(), lock(&[]).for_namespace("team-b").hash());
+        assert_eq!(lock(&[]).for_namespace("team-a").hash(), lock(&[]).hash(), "no variables: shared by all");
     }
 }

@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::cache::{SolveCache, SolveKey};
 use crate::freshness::Freshness;
+use crate::http::ChannelClient;
 use crate::virtual_packages::virtual_packages_for;
 
 /// How long a remote channel's repodata is trusted before the gateway
@@ -26,12 +27,11 @@ pub const DEFAULT_SOLVE_CACHE_CAPACITY: usize = 1024;
 pub enum SolveError {
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("failed to load repodata for {platform}")]
-    Repodata {
-        platform: String,
-        #[source]
-        source: GatewayError,
-    },
+    /// The reason names the channel and the path below it that failed, in
+    /// words of ours: nothing the channel's server answered is echoed (the
+    /// gateway's error goes to the server log).
+    #[error("failed to load repodata for {platform}: {reason}")]
+    Repodata { platform: String, reason: String },
     #[error("the spec cannot be solved for {platform}:\n{explanation}")]
     Unsolvable { platform: String, explanation: String },
     #[error("the solve for {platform} took longer than {seconds} s and was stopped")]
@@ -69,10 +69,17 @@ pub struct SolvedEnvironment {
 /// builds and remembering recent solves while their repodata is unchanged.
 #[derive(Clone)]
 pub struct EnvironmentSolver {
-    gateway: Gateway,
+    pub(crate) gateway: Gateway,
     timeout: Duration,
     freshness: Arc<Freshness>,
     solves: Arc<SolveCache>,
+    cache_dir: std::path::PathBuf,
+    package_cache: PackageCache,
+    /// The client the gateway fetches with, when one was given: it also
+    /// masks channel secrets in what is logged.
+    client: Option<ChannelClient>,
+    /// How long one call of [`Self::solve`] may take in all.
+    call_limit: Option<Duration>,
 }
 
 impl EnvironmentSolver {
@@ -81,14 +88,38 @@ impl EnvironmentSolver {
     pub fn new(cache_dir: &Path, package_cache: PackageCache, timeout: Duration) -> Self {
         let gateway = Gateway::builder()
             .with_cache_dir(cache_dir.join(rattler_cache::REPODATA_CACHE_DIR))
-            .with_package_cache(package_cache)
+            .with_package_cache(package_cache.clone())
             .finish();
         Self {
             gateway,
             timeout,
             freshness: Arc::new(Freshness::new(DEFAULT_REMOTE_REPODATA_TTL)),
             solves: Arc::new(SolveCache::new(DEFAULT_SOLVE_CACHE_CAPACITY)),
+            cache_dir: cache_dir.to_owned(),
+            package_cache,
+            client: None,
+            call_limit: None,
         }
+    }
+
+    /// Fetches repodata through `client` (allowed channels only, time
+    /// limits, credentials): call before the solver is cloned, since the
+    /// gateway (and its in-memory repodata) is made anew.
+    pub fn with_channel_client(mut self, client: &ChannelClient) -> Self {
+        self.gateway = Gateway::builder()
+            .with_cache_dir(self.cache_dir.join(rattler_cache::REPODATA_CACHE_DIR))
+            .with_package_cache(self.package_cache.clone())
+            .with_client(client.lazy())
+            .finish();
+        self.client = Some(client.clone());
+        self
+    }
+
+    /// Limits each call of [`Self::solve`] (all platforms, repodata
+    /// included) to `limit`; the clone shares its caches with `self`.
+    pub fn with_call_limit(mut self, limit: Duration) -> Self {
+        self.call_limit = Some(limit);
+        self
     }
 
     /// How long a remote channel's repodata is trusted before it is
@@ -106,6 +137,20 @@ impl EnvironmentSolver {
     }
 
     pub async fn solve(&self, spec: &CanonicalSpec) -> Result<SolvedEnvironment, SolveError> {
+        let Some(limit) = self.call_limit else {
+            return self.solve_unlimited(spec).await;
+        };
+        tokio::time::timeout(limit, self.solve_unlimited(spec))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SolveError::Timeout {
+                    platform: spec.platforms.join(", "),
+                    seconds: limit.as_secs(),
+                })
+            })
+    }
+
+    async fn solve_unlimited(&self, spec: &CanonicalSpec) -> Result<SolvedEnvironment, SolveError> {
         // Parsed on the first cache miss only: a cached answer needs none.
         let mut specs = None;
         let channels: Vec<Url> = spec
@@ -169,6 +214,28 @@ impl EnvironmentSolver {
         }
     }
 
+    /// The caller's message for a failed repodata load, the gateway's error
+    /// (secrets masked) in the server log.
+    fn repodata_error(&self, platform: &str, channels: &[Url], error: &GatewayError) -> SolveError {
+        let detail = envstore_core::error_chain(error);
+        let detail = match &self.client {
+            Some(client) => client.redact(&detail),
+            None => detail,
+        };
+        tracing::warn!(platform, error = %detail, "failed to load repodata");
+        let reason = match crate::http::request_error(error) {
+            Some(failed) => failed.to_string(),
+            None => format!(
+                "the repodata of {} could not be read (the server log has the details)",
+                channels.iter().map(|url| format!("'{}'", envstore_core::public_url(url))).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        SolveError::Repodata {
+            platform: platform.to_owned(),
+            reason,
+        }
+    }
+
     async fn solve_platform(
         &self,
         channels: &[Url],
@@ -183,10 +250,7 @@ impl EnvironmentSolver {
             .recursive(true)
             .execute()
             .await
-            .map_err(|source| SolveError::Repodata {
-                platform: platform.clone(),
-                source,
-            })?;
+            .map_err(|error| self.repodata_error(&platform, channels, &error))?;
         let timeout = self.timeout;
         let solved = tokio::task::spawn_blocking(move || {
             let task = SolverTask {

@@ -132,6 +132,33 @@ impl std::fmt::Debug for ArtifactStore {
     }
 }
 
+/// How long connecting to the object store may take, unless `AWS_CONNECT_TIMEOUT` says otherwise.
+pub const STORE_CONNECT_TIMEOUT: &str = "5s";
+/// How long the object store may stay silent while answering, unless `AWS_READ_TIMEOUT` says otherwise.
+pub const STORE_READ_TIMEOUT: &str = "30s";
+/// How long one request to the object store may take in all, unless `AWS_TIMEOUT` says otherwise.
+pub const STORE_REQUEST_TIMEOUT: &str = "120s";
+
+/// An S3 builder with our time limits, then whatever the `AWS_*`
+/// variables say (as `AmazonS3Builder::from_env` reads them), so an
+/// operator can still change every limit.
+fn s3_builder() -> AmazonS3Builder {
+    use object_store::ClientConfigKey;
+    use object_store::aws::AmazonS3ConfigKey;
+    let mut builder = AmazonS3Builder::new()
+        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), STORE_CONNECT_TIMEOUT)
+        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout), STORE_READ_TIMEOUT)
+        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), STORE_REQUEST_TIMEOUT);
+    for (key, value) in std::env::vars() {
+        if key.starts_with("AWS_")
+            && let Ok(config) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+        {
+            builder = builder.with_config(config, value);
+        }
+    }
+    builder
+}
+
 impl ArtifactStore {
     /// Opens `file:///path` (created if missing) or `s3://bucket/prefix`
     /// (endpoint, region and credentials from the usual `AWS_*` variables).
@@ -154,7 +181,7 @@ impl ArtifactStore {
                 let bucket = url
                     .host_str()
                     .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
-                let s3 = AmazonS3Builder::from_env()
+                let s3 = s3_builder()
                     .with_bucket_name(bucket)
                     .build()
                     .map_err(|source| StoreError::Open {

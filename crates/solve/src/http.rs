@@ -1,0 +1,562 @@
+//! The one HTTP client the service uses towards channels, for repodata (the
+//! gateway) and package downloads (the installer): every request must lie
+//! inside an allowed channel, redirects are followed only into an allowed
+//! channel, connects and reads have time limits, and the credentials taken
+//! out of the configured channel URLs are put back on the wire here and
+//! nowhere else. What fails is reported by channel and channel-relative
+//! path; what the channel's server answered stays in the server log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use envstore_core::{ChannelAllowlist, ChannelCredential, public_url};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::{Request, Response, StatusCode};
+use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
+use url::Url;
+
+/// How long connecting to a channel's server may take, unless configured.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a channel's server may stay silent (waiting for its answer, or
+/// between two reads of it), unless configured.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Redirects followed for one request, each into an allowed channel.
+const MAX_REDIRECTS: usize = 5;
+
+/// Time limits of requests towards channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkLimits {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl Default for NetworkLimits {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+        }
+    }
+}
+
+/// What went wrong with one request, in words that echo nothing the
+/// channel's server said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFailure {
+    /// The URL is not inside an allowed channel: never sent.
+    Outside,
+    /// The server redirected outside the allowed channels: not followed.
+    Redirected,
+    /// No answer (or no more of it) within the read limit.
+    TimedOut(Duration),
+    /// No connection within the connect limit, or refused.
+    Unreachable,
+    /// The server answered with an error status.
+    Answered,
+    /// Anything else; the server log has it.
+    Failed,
+}
+
+impl std::fmt::Display for RequestFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Outside => f.write_str("was refused: the URL is not inside an allowed channel"),
+            Self::Redirected => f.write_str(
+                "was redirected outside the allowed channels; the redirect was not followed",
+            ),
+            Self::TimedOut(limit) => write!(f, "got no answer within {} s", limit.as_secs_f64()),
+            Self::Unreachable => f.write_str("could not connect to the channel's server"),
+            Self::Answered => f.write_str(
+                "failed: the channel's server answered with an error (the server log has it)",
+            ),
+            Self::Failed => f.write_str("failed (the server log has the details)"),
+        }
+    }
+}
+
+/// A request towards a channel that failed, by channel name and the path
+/// below the channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("channel '{channel}': fetching '{path}' {failure}")]
+pub struct ChannelRequestError {
+    pub channel: String,
+    pub path: String,
+    pub failure: RequestFailure,
+}
+
+/// The refusal a redirect out of the allowed channels gets from the policy.
+#[derive(Debug, thiserror::Error)]
+#[error("a redirect outside the allowed channels")]
+struct RedirectRefused;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    #[error("failed to build the HTTP client for channels")]
+    Build(#[source] reqwest::Error),
+}
+
+/// The client towards the allowed channels, and what it needs to keep
+/// their secrets out of messages.
+#[derive(Clone)]
+pub struct ChannelClient {
+    client: ClientWithMiddleware,
+    allowlist: Arc<ChannelAllowlist>,
+    limits: NetworkLimits,
+}
+
+impl std::fmt::Debug for ChannelClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelClient")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelClient {
+    pub fn new(
+        allowlist: &ChannelAllowlist,
+        limits: NetworkLimits,
+    ) -> Result<Self, HttpClientError> {
+        let allowlist = Arc::new(allowlist.clone());
+        let redirects = allowlist.clone();
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS || redirects.locate(attempt.url()).is_err()
+            {
+                attempt.error(RedirectRefused)
+            } else {
+                attempt.follow()
+            }
+        });
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("envstore/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(limits.connect_timeout)
+            .read_timeout(limits.read_timeout)
+            .redirect(policy)
+            .build()
+            .map_err(HttpClientError::Build)?;
+        let client = reqwest_middleware::ClientBuilder::new(client)
+            .with(ChannelGuard {
+                allowlist: allowlist.clone(),
+                limits,
+            })
+            .build();
+        Ok(Self {
+            client,
+            allowlist,
+            limits,
+        })
+    }
+
+    /// The client, as rattler's gateway and installer take it.
+    pub fn lazy(&self) -> rattler_networking::LazyClient {
+        self.client.clone().into()
+    }
+
+    pub fn client(&self) -> &ClientWithMiddleware {
+        &self.client
+    }
+
+    pub fn limits(&self) -> NetworkLimits {
+        self.limits
+    }
+
+    /// `text` with the channels' secrets masked.
+    pub fn redact(&self, text: &str) -> String {
+        self.allowlist.redact_text(text)
+    }
+}
+
+/// The middleware that checks, authenticates and reports every request.
+struct ChannelGuard {
+    allowlist: Arc<ChannelAllowlist>,
+    limits: NetworkLimits,
+}
+
+impl ChannelGuard {
+    fn refuse(
+        &self,
+        channel: &str,
+        path: String,
+        failure: RequestFailure,
+    ) -> reqwest_middleware::Error {
+        reqwest_middleware::Error::middleware(ChannelRequestError {
+            channel: channel.to_owned(),
+            path,
+            failure,
+        })
+    }
+
+    fn classify(&self, error: &reqwest_middleware::Error) -> RequestFailure {
+        match error {
+            reqwest_middleware::Error::Reqwest(error) if error.is_redirect() => {
+                RequestFailure::Redirected
+            }
+            reqwest_middleware::Error::Reqwest(error) if error.is_connect() => {
+                RequestFailure::Unreachable
+            }
+            reqwest_middleware::Error::Reqwest(error) if error.is_timeout() => {
+                RequestFailure::TimedOut(self.limits.read_timeout)
+            }
+            _ => RequestFailure::Failed,
+        }
+    }
+}
+
+/// Whether a path below a channel names a package archive (rather than
+/// repodata, whose missing variants the gateway probes for with 404s).
+fn is_package(path: &str) -> bool {
+    path.ends_with(".conda") || path.ends_with(".tar.bz2")
+}
+
+#[async_trait::async_trait]
+impl Middleware for ChannelGuard {
+    async fn handle(
+        &self,
+        mut request: Request,
+        extensions: &mut http::Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let url = request.url().clone();
+        let (channel, path) = match self.allowlist.locate(&url) {
+            Ok((channel, path)) => (channel.name.clone(), path.relative()),
+            Err(defect) => {
+                let shown = public_url(&url).to_string();
+                tracing::warn!(url = %self.allowlist.redact_text(&shown), %defect, "refused a request outside the allowed channels");
+                return Err(self.refuse("(none)", shown, RequestFailure::Outside));
+            }
+        };
+        authenticate(&self.allowlist, &mut request, &url);
+        match next.run(request, extensions).await {
+            Ok(response) => {
+                let status = response.status();
+                let passes = status.is_success()
+                    || status.is_redirection()
+                    || (status == StatusCode::NOT_FOUND && !is_package(&path));
+                if passes {
+                    return Ok(response);
+                }
+                tracing::warn!(channel, path, %status, "a channel's server answered with an error");
+                Err(self.refuse(&channel, path, RequestFailure::Answered))
+            }
+            Err(error) => {
+                let failure = self.classify(&error);
+                let detail = self
+                    .allowlist
+                    .redact_text(&envstore_core::error_chain(&error));
+                tracing::warn!(channel, path, error = %detail, "a request to a channel failed");
+                Err(self.refuse(&channel, path, failure))
+            }
+        }
+    }
+}
+
+/// Puts the credentials configured for the request's channel on it: basic
+/// authentication as a header, a token as the `/t/<token>/` path prefix.
+fn authenticate(allowlist: &ChannelAllowlist, request: &mut Request, url: &Url) {
+    let Some(secret) = allowlist
+        .secrets()
+        .iter()
+        .find(|secret| url.as_str().starts_with(secret.channel.as_str()))
+    else {
+        return;
+    };
+    for credential in &secret.credentials {
+        match credential {
+            ChannelCredential::Basic { username, password } => {
+                let pair = format!("{username}:{}", password.as_deref().unwrap_or_default());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                if let Ok(mut value) = HeaderValue::from_str(&format!("Basic {encoded}")) {
+                    value.set_sensitive(true);
+                    request.headers_mut().insert(AUTHORIZATION, value);
+                }
+            }
+            ChannelCredential::Token(token) => {
+                let path = format!("/t/{token}{}", request.url().path());
+                request.url_mut().set_path(&path);
+            }
+        }
+    }
+}
+
+/// The failed request inside a gateway or installer error, if the failure
+/// was a request of this client's.
+pub fn request_error(error: &(dyn std::error::Error + 'static)) -> Option<ChannelRequestError> {
+    fn from_middleware(error: &reqwest_middleware::Error) -> Option<ChannelRequestError> {
+        match error {
+            reqwest_middleware::Error::Middleware(inner) => {
+                inner.downcast_ref::<ChannelRequestError>().cloned()
+            }
+            reqwest_middleware::Error::Reqwest(_) => None,
+        }
+    }
+    fn from_anyhow(error: &anyhow::Error) -> Option<ChannelRequestError> {
+        error
+            .downcast_ref::<ChannelRequestError>()
+            .cloned()
+            .or_else(|| {
+                error
+                    .downcast_ref::<reqwest_middleware::Error>()
+                    .and_then(from_middleware)
+            })
+    }
+    use rattler_repodata_gateway::GatewayError;
+    use rattler_repodata_gateway::fetch::FetchRepoDataError;
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<ChannelRequestError>() {
+            return Some(found.clone());
+        }
+        let found = if let Some(error) = error.downcast_ref::<reqwest_middleware::Error>() {
+            from_middleware(error)
+        } else if let Some(FetchRepoDataError::HttpError(error)) =
+            error.downcast_ref::<FetchRepoDataError>()
+        {
+            from_middleware(error)
+        } else if let Some(error) = error.downcast_ref::<GatewayError>() {
+            match error {
+                GatewayError::FetchRepoDataError(FetchRepoDataError::HttpError(error)) => {
+                    from_middleware(error)
+                }
+                GatewayError::ReqwestMiddlewareError(error) => from_anyhow(error),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if found.is_some() {
+            return found;
+        }
+        current = error.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use envstore_core::NamedChannel;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A loopback server answering each request line (with `auth=` whether
+    /// it had an Authorization header) through `answer`; `None` never answers.
+    async fn server(answer: fn(&str) -> Option<String>) -> (Url, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = Url::parse(&format!(
+            "http://{}/",
+            listener.local_addr().expect("an address")
+        ))
+        .expect("a URL");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => head.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_lowercase();
+                    let line = format!(
+                        "{} auth={}",
+                        head.lines().next().unwrap_or_default(),
+                        head.contains("\r\nauthorization: basic ")
+                    );
+                    log.lock().expect("the log").push(line.clone());
+                    match answer(&line) {
+                        Some(response) => {
+                            let _ = stream.write_all(response.as_bytes()).await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn ok(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn client(channels: &[(&str, String)], limits: NetworkLimits) -> ChannelClient {
+        let channels = channels
+            .iter()
+            .map(|(name, url)| NamedChannel::parse(&format!("{name}={url}")).expect("a channel"))
+            .collect();
+        ChannelClient::new(&ChannelAllowlist::new(channels), limits).expect("a client")
+    }
+
+    fn failure(error: reqwest_middleware::Error) -> ChannelRequestError {
+        request_error(&error).unwrap_or_else(|| panic!("not a channel request error: {error}"))
+    }
+
+    #[tokio::test]
+    async fn requests_outside_the_allowed_channels_are_never_sent() {
+        let (url, seen) = server(|_| Some(ok("x"))).await;
+        let client = client(&[("chan", format!("{url}chan/"))], NetworkLimits::default());
+        for outside in [
+            "chan-sibling/noarch/repodata.json",
+            "chan/noarch%2F..%2F..%2Fsecret",
+            "other/x",
+        ] {
+            let error = client
+                .client()
+                .get(url.join(outside).expect("a URL"))
+                .send()
+                .await
+                .expect_err("a channel request error");
+            assert_eq!(failure(error).failure, RequestFailure::Outside, "{outside}");
+        }
+        assert!(seen.lock().expect("the log").is_empty());
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_into_an_allowed_channel_only() {
+        let (outside, outside_seen) = server(|_| Some(ok("outside"))).await;
+        let (url, _) = server(|line| {
+            Some(if line.contains("/chan/inside") {
+                "HTTP/1.1 302 Found\r\nLocation: /chan/target\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+            } else if line.contains("/chan/target") {
+                ok("target")
+            } else {
+                // The port of the outside server is unknown here: any other host will do.
+                "HTTP/1.1 302 Found\r\nLocation: http://localhost:9/x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+            })
+        })
+        .await;
+        let client = client(
+            &[
+                ("chan", format!("{url}chan/")),
+                ("other", format!("{outside}other/")),
+            ],
+            NetworkLimits::default(),
+        );
+        let response = client
+            .client()
+            .get(url.join("chan/inside").expect("a URL"))
+            .send()
+            .await
+            .expect("followed");
+        assert_eq!(response.text().await.expect("a body"), "target");
+        let error = client
+            .client()
+            .get(url.join("chan/away").expect("a URL"))
+            .send()
+            .await
+            .expect_err("a channel request error");
+        let failed = failure(error);
+        assert_eq!(
+            (failed.channel.as_str(), failed.path.as_str()),
+            ("chan", "away")
+        );
+        assert_eq!(failed.failure, RequestFailure::Redirected);
+        assert!(!failed.to_string().contains("localhost:9"), "{failed}");
+        assert!(outside_seen.lock().expect("the log").is_empty());
+    }
+
+    #[tokio::test]
+    async fn credentials_go_on_the_wire_and_nowhere_else() {
+        let (url, seen) = server(|line| {
+            Some(
+                if line.contains("/secret-path/") || line.contains("error") {
+                    ok("x")
+                } else {
+                    ok("y")
+                },
+            )
+        })
+        .await;
+        let host = url.authority().to_owned();
+        let client = client(
+            &[
+                ("basic", format!("http://reader:hunter2-pass@{host}/basic/")),
+                ("tokened", format!("http://{host}/t/tk-SECRET-9/tokened/")),
+            ],
+            NetworkLimits::default(),
+        );
+        for path in ["basic/noarch/repodata.json", "tokened/noarch/repodata.json"] {
+            let response = client
+                .client()
+                .get(url.join(path).expect("a URL"))
+                .send()
+                .await
+                .expect("answered");
+            assert!(response.status().is_success());
+        }
+        let seen = seen.lock().expect("the log").clone();
+        assert_eq!(
+            seen,
+            [
+                "get /basic/noarch/repodata.json http/1.1 auth=true",
+                "get /t/tk-secret-9/tokened/noarch/repodata.json http/1.1 auth=false"
+            ]
+        );
+        assert!(!format!("{client:?}").contains("hunter2"));
+        assert_eq!(
+            client.redact("at /t/tk-SECRET-9/ with hunter2-pass"),
+            "at /t/********/ with ********"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_runs_into_the_read_limit_and_errors_echo_nothing() {
+        let (url, _) = server(|line| {
+            if line.contains("silent") {
+                None
+            } else {
+                Some("HTTP/1.1 500 SECRET-STATUS\r\nContent-Length: 11\r\nConnection: close\r\n\r\nSECRET-BODY".to_owned())
+            }
+        })
+        .await;
+        let limits = NetworkLimits {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_millis(300),
+        };
+        let client = client(&[("chan", format!("{url}chan/"))], limits);
+        let started = std::time::Instant::now();
+        let error = client
+            .client()
+            .get(url.join("chan/silent").expect("a URL"))
+            .send()
+            .await
+            .expect_err("a channel request error");
+        assert_eq!(
+            failure(error).failure,
+            RequestFailure::TimedOut(limits.read_timeout)
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let error = client
+            .client()
+            .get(url.join("chan/noarch/x-1-0.conda").expect("a URL"))
+            .send()
+            .await
+            .expect_err("a channel request error");
+        let failed = failure(error);
+        assert_eq!(failed.failure, RequestFailure::Answered);
+        let shown = failed.to_string();
+        assert!(
+            shown.contains("channel 'chan': fetching 'noarch/x-1-0.conda'"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("500"),
+            "{shown}"
+        );
+    }
+}

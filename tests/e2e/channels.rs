@@ -552,3 +552,24 @@ async fn every_wait_on_a_channel_has_a_limit() {
     );
     server.stop().await;
 }
+
+/// Item 7: repodata is bounded too. A channel whose repodata is over the
+/// configured limit fails the build with a message naming the channel, the
+/// file and the limit, and nothing is built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repodata_over_its_limit_fails_the_build_naming_the_limit() {
+    let demo = DemoChannel::start().await;
+    let server = server_with(vec![demo.allowed_as("demo")], |config| {
+        config.limits.network.max_repodata_bytes = 512;
+    })
+    .await;
+    let token = team(&server, None).await;
+    let (_, build) = build_as(&server, &token, "big", &envstore_tests::demo_spec_yaml("demo")).await;
+    assert_eq!(build["status"], "failed", "{build:#}");
+    let error = build["error"].as_str().unwrap_or_default();
+    assert!(error.contains("channel 'demo'"), "{error}");
+    assert!(error.contains("repodata"), "{error}");
+    assert!(error.contains("larger than the repodata limit of 512 bytes"), "{error}");
+    assert!(prefixes(&server).is_empty(), "nothing built: {:?}", prefixes(&server));
+    server.stop().await;
+}

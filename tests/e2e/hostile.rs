@@ -95,6 +95,8 @@ async fn every_hostile_package_fails_its_build_and_touches_nothing_outside() {
         StatusCode::CREATED
     );
     let _ = std::fs::remove_file(ABSOLUTE_ENTRY);
+    // The attacker: a developer of `team`, and of nothing else.
+    let developer = envstore_tests::channels::developer_token(&server, "team", "mallory").await;
 
     // Another namespace's environment, built before the attacks.
     let spec = "channels: [hostile]\ndependencies: [evil-linkdir]\nplatforms: [linux-64]\n";
@@ -122,7 +124,7 @@ async fn every_hostile_package_fails_its_build_and_touches_nothing_outside() {
         };
         let spec =
             format!("channels: [{channel}]\ndependencies: [{name}]\nplatforms: [linux-64]\n");
-        let build_id = server.submit_yaml("team", name, &spec).await;
+        let build_id = server.submit_yaml_as(&developer, "team", name, &spec).await;
         let build = server.wait_for_build(&build_id).await;
         let error = build["error"].as_str().unwrap_or_default().to_owned();
         outcomes.push(format!(
@@ -240,7 +242,7 @@ async fn every_hostile_package_fails_its_build_and_touches_nothing_outside() {
     // Setuid and world-writable bits are dropped; the package installs.
     let spec = "channels: [hostile]\ndependencies: [evil-setuid]\nplatforms: [linux-64]\n";
     let build = server
-        .wait_for_build(&server.submit_yaml("team", "evil-setuid", spec).await)
+        .wait_for_build(&server.submit_yaml_as(&developer, "team", "evil-setuid", spec).await)
         .await;
     assert_eq!(build["status"], "succeeded", "{build:#}");
     let prefix = server.environment_link("team", "evil-setuid");
@@ -277,6 +279,7 @@ async fn a_package_the_gateway_put_in_the_cache_is_checked_before_it_is_linked()
         server.create_namespace("team").await.status(),
         StatusCode::CREATED
     );
+    let developer = envstore_tests::channels::developer_token(&server, "team", "mallory").await;
     // What the gateway or another process would leave: rattler's own
     // extraction of the archive, in the shared cache, before any build.
     let kind = HostileKind::TypeMismatch;
@@ -313,7 +316,7 @@ async fn a_package_the_gateway_put_in_the_cache_is_checked_before_it_is_linked()
         kind.package_name()
     );
     let build = server
-        .wait_for_build(&server.submit_yaml("team", "cached", &spec).await)
+        .wait_for_build(&server.submit_yaml_as(&developer, "team", "cached", &spec).await)
         .await;
     assert_eq!(build["status"], "failed", "{build:#}");
     let error = build["error"].as_str().unwrap_or_default();

@@ -41,10 +41,8 @@ async fn variables_are_set_on_activation_and_name_their_own_prefix() {
     assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
     let plain_spec = "channels: [demo]\ndependencies: [python 3.11.*]\nplatforms: [linux-64]\n";
     let plain = build(&server, "team", "plain", plain_spec).await;
-    let with_variables = format!(
-        "channels: [demo]\ndependencies: [python 3.11.*, ipykernel]\nplatforms: [linux-64]\nvariables:\n  MODE: \"it's fast\"\n  THREADS: 4\n"
-    );
-    let varied = build(&server, "team", "varied", &with_variables).await;
+    let with_variables = "channels: [demo]\ndependencies: [python 3.11.*, ipykernel]\nplatforms: [linux-64]\nvariables:\n  MODE: \"it's fast\"\n  THREADS: 4\n";
+    let varied = build(&server, "team", "varied", with_variables).await;
     assert_ne!(varied["lock_hash"], plain["lock_hash"], "the variables are written into the prefix, so it is another prefix");
     assert_eq!(varied["spec"]["variables"], json!({ "MODE": "it's fast", "THREADS": "4" }), "{varied:#}");
 

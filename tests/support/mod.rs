@@ -169,7 +169,21 @@ impl TestServer {
 
     /// Submits and returns the build id, asserting the 202.
     pub async fn submit_yaml(&self, namespace: &str, name: &str, body: &str) -> String {
-        let response = self.submit(namespace, name, "application/yaml", body).await;
+        self.submit_yaml_as(&self.token, namespace, name, body).await
+    }
+
+    /// Submits as the holder of `token` (a namespace developer, say) and
+    /// returns the build id, asserting the 202.
+    pub async fn submit_yaml_as(&self, token: &str, namespace: &str, name: &str, body: &str) -> String {
+        let response = self
+            .client
+            .put(self.url(&format!("/api/v1/namespaces/{namespace}/environments/{name}")))
+            .bearer_auth(token)
+            .header("content-type", "application/yaml")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("PUT is answered");
         let status = response.status();
         let json: Value = response.json().await.expect("a JSON body");
         assert_eq!(status, StatusCode::ACCEPTED, "{json}");

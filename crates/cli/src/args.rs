@@ -217,6 +217,9 @@ pub struct LimitArgs {
     /// between two reads of its answer).
     #[arg(long, env = "ENVSTORE_CHANNEL_READ_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub channel_read_timeout_seconds: u64,
+    /// Bytes one repodata answer from a channel may carry on the wire.
+    #[arg(long, env = "ENVSTORE_MAX_REPODATA_BYTES", default_value_t = envstore_solve::DEFAULT_MAX_REPODATA_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_repodata_bytes: u64,
 }
 
 impl LimitArgs {
@@ -228,6 +231,7 @@ impl LimitArgs {
             network: envstore_solve::NetworkLimits {
                 connect_timeout: Duration::from_secs(self.channel_connect_timeout_seconds),
                 read_timeout: Duration::from_secs(self.channel_read_timeout_seconds),
+                max_repodata_bytes: self.max_repodata_bytes,
             },
         }
     }

@@ -497,7 +497,7 @@ fn garbage_collection_runs_on_a_schedule_over_the_prefixes_the_nodes_use() {
         }
     }
     let data_dir = data_dir.expect("the CronJob names the data folder");
-    assert_eq!(claim_mounts(pod, "envstore-data"), [data_dir.clone()], "the shared volume at the data folder");
+    assert_eq!(claim_mounts(pod, "envstore-data"), std::slice::from_ref(&data_dir), "the shared volume at the data folder");
     let worker = deployments(&manifests).into_iter().find(|d| d.name() == "envstore-worker").expect("the workers");
     assert_eq!(
         claim_mounts(&worker.document["spec"]["template"]["spec"], "envstore-data"),

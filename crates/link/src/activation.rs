@@ -334,10 +334,8 @@ mod tests {
         let mut expanded = String::new();
         let mut characters = line.chars().peekable();
         while let Some(character) = characters.next() {
-            if character == '%' {
-                if characters.next_if_eq(&'%').is_none() {
-                    return Err(format!("a lone % expands a variable: {line}"));
-                }
+            if character == '%' && characters.next_if_eq(&'%').is_none() {
+                return Err(format!("a lone % expands a variable: {line}"));
             }
             expanded.push(character);
         }

@@ -23,14 +23,21 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// between two reads of it), unless configured.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The largest repodata answer read from a channel, unless configured: far
+/// above conda-forge's biggest `repodata.json` (a few hundred MiB).
+pub const DEFAULT_MAX_REPODATA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// Redirects followed for one request, each into an allowed channel.
 const MAX_REDIRECTS: usize = 5;
 
-/// Time limits of requests towards channels.
+/// Time and size limits of requests towards channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetworkLimits {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Bytes one answer that is not a package archive (repodata, shards)
+    /// may carry on the wire; archives are bounded by the package limits.
+    pub max_repodata_bytes: u64,
 }
 
 impl Default for NetworkLimits {
@@ -38,6 +45,7 @@ impl Default for NetworkLimits {
         Self {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            max_repodata_bytes: DEFAULT_MAX_REPODATA_BYTES,
         }
     }
 }
@@ -56,6 +64,8 @@ pub enum RequestFailure {
     Unreachable,
     /// The server answered with an error status.
     Answered,
+    /// The answer says it is larger than the limit for repodata.
+    TooLarge(u64),
     /// Anything else; the server log has it.
     Failed,
 }
@@ -71,6 +81,10 @@ impl std::fmt::Display for RequestFailure {
             Self::Unreachable => f.write_str("could not connect to the channel's server"),
             Self::Answered => f.write_str(
                 "failed: the channel's server answered with an error (the server log has it)",
+            ),
+            Self::TooLarge(limit) => write!(
+                f,
+                "was refused: the answer is larger than the repodata limit of {limit} bytes"
             ),
             Self::Failed => f.write_str("failed (the server log has the details)"),
         }
@@ -235,8 +249,16 @@ impl Middleware for ChannelGuard {
                 let passes = status.is_success()
                     || status.is_redirection()
                     || (status == StatusCode::NOT_FOUND && !is_package(&path));
-                if passes {
+                if passes && is_package(&path) {
                     return Ok(response);
+                }
+                if passes {
+                    let limit = self.limits.max_repodata_bytes;
+                    if response.content_length().is_some_and(|length| length > limit) {
+                        tracing::warn!(channel, path, limit, "a channel's answer is over the repodata limit");
+                        return Err(self.refuse(&channel, path, RequestFailure::TooLarge(limit)));
+                    }
+                    return Ok(bounded(response, limit));
                 }
                 tracing::warn!(channel, path, %status, "a channel's server answered with an error");
                 Err(self.refuse(&channel, path, RequestFailure::Answered))
@@ -250,6 +272,30 @@ impl Middleware for ChannelGuard {
                 Err(self.refuse(&channel, path, failure))
             }
         }
+    }
+}
+
+/// `response` with its body cut off with an error past `limit` bytes, for
+/// answers that do not say their length up front.
+fn bounded(response: Response, limit: u64) -> Response {
+    use reqwest::ResponseBuilderExt;
+    let url = response.url().clone();
+    let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+    let limited = reqwest::Body::wrap(http_body_util::Limited::new(
+        body,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    ));
+    let mut builder = http::Response::builder()
+        .status(parts.status)
+        .version(parts.version)
+        .url(url);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers;
+    }
+    match builder.body(limited) {
+        Ok(rebuilt) => Response::from(rebuilt),
+        // Status, version and headers came from a valid answer.
+        Err(_) => Response::from(http::Response::new(reqwest::Body::from(Vec::new()))),
     }
 }
 
@@ -407,6 +453,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn repodata_answers_are_bounded_with_or_without_a_length() {
+        let big = "x".repeat(4096);
+        let (url, _) = server(|line| {
+            let body = "x".repeat(4096);
+            Some(if line.contains("unsized") {
+                // No length: the body runs until the connection closes.
+                format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{body}")
+            } else {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            })
+        })
+        .await;
+        let limits = NetworkLimits {
+            max_repodata_bytes: 1024,
+            ..NetworkLimits::default()
+        };
+        let client = client(&[("chan", format!("{url}chan/"))], limits);
+        let error = client
+            .client()
+            .get(url.join("chan/noarch/repodata.json").expect("a URL"))
+            .send()
+            .await
+            .expect_err("over the limit");
+        let failure = failure(error);
+        assert_eq!(failure.failure, RequestFailure::TooLarge(1024));
+        assert_eq!(failure.path, "noarch/repodata.json");
+        assert!(failure.to_string().contains("larger than the repodata limit of 1024 bytes"), "{failure}");
+
+        let response = client
+            .client()
+            .get(url.join("chan/noarch/unsized-repodata.json").expect("a URL"))
+            .send()
+            .await
+            .expect("the head is under no limit");
+        assert!(response.bytes().await.is_err(), "the body stops at the limit");
+
+        let archive = client
+            .client()
+            .get(url.join("chan/noarch/pkg-1.0-0.conda").expect("a URL"))
+            .send()
+            .await
+            .expect("archives are bounded by the package limits instead");
+        assert_eq!(archive.bytes().await.expect("the whole archive"), big.as_bytes());
+    }
+
+    #[tokio::test]
     async fn requests_outside_the_allowed_channels_are_never_sent() {
         let (url, seen) = server(|_| Some(ok("x"))).await;
         let client = client(&[("chan", format!("{url}chan/"))], NetworkLimits::default());
@@ -527,6 +619,7 @@ mod tests {
         let limits = NetworkLimits {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_millis(300),
+            ..NetworkLimits::default()
         };
         let client = client(&[("chan", format!("{url}chan/"))], limits);
         let started = std::time::Instant::now();

@@ -156,13 +156,7 @@ impl Writer<'_> {
                     .map_err(corrupt)?;
                 }
                 EntryType::Symlink => {
-                    let link = entry
-                        .link_name()
-                        .map_err(corrupt)?
-                        .ok_or_else(|| {
-                            Rejection::Corrupt(format!("{shown}: a link without a target"))
-                        })?
-                        .into_owned();
+                    let link = link_target(&entry, &shown)?;
                     if !link_stays_inside(&path, &link) {
                         return Err(Rejection::EscapingLink {
                             path: shown,
@@ -175,13 +169,7 @@ impl Writer<'_> {
                     self.links.insert(path);
                 }
                 EntryType::Link => {
-                    let link = entry
-                        .link_name()
-                        .map_err(corrupt)?
-                        .ok_or_else(|| {
-                            Rejection::Corrupt(format!("{shown}: a link without a target"))
-                        })?
-                        .into_owned();
+                    let link = link_target(&entry, &shown)?;
                     let link: PathBuf = link
                         .components()
                         .filter(|c| !matches!(c, std::path::Component::CurDir))
@@ -288,4 +276,13 @@ impl Writer<'_> {
             Rejection::Corrupt(format!("{}: {error}", path.display()))
         }
     }
+}
+
+/// The target a symlink or hard link member names.
+fn link_target<R: std::io::Read>(entry: &tar::Entry<'_, R>, shown: &str) -> Result<PathBuf, Rejection> {
+    entry
+        .link_name()
+        .map_err(|error| Rejection::Corrupt(error.to_string()))?
+        .map(std::borrow::Cow::into_owned)
+        .ok_or_else(|| Rejection::Corrupt(format!("{shown}: a link without a target")))
 }

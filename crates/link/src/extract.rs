@@ -123,14 +123,7 @@ impl Writer<'_> {
                 EntryType::Regular | EntryType::Continuous => {
                     let size = entry.header().size().map_err(corrupt)?;
                     self.count_bytes(size)?;
-                    self.create_parents(&path)?;
-                    // `create_new` (O_EXCL) never follows a link at the path itself.
-                    let mut file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(mode)
-                        .open(&target)
-                        .map_err(|error| self.exists_or(&path, error))?;
+                    let mut file = self.create_file(&path, &target, mode)?;
                     // The header's size bounds what the entry yields.
                     let copied =
                         std::io::copy(&mut (&mut entry).take(size), &mut file).map_err(corrupt)?;
@@ -184,16 +177,10 @@ impl Writer<'_> {
                         .map_err(corrupt)?
                         .len();
                     self.count_bytes(size)?;
-                    self.create_parents(&path)?;
                     // A copy, not a link: the two names must not share an inode
                     // a later prefix replacement could write through.
                     let mut source = std::fs::File::open(self.dest.join(&link)).map_err(corrupt)?;
-                    let mut file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(mode)
-                        .open(&target)
-                        .map_err(|error| self.exists_or(&path, error))?;
+                    let mut file = self.create_file(&path, &target, mode)?;
                     std::io::copy(&mut (&mut source).take(size), &mut file).map_err(corrupt)?;
                     self.files.insert(path);
                 }
@@ -267,6 +254,19 @@ impl Writer<'_> {
                 .map_err(|error| Rejection::Corrupt(format!("{}: {error}", parent.display())))?;
         }
         Ok(())
+    }
+
+    /// Creates the member's file with `mode`, its folders first. `create_new`
+    /// (O_EXCL) never follows a link at the path itself, and a second member
+    /// of the same name is a duplicate.
+    fn create_file(&self, path: &Path, target: &Path, mode: u32) -> Result<std::fs::File, Rejection> {
+        self.create_parents(path)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(target)
+            .map_err(|error| self.exists_or(path, error))
     }
 
     fn exists_or(&self, path: &Path, error: std::io::Error) -> Rejection {

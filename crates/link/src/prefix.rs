@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use envstore_core::ContentHash;
 use rattler::install::{ExternalSymlinkPolicy, Installer, InstallerError};
-use rattler::package_cache::{PackageCache, PackageCacheError};
+use rattler::package_cache::PackageCache;
 use rattler_conda_types::package::{PathType, PathsJson};
 use rattler_conda_types::{RepoDataRecord, Subdir};
 use rattler_networking::LazyClient;
@@ -21,12 +21,6 @@ pub const MARKER_FILE: &str = "conda-meta/envstore-complete.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrefixError {
-    #[error("failed to fetch package '{package}'")]
-    Fetch {
-        package: String,
-        #[source]
-        source: PackageCacheError,
-    },
     #[error("failed to fetch package '{package}'")]
     Gate {
         package: String,

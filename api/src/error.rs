@@ -10,6 +10,10 @@ use envstore_solve::SolveError;
 use envstore_store::StoreError;
 use serde_json::{Map, Value, json};
 
+/// What `Retry-After` asks of a client when the database does not answer:
+/// about the time a restarted PostgreSQL or a freed disk takes to come back.
+pub const DATABASE_RETRY_AFTER_SECONDS: u64 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -65,6 +69,9 @@ pub enum ApiError {
     /// A lockfile submitted to be installed as is cannot be used.
     #[error("the lockfile cannot be installed: {0}")]
     InvalidLockfile(#[source] envstore_solve::LockError),
+    /// An `Idempotency-Key` sent again with another request than its first.
+    #[error("Idempotency-Key '{0}' was already used for a different request; send a new key for a new request")]
+    IdempotencyKeyReused(String),
     /// A submission its namespace's quota does not allow.
     #[error(transparent)]
     Quota(#[from] crate::routes::QuotaExceeded),
@@ -99,11 +106,13 @@ impl ApiError {
             Self::LockVerify(envstore_solve::VerifyError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             Self::LockVerify(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Spec(_) | Self::Name(_) | Self::Access(_) | Self::Policy(_) | Self::InvalidLockfile(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::Database(DbError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Database(DbError::Conflict(_)) => StatusCode::CONFLICT,
+            Self::Database(DbError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Solve(SolveError::Spec(_) | SolveError::Unsolvable { .. } | SolveError::Timeout { .. }) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -138,6 +147,7 @@ impl ApiError {
             ) => "repodata-unavailable",
             Self::LockVerify(_) => "invalid-lockfile",
             Self::TooManyStreams(_) => "too-many-streams",
+            Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
             Self::Spec(_) => "invalid-spec",
             Self::InvalidLockfile(_) => "invalid-lockfile",
             Self::Name(_) | Self::Access(_) => "invalid-name",
@@ -145,6 +155,7 @@ impl ApiError {
             Self::Policy(_) => "invalid-policy",
             Self::Database(DbError::NotFound(_)) => "not-found",
             Self::Database(DbError::Conflict(_)) => "conflict",
+            Self::Database(DbError::Unavailable { .. }) => "database-unavailable",
             Self::Solve(SolveError::Unsolvable { .. }) => "unsolvable",
             Self::Solve(SolveError::Timeout { .. }) => "solve-timeout",
             Self::Solve(SolveError::Spec(_)) => "invalid-spec",
@@ -195,6 +206,9 @@ impl ApiError {
         match self {
             Self::Database(DbError::NotFound(what)) => format!("{what} was not found"),
             Self::Database(DbError::Conflict(what)) => format!("{what} already exists"),
+            Self::Database(DbError::Unavailable { reason, .. }) => format!(
+                "the database does not answer ({reason}); try again in {DATABASE_RETRY_AFTER_SECONDS} s"
+            ),
             // The channel cannot be read: say which, so the caller can tell
             // a mistyped channel from an outage.
             Self::Solve(error @ SolveError::Repodata { .. }) => error_chain(error),
@@ -206,7 +220,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if let Self::Database(error @ DbError::Unavailable { .. }) = &self {
+            // An outage, not a bug: one line per request, the cause in it.
+            tracing::warn!(error = %error_chain(error).replace("\n ", ";"), "request failed: the database does not answer");
+        } else if status.is_server_error() {
             tracing::error!(error = %error_chain(&self), "request failed");
         }
         let mut body = Map::new();
@@ -235,6 +252,12 @@ impl IntoResponse for ApiError {
         }
         if matches!(self, Self::Busy | Self::TooManyStreams(_)) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+        }
+        if matches!(self, Self::Database(DbError::Unavailable { .. })) {
+            metrics::counter!("envstore_database_unavailable_total").increment(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(DATABASE_RETRY_AFTER_SECONDS));
         }
         response
     }

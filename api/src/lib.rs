@@ -5,9 +5,11 @@
 
 mod auth;
 mod error;
+mod idempotency;
 pub mod prometheus;
 mod observe;
 pub mod openapi;
+pub mod readiness;
 pub mod oidc;
 mod routes;
 mod views;
@@ -21,7 +23,8 @@ use envstore_store::ArtifactStore;
 use rattler_conda_types::Subdir;
 
 pub use auth::{AdminToken, AdminTokenError, BOOTSTRAP_SUBJECT, Caller, MIN_ADMIN_TOKEN_CHARS};
-pub use error::ApiError;
+pub use error::{ApiError, DATABASE_RETRY_AFTER_SECONDS};
+pub use idempotency::{IDEMPOTENCY_KEY_HEADER, MAX_KEY_BYTES, REPLAYED_HEADER};
 pub use observe::REQUEST_ID_HEADER;
 pub use routes::{KERNEL_PACKAGE, LOCK_HASH_HEADER, UsageFigures, UsageSettings, kernel_id, router, routes};
 pub use routes::{EventStreamLimits, EventStreams};
@@ -49,6 +52,8 @@ pub struct App {
     pub oidc: Option<oidc::OidcVerifier>,
     /// Where this node's prefixes live, to show a build's prefix path.
     pub prefixes_root: PathBuf,
+    /// The node's data folder, which `/ready` checks can be written.
+    pub data_dir: PathBuf,
     /// Where this node's environment links live (`<root>/<ns>/<name>`), so
     /// a rollback can point the link at the older prefix.
     pub environments_root: PathBuf,

@@ -33,6 +33,8 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ("envstore_lockfile_cache_lookups_total", "In-memory lockfile cache lookups, by result (hit or miss)."),
     ("envstore_prefixes_total", "Prefixes builds needed, by source: reused, materialised or built."),
     ("envstore_object_store_errors_total", "Object store requests that failed, by operation."),
+    ("envstore_database_unavailable_total", "Requests answered 503 because the database did not answer or could not write."),
+    ("envstore_not_ready_total", "Readiness probes answered 503 (database, store or data folder)."),
 ];
 
 /// Series shown from the start, at zero, so that a rate over them is
@@ -71,6 +73,9 @@ pub fn install() -> Result<(), InstallError> {
             metrics::describe_counter!(*name, *help);
         }
         metrics::describe_histogram!(PHASE_DURATIONS.0, metrics::Unit::Seconds, PHASE_DURATIONS.1);
+        for name in ["envstore_database_unavailable_total", "envstore_not_ready_total"] {
+            metrics::counter!(name).increment(0);
+        }
         for (name, label, values) in ZERO_SERIES {
             for value in *values {
                 metrics::counter!(*name, *label => *value).increment(0);
@@ -138,4 +143,26 @@ pub fn worker_router() -> axum::Router {
             get(|| async { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render_process()) }),
         )
         .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+}
+
+/// [`worker_router`] with `/ready`: the same checks as the API's (the
+/// database takes a write, the store answers, the data folder takes a
+/// file), for an orchestrator to hold a worker-only node out while it
+/// cannot build.
+pub fn worker_router_with_readiness(readiness: crate::readiness::Readiness) -> axum::Router {
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    worker_router().route(
+        "/ready",
+        get(move || {
+            let readiness = readiness.clone();
+            async move {
+                match readiness.check().await {
+                    Ok(checks) => axum::Json(checks).into_response(),
+                    Err(error) => error.into_response(),
+                }
+            }
+        }),
+    )
 }

@@ -79,6 +79,7 @@ impl Server {
             events: Arc::new(NoWorkers),
             oidc: None,
             prefixes_root: folder.0.join("prefixes"),
+            data_dir: folder.0.clone(),
             environments_root: folder.0.join("envs"),
             solver: envstore_solve::EnvironmentSolver::new(
                 &folder.0.join("cache"),

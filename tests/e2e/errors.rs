@@ -135,7 +135,13 @@ async fn writes_need_a_valid_token() {
 async fn an_unreachable_channel_is_retried_with_backoff_then_fails() {
     let channel = DemoChannel::start().await;
     let gone = envstore_core::NamedChannel::parse("gone=http://127.0.0.1:9/gone").unwrap();
-    let server = TestServer::start(vec![channel.allowed_as("demo"), gone]).await;
+    // Not retried by the channel client: each refusal fails the attempt.
+    let data = tempfile::tempdir().unwrap();
+    let backend = envstore_tests::Backend::from_env(data.path()).await;
+    let server = TestServer::start_configured(data, backend, vec![channel.allowed_as("demo"), gone], 2, |config| {
+        config.limits.network.transient_retry = std::time::Duration::ZERO;
+    })
+    .await;
     assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
     let build_id = server
         .submit_yaml("team", "offline", "channels: [gone]\ndependencies: [python]\nplatforms: [linux-64]\n")

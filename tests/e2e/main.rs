@@ -8,6 +8,7 @@ mod callers;
 mod channels;
 mod errors;
 mod hostile;
+mod idempotency;
 mod kernels;
 mod lifecycle;
 mod logs;

@@ -2,8 +2,10 @@
 //! lock, build the prefix, publish the artifacts, point the environment.
 
 mod gc;
+mod lease;
 mod log;
 mod materialize;
+mod pause;
 mod pipeline;
 mod pool;
 mod prefix_size;
@@ -12,6 +14,7 @@ mod prefix_step;
 pub use gc::{CollectedPrefix, GcError, GcOptions, GcReport, collect_garbage};
 pub use log::{BuildLog, BuildLogs};
 pub use materialize::{MaterializeError, materialize_environment};
+pub use pause::{TestPause, pause_line};
 pub use pipeline::{BuildContext, Layout};
 pub use pool::{WorkerPool, WorkerPoolConfig};
 
@@ -58,6 +61,10 @@ mod tests {
         let after_drop = renewals.load(Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(after_drop > 0);
-        assert_eq!(renewals.load(Ordering::Relaxed), after_drop, "no renewals after the guard is gone");
+        assert_eq!(
+            renewals.load(Ordering::Relaxed),
+            after_drop,
+            "no renewals after the guard is gone"
+        );
     }
 }

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -9,14 +10,41 @@ use envstore_link::ProgressSink;
 pub struct BuildLog {
     started: Instant,
     lines: Mutex<Vec<String>>,
+    /// Lines added so far, so a writer of the log can tell it changed.
+    version: AtomicU64,
+    /// Told when a phase begins, so the log is kept durably at once.
+    phase_changed: tokio::sync::Notify,
 }
+
+/// The most of a running attempt's log kept in the database: its end.
+pub(crate) const KEPT_LOG_BYTES: usize = 1 << 20;
 
 impl BuildLog {
     fn new() -> Self {
         Self {
             started: Instant::now(),
             lines: Mutex::new(Vec::new()),
+            version: AtomicU64::new(0),
+            phase_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Asks for the log to be kept durably now: a phase began.
+    pub(crate) fn phase_changed(&self) {
+        self.phase_changed.notify_one();
+    }
+
+    pub(crate) async fn wait_for_phase_change(&self) {
+        self.phase_changed.notified().await;
+    }
+
+    /// The log's last `max_bytes` at most, cut at a line start.
+    pub(crate) fn tail(&self, max_bytes: usize) -> String {
+        tail(&self.text(), max_bytes)
     }
 
     /// Puts the log of an earlier attempt before this one's lines, so the
@@ -43,7 +71,25 @@ impl ProgressSink for BuildLog {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(format!("[{elapsed:8.3}s] {line}"));
+        self.version.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The end of `text`, at most `max_bytes`, from the start of a line, with a
+/// first line saying that earlier ones were cut.
+pub(crate) fn tail(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    const CUT: &str = "[… earlier lines cut]\n";
+    let mut start = text.len() - max_bytes.saturating_sub(CUT.len());
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let start = text[start..]
+        .find('\n')
+        .map_or(text.len(), |newline| start + newline + 1);
+    format!("{CUT}{}", &text[start..])
 }
 
 /// Logs of the builds running in this process, by build id.
@@ -76,5 +122,20 @@ impl BuildLogs {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(build_id)
             .map(|log| log.text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_log_is_its_end_cut_at_a_line() {
+        assert_eq!(tail("a\nb\n", 100), "a\nb\n");
+        let text: String = (0..1000).map(|line| format!("line {line} é\n")).collect();
+        let kept = tail(&text, 200);
+        assert!(kept.len() <= 200, "{}", kept.len());
+        assert!(kept.starts_with("[… earlier lines cut]\nline "));
+        assert!(kept.ends_with("line 999 é\n"));
     }
 }

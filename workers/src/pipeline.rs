@@ -13,7 +13,9 @@ use envstore_store::{ArtifactStore, StoreError, artifact, keys};
 use rattler_conda_types::Subdir;
 
 use crate::error_chain;
-use crate::log::{BuildLog, BuildLogs};
+use crate::lease::LeaseEnd;
+use crate::lease::keep_lease;
+use crate::log::{BuildLog, BuildLogs, KEPT_LOG_BYTES};
 use crate::prefix_step::PrefixSource;
 use envstore_link::point_environment;
 
@@ -54,19 +56,16 @@ pub(crate) enum BuildError {
     Store(#[from] StoreError),
     #[error("the database failed")]
     Db(#[from] DbError),
-    #[error("package '{package}' ({platform}) comes from '{url}', which is not a package of the build's channels: {defect}")]
-    UrlNotAllowed {
-        package: String,
-        platform: String,
-        url: String,
-        defect: envstore_core::UrlDefect,
-    },
+    #[error(transparent)]
+    UrlNotAllowed(#[from] UrlNotAllowed),
     #[error("failed to point the environment at its prefix")]
     Link(#[source] std::io::Error),
     #[error("failed to materialise the prefix built elsewhere")]
     Materialize(#[from] crate::materialize::MaterializeError),
     #[error("a background task failed: {0}")]
     Task(String),
+    #[error("lost the lease on building the prefix: {0}")]
+    PrefixLeaseLost(&'static str),
     #[error("the stored lock reads back as {found}, not as the lock {expected} the build asked for")]
     LockMismatch { expected: ContentHash, found: ContentHash },
 }
@@ -77,7 +76,8 @@ impl BuildError {
     fn is_transient(&self) -> bool {
         match self {
             Self::Solve(error) => error.is_transient(),
-            Self::Store(_) | Self::Db(_) => true,
+            _ if disk_full_message(self).is_some() => false,
+            Self::Store(_) | Self::Db(_) | Self::PrefixLeaseLost(_) => true,
             _ => false,
         }
     }
@@ -110,7 +110,8 @@ impl PhaseRecorder {
     fn close_open_phase(&self) {
         let open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some((phase, started)) = open {
-            metrics::histogram!(PHASE_DURATION_METRIC, "phase" => phase.as_str()).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(PHASE_DURATION_METRIC, "phase" => phase.as_str())
+                .record(started.elapsed().as_secs_f64());
         }
     }
 
@@ -142,7 +143,10 @@ impl PhaseRecorder {
     }
 
     pub(crate) fn snapshot(&self) -> Vec<PhaseTiming> {
-        self.phases.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.phases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// What the build was doing, for a message: the phase under way, or the
@@ -188,10 +192,11 @@ pub struct BuildContext {
     /// Whether built prefixes are packed and published for other nodes to
     /// materialise; a single node with a local store has no use for them.
     pub publish_packed_prefixes: bool,
-    /// Fault tests only: stop for good when publishing starts (only in a
-    /// build with the `test-hooks` feature).
+    /// Fault tests only: where to stop for good (only in a build with the
+    /// `test-hooks` feature; downloading and linking pauses are the prefix
+    /// builder's).
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
-    pub pause_before_publishing: bool,
+    pub test_pause: Option<crate::TestPause>,
     /// How long one attempt of a build may take in all; past it the build
     /// fails, its lease is no longer renewed and its unfinished prefix is
     /// removed. A graceful shutdown waits no longer than this.
@@ -200,19 +205,38 @@ pub struct BuildContext {
 
 impl BuildContext {
     /// Runs a claimed job to its end, renewing its lease meanwhile. If the
-    /// lease is lost (another worker took over), this worker stops quietly.
-    pub async fn run_job(&self, job: &ClaimedJob, worker: &str, max_attempts: i64) {
-        if let Err(error) = self.try_run_job(job, worker, max_attempts).await {
-            tracing::error!(build = %job.build_id, error = %error_chain(&error), "build bookkeeping failed");
-        }
+    /// lease is lost (another worker took over, or no renewal succeeded in
+    /// time), this worker stops quietly. An error is bookkeeping that could
+    /// not be done (the database or the data folder failing): the caller
+    /// backs off.
+    pub async fn run_job(&self, job: &ClaimedJob, worker: &str, max_attempts: i64) -> Result<(), DbError> {
+        self.try_run_job(job, worker, max_attempts).await
     }
 
-    async fn try_run_job(
-        &self,
-        job: &ClaimedJob,
-        worker: &str,
-        max_attempts: i64,
-    ) -> Result<(), DbError> {
+    /// Publishes what is left of a build the claim just ended at its
+    /// attempt limit: the log its last attempt kept in the database, as
+    /// that attempt's log and as the build's, with the reason at the end.
+    pub async fn close_at_limit(&self, job: &ClaimedJob, message: &str) -> Result<(), DbError> {
+        let leftover = self.db.attempt_log(&job.build_id).await?;
+        let mut text = match &leftover {
+            Some(left) => {
+                let text = stopped_attempt_text(&left.text, left.attempt);
+                self.publish_text(&keys::attempt_log(&job.build_id, left.attempt), text.clone())
+                    .await;
+                text
+            }
+            None => String::new(),
+        };
+        text.push_str(&format!("build failed: {message}\n"));
+        self.publish_text(&keys::build_log(&job.build_id), text).await;
+        if let Some(left) = leftover {
+            self.db.remove_attempt_log(&job.build_id, left.attempt).await?;
+        }
+        Ok(())
+    }
+
+    async fn try_run_job(&self, job: &ClaimedJob, worker: &str, max_attempts: i64) -> Result<(), DbError> {
+        let claimed_at = tokio::time::Instant::now();
         let lease = self.lease;
         let Some(build) = self.db.build(&job.build_id).await? else {
             return Err(DbError::NotFound(format!("build '{}'", job.build_id)));
@@ -222,14 +246,7 @@ impl BuildContext {
             return Ok(());
         }
         let log = self.logs.start(&build.id);
-        // The newest earlier attempt's log already holds the ones before it;
-        // attempts that crashed left none.
-        for attempt in (1..job.attempts).rev() {
-            if let Ok(earlier) = self.store.get(&keys::attempt_log(&build.id, attempt)).await {
-                log.include_earlier(&String::from_utf8_lossy(&earlier));
-                break;
-            }
-        }
+        self.include_earlier_attempts(&build.id, job.attempts, &log).await;
         log.line(format!(
             "build {} of {}/{} (attempt {}) on {worker}",
             build.id, build.namespace, build.environment, job.attempts
@@ -238,32 +255,57 @@ impl BuildContext {
         let current_lock: Mutex<Option<ContentHash>> = Mutex::new(None);
         let cancelled = Arc::new(tokio::sync::Notify::new());
         let _watcher = crate::TaskGuard::spawn(watch_for_cancel(self.db.clone(), build.id.clone(), cancelled.clone()));
-        let lease_lost = Arc::new(tokio::sync::Notify::new());
-        let renewer = crate::TaskGuard::spawn(renew_lease(
+        let keeper = crate::TaskGuard::spawn(keep_attempt_log(
             self.db.clone(),
-            job.job_id.clone(),
-            worker.to_owned(),
-            lease,
-            lease_lost.clone(),
+            build.id.clone(),
+            job.attempts,
+            log.clone(),
         ));
+        let (lost_sender, lost) = tokio::sync::oneshot::channel();
+        let renewer = crate::TaskGuard::spawn({
+            let db = self.db.clone();
+            let job_id = job.job_id.clone();
+            let worker = worker.to_owned();
+            async move {
+                let end = keep_lease(lease, claimed_at, "job", || {
+                    let (db, job_id, worker) = (db.clone(), job_id.clone(), worker.clone());
+                    async move { db.renew_lease(&job_id, &worker, lease).await }
+                })
+                .await;
+                let _ = lost_sender.send(end);
+            }
+        });
+        let lease_lost = async {
+            match lost.await {
+                Ok(end) => end,
+                Err(_) => std::future::pending().await,
+            }
+        };
         let limited = tokio::time::timeout(
             self.build_timeout,
             self.execute(&build, worker, log.clone(), &recorder, &current_lock),
         );
         let result = tokio::select! {
             result = limited => result.map_err(|_| Interruption::OverLimit),
-            () = lease_lost.notified() => Err(Interruption::LeaseLost),
+            end = lease_lost => Err(Interruption::LeaseLost(end)),
             () = cancelled.notified() => Err(Interruption::Cancelled),
         };
         drop(renewer);
         let result = match result {
             Ok(result) => result,
-            Err(Interruption::LeaseLost) => {
-                log.line("lost the job's lease to another worker: stopping".to_owned());
+            Err(Interruption::LeaseLost(end)) => {
+                drop(keeper);
+                log.line(format!("lost the job's lease ({}): stopping", end.describe()));
+                // Best effort: a newer attempt's kept log is never replaced.
+                let _ = self
+                    .db
+                    .save_attempt_log(&build.id, job.attempts, &log.tail(KEPT_LOG_BYTES))
+                    .await;
                 self.logs.finish(&build.id);
                 return Ok(());
             }
             Err(interruption @ (Interruption::Cancelled | Interruption::OverLimit)) => {
+                drop(keeper);
                 let (status, message) = match interruption {
                     Interruption::OverLimit => (
                         BuildStatus::Failed,
@@ -289,11 +331,16 @@ impl BuildContext {
                     error: Some(message),
                 };
                 self.publish_log(&keys::build_log(&build.id), &log).await;
-                self.db.finish_build(&build.id, &outcome).await?;
+                self.record_while_held(job, worker, "the build's end", || {
+                    self.db.finish_build(&build.id, &outcome)
+                })
+                .await?;
+                self.forget_attempt_log(&build.id, job.attempts).await;
                 self.logs.finish(&build.id);
                 return Ok(());
             }
         };
+        drop(keeper);
         let outcome = match result {
             Ok(success) => {
                 log.line(format!("build succeeded: lock {}", success.lock_hash));
@@ -310,12 +357,21 @@ impl BuildContext {
                 let delay = Duration::from_secs(2u64.saturating_pow(job.attempts as u32));
                 let message = self.allowlist.redact_text(&error_chain(&error));
                 log.line(format!("error (will retry in {}s): {message}", delay.as_secs()));
-                self.publish_log(&keys::attempt_log(&build.id, job.attempts), &log).await;
+                self.publish_log(&keys::attempt_log(&build.id, job.attempts), &log)
+                    .await;
+                self.record_while_held(job, worker, "the retry", || {
+                    self.db.retry_job(&job.job_id, delay, &message)
+                })
+                .await?;
+                self.forget_attempt_log(&build.id, job.attempts).await;
                 self.logs.finish(&build.id);
-                return self.db.retry_job(&job.job_id, delay, &message).await;
+                return Ok(());
             }
             Err(error) => {
-                let message = self.allowlist.redact_text(&error_chain(&error));
+                let message = match disk_full_message(&error) {
+                    Some(message) => message,
+                    None => self.allowlist.redact_text(&error_chain(&error)),
+                };
                 log.line(format!("build failed: {message}"));
                 BuildOutcome {
                     status: BuildStatus::Failed,
@@ -328,12 +384,92 @@ impl BuildContext {
             }
         };
         self.publish_log(&keys::build_log(&build.id), &log).await;
-        self.db.finish_build(&build.id, &outcome).await?;
+        self.record_while_held(job, worker, "the build's end", || {
+            self.db.finish_build(&build.id, &outcome)
+        })
+        .await?;
+        self.forget_attempt_log(&build.id, job.attempts).await;
         self.logs.finish(&build.id);
         if outcome.status == BuildStatus::Succeeded {
             self.point_current(&build).await?;
         }
         Ok(())
+    }
+
+    /// Puts the logs of earlier attempts before this one's. An attempt
+    /// whose worker stopped left its log in the database only: it is
+    /// published as that attempt's log first.
+    async fn include_earlier_attempts(&self, build_id: &str, attempt: i64, log: &BuildLog) {
+        let leftover = match self.db.attempt_log(build_id).await {
+            Ok(leftover) => leftover.filter(|left| left.attempt < attempt),
+            Err(error) => {
+                tracing::warn!(build = %build_id, error = %error_chain(&error), "failed to read the log of a stopped attempt");
+                None
+            }
+        };
+        if let Some(left) = leftover {
+            let text = stopped_attempt_text(&left.text, left.attempt);
+            self.publish_text(&keys::attempt_log(build_id, left.attempt), text.clone())
+                .await;
+            log.include_earlier(&text);
+            return;
+        }
+        // The newest earlier attempt's log already holds the ones before it.
+        for earlier in (1..attempt).rev() {
+            if let Ok(text) = self.store.get(&keys::attempt_log(build_id, earlier)).await {
+                log.include_earlier(&String::from_utf8_lossy(&text));
+                break;
+            }
+        }
+    }
+
+    /// Records the end of an attempt, trying again with backoff while the
+    /// database or its disk fails, for as long as the job is still this
+    /// worker's (nobody took it over) and at most the build limit.
+    async fn record_while_held<F, Fut>(
+        &self,
+        job: &ClaimedJob,
+        worker: &str,
+        what: &str,
+        mut record: F,
+    ) -> Result<(), DbError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), DbError>>,
+    {
+        let give_up = tokio::time::Instant::now() + self.build_timeout;
+        let mut backoff = crate::pool::Backoff::new();
+        loop {
+            let error = match record().await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let (delay, failures) = backoff.failed();
+            if tokio::time::Instant::now() + delay > give_up {
+                return Err(error);
+            }
+            if failures == 1 || delay < crate::pool::Backoff::LONGEST || failures.is_multiple_of(10) {
+                tracing::warn!(
+                    build = %job.build_id,
+                    failures,
+                    retry_in_seconds = delay.as_secs(),
+                    error = %error_chain(&error),
+                    "failed to record {what}: trying again"
+                );
+            }
+            tokio::time::sleep(delay).await;
+            if let Ok(false) = self.db.job_held_by(&job.job_id, worker).await {
+                tracing::warn!(build = %job.build_id, "another worker took the job over: {what} is not recorded");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Drops the attempt's log kept in the database once it is published.
+    async fn forget_attempt_log(&self, build_id: &str, attempt: i64) {
+        if let Err(error) = self.db.remove_attempt_log(build_id, attempt).await {
+            tracing::warn!(build = %build_id, error = %error_chain(&error), "failed to remove a kept attempt log");
+        }
     }
 
     async fn execute(
@@ -355,6 +491,8 @@ impl BuildContext {
             None => {
                 recorder.begin(BuildPhase::Solving);
                 self.db.record_phases(&build.id, &recorder.snapshot()).await?;
+                log.phase_changed();
+                self.pause_for_test(crate::TestPause::Solving, &log).await;
                 log.line(format!(
                     "solving [{}] for {} from {}",
                     spec.dependencies.join(", "),
@@ -369,7 +507,9 @@ impl BuildContext {
                         solved.platforms.len()
                     ));
                 }
-                Lock::new(solved).with_variables(spec.variables.clone()).for_namespace(&build.namespace)
+                Lock::new(solved)
+                    .with_variables(spec.variables.clone())
+                    .for_namespace(&build.namespace)
             }
         };
         self.check_urls(&lock, &spec.channels)?;
@@ -400,17 +540,16 @@ impl BuildContext {
             metrics::counter!(PREFIXES_METRIC, "source" => source.as_str()).increment(1);
             source != PrefixSource::Built
         } else {
-            log.line(format!("no prefix is built here: {native} is not among the spec's platforms"));
+            log.line(format!(
+                "no prefix is built here: {native} is not among the spec's platforms"
+            ));
             false
         };
 
         recorder.begin(BuildPhase::Publishing);
         self.db.record_phases(&build.id, &recorder.snapshot()).await?;
-        #[cfg(feature = "test-hooks")]
-        if self.pause_before_publishing {
-            log.line("paused for a fault test: waiting to be killed".to_owned());
-            std::future::pending::<()>().await;
-        }
+        log.phase_changed();
+        self.pause_for_test(crate::TestPause::Publishing, &log).await;
         let published = self.publish_lock(&lock).await?;
         log.line(format!("published {}", published.join(", ")));
         recorder.end(None);
@@ -431,7 +570,10 @@ impl BuildContext {
         log: &BuildLog,
     ) -> Result<Lock, BuildError> {
         log.line(format!("installing lock {expected} as it is: nothing to solve"));
-        let text = self.store.get(&keys::lock_artifact(&expected, artifact::PIXI_LOCK)).await?;
+        let text = self
+            .store
+            .get(&keys::lock_artifact(&expected, artifact::PIXI_LOCK))
+            .await?;
         let lock = Lock::parse_lockfile(&String::from_utf8_lossy(&text))?.with_variables(spec.variables.clone());
         if lock.hash() != expected {
             return Err(BuildError::LockMismatch {
@@ -444,7 +586,12 @@ impl BuildContext {
 
     /// Removes what a cancelled build left of its prefix, unless the prefix
     /// is complete or another worker is building it.
-    async fn remove_unfinished_prefix(&self, lock_hash: &ContentHash, worker: &str, log: &BuildLog) -> Result<(), DbError> {
+    async fn remove_unfinished_prefix(
+        &self,
+        lock_hash: &ContentHash,
+        worker: &str,
+        log: &BuildLog,
+    ) -> Result<(), DbError> {
         if self.prefixes.complete_marker(lock_hash).is_some()
             || !self.db.acquire_prefix_lease(lock_hash, worker, self.lease).await?
         {
@@ -460,36 +607,8 @@ impl BuildContext {
         self.db.release_prefix_lease(lock_hash, worker).await
     }
 
-    /// Defence in depth: every package URL must be a package of one of the
-    /// build's own channels (those the namespace's policy let its spec
-    /// name) for its platform, compared after decoding, so neither a channel
-    /// nor a submitted lock can send the worker elsewhere.
     fn check_urls(&self, lock: &Lock, channels: &[String]) -> Result<(), BuildError> {
-        let channels: Vec<url::Url> = self
-            .allowlist
-            .channels()
-            .iter()
-            .filter(|allowed| {
-                let allowed = allowed.url.as_str().trim_end_matches('/');
-                channels.iter().any(|channel| channel.trim_end_matches('/') == allowed)
-            })
-            .map(|allowed| allowed.url.clone())
-            .collect();
-        for platform in lock.platforms() {
-            for record in lock.records(platform).unwrap_or_default() {
-                let checked = envstore_core::locate_in(&channels, &record.url)
-                    .and_then(|path| path.check_package(&[platform.to_owned()]));
-                if let Err(defect) = checked {
-                    return Err(BuildError::UrlNotAllowed {
-                        package: record.package_record.name.as_normalized().to_owned(),
-                        platform: platform.to_owned(),
-                        url: envstore_core::public_url(&record.url).to_string(),
-                        defect,
-                    });
-                }
-            }
-        }
-        Ok(())
+        Ok(check_lock_urls(&self.allowlist, lock, channels)?)
     }
 
     async fn publish_lock(&self, lock: &Lock) -> Result<Vec<String>, BuildError> {
@@ -512,9 +631,35 @@ impl BuildContext {
     }
 
     async fn publish_log(&self, key: &str, log: &BuildLog) {
-        if let Err(error) = self.store.put_immutable(key, Bytes::from(log.text())).await {
-            tracing::warn!(key, error = %error_chain(&error), "failed to publish a build log");
-        }
+        self.publish_text(key, log.text()).await;
+    }
+
+    /// Publishes a log; when the store fails (a full disk, say) it keeps
+    /// trying in the background with backoff, for at most an hour.
+    async fn publish_text(&self, key: &str, text: String) {
+        let text = Bytes::from(text);
+        let Err(error) = self.store.put_immutable(key, text.clone()).await else {
+            return;
+        };
+        tracing::warn!(key, error = %error_chain(&error), "failed to publish a build log: trying again in the background");
+        let store = self.store.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            let give_up = tokio::time::Instant::now() + LOG_RETRY_LIMIT;
+            let mut backoff = crate::pool::Backoff::new();
+            loop {
+                let (delay, _) = backoff.failed();
+                if tokio::time::Instant::now() + delay > give_up {
+                    tracing::warn!(key, "gave up publishing a build log");
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                if store.put_immutable(&key, text.clone()).await.is_ok() {
+                    tracing::info!(key, "published the build log after all");
+                    return;
+                }
+            }
+        });
     }
 
     /// Points the environment's link at the prefix of its current build.
@@ -549,9 +694,56 @@ impl BuildContext {
     }
 }
 
+/// A lock package from outside the build's channels.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "package '{package}' ({platform}) comes from '{url}', which is not a package of the build's channels: {defect}"
+)]
+pub struct UrlNotAllowed {
+    package: String,
+    platform: String,
+    url: String,
+    defect: envstore_core::UrlDefect,
+}
+
+/// Defence in depth: every package URL must be a package of one of the
+/// build's own channels (those the namespace's policy let its spec name)
+/// for its platform, compared after decoding, so neither a channel nor a
+/// submitted lock can send the worker elsewhere.
+pub(crate) fn check_lock_urls(
+    allowlist: &ChannelAllowlist,
+    lock: &Lock,
+    channels: &[String],
+) -> Result<(), UrlNotAllowed> {
+    let channels: Vec<url::Url> = allowlist
+        .channels()
+        .iter()
+        .filter(|allowed| {
+            let allowed = allowed.url.as_str().trim_end_matches('/');
+            channels.iter().any(|channel| channel.trim_end_matches('/') == allowed)
+        })
+        .map(|allowed| allowed.url.clone())
+        .collect();
+    for platform in lock.platforms() {
+        for record in lock.records(platform).unwrap_or_default() {
+            let checked = envstore_core::locate_in(&channels, &record.url)
+                .and_then(|path| path.check_package(&[platform.to_owned()]));
+            if let Err(defect) = checked {
+                return Err(UrlNotAllowed {
+                    package: record.package_record.name.as_normalized().to_owned(),
+                    platform: platform.to_owned(),
+                    url: envstore_core::public_url(&record.url).to_string(),
+                    defect,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Why a build stopped before it ended.
 enum Interruption {
-    LeaseLost,
+    LeaseLost(LeaseEnd),
     Cancelled,
     /// It ran past [`BuildContext::build_timeout`].
     OverLimit,
@@ -561,6 +753,7 @@ enum Interruption {
 const CANCEL_POLL: Duration = Duration::from_millis(500);
 
 async fn watch_for_cancel(db: Database, build_id: String, cancelled: Arc<tokio::sync::Notify>) {
+    let mut failures = 0u64;
     loop {
         tokio::time::sleep(CANCEL_POLL).await;
         match db.cancel_requested(&build_id).await {
@@ -568,37 +761,133 @@ async fn watch_for_cancel(db: Database, build_id: String, cancelled: Arc<tokio::
                 cancelled.notify_one();
                 return;
             }
-            Ok(false) => {}
-            Err(error) => tracing::warn!(build = %build_id, error = %error_chain(&error), "failed to check for cancellation"),
+            Ok(false) => failures = 0,
+            Err(error) => {
+                failures += 1;
+                // Once per minute at most while the database fails.
+                if failures % 120 == 1 {
+                    tracing::warn!(build = %build_id, error = %error_chain(&error), "failed to check for cancellation");
+                }
+            }
         }
     }
 }
 
-async fn renew_lease(
-    db: Database,
-    job_id: String,
-    worker: String,
-    lease: Duration,
-    lost: Arc<tokio::sync::Notify>,
-) {
-    let mut interval = tokio::time::interval(lease / 3);
-    interval.tick().await;
+/// How long a log the store would not take is tried again.
+const LOG_RETRY_LIMIT: Duration = Duration::from_secs(3600);
+
+/// How often a running attempt's log is written to the database, besides
+/// each phase change.
+const KEEP_LOG_EVERY: Duration = Duration::from_secs(3);
+
+/// Keeps the attempt's log (its last MiB) in the database as it goes, so a
+/// worker that is killed leaves it for the attempt that takes over.
+async fn keep_attempt_log(db: Database, build_id: String, attempt: i64, log: Arc<BuildLog>) {
+    let mut kept = None;
+    let mut failures = 0u64;
     loop {
-        interval.tick().await;
-        match db.renew_lease(&job_id, &worker, lease).await {
-            Ok(true) => {}
-            Ok(false) => {
-                lost.notify_one();
-                return;
+        tokio::select! {
+            () = tokio::time::sleep(KEEP_LOG_EVERY) => {}
+            () = log.wait_for_phase_change() => {}
+        }
+        let version = log.version();
+        if kept == Some(version) {
+            continue;
+        }
+        match db.save_attempt_log(&build_id, attempt, &log.tail(KEPT_LOG_BYTES)).await {
+            Ok(()) => {
+                kept = Some(version);
+                failures = 0;
             }
-            Err(error) => tracing::warn!(job = %job_id, error = %error_chain(&error), "failed to renew a lease"),
+            Err(error) => {
+                failures += 1;
+                if failures % 20 == 1 {
+                    tracing::warn!(build = %build_id, error = %error_chain(&error), "failed to keep the build log in the database");
+                }
+            }
         }
     }
+}
+
+/// The log an attempt kept, closed with why it ends there.
+fn stopped_attempt_text(text: &str, attempt: i64) -> String {
+    let mut text = text.to_owned();
+    if !text.ends_with('\n') && !text.is_empty() {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "attempt {attempt} ends here: its worker stopped (killed, crashed or out of contact)\n"
+    ));
+    text
+}
+
+/// Whether the error comes from a full disk (or quota): then the build
+/// fails for good, with a message that says so and names the path.
+fn disk_full_message(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut current = Some(error);
+    while let Some(error) = current {
+        chain.push(error);
+        current = error.source();
+    }
+    // Some libraries keep only the text of the operating system's error.
+    let full = chain.iter().any(|error| {
+        error.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded
+                || matches!(io.raw_os_error(), Some(28 | 122))
+        }) || {
+            let text = error.to_string();
+            text.contains("(os error 28)")
+                || text.contains("(os error 122)")
+                || text.contains("database or disk is full")
+        }
+    });
+    if !full {
+        return None;
+    }
+    // The innermost message that names a path ('…').
+    let path = chain.iter().rev().find_map(|error| quoted_path(&error.to_string()));
+    Some(match path {
+        Some(path) => format!("no space left on device while writing '{path}'"),
+        None => format!("no space left on device ({})", error_chain(error)),
+    })
+}
+
+/// The first `'/…'` in a message.
+fn quoted_path(message: &str) -> Option<String> {
+    let start = message.find("'/")? + 1;
+    let length = message[start..].find('\'')?;
+    Some(message[start..start + length].to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_fails_the_build_for_good_naming_the_path() {
+        let io = std::io::Error::from_raw_os_error(28);
+        let error = BuildError::Prefix(PrefixError::Io {
+            action: "write",
+            path: PathBuf::from("/data/prefixes/0123/lib/libz.so"),
+            source: io,
+        });
+        assert_eq!(
+            disk_full_message(&error).as_deref(),
+            Some("no space left on device while writing '/data/prefixes/0123/lib/libz.so'")
+        );
+        assert!(!error.is_transient());
+        // A library that keeps only the text of the error.
+        let store = BuildError::Task("Unable to copy data to file: No space left on device (os error 28)".to_owned());
+        assert!(
+            disk_full_message(&store)
+                .unwrap()
+                .starts_with("no space left on device (")
+        );
+        let other = BuildError::Task("connection reset".to_owned());
+        assert_eq!(disk_full_message(&other), None);
+    }
 
     #[test]
     fn an_over_limit_message_names_the_limit_and_what_was_under_way() {

@@ -26,7 +26,11 @@ pub(crate) struct PrefixSize {
 /// never following symbolic links.
 pub(crate) fn measure_prefix(prefix: &Path) -> Result<PrefixSize, walkdir::Error> {
     let mut seen = HashSet::new();
-    let mut size = PrefixSize { bytes: 0, files: 0, unshared_bytes: 0 };
+    let mut size = PrefixSize {
+        bytes: 0,
+        files: 0,
+        unshared_bytes: 0,
+    };
     for entry in walkdir::WalkDir::new(prefix).follow_links(false) {
         let entry = entry?;
         if !entry.file_type().is_file() {
@@ -95,7 +99,14 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), prefix.join("escape")).unwrap();
 
         let size = measure_prefix(&prefix).unwrap();
-        assert_eq!(size, PrefixSize { bytes: 1008, files: 2, unshared_bytes: 8 });
+        assert_eq!(
+            size,
+            PrefixSize {
+                bytes: 1008,
+                files: 2,
+                unshared_bytes: 8
+            }
+        );
         assert!(measure_prefix(&dir.path().join("missing")).is_err());
     }
 }

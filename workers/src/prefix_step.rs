@@ -12,6 +12,7 @@ use envstore_link::{CompletionMarker, ProgressSink, pack_prefix};
 use envstore_solve::Lock;
 use envstore_store::keys;
 
+use crate::lease::keep_lease;
 use crate::log::BuildLog;
 use crate::materialize::unpack_published_prefix;
 use crate::pipeline::{BuildContext, BuildError, PhaseRecorder};
@@ -51,7 +52,9 @@ impl BuildContext {
         recorder: &PhaseRecorder,
         build_id: &str,
     ) -> Result<PrefixSource, BuildError> {
-        let source = self.reuse_or_build_prefix(worker, lock, log, recorder, build_id).await?;
+        let source = self
+            .reuse_or_build_prefix(worker, lock, log, recorder, build_id)
+            .await?;
         let lock_hash = lock.hash();
         let prefix = self.prefixes.prefix_path(&lock_hash);
         if let Some(size) = crate::prefix_size::record_prefix_size(&self.db, &lock_hash, &prefix).await {
@@ -73,7 +76,9 @@ impl BuildContext {
         let records = lock.records(&native).unwrap_or_default();
         let mut announced_wait = false;
         loop {
-            if let Some(marker) = self.prefixes.complete_marker(&lock_hash) {
+            if let Some(marker) = self.prefixes.complete_marker(&lock_hash)
+                && !self.needs_packing(&lock_hash).await?
+            {
                 log.line(format!(
                     "prefix {} is complete ({} packages): reusing it, nothing to download or link",
                     self.prefixes.prefix_path(&lock_hash).display(),
@@ -90,18 +95,41 @@ impl BuildContext {
             }
             tokio::time::sleep(WAIT_INTERVAL).await;
         }
-        let renewer = crate::TaskGuard::spawn(renew_prefix_lease(
-            self.db.clone(),
-            lock_hash,
-            worker.to_owned(),
-            self.lease,
-        ));
-        let result = self.ensure_prefix_holding_lease(lock, records, log, recorder, build_id).await;
+        let taken = tokio::time::Instant::now();
+        let (lost_sender, lost) = tokio::sync::oneshot::channel();
+        let renewer = crate::TaskGuard::spawn({
+            let db = self.db.clone();
+            let worker = worker.to_owned();
+            let lease = self.lease;
+            async move {
+                let end = keep_lease(lease, taken, "prefix", || {
+                    let (db, worker) = (db.clone(), worker.clone());
+                    async move { db.acquire_prefix_lease(&lock_hash, &worker, lease).await }
+                })
+                .await;
+                let _ = lost_sender.send(end);
+            }
+        });
+        // Whoever takes the lease over may be building the same prefix: stop
+        // at once, and leave what is there to it.
+        let result = tokio::select! {
+            result = self.ensure_prefix_holding_lease(lock, records, log, recorder, build_id) => result,
+            Ok(end) = lost => {
+                log.line(format!("lost the lease on building the prefix ({}): stopping", end.describe()));
+                return Err(BuildError::PrefixLeaseLost(end.describe()));
+            }
+        };
         drop(renewer);
         if let Err(error) = self.db.release_prefix_lease(&lock_hash, worker).await {
             log.line(format!("warning: failed to release the prefix lease: {error}"));
         }
         result
+    }
+
+    /// Whether this node packs prefixes and the lock's packed prefix was
+    /// never published (its build stopped before it could).
+    async fn needs_packing(&self, lock_hash: &ContentHash) -> Result<bool, BuildError> {
+        Ok(self.publish_packed_prefixes && self.db.packed_prefix(lock_hash).await?.is_none())
     }
 
     async fn ensure_prefix_holding_lease(
@@ -115,7 +143,18 @@ impl BuildContext {
         let lock_hash = lock.hash();
         let prefix = self.prefixes.prefix_path(&lock_hash);
         if self.prefixes.complete_marker(&lock_hash).is_some() {
-            log.line(format!("prefix {} was completed meanwhile: reusing it", prefix.display()));
+            if self.needs_packing(&lock_hash).await? {
+                log.line(format!(
+                    "prefix {} is complete but its packed form was never published: publishing it now",
+                    prefix.display()
+                ));
+                self.publish_packed_prefix(&lock_hash, log).await?;
+            } else {
+                log.line(format!(
+                    "prefix {} was completed meanwhile: reusing it",
+                    prefix.display()
+                ));
+            }
             return Ok(PrefixSource::Reused);
         }
         let marker = CompletionMarker {
@@ -126,7 +165,11 @@ impl BuildContext {
         if let Some(sha256) = self.db.packed_prefix(&lock_hash).await? {
             recorder.begin(BuildPhase::Downloading);
             self.db.record_phases(build_id, &recorder.snapshot()).await?;
-            log.line(format!("materialising the packed prefix {}", keys::packed_prefix(&lock_hash)));
+            log.phase_changed();
+            log.line(format!(
+                "materialising the packed prefix {}",
+                keys::packed_prefix(&lock_hash)
+            ));
             unpack_published_prefix(&self.store, sha256, &prefix, marker, expected_packages(records)).await?;
             let detail = format!("materialised {} packages into {}", records.len(), prefix.display());
             log.line(detail.clone());
@@ -136,12 +179,21 @@ impl BuildContext {
 
         recorder.begin(BuildPhase::Downloading);
         self.db.record_phases(build_id, &recorder.snapshot()).await?;
+        log.phase_changed();
         let sink: Arc<dyn ProgressSink> = log.clone();
         let report = self
             .prefixes
-            .build(&lock_hash, self.native_platform, records, lock.variables(), sink, || {
-                recorder.begin(BuildPhase::Linking)
-            })
+            .build(
+                &lock_hash,
+                self.native_platform,
+                records,
+                lock.variables(),
+                sink,
+                || {
+                    recorder.begin(BuildPhase::Linking);
+                    log.phase_changed();
+                },
+            )
             .await?;
         let detail = format!(
             "{} packages, {} downloaded, {} linked into {}",
@@ -171,7 +223,14 @@ impl BuildContext {
         let sha256 = tokio::task::spawn_blocking(move || pack_prefix(&prefix, &archive_path))
             .await
             .map_err(|error| BuildError::Task(error.to_string()))??;
+        self.pause_for_test(crate::TestPause::Packing, log).await;
         let key = keys::packed_prefix(lock_hash);
+        // An archive there without a recorded sha256 was left by an attempt
+        // that stopped before recording it; it may differ from this one.
+        if self.store.exists(&key).await? {
+            log.line(format!("replacing {key}, which an earlier attempt left unrecorded"));
+            self.store.delete(&key).await?;
+        }
         self.store.put_file_immutable(&key, archive.path()).await?;
         self.db.set_packed_prefix(lock_hash, &sha256).await?;
         log.line(format!("published the packed prefix {key} (sha256 {sha256})"));
@@ -188,15 +247,4 @@ fn expected_packages(records: &[rattler_conda_types::RepoDataRecord]) -> BTreeSe
             format!("{}-{}-{}", package.name.as_normalized(), package.version, package.build)
         })
         .collect()
-}
-
-async fn renew_prefix_lease(db: envstore_db::Database, lock_hash: ContentHash, worker: String, lease: Duration) {
-    let mut interval = tokio::time::interval(lease / 3);
-    interval.tick().await;
-    loop {
-        interval.tick().await;
-        if let Err(error) = db.acquire_prefix_lease(&lock_hash, &worker, lease).await {
-            tracing::warn!(lock = %lock_hash, error = %envstore_core::error_chain(&error), "failed to renew a prefix lease");
-        }
-    }
 }

@@ -171,7 +171,11 @@ pub async fn get_build_log(
         Ok(bytes) => bytes,
         Err(StoreError::NotFound(_)) => match app.events.live_log(&build.id) {
             Some(live) => live.into(),
-            None => format!("build {} is {}\n", build.id, build.status).into(),
+            // Running on another node: what its attempt kept in the database.
+            None => match app.db.attempt_log(&build.id).await? {
+                Some(kept) => kept.text.into(),
+                None => format!("build {} is {}\n", build.id, build.status).into(),
+            },
         },
         Err(error) => return Err(error.into()),
     };

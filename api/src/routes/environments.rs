@@ -1,17 +1,18 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use envstore_core::{ContentHash, EnvironmentName, EnvironmentSpec, NamespaceName, Role, SpecFormat};
 use envstore_core::body_limits;
 use envstore_core::spec::MAX_SPEC_BYTES;
-use envstore_db::{BuildRecord, EnvironmentRecord};
+use envstore_db::{BuildRecord, EnvironmentRecord, IdempotencyKey, SubmittedBuild, Submission};
 use envstore_store::artifact;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::idempotency;
 use crate::routes::{LockfileFormat, cache_control, explicit_platform, if_none_match};
 use crate::routes::namespaces::{ListQuery, authorized_namespace};
 use crate::views::{BuildSummary, BuildView};
@@ -69,14 +70,15 @@ pub async fn list_environments(
     put,
     path = "/api/v1/namespaces/{namespace}/environments/{name}",
     tag = "environments",
-    params(crate::openapi::EnvironmentPath),
+    params(crate::openapi::EnvironmentPath, ("Idempotency-Key" = Option<String>, Header, description = "Optional: 1 to 255 visible ASCII characters (a UUID v7, say), fresh per request. Sent again with the same request within 24 h, the first answer is repeated (with `Idempotent-Replayed: true`) and no second build is queued; sent with a different request, 422.")),
     request_body(content = String, content_type = "application/yaml", description = "An environment.yml (or the same as JSON with `Content-Type: application/json`)."),
     responses(
-        (status = 202, description = "A build was queued (or the same spec's build under way joined).", body = serde_json::Value),
-        (status = 400, description = "The spec is not valid YAML or JSON (with line and column).", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 202, description = "A build was queued (or the same spec's build under way joined).", body = serde_json::Value, headers(("Idempotent-Replayed" = String, description = "`true` when this is the kept answer of an earlier request with the same Idempotency-Key."))),
+        (status = 400, description = "The spec is not valid YAML or JSON (with line and column), or the Idempotency-Key is longer than 255 bytes or not visible ASCII.", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The spec is too large.", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The spec or the namespace's policy refuses it.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The spec or the namespace's policy refuses it, or the Idempotency-Key was already used for a different request.", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "The namespace is at its concurrent-build quota.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer; `Retry-After` says when to try again (with the same Idempotency-Key).", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -85,21 +87,41 @@ pub async fn submit_environment(
     State(app): State<AppState>,
     caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Developer).await?;
     let name: EnvironmentName = name.parse()?;
-    let spec = read_spec(&headers, body).await?;
+    let body = read_body(body, MAX_SPEC_BYTES).await?;
+    let key = idempotency::request_key(&caller, &headers, &Method::PUT, uri.path(), &body)?;
+    if let Some(replayed) = replay_if_known(&app, key.as_ref()).await? {
+        return Ok(replayed);
+    }
+    let spec = parse_spec(&headers, body).await?;
     let policy = app.default_policy.tightened_by(&app.db.namespace_policy(&namespace).await?);
     let spec = policy.apply(spec)?;
     let canonical = spec.canonicalize(&app.allowlist, app.default_platform)?;
     policy.check_canonical(&canonical)?;
-    queue_build(&app, &caller, &namespace, &name, &policy, &canonical).await
+    queue_build(&app, &caller, &namespace, &name, &policy, &canonical, key.as_ref()).await
+}
+
+/// The answer kept under `key`, sent again (or 422 when the key was used
+/// for another request); None when the key is new. Checked before any
+/// expensive work (solving, verifying a lock against its channels).
+pub(crate) async fn replay_if_known(app: &AppState, key: Option<&IdempotencyKey>) -> Result<Option<Response>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    match app.db.idempotent_answer(&key.caller, &key.key).await? {
+        Some(stored) => idempotency::replay(stored, key).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Queues a build of `canonical` for `namespace/name` (or joins the same
-/// spec's build already under way) and answers 202 with the build.
+/// spec's build already under way) and answers 202 with the build; under
+/// an idempotency key, the key's first answer when it was used already.
 pub(crate) async fn queue_build(
     app: &AppState,
     caller: &Caller,
@@ -107,8 +129,13 @@ pub(crate) async fn queue_build(
     name: &EnvironmentName,
     policy: &envstore_core::Policy,
     canonical: &envstore_core::CanonicalSpec,
+    key: Option<&IdempotencyKey>,
 ) -> Result<Response, ApiError> {
-    let queued = queue(app, caller, namespace, name, policy, canonical).await?;
+    let answer = |summary: &Value| (StatusCode::ACCEPTED, summary.clone());
+    let queued = match queue(app, caller, namespace, name, policy, canonical, key, answer).await? {
+        Queued::New(queued) => queued,
+        Queued::Replayed(stored, key) => return idempotency::replay(stored, &key),
+    };
     let location = queued["url"].as_str().and_then(|url| HeaderValue::from_str(url).ok());
     let mut response = (StatusCode::ACCEPTED, Json(queued)).into_response();
     if let Some(location) = location {
@@ -117,8 +144,19 @@ pub(crate) async fn queue_build(
     Ok(response)
 }
 
+/// What [`queue`] came to.
+enum Queued {
+    /// The build's summary (queued now, or joined).
+    New(Value),
+    /// The idempotency key was used already: its kept answer.
+    Replayed(envstore_db::StoredAnswer, IdempotencyKey),
+}
+
 /// What [`queue_build`] does, with the build's summary as JSON (its id,
 /// status, spec hash, whether it joined one under way, and its URL).
+/// `answer` makes the HTTP answer from the summary, kept under `key` in the
+/// build's transaction.
+#[allow(clippy::too_many_arguments)]
 async fn queue(
     app: &AppState,
     caller: &Caller,
@@ -126,7 +164,9 @@ async fn queue(
     name: &EnvironmentName,
     policy: &envstore_core::Policy,
     canonical: &envstore_core::CanonicalSpec,
-) -> Result<Value, ApiError> {
+    key: Option<&IdempotencyKey>,
+    answer: impl FnOnce(&Value) -> (StatusCode, Value),
+) -> Result<Queued, ApiError> {
     if let Some(max) = policy.max_environments
         && app.db.environment(namespace, name).await?.is_none()
         && app.db.count_environments(namespace).await? >= i64::try_from(max).unwrap_or(i64::MAX)
@@ -138,11 +178,35 @@ async fn queue(
         .into());
     }
     crate::routes::check_quota(app, namespace, name, canonical).await?;
-    let submitted = app.db.submit_build(namespace, name, canonical, caller.subject.as_deref()).await?;
+    let summary = |submitted: &SubmittedBuild| {
+        let build = &submitted.build;
+        json!({
+            "build_id": build.id,
+            "status": build.status,
+            "spec_hash": build.spec_hash,
+            "joined": submitted.joined,
+            "url": format!("/api/v1/builds/{}", build.id),
+        })
+    };
+    let keep = |submitted: &SubmittedBuild| {
+        let (status, body) = answer(&summary(submitted));
+        (status.as_u16(), body.to_string())
+    };
+    let submitted = match app
+        .db
+        .submit_build_once(namespace, name, canonical, caller.subject.as_deref(), key, keep)
+        .await?
+    {
+        Submission::Submitted(submitted) => *submitted,
+        Submission::Replayed(stored) => {
+            let key = key.cloned().ok_or_else(|| ApiError::Conflict("a kept answer without a key".to_owned()))?;
+            return Ok(Queued::Replayed(stored, key));
+        }
+    };
     if !submitted.joined {
         app.events.submitted();
     }
-    let build = submitted.build;
+    let build = &submitted.build;
     app.audit(
         caller,
         "environment.submit",
@@ -151,22 +215,23 @@ async fn queue(
     )
     .await?;
     tracing::info!(namespace = %namespace, environment = %name, build = %build.id, joined = submitted.joined, by = caller.subject.as_deref(), "build submitted");
-    Ok(json!({
-        "build_id": build.id,
-        "status": build.status,
-        "spec_hash": build.spec_hash,
-        "joined": submitted.joined,
-        "url": format!("/api/v1/builds/{}", build.id),
-    }))
+    Ok(Queued::New(summary(&submitted)))
 }
 
 /// The spec in a request body: JSON when the content type says so,
 /// environment.yml otherwise, at most [`MAX_SPEC_BYTES`] nesting at most
 /// [`body_limits::MAX_NESTING`] levels, parsed off the async runtime.
 pub(crate) async fn read_spec(headers: &HeaderMap, body: Body) -> Result<EnvironmentSpec, ApiError> {
-    let body = axum::body::to_bytes(body, MAX_SPEC_BYTES)
-        .await
-        .map_err(|_| ApiError::TooLarge { limit: MAX_SPEC_BYTES })?;
+    parse_spec(headers, read_body(body, MAX_SPEC_BYTES).await?).await
+}
+
+/// A request body of at most `limit` bytes.
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge { limit })
+}
+
+/// [`read_spec`] of a body already read.
+async fn parse_spec(headers: &HeaderMap, body: axum::body::Bytes) -> Result<EnvironmentSpec, ApiError> {
     let format = match headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -350,11 +415,14 @@ pub struct CurrentBuild {
     put,
     path = "/api/v1/namespaces/{namespace}/environments/{name}/current",
     tag = "environments",
-    params(crate::openapi::EnvironmentPath),
+    params(crate::openapi::EnvironmentPath, ("Idempotency-Key" = Option<String>, Header, description = "Optional: 1 to 255 visible ASCII characters (a UUID v7, say), fresh per request. Sent again with the same request within 24 h, the first answer is repeated (with `Idempotent-Replayed: true`) and no second build is queued; sent with a different request, 422.")),
     request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"build_id\": …}` of a succeeded build"),
     responses(
         (status = 200, description = "The build is current.", body = serde_json::Value),
-        (status = 202, description = "Its prefix was collected: `rebuild` names the build restoring it from the lock, which becomes current when it succeeds.", body = serde_json::Value),
+        (status = 202, description = "Its prefix was collected: `rebuild` names the build restoring it from the lock, which becomes current when it succeeds. Kept under an Idempotency-Key (a 200 is not: doing it again is harmless).", body = serde_json::Value, headers(("Idempotent-Replayed" = String, description = "`true` when this is the kept answer of an earlier request with the same Idempotency-Key."))),
+        (status = 400, description = "The Idempotency-Key is longer than 255 bytes or not visible ASCII.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The Idempotency-Key was already used for a different request.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer; `Retry-After` says when to try again (with the same Idempotency-Key).", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not a succeeded build of this environment.", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "The namespace is at its concurrent-build quota (a rebuild is needed).", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::InNamespace
@@ -365,9 +433,15 @@ pub async fn set_current_build(
     State(app): State<AppState>,
     caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Developer).await?;
+    let key = idempotency::request_key(&caller, &headers, &Method::PUT, uri.path(), &body)?;
+    if let Some(replayed) = replay_if_known(&app, key.as_ref()).await? {
+        return Ok(replayed);
+    }
     let request: CurrentBuild = crate::routes::namespaces::parse_json(&body, "{\"build_id\": \"…\"}")?;
     let (namespace, name, environment) = existing_environment(&app, &caller, namespace.as_str(), &name).await?;
     let not_succeeded = || {
@@ -394,7 +468,20 @@ pub async fn set_current_build(
         .map(|hash| app.prefixes_root.join(hash.short()))
         .filter(|prefix| prefix.join(envstore_link::MARKER_FILE).is_file());
     if build.prefix_collected_at.is_some() && prefix.is_none() {
-        let rebuild = rebuild_from_lock(&app, &caller, &namespace, &name, &build).await?;
+        let answer = |rebuild: &Value| {
+            let body = json!({
+                "namespace": namespace,
+                "name": name,
+                "current_build_id": environment.current_build_id,
+                "prefix": null,
+                "rebuild": rebuild,
+            });
+            (StatusCode::ACCEPTED, body)
+        };
+        let rebuild = match rebuild_from_lock(&app, &caller, &namespace, &name, &build, key.as_ref(), answer).await? {
+            Queued::New(rebuild) => rebuild,
+            Queued::Replayed(stored, key) => return idempotency::replay(stored, &key),
+        };
         app.audit(
             &caller,
             "environment.rollback",
@@ -402,14 +489,7 @@ pub async fn set_current_build(
             json!({ "build_id": build.id, "rebuild_build_id": rebuild["build_id"] }),
         )
         .await?;
-        let body = json!({
-            "namespace": namespace,
-            "name": name,
-            "current_build_id": environment.current_build_id,
-            "prefix": null,
-            "rebuild": rebuild,
-        });
-        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+        return Ok((StatusCode::ACCEPTED, Json(answer(&rebuild).1)).into_response());
     }
     if !app.db.set_current_build(&namespace, &name, &build.id).await? {
         return Err(not_succeeded());
@@ -439,12 +519,14 @@ async fn rebuild_from_lock(
     namespace: &NamespaceName,
     name: &EnvironmentName,
     build: &BuildRecord,
-) -> Result<Value, ApiError> {
+    key: Option<&IdempotencyKey>,
+    answer: impl FnOnce(&Value) -> (StatusCode, Value),
+) -> Result<Queued, ApiError> {
     let missing = || ApiError::Conflict(format!("build '{}' has no lock to rebuild its prefix from", build.id));
     let lock_hash: ContentHash = build.lock_hash.as_deref().and_then(|hash| hash.parse().ok()).ok_or_else(missing)?;
     let lock = app.db.lock(&lock_hash.to_hex()).await?.ok_or_else(missing)?;
     let spec = app.db.spec(&build.spec_hash).await?.ok_or_else(missing)?;
     let canonical = envstore_core::CanonicalSpec::from_lock(lock_hash, spec.channels, lock.platforms, lock.variables);
     let policy = app.default_policy.tightened_by(&app.db.namespace_policy(namespace).await?);
-    queue(app, caller, namespace, name, &policy, &canonical).await
+    queue(app, caller, namespace, name, &policy, &canonical, key, answer).await
 }

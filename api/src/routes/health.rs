@@ -1,21 +1,13 @@
 //! What operators and orchestrators ask of a node: is the process alive, can
 //! it serve (database and store answer), and what it has been doing.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use envstore_core::error_chain;
 use serde_json::{Value, json};
 
 use crate::{ApiError, AppState};
-
-/// How long a readiness check waits for each dependency. The object store
-/// retries a refused connection for minutes; a probe must answer well
-/// before the orchestrator gives up on it.
-const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Answers when the database answers.
 #[utoipa::path(
@@ -24,7 +16,7 @@ const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
     tag = "operations",
     responses(
         (status = 200, description = "The database answers.", body = serde_json::Value),
-        (status = 500, description = "The database does not answer.", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 503, description = "The database does not answer; `Retry-After` says when to ask again.", body = crate::openapi::Problem, content_type = "application/problem+json")
     ),
     security((), ("bearer" = []))
 )]
@@ -49,52 +41,27 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the database and the object store both answer. A 503 names
-/// the ones that did not in `failed`; the log says why.
+/// Readiness: the database answers and takes a write, the object store
+/// answers, and the data folder takes a file. A 503 names the ones that
+/// did not in `failed` (`database`, `store`, `data_folder`) and why in
+/// `detail`; checked afresh each time, so it recovers on its own.
 #[utoipa::path(
     get,
     path = "/ready",
     tag = "operations",
     responses(
-        (status = 200, description = "The database and the store answer.", body = serde_json::Value),
-        (status = 503, description = "A dependency does not answer; `failed` names it.", body = crate::openapi::Problem, content_type = "application/problem+json")
+        (status = 200, description = "The database takes writes, the store answers, the data folder can be written.", body = serde_json::Value),
+        (status = 503, description = "A dependency does not answer or cannot be written; `failed` names it, `detail` says why.", body = crate::openapi::Problem, content_type = "application/problem+json")
     ),
     security((), ("bearer" = []))
 )]
 pub async fn ready(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (database, store) = tokio::join!(
-        tokio::time::timeout(READY_CHECK_TIMEOUT, app.db.ping()),
-        tokio::time::timeout(READY_CHECK_TIMEOUT, app.store.check()),
-    );
-    let mut failed = Vec::new();
-    match database {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            tracing::warn!(error = %error_chain(&error), "not ready: the database does not answer");
-            failed.push("database");
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?READY_CHECK_TIMEOUT, "not ready: the database does not answer in time");
-            failed.push("database");
-        }
-    }
-    match store {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            tracing::warn!(error = %error_chain(&error), "not ready: the object store does not answer");
-            failed.push("store");
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?READY_CHECK_TIMEOUT, "not ready: the object store does not answer in time");
-            failed.push("store");
-        }
-    }
-    if failed.is_empty() {
-        return Ok(Json(json!({ "status": "ready", "checks": { "database": "ok", "store": "ok" } })));
-    }
-    let named: Vec<String> = failed.iter().map(|name| format!("the {name}")).collect();
-    let detail = format!("not ready: {} did not answer", named.join(" and "));
-    Err(ApiError::NotReady { failed, detail })
+    let readiness = crate::readiness::Readiness {
+        db: app.db.clone(),
+        store: app.store.clone(),
+        data_dir: app.data_dir.clone(),
+    };
+    readiness.check().await.map(Json)
 }
 
 /// The Prometheus exposition. Anyone may read it, as `/health`: scrapers

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use envstore_core::{CanonicalSpec, EnvironmentName, NamespaceName, Role};
 use envstore_solve::Lock;
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::auth::Caller;
-use crate::routes::environments::queue_build;
+use crate::routes::environments::{queue_build, read_body, replay_if_known};
 use crate::routes::namespaces::authorized_namespace;
 use crate::{ApiError, AppState};
 
@@ -32,11 +33,13 @@ pub const MAX_LOCKFILE_BYTES: usize = 16 * 1024 * 1024;
     put,
     path = "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
     tag = "environments",
-    params(crate::openapi::EnvironmentPath),
+    params(crate::openapi::EnvironmentPath, ("Idempotency-Key" = Option<String>, Header, description = "Optional: 1 to 255 visible ASCII characters (a UUID v7, say), fresh per request. Sent again with the same request within 24 h, the first answer is repeated (with `Idempotent-Replayed: true`) and no second build is queued; sent with a different request, 422.")),
     request_body(content = String, content_type = "application/yaml", description = "A pixi.lock or conda-lock.yml (v1)."),
     responses(
-        (status = 202, description = "A build installing the lock as it is was queued.", body = serde_json::Value),
-        (status = 422, description = "Not a usable lockfile, or outside the namespace's policy.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 202, description = "A build installing the lock as it is was queued.", body = serde_json::Value, headers(("Idempotent-Replayed" = String, description = "`true` when this is the kept answer of an earlier request with the same Idempotency-Key."))),
+        (status = 400, description = "The Idempotency-Key is longer than 255 bytes or not visible ASCII.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a usable lockfile, or outside the namespace's policy, or the Idempotency-Key was already used for a different request.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer; `Retry-After` says when to try again (with the same Idempotency-Key).", body = crate::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "The namespace is at its concurrent-build quota.", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::InNamespace
     ),
@@ -46,13 +49,18 @@ pub async fn submit_lockfile(
     State(app): State<AppState>,
     caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Developer).await?;
     let name: EnvironmentName = name.parse()?;
-    let body = axum::body::to_bytes(body, MAX_LOCKFILE_BYTES)
-        .await
-        .map_err(|_| ApiError::TooLarge { limit: MAX_LOCKFILE_BYTES })?;
+    let body = read_body(body, MAX_LOCKFILE_BYTES).await?;
+    let key = crate::idempotency::request_key(&caller, &headers, &Method::PUT, uri.path(), &body)?;
+    // Before the lock is checked against its channels: a retry costs nothing.
+    if let Some(replayed) = replay_if_known(&app, key.as_ref()).await? {
+        return Ok(replayed);
+    }
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::BadRequest("the lockfile is not UTF-8 text".to_owned()))?;
     envstore_core::body_limits::check_yaml(text.as_bytes(), envstore_core::body_limits::MAX_NESTING)?;
@@ -88,7 +96,7 @@ pub async fn submit_lockfile(
         lock.platforms().map(str::to_owned).collect(),
         BTreeMap::new(),
     );
-    queue_build(&app, &caller, &namespace, &name, &policy, &canonical).await
+    queue_build(&app, &caller, &namespace, &name, &policy, &canonical, key.as_ref()).await
 }
 
 /// Deletes an environment (namespace admins): hidden at once, its queued

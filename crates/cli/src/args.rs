@@ -133,6 +133,8 @@ pub struct KernelsSyncArgs {
     pub store: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub store_limits: StoreArgs,
 }
 
 /// Settings every node shares.
@@ -217,9 +219,39 @@ pub struct LimitArgs {
     /// between two reads of its answer).
     #[arg(long, env = "ENVSTORE_CHANNEL_READ_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub channel_read_timeout_seconds: u64,
+    /// Seconds a database query waits for a connection (connecting to
+    /// PostgreSQL included) before the request fails with 503 and
+    /// Retry-After instead of hanging.
+    #[arg(long, env = "ENVSTORE_DATABASE_TIMEOUT_SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub database_timeout_seconds: u64,
     /// Bytes one repodata answer from a channel may carry on the wire.
     #[arg(long, env = "ENVSTORE_MAX_REPODATA_BYTES", default_value_t = envstore_solve::DEFAULT_MAX_REPODATA_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_repodata_bytes: u64,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Seconds transient download errors (refused or reset connections,
+    /// timeouts, 5xx, 429) of repodata and packages are retried, with
+    /// backoff, before the build fails; 0: never retried.
+    #[arg(long, env = "ENVSTORE_TRANSIENT_RETRY_SECONDS", default_value_t = 120)]
+    pub transient_retry_seconds: u64,
+}
+
+/// Time limits of object store calls, for every command that opens the store.
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// Seconds one object store call may take, its retries included;
+    /// bodies get a second more per MiB, uploads count per 8 MiB part and
+    /// downloads per chunk. Keep it well below --lease-seconds.
+    #[arg(long, env = "ENVSTORE_STORE_TIMEOUT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_timeout_seconds: u64,
+}
+
+impl StoreArgs {
+    pub fn settings(&self) -> envstore_store::StoreSettings {
+        envstore_store::StoreSettings {
+            timeout: std::time::Duration::from_secs(self.store_timeout_seconds),
+        }
+    }
 }
 
 impl LimitArgs {
@@ -228,11 +260,14 @@ impl LimitArgs {
         crate::config::TimeLimits {
             build: Duration::from_secs(self.build_timeout_seconds),
             solve_request: Duration::from_secs(self.solve_timeout_seconds),
+            database: Duration::from_secs(self.database_timeout_seconds),
             network: envstore_solve::NetworkLimits {
                 connect_timeout: Duration::from_secs(self.channel_connect_timeout_seconds),
                 read_timeout: Duration::from_secs(self.channel_read_timeout_seconds),
                 max_repodata_bytes: self.max_repodata_bytes,
+                transient_retry: Duration::from_secs(self.transient_retry_seconds),
             },
+            store: self.store.settings(),
         }
     }
 }
@@ -332,6 +367,10 @@ pub struct GcArgs {
     /// long (longer than a build runs, so none is about to be linked).
     #[arg(long, env = "ENVSTORE_GC_CACHE_IDLE_MINUTES", default_value_t = 120)]
     pub cache_idle_minutes: u64,
+    /// While the package cache holds more than this, entries no complete
+    /// prefix uses are removed, used longest ago first.
+    #[arg(long, env = "ENVSTORE_GC_CACHE_BUDGET", default_value = "20GiB")]
+    pub cache_budget: bytesize::ByteSize,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -350,4 +389,6 @@ pub struct MaterializeArgs {
     /// file:///path or s3://bucket/prefix
     #[arg(long, env = "ENVSTORE_STORE")]
     pub store: String,
+    #[command(flatten)]
+    pub store_limits: StoreArgs,
 }

@@ -10,6 +10,16 @@ use serde_json::Value;
 /// How often `--wait` asks for the build's state.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long a submission is retried (same request, same `Idempotency-Key`)
+/// while the server cannot be reached or answers 502, 503 or 504: about
+/// what a restarting database or API node takes to come back.
+const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// The first wait between two tries of a submission; doubled each time up
+/// to [`MAX_RETRY_WAIT`], or what the server's `Retry-After` asks.
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(500);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
 pub struct Client {
     base: url::Url,
     token: Option<String>,
@@ -41,18 +51,25 @@ impl Client {
 
     /// Submits `body` for `namespace/name`; returns the build id. A
     /// lockfile (`pixi.lock`, `conda-lock.yml`) is installed as it is, a
-    /// spec is solved.
+    /// spec is solved. Sent with a fresh `Idempotency-Key` and retried with
+    /// the same key for [`SUBMIT_RETRY_FOR`] while the server cannot be
+    /// reached or is unavailable, so a lost answer never makes two builds.
     pub async fn submit(&self, environment: &str, body: Vec<u8>, json: bool) -> anyhow::Result<String> {
         let (namespace, name) = split_environment(environment)?;
         let content_type = if json { "application/json" } else { "application/yaml" };
         let target = if is_lockfile(&body) { "/lockfile" } else { "" };
-        let response = self
-            .request(reqwest::Method::PUT, &format!("api/v1/namespaces/{namespace}/environments/{name}{target}"))?
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await
-            .context("the server did not answer")?;
+        let path = format!("api/v1/namespaces/{namespace}/environments/{name}{target}");
+        let key = uuid::Uuid::now_v7().to_string();
+        let send = || async {
+            self.request(reqwest::Method::PUT, &path)?
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .header("idempotency-key", &key)
+                .body(body.clone())
+                .send()
+                .await
+                .context("the server did not answer")
+        };
+        let response = retry_unavailable(SUBMIT_RETRY_FOR, send).await?;
         let answer = expect_success(response).await?;
         answer["build_id"]
             .as_str()
@@ -215,6 +232,55 @@ impl Client {
         let response = self.request(reqwest::Method::GET, &path)?.send().await.context("the server did not answer")?;
         expect_success(response).await
     }
+}
+
+/// Sends with `send` until the server answers something other than 502,
+/// 503 or 504 and the connection works, for at most `budget`; then the
+/// last answer (or error) stands. Waits double from [`FIRST_RETRY_WAIT`],
+/// or follow the server's `Retry-After`, up to [`MAX_RETRY_WAIT`].
+async fn retry_unavailable<F, Fut>(budget: Duration, send: F) -> anyhow::Result<reqwest::Response>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<reqwest::Response>>,
+{
+    let deadline = Instant::now() + budget;
+    let mut wait = FIRST_RETRY_WAIT;
+    loop {
+        let outcome = send().await;
+        let retry_after = match &outcome {
+            Ok(response) if is_unavailable(response.status()) => retry_after(response),
+            Ok(_) => return outcome,
+            // Only a failure to reach the server or to hear its answer:
+            // a request that cannot be built will not work later either.
+            Err(error) if error.downcast_ref::<reqwest::Error>().is_some_and(is_transport_error) => None,
+            Err(_) => return outcome,
+        };
+        let pause = retry_after.unwrap_or(wait).min(MAX_RETRY_WAIT);
+        if Instant::now() + pause > deadline {
+            return outcome;
+        }
+        match &outcome {
+            Ok(response) => eprintln!("the server answered {}; trying again in {:.1} s", response.status(), pause.as_secs_f64()),
+            Err(error) => eprintln!("{error:#}; trying again in {:.1} s", pause.as_secs_f64()),
+        }
+        tokio::time::sleep(pause).await;
+        wait = (wait * 2).min(MAX_RETRY_WAIT);
+    }
+}
+
+/// 502, 503 and 504: the server or a proxy before it cannot answer now.
+fn is_unavailable(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
+}
+
+fn is_transport_error(error: &reqwest::Error) -> bool {
+    error.is_connect() || error.is_timeout() || error.is_request() || error.is_body()
+}
+
+/// The server's `Retry-After` in seconds, if it sent one.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let seconds = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
 }
 
 fn split_environment(environment: &str) -> anyhow::Result<(&str, &str)> {
@@ -391,6 +457,80 @@ fn counted_step(line: &str) -> Option<(&str, u64, u64)> {
     let phase = words.next().filter(|word| matches!(*word, "downloading" | "linking"))?;
     let (done, total) = words.next()?.split_once('/')?;
     Some((phase, done.parse().ok()?, total.parse().ok()?))
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    /// A server that answers 503 `unavailable` times, then 202; it keeps
+    /// the Idempotency-Key of every request.
+    async fn flaky_server(unavailable: usize, listener: tokio::net::TcpListener) -> Arc<Mutex<Vec<String>>> {
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let seen = keys.clone();
+        let handler = move |headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let key = headers.get("idempotency-key").map(|value| value.to_str().unwrap().to_owned());
+                let mut seen = seen.lock().unwrap();
+                seen.push(key.unwrap_or_default());
+                if seen.len() <= unavailable {
+                    return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "0")], "{}").into_response();
+                }
+                (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "build_id": "b1" }))).into_response()
+            }
+        };
+        let router = axum::Router::new().route("/api/v1/namespaces/team/environments/env", axum::routing::put(handler));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        keys
+    }
+
+    #[tokio::test]
+    async fn a_submission_is_retried_with_its_key_while_the_server_is_unavailable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = Client::new(&format!("http://{}", listener.local_addr().unwrap()), None).unwrap();
+        let keys = flaky_server(2, listener).await;
+        let build = client.submit("team/env", b"dependencies: [python]\n".to_vec(), false).await.unwrap();
+        assert_eq!(build, "b1");
+        let keys = keys.lock().unwrap().clone();
+        assert_eq!(keys.len(), 3, "two 503s, then the answer");
+        assert_eq!(keys[0].len(), 36, "a UUID: {}", keys[0]);
+        assert!(keys.iter().all(|key| *key == keys[0]), "one key for every try: {keys:?}");
+    }
+
+    #[tokio::test]
+    async fn a_submission_waits_for_a_server_that_is_not_listening_yet() {
+        // A port nothing listens on for a while, then the server.
+        let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let client = Client::new(&format!("http://{address}"), None).unwrap();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            flaky_server(0, tokio::net::TcpListener::bind(address).await.unwrap()).await
+        });
+        let build = client.submit("team/env", b"dependencies: [python]\n".to_vec(), false).await.unwrap();
+        assert_eq!(build, "b1");
+        assert_eq!(late.await.unwrap().lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn other_answers_are_not_retried() {
+        let calls = Arc::new(Mutex::new(0));
+        let counted = calls.clone();
+        let send = || {
+            *counted.lock().unwrap() += 1;
+            async { Err::<reqwest::Response, _>(anyhow::anyhow!("not a transport error")) }
+        };
+        assert!(retry_unavailable(Duration::from_secs(30), send).await.is_err());
+        assert_eq!(*calls.lock().unwrap(), 1);
+        assert!(is_unavailable(reqwest::StatusCode::SERVICE_UNAVAILABLE));
+        assert!(!is_unavailable(reqwest::StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(!is_unavailable(reqwest::StatusCode::TOO_MANY_REQUESTS));
+    }
 }
 
 #[cfg(test)]

@@ -106,8 +106,14 @@ pub struct TimeLimits {
     pub build: std::time::Duration,
     /// One `POST …/solve` call, repodata included.
     pub solve_request: std::time::Duration,
-    /// Connecting to and hearing from channels.
+    /// How long a query waits for a database connection before failing
+    /// as unavailable (503).
+    pub database: std::time::Duration,
+    /// Connecting to and hearing from channels; how long transient
+    /// download errors are retried.
     pub network: envstore_solve::NetworkLimits,
+    /// Deadlines and retries of object store calls.
+    pub store: envstore_store::StoreSettings,
 }
 
 /// A build may run this long unless configured otherwise.
@@ -121,7 +127,9 @@ impl Default for TimeLimits {
         Self {
             build: DEFAULT_BUILD_TIMEOUT,
             solve_request: DEFAULT_SOLVE_REQUEST_TIMEOUT,
+            database: envstore_db::DEFAULT_TIMEOUT,
             network: envstore_solve::NetworkLimits::default(),
+            store: envstore_store::StoreSettings::default(),
         }
     }
 }
@@ -149,25 +157,8 @@ impl Default for UsageConfig {
 }
 
 /// Points where a worker can be told to stop for good, so fault tests can
-/// kill it there (`ENVSTORE_TEST_PAUSE=linking|publishing`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TestPause {
-    /// After the first package of a prefix is linked.
-    Linking,
-    /// When publishing starts.
-    Publishing,
-}
-
-impl std::str::FromStr for TestPause {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "linking" => Ok(Self::Linking),
-            "publishing" => Ok(Self::Publishing),
-            other => Err(format!("unknown pause point '{other}' (linking or publishing)")),
-        }
-    }
-}
+/// kill it there (`ENVSTORE_TEST_PAUSE=solving|downloading|linking|packing|publishing`).
+pub use envstore_workers::TestPause;
 
 impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

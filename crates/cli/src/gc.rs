@@ -82,6 +82,30 @@ pub fn render_report(report: &GcReport, keep_builds: usize) -> String {
     for (path, size) in &report.cached_packages {
         let _ = writeln!(text, "  {} {}", path.display(), human_bytes(*size));
     }
+    let over: u64 = report.over_budget_packages.iter().map(|(_, size)| size).sum();
+    let _ = writeln!(
+        text,
+        "{did}remove {} package cache entries no complete prefix uses, oldest used first, to bring the cache under its {} budget: {}",
+        report.over_budget_packages.len(),
+        human_bytes(report.cache_budget),
+        human_bytes(over)
+    );
+    for (path, size) in &report.over_budget_packages {
+        let _ = writeln!(text, "  {} {}", path.display(), human_bytes(*size));
+    }
+    for busy in &report.busy_cache_entries {
+        let _ = writeln!(text, "  kept {}: another process is using it", busy.display());
+    }
+    let temporary: u64 = report.temporaries.iter().map(|(_, size)| size).sum();
+    let _ = writeln!(
+        text,
+        "{did}remove {} temporary files and folders that stopped processes left: {}",
+        report.temporaries.len(),
+        human_bytes(temporary)
+    );
+    for (path, size) in &report.temporaries {
+        let _ = writeln!(text, "  {} {}", path.display(), human_bytes(*size));
+    }
     let _ = writeln!(text, "{}: {}", if report.dry_run { "would free" } else { "freed" }, human_bytes(report.freed_bytes()));
     text
 }

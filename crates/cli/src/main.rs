@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
             let config = node_config(args.node).await?;
             let workers = envstore_cli::server::start_workers(config).await?;
             if let Some(bind) = args.metrics_bind {
-                let address = envstore_cli::server::serve_worker_metrics(bind, workers.shutdown_token()).await?;
+                let address = envstore_cli::server::serve_worker_metrics(bind, &workers).await?;
                 println!("envstore worker metrics on http://{address}");
             }
             run_until_signal(workers).await
@@ -166,7 +166,7 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
 }
 
 /// Where fault tests tell workers to stop for good
-/// (`ENVSTORE_TEST_PAUSE=linking|publishing`): read only by a build with
+/// (`ENVSTORE_TEST_PAUSE=solving|downloading|linking|packing|publishing`): read only by a build with
 /// the `test-hooks` feature, which the tests turn on.
 #[cfg(feature = "test-hooks")]
 fn test_pause() -> anyhow::Result<Option<TestPause>> {
@@ -186,13 +186,14 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
     let config = node_config(args.node).await?;
     let db = envstore_db::Database::connect(&config.database).await?;
     db.migrate().await?;
-    let store = envstore_store::ArtifactStore::open(&config.store)?;
+    let store = envstore_store::ArtifactStore::open_with(&config.store, config.limits.store)?;
     let options = envstore_workers::GcOptions {
         keep_builds: args.keep_builds,
         dry_run: args.dry_run,
         worker: format!("gc-{}", uuid::Uuid::now_v7()),
         lease: config.lease,
         cache_idle: std::time::Duration::from_secs(args.cache_idle_minutes.saturating_mul(60)),
+        cache_budget: args.cache_budget.as_u64(),
     };
     let layout = envstore_workers::Layout::under(&config.data_dir);
     let report = envstore_workers::collect_garbage(&db, &store, &layout, &options).await?;
@@ -207,13 +208,15 @@ async fn materialize(args: MaterializeArgs) -> anyhow::Result<()> {
         .context("the environment is NAMESPACE/NAME")?;
     let root = absolute(&args.root.unwrap_or_else(|| PathBuf::from("envstore-data")))?;
     let db = envstore_db::Database::connect(&args.database).await?;
-    let store = envstore_store::ArtifactStore::open(&store_url(&args.store)?)?;
+    let store = envstore_store::ArtifactStore::open_with(&store_url(&args.store)?, args.store_limits.settings())?;
     let platform = rattler_conda_types::Subdir::current()
         .context("envstore cannot tell which conda platform this machine is")?;
+    let layout = envstore_workers::Layout::under(&root);
     let prefix = envstore_workers::materialize_environment(
         &db,
         &store,
-        &envstore_workers::Layout::under(&root),
+        &layout,
+        &prefix_builder(&layout),
         &platform.to_string(),
         &namespace.parse()?,
         &name.parse()?,
@@ -221,6 +224,13 @@ async fn materialize(args: MaterializeArgs) -> anyhow::Result<()> {
     .await?;
     println!("{}", prefix.display());
     Ok(())
+}
+
+/// What builds a prefix here when its packed form was never published:
+/// the package cache under the same data folder, default package limits.
+fn prefix_builder(layout: &envstore_workers::Layout) -> envstore_link::PrefixBuilder {
+    let cache = rattler::package_cache::PackageCache::new(layout.package_cache.clone());
+    envstore_link::PrefixBuilder::new(layout.prefixes.clone(), cache)
 }
 
 /// A spec file's bytes (`-`: standard input) and whether it is JSON.
@@ -248,7 +258,7 @@ async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
     let materializer = match (&args.database, &args.store) {
         (Some(database), Some(store)) => Some((
             envstore_db::Database::connect(database).await?,
-            envstore_store::ArtifactStore::open(&store_url(store)?)?,
+            envstore_store::ArtifactStore::open_with(&store_url(store)?, args.store_limits.settings())?,
         )),
         (None, None) => None,
         _ => anyhow::bail!("materialising prefixes needs both --database and --store"),
@@ -283,6 +293,7 @@ async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
                 db,
                 store,
                 &layout,
+                &prefix_builder(&layout),
                 &platform.to_string(),
                 &kernel.namespace.parse()?,
                 &kernel.environment.parse()?,

@@ -19,7 +19,7 @@ use rattler_conda_types::Subdir;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ServerConfig, TestPause, redact_password};
+use crate::config::{ServerConfig, redact_password};
 
 /// How long a solve may run before the build fails with a timeout.
 const SOLVE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -58,10 +58,17 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
     envstore_api::prometheus::install()?;
     let data_dir = &config.data_dir;
     fs_err::create_dir_all(data_dir)?;
-    let db = Database::connect(&config.database)
+    let db = Database::connect_with_timeout(&config.database, config.limits.database)
         .await
         .with_context(|| format!("failed to open the database {}", redact_password(&config.database)))?;
-    let store = ArtifactStore::open(&config.store)?;
+    let store = ArtifactStore::open_with(&config.store, config.limits.store)?;
+    if config.limits.store.timeout >= config.lease {
+        tracing::warn!(
+            store_timeout = ?config.limits.store.timeout,
+            lease = ?config.lease,
+            "--store-timeout-seconds is not below --lease-seconds: a hanging object store can outlast a lease"
+        );
+    }
     let allowlist = ChannelAllowlist::new(config.channels.clone());
     let native_platform =
         Subdir::current().context("envstore cannot tell which conda platform this machine is")?;
@@ -77,9 +84,12 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
     let channel_client = envstore_solve::ChannelClient::new(&allowlist, config.limits.network)?;
     let prefixes = PrefixBuilder::new(layout.prefixes.clone(), package_cache.clone())
         .with_client(channel_client.lazy())
-        .with_limits(config.package_limits);
+        .with_limits(config.package_limits)
+        .with_transient_retry(config.limits.network.transient_retry);
     #[cfg(feature = "test-hooks")]
-    let prefixes = prefixes.with_pause_after_first_link(config.test_pause == Some(TestPause::Linking));
+    let prefixes = prefixes
+        .with_pause_after_first_link(config.test_pause == Some(crate::config::TestPause::Linking))
+        .with_pause_after_first_download(config.test_pause == Some(crate::config::TestPause::Downloading));
     let context = Arc::new(BuildContext {
         db,
         store,
@@ -91,7 +101,7 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
         logs: logs.clone(),
         lease: config.lease,
         publish_packed_prefixes: config.publish_packed_prefixes,
-        pause_before_publishing: config.test_pause == Some(TestPause::Publishing),
+        test_pause: config.test_pause,
         build_timeout: config.limits.build,
     });
     Ok(Node {
@@ -107,6 +117,8 @@ pub struct RunningServer {
     /// Where the API listens; None for a workers-only node.
     pub local_addr: Option<SocketAddr>,
     pub admin_token: Option<String>,
+    /// A workers-only node's readiness checks, for its metrics listener.
+    readiness: Option<envstore_api::readiness::Readiness>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -153,6 +165,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             logs: node.logs.clone(),
         }),
         prefixes_root: node.context.layout.prefixes.clone(),
+        data_dir: config.data_dir.clone(),
         environments_root: node.context.layout.environments.clone(),
         solver: node.context.solver.clone().with_call_limit(config.limits.solve_request),
         solve_permits: Arc::new(tokio::sync::Semaphore::new(API_SOLVES)),
@@ -197,6 +210,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         local_addr: Some(local_addr),
         admin_token: Some(admin_token),
+        readiness: None,
         shutdown,
         task,
     })
@@ -206,6 +220,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 pub async fn start_workers(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let node = open_node(&config).await?;
     let pool = start_pool(&node, config.workers.max(1));
+    let readiness = envstore_api::readiness::Readiness {
+        db: node.context.db.clone(),
+        store: node.context.store.clone(),
+        data_dir: config.data_dir.clone(),
+    };
     tracing::info!(config = ?config, "envstore workers are running");
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -219,20 +238,26 @@ pub async fn start_workers(config: ServerConfig) -> anyhow::Result<RunningServer
     Ok(RunningServer {
         local_addr: None,
         admin_token: None,
+        readiness: Some(readiness),
         shutdown,
         task,
     })
 }
 
-/// Serves a workers-only node's metrics and liveness on `bind` until
-/// `shutdown`; returns the address it listens on.
-pub async fn serve_worker_metrics(bind: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+/// Serves a workers-only node's metrics, liveness and readiness on `bind`
+/// until the node stops; returns the address it listens on.
+pub async fn serve_worker_metrics(bind: SocketAddr, workers: &RunningServer) -> anyhow::Result<SocketAddr> {
+    let shutdown = workers.shutdown_token();
+    let router = match &workers.readiness {
+        Some(readiness) => envstore_api::prometheus::worker_router_with_readiness(readiness.clone()),
+        None => envstore_api::prometheus::worker_router(),
+    };
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("failed to listen on {bind} for metrics"))?;
     let address = listener.local_addr()?;
     tokio::spawn(async move {
-        let served = axum::serve(listener, envstore_api::prometheus::worker_router())
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(error) = served {

@@ -117,5 +117,40 @@ async fn gc_keeps_the_newest_prefixes_and_rebuilds_a_collected_one_on_demand() {
     assert_eq!(link, prefix_of(&server, &oldest), "the environment points at the rebuilt prefix");
     let (_, environment) = server.get_json("/api/v1/namespaces/team/environments/env").await;
     assert_eq!(environment["current_build"]["id"], rebuilt["id"], "the rebuild is current: {environment:#}");
+
+    // Leftovers of processes that died: a half-built prefix (no marker) of
+    // a build still referred to, untouched for longer than a lease; a packed
+    // prefix and a rattler extraction folder nobody holds, hours old.
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let age = |path: &std::path::Path| std::fs::File::open(path).unwrap().set_modified(two_hours_ago).unwrap();
+    let half_built = prefix_of(&server, &newest);
+    std::fs::remove_file(half_built.join("conda-meta/envstore-complete.json")).unwrap();
+    age(&half_built);
+    let pack = server.data_dir.join("prefixes/.envstore-pack-AbC123.tar.zst");
+    std::fs::write(&pack, b"half a packed prefix").unwrap();
+    age(&pack);
+    let extraction = server.data_dir.join("cache/pkgs/.libzlib-9.9.9-h0_0XyZ789");
+    std::fs::create_dir_all(&extraction).unwrap();
+    std::fs::write(extraction.join("part"), b"half an archive").unwrap();
+    age(&extraction);
+    let fresh_pack = server.data_dir.join("prefixes/.envstore-pack-being-written.tar.zst");
+    std::fs::write(&fresh_pack, b"being written").unwrap();
+
+    let dry = gc(&server, &["--keep-builds", "10", "--dry-run"]).await;
+    assert!(dry.contains("would remove 2 temporary files and folders that stopped processes left"), "{dry}");
+    assert!(dry.contains(&format!("  {} ", pack.display())) && dry.contains(&format!("  {} ", extraction.display())), "{dry}");
+    assert!(dry.contains(&format!("  {} ", half_built.display())) && dry.contains("(unfinished leftover)"), "{dry}");
+    assert!(dry.contains("would remove 0 package cache entries no complete prefix uses, oldest used first, to bring the cache under its 20.0 GiB budget"), "{dry}");
+    assert!(pack.exists() && extraction.exists() && half_built.exists(), "a dry run removes nothing");
+    let done = gc(&server, &["--keep-builds", "10"]).await;
+    assert!(done.contains("remove 2 temporary files and folders") && !done.contains("would"), "{done}");
+    assert!(!pack.exists() && !extraction.exists() && !half_built.exists(), "{done}");
+    assert!(fresh_pack.exists(), "a pack file of the last hour stays");
+    assert!(prefix_of(&server, &oldest).join("bin/python").exists(), "the complete current prefix stays");
+    // Over a tiny budget, package cache entries no complete prefix uses go;
+    // the current prefix's stay.
+    let tiny = gc(&server, &["--keep-builds", "10", "--cache-budget", "1KiB"]).await;
+    assert!(tiny.contains("to bring the cache under its 1.0 KiB budget"), "{tiny}");
+    assert!(prefix_of(&server, &oldest).join("bin/python").exists());
     server.stop().await;
 }

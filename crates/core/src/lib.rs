@@ -5,6 +5,7 @@
 mod access;
 pub mod body_limits;
 mod build;
+pub mod channel_request;
 mod channels;
 mod hash;
 mod names;

@@ -118,7 +118,7 @@ impl Database {
              LEFT JOIN builds latest ON latest.id = ( \
                  SELECT id FROM builds WHERE builds.namespace = environments.namespace \
                  AND builds.environment = environments.name AND builds.deleted_at IS NULL \
-                 ORDER BY builds.created_at DESC, builds.id DESC LIMIT 1) \
+                 ORDER BY builds.seq DESC LIMIT 1) \
              WHERE environments.namespace = $1 AND environments.deleted_at IS NULL \
              AND environments.name > $2 AND LOWER(environments.name) LIKE $3 ESCAPE '\\' \
              ORDER BY environments.name LIMIT $4",
@@ -160,11 +160,10 @@ impl Database {
                  SELECT {BUILD_COLUMNS}, submitted_by \
                  FROM builds WHERE namespace = $1 AND environment = $2 AND deleted_at IS NULL \
              ) AS history \
-             WHERE ($3 = '' OR created_at < (SELECT created_at FROM builds WHERE id = $3) \
-                    OR (created_at = (SELECT created_at FROM builds WHERE id = $3) AND id < $3)) \
+             WHERE ($3 = '' OR seq < (SELECT seq FROM builds WHERE id = $3)) \
              AND (LOWER(id) LIKE $4 ESCAPE '\\' OR LOWER(status) LIKE $4 ESCAPE '\\' \
                   OR LOWER(COALESCE(submitted_by, '')) LIKE $4 ESCAPE '\\') \
-             ORDER BY created_at DESC, id DESC LIMIT $5"
+             ORDER BY seq DESC LIMIT $5"
         )))
         .bind(namespace.as_str())
         .bind(environment.as_str())

@@ -25,10 +25,15 @@ pub struct BuildRecord {
     /// When the build's environment or namespace was deleted; hidden since.
     #[serde(skip)]
     pub deleted_at: Option<i64>,
+    /// Where the build stands in the order builds were accepted (one
+    /// database-wide counter): the later of two succeeded builds of an
+    /// environment becomes current, whichever finished first.
+    #[serde(skip)]
+    pub seq: i64,
 }
 
 pub(crate) const BUILD_COLUMNS: &str = "id, namespace, environment, spec_hash, status, lock_hash, lock_reused, \
-     prefix_reused, phases, error, created_at, started_at, finished_at, prefix_collected_at, deleted_at";
+     prefix_reused, phases, error, created_at, started_at, finished_at, prefix_collected_at, deleted_at, seq";
 
 impl BuildRecord {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self, DbError> {
@@ -55,8 +60,45 @@ impl BuildRecord {
             finished_at: get(row, "finished_at")?,
             prefix_collected_at: get(row, "prefix_collected_at")?,
             deleted_at: get(row, "deleted_at")?,
+            seq: get(row, "seq")?,
         })
     }
+}
+
+/// How long an idempotency key's answer is kept and replayed.
+pub const IDEMPOTENCY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Keys claimed at or before this time have expired.
+fn idempotency_cutoff(now: i64) -> i64 {
+    now - IDEMPOTENCY_TTL.as_millis() as i64
+}
+
+/// A submission's `Idempotency-Key`, whose it is and what it asked for.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    /// Who sent it: the same key of two callers is two keys.
+    pub caller: String,
+    pub key: String,
+    /// A digest of the request (method, path, body): the same key sent
+    /// with another request is refused, not replayed.
+    pub request_hash: String,
+}
+
+/// The answer kept under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// What a submission under an idempotency key came to.
+#[derive(Debug, Clone)]
+pub enum Submission {
+    /// Queued (or joined) now; its answer is kept under the key, if any.
+    Submitted(Box<SubmittedBuild>),
+    /// The key was used already: nothing new was queued; its kept answer.
+    Replayed(StoredAnswer),
 }
 
 #[derive(Debug, Clone)]
@@ -131,9 +173,58 @@ impl Database {
         spec: &CanonicalSpec,
         submitted_by: Option<&str>,
     ) -> Result<SubmittedBuild, DbError> {
+        match self.submit_build_once(namespace, environment, spec, submitted_by, None, |_| (0, String::new())).await? {
+            Submission::Submitted(submitted) => Ok(*submitted),
+            Submission::Replayed(_) => Err(DbError::Conflict("an idempotent answer without a key".to_owned())),
+        }
+    }
+
+    /// [`Self::submit_build`] under an optional idempotency key: the key is
+    /// claimed first in the same transaction, and `answer` (status and
+    /// body of the HTTP answer) is kept under it with the build, so the
+    /// build and its kept answer exist together or not at all. A key
+    /// claimed already (before, or by a concurrent request that committed
+    /// first) makes no build: its kept answer comes back instead.
+    pub async fn submit_build_once(
+        &self,
+        namespace: &NamespaceName,
+        environment: &EnvironmentName,
+        spec: &CanonicalSpec,
+        submitted_by: Option<&str>,
+        key: Option<&IdempotencyKey>,
+        answer: impl FnOnce(&SubmittedBuild) -> (u16, String),
+    ) -> Result<Submission, DbError> {
         let spec_hash = spec.hash().to_hex();
         let now = now_millis();
         let mut transaction = self.pool.begin().await?;
+        if let Some(key) = key {
+            // Blocks (PostgreSQL) or waits for the writer lock (SQLite)
+            // while a concurrent request holds the same key, then finds it.
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (caller, idempotency_key, request_hash, status, body, created_at) \
+                 VALUES ($1, $2, $3, NULL, NULL, $4) ON CONFLICT (caller, idempotency_key) DO UPDATE \
+                 SET request_hash = excluded.request_hash, status = NULL, body = NULL, created_at = excluded.created_at \
+                 WHERE idempotency_keys.created_at <= $5",
+            )
+            .bind(&key.caller)
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .bind(now)
+            .bind(idempotency_cutoff(now))
+            .execute(&mut *transaction)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                transaction.rollback().await?;
+                let stored = self.idempotent_answer(&key.caller, &key.key).await?.ok_or_else(|| {
+                    DbError::Conflict(format!("a request with Idempotency-Key '{}' that is still running", key.key))
+                })?;
+                return Ok(Submission::Replayed(stored));
+            }
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= $1")
+                .bind(idempotency_cutoff(now))
+                .execute(&mut *transaction)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO specs (spec_hash, canonical, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (spec_hash) DO NOTHING",
@@ -158,31 +249,90 @@ impl Database {
         .await?;
         let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE namespace = $1 AND environment = $2 \
-             AND spec_hash = $3 AND status IN ('queued', 'running') ORDER BY created_at LIMIT 1"
+             AND spec_hash = $3 AND status IN ('queued', 'running') ORDER BY seq LIMIT 1"
         )))
         .bind(namespace.as_str())
         .bind(environment.as_str())
         .bind(&spec_hash)
         .fetch_optional(&mut *transaction)
         .await?;
-        if let Some(row) = existing {
-            let build = BuildRecord::from_row(&row)?;
-            transaction.commit().await?;
-            return Ok(SubmittedBuild { build, joined: true });
+        let submitted = match existing {
+            Some(row) => SubmittedBuild { build: BuildRecord::from_row(&row)?, joined: true },
+            None => {
+                let build_id = self.insert_build(&mut transaction, namespace, environment, &spec_hash, submitted_by, now).await?;
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1")))
+                    .bind(&build_id)
+                    .fetch_one(&mut *transaction)
+                    .await?;
+                SubmittedBuild { build: BuildRecord::from_row(&row)?, joined: false }
+            }
+        };
+        if let Some(key) = key {
+            let (status, body) = answer(&submitted);
+            sqlx::query("UPDATE idempotency_keys SET status = $3, body = $4 WHERE caller = $1 AND idempotency_key = $2")
+                .bind(&key.caller)
+                .bind(&key.key)
+                .bind(i64::from(status))
+                .bind(body)
+                .execute(&mut *transaction)
+                .await?;
         }
+        transaction.commit().await?;
+        Ok(Submission::Submitted(Box::new(submitted)))
+    }
+
+    /// Inserts a queued build, its acceptance number and its job; returns
+    /// the build's id.
+    async fn insert_build(
+        &self,
+        transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
+        namespace: &NamespaceName,
+        environment: &EnvironmentName,
+        spec_hash: &str,
+        submitted_by: Option<&str>,
+        now: i64,
+    ) -> Result<String, DbError> {
         let build_id = uuid::Uuid::now_v7().to_string();
-        sqlx::query(
-            "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at, submitted_by) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
-        )
-        .bind(&build_id)
-        .bind(namespace.as_str())
-        .bind(environment.as_str())
-        .bind(&spec_hash)
-        .bind(now)
-        .bind(submitted_by)
-        .execute(&mut *transaction)
-        .await?;
+        match self.dialect {
+            // One writer at a time: the counter row hands out each number
+            // once, in the order submissions commit.
+            crate::Dialect::Sqlite => {
+                let seq: i64 = get(
+                    &sqlx::query("UPDATE build_seq SET last = last + 1 WHERE id = 1 RETURNING last")
+                        .fetch_one(&mut **transaction)
+                        .await?,
+                    "last",
+                )?;
+                sqlx::query(
+                    "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at, submitted_by, seq) \
+                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
+                )
+                .bind(&build_id)
+                .bind(namespace.as_str())
+                .bind(environment.as_str())
+                .bind(spec_hash)
+                .bind(now)
+                .bind(submitted_by)
+                .bind(seq)
+                .execute(&mut **transaction)
+                .await?;
+            }
+            // The column's default takes the next number of its sequence.
+            crate::Dialect::Postgres => {
+                sqlx::query(
+                    "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at, submitted_by) \
+                     VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
+                )
+                .bind(&build_id)
+                .bind(namespace.as_str())
+                .bind(environment.as_str())
+                .bind(spec_hash)
+                .bind(now)
+                .bind(submitted_by)
+                .execute(&mut **transaction)
+                .await?;
+            }
+        }
         sqlx::query(
             "INSERT INTO jobs (id, build_id, state, attempts, run_after, created_at) \
              VALUES ($1, $2, 'queued', 0, $3, $3)",
@@ -190,22 +340,43 @@ impl Database {
         .bind(uuid::Uuid::now_v7().to_string())
         .bind(&build_id)
         .bind(now)
-        .execute(&mut *transaction)
+        .execute(&mut **transaction)
         .await?;
         if self.dialect == crate::Dialect::Postgres {
             // Delivered on commit, to every listening worker.
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::jobs::JOBS_CHANNEL)
                 .bind(&build_id)
-                .execute(&mut *transaction)
+                .execute(&mut **transaction)
                 .await?;
         }
-        transaction.commit().await?;
-        let build = self
-            .build(&build_id)
-            .await?
-            .ok_or_else(|| DbError::NotFound(format!("build '{build_id}'")))?;
-        Ok(SubmittedBuild { build, joined: false })
+        Ok(build_id)
+    }
+
+    /// The answer kept under a caller's idempotency key, if the key was
+    /// used within [`IDEMPOTENCY_TTL`].
+    pub async fn idempotent_answer(&self, caller: &str, key: &str) -> Result<Option<StoredAnswer>, DbError> {
+        let row = sqlx::query(
+            "SELECT request_hash, status, body FROM idempotency_keys \
+             WHERE caller = $1 AND idempotency_key = $2 AND created_at > $3 AND status IS NOT NULL",
+        )
+        .bind(caller)
+        .bind(key)
+        .bind(idempotency_cutoff(now_millis()))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let status: i64 = get(&row, "status")?;
+            Ok(StoredAnswer {
+                request_hash: get(&row, "request_hash")?,
+                status: u16::try_from(status).map_err(|error| DbError::Corrupt {
+                    column: "idempotency_keys.status",
+                    reason: error.to_string(),
+                })?,
+                body: get::<Option<String>>(&row, "body")?.unwrap_or_default(),
+            })
+        })
+        .transpose()
     }
 
     pub async fn build(&self, id: &str) -> Result<Option<BuildRecord>, DbError> {
@@ -226,7 +397,7 @@ impl Database {
     ) -> Result<Vec<BuildRecord>, DbError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE namespace = $1 AND environment = $2 \
-             AND deleted_at IS NULL ORDER BY created_at DESC, id DESC"
+             AND deleted_at IS NULL ORDER BY seq DESC"
         )))
         .bind(namespace.as_str())
         .bind(environment.as_str())
@@ -446,8 +617,8 @@ impl Database {
                 "UPDATE environments SET current_build_id = $1 \
                  WHERE (namespace, name) = (SELECT namespace, environment FROM builds WHERE id = $1) \
                  AND (current_build_id IS NULL OR \
-                      (SELECT created_at FROM builds WHERE id = environments.current_build_id) <= \
-                      (SELECT created_at FROM builds WHERE id = $1))",
+                      (SELECT seq FROM builds WHERE id = environments.current_build_id) <= \
+                      (SELECT seq FROM builds WHERE id = $1))",
             )
             .bind(id)
             .execute(&mut *transaction)
@@ -586,6 +757,168 @@ mod tests {
         };
         db.finish_build(&build.id, &outcome).await.unwrap();
         build.id
+    }
+
+    fn succeeded(lock: &ContentHash) -> BuildOutcome {
+        BuildOutcome {
+            status: BuildStatus::Succeeded,
+            lock_hash: Some(*lock),
+            lock_reused: false,
+            prefix_reused: false,
+            phases: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// A fresh SQLite database, and a fresh PostgreSQL one too when
+    /// `ENVSTORE_TEST_DATABASE` names a server (`scripts/test-services.sh`).
+    async fn databases() -> (tempfile::TempDir, Vec<Database>) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
+        let mut databases = vec![Database::connect(&url).await.unwrap()];
+        if let Ok(server) = std::env::var("ENVSTORE_TEST_DATABASE")
+            && server.starts_with("postgres")
+        {
+            sqlx::any::install_default_drivers();
+            let name = format!("builds_{}", uuid::Uuid::new_v4().simple());
+            let admin = sqlx::AnyPool::connect(&server).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&admin).await.unwrap();
+            let (base, _) = server.rsplit_once('/').unwrap();
+            databases.push(Database::connect(&format!("{base}/{name}")).await.unwrap());
+        }
+        (dir, databases)
+    }
+
+    #[tokio::test]
+    async fn the_build_accepted_later_becomes_current_whatever_the_clocks_and_finish_order_say() {
+        let (_dir, databases) = databases().await;
+        for db in &databases {
+            accepted_later_wins(db).await;
+        }
+    }
+
+    async fn accepted_later_wins(db: &Database) {
+        let team: NamespaceName = "team".parse().unwrap();
+        let env: EnvironmentName = "env".parse().unwrap();
+        db.create_namespace(&team).await.unwrap();
+        let lock = ContentHash::of(b"lock");
+        db.insert_lock(&lock, &["linux-64".to_owned()], &serde_json::json!([]), &Default::default()).await.unwrap();
+        // Equal time stamps (one millisecond), then the earlier build's clock
+        // ahead of the later one's (two API nodes whose clocks differ).
+        for earlier_created_at in [1_000, 2_000] {
+            let earlier = db.submit_build(&team, &env, &spec("python"), None).await.unwrap().build;
+            let later = db.submit_build(&team, &env, &spec("numpy"), None).await.unwrap().build;
+            assert!(later.seq > earlier.seq);
+            for (id, created_at) in [(&earlier.id, earlier_created_at), (&later.id, 1_000)] {
+                sqlx::query("UPDATE builds SET created_at = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(created_at)
+                    .execute(&db.pool)
+                    .await
+                    .unwrap();
+            }
+            // The later one finishes first; the earlier one must not replace it.
+            db.finish_build(&later.id, &succeeded(&lock)).await.unwrap();
+            db.finish_build(&earlier.id, &succeeded(&lock)).await.unwrap();
+            let current = db.environment(&team, &env).await.unwrap().unwrap().current_build_id;
+            assert_eq!(current.as_deref(), Some(later.id.as_str()), "created_at {earlier_created_at}");
+            let history: Vec<String> =
+                db.environment_builds(&team, &env).await.unwrap().into_iter().map(|build| build.id).collect();
+            assert_eq!(&history[..2], [later.id.clone(), earlier.id.clone()], "newest first, by acceptance");
+        }
+    }
+
+    fn key(key: &str, request: &str) -> IdempotencyKey {
+        IdempotencyKey { caller: "alice".to_owned(), key: key.to_owned(), request_hash: request.to_owned() }
+    }
+
+    async fn count_builds(db: &Database) -> i64 {
+        get(&sqlx::query("SELECT COUNT(*) AS n FROM builds").fetch_one(&db.pool).await.unwrap(), "n").unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_makes_one_build_and_replays_its_answer() {
+        let (_dir, databases) = databases().await;
+        for db in &databases {
+            one_build_per_key(db).await;
+        }
+    }
+
+    async fn one_build_per_key(db: &Database) {
+        let team: NamespaceName = "team".parse().unwrap();
+        let env: EnvironmentName = "env".parse().unwrap();
+        db.create_namespace(&team).await.unwrap();
+        let answer = |submitted: &SubmittedBuild| (202, format!("{{\"build_id\":\"{}\"}}", submitted.build.id));
+        let first = db.submit_build_once(&team, &env, &spec("python"), None, Some(&key("k1", "h1")), answer).await.unwrap();
+        let Submission::Submitted(first) = first else { panic!("the first use of a key submits") };
+        assert_eq!(count_builds(&db).await, 1);
+
+        // Again, even with another spec: nothing new, the kept answer.
+        for spec_text in ["python", "numpy"] {
+            let (spec, key) = (spec(spec_text), key("k1", "h2"));
+            let again = db.submit_build_once(&team, &env, &spec, None, Some(&key), answer).await.unwrap();
+            let Submission::Replayed(stored) = again else { panic!("a used key replays") };
+            assert_eq!(stored.status, 202);
+            assert_eq!(stored.request_hash, "h1", "the first request's digest, for the caller to compare");
+            assert_eq!(stored.body, format!("{{\"build_id\":\"{}\"}}", first.build.id));
+        }
+        assert_eq!(count_builds(&db).await, 1);
+        assert_eq!(db.idempotent_answer("alice", "k1").await.unwrap().unwrap().request_hash, "h1");
+        assert_eq!(db.idempotent_answer("bob", "k1").await.unwrap(), None, "keys are per caller");
+
+        // A key older than a day is free again.
+        sqlx::query("UPDATE idempotency_keys SET created_at = $1")
+            .bind(now_millis() - IDEMPOTENCY_TTL.as_millis() as i64 - 1)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(db.idempotent_answer("alice", "k1").await.unwrap(), None);
+        let (spec, key) = (spec("numpy"), key("k1", "h3"));
+        let fresh = db.submit_build_once(&team, &env, &spec, None, Some(&key), answer).await.unwrap();
+        assert!(matches!(fresh, Submission::Submitted(_)));
+        assert_eq!(count_builds(&db).await, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_submissions_with_one_key_make_one_build() {
+        let (_dir, databases) = databases().await;
+        for db in &databases {
+            one_build_for_racing_requests(db).await;
+        }
+    }
+
+    async fn one_build_for_racing_requests(db: &Database) {
+        let team: NamespaceName = "team".parse().unwrap();
+        db.create_namespace(&team).await.unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|index| {
+                let db = db.clone();
+                let team = team.clone();
+                tokio::spawn(async move {
+                    // Different specs: were the key ignored, each would be a build.
+                    let spec = spec(&format!("pkg{index}"));
+                    let answer = |submitted: &SubmittedBuild| (202, submitted.build.id.clone());
+                    db.submit_build_once(&team, &"env".parse().unwrap(), &spec, None, Some(&key("same", "h")), answer)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        let mut submitted = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Submission::Submitted(build) => {
+                    submitted += 1;
+                    ids.push(build.build.id);
+                }
+                Submission::Replayed(stored) => ids.push(stored.body),
+            }
+        }
+        assert_eq!(submitted, 1);
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "every request answers the same build");
+        assert_eq!(count_builds(&db).await, 1);
     }
 
     #[tokio::test]

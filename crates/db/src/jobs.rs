@@ -19,10 +19,12 @@ pub struct JobListener {
 }
 
 impl JobListener {
-    /// Waits for the next notification.
-    pub async fn recv(&mut self) -> Result<(), DbError> {
-        self.listener.recv().await?;
-        Ok(())
+    /// Waits for the next notification: true for a job, false when the
+    /// connection was lost and made again (notifications sent meanwhile are
+    /// gone, so the caller should look for jobs). An error means the
+    /// listener could not reconnect; make a new one.
+    pub async fn recv(&mut self) -> Result<bool, DbError> {
+        Ok(self.listener.try_recv().await?.is_some())
     }
 }
 
@@ -32,21 +34,76 @@ pub struct ClaimedJob {
     pub build_id: String,
     /// How many times this job has been claimed, this claim included.
     pub attempts: i64,
+    /// Set when the claim found the job's last attempt abandoned (its lease
+    /// ran out) with no attempt left: the claim already ended the build
+    /// `failed` with this message, and nothing is to be run.
+    pub failed_at_limit: Option<String>,
 }
 
-const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', worker = $1, locked_until = $2, \
-     attempts = attempts + 1 \
+/// The log of a build's running attempt as last written to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptLog {
+    pub attempt: i64,
+    pub text: String,
+}
+
+/// A job whose worker stopped on its last allowed attempt: ended `failed`
+/// in the same transaction that found it, so two workers cannot both decide.
+const EXHAUST_SQLITE: &str = "UPDATE jobs SET state = 'done', worker = $1, locked_until = NULL, stopped = stopped + 1 \
      WHERE id = (SELECT id FROM jobs \
-        WHERE (state = 'queued' AND run_after <= $3) OR (state = 'running' AND locked_until < $3) \
+        WHERE state = 'running' AND locked_until < $2 AND attempts >= $3 \
+        ORDER BY run_after, created_at LIMIT 1) \
+     AND state = 'running' AND locked_until < $2 \
+     RETURNING id, build_id, attempts, stopped";
+
+const EXHAUST_POSTGRES: &str = "UPDATE jobs SET state = 'done', worker = $1, locked_until = NULL, stopped = stopped + 1 \
+     WHERE id = (SELECT id FROM jobs \
+        WHERE state = 'running' AND locked_until < $2 AND attempts >= $3 \
+        ORDER BY run_after, created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+     AND state = 'running' AND locked_until < $2 \
+     RETURNING id, build_id, attempts, stopped";
+
+const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', worker = $1, locked_until = $2, \
+     attempts = attempts + 1, stopped = stopped + CASE WHEN state = 'running' THEN 1 ELSE 0 END \
+     WHERE id = (SELECT id FROM jobs \
+        WHERE (state = 'queued' AND run_after <= $3) OR (state = 'running' AND locked_until < $3 AND attempts < $4) \
         ORDER BY run_after, created_at LIMIT 1) \
      RETURNING id, build_id, attempts";
 
 const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = 'running', worker = $1, locked_until = $2, \
-     attempts = attempts + 1 \
+     attempts = attempts + 1, stopped = stopped + CASE WHEN state = 'running' THEN 1 ELSE 0 END \
      WHERE id = (SELECT id FROM jobs \
-        WHERE (state = 'queued' AND run_after <= $3) OR (state = 'running' AND locked_until < $3) \
+        WHERE (state = 'queued' AND run_after <= $3) OR (state = 'running' AND locked_until < $3 AND attempts < $4) \
         ORDER BY run_after, created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
      RETURNING id, build_id, attempts";
+
+/// Why a build that reached its attempt limit through stopped workers failed.
+fn stopped_message(attempts: i64, stopped: i64, phase: Option<&str>) -> String {
+    let times = |count: i64| {
+        if count == 1 {
+            "once".to_owned()
+        } else {
+            format!("{count} times")
+        }
+    };
+    let stopped_part = if stopped >= attempts {
+        format!("the build's worker stopped {} while building it", times(stopped))
+    } else {
+        format!(
+            "the build was tried {} (its attempt limit) and its worker stopped {} while building it",
+            times(attempts),
+            times(stopped)
+        )
+    };
+    let phase = phase.map_or_else(|| "starting".to_owned(), str::to_owned);
+    format!("{stopped_part} (killed, crashed or out of contact); the last attempt was in phase '{phase}'")
+}
+
+/// The phase a build recorded last, from its `phases` column.
+fn last_phase(phases: &str) -> Option<String> {
+    let phases: serde_json::Value = serde_json::from_str(phases).ok()?;
+    phases.as_array()?.last()?.get("phase")?.as_str().map(str::to_owned)
+}
 
 pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -54,26 +111,129 @@ pub(crate) fn millis(duration: Duration) -> i64 {
 
 impl Database {
     /// Claims the oldest ready job, or one whose worker stopped renewing.
-    pub async fn claim_job(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, DbError> {
+    /// A job whose worker stopped on its last allowed attempt (`attempts`
+    /// already `max_attempts`) is not run again: in the same transaction its
+    /// build ends `failed` with a message saying so, and the claim returns it
+    /// with [`ClaimedJob::failed_at_limit`] set.
+    pub async fn claim_job(
+        &self,
+        worker: &str,
+        lease: Duration,
+        max_attempts: i64,
+    ) -> Result<Option<ClaimedJob>, DbError> {
         let now = now_millis();
-        let sql = match self.dialect {
-            Dialect::Sqlite => CLAIM_SQLITE,
-            Dialect::Postgres => CLAIM_POSTGRES,
+        let (exhaust, claim) = match self.dialect {
+            Dialect::Sqlite => (EXHAUST_SQLITE, CLAIM_SQLITE),
+            Dialect::Postgres => (EXHAUST_POSTGRES, CLAIM_POSTGRES),
         };
-        let row = sqlx::query(sql)
+        let mut transaction = self.pool.begin().await?;
+        let exhausted = sqlx::query(exhaust)
+            .bind(worker)
+            .bind(now)
+            .bind(max_attempts)
+            .fetch_optional(&mut *transaction)
+            .await?;
+        if let Some(row) = exhausted {
+            let job_id: String = get(&row, "id")?;
+            let build_id: String = get(&row, "build_id")?;
+            let attempts: i64 = get(&row, "attempts")?;
+            let stopped: i64 = get(&row, "stopped")?;
+            let phases = sqlx::query("SELECT phases FROM builds WHERE id = $1")
+                .bind(&build_id)
+                .fetch_optional(&mut *transaction)
+                .await?;
+            let phases: Option<String> = phases.map(|row| get(&row, "phases")).transpose()?;
+            let message = stopped_message(attempts, stopped, phases.as_deref().and_then(last_phase).as_deref());
+            sqlx::query(
+                "UPDATE builds SET status = 'failed', error = $2, finished_at = $3 \
+                 WHERE id = $1 AND status IN ('queued', 'running')",
+            )
+            .bind(&build_id)
+            .bind(&message)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+            transaction.commit().await?;
+            return Ok(Some(ClaimedJob {
+                job_id,
+                build_id,
+                attempts,
+                failed_at_limit: Some(message),
+            }));
+        }
+        let row = sqlx::query(claim)
             .bind(worker)
             .bind(now + millis(lease))
             .bind(now)
-            .fetch_optional(&self.pool)
+            .bind(max_attempts)
+            .fetch_optional(&mut *transaction)
             .await?;
+        transaction.commit().await?;
         row.map(|row| {
             Ok(ClaimedJob {
                 job_id: get(&row, "id")?,
                 build_id: get(&row, "build_id")?,
                 attempts: get(&row, "attempts")?,
+                failed_at_limit: None,
             })
         })
         .transpose()
+    }
+
+    /// Whether `worker` still holds the job: nobody took it over, even if
+    /// its lease ran out meanwhile. For recording an outcome late.
+    pub async fn job_held_by(&self, job_id: &str, worker: &str) -> Result<bool, DbError> {
+        let row = sqlx::query("SELECT 1 AS held FROM jobs WHERE id = $1 AND worker = $2 AND state = 'running'")
+            .bind(job_id)
+            .bind(worker)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Keeps the log of a build's running attempt (replacing what the
+    /// attempt wrote before), so it outlives the worker. A stale attempt
+    /// never replaces a newer one's log.
+    pub async fn save_attempt_log(&self, build_id: &str, attempt: i64, text: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO attempt_logs (build_id, attempt, text, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (build_id) DO UPDATE SET attempt = excluded.attempt, text = excluded.text, \
+             updated_at = excluded.updated_at \
+             WHERE attempt_logs.attempt <= excluded.attempt",
+        )
+        .bind(build_id)
+        .bind(attempt)
+        .bind(text)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The log an unfinished attempt of the build left, if any.
+    pub async fn attempt_log(&self, build_id: &str) -> Result<Option<AttemptLog>, DbError> {
+        let row = sqlx::query("SELECT attempt, text FROM attempt_logs WHERE build_id = $1")
+            .bind(build_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(AttemptLog {
+                attempt: get(&row, "attempt")?,
+                text: get(&row, "text")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Forgets the kept log of `attempt` once it is published; a newer
+    /// attempt's log is left alone.
+    pub async fn remove_attempt_log(&self, build_id: &str, attempt: i64) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM attempt_logs WHERE build_id = $1 AND attempt <= $2")
+            .bind(build_id)
+            .bind(attempt)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// A listener for new jobs, where the database can push them
@@ -92,14 +252,13 @@ impl Database {
 
     /// Extends the lease; false when the job is no longer this worker's.
     pub async fn renew_lease(&self, job_id: &str, worker: &str, lease: Duration) -> Result<bool, DbError> {
-        let updated = sqlx::query(
-            "UPDATE jobs SET locked_until = $3 WHERE id = $1 AND worker = $2 AND state = 'running'",
-        )
-        .bind(job_id)
-        .bind(worker)
-        .bind(now_millis() + millis(lease))
-        .execute(&self.pool)
-        .await?;
+        let updated =
+            sqlx::query("UPDATE jobs SET locked_until = $3 WHERE id = $1 AND worker = $2 AND state = 'running'")
+                .bind(job_id)
+                .bind(worker)
+                .bind(now_millis() + millis(lease))
+                .execute(&self.pool)
+                .await?;
         Ok(updated.rows_affected() == 1)
     }
 
@@ -141,10 +300,12 @@ impl Database {
         rows.iter()
             .map(|row| {
                 let status: String = get(row, "status")?;
-                let status = status.parse().map_err(|error: envstore_core::UnknownStatus| DbError::Corrupt {
-                    column: "builds.status",
-                    reason: error.to_string(),
-                })?;
+                let status = status
+                    .parse()
+                    .map_err(|error: envstore_core::UnknownStatus| DbError::Corrupt {
+                        column: "builds.status",
+                        reason: error.to_string(),
+                    })?;
                 Ok((status, get(row, "builds")?))
             })
             .collect()
@@ -177,20 +338,31 @@ mod tests {
         let (_dir, db) = database().await;
         let ns = "team".parse().unwrap();
         db.create_namespace(&ns).await.unwrap();
-        let submitted = db.submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None).await.unwrap();
+        let submitted = db
+            .submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
+            .await
+            .unwrap();
         assert!(!submitted.joined);
 
-        let first = db.claim_job("w1", Duration::from_millis(50)).await.unwrap().unwrap();
+        let first = db.claim_job("w1", Duration::from_millis(50), 3).await.unwrap().unwrap();
         assert_eq!(first.build_id, submitted.build.id);
         assert_eq!(first.attempts, 1);
-        assert!(db.claim_job("w2", Duration::from_secs(60)).await.unwrap().is_none());
+        assert!(db.claim_job("w2", Duration::from_secs(60), 3).await.unwrap().is_none());
 
         tokio::time::sleep(Duration::from_millis(80)).await;
-        let second = db.claim_job("w2", Duration::from_secs(60)).await.unwrap().unwrap();
+        let second = db.claim_job("w2", Duration::from_secs(60), 3).await.unwrap().unwrap();
         assert_eq!(second.job_id, first.job_id);
         assert_eq!(second.attempts, 2);
-        assert!(!db.renew_lease(&first.job_id, "w1", Duration::from_secs(60)).await.unwrap());
-        assert!(db.renew_lease(&first.job_id, "w2", Duration::from_secs(60)).await.unwrap());
+        assert!(
+            !db.renew_lease(&first.job_id, "w1", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            db.renew_lease(&first.job_id, "w2", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -212,5 +384,135 @@ mod tests {
         counts.sort_by_key(|(status, _)| status.as_str());
         assert_eq!(counts, vec![(BuildStatus::Queued, 1), (BuildStatus::Running, 1)]);
         assert!(matches!(db.create_namespace(&ns).await, Err(DbError::Conflict(_))));
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_worker_stopped_on_its_last_attempt_fails_instead_of_running_again() {
+        let (_dir, db) = database().await;
+        attempt_limit_holds(db).await;
+    }
+
+    /// The same on PostgreSQL, whose statements differ (`SKIP LOCKED`);
+    /// needs `eval "$(scripts/test-services.sh start)"`.
+    #[tokio::test]
+    async fn the_attempt_limit_holds_on_postgres() {
+        let Ok(server) = std::env::var("ENVSTORE_TEST_DATABASE") else {
+            eprintln!("skipped: ENVSTORE_TEST_DATABASE names no PostgreSQL server");
+            return;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("envstore_jobs_{}_{nanos}", std::process::id());
+        let admin = sqlx::PgPool::connect(&server).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let (host, _) = server.rsplit_once('/').unwrap();
+        attempt_limit_holds(Database::connect(&format!("{host}/{name}")).await.unwrap()).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+
+    async fn attempt_limit_holds(db: Database) {
+        let ns = "team".parse().unwrap();
+        db.create_namespace(&ns).await.unwrap();
+        let submitted = db
+            .submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
+            .await
+            .unwrap();
+        let short = Duration::from_millis(30);
+        for attempt in 1..=3 {
+            let job = db.claim_job(&format!("w{attempt}"), short, 3).await.unwrap().unwrap();
+            assert_eq!(job.attempts, attempt);
+            assert!(job.failed_at_limit.is_none());
+            if attempt == 3 {
+                db.record_phases(
+                    &submitted.build.id,
+                    &[envstore_core::PhaseTiming {
+                        phase: envstore_core::BuildPhase::Linking,
+                        started_at: 1,
+                        finished_at: None,
+                        detail: None,
+                    }],
+                )
+                .await
+                .unwrap();
+            }
+            // The worker dies: its lease runs out.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        let ended = db.claim_job("w4", Duration::from_secs(60), 3).await.unwrap().unwrap();
+        let message = ended
+            .failed_at_limit
+            .expect("the fourth claim ends the build instead of running it");
+        assert_eq!(
+            message,
+            "the build's worker stopped 3 times while building it (killed, crashed or out of contact); \
+             the last attempt was in phase 'linking'"
+        );
+        let build = db.build(&submitted.build.id).await.unwrap().unwrap();
+        assert_eq!(build.status, BuildStatus::Failed);
+        assert_eq!(build.error.as_deref(), Some(message.as_str()));
+        assert!(
+            db.claim_job("w5", Duration::from_secs(60), 3).await.unwrap().is_none(),
+            "decided once"
+        );
+        assert_eq!(db.queued_jobs().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_retried_attempt_is_not_counted_as_a_stopped_worker() {
+        let (_dir, db) = database().await;
+        let ns = "team".parse().unwrap();
+        db.create_namespace(&ns).await.unwrap();
+        db.submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
+            .await
+            .unwrap();
+        let first = db.claim_job("w1", Duration::from_secs(60), 2).await.unwrap().unwrap();
+        db.retry_job(&first.job_id, Duration::ZERO, "repodata unreachable")
+            .await
+            .unwrap();
+        let second = db.claim_job("w2", Duration::from_millis(30), 2).await.unwrap().unwrap();
+        assert_eq!(second.attempts, 2);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let ended = db.claim_job("w3", Duration::from_secs(60), 2).await.unwrap().unwrap();
+        assert_eq!(
+            ended.failed_at_limit.as_deref(),
+            Some(
+                "the build was tried 2 times (its attempt limit) and its worker stopped once while building it \
+                 (killed, crashed or out of contact); the last attempt was in phase 'starting'"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn an_attempt_log_is_kept_until_published() {
+        let (_dir, db) = database().await;
+        assert_eq!(db.attempt_log("b1").await.unwrap(), None);
+        db.save_attempt_log("b1", 1, "one").await.unwrap();
+        db.save_attempt_log("b1", 1, "one two").await.unwrap();
+        assert_eq!(
+            db.attempt_log("b1").await.unwrap(),
+            Some(AttemptLog {
+                attempt: 1,
+                text: "one two".into()
+            })
+        );
+        db.save_attempt_log("b1", 2, "three").await.unwrap();
+        db.save_attempt_log("b1", 1, "late").await.unwrap();
+        assert_eq!(db.attempt_log("b1").await.unwrap().map(|log| log.text), Some("three".into()));
+        db.remove_attempt_log("b1", 1).await.unwrap();
+        assert_eq!(
+            db.attempt_log("b1").await.unwrap().map(|log| log.attempt),
+            Some(2),
+            "a newer attempt's log stays"
+        );
+        db.remove_attempt_log("b1", 2).await.unwrap();
+        assert_eq!(db.attempt_log("b1").await.unwrap(), None);
     }
 }

@@ -24,10 +24,11 @@ pub use audit::AuditEntry;
 pub use browse::{BuildEntry, EnvironmentEntry, NamespaceEntry};
 pub use access::{NewToken, TokenRecord, token_digest};
 pub use builds::{
-    BuildOutcome, BuildRecord, CurrentLock, EnvironmentRecord, LockRecord, SubmittedBuild, SucceededEnvironment,
+    BuildOutcome, BuildRecord, CurrentLock, EnvironmentRecord, IDEMPOTENCY_TTL, IdempotencyKey, LockRecord,
+    StoredAnswer, SubmittedBuild, Submission, SucceededEnvironment,
 };
 pub use cache::ACCESS_CACHE_TTL;
-pub use jobs::{ClaimedJob, JobListener};
+pub use jobs::{AttemptLog, ClaimedJob, JobListener};
 pub use lifecycle::{CollectableBuild, Deleted, DeletedEnvironment};
 pub use usage::{BuildCounts, NamespaceUsage, Quota, SharedPrefix, UsageFigures, UsageReport};
 
@@ -47,8 +48,87 @@ pub enum DbError {
     NotFound(String),
     #[error("the database holds an invalid value in {column}: {reason}")]
     Corrupt { column: &'static str, reason: String },
+    /// The database cannot be reached or cannot write just now (server
+    /// down or restarting, connections refused or reset, pool exhausted for
+    /// the whole timeout, a full, read-only or locked database file): worth
+    /// retrying in a few seconds, never a bug of the request.
+    #[error("the database does not answer: {reason}")]
+    Unavailable {
+        reason: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database query failed")]
-    Query(#[from] sqlx::Error),
+    Query(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        match unavailable_reason(&error) {
+            Some(reason) => Self::Unavailable { reason, source: error },
+            None => Self::Query(error),
+        }
+    }
+}
+
+impl DbError {
+    /// Whether retrying later may succeed: the database did not answer.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// Why `error` means the database cannot be reached or written just now,
+/// or None when it is about the query itself.
+fn unavailable_reason(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::PoolTimedOut => Some("no database connection could be had within the timeout".to_owned()),
+        sqlx::Error::PoolClosed => Some("the connection pool is closed".to_owned()),
+        sqlx::Error::Io(io) => Some(format!("the connection failed: {io}")),
+        sqlx::Error::Tls(tls) => Some(format!("the TLS connection failed: {tls}")),
+        sqlx::Error::WorkerCrashed => Some("the database connection's worker stopped".to_owned()),
+        sqlx::Error::Database(database) => {
+            let code = database.code()?;
+            if database.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                let reason = sqlite_unavailable(code.parse().ok()?)?;
+                Some(format!("{reason} ({})", database.message()))
+            } else {
+                let reason = postgres_unavailable(&code)?;
+                Some(format!("{reason} (SQLSTATE {code}: {})", database.message()))
+            }
+        }
+        _ => None,
+    }
+}
+
+/// SQLite result codes (primary code in the low byte of the extended one)
+/// that say the file cannot be written now, not that the query is wrong.
+fn sqlite_unavailable(code: i32) -> Option<&'static str> {
+    match code & 0xff {
+        5 => Some("the database file is busy: another writer holds it"),
+        6 => Some("a table of the database file is locked"),
+        8 => Some("the database file is read-only"),
+        10 => Some("the disk under the database file reported an I/O error"),
+        13 => Some("the disk holding the database file is full"),
+        14 => Some("the database file cannot be opened"),
+        _ => None,
+    }
+}
+
+/// PostgreSQL SQLSTATEs that say the server is going away, starting, out
+/// of room or connections, or only reads (a standby after a failover).
+fn postgres_unavailable(code: &str) -> Option<&'static str> {
+    match code {
+        "57P01" => Some("the database server is shutting down"),
+        "57P02" => Some("the database server crashed"),
+        "57P03" => Some("the database server is starting or cannot take connections now"),
+        "53100" => Some("the database server's disk is full"),
+        "53200" => Some("the database server is out of memory"),
+        "53300" => Some("the database server has no free connection slots"),
+        "25006" => Some("the database server only accepts reads (a standby?)"),
+        code if code.starts_with("08") => Some("the connection to the database server failed"),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +151,16 @@ pub struct Database {
 
 impl Database {
     /// Connects to `sqlite://path` (the file is created) or `postgres://…`
-    /// and applies pending migrations.
+    /// and applies pending migrations, with [`DEFAULT_TIMEOUT`].
     pub async fn connect(url: &str) -> Result<Self, DbError> {
+        Self::connect_with_timeout(url, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`Self::connect`], where a query waits at most `timeout` for a
+    /// connection (PostgreSQL: connecting included) before it fails as
+    /// [`DbError::Unavailable`]. Starting waits up to [`STARTUP_WAIT`] for a
+    /// database that is still coming up.
+    pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
             if let Some(path) = sqlite_file(rest) {
@@ -108,9 +196,10 @@ impl Database {
                     Ok(())
                 })
             })
-            .connect(&connect_url)
-            .await
+            .acquire_timeout(timeout)
+            .connect_lazy(&connect_url)
             .map_err(DbError::Connect)?;
+        wait_for_first_connection(&pool).await?;
         let database = Self {
             pool,
             dialect,
@@ -141,10 +230,55 @@ impl Database {
         self.dialect
     }
 
+    /// Closes every connection; later queries fail as
+    /// [`DbError::Unavailable`]. For shutdown (and tests of an outage).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Whether the database takes a write, committed: a database that
+    /// answers reads but cannot write (a full disk, a read-only standby or
+    /// file, a lock held too long) is not ready. One row, rewritten.
+    pub async fn check_writable(&self) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO readiness_probe (id, checked_at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Whether the database answers; for readiness checks.
     pub async fn ping(&self) -> Result<(), DbError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// How long a query waits for a database connection unless configured
+/// otherwise: long enough for a busy pool, short enough that a request
+/// fails fast (503) when the database is down instead of hanging.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long starting waits for the database to accept a first connection:
+/// services started together may find it still starting.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+/// Tries the first connection until it works or [`STARTUP_WAIT`] passed;
+/// errors other than "does not answer" (a wrong password, say) end at once.
+async fn wait_for_first_connection(pool: &AnyPool) -> Result<(), DbError> {
+    let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+    loop {
+        match pool.acquire().await {
+            Ok(_) => return Ok(()),
+            Err(error) if unavailable_reason(&error).is_some() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %error, "the database does not answer yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(DbError::Connect(error)),
+        }
     }
 }
 
@@ -237,5 +371,72 @@ mod tests {
         let _db = Database::connect(&format!("sqlite:{}?mode=rwc", path.display())).await.unwrap();
         assert_eq!(mode(&path), 0o600);
         assert_eq!(sqlite_file(":memory:"), None);
+    }
+
+    #[test]
+    fn postgres_states_of_a_server_going_away_or_full_are_unavailable() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08001", "08000", "53100", "53300", "25006"] {
+            assert!(postgres_unavailable(code).is_some(), "{code}");
+        }
+        // Mistakes of the query itself stay query errors.
+        for code in ["23505", "42P01", "22P02", "40001", "42601"] {
+            assert_eq!(postgres_unavailable(code), None, "{code}");
+        }
+        // Extended SQLite codes carry the primary code in their low byte.
+        assert!(sqlite_unavailable(13).is_some(), "SQLITE_FULL");
+        assert!(sqlite_unavailable(8 | (1 << 8)).is_some(), "SQLITE_READONLY_RECOVERY");
+        assert!(sqlite_unavailable(10 | (3 << 8)).is_some(), "SQLITE_IOERR_WRITE");
+        assert!(sqlite_unavailable(5).is_some(), "SQLITE_BUSY");
+        assert_eq!(sqlite_unavailable(19 | (8 << 8)), None, "SQLITE_CONSTRAINT_UNIQUE");
+        assert_eq!(sqlite_unavailable(1), None, "SQLITE_ERROR");
+    }
+
+    #[tokio::test]
+    async fn a_read_only_sqlite_file_is_unavailable_and_a_bad_query_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envstore.db");
+        let db = Database::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let bad = sqlx::query("SELECT no_such_column FROM namespaces").execute(&db.pool).await.unwrap_err();
+        assert!(matches!(DbError::from(bad), DbError::Query(_)));
+
+        // A second pool on the same file, opened read-only: what a file
+        // system remounted read-only gives.
+        let read_only = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("sqlite://{}?mode=ro", path.display()))
+            .await
+            .unwrap();
+        let error = sqlx::query("INSERT INTO namespaces (name, created_at) VALUES ('team', 0)")
+            .execute(&read_only)
+            .await
+            .unwrap_err();
+        let error = DbError::from(error);
+        assert!(error.is_unavailable(), "{error:?}");
+        assert!(error.to_string().contains("read-only"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_postgres_fails_fast_as_unavailable() {
+        sqlx::any::install_default_drivers();
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pool = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy(&format!("postgres://envstore@127.0.0.1:{port}/envstore"))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let error = DbError::from(sqlx::query("SELECT 1").execute(&pool).await.unwrap_err());
+        assert!(error.is_unavailable(), "{error:?}");
+        // Generous: the point is "not sqlx's 30 s default".
+        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_closed_pool_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::connect(&format!("sqlite://{}", dir.path().join("envstore.db").display())).await.unwrap();
+        db.ping().await.unwrap();
+        db.close().await;
+        assert!(db.ping().await.unwrap_err().is_unavailable());
     }
 }

@@ -116,9 +116,8 @@ impl Database {
              AND (SELECT COUNT(*) FROM builds AS newer WHERE newer.namespace = builds.namespace \
                   AND newer.environment = builds.environment AND newer.status = 'succeeded' \
                   AND newer.deleted_at IS NULL \
-                  AND (newer.created_at > builds.created_at \
-                       OR (newer.created_at = builds.created_at AND newer.id > builds.id))) >= $1 \
-             ORDER BY builds.namespace, builds.environment, builds.created_at",
+                  AND newer.seq > builds.seq) >= $1 \
+             ORDER BY builds.namespace, builds.environment, builds.seq",
         )
         .bind(i64::try_from(keep).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)

@@ -12,12 +12,22 @@
 //! checked against the record's sha256 and md5, extracted member by member
 //! under the [`PackageLimits`] (see [`crate::extract`]), and validated
 //! against its record and its `paths.json` (see [`crate::validate`]).
+//!
+//! Other processes share the cache: every entry is checked and used under a
+//! shared file lock and (re)fetched or removed under an exclusive one (see
+//! [`crate::entry_lock`]); rattler extracts into a uniquely named temporary
+//! folder beside the entry and renames it into place, and downloads go to
+//! uniquely named files. Transient download errors are retried with
+//! exponential backoff for a time budget.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
 
 use fs_err as fs;
 use futures::stream::{self, TryStreamExt};
@@ -27,6 +37,9 @@ use rattler_digest::{Md5, Sha256, Sha256Hash};
 use rattler_networking::LazyClient;
 use sha2::Digest;
 
+use crate::entry_lock::{
+    EntryLock, EntryLockError, LOCK_WAIT, LockMode, POLL_MAX, POLL_MIN, try_lock_entry,
+};
 use crate::extract::ArchiveKind;
 use crate::limits::PackageLimits;
 use crate::prefix::PrefixError;
@@ -42,8 +55,13 @@ pub(crate) const RECORDS_DIR: &str = ".envstore-validated";
 pub(crate) const ENTRY_NONCE: &str = ".envstore-validated";
 /// Folder beside the cache entries for archives being downloaded.
 const DOWNLOADS_DIR: &str = ".envstore-downloads";
-/// Download attempts for transport errors (not for checksum failures).
-const DOWNLOAD_ATTEMPTS: usize = 3;
+/// How long transient download errors are retried by default.
+pub const DEFAULT_TRANSIENT_RETRY: Duration = Duration::from_secs(120);
+/// The first and the longest pause between download attempts.
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(500);
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(20);
+/// How often an entry that other processes keep replacing is tried again.
+const ADMIT_ATTEMPTS: usize = 4;
 
 /// Why the gate could not get a package (besides refusing it).
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +85,8 @@ pub enum GateError {
     NoCacheFolder,
     #[error("{0}")]
     Cache(String),
+    #[error(transparent)]
+    Lock(#[from] EntryLockError),
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GateError {
@@ -84,17 +104,28 @@ pub struct PackageGate {
     cache: PackageCache,
     client: LazyClient,
     limits: PackageLimits,
-    /// One check at a time per cache entry in this process, so one build
-    /// never removes an entry another has just validated.
+    /// How long transient download errors are retried.
+    transient_retry: Duration,
+    /// One check at a time per cache entry in this process, so its builds
+    /// do not poll each other's file locks.
     entries: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
-/// A cache entry that passed the gate.
-#[derive(Debug, Clone)]
+/// A cache entry that passed the gate, with the shared lock that keeps any
+/// other process from replacing or removing it while it is linked from.
+#[derive(Debug)]
 pub(crate) struct Admitted {
     pub dir: PathBuf,
     /// False when a checked entry was already in the cache.
     pub fetched: bool,
+    pub lock: EntryLock,
+}
+
+/// The checked entries of a build, in record order, and their locks: drop
+/// the locks only once the prefix is linked.
+pub(crate) struct AdmittedAll {
+    pub dirs: Vec<PathBuf>,
+    pub locks: Vec<EntryLock>,
 }
 
 impl PackageGate {
@@ -103,8 +134,13 @@ impl PackageGate {
             cache,
             client,
             limits,
+            transient_retry: DEFAULT_TRANSIENT_RETRY,
             entries: Arc::default(),
         }
+    }
+
+    pub(crate) fn set_transient_retry(&mut self, budget: Duration) {
+        self.transient_retry = budget;
     }
 
     pub fn limits(&self) -> &PackageLimits {
@@ -133,24 +169,28 @@ impl PackageGate {
     }
 
     /// Puts every record's archive through the gate; returns the checked
-    /// cache entries, in record order.
+    /// cache entries, in record order, each under a shared lock.
+    /// `pause_after_first_download` (fault tests only) stops for good once
+    /// the first archive is downloaded and extracted.
     pub(crate) async fn admit_all(
         &self,
         records: &[RepoDataRecord],
         sink: Arc<dyn ProgressSink>,
         counts: Arc<TransferCounts>,
-    ) -> Result<Vec<PathBuf>, PrefixError> {
+        pause_after_first_download: bool,
+    ) -> Result<AdmittedAll, PrefixError> {
         let total = records.len();
         let done = AtomicUsize::new(0);
-        let dirs: Vec<Mutex<Option<PathBuf>>> = records.iter().map(|_| Mutex::new(None)).collect();
+        let slots: Vec<Mutex<Option<Admitted>>> =
+            records.iter().map(|_| Mutex::new(None)).collect();
         stream::iter(records.iter().enumerate().map(Ok::<_, PrefixError>))
             .try_for_each_concurrent(CONCURRENT_FETCHES, |(index, record)| {
                 let sink = sink.clone();
                 let counts = counts.clone();
                 let done = &done;
-                let dirs = &dirs;
+                let slots = &slots;
                 async move {
-                    let admitted = self.admit(record).await?;
+                    let admitted = self.admit(record, sink.clone()).await?;
                     if admitted.fetched {
                         counts.downloaded.fetch_add(1, Ordering::Relaxed);
                     }
@@ -160,21 +200,38 @@ impl PackageGate {
                         "downloading {finished}/{total} {}{note}",
                         record.identifier
                     ));
-                    if let Ok(mut slot) = dirs[index].lock() {
-                        *slot = Some(admitted.dir);
+                    let fetched = admitted.fetched;
+                    if let Ok(mut slot) = slots[index].lock() {
+                        *slot = Some(admitted);
+                    }
+                    if fetched && pause_after_first_download {
+                        pause_for_fault_test(&*sink).await;
                     }
                     Ok(())
                 }
             })
             .await?;
-        Ok(dirs
+        let mut all = AdmittedAll {
+            dirs: Vec::with_capacity(total),
+            locks: Vec::with_capacity(total),
+        };
+        for admitted in slots
             .into_iter()
             .filter_map(|slot| slot.into_inner().ok().flatten())
-            .collect())
+        {
+            all.dirs.push(admitted.dir);
+            all.locks.push(admitted.lock);
+        }
+        Ok(all)
     }
 
-    /// The checked cache entry of `record`: a trusted one, or fetched anew.
-    pub(crate) async fn admit(&self, record: &RepoDataRecord) -> Result<Admitted, PrefixError> {
+    /// The checked cache entry of `record`, under a shared lock: a trusted
+    /// one, or fetched anew under an exclusive lock first.
+    pub(crate) async fn admit(
+        &self,
+        record: &RepoDataRecord,
+        sink: Arc<dyn ProgressSink>,
+    ) -> Result<Admitted, PrefixError> {
         let package = record.identifier.to_string();
         let refused = |reason| PrefixError::Rejected {
             package: package.clone(),
@@ -185,32 +242,97 @@ impl PackageGate {
             source,
         };
         let key = cache_key_name(record);
-        let lock = self.entry_lock(&key);
-        let _held = lock.lock().await;
-        for attempt in 0..2 {
-            let (result, rejection, fetched) = self.get_or_fetch(record).await;
-            if let Some(reason) = rejection {
-                return Err(refused(reason));
+        let root = self.root().map_err(failed)?;
+        fs::create_dir_all(&root)
+            .map_err(io_error("create", &root))
+            .map_err(failed)?;
+        let mut dir = root.join(&key);
+        let in_process = self.entry_lock(&key);
+        let _held = in_process.lock().await;
+        let lock_failed = |dir: &Path| {
+            let path = crate::entry_lock::lock_path(dir);
+            move |source| failed(GateError::Lock(EntryLockError::Io { path, source }))
+        };
+        let started = Instant::now();
+        let mut pause = POLL_MIN;
+        let (mut fetched, mut fetches, mut announced) = (false, 0, false);
+        loop {
+            // Usable as it is: share it with every other build.
+            if let Some(shared) =
+                try_lock_entry(&dir, LockMode::Shared).map_err(lock_failed(&dir))?
+                && self.is_usable(record, &dir)
+            {
+                shared.touch();
+                return Ok(Admitted {
+                    dir,
+                    fetched,
+                    lock: shared,
+                });
             }
-            let dir = result.map_err(failed)?;
-            if fetched || self.is_trusted(record, &dir) {
-                return Ok(Admitted { dir, fetched });
-            }
-            if attempt == 1 {
-                return Err(failed(GateError::Replaced(dir)));
-            }
-            // In the cache, but not put there by the gate: check it anew.
-            match tokio::fs::remove_dir_all(&dir).await {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(failed(io_error("remove the unchecked cache entry", &dir)(
-                        source,
-                    )));
+            // Missing, or not put there by the gate (or half-written by a
+            // process that died): fetch it anew, alone.
+            if let Some(exclusive) =
+                try_lock_entry(&dir, LockMode::Exclusive).map_err(lock_failed(&dir))?
+            {
+                if !self.is_usable(record, &dir) {
+                    fetches += 1;
+                    if fetches > ADMIT_ATTEMPTS {
+                        return Err(failed(GateError::Replaced(dir)));
+                    }
+                    match tokio::fs::remove_dir_all(&dir).await {
+                        Ok(()) => {}
+                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            return Err(failed(
+                                io_error("remove the unchecked cache entry", &dir)(source),
+                            ));
+                        }
+                    }
+                    let (result, rejection, did_fetch) =
+                        self.get_or_fetch(record, sink.clone()).await;
+                    if let Some(reason) = rejection {
+                        return Err(refused(reason));
+                    }
+                    let found = result.map_err(failed)?;
+                    fetched |= did_fetch;
+                    if found != dir {
+                        // A cache that names its entries otherwise (by origin too).
+                        dir = found;
+                    }
                 }
+                drop(exclusive);
+                continue;
             }
+            // Another process writes it, or links from an entry this build
+            // cannot use: look again shortly.
+            if started.elapsed() >= LOCK_WAIT {
+                return Err(failed(GateError::Lock(EntryLockError::Busy {
+                    path: dir,
+                    waited: started.elapsed(),
+                })));
+            }
+            if !announced {
+                announced = true;
+                sink.line(format!(
+                    "waiting for another process using the package cache entry {}",
+                    dir.display()
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(POLL_MAX);
         }
-        Err(failed(GateError::Replaced(PathBuf::from(key))))
+    }
+
+    /// Whether the entry is trusted and rattler's metadata agrees, so the
+    /// installer links it as it is rather than fetching it again.
+    fn is_usable(&self, record: &RepoDataRecord, dir: &Path) -> bool {
+        if !self.is_trusted(record, dir) {
+            return false;
+        }
+        match record.package_record.sha256 {
+            Some(wanted) => recorded_sha256(dir).is_some_and(|found| found == wanted),
+            None => true,
+        }
     }
 
     /// Whether the entry at `dir` is the one the gate extracted for `record`.
@@ -237,6 +359,7 @@ impl PackageGate {
     async fn get_or_fetch(
         &self,
         record: &RepoDataRecord,
+        sink: Arc<dyn ProgressSink>,
     ) -> (Result<PathBuf, GateError>, Option<Rejection>, bool) {
         let root = match self.root() {
             Ok(root) => root,
@@ -246,6 +369,8 @@ impl PackageGate {
             record: record.clone(),
             client: self.client.clone(),
             limits: self.limits,
+            transient_retry: self.transient_retry,
+            sink,
             root,
             rejection: Mutex::new(None),
             fetched: AtomicBool::new(false),
@@ -308,6 +433,29 @@ pub(crate) fn has_digest(record: &RepoDataRecord) -> bool {
     digest_key(record).is_some()
 }
 
+/// The archive sha256 rattler recorded for the entry at `dir`: bytes 8..40
+/// of `<dir>.lock` (a big-endian revision, then the hash).
+fn recorded_sha256(dir: &Path) -> Option<Sha256Hash> {
+    let mut bytes = Vec::with_capacity(40);
+    std::fs::File::open(crate::entry_lock::lock_path(dir))
+        .ok()?
+        .take(40)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let hash: [u8; 32] = bytes.get(8..40)?.try_into().ok()?;
+    Some(hash.into())
+}
+
+/// Fault tests only: stop for good, so the test can kill the process here.
+#[cfg(feature = "test-hooks")]
+async fn pause_for_fault_test(sink: &dyn ProgressSink) {
+    sink.line("paused for a fault test: waiting to be killed".to_owned());
+    std::future::pending::<()>().await;
+}
+
+#[cfg(not(feature = "test-hooks"))]
+async fn pause_for_fault_test(_sink: &dyn ProgressSink) {}
+
 fn read_small(path: &Path) -> Option<String> {
     let mut text = String::new();
     std::fs::File::open(path)
@@ -323,6 +471,8 @@ struct FetchJob {
     record: RepoDataRecord,
     client: LazyClient,
     limits: PackageLimits,
+    transient_retry: Duration,
+    sink: Arc<dyn ProgressSink>,
     root: PathBuf,
     rejection: Mutex<Option<Rejection>>,
     fetched: AtomicBool,
@@ -371,8 +521,11 @@ impl FetchJob {
             .map(Some)
     }
 
-    /// Downloads the archive into a temporary file beside the cache, never
-    /// more than the limits (or the record's size) allow.
+    /// Downloads the archive into a uniquely named temporary file beside
+    /// the cache, never more than the limits (or the record's size) allow.
+    /// Transient errors (refused or reset connections, timeouts, 5xx, 429)
+    /// are retried with exponential backoff and jitter for the retry budget;
+    /// checksum, size and other answers are not.
     async fn download(&self) -> Result<tempfile::NamedTempFile, GateError> {
         let folder = self.root.join(DOWNLOADS_DIR);
         fs::create_dir_all(&folder).map_err(io_error("create", &folder))?;
@@ -380,21 +533,60 @@ impl FetchJob {
             Some(size) => size.min(self.limits.max_extracted_bytes),
             None => self.limits.max_extracted_bytes,
         };
-        let mut last = String::new();
-        for _ in 0..DOWNLOAD_ATTEMPTS {
+        let url = envstore_core::public_url(&self.record.url).to_string();
+        let started = Instant::now();
+        let budget = self.transient_retry;
+        let attempt = || async {
             let mut file = tempfile::Builder::new()
                 .prefix(".download-")
                 .tempfile_in(&folder)
-                .map_err(io_error("create a download file in", &folder))?;
-            match self.download_once(file.as_file_mut(), cap).await {
-                Ok(()) => return Ok(file),
-                Err(DownloadFailure::Fatal(error)) => return Err(error),
-                Err(DownloadFailure::Transient(message)) => last = message,
+                .map_err(|error| {
+                    DownloadFailure::Fatal(io_error("create a download file in", &folder)(error))
+                })?;
+            // Held while it is written: `envstore gc` leaves a locked one alone.
+            let _ = file.as_file().try_lock();
+            self.download_once(file.as_file_mut(), cap).await?;
+            Ok(file)
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(RETRY_MIN_DELAY)
+            .with_max_delay(RETRY_MAX_DELAY)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .with_total_delay(Some(budget));
+        let result = attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|failure| {
+                matches!(failure, DownloadFailure::Transient(_)) && started.elapsed() < budget
+            })
+            .notify(|failure, pause| {
+                if let DownloadFailure::Transient(message) = failure {
+                    self.sink.line(format!(
+                        "retrying {url} in {}: {message}",
+                        describe_duration(pause)
+                    ));
+                }
+            })
+            .await;
+        result.map_err(|failure| match failure {
+            DownloadFailure::Fatal(error) => error,
+            DownloadFailure::Transient(message) => {
+                let retried = started.elapsed();
+                let message = if budget.is_zero() {
+                    format!("{message} (transient errors are not retried)")
+                } else {
+                    format!(
+                        "{message} (gave up after retrying for {})",
+                        describe_duration(retried)
+                    )
+                };
+                GateError::Download {
+                    url: url.clone(),
+                    message,
+                }
             }
-        }
-        Err(GateError::Download {
-            url: envstore_core::public_url(&self.record.url).to_string(),
-            message: last,
         })
     }
 
@@ -410,17 +602,37 @@ impl FetchJob {
             .get(self.record.url.clone())
             .send()
             .await
-            .map_err(|error| DownloadFailure::Transient(envstore_core::error_chain(&error)))?;
+            .map_err(|error| {
+                let message = envstore_core::error_chain(&error);
+                let transient = match &error {
+                    // The channel client's own verdict: a refused or timed
+                    // out connection, or a 5xx/429, is worth another try; a
+                    // refusal of policy is not.
+                    reqwest_middleware::Error::Middleware(inner) => inner
+                        .downcast_ref::<envstore_core::channel_request::ChannelRequestError>()
+                        .is_some_and(|failed| failed.failure.is_transient()),
+                    reqwest_middleware::Error::Reqwest(error) => {
+                        !error.is_builder()
+                            && !error.is_redirect()
+                            && (error.is_connect() || error.is_timeout() || error.is_request() || error.is_body())
+                    }
+                };
+                if transient {
+                    DownloadFailure::Transient(message)
+                } else {
+                    DownloadFailure::Fatal(GateError::Download {
+                        url: url.clone(),
+                        message,
+                    })
+                }
+            })?;
         let status = response.status();
         if !status.is_success() {
-            let failure = GateError::Download {
-                url,
-                message: format!("the server answered {status}"),
-            };
-            return Err(if status.is_server_error() {
-                DownloadFailure::Transient(failure.to_string())
+            let message = format!("the server answered {status}");
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                DownloadFailure::Transient(message)
             } else {
-                DownloadFailure::Fatal(failure)
+                DownloadFailure::Fatal(GateError::Download { url, message })
             });
         }
         let too_large = || {
@@ -549,8 +761,20 @@ impl FetchJob {
 }
 
 enum DownloadFailure {
+    /// Worth trying again: the message says what went wrong.
     Transient(String),
     Fatal(GateError),
+}
+
+/// A pause or a retry time as a person says it: "2 s", "1.5 s", "350 ms".
+fn describe_duration(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{} ms", duration.as_millis())
+    } else if duration.subsec_millis() == 0 || duration >= Duration::from_secs(10) {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
 }
 
 fn to_hex(bytes: &[u8]) -> String {
@@ -574,7 +798,7 @@ pub async fn fetch_packages(
     counts: Arc<TransferCounts>,
 ) -> Result<(), PrefixError> {
     PackageGate::new(cache.clone(), client.clone(), PackageLimits::default())
-        .admit_all(records, sink, counts)
+        .admit_all(records, sink, counts, false)
         .await
         .map(|_| ())
 }

@@ -6,6 +6,7 @@
 //! marker is written last, after everything else is on disk.
 
 mod activation;
+mod entry_lock;
 mod extract;
 mod fetch;
 mod limits;
@@ -16,7 +17,10 @@ mod symlink;
 mod validate;
 
 pub use activation::write_activation_scripts;
-pub use fetch::{GateError, PackageGate, fetch_packages};
+pub use entry_lock::{
+    EntryLock, EntryLockError, LockMode, lock_path as entry_lock_path, try_lock_entry,
+};
+pub use fetch::{DEFAULT_TRANSIENT_RETRY, GateError, PackageGate, fetch_packages};
 pub use limits::{
     DEFAULT_MAX_COMPRESSION_RATIO, DEFAULT_MAX_EXTRACTED_BYTES, DEFAULT_MAX_FILES,
     DEFAULT_RATIO_GRACE_BYTES, PackageLimits,

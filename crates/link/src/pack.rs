@@ -18,6 +18,8 @@ const ZSTD_LEVEL: i32 = 3;
 /// writes its own, last, after it checked the contents.
 pub fn pack_prefix(prefix: &Path, archive: &Path) -> Result<ContentHash, PrefixError> {
     let file = std::fs::File::create(archive).map_err(PrefixError::io("create", archive))?;
+    // Held while it is written: `envstore gc` leaves a locked pack file alone.
+    let _ = file.try_lock();
     let hashing = HashingWriter::new(file);
     let encoder =
         zstd::Encoder::new(hashing, ZSTD_LEVEL).map_err(PrefixError::io("compress", archive))?;

@@ -98,6 +98,7 @@ pub struct PrefixBuilder {
     gate: PackageGate,
     in_progress: Arc<Mutex<HashMap<ContentHash, Arc<tokio::sync::Mutex<()>>>>>,
     pause_after_first_link: bool,
+    pause_after_first_download: bool,
 }
 
 impl PrefixBuilder {
@@ -111,6 +112,7 @@ impl PrefixBuilder {
             ),
             in_progress: Arc::default(),
             pause_after_first_link: false,
+            pause_after_first_download: false,
         }
     }
 
@@ -120,6 +122,24 @@ impl PrefixBuilder {
     #[cfg(feature = "test-hooks")]
     pub fn with_pause_after_first_link(mut self, pause: bool) -> Self {
         self.pause_after_first_link = pause;
+        self
+    }
+
+    /// For fault tests only: the build stops for good once the first package
+    /// archive is downloaded and extracted into the cache, so a test can
+    /// kill the process there. Only in a build with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub fn with_pause_after_first_download(mut self, pause: bool) -> Self {
+        self.pause_after_first_download = pause;
+        self
+    }
+
+    /// How long transient download errors of packages (refused or reset
+    /// connections, timeouts, HTTP 5xx and 429) are retried, with
+    /// exponential backoff, before the build fails; zero retries nothing.
+    /// Defaults to two minutes.
+    pub fn with_transient_retry(mut self, budget: std::time::Duration) -> Self {
+        self.gate.set_transient_retry(budget);
         self
     }
 
@@ -225,10 +245,18 @@ impl PrefixBuilder {
         counts: Arc<TransferCounts>,
         on_linking: impl FnOnce(),
     ) -> Result<(), PrefixError> {
-        let dirs = self
+        // The shared locks in `admitted` keep other processes from replacing
+        // or removing the entries until the prefix is linked.
+        let admitted = self
             .gate
-            .admit_all(records, sink.clone(), counts.clone())
+            .admit_all(
+                records,
+                sink.clone(),
+                counts.clone(),
+                self.pause_after_first_download,
+            )
             .await?;
+        let dirs = admitted.dirs.clone();
         let checked_dirs = dirs.clone();
         let names = records_names(records);
         tokio::task::spawn_blocking(move || check_links_across_packages(names, &checked_dirs))
@@ -263,6 +291,7 @@ impl PrefixBuilder {
                 });
             }
         }
+        drop(admitted);
         crate::activation::write_activation_scripts(prefix, platform, variables)?;
         let walked = prefix.to_owned();
         tokio::task::spawn_blocking(move || crate::validate::check_tree(&walked, true))
@@ -365,15 +394,20 @@ pub(crate) fn write_marker(prefix: &Path, marker: &CompletionMarker) -> Result<(
     let path = prefix.join(MARKER_FILE);
     let folder = path.parent().unwrap_or(prefix).to_owned();
     std::fs::create_dir_all(&folder).map_err(PrefixError::io("create", &folder))?;
-    let temporary = folder.join(".envstore-complete.tmp");
     let bytes = serde_json::to_vec_pretty(marker).unwrap_or_default();
-    let mut file =
-        std::fs::File::create(&temporary).map_err(PrefixError::io("create", &temporary))?;
+    // A unique name: two writers never write into each other's file.
+    let mut file = tempfile::Builder::new()
+        .prefix(".envstore-complete-")
+        .suffix(".tmp")
+        .tempfile_in(&folder)
+        .map_err(PrefixError::io("create a temporary file in", &folder))?;
     file.write_all(&bytes)
-        .map_err(PrefixError::io("write", &temporary))?;
-    file.sync_all()
-        .map_err(PrefixError::io("sync", &temporary))?;
-    std::fs::rename(&temporary, &path).map_err(PrefixError::io("rename into place", &path))?;
+        .map_err(PrefixError::io("write", file.path()))?;
+    file.as_file()
+        .sync_all()
+        .map_err(PrefixError::io("sync", file.path()))?;
+    file.persist(&path)
+        .map_err(|error| PrefixError::io("rename into place", &path)(error.error))?;
     std::fs::File::open(&folder)
         .and_then(|dir| dir.sync_all())
         .map_err(PrefixError::io("sync", &folder))

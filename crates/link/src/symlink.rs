@@ -10,10 +10,14 @@ pub fn point_environment(link: &Path, target: &Path) -> std::io::Result<()> {
     let file_name = link
         .file_name()
         .ok_or_else(|| std::io::Error::other("an environment link needs a name"))?;
+    // Unique per process and call: two threads pointing the same link never
+    // share a temporary name.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let temporary = parent.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}-{}.tmp",
         file_name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     match std::fs::remove_file(&temporary) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),

@@ -27,8 +27,22 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// above conda-forge's biggest `repodata.json` (a few hundred MiB).
 pub const DEFAULT_MAX_REPODATA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
+/// How long transient errors of repodata requests are retried, unless
+/// configured: a channel restarting or a proxy briefly failing should not
+/// fail a build.
+pub const DEFAULT_TRANSIENT_RETRY: Duration = Duration::from_secs(120);
+
 /// Redirects followed for one request, each into an allowed channel.
 const MAX_REDIRECTS: usize = 5;
+
+/// The first and the longest pause between two tries of a repodata request
+/// (exponential, with jitter).
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(500);
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(15);
+
+/// The longest `Retry-After` honoured: a server asking for more is asked
+/// again sooner.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Time and size limits of requests towards channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +52,10 @@ pub struct NetworkLimits {
     /// Bytes one answer that is not a package archive (repodata, shards)
     /// may carry on the wire; archives are bounded by the package limits.
     pub max_repodata_bytes: u64,
+    /// How long a repodata request is retried after transient errors
+    /// (refused or reset connections, timeouts, 5xx, 429); zero: never.
+    /// Package archives are retried by the installer, not here.
+    pub transient_retry: Duration,
 }
 
 impl Default for NetworkLimits {
@@ -46,60 +64,12 @@ impl Default for NetworkLimits {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_repodata_bytes: DEFAULT_MAX_REPODATA_BYTES,
+            transient_retry: DEFAULT_TRANSIENT_RETRY,
         }
     }
 }
 
-/// What went wrong with one request, in words that echo nothing the
-/// channel's server said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestFailure {
-    /// The URL is not inside an allowed channel: never sent.
-    Outside,
-    /// The server redirected outside the allowed channels: not followed.
-    Redirected,
-    /// No answer (or no more of it) within the read limit.
-    TimedOut(Duration),
-    /// No connection within the connect limit, or refused.
-    Unreachable,
-    /// The server answered with an error status.
-    Answered,
-    /// The answer says it is larger than the limit for repodata.
-    TooLarge(u64),
-    /// Anything else; the server log has it.
-    Failed,
-}
-
-impl std::fmt::Display for RequestFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Outside => f.write_str("was refused: the URL is not inside an allowed channel"),
-            Self::Redirected => f.write_str(
-                "was redirected outside the allowed channels; the redirect was not followed",
-            ),
-            Self::TimedOut(limit) => write!(f, "got no answer within {} s", limit.as_secs_f64()),
-            Self::Unreachable => f.write_str("could not connect to the channel's server"),
-            Self::Answered => f.write_str(
-                "failed: the channel's server answered with an error (the server log has it)",
-            ),
-            Self::TooLarge(limit) => write!(
-                f,
-                "was refused: the answer is larger than the repodata limit of {limit} bytes"
-            ),
-            Self::Failed => f.write_str("failed (the server log has the details)"),
-        }
-    }
-}
-
-/// A request towards a channel that failed, by channel name and the path
-/// below the channel.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("channel '{channel}': fetching '{path}' {failure}")]
-pub struct ChannelRequestError {
-    pub channel: String,
-    pub path: String,
-    pub failure: RequestFailure,
-}
+pub use envstore_core::channel_request::{ChannelRequestError, RequestFailure, Retried};
 
 /// The refusal a redirect out of the allowed channels gets from the policy.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +170,7 @@ impl ChannelGuard {
             channel: channel.to_owned(),
             path,
             failure,
+            retried: None,
         })
     }
 
@@ -225,6 +196,18 @@ fn is_package(path: &str) -> bool {
     path.ends_with(".conda") || path.ends_with(".tar.bz2")
 }
 
+/// What one try of a request came to.
+enum Outcome {
+    Done(reqwest_middleware::Result<Response>),
+    /// Worth another try: the failure, what the log says about it, and the
+    /// pause the server asked for.
+    Transient {
+        failure: RequestFailure,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+}
+
 #[async_trait::async_trait]
 impl Middleware for ChannelGuard {
     async fn handle(
@@ -234,8 +217,12 @@ impl Middleware for ChannelGuard {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let url = request.url().clone();
-        let (channel, path) = match self.allowlist.locate(&url) {
-            Ok((channel, path)) => (channel.name.clone(), path.relative()),
+        let (channel, channel_url, path) = match self.allowlist.locate(&url) {
+            Ok((channel, path)) => (
+                channel.name.clone(),
+                public_url(&channel.url).to_string(),
+                path.relative(),
+            ),
             Err(defect) => {
                 let shown = public_url(&url).to_string();
                 tracing::warn!(url = %self.allowlist.redact_text(&shown), %defect, "refused a request outside the allowed channels");
@@ -243,36 +230,136 @@ impl Middleware for ChannelGuard {
             }
         };
         authenticate(&self.allowlist, &mut request, &url);
-        match next.run(request, extensions).await {
+        // Package archives are retried by the installer, around the whole
+        // download; a request whose body cannot be sent twice is not retried.
+        let budget = if is_package(&path) {
+            Duration::ZERO
+        } else {
+            self.limits.transient_retry
+        };
+        let started = std::time::Instant::now();
+        let mut delays = backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(RETRY_MIN_DELAY)
+                .with_max_delay(RETRY_MAX_DELAY)
+                .with_factor(2.0)
+                .with_jitter()
+                .without_max_times(),
+        );
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let again = if budget.is_zero() { None } else { request.try_clone() };
+            let outcome = self.try_once(&channel, &path, next.clone().run(request, extensions).await);
+            let (failure, detail, retry_after) = match outcome {
+                Outcome::Done(result) => return result,
+                Outcome::Transient {
+                    failure,
+                    detail,
+                    retry_after,
+                } => (failure, detail, retry_after),
+            };
+            let elapsed = started.elapsed();
+            // The last try comes when the budget ends, not a pause before.
+            let pause = retry_after
+                .map(|asked| asked.min(MAX_RETRY_AFTER))
+                .or_else(|| delays.next())
+                .unwrap_or(RETRY_MAX_DELAY)
+                .min(budget.saturating_sub(elapsed));
+            let again = match again {
+                Some(again) if elapsed < budget => again,
+                unsent => {
+                    tracing::warn!(channel, path, error = %detail, attempts, seconds = elapsed.as_secs_f64(), "a request to a channel failed");
+                    let retried = unsent.is_some().then(|| Retried {
+                        url: channel_url.clone(),
+                        attempts,
+                        after: elapsed,
+                    });
+                    return Err(reqwest_middleware::Error::middleware(ChannelRequestError {
+                        channel,
+                        path,
+                        failure,
+                        retried,
+                    }));
+                }
+            };
+            tracing::warn!(
+                channel,
+                path,
+                error = %detail,
+                attempt = attempts,
+                retry_in_seconds = pause.as_secs_f64(),
+                "a request to a channel failed; retrying"
+            );
+            tokio::time::sleep(pause).await;
+            request = again;
+        }
+    }
+}
+
+impl ChannelGuard {
+    /// What the answer (or failure) of one try comes to.
+    fn try_once(&self, channel: &str, path: &str, result: reqwest_middleware::Result<Response>) -> Outcome {
+        match result {
             Ok(response) => {
                 let status = response.status();
                 let passes = status.is_success()
                     || status.is_redirection()
-                    || (status == StatusCode::NOT_FOUND && !is_package(&path));
-                if passes && is_package(&path) {
-                    return Ok(response);
+                    || (status == StatusCode::NOT_FOUND && !is_package(path));
+                if passes && is_package(path) {
+                    return Outcome::Done(Ok(response));
                 }
                 if passes {
                     let limit = self.limits.max_repodata_bytes;
                     if response.content_length().is_some_and(|length| length > limit) {
                         tracing::warn!(channel, path, limit, "a channel's answer is over the repodata limit");
-                        return Err(self.refuse(&channel, path, RequestFailure::TooLarge(limit)));
+                        return Outcome::Done(Err(self.refuse(channel, path.to_owned(), RequestFailure::TooLarge(limit))));
                     }
-                    return Ok(bounded(response, limit));
+                    return Outcome::Done(Ok(bounded(response, limit)));
+                }
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    return Outcome::Transient {
+                        failure: RequestFailure::Unavailable,
+                        detail: format!("the server answered {status}"),
+                        retry_after: retry_after(&response),
+                    };
                 }
                 tracing::warn!(channel, path, %status, "a channel's server answered with an error");
-                Err(self.refuse(&channel, path, RequestFailure::Answered))
+                Outcome::Done(Err(self.refuse(channel, path.to_owned(), RequestFailure::Answered)))
             }
             Err(error) => {
                 let failure = self.classify(&error);
-                let detail = self
-                    .allowlist
-                    .redact_text(&envstore_core::error_chain(&error));
+                let detail = self.allowlist.redact_text(&envstore_core::error_chain(&error));
+                if is_transient(&error) {
+                    return Outcome::Transient {
+                        failure,
+                        detail,
+                        retry_after: None,
+                    };
+                }
                 tracing::warn!(channel, path, error = %detail, "a request to a channel failed");
-                Err(self.refuse(&channel, path, failure))
+                Outcome::Done(Err(self.refuse(channel, path.to_owned(), failure)))
             }
         }
     }
+}
+
+/// Whether a request that got no answer may get one when sent again:
+/// refused, reset or timed-out connections, not a refused redirect or a
+/// request that could not be built.
+fn is_transient(error: &reqwest_middleware::Error) -> bool {
+    match error {
+        reqwest_middleware::Error::Reqwest(error) => {
+            !error.is_redirect() && !error.is_builder() && !error.is_decode() && !error.is_status()
+        }
+        reqwest_middleware::Error::Middleware(_) => false,
+    }
+}
+
+/// The pause a 503 or 429 asks for (`Retry-After` in seconds).
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// `response` with its body cut off with an error past `limit` bytes, for
@@ -607,6 +694,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn package_archives_are_left_to_the_installer_to_retry() {
+        let (url, seen) = server(|_| {
+            Some("HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned())
+        })
+        .await;
+        let client = client(&[("chan", format!("{url}chan/"))], NetworkLimits::default());
+        let error = client
+            .client()
+            .get(url.join("chan/noarch/x-1-0.conda").expect("a URL"))
+            .send()
+            .await
+            .expect_err("a channel request error");
+        let failed = failure(error);
+        assert_eq!((failed.failure, failed.retried), (RequestFailure::Unavailable, None));
+        assert_eq!(seen.lock().expect("the log").len(), 1, "sent once");
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let response = |value: &str| {
+            Response::from(
+                http::Response::builder()
+                    .status(503)
+                    .header(reqwest::header::RETRY_AFTER, value)
+                    .body(reqwest::Body::from(Vec::new()))
+                    .expect("a response"),
+            )
+        };
+        assert_eq!(retry_after(&response("7")), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&response("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+    }
+
+    #[tokio::test]
     async fn a_silent_server_runs_into_the_read_limit_and_errors_echo_nothing() {
         let (url, _) = server(|line| {
             if line.contains("silent") {
@@ -619,6 +739,7 @@ mod tests {
         let limits = NetworkLimits {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_millis(300),
+            transient_retry: Duration::ZERO,
             ..NetworkLimits::default()
         };
         let client = client(&[("chan", format!("{url}chan/"))], limits);
@@ -641,7 +762,7 @@ mod tests {
             .await
             .expect_err("a channel request error");
         let failed = failure(error);
-        assert_eq!(failed.failure, RequestFailure::Answered);
+        assert_eq!(failed.failure, RequestFailure::Unavailable);
         let shown = failed.to_string();
         assert!(
             shown.contains("channel 'chan': fetching 'noarch/x-1-0.conda'"),

@@ -10,7 +10,10 @@ mod solver;
 mod verify;
 mod virtual_packages;
 
-pub use http::{ChannelClient, ChannelRequestError, DEFAULT_MAX_REPODATA_BYTES, NetworkLimits, RequestFailure};
+pub use http::{
+    ChannelClient, ChannelRequestError, DEFAULT_MAX_REPODATA_BYTES, DEFAULT_TRANSIENT_RETRY, NetworkLimits,
+    RequestFailure, Retried,
+};
 pub use lock::{Lock, LockError, LockedPackage};
 pub use solver::{
     DEFAULT_REMOTE_REPODATA_TTL, DEFAULT_SOLVE_CACHE_CAPACITY, EnvironmentSolver, SolveError, SolvedEnvironment,

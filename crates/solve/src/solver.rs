@@ -31,7 +31,14 @@ pub enum SolveError {
     /// words of ours: nothing the channel's server answered is echoed (the
     /// gateway's error goes to the server log).
     #[error("failed to load repodata for {platform}: {reason}")]
-    Repodata { platform: String, reason: String },
+    Repodata {
+        platform: String,
+        reason: String,
+        /// The channel client already retried it for the whole
+        /// `--transient-retry-seconds` budget: retrying the build would
+        /// only multiply the wait the operator chose.
+        retried: bool,
+    },
     #[error("the spec cannot be solved for {platform}:\n{explanation}")]
     Unsolvable { platform: String, explanation: String },
     #[error("the solve for {platform} took longer than {seconds} s and was stopped")]
@@ -48,9 +55,10 @@ pub enum SolveError {
 
 impl SolveError {
     /// Whether trying again could help: repodata that could not be fetched
-    /// may be reachable later; an unsolvable spec stays unsolvable.
+    /// may be reachable later, unless it was retried for the whole budget
+    /// already; an unsolvable spec stays unsolvable.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Repodata { .. } | Self::Join(_))
+        matches!(self, Self::Repodata { retried: false, .. } | Self::Join(_))
     }
 }
 
@@ -223,7 +231,9 @@ impl EnvironmentSolver {
             None => detail,
         };
         tracing::warn!(platform, error = %detail, "failed to load repodata");
-        let reason = match crate::http::request_error(error) {
+        let failed = crate::http::request_error(error);
+        let retried = failed.as_ref().is_some_and(|failed| failed.retried.is_some());
+        let reason = match failed {
             Some(failed) => failed.to_string(),
             None => format!(
                 "the repodata of {} could not be read (the server log has the details)",
@@ -233,6 +243,7 @@ impl EnvironmentSolver {
         SolveError::Repodata {
             platform: platform.to_owned(),
             reason,
+            retried,
         }
     }
 

@@ -4,10 +4,13 @@
 
 mod cache;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use envstore_core::ContentHash;
+use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -59,6 +62,28 @@ pub enum StoreError {
         url: String,
         #[source]
         source: object_store::Error,
+    },
+    /// A call ran into its deadline ([`StoreSettings::timeout`], more for
+    /// large bodies): the store hangs or is far too slow. Worth a retry.
+    #[error(
+        "the object store at {store} did not answer within {} s while {operation} '{key}'; check that it is reachable and healthy, or raise --store-timeout-seconds",
+        .after.as_secs_f64()
+    )]
+    TimedOut {
+        store: String,
+        operation: &'static str,
+        key: String,
+        after: Duration,
+    },
+    /// No connection could be made, after retries. Worth a retry later.
+    #[error(
+        "could not connect to the object store at {store} while {operation} '{key}': {detail}; check that it runs and that the endpoint is right"
+    )]
+    Unreachable {
+        store: String,
+        operation: &'static str,
+        key: String,
+        detail: String,
     },
 }
 
@@ -118,10 +143,16 @@ const READINESS_PROBE_KEY: &str = "readiness-probe";
 /// Size of the parts of a multipart upload (S3 wants at least 5 MiB).
 const PART_SIZE: usize = 8 * 1024 * 1024;
 
+/// Parts of one upload sent at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
 #[derive(Clone)]
 pub struct ArtifactStore {
     inner: Arc<dyn ObjectStore>,
     url: String,
+    /// The URL as messages show it: with the S3 endpoint, when one is set.
+    shown: String,
+    settings: StoreSettings,
     /// Lock artifacts already read, by lock and name, shared by every clone.
     lock_artifacts: Arc<cache::ObjectCache<(ContentHash, String)>>,
 }
@@ -132,23 +163,96 @@ impl std::fmt::Debug for ArtifactStore {
     }
 }
 
-/// How long connecting to the object store may take, unless `AWS_CONNECT_TIMEOUT` says otherwise.
-pub const STORE_CONNECT_TIMEOUT: &str = "5s";
-/// How long the object store may stay silent while answering, unless `AWS_READ_TIMEOUT` says otherwise.
-pub const STORE_READ_TIMEOUT: &str = "30s";
-/// How long one request to the object store may take in all, unless `AWS_TIMEOUT` says otherwise.
-pub const STORE_REQUEST_TIMEOUT: &str = "120s";
+/// How long one store call may take unless configured: well inside the
+/// default 30 s lease, so a hanging store fails the call (and the attempt,
+/// as a transient error) while the lease still holds, instead of outliving it.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// An S3 builder with our time limits, then whatever the `AWS_*`
+/// The slowest transfer a call still waits for: bodies get this much time
+/// on top of the timeout, so a large log or upload part is not cut short.
+const MIN_BYTES_PER_SECOND: u64 = 1024 * 1024;
+
+/// How long one request to the object store may take in all, unless
+/// `AWS_TIMEOUT` says otherwise. Generous on purpose: one GET carries a
+/// whole packed prefix (hundreds of MB). Hangs are caught sooner by the
+/// read timeout and by the deadline of each call.
+const STORE_REQUEST_TIMEOUT: &str = "30min";
+
+/// Time limits and retries of object store calls, all derived from one
+/// setting (`--store-timeout-seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// The deadline of one call (a head, a small read or write, one part of
+    /// an upload, the wait for a download's next chunk), retries included.
+    pub timeout: Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_STORE_TIMEOUT,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// Connecting: a quarter of the deadline, at most 5 s, so a refused or
+    /// dropped connection leaves time for retries.
+    pub fn connect_timeout(&self) -> Duration {
+        (self.timeout / 4).min(Duration::from_secs(5))
+    }
+
+    /// Silence while a request waits or reads: half the deadline, so a
+    /// request to a hanging store is given up in time for one retry.
+    pub fn read_timeout(&self) -> Duration {
+        self.timeout / 2
+    }
+
+    /// At most 3 retries (100 ms, 200 ms, 400 ms … up to 2 s apart) and none
+    /// started after the deadline.
+    pub fn retry(&self) -> object_store::RetryConfig {
+        object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: 3,
+            retry_timeout: self.timeout,
+        }
+    }
+
+    /// The deadline of a call that carries `bytes` of body.
+    fn deadline_for(&self, bytes: u64) -> Duration {
+        self.timeout + Duration::from_secs(bytes / MIN_BYTES_PER_SECOND)
+    }
+}
+
+/// `duration` as object_store's configuration reads it.
+fn config_duration(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis().max(1))
+}
+
+/// An S3 builder with our time limits and retries, then whatever the `AWS_*`
 /// variables say (as `AmazonS3Builder::from_env` reads them), so an
 /// operator can still change every limit.
-fn s3_builder() -> AmazonS3Builder {
+fn s3_builder(settings: &StoreSettings) -> AmazonS3Builder {
     use object_store::ClientConfigKey;
     use object_store::aws::AmazonS3ConfigKey;
     let mut builder = AmazonS3Builder::new()
-        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), STORE_CONNECT_TIMEOUT)
-        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout), STORE_READ_TIMEOUT)
-        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), STORE_REQUEST_TIMEOUT);
+        .with_retry(settings.retry())
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            config_duration(settings.connect_timeout()),
+        )
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout),
+            config_duration(settings.read_timeout()),
+        )
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+            STORE_REQUEST_TIMEOUT,
+        );
     for (key, value) in std::env::vars() {
         if key.starts_with("AWS_")
             && let Ok(config) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
@@ -161,19 +265,35 @@ fn s3_builder() -> AmazonS3Builder {
 
 impl ArtifactStore {
     /// Opens `file:///path` (created if missing) or `s3://bucket/prefix`
-    /// (endpoint, region and credentials from the usual `AWS_*` variables).
+    /// (endpoint, region and credentials from the usual `AWS_*` variables)
+    /// with the default [`StoreSettings`].
     pub fn open(url: &Url) -> Result<Self, StoreError> {
+        Self::open_with(url, StoreSettings::default())
+    }
+
+    /// [`Self::open`] with the given time limits and retries.
+    pub fn open_with(url: &Url, settings: StoreSettings) -> Result<Self, StoreError> {
+        Self::open_with_s3_options(url, settings, &[])
+    }
+
+    /// [`Self::open_with`], with S3 options (`aws_endpoint`, …, as the
+    /// `AWS_*` variables name them, lower case) that take precedence over
+    /// the environment; unknown ones are refused.
+    pub fn open_with_s3_options(
+        url: &Url,
+        settings: StoreSettings,
+        options: &[(&str, &str)],
+    ) -> Result<Self, StoreError> {
+        let mut shown = url.to_string();
         let inner: Arc<dyn ObjectStore> = match url.scheme() {
             "file" => {
                 let path = url
                     .to_file_path()
                     .map_err(|()| StoreError::UnsupportedUrl(url.to_string()))?;
                 fs_create_dir_all(&path)?;
-                let local = LocalFileSystem::new_with_prefix(&path).map_err(|source| {
-                    StoreError::Open {
-                        url: url.to_string(),
-                        source,
-                    }
+                let local = LocalFileSystem::new_with_prefix(&path).map_err(|source| StoreError::Open {
+                    url: url.to_string(),
+                    source,
                 })?;
                 Arc::new(local)
             }
@@ -181,13 +301,23 @@ impl ArtifactStore {
                 let bucket = url
                     .host_str()
                     .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
-                let s3 = s3_builder()
-                    .with_bucket_name(bucket)
-                    .build()
-                    .map_err(|source| StoreError::Open {
-                        url: url.to_string(),
-                        source,
-                    })?;
+                let mut builder = s3_builder(&settings).with_bucket_name(bucket);
+                for (key, value) in options {
+                    let config =
+                        key.parse::<object_store::aws::AmazonS3ConfigKey>()
+                            .map_err(|source| StoreError::Open {
+                                url: url.to_string(),
+                                source,
+                            })?;
+                    builder = builder.with_config(config, *value);
+                }
+                if let Some(endpoint) = builder.get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint) {
+                    shown = format!("{url} (endpoint {endpoint})");
+                }
+                let s3 = builder.build().map_err(|source| StoreError::Open {
+                    url: url.to_string(),
+                    source,
+                })?;
                 let prefix = url.path().trim_matches('/');
                 if prefix.is_empty() {
                     Arc::new(s3)
@@ -200,6 +330,8 @@ impl ArtifactStore {
         Ok(Self {
             inner,
             url: url.to_string(),
+            shown,
+            settings,
             lock_artifacts: Arc::new(cache::ObjectCache::new(DEFAULT_CACHE_BYTES, LOCKFILE_CACHE_METRIC)),
         })
     }
@@ -215,42 +347,151 @@ impl ArtifactStore {
         &self.url
     }
 
+    pub fn settings(&self) -> StoreSettings {
+        self.settings
+    }
+
+    /// `call` under `after`, or [`StoreError::TimedOut`] (counted and
+    /// logged) naming what it was doing.
+    async fn within<T>(
+        &self,
+        after: Duration,
+        operation: &'static str,
+        key: &str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(after, call).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timed_out(after, operation, key)),
+        }
+    }
+
+    fn timed_out(&self, after: Duration, operation: &'static str, key: &str) -> StoreError {
+        count_error("timeout");
+        tracing::warn!(store = %self.shown, operation, key, seconds = after.as_secs_f64(), "an object store call timed out");
+        StoreError::TimedOut {
+            store: self.shown.clone(),
+            operation,
+            key: key.to_owned(),
+            after,
+        }
+    }
+
+    /// [`StoreError::TimedOut`] or [`StoreError::Unreachable`] when the
+    /// store could not be reached or stopped answering, after retries.
+    fn transport_error(
+        &self,
+        operation: &'static str,
+        key: &str,
+        detail: String,
+        source: &object_store::Error,
+    ) -> Option<StoreError> {
+        if is_timeout(source) {
+            return Some(self.timed_out(self.settings.read_timeout(), operation, key));
+        }
+        if is_unreachable(source) {
+            count_error("connect");
+            tracing::warn!(store = %self.shown, operation, key, error = %detail, "the object store cannot be reached");
+            return Some(StoreError::Unreachable {
+                store: self.shown.clone(),
+                operation,
+                key: key.to_owned(),
+                detail,
+            });
+        }
+        None
+    }
+
+    /// A failed write: [`StoreError::TimedOut`] when the store stopped
+    /// answering (object_store does not retry a timed-out conditional put).
+    fn write_error(&self, operation: &'static str, key: &str, source: object_store::Error) -> StoreError {
+        if let Some(error) = self.transport_error(operation, key, source.to_string(), &source) {
+            return error;
+        }
+        count_error("write");
+        StoreError::Write {
+            key: key.to_owned(),
+            source,
+        }
+    }
+
+    /// A failed read, as [`Self::write_error`].
+    fn read_error(&self, operation: &'static str, key: &str, source: object_store::Error) -> StoreError {
+        if let Some(error) = self.transport_error(operation, key, source.to_string(), &source) {
+            return error;
+        }
+        count_error("read");
+        StoreError::Read {
+            key: key.to_owned(),
+            source,
+        }
+    }
+
     /// Writes `key` once. When the object already exists the write is a
     /// no-op: content-addressed keys always hold the same bytes.
     pub async fn put_immutable(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let deadline = self.settings.deadline_for(bytes.len() as u64);
         let options = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match self
-            .inner
-            .put_opts(&ObjectPath::from(key), PutPayload::from(bytes), options)
-            .await
-        {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-            Err(source) => {
-                count_error("write");
-                Err(StoreError::Write {
-                    key: key.to_owned(),
-                    source,
-                })
+        let put = async {
+            match self
+                .inner
+                .put_opts(&ObjectPath::from(key), PutPayload::from(bytes), options)
+                .await
+            {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+                Err(source) => Err(self.write_error("writing", key, source)),
             }
-        }
+        };
+        self.within(deadline, "writing", key, put).await
     }
 
     /// Writes a file once, streamed in parts so large packed prefixes do not
-    /// have to fit in memory.
+    /// have to fit in memory. Each part (and the start and the end of the
+    /// upload) has its own deadline, so a large upload is never cut short
+    /// by the timeout while a hanging store still fails it in time; a failed
+    /// upload is aborted.
     pub async fn put_file_immutable(&self, key: &str, path: &std::path::Path) -> Result<(), StoreError> {
         if self.exists(key).await? {
             return Ok(());
         }
-        let write_error = |source| {
-            count_error("write");
-            StoreError::Write {
-                key: key.to_owned(),
-                source,
+        let write_error = |source| self.write_error("uploading", key, source);
+        let timeout = self.settings.timeout;
+        let mut upload = self
+            .within(timeout, "starting the upload of", key, async {
+                self.inner
+                    .put_multipart(&ObjectPath::from(key))
+                    .await
+                    .map_err(write_error)
+            })
+            .await?;
+        let uploaded = self.upload_parts(key, path, upload.as_mut()).await;
+        let uploaded = match uploaded {
+            Ok(()) => {
+                self.within(timeout, "finishing the upload of", key, async {
+                    upload.complete().await.map(|_| ()).map_err(write_error)
+                })
+                .await
             }
+            Err(error) => Err(error),
         };
+        if uploaded.is_err() {
+            // Best effort: parts left behind cost storage, not correctness.
+            let _ = tokio::time::timeout(timeout, upload.abort()).await;
+        }
+        uploaded
+    }
+
+    /// The parts of `path`, at most [`PARTS_IN_FLIGHT`] at once, each under
+    /// its own deadline.
+    async fn upload_parts(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        upload: &mut dyn object_store::MultipartUpload,
+    ) -> Result<(), StoreError> {
         let io_error = |error: std::io::Error| StoreError::Write {
             key: key.to_owned(),
             source: object_store::Error::Generic {
@@ -258,37 +499,71 @@ impl ArtifactStore {
                 source: Box::new(error),
             },
         };
-        let upload = self
-            .inner
-            .put_multipart(&ObjectPath::from(key))
-            .await
-            .map_err(write_error)?;
-        let mut writer = object_store::WriteMultipart::new(upload);
+        let part_error = |source| self.write_error("uploading a part of", key, source);
+        let deadline = self.settings.deadline_for(PART_SIZE as u64);
         let mut file = tokio::fs::File::open(path).await.map_err(io_error)?;
-        let mut buffer = vec![0u8; PART_SIZE];
-        loop {
-            let read = tokio::io::AsyncReadExt::read(&mut file, &mut buffer).await.map_err(io_error)?;
-            if read == 0 {
-                break;
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut finished = false;
+        while !finished {
+            let mut part = vec![0u8; PART_SIZE];
+            let mut filled = 0;
+            // Full parts: S3 wants every part but the last to be at least 5 MiB.
+            while filled < PART_SIZE {
+                let read = tokio::io::AsyncReadExt::read(&mut file, &mut part[filled..])
+                    .await
+                    .map_err(io_error)?;
+                if read == 0 {
+                    finished = true;
+                    break;
+                }
+                filled += read;
             }
-            writer.write(&buffer[..read]);
+            part.truncate(filled);
+            if !part.is_empty() {
+                let sending = upload.put_part(PutPayload::from(part));
+                in_flight.spawn(tokio::time::timeout(deadline, sending));
+            }
+            while in_flight.len() >= PARTS_IN_FLIGHT || (finished && !in_flight.is_empty()) {
+                match in_flight.join_next().await {
+                    Some(Ok(Ok(Ok(())))) | None => {}
+                    Some(Ok(Ok(Err(source)))) => return Err(part_error(source)),
+                    Some(Ok(Err(_))) => return Err(self.timed_out(deadline, "uploading a part of", key)),
+                    Some(Err(join)) => {
+                        return Err(part_error(object_store::Error::Generic {
+                            store: "upload",
+                            source: Box::new(join),
+                        }));
+                    }
+                }
+            }
         }
-        writer.finish().await.map_err(write_error)?;
         Ok(())
     }
 
+    /// An object's bytes. The request has the call's deadline, and so has
+    /// each chunk of the answer: a large object (a packed prefix) may take
+    /// as long as it keeps coming, a store that stops sending fails it.
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let read_error = |source| {
-            count_error("read");
-            StoreError::Read {
-                key: key.to_owned(),
-                source,
+        let read_error = |source| self.read_error("reading", key, source);
+        let timeout = self.settings.timeout;
+        let result = self
+            .within(timeout, "reading", key, async {
+                match self.inner.get(&ObjectPath::from(key)).await {
+                    Ok(result) => Ok(result),
+                    Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(key.to_owned())),
+                    Err(source) => Err(read_error(source)),
+                }
+            })
+            .await?;
+        let mut bytes = BytesMut::with_capacity(usize::try_from(result.meta.size).unwrap_or(0).min(PART_SIZE * 16));
+        let mut stream = result.into_stream();
+        loop {
+            match tokio::time::timeout(timeout, stream.next()).await {
+                Ok(Some(Ok(chunk))) => bytes.extend_from_slice(&chunk),
+                Ok(Some(Err(source))) => return Err(read_error(source)),
+                Ok(None) => return Ok(bytes.freeze()),
+                Err(_) => return Err(self.timed_out(timeout, "reading", key)),
             }
-        };
-        match self.inner.get(&ObjectPath::from(key)).await {
-            Ok(result) => result.bytes().await.map_err(read_error),
-            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(key.to_owned())),
-            Err(source) => Err(read_error(source)),
         }
     }
 
@@ -306,40 +581,30 @@ impl ArtifactStore {
 
     /// The size of an object, or None when there is none.
     pub async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        match self.inner.head(&ObjectPath::from(key)).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(StoreError::Read {
-                key: key.to_owned(),
-                source,
-            }),
-        }
+        self.within(self.settings.timeout, "looking up", key, async {
+            match self.inner.head(&ObjectPath::from(key)).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(source) => Err(self.read_error("looking up", key, source)),
+            }
+        })
+        .await
     }
 
     /// Removes an object that garbage collection found unreferenced; one
     /// already gone is fine. Objects are otherwise never changed.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match self.inner.delete(&ObjectPath::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(StoreError::Write {
-                key: key.to_owned(),
-                source,
-            }),
-        }
+        self.within(self.settings.timeout, "deleting", key, async {
+            match self.inner.delete(&ObjectPath::from(key)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(source) => Err(self.write_error("deleting", key, source)),
+            }
+        })
+        .await
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        match self.inner.head(&ObjectPath::from(key)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(source) => {
-                count_error("head");
-                Err(StoreError::Read {
-                    key: key.to_owned(),
-                    source,
-                })
-            }
-        }
+        Ok(self.size(key).await?.is_some())
     }
 
     /// Whether the store answers, for readiness checks: a listing of its top
@@ -348,7 +613,10 @@ impl ArtifactStore {
     /// never written finds a store folder that cannot hold objects, which
     /// lists as empty. Two small requests, no writes.
     pub async fn check(&self) -> Result<(), StoreError> {
-        let unavailable = |source| {
+        let unavailable = |source: object_store::Error| {
+            if let Some(error) = self.transport_error("checking", READINESS_PROBE_KEY, source.to_string(), &source) {
+                return error;
+            }
             count_error("check");
             StoreError::Unavailable {
                 url: self.url.clone(),
@@ -356,18 +624,49 @@ impl ArtifactStore {
             }
         };
         let probe = ObjectPath::from(READINESS_PROBE_KEY);
-        let (listed, headed) = tokio::join!(self.inner.list_with_delimiter(None), self.inner.head(&probe));
-        listed.map_err(unavailable)?;
-        match headed {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(unavailable(source)),
-        }
+        self.within(self.settings.timeout, "checking", READINESS_PROBE_KEY, async {
+            let (listed, headed) = tokio::join!(self.inner.list_with_delimiter(None), self.inner.head(&probe));
+            listed.map_err(unavailable)?;
+            match headed {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(source) => Err(unavailable(source)),
+            }
+        })
+        .await
     }
 }
 
+/// How the last request behind an object_store error failed on the wire,
+/// when it did (rather than being answered with an error).
+fn transport_failure(error: &object_store::Error) -> Option<object_store::client::HttpErrorKind> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(http) = error.downcast_ref::<object_store::client::HttpError>() {
+            return Some(http.kind());
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// Whether object_store gave up because a request got no answer in time.
+fn is_timeout(error: &object_store::Error) -> bool {
+    matches!(
+        transport_failure(error),
+        Some(object_store::client::HttpErrorKind::Timeout)
+    )
+}
+
+/// Whether object_store gave up because no connection could be made.
+fn is_unreachable(error: &object_store::Error) -> bool {
+    matches!(
+        transport_failure(error),
+        Some(object_store::client::HttpErrorKind::Connect)
+    )
+}
+
 fn fs_create_dir_all(path: &std::path::Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(path)
-        .map_err(|source| StoreError::CreateFolder(path.display().to_string(), source))
+    std::fs::create_dir_all(path).map_err(|source| StoreError::CreateFolder(path.display().to_string(), source))
 }
 
 #[cfg(test)]
@@ -400,12 +699,22 @@ mod tests {
         ));
         let key = keys::lock_artifact(&hash, artifact::CONDA_LOCK);
         store.put_immutable(&key, Bytes::from_static(b"lock: 1")).await.unwrap();
-        assert_eq!(store.get_lock_artifact(&hash, artifact::CONDA_LOCK).await.unwrap(), "lock: 1");
+        assert_eq!(
+            store.get_lock_artifact(&hash, artifact::CONDA_LOCK).await.unwrap(),
+            "lock: 1"
+        );
 
         // The folder is gone: only the copy in memory can answer, and every
         // clone shares it.
         drop(dir);
-        assert_eq!(store.clone().get_lock_artifact(&hash, artifact::CONDA_LOCK).await.unwrap(), "lock: 1");
+        assert_eq!(
+            store
+                .clone()
+                .get_lock_artifact(&hash, artifact::CONDA_LOCK)
+                .await
+                .unwrap(),
+            "lock: 1"
+        );
         assert!(store.get(&key).await.is_err());
         let uncached = store.with_cache_bytes(0);
         assert!(uncached.get_lock_artifact(&hash, artifact::CONDA_LOCK).await.is_err());
@@ -427,6 +736,27 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
         std::fs::write(&root, b"not a folder").unwrap();
         assert!(matches!(store.check().await, Err(StoreError::Unavailable { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_file_of_several_parts_is_written_whole_and_in_order() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let store =
+            ArtifactStore::open(&Url::from_directory_path(dir.path().join("store")).expect("a URL")).expect("a store");
+        let file = dir.path().join("packed.tar.zst");
+        let content: Vec<u8> = (0..(PART_SIZE * PARTS_IN_FLIGHT + 77))
+            .map(|index| (index % 253) as u8)
+            .collect();
+        std::fs::write(&file, &content).expect("written");
+        store
+            .put_file_immutable("prefixes/a.tar.zst", &file)
+            .await
+            .expect("uploaded");
+        assert!(store.get("prefixes/a.tar.zst").await.expect("read back") == content);
+        assert_eq!(
+            store.size("prefixes/a.tar.zst").await.expect("a size"),
+            Some(content.len() as u64)
+        );
     }
 
     #[test]

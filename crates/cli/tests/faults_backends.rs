@@ -620,6 +620,23 @@ async fn a_full_disk_fails_the_build_without_spinning_and_recovers_when_space_re
         "the log grew {log_growth} bytes in 5 s on a full disk"
     );
 
+    // Submissions on a full disk are refused with a 503 (the database
+    // cannot write), and the connections whose writes failed must not keep
+    // the database file locked after space returns.
+    for index in 0..6 {
+        let response = server
+            .client
+            .put(format!("{}/api/v1/namespaces/team/environments/full-{index}", server.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/yaml")
+            .body(spec("big", &["small"]))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert!(status == 503 || status == 202, "a submission on a full disk: {status} {}", response.text().await.unwrap_or_default());
+    }
+
     // Space returns: ready again and the same spec builds, no restart.
     tmpfs.resize(64 * 1024 * 1024);
     let started = Instant::now();

@@ -15,6 +15,7 @@ mod namespaces;
 mod usage;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -91,6 +92,7 @@ fn unavailable_reason(error: &sqlx::Error) -> Option<String> {
             let code = database.code()?;
             if database.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                 let reason = sqlite_unavailable(code.parse().ok()?)?;
+                suspect_sqlite_connections();
                 Some(format!("{reason} ({})", database.message()))
             } else {
                 let reason = postgres_unavailable(&code)?;
@@ -100,6 +102,43 @@ fn unavailable_reason(error: &sqlx::Error) -> Option<String> {
         _ => None,
     }
 }
+
+/// Connections to check before their next use, after SQLite said it could
+/// not write: a connection whose write failed on a full disk can be left
+/// inside its transaction, holding the file's write lock, so every other
+/// writer gets "database is locked" until the process restarts. Checking
+/// costs a `BEGIN`/`ROLLBACK` per acquire, so it is done only for a while
+/// after such an error (the pool hands idle connections out in turn, so a
+/// few rounds reach each of them).
+static SQLITE_CHECKS_DUE: AtomicU32 = AtomicU32::new(0);
+
+/// Rounds of checks over the pool's connections after an error.
+const SQLITE_CHECK_ROUNDS: u32 = 4;
+
+fn suspect_sqlite_connections() {
+    SQLITE_CHECKS_DUE.store(SQLITE_CHECK_ROUNDS * SQLITE_MAX_CONNECTIONS, Ordering::Relaxed);
+}
+
+/// Whether a SQLite connection is fit to hand out: not left inside a
+/// transaction (then `BEGIN` fails). Only checked while checks are due.
+async fn sqlite_connection_is_clean(connection: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    let due = SQLITE_CHECKS_DUE
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |due| due.checked_sub(1))
+        .is_ok();
+    if !due {
+        return Ok(true);
+    }
+    if sqlx::query("BEGIN").execute(&mut *connection).await.is_err() {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+        return Ok(false);
+    }
+    sqlx::query("ROLLBACK").execute(&mut *connection).await?;
+    Ok(true)
+}
+
+/// SQLite allows one writer at a time; more connections only queue on its
+/// lock.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
 
 /// SQLite result codes (primary code in the low byte of the extended one)
 /// that say the file cannot be written now, not that the query is wrong.
@@ -174,9 +213,7 @@ impl Database {
             return Err(DbError::UnsupportedUrl(url.to_owned()));
         };
         let max_connections = match dialect {
-            // One writer at a time is what SQLite allows; more connections only
-            // queue on its lock.
-            Dialect::Sqlite => 4,
+            Dialect::Sqlite => SQLITE_MAX_CONNECTIONS,
             Dialect::Postgres => 16,
         };
         let connect_url = url.clone();
@@ -186,6 +223,14 @@ impl Database {
             // worker thread per query; a SQLite file cannot drop a connection
             // the way a PostgreSQL server can, so only PostgreSQL pays it.
             .test_before_acquire(dialect == Dialect::Postgres)
+            .before_acquire(move |connection, _| {
+                Box::pin(async move {
+                    match dialect {
+                        Dialect::Sqlite => sqlite_connection_is_clean(connection).await,
+                        Dialect::Postgres => Ok(true),
+                    }
+                })
+            })
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {

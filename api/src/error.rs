@@ -77,6 +77,18 @@ pub enum ApiError {
     Quota(#[from] crate::routes::QuotaExceeded),
 }
 
+/// Seconds a client is asked to wait when the object store does not answer.
+pub const STORE_RETRY_AFTER_SECONDS: u64 = 5;
+
+/// Whether a store failure is an outage (hanging, refusing, not answering)
+/// rather than a fault of ours: a 503 the client may retry, not a 500.
+fn store_unavailable(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::TimedOut { .. } | StoreError::Unreachable { .. } | StoreError::Unavailable { .. }
+    )
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
@@ -113,6 +125,7 @@ impl ApiError {
             Self::Database(DbError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Database(DbError::Conflict(_)) => StatusCode::CONFLICT,
             Self::Database(DbError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(error) if store_unavailable(error) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Solve(SolveError::Spec(_) | SolveError::Unsolvable { .. } | SolveError::Timeout { .. }) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -156,6 +169,7 @@ impl ApiError {
             Self::Database(DbError::NotFound(_)) => "not-found",
             Self::Database(DbError::Conflict(_)) => "conflict",
             Self::Database(DbError::Unavailable { .. }) => "database-unavailable",
+            Self::Store(error) if store_unavailable(error) => "store-unavailable",
             Self::Solve(SolveError::Unsolvable { .. }) => "unsolvable",
             Self::Solve(SolveError::Timeout { .. }) => "solve-timeout",
             Self::Solve(SolveError::Spec(_)) => "invalid-spec",
@@ -209,6 +223,10 @@ impl ApiError {
             Self::Database(DbError::Unavailable { reason, .. }) => format!(
                 "the database does not answer ({reason}); try again in {DATABASE_RETRY_AFTER_SECONDS} s"
             ),
+            // Where the store is and what it was asked stay in the log.
+            Self::Store(error) if store_unavailable(error) => format!(
+                "the object store does not answer; try again in {STORE_RETRY_AFTER_SECONDS} s"
+            ),
             // The channel cannot be read: say which, so the caller can tell
             // a mistyped channel from an outage.
             Self::Solve(error @ SolveError::Repodata { .. }) => error_chain(error),
@@ -223,6 +241,10 @@ impl IntoResponse for ApiError {
         if let Self::Database(error @ DbError::Unavailable { .. }) = &self {
             // An outage, not a bug: one line per request, the cause in it.
             tracing::warn!(error = %error_chain(error).replace("\n ", ";"), "request failed: the database does not answer");
+        } else if let Self::Store(error) = &self
+            && store_unavailable(error)
+        {
+            tracing::warn!(error = %error_chain(error).replace("\n ", ";"), "request failed: the object store does not answer");
         } else if status.is_server_error() {
             tracing::error!(error = %error_chain(&self), "request failed");
         }
@@ -253,6 +275,11 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::Busy | Self::TooManyStreams(_)) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5u64));
         }
+        if matches!(&self, Self::Store(error) if store_unavailable(error)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_SECONDS));
+        }
         if matches!(self, Self::Database(DbError::Unavailable { .. })) {
             metrics::counter!("envstore_database_unavailable_total").increment(1);
             response
@@ -260,5 +287,30 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(DATABASE_RETRY_AFTER_SECONDS));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod store_outage_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_store_that_does_not_answer_is_a_503_with_retry_after_that_names_no_endpoint() {
+        let error = ApiError::from(StoreError::TimedOut {
+            store: "s3://private-bucket/ (endpoint http://10.0.0.7:9000)".to_owned(),
+            operation: "reading",
+            key: "logs/x".to_owned(),
+            after: std::time::Duration::from_secs(20),
+        });
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("a body");
+        let body: Value = serde_json::from_slice(&body).expect("problem+json");
+        assert_eq!(body["type"], "/problems/store-unavailable");
+        assert!(!body.to_string().contains("10.0.0.7"), "{body}");
+
+        let refused = ApiError::from(StoreError::UnsupportedUrl("ftp://x".to_owned()));
+        assert_eq!(refused.into_response().status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

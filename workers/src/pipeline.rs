@@ -448,7 +448,7 @@ impl BuildContext {
             if tokio::time::Instant::now() + delay > give_up {
                 return Err(error);
             }
-            if failures == 1 || delay < crate::pool::Backoff::LONGEST || failures.is_multiple_of(10) {
+            if crate::pool::Backoff::worth_a_line(delay, failures) {
                 tracing::warn!(
                     build = %job.build_id,
                     failures,

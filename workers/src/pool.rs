@@ -131,6 +131,13 @@ impl Backoff {
         self.failures += 1;
         (delay, self.failures)
     }
+
+    /// Whether a failure before a wait of `delay`, the `failures`th in a
+    /// row, is worth a log line: the first, each time the wait grows, and
+    /// every tenth once it no longer does.
+    pub(crate) fn worth_a_line(delay: Duration, failures: u64) -> bool {
+        failures == 1 || delay < Self::LONGEST || failures.is_multiple_of(10)
+    }
 }
 
 /// Failures of a worker's claims and bookkeeping, for alerts: a worker
@@ -179,7 +186,7 @@ async fn work(
         if let Some((what, error)) = failure {
             let (delay, failures) = backoff.failed();
             metrics::counter!(FAILURES_METRIC).increment(1);
-            if failures == 1 || delay < Backoff::LONGEST || failures.is_multiple_of(10) {
+            if Backoff::worth_a_line(delay, failures) {
                 tracing::warn!(
                     worker,
                     failures,
@@ -237,7 +244,7 @@ async fn forward_notifications(db: envstore_db::Database, wake: Arc<Notify>, shu
             Err(error) => error,
         };
         let (delay, failures) = backoff.failed();
-        if failures == 1 || delay < Backoff::LONGEST || failures.is_multiple_of(10) {
+        if Backoff::worth_a_line(delay, failures) {
             tracing::warn!(
                 error = %error_chain(&error),
                 retry_in_seconds = delay.as_secs(),

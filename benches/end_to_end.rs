@@ -12,7 +12,10 @@ const VARIANTS: usize = 40;
 
 fn end_to_end(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let Some((case, fixture)) = runtime.block_on(link::prepare_for_bench()).expect("the link fixture") else {
+    let Some((case, fixture)) = runtime
+        .block_on(link::prepare_for_bench())
+        .expect("the link fixture")
+    else {
         return;
     };
     let bench = runtime
@@ -31,7 +34,11 @@ fn end_to_end(c: &mut Criterion) {
                     let mut bench = bench.lock().await;
                     let mut total = std::time::Duration::ZERO;
                     for _ in 0..iterations {
-                        let took = if new_lock { bench.new_lock().await } else { bench.built_lock().await };
+                        let took = if new_lock {
+                            bench.new_lock().await
+                        } else {
+                            bench.built_lock().await
+                        };
                         total += took.expect("the build succeeds");
                     }
                     total

@@ -10,7 +10,10 @@ use envstore_benches::link::{self, copy_hardlinks, remove_tree};
 
 fn link(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let Some((_, fixture)) = runtime.block_on(link::prepare_for_bench()).expect("the link fixture") else {
+    let Some((_, fixture)) = runtime
+        .block_on(link::prepare_for_bench())
+        .expect("the link fixture")
+    else {
         return;
     };
     let prefixes = fixture

@@ -157,7 +157,14 @@ impl LinkFixture {
         let lock = ContentHash::of(format!("link-bench-{iteration}").as_bytes());
         let started = Instant::now();
         let report = builder
-            .build(&lock, self.platform, &self.records, &Default::default(), Arc::new(Quiet), || {})
+            .build(
+                &lock,
+                self.platform,
+                &self.records,
+                &Default::default(),
+                Arc::new(Quiet),
+                || {},
+            )
             .await?;
         let elapsed = started.elapsed();
         if report.downloaded != 0 {

@@ -62,31 +62,131 @@ const ROWS: &[(&str, &str, Needs, u16)] = &[
     ("GET", "/api/v1/namespaces", Needs::Anyone, 200),
     ("POST", "/api/v1/namespaces", Needs::ServerAdmin, 201),
     ("GET", "/api/v1/namespaces/{namespace}", Needs::Viewer, 200),
-    ("DELETE", "/api/v1/namespaces/{namespace}", Needs::ServerAdmin, 200),
-    ("PUT", "/api/v1/namespaces/{namespace}/visibility", Needs::NamespaceAdmin, 200),
-    ("GET", "/api/v1/namespaces/{namespace}/policy", Needs::Viewer, 200),
-    ("PUT", "/api/v1/namespaces/{namespace}/policy", Needs::NamespaceAdmin, 200),
-    ("GET", "/api/v1/namespaces/{namespace}/usage", Needs::Viewer, 200),
-    ("GET", "/api/v1/namespaces/{namespace}/quota", Needs::Viewer, 200),
-    ("PUT", "/api/v1/namespaces/{namespace}/quota", Needs::ServerAdmin, 200),
+    (
+        "DELETE",
+        "/api/v1/namespaces/{namespace}",
+        Needs::ServerAdmin,
+        200,
+    ),
+    (
+        "PUT",
+        "/api/v1/namespaces/{namespace}/visibility",
+        Needs::NamespaceAdmin,
+        200,
+    ),
+    (
+        "GET",
+        "/api/v1/namespaces/{namespace}/policy",
+        Needs::Viewer,
+        200,
+    ),
+    (
+        "PUT",
+        "/api/v1/namespaces/{namespace}/policy",
+        Needs::NamespaceAdmin,
+        200,
+    ),
+    (
+        "GET",
+        "/api/v1/namespaces/{namespace}/usage",
+        Needs::Viewer,
+        200,
+    ),
+    (
+        "GET",
+        "/api/v1/namespaces/{namespace}/quota",
+        Needs::Viewer,
+        200,
+    ),
+    (
+        "PUT",
+        "/api/v1/namespaces/{namespace}/quota",
+        Needs::ServerAdmin,
+        200,
+    ),
     ("GET", "/api/v1/usage", Needs::Anyone, 200),
-    ("GET", "/api/v1/namespaces/{namespace}/members", Needs::Viewer, 200),
-    ("PUT", "/api/v1/namespaces/{namespace}/members/{subject}", Needs::NamespaceAdmin, 200),
-    ("DELETE", "/api/v1/namespaces/{namespace}/members/{subject}", Needs::NamespaceAdmin, 204),
-    ("GET", "/api/v1/namespaces/{namespace}/environments", Needs::Viewer, 200),
-    ("GET", "/api/v1/namespaces/{namespace}/environments/{name}", Needs::Viewer, 200),
-    ("PUT", "/api/v1/namespaces/{namespace}/environments/{name}", Needs::Developer, 202),
-    ("DELETE", "/api/v1/namespaces/{namespace}/environments/{name}", Needs::NamespaceAdmin, 200),
-    ("GET", "/api/v1/namespaces/{namespace}/environments/{name}/builds", Needs::Viewer, 200),
-    ("PUT", "/api/v1/namespaces/{namespace}/environments/{name}/current", Needs::Developer, 200),
-    ("GET", "/api/v1/namespaces/{namespace}/environments/{name}/lockfile", Needs::Viewer, 200),
-    ("PUT", "/api/v1/namespaces/{namespace}/environments/{name}/lockfile", Needs::Developer, 202),
-    ("POST", "/api/v1/namespaces/{namespace}/solve", Needs::Developer, 200),
+    (
+        "GET",
+        "/api/v1/namespaces/{namespace}/members",
+        Needs::Viewer,
+        200,
+    ),
+    (
+        "PUT",
+        "/api/v1/namespaces/{namespace}/members/{subject}",
+        Needs::NamespaceAdmin,
+        200,
+    ),
+    (
+        "DELETE",
+        "/api/v1/namespaces/{namespace}/members/{subject}",
+        Needs::NamespaceAdmin,
+        204,
+    ),
+    (
+        "GET",
+        "/api/v1/namespaces/{namespace}/environments",
+        Needs::Viewer,
+        200,
+    ),
+    (
+        "GET",
+        "/api/v1/namespaces/{namespace}/environments/{name}",
+        Needs::Viewer,
+        200,
+    ),
+    (
+        "PUT",
+        "/api/v1/namespaces/{namespace}/environments/{name}",
+        Needs::Developer,
+        202,
+    ),
+    (
+        "DELETE",
+        "/api/v1/namespaces/{namespace}/environments/{name}",
+        Needs::NamespaceAdmin,
+        200,
+    ),
+    (
+        "GET",
+        "/api/v1/namespaces/{namespace}/environments/{name}/builds",
+        Needs::Viewer,
+        200,
+    ),
+    (
+        "PUT",
+        "/api/v1/namespaces/{namespace}/environments/{name}/current",
+        Needs::Developer,
+        200,
+    ),
+    (
+        "GET",
+        "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
+        Needs::Viewer,
+        200,
+    ),
+    (
+        "PUT",
+        "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
+        Needs::Developer,
+        202,
+    ),
+    (
+        "POST",
+        "/api/v1/namespaces/{namespace}/solve",
+        Needs::Developer,
+        200,
+    ),
     ("GET", "/api/v1/builds/{id}", Needs::Viewer, 200),
     ("GET", "/api/v1/builds/{id}/log", Needs::Viewer, 200),
     // The fixture's builds have ended: an allowed cancel is a 409.
     ("POST", "/api/v1/builds/{id}/cancel", Needs::Developer, 409),
-    ("GET", "/api/v1/locks/{lock_hash}/{file}", Needs::Viewer, 200),
+    (
+        "GET",
+        "/api/v1/locks/{lock_hash}/{file}",
+        Needs::Viewer,
+        200,
+    ),
     ("GET", "/api/v1/tokens", Needs::SignedIn, 200),
     ("POST", "/api/v1/tokens", Needs::SignedIn, 201),
     ("DELETE", "/api/v1/tokens/{id}", Needs::SignedIn, 204),
@@ -137,7 +237,13 @@ struct Fixture {
 const NAMESPACES: [&str; 2] = ["own", "other"];
 
 impl Fixture {
-    async fn request(&self, token: Option<&str>, method: Method, path: &str, body: Option<String>) -> reqwest::Response {
+    async fn request(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> reqwest::Response {
         let mut request = self.server.client.request(method, self.server.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -149,17 +255,35 @@ impl Fixture {
     }
 
     async fn admin(&self, method: Method, path: &str, body: Value) -> Value {
-        let response = self.request(Some(&self.server.token), method, path, Some(body.to_string())).await;
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        let response = self
+            .request(
+                Some(&self.server.token),
+                method,
+                path,
+                Some(body.to_string()),
+            )
+            .await;
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         response.json().await.unwrap_or(Value::Null)
     }
 
     fn unique(&self) -> usize {
-        self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fills a route's path and body for one caller and namespace.
-    async fn prepare(&self, method: &str, template: &str, caller: Caller, index: usize) -> (String, Option<String>) {
+    async fn prepare(
+        &self,
+        method: &str,
+        template: &str,
+        caller: Caller,
+        index: usize,
+    ) -> (String, Option<String>) {
         let namespace = NAMESPACES[index];
         let (build_id, lock_hash) = &self.builds[index];
         let mut path = template
@@ -176,14 +300,25 @@ impl Fixture {
             // a scoped token may only revoke what it minted itself.
             let subject = subject_of(caller).unwrap_or("temp-robot");
             let created = if caller.is_scoped() {
-                let token = self.tokens.iter().find(|(c, _)| *c == caller).and_then(|(_, t)| t.clone()).unwrap();
+                let token = self
+                    .tokens
+                    .iter()
+                    .find(|(c, _)| *c == caller)
+                    .and_then(|(_, t)| t.clone())
+                    .unwrap();
                 let body = json!({ "name": "to-revoke" }).to_string();
-                let response = self.request(Some(&token), Method::POST, "/api/v1/tokens", Some(body)).await;
+                let response = self
+                    .request(Some(&token), Method::POST, "/api/v1/tokens", Some(body))
+                    .await;
                 assert_eq!(response.status(), StatusCode::CREATED);
                 response.json().await.unwrap()
             } else {
-                self.admin(Method::POST, "/api/v1/tokens", json!({ "name": "to-revoke", "subject": subject }))
-                    .await
+                self.admin(
+                    Method::POST,
+                    "/api/v1/tokens",
+                    json!({ "name": "to-revoke", "subject": subject }),
+                )
+                .await
             };
             path = path.replace("{id}", created["record"]["id"].as_str().unwrap());
         }
@@ -192,13 +327,24 @@ impl Fixture {
         // delete, or an environment made where the caller may delete it.
         if (method, template) == ("DELETE", "/api/v1/namespaces/{namespace}") {
             let doomed = format!("doomed-{}", self.unique());
-            assert_eq!(self.server.create_namespace(&doomed).await.status(), StatusCode::CREATED);
+            assert_eq!(
+                self.server.create_namespace(&doomed).await.status(),
+                StatusCode::CREATED
+            );
             path = format!("/api/v1/namespaces/{doomed}");
         }
-        if (method, template) == ("DELETE", "/api/v1/namespaces/{namespace}/environments/{name}") {
+        if (method, template)
+            == (
+                "DELETE",
+                "/api/v1/namespaces/{namespace}/environments/{name}",
+            )
+        {
             let doomed = format!("doomed-{}", self.unique());
-            if caller == Caller::ServerAdmin || (caller.acting_as() == Caller::NamespaceAdmin && index == 0) {
-                let spec = "channels: [demo]\ndependencies: [python 3.11.*]\nplatforms: [linux-64]\n";
+            if caller == Caller::ServerAdmin
+                || (caller.acting_as() == Caller::NamespaceAdmin && index == 0)
+            {
+                let spec =
+                    "channels: [demo]\ndependencies: [python 3.11.*]\nplatforms: [linux-64]\n";
                 self.server.submit_yaml(namespace, &doomed, spec).await;
             }
             path = format!("/api/v1/namespaces/{namespace}/environments/{doomed}");
@@ -212,23 +358,33 @@ impl Fixture {
             .await;
         }
         let body = match (method, template) {
-            ("POST", "/api/v1/namespaces") => Some(json!({ "name": format!("made-{}", self.unique()) }).to_string()),
-            ("PUT", t) if t.ends_with("/visibility") => Some(json!({ "public_read": false }).to_string()),
+            ("POST", "/api/v1/namespaces") => {
+                Some(json!({ "name": format!("made-{}", self.unique()) }).to_string())
+            }
+            ("PUT", t) if t.ends_with("/visibility") => {
+                Some(json!({ "public_read": false }).to_string())
+            }
             ("PUT", t) if t.ends_with("/policy") => Some(json!({}).to_string()),
             // No limits: the table's later submissions stay unaffected.
             ("PUT", t) if t.ends_with("/quota") => Some(json!({}).to_string()),
             ("PUT", t) if t.contains("/members/") => Some(json!({ "role": "viewer" }).to_string()),
             ("PUT", t) if t.ends_with("/environments/{name}") => Some(demo_spec_yaml("demo")),
             ("POST", t) if t.ends_with("/solve") => Some(demo_spec_yaml("demo")),
-            ("PUT", t) if t.ends_with("/current") => Some(json!({ "build_id": build_id }).to_string()),
+            ("PUT", t) if t.ends_with("/current") => {
+                Some(json!({ "build_id": build_id }).to_string())
+            }
             ("PUT", t) if t.ends_with("/lockfile") => {
-                let lockfile = self.server.get(&format!("/api/v1/locks/{lock_hash}/conda-lock.yml")).await;
+                let lockfile = self
+                    .server
+                    .get(&format!("/api/v1/locks/{lock_hash}/conda-lock.yml"))
+                    .await;
                 Some(lockfile.text().await.unwrap())
             }
             ("POST", "/api/v1/tokens") => Some(json!({ "name": "ci" }).to_string()),
-            ("PUT", "/api/v1/role-bindings") => {
-                Some(json!({ "subject": "temp-member", "namespace": "team-*", "role": "viewer" }).to_string())
-            }
+            ("PUT", "/api/v1/role-bindings") => Some(
+                json!({ "subject": "temp-member", "namespace": "team-*", "role": "viewer" })
+                    .to_string(),
+            ),
             _ => None,
         };
         (path, body)
@@ -252,8 +408,12 @@ async fn fixture() -> (DemoChannel, Fixture) {
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
     let mut builds = Vec::new();
     for (namespace, python) in NAMESPACES.iter().zip(["3.11.*", "3.10.*"]) {
-        assert_eq!(server.create_namespace(namespace).await.status(), StatusCode::CREATED);
-        let spec = format!("channels: [demo]\ndependencies: [python {python}]\nplatforms: [linux-64]\n");
+        assert_eq!(
+            server.create_namespace(namespace).await.status(),
+            StatusCode::CREATED
+        );
+        let spec =
+            format!("channels: [demo]\ndependencies: [python {python}]\nplatforms: [linux-64]\n");
         let id = server.submit_yaml(namespace, "env", &spec).await;
         let build = server.wait_for_build(&id).await;
         assert_eq!(build["status"], "succeeded");
@@ -265,14 +425,29 @@ async fn fixture() -> (DemoChannel, Fixture) {
         counter: Default::default(),
         server,
     };
-    let mut tokens = vec![(Caller::Anonymous, None), (Caller::ServerAdmin, Some(fixture.server.token.clone()))];
-    for (caller, role) in [(Caller::Viewer, "viewer"), (Caller::Developer, "developer"), (Caller::NamespaceAdmin, "admin")] {
+    let mut tokens = vec![
+        (Caller::Anonymous, None),
+        (Caller::ServerAdmin, Some(fixture.server.token.clone())),
+    ];
+    for (caller, role) in [
+        (Caller::Viewer, "viewer"),
+        (Caller::Developer, "developer"),
+        (Caller::NamespaceAdmin, "admin"),
+    ] {
         let subject = subject_of(caller).unwrap();
         fixture
-            .admin(Method::PUT, &format!("/api/v1/namespaces/own/members/{subject}"), json!({ "role": role }))
+            .admin(
+                Method::PUT,
+                &format!("/api/v1/namespaces/own/members/{subject}"),
+                json!({ "role": role }),
+            )
             .await;
         let created = fixture
-            .admin(Method::POST, "/api/v1/tokens", json!({ "name": "table", "subject": subject }))
+            .admin(
+                Method::POST,
+                "/api/v1/tokens",
+                json!({ "name": "table", "subject": subject }),
+            )
             .await;
         tokens.push((caller, Some(created["token"].as_str().unwrap().to_owned())));
     }
@@ -299,7 +474,10 @@ async fn every_route_answers_each_caller_as_its_role_allows() {
         .into_iter()
         .map(|(method, path)| (method.to_string(), path.to_owned()))
         .collect();
-    let rows: BTreeSet<(String, String)> = ROWS.iter().map(|(m, p, _, _)| (m.to_string(), p.to_string())).collect();
+    let rows: BTreeSet<(String, String)> = ROWS
+        .iter()
+        .map(|(m, p, _, _)| (m.to_string(), p.to_string()))
+        .collect();
     assert_eq!(routes, rows, "every route has exactly one row");
 
     let mut failures = Vec::new();
@@ -309,7 +487,9 @@ async fn every_route_answers_each_caller_as_its_role_allows() {
             for (index, own) in [(0, true), (1, false)] {
                 let (path, body) = fixture.prepare(method, template, *caller, index).await;
                 let method = Method::from_bytes(method.as_bytes()).unwrap();
-                let response = fixture.request(token.as_deref(), method.clone(), &path, body).await;
+                let response = fixture
+                    .request(token.as_deref(), method.clone(), &path, body)
+                    .await;
                 let want = expected(needs, *caller, own, success);
                 checked += 1;
                 if response.status().as_u16() != want {
@@ -319,21 +499,36 @@ async fn every_route_answers_each_caller_as_its_role_allows() {
                         response.status().as_u16()
                     ));
                 } else if !response.status().is_success() {
-                    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+                    let content_type = response.headers()["content-type"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
                     assert_eq!(content_type, "application/problem+json", "{method} {path}");
                 }
             }
         }
     }
     println!("checked {checked} route × caller × namespace combinations");
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     fixture.server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_shown_once_stored_hashed_scoped_down_and_revocable() {
     let (_channel, fixture) = fixture().await;
-    let developer = fixture.tokens.iter().find(|(c, _)| *c == Caller::Developer).unwrap().1.clone().unwrap();
+    let developer = fixture
+        .tokens
+        .iter()
+        .find(|(c, _)| *c == Caller::Developer)
+        .unwrap()
+        .1
+        .clone()
+        .unwrap();
 
     // A developer narrows a token of theirs to viewing: it cannot submit.
     let response = fixture
@@ -351,7 +546,12 @@ async fn tokens_are_shown_once_stored_hashed_scoped_down_and_revocable() {
         let fixture = &fixture;
         async move {
             fixture
-                .request(Some(&token), Method::PUT, "/api/v1/namespaces/own/environments/env", Some(demo_spec_yaml("demo")))
+                .request(
+                    Some(&token),
+                    Method::PUT,
+                    "/api/v1/namespaces/own/environments/env",
+                    Some(demo_spec_yaml("demo")),
+                )
                 .await
                 .status()
         }
@@ -365,50 +565,120 @@ async fn tokens_are_shown_once_stored_hashed_scoped_down_and_revocable() {
             Some(&developer),
             Method::POST,
             "/api/v1/tokens",
-            Some(json!({ "name": "greedy", "scopes": [{ "namespace": "*", "role": "admin" }] }).to_string()),
+            Some(
+                json!({ "name": "greedy", "scopes": [{ "namespace": "*", "role": "admin" }] })
+                    .to_string(),
+            ),
         )
         .await;
     let greedy: Value = response.json().await.unwrap();
     let greedy = greedy["token"].as_str().unwrap().to_owned();
     let response = fixture
-        .request(Some(&greedy), Method::PUT, "/api/v1/namespaces/own/members/x", Some(json!({ "role": "viewer" }).to_string()))
+        .request(
+            Some(&greedy),
+            Method::PUT,
+            "/api/v1/namespaces/own/members/x",
+            Some(json!({ "role": "viewer" }).to_string()),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    let response = fixture.request(Some(&greedy), Method::GET, "/api/v1/namespaces/other", None).await;
+    let response = fixture
+        .request(Some(&greedy), Method::GET, "/api/v1/namespaces/other", None)
+        .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     // Only others' tokens are refused: a developer cannot mint for others or as server admin.
-    for body in [json!({ "name": "x", "subject": "someone-else" }), json!({ "name": "x", "server_admin": true })] {
-        let response = fixture.request(Some(&developer), Method::POST, "/api/v1/tokens", Some(body.to_string())).await;
+    for body in [
+        json!({ "name": "x", "subject": "someone-else" }),
+        json!({ "name": "x", "server_admin": true }),
+    ] {
+        let response = fixture
+            .request(
+                Some(&developer),
+                Method::POST,
+                "/api/v1/tokens",
+                Some(body.to_string()),
+            )
+            .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
 
     // Listings never show values; revoked tokens stop working at once.
-    let listed = fixture.request(Some(&developer), Method::GET, "/api/v1/tokens", None).await.text().await.unwrap();
-    assert!(!listed.contains(&narrow) && !listed.contains(&developer), "{listed}");
+    let listed = fixture
+        .request(Some(&developer), Method::GET, "/api/v1/tokens", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !listed.contains(&narrow) && !listed.contains(&developer),
+        "{listed}"
+    );
     let id = created["record"]["id"].as_str().unwrap();
-    let response = fixture.request(Some(&developer), Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await;
+    let response = fixture
+        .request(
+            Some(&developer),
+            Method::DELETE,
+            &format!("/api/v1/tokens/{id}"),
+            None,
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let response = fixture.request(Some(&narrow), Method::GET, "/api/v1/namespaces/own", None).await;
+    let response = fixture
+        .request(Some(&narrow), Method::GET, "/api/v1/namespaces/own", None)
+        .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     // A glob binding reaches every matching namespace.
     fixture
-        .admin(Method::POST, "/api/v1/namespaces", json!({ "name": "team-ml" }))
+        .admin(
+            Method::POST,
+            "/api/v1/namespaces",
+            json!({ "name": "team-ml" }),
+        )
         .await;
     fixture
-        .admin(Method::PUT, "/api/v1/role-bindings", json!({ "subject": "dev", "namespace": "team-*", "role": "viewer" }))
+        .admin(
+            Method::PUT,
+            "/api/v1/role-bindings",
+            json!({ "subject": "dev", "namespace": "team-*", "role": "viewer" }),
+        )
         .await;
-    let response = fixture.request(Some(&developer), Method::GET, "/api/v1/namespaces/team-ml", None).await;
+    let response = fixture
+        .request(
+            Some(&developer),
+            Method::GET,
+            "/api/v1/namespaces/team-ml",
+            None,
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
 
     // A public namespace is readable by anyone, lockfiles included.
     fixture
-        .admin(Method::PUT, "/api/v1/namespaces/other/visibility", json!({ "public_read": true }))
+        .admin(
+            Method::PUT,
+            "/api/v1/namespaces/other/visibility",
+            json!({ "public_read": true }),
+        )
         .await;
-    let response = fixture.request(None, Method::GET, "/api/v1/namespaces/other/environments/env/lockfile", None).await;
+    let response = fixture
+        .request(
+            None,
+            Method::GET,
+            "/api/v1/namespaces/other/environments/env/lockfile",
+            None,
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let response = fixture.request(None, Method::PUT, "/api/v1/namespaces/other/environments/env", Some(demo_spec_yaml("demo"))).await;
+    let response = fixture
+        .request(
+            None,
+            Method::PUT,
+            "/api/v1/namespaces/other/environments/env",
+            Some(demo_spec_yaml("demo")),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     // Every change above is in the audit log, newest first, with who did it.
@@ -424,21 +694,40 @@ async fn tokens_are_shown_once_stored_hashed_scoped_down_and_revocable() {
         })
         .collect();
     let has = |subject: &str, action: &str, target: &str| {
-        entries.iter().any(|entry| entry == &(subject.to_owned(), action.to_owned(), target.to_owned()))
+        entries
+            .iter()
+            .any(|entry| entry == &(subject.to_owned(), action.to_owned(), target.to_owned()))
     };
     assert!(has("admin", "namespace.create", "own"), "{entries:?}");
     assert!(has("admin", "role.set", "own"));
     assert!(has("admin", "role.set", "team-*"));
     assert!(has("admin", "namespace.visibility", "other"));
     assert!(has("dev", "environment.submit", "own/env"));
-    assert!(has("dev", "token.create", created["record"]["id"].as_str().unwrap()));
-    assert!(has("dev", "token.revoke", created["record"]["id"].as_str().unwrap()));
+    assert!(has(
+        "dev",
+        "token.create",
+        created["record"]["id"].as_str().unwrap()
+    ));
+    assert!(has(
+        "dev",
+        "token.revoke",
+        created["record"]["id"].as_str().unwrap()
+    ));
     assert_eq!(entries[0].1, "namespace.visibility", "newest first");
     let page = fixture.server.get_json("/api/v1/audit?limit=2").await.1;
     let before = page["next_before"].as_str().unwrap();
-    let next = fixture.server.get_json(&format!("/api/v1/audit?limit=2&before={before}")).await.1;
-    assert_eq!(next["entries"][0]["id"], audit["entries"][2]["id"], "pages follow on");
-    let response = fixture.request(Some(&developer), Method::GET, "/api/v1/audit", None).await;
+    let next = fixture
+        .server
+        .get_json(&format!("/api/v1/audit?limit=2&before={before}"))
+        .await
+        .1;
+    assert_eq!(
+        next["entries"][0]["id"], audit["entries"][2]["id"],
+        "pages follow on"
+    );
+    let response = fixture
+        .request(Some(&developer), Method::GET, "/api/v1/audit", None)
+        .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     fixture.server.stop().await;
 }
@@ -473,12 +762,19 @@ mod oidc {
     }
 
     fn now() -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
     }
 
     fn jwt(key: &Key, kid: &str, subject: &str, audience: &str, expires_in: i64) -> String {
         let now = now();
-        signed(key, kid, json!({ "sub": subject, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + expires_in }))
+        signed(
+            key,
+            kid,
+            json!({ "sub": subject, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + expires_in }),
+        )
     }
 
     fn signed(key: &Key, kid: &str, claims: serde_json::Value) -> String {
@@ -493,14 +789,20 @@ mod oidc {
         key: &Key,
         subject_claim: &str,
         server_admins: Vec<String>,
-    ) -> (envstore_fixtures::ServedChannel, tempfile::TempDir, TestServer) {
+    ) -> (
+        envstore_fixtures::ServedChannel,
+        tempfile::TempDir,
+        TestServer,
+    ) {
         let provider_dir = tempfile::tempdir().unwrap();
         let jwks = json!({ "keys": [{
             "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": key.kid,
             "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key.public),
         }]});
         std::fs::write(provider_dir.path().join("jwks.json"), jwks.to_string()).unwrap();
-        let provider = envstore_fixtures::serve_channel(provider_dir.path().to_path_buf()).await.unwrap();
+        let provider = envstore_fixtures::serve_channel(provider_dir.path().to_path_buf())
+            .await
+            .unwrap();
         let data = tempfile::tempdir().unwrap();
         let backend = Backend::from_env(data.path()).await;
         let jwks_url = provider.url.join("jwks.json").unwrap();
@@ -533,33 +835,72 @@ mod oidc {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn oidc_subjects_never_collide_with_local_ones_and_time_claims_hold() {
         let signing = key("key-1");
-        let (_provider, _dir, server) = provider_and_server(&signing, "sub", vec!["root".to_owned()]).await;
-        assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+        let (_provider, _dir, server) =
+            provider_and_server(&signing, "sub", vec!["root".to_owned()]).await;
+        assert_eq!(
+            server.create_namespace("team").await.status(),
+            StatusCode::CREATED
+        );
         let get = |token: String| {
             let server = &server;
             async move {
-                server.client.get(server.url("/api/v1/namespaces/team")).bearer_auth(token).send().await.unwrap().status()
+                server
+                    .client
+                    .get(server.url("/api/v1/namespaces/team"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
             }
         };
         // A local robot holds a role; the provider's subject of the same name does not.
         let response = server
-            .admin_json(Method::PUT, "/api/v1/namespaces/team/members/robot", Some(json!({ "role": "viewer" })))
+            .admin_json(
+                Method::PUT,
+                "/api/v1/namespaces/team/members/robot",
+                Some(json!({ "role": "viewer" })),
+            )
             .await;
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(get(jwt(&signing, "key-1", "robot", AUDIENCE, 600)).await, StatusCode::NOT_FOUND);
+        assert_eq!(
+            get(jwt(&signing, "key-1", "robot", AUDIENCE, 600)).await,
+            StatusCode::NOT_FOUND
+        );
         // Nor is the provider's `admin` the bootstrap admin.
-        assert_eq!(create_namespace_as(&server, &jwt(&signing, "key-1", "admin", AUDIENCE, 600), "by-admin").await, StatusCode::FORBIDDEN);
-        assert_eq!(get(jwt(&signing, "key-1", "a b", AUDIENCE, 600)).await, StatusCode::UNAUTHORIZED, "subjects are checked");
+        assert_eq!(
+            create_namespace_as(
+                &server,
+                &jwt(&signing, "key-1", "admin", AUDIENCE, 600),
+                "by-admin"
+            )
+            .await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            get(jwt(&signing, "key-1", "a b", AUDIENCE, 600)).await,
+            StatusCode::UNAUTHORIZED,
+            "subjects are checked"
+        );
         let now = now();
-        let early = signed(&signing, "key-1", json!({ "sub": "robot", "iss": ISSUER, "aud": AUDIENCE, "nbf": now + 600, "exp": now + 1200 }));
-        assert_eq!(get(early).await, StatusCode::UNAUTHORIZED, "not valid before nbf");
+        let early = signed(
+            &signing,
+            "key-1",
+            json!({ "sub": "robot", "iss": ISSUER, "aud": AUDIENCE, "nbf": now + 600, "exp": now + 1200 }),
+        );
+        assert_eq!(
+            get(early).await,
+            StatusCode::UNAUTHORIZED,
+            "not valid before nbf"
+        );
         server.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn server_admins_matched_by_email_need_a_verified_email() {
         let signing = key("key-1");
-        let (_provider, _dir, server) = provider_and_server(&signing, "email", vec!["root@example.org".to_owned()]).await;
+        let (_provider, _dir, server) =
+            provider_and_server(&signing, "email", vec!["root@example.org".to_owned()]).await;
         let token = |verified: serde_json::Value| {
             let now = now();
             signed(
@@ -568,9 +909,18 @@ mod oidc {
                 json!({ "sub": "x", "email": "root@example.org", "email_verified": verified, "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600 }),
             )
         };
-        assert_eq!(create_namespace_as(&server, &token(json!(false)), "unverified").await, StatusCode::FORBIDDEN);
-        assert_eq!(create_namespace_as(&server, &token(json!("true")), "stringly").await, StatusCode::FORBIDDEN);
-        assert_eq!(create_namespace_as(&server, &token(json!(true)), "verified").await, StatusCode::CREATED);
+        assert_eq!(
+            create_namespace_as(&server, &token(json!(false)), "unverified").await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            create_namespace_as(&server, &token(json!("true")), "stringly").await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            create_namespace_as(&server, &token(json!(true)), "verified").await,
+            StatusCode::CREATED
+        );
         server.stop().await;
     }
 
@@ -584,7 +934,9 @@ mod oidc {
             "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&signing.public),
         }]});
         std::fs::write(provider_dir.path().join("jwks.json"), jwks.to_string()).unwrap();
-        let provider = envstore_fixtures::serve_channel(provider_dir.path().to_path_buf()).await.unwrap();
+        let provider = envstore_fixtures::serve_channel(provider_dir.path().to_path_buf())
+            .await
+            .unwrap();
         let data = tempfile::tempdir().unwrap();
         let backend = Backend::from_env(data.path()).await;
         let jwks_url = provider.url.join("jwks.json").unwrap();
@@ -598,7 +950,10 @@ mod oidc {
             });
         })
         .await;
-        assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+        assert_eq!(
+            server.create_namespace("team").await.status(),
+            StatusCode::CREATED
+        );
         let get = |token: String| {
             let server = &server;
             async move {
@@ -615,18 +970,35 @@ mod oidc {
 
         // The provider's subjects carry the `oidc:` prefix.
         let olivia = jwt(&signing, "key-1", "olivia", AUDIENCE, 600);
-        assert_eq!(get(olivia.clone()).await, StatusCode::NOT_FOUND, "signed in, but no role yet");
+        assert_eq!(
+            get(olivia.clone()).await,
+            StatusCode::NOT_FOUND,
+            "signed in, but no role yet"
+        );
         let response = server
-            .admin_json(Method::PUT, "/api/v1/namespaces/team/members/oidc:olivia", Some(json!({ "role": "viewer" })))
+            .admin_json(
+                Method::PUT,
+                "/api/v1/namespaces/team/members/oidc:olivia",
+                Some(json!({ "role": "viewer" })),
+            )
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(get(olivia).await, StatusCode::OK);
 
         for (why, token) in [
-            ("another audience", jwt(&signing, "key-1", "olivia", "someone-else", 600)),
+            (
+                "another audience",
+                jwt(&signing, "key-1", "olivia", "someone-else", 600),
+            ),
             ("expired", jwt(&signing, "key-1", "olivia", AUDIENCE, -600)),
-            ("signed by another key", jwt(&impostor, "key-1", "olivia", AUDIENCE, 600)),
-            ("an unknown key id", jwt(&signing, "key-9", "olivia", AUDIENCE, 600)),
+            (
+                "signed by another key",
+                jwt(&impostor, "key-1", "olivia", AUDIENCE, 600),
+            ),
+            (
+                "an unknown key id",
+                jwt(&signing, "key-9", "olivia", AUDIENCE, 600),
+            ),
         ] {
             assert_eq!(get(token).await, StatusCode::UNAUTHORIZED, "{why}");
         }
@@ -640,7 +1012,11 @@ mod oidc {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED, "configured server admins are server admins");
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "configured server admins are server admins"
+        );
         server.stop().await;
     }
 }

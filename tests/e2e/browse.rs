@@ -7,7 +7,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// Every entry of a listing, page by page: (the names of each page's entries).
-async fn pages(server: &TestServer, token: &str, path: &str, key: &str, field: &str) -> Vec<Vec<String>> {
+async fn pages(
+    server: &TestServer,
+    token: &str,
+    path: &str,
+    key: &str,
+    field: &str,
+) -> Vec<Vec<String>> {
     let mut pages = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -52,7 +58,10 @@ async fn listings_page_by_cursor_and_search_by_substring() {
     let server = TestServer::start_with(data, backend, vec![channel], 0).await;
     let names = ["alpha", "beta", "team-ml", "team-web", "team_x", "zeta"];
     for name in names {
-        assert_eq!(server.create_namespace(name).await.status(), StatusCode::CREATED);
+        assert_eq!(
+            server.create_namespace(name).await.status(),
+            StatusCode::CREATED
+        );
     }
 
     // A server admin sees every namespace, two per page, in order.
@@ -90,16 +99,37 @@ async fn listings_page_by_cursor_and_search_by_substring() {
     let vera = vera["token"].as_str().unwrap().to_owned();
     let visible = pages(&server, &vera, "/api/v1/namespaces", "namespaces", "name").await;
     assert_eq!(visible.concat(), ["beta", "team-web"]);
-    let searched = pages(&server, &admin, "/api/v1/namespaces?q=TEAM", "namespaces", "name").await;
+    let searched = pages(
+        &server,
+        &admin,
+        "/api/v1/namespaces?q=TEAM",
+        "namespaces",
+        "name",
+    )
+    .await;
     assert_eq!(searched.concat(), ["team-ml", "team-web", "team_x"]);
-    let literal = pages(&server, &admin, "/api/v1/namespaces?q=_", "namespaces", "name").await;
+    let literal = pages(
+        &server,
+        &admin,
+        "/api/v1/namespaces?q=_",
+        "namespaces",
+        "name",
+    )
+    .await;
     assert_eq!(literal.concat(), ["team_x"], "'_' is matched literally");
 
     // Environments of a namespace, with their latest build.
-    let spec = |python: &str| format!("channels: [demo]\ndependencies: [python {python}]\nplatforms: [linux-64]\n");
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    let spec = |python: &str| {
+        format!("channels: [demo]\ndependencies: [python {python}]\nplatforms: [linux-64]\n")
+    };
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
     for environment in ["web", "analysis", "etl"] {
-        server.submit_yaml("team", environment, &spec("3.11.*")).await;
+        server
+            .submit_yaml("team", environment, &spec("3.11.*"))
+            .await;
     }
     let environments = pages(
         &server,
@@ -110,23 +140,34 @@ async fn listings_page_by_cursor_and_search_by_substring() {
     )
     .await;
     assert_eq!(environments.concat(), ["analysis", "etl", "web"]);
-    let (_, listed) = server.get_json("/api/v1/namespaces/team/environments?q=ET").await;
+    let (_, listed) = server
+        .get_json("/api/v1/namespaces/team/environments?q=ET")
+        .await;
     let listed = listed["environments"].as_array().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["name"], "etl");
     assert_eq!(listed[0]["latest_status"], "queued");
     assert_eq!(listed[0]["current_build_id"], Value::Null);
-    assert!(listed[0]["url"].as_str().unwrap().ends_with("/environments/etl"));
+    assert!(
+        listed[0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/environments/etl")
+    );
 
     // Builds of an environment, newest first, with who submitted them.
-    let (_, environment) = server.get_json("/api/v1/namespaces/team/environments/analysis").await;
+    let (_, environment) = server
+        .get_json("/api/v1/namespaces/team/environments/analysis")
+        .await;
     let oldest = environment["history"][0]["id"].as_str().unwrap().to_owned();
     let mut ids = Vec::new();
     for python in ["3.10.*", "3.12.*", "3.9.*"] {
         ids.push(server.submit_yaml("team", "analysis", &spec(python)).await);
     }
     assert_eq!(
-        server.submit_yaml("team", "analysis", &spec("3.11.*")).await,
+        server
+            .submit_yaml("team", "analysis", &spec("3.11.*"))
+            .await,
         oldest,
         "the same spec joins its queued build"
     );

@@ -566,12 +566,25 @@ async fn repodata_over_its_limit_fails_the_build_naming_the_limit() {
     })
     .await;
     let token = team(&server, None).await;
-    let (_, build) = build_as(&server, &token, "big", &envstore_tests::demo_spec_yaml("demo")).await;
+    let (_, build) = build_as(
+        &server,
+        &token,
+        "big",
+        &envstore_tests::demo_spec_yaml("demo"),
+    )
+    .await;
     assert_eq!(build["status"], "failed", "{build:#}");
     let error = build["error"].as_str().unwrap_or_default();
     assert!(error.contains("channel 'demo'"), "{error}");
     assert!(error.contains("repodata"), "{error}");
-    assert!(error.contains("larger than the repodata limit of 512 bytes"), "{error}");
-    assert!(prefixes(&server).is_empty(), "nothing built: {:?}", prefixes(&server));
+    assert!(
+        error.contains("larger than the repodata limit of 512 bytes"),
+        "{error}"
+    );
+    assert!(
+        prefixes(&server).is_empty(),
+        "nothing built: {:?}",
+        prefixes(&server)
+    );
     server.stop().await;
 }

@@ -8,7 +8,10 @@ use reqwest::StatusCode;
 async fn server_with_namespace() -> (DemoChannel, TestServer) {
     let channel = DemoChannel::start().await;
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
     (channel, server)
 }
 
@@ -16,14 +19,26 @@ async fn server_with_namespace() -> (DemoChannel, TestServer) {
 async fn malformed_yaml_is_a_400_with_line_and_column() {
     let (_channel, server) = server_with_namespace().await;
     let body = "channels: [demo]\ndependencies:\n  - python\n - numpy: [\n";
-    let response = server.submit("team", "broken", "application/yaml", body).await;
+    let response = server
+        .submit("team", "broken", "application/yaml", body)
+        .await;
     let problem = expect_problem(response, StatusCode::BAD_REQUEST).await;
     assert_eq!(problem["type"], "/problems/malformed-spec");
     assert_eq!(problem["line"], 4);
     assert!(problem["column"].as_u64().unwrap() >= 1);
-    assert!(problem["detail"].as_str().unwrap().contains("line 4"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("line 4"),
+        "{problem}"
+    );
 
-    let response = server.submit("team", "broken", "application/json", "{\"dependencies\": [}").await;
+    let response = server
+        .submit(
+            "team",
+            "broken",
+            "application/json",
+            "{\"dependencies\": [}",
+        )
+        .await;
     let problem = expect_problem(response, StatusCode::BAD_REQUEST).await;
     assert_eq!(problem["line"], 1);
     server.stop().await;
@@ -33,11 +48,16 @@ async fn malformed_yaml_is_a_400_with_line_and_column() {
 async fn an_invalid_match_spec_is_a_422_naming_the_dependency() {
     let (_channel, server) = server_with_namespace().await;
     let body = "channels: [demo]\ndependencies:\n  - python\n  - numpy >=<1.0\n";
-    let response = server.submit("team", "bad-spec", "application/yaml", body).await;
+    let response = server
+        .submit("team", "bad-spec", "application/yaml", body)
+        .await;
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(problem["type"], "/problems/invalid-dependency");
     assert_eq!(problem["dependency"], "numpy >=<1.0");
-    assert!(problem["detail"].as_str().unwrap().contains("numpy >=<1.0"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("numpy >=<1.0"),
+        "{problem}"
+    );
     server.stop().await;
 }
 
@@ -46,14 +66,25 @@ async fn a_channel_that_is_not_allowed_is_a_422() {
     let (_channel, server) = server_with_namespace().await;
     for channel in ["conda-forge", "http://169.254.169.254/latest/meta-data"] {
         let body = format!("channels: [{channel}]\ndependencies: [python]\n");
-        let response = server.submit("team", "elsewhere", "application/yaml", &body).await;
+        let response = server
+            .submit("team", "elsewhere", "application/yaml", &body)
+            .await;
         let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(problem["type"], "/problems/channel-not-allowed");
         let detail = problem["detail"].as_str().unwrap();
-        assert!(detail.contains(channel) && detail.contains("allowed channels: demo"), "{detail}");
+        assert!(
+            detail.contains(channel) && detail.contains("allowed channels: demo"),
+            "{detail}"
+        );
     }
-    let (_, environments) = server.get_json("/api/v1/namespaces/team/environments").await;
-    assert_eq!(environments["environments"].as_array().unwrap().len(), 0, "nothing was recorded");
+    let (_, environments) = server
+        .get_json("/api/v1/namespaces/team/environments")
+        .await;
+    assert_eq!(
+        environments["environments"].as_array().unwrap().len(),
+        0,
+        "nothing was recorded"
+    );
     server.stop().await;
 }
 
@@ -70,13 +101,25 @@ async fn an_unsolvable_spec_fails_its_build_with_the_solvers_explanation() {
     let error = build["error"].as_str().unwrap();
     assert!(error.contains("cannot be solved for linux-64"), "{error}");
     for name in UNSOLVABLE_SPECS.iter().chain(["libfoo"].iter()) {
-        assert!(error.contains(name), "the explanation names {name}: {error}");
+        assert!(
+            error.contains(name),
+            "the explanation names {name}: {error}"
+        );
     }
-    let (_, environment) = server.get_json("/api/v1/namespaces/team/environments/conflict").await;
+    let (_, environment) = server
+        .get_json("/api/v1/namespaces/team/environments/conflict")
+        .await;
     assert!(environment["current_build"].is_null());
-    let response = server.get("/api/v1/namespaces/team/environments/conflict/lockfile").await;
+    let response = server
+        .get("/api/v1/namespaces/team/environments/conflict/lockfile")
+        .await;
     expect_problem(response, StatusCode::NOT_FOUND).await;
-    let log = server.get(&format!("/api/v1/builds/{build_id}/log")).await.text().await.unwrap();
+    let log = server
+        .get(&format!("/api/v1/builds/{build_id}/log"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(log.contains("build failed"), "{log}");
     server.stop().await;
 }
@@ -99,7 +142,14 @@ async fn unknown_namespaces_environments_and_builds_are_404() {
         let response = server.get(path).await;
         expect_problem(response, StatusCode::NOT_FOUND).await;
     }
-    let response = server.submit("nobody", "env", "application/yaml", "dependencies: [python]\n").await;
+    let response = server
+        .submit(
+            "nobody",
+            "env",
+            "application/yaml",
+            "dependencies: [python]\n",
+        )
+        .await;
     expect_problem(response, StatusCode::NOT_FOUND).await;
     server.stop().await;
 }
@@ -138,28 +188,63 @@ async fn an_unreachable_channel_is_retried_with_backoff_then_fails() {
     // Not retried by the channel client: each refusal fails the attempt.
     let data = tempfile::tempdir().unwrap();
     let backend = envstore_tests::Backend::from_env(data.path()).await;
-    let server = TestServer::start_configured(data, backend, vec![channel.allowed_as("demo"), gone], 2, |config| {
-        config.limits.network.transient_retry = std::time::Duration::ZERO;
-    })
+    let server = TestServer::start_configured(
+        data,
+        backend,
+        vec![channel.allowed_as("demo"), gone],
+        2,
+        |config| {
+            config.limits.network.transient_retry = std::time::Duration::ZERO;
+        },
+    )
     .await;
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
     let build_id = server
-        .submit_yaml("team", "offline", "channels: [gone]\ndependencies: [python]\nplatforms: [linux-64]\n")
+        .submit_yaml(
+            "team",
+            "offline",
+            "channels: [gone]\ndependencies: [python]\nplatforms: [linux-64]\n",
+        )
         .await;
     let build = server.wait_for_build(&build_id).await;
     assert_eq!(build["status"], "failed");
-    assert!(build["error"].as_str().unwrap().contains("failed to load repodata"), "{build:#}");
-    let log = server.get(&format!("/api/v1/builds/{build_id}/log")).await.text().await.unwrap();
+    assert!(
+        build["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed to load repodata"),
+        "{build:#}"
+    );
+    let log = server
+        .get(&format!("/api/v1/builds/{build_id}/log"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert_eq!(log.matches("will retry in").count(), 2, "{log}");
     for attempt in 1..=3 {
         assert!(log.contains(&format!("(attempt {attempt})")), "{log}");
     }
 
     // A permanent failure is not retried.
-    let body = format!("channels: [demo]\ndependencies: [{}]\nplatforms: [linux-64]\n", UNSOLVABLE_SPECS.join(", "));
+    let body = format!(
+        "channels: [demo]\ndependencies: [{}]\nplatforms: [linux-64]\n",
+        UNSOLVABLE_SPECS.join(", ")
+    );
     let unsolvable = server.submit_yaml("team", "conflict", &body).await;
     server.wait_for_build(&unsolvable).await;
-    let log = server.get(&format!("/api/v1/builds/{unsolvable}/log")).await.text().await.unwrap();
-    assert!(!log.contains("will retry") && !log.contains("(attempt 2)"), "{log}");
+    let log = server
+        .get(&format!("/api/v1/builds/{unsolvable}/log"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !log.contains("will retry") && !log.contains("(attempt 2)"),
+        "{log}"
+    );
     server.stop().await;
 }

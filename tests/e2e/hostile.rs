@@ -242,7 +242,11 @@ async fn every_hostile_package_fails_its_build_and_touches_nothing_outside() {
     // Setuid and world-writable bits are dropped; the package installs.
     let spec = "channels: [hostile]\ndependencies: [evil-setuid]\nplatforms: [linux-64]\n";
     let build = server
-        .wait_for_build(&server.submit_yaml_as(&developer, "team", "evil-setuid", spec).await)
+        .wait_for_build(
+            &server
+                .submit_yaml_as(&developer, "team", "evil-setuid", spec)
+                .await,
+        )
         .await;
     assert_eq!(build["status"], "succeeded", "{build:#}");
     let prefix = server.environment_link("team", "evil-setuid");
@@ -316,7 +320,11 @@ async fn a_package_the_gateway_put_in_the_cache_is_checked_before_it_is_linked()
         kind.package_name()
     );
     let build = server
-        .wait_for_build(&server.submit_yaml_as(&developer, "team", "cached", &spec).await)
+        .wait_for_build(
+            &server
+                .submit_yaml_as(&developer, "team", "cached", &spec)
+                .await,
+        )
         .await;
     assert_eq!(build["status"], "failed", "{build:#}");
     let error = build["error"].as_str().unwrap_or_default();

@@ -16,7 +16,10 @@ async fn api_only() -> (TestServer, DemoChannel) {
     let data = tempfile::tempdir().unwrap();
     let backend = Backend::from_env(data.path()).await;
     let server = TestServer::start_with(data, backend, vec![channel.allowed_as("demo")], 0).await;
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
     (server, channel)
 }
 
@@ -51,7 +54,11 @@ async fn history(server: &TestServer, name: &str) -> Vec<Value> {
 
 async fn cancel(server: &TestServer, build_id: &str) {
     let response = server
-        .admin_json(Method::POST, &format!("/api/v1/builds/{build_id}/cancel"), None)
+        .admin_json(
+            Method::POST,
+            &format!("/api/v1/builds/{build_id}/cancel"),
+            None,
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -84,7 +91,13 @@ async fn a_resent_submission_replays_its_first_answer_and_a_different_one_is_ref
     assert_eq!(history(&server, "env").await.len(), 1, "no second build");
 
     // The same key for another request: refused, and nothing queued.
-    let other = submit(&server, "env", key, &SPEC.replace("python 3.11.*", "python")).await;
+    let other = submit(
+        &server,
+        "env",
+        key,
+        &SPEC.replace("python 3.11.*", "python"),
+    )
+    .await;
     let problem = expect_problem(other, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(problem["type"], "/problems/idempotency-key-reused");
     let detail = problem["detail"].as_str().unwrap();
@@ -104,7 +117,11 @@ async fn a_resent_submission_replays_its_first_answer_and_a_different_one_is_ref
     assert!(!replayed(&fresh));
     assert_eq!(history(&server, "env").await.len(), 2);
     for bad in ["k".repeat(256), "two words".to_owned()] {
-        expect_problem(submit(&server, "env", &bad, SPEC).await, StatusCode::BAD_REQUEST).await;
+        expect_problem(
+            submit(&server, "env", &bad, SPEC).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
     }
     server.stop().await;
 }
@@ -133,12 +150,19 @@ async fn concurrent_requests_with_one_key_make_one_build() {
             let body: Value = answer.json().await.unwrap();
             ids.push(body["build_id"].as_str().unwrap().to_owned());
         }
-        assert_eq!(fresh, 1, "one request made the build, the others replayed it");
+        assert_eq!(
+            fresh, 1,
+            "one request made the build, the others replayed it"
+        );
         ids.dedup();
         assert_eq!(ids.len(), 1, "{ids:?}");
         cancel(&server, &ids[0]).await;
         builds.push(ids[0].clone());
     }
-    assert_eq!(history(&server, "race").await.len(), builds.len(), "one build per key");
+    assert_eq!(
+        history(&server, "race").await.len(),
+        builds.len(),
+        "one build per key"
+    );
     server.stop().await;
 }

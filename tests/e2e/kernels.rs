@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 /// The kernels `token` sees (None: anonymous), as `ns/name`, from one page.
 async fn listed(server: &TestServer, token: Option<&str>, query: &str) -> Value {
-    let mut request = server.client.get(server.url(&format!("/api/v1/kernels{query}")));
+    let mut request = server
+        .client
+        .get(server.url(&format!("/api/v1/kernels{query}")));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -17,7 +19,12 @@ async fn listed(server: &TestServer, token: Option<&str>, query: &str) -> Value 
 }
 
 fn names(page: &Value) -> Vec<String> {
-    page["kernels"].as_array().unwrap().iter().map(|kernel| kernel["display_name"].as_str().unwrap().to_owned()).collect()
+    page["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kernel| kernel["display_name"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 async fn build(server: &TestServer, namespace: &str, name: &str, spec: &str) -> Value {
@@ -32,10 +39,19 @@ async fn kernels_are_the_visible_environments_with_ipykernel() {
     let channel = DemoChannel::start().await;
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
     for namespace in ["teach", "plain"] {
-        assert_eq!(server.create_namespace(namespace).await.status(), StatusCode::CREATED);
+        assert_eq!(
+            server.create_namespace(namespace).await.status(),
+            StatusCode::CREATED
+        );
     }
     let demo = build(&server, "teach", "analysis", &demo_spec_yaml("demo")).await;
-    build(&server, "plain", "bare", "channels: [demo]\ndependencies: [python 3.11.*]\nplatforms: [linux-64]\n").await;
+    build(
+        &server,
+        "plain",
+        "bare",
+        "channels: [demo]\ndependencies: [python 3.11.*]\nplatforms: [linux-64]\n",
+    )
+    .await;
 
     // The server admin sees every kernel: only the one with ipykernel.
     let page = listed(&server, Some(&server.token), "").await;
@@ -43,7 +59,13 @@ async fn kernels_are_the_visible_environments_with_ipykernel() {
     assert_eq!(page["next_after"], Value::Null);
     let kernel = &page["kernels"][0];
     assert_eq!(kernel["id"], envstore_api::kernel_id("teach", "analysis"));
-    assert!(kernel["id"].as_str().unwrap().starts_with("envstore-teach-analysis-"), "{kernel}");
+    assert!(
+        kernel["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("envstore-teach-analysis-"),
+        "{kernel}"
+    );
     assert_eq!(kernel["namespace"], "teach");
     assert_eq!(kernel["environment"], "analysis");
     assert_eq!(kernel["build_id"], demo["id"]);
@@ -51,7 +73,10 @@ async fn kernels_are_the_visible_environments_with_ipykernel() {
     assert_eq!(kernel["language"], "python");
     let prefix = server.environment_link("teach", "analysis");
     assert_eq!(kernel["prefix"], prefix.display().to_string());
-    assert!(prefix.join("bin/python").is_file(), "the listed prefix is the environment on the server");
+    assert!(
+        prefix.join("bin/python").is_file(),
+        "the listed prefix is the environment on the server"
+    );
 
     // A viewer of another namespace sees nothing; a viewer of teach sees it.
     let mut tokens = Vec::new();
@@ -65,7 +90,11 @@ async fn kernels_are_the_visible_environments_with_ipykernel() {
             .await;
         assert!(response.status().is_success());
         let created: Value = server
-            .admin_json(Method::POST, "/api/v1/tokens", Some(json!({ "name": "jupyter", "subject": subject })))
+            .admin_json(
+                Method::POST,
+                "/api/v1/tokens",
+                Some(json!({ "name": "jupyter", "subject": subject })),
+            )
             .await
             .json()
             .await
@@ -73,16 +102,26 @@ async fn kernels_are_the_visible_environments_with_ipykernel() {
         tokens.push(created["token"].as_str().unwrap().to_owned());
     }
     assert!(names(&listed(&server, Some(&tokens[0]), "").await).is_empty());
-    assert_eq!(names(&listed(&server, Some(&tokens[1]), "").await), ["teach/analysis"]);
+    assert_eq!(
+        names(&listed(&server, Some(&tokens[1]), "").await),
+        ["teach/analysis"]
+    );
 
     // Anonymous students see it once the namespace is public, and not after.
     assert!(names(&listed(&server, None, "").await).is_empty());
     let visibility = |public: bool| {
-        server.admin_json(Method::PUT, "/api/v1/namespaces/teach/visibility", Some(json!({ "public_read": public })))
+        server.admin_json(
+            Method::PUT,
+            "/api/v1/namespaces/teach/visibility",
+            Some(json!({ "public_read": public })),
+        )
     };
     assert_eq!(visibility(true).await.status(), StatusCode::OK);
     assert_eq!(names(&listed(&server, None, "").await), ["teach/analysis"]);
-    assert!(names(&listed(&server, Some(&tokens[0]), "").await) == ["teach/analysis"], "public for everyone");
+    assert!(
+        names(&listed(&server, Some(&tokens[0]), "").await) == ["teach/analysis"],
+        "public for everyone"
+    );
     assert_eq!(visibility(false).await.status(), StatusCode::OK);
     assert!(names(&listed(&server, None, "").await).is_empty());
 

@@ -33,7 +33,12 @@ async fn follow(server: &TestServer, build_id: &str) -> Vec<(String, String)> {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     events(&response.text().await.unwrap())
 }
 
@@ -49,8 +54,13 @@ fn lines(events: &[(String, String)]) -> Vec<String> {
 async fn a_running_build_streams_its_phases_progress_and_end() {
     let channel = DemoChannel::start().await;
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
-    let build_id = server.submit_yaml("team", "analysis", &demo_spec_yaml("demo")).await;
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
+    let build_id = server
+        .submit_yaml("team", "analysis", &demo_spec_yaml("demo"))
+        .await;
 
     // Followed from the moment it was queued until it ends.
     let streamed = follow(&server, &build_id).await;
@@ -63,27 +73,55 @@ async fn a_running_build_streams_its_phases_progress_and_end() {
     assert_eq!(states.last().unwrap()["status"], "succeeded", "{states:?}");
     let (last_event, outcome) = streamed.last().unwrap();
     assert_eq!(last_event, "end");
-    assert_eq!(serde_json::from_str::<Value>(outcome).unwrap()["status"], "succeeded");
+    assert_eq!(
+        serde_json::from_str::<Value>(outcome).unwrap()["status"],
+        "succeeded"
+    );
 
     // Every line of the published log arrived, in order, with progress.
     let lines = lines(&streamed);
-    let published = server.get(&format!("/api/v1/builds/{build_id}/log")).await.text().await.unwrap();
+    let published = server
+        .get(&format!("/api/v1/builds/{build_id}/log"))
+        .await
+        .text()
+        .await
+        .unwrap();
     let published: Vec<&str> = published.lines().collect();
-    let resets = streamed.iter().filter(|(event, _)| event == "reset").count();
+    let resets = streamed
+        .iter()
+        .filter(|(event, _)| event == "reset")
+        .count();
     if resets == 0 {
         assert_eq!(lines, published);
     } else {
-        assert!(lines.ends_with(&published.iter().map(|line| line.to_string()).collect::<Vec<_>>()));
+        assert!(
+            lines.ends_with(
+                &published
+                    .iter()
+                    .map(|line| line.to_string())
+                    .collect::<Vec<_>>()
+            )
+        );
     }
     for progress in ["solving", "downloading 1/", "linking 1/", "build succeeded"] {
-        assert!(lines.iter().any(|line| line.contains(progress)), "no '{progress}' in {lines:#?}");
+        assert!(
+            lines.iter().any(|line| line.contains(progress)),
+            "no '{progress}' in {lines:#?}"
+        );
     }
 
     // A finished build replays its log and ends at once; so does ?follow=true.
     let replayed = follow(&server, &build_id).await;
     assert_eq!(replayed.last().unwrap().0, "end");
     assert_eq!(self::lines(&replayed), published);
-    let response = server.get(&format!("/api/v1/builds/{build_id}/log?follow=true")).await;
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let response = server
+        .get(&format!("/api/v1/builds/{build_id}/log?follow=true"))
+        .await;
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     server.stop().await;
 }

@@ -23,25 +23,44 @@ async fn solve(server: &TestServer, token: &str, query: &str, body: &str) -> req
 async fn a_spec_is_solved_for_the_asked_platforms_and_nothing_is_built() {
     let channel = DemoChannel::start().await;
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
     let spec = demo_spec_yaml("demo");
 
     // conda-lock for two platforms, the spec's own (linux-64) replaced.
-    let response = solve(&server, &server.token, "?platforms=linux-64,osx-arm64", &spec).await;
+    let response = solve(
+        &server,
+        &server.token,
+        "?platforms=linux-64,osx-arm64",
+        &spec,
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let lock_hash = response.headers()[envstore_api::LOCK_HASH_HEADER].to_str().unwrap().to_owned();
+    let lock_hash = response.headers()[envstore_api::LOCK_HASH_HEADER]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(lock_hash.len(), 64);
     let text = response.text().await.unwrap();
     rattler_conda_lock::Document::parse(&text).expect("a valid conda-lock v1 document");
     let conda_lock: Value = serde_yaml::from_str(&text).unwrap();
-    assert_eq!(conda_lock["metadata"]["platforms"], serde_json::json!(["linux-64", "osx-arm64"]));
+    assert_eq!(
+        conda_lock["metadata"]["platforms"],
+        serde_json::json!(["linux-64", "osx-arm64"])
+    );
 
     // The explicit file of one platform holds exactly the known solve.
     let response = solve(&server, &server.token, "?format=explicit", &spec).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let linux_lock_hash = response.headers()[envstore_api::LOCK_HASH_HEADER].to_str().unwrap().to_owned();
+    let linux_lock_hash = response.headers()[envstore_api::LOCK_HASH_HEADER]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(linux_lock_hash, lock_hash, "a lock covers its platforms");
-    let explicit = ExplicitEnvironmentSpec::from_reader(response.text().await.unwrap().as_bytes()).unwrap();
+    let explicit =
+        ExplicitEnvironmentSpec::from_reader(response.text().await.unwrap().as_bytes()).unwrap();
     let mut files: Vec<String> = explicit
         .packages
         .iter()
@@ -53,10 +72,23 @@ async fn a_spec_is_solved_for_the_asked_platforms_and_nothing_is_built() {
     assert_eq!(files, expected);
 
     // Nothing was queued, stored or built.
-    let (status, environments) = server.get_json("/api/v1/namespaces/team/environments").await;
+    let (status, environments) = server
+        .get_json("/api/v1/namespaces/team/environments")
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(environments["environments"].as_array().map(Vec::len), Some(0), "{environments}");
-    assert!(!server.data_dir.join("prefixes").read_dir().unwrap().any(|_| true));
+    assert_eq!(
+        environments["environments"].as_array().map(Vec::len),
+        Some(0),
+        "{environments}"
+    );
+    assert!(
+        !server
+            .data_dir
+            .join("prefixes")
+            .read_dir()
+            .unwrap()
+            .any(|_| true)
+    );
 
     // A build of the same spec publishes the same lock.
     let build_id = server.submit_yaml("team", "pinned", &spec).await;
@@ -70,12 +102,19 @@ async fn a_spec_is_solved_for_the_asked_platforms_and_nothing_is_built() {
 async fn an_unsolvable_spec_is_a_422_with_the_solvers_explanation() {
     let channel = DemoChannel::start().await;
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
     let spec = format!(
         "channels: [demo]\ndependencies: [{}]\nplatforms: [linux-64]\n",
         UNSOLVABLE_SPECS.join(", ")
     );
-    let problem = expect_problem(solve(&server, &server.token, "", &spec).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let problem = expect_problem(
+        solve(&server, &server.token, "", &spec).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
     assert_eq!(problem["type"], "/problems/unsolvable");
     assert_eq!(problem["platform"], "linux-64");
     let detail = problem["detail"].as_str().unwrap();
@@ -84,16 +123,34 @@ async fn an_unsolvable_spec_is_a_422_with_the_solvers_explanation() {
     }
 
     let problem = expect_problem(
-        solve(&server, &server.token, "?platforms=linux-64,no-such-os", &demo_spec_yaml("demo")).await,
+        solve(
+            &server,
+            &server.token,
+            "?platforms=linux-64,no-such-os",
+            &demo_spec_yaml("demo"),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
-    assert!(problem["detail"].as_str().unwrap().contains("no-such-os"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("no-such-os"),
+        "{problem}"
+    );
     let problem = expect_problem(
-        solve(&server, &server.token, "?format=requirements", &demo_spec_yaml("demo")).await,
+        solve(
+            &server,
+            &server.token,
+            "?format=requirements",
+            &demo_spec_yaml("demo"),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
-    assert!(problem["detail"].as_str().unwrap().contains("requirements"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("requirements"),
+        "{problem}"
+    );
     server.stop().await;
 }

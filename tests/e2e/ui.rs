@@ -65,7 +65,8 @@ impl Browser {
     /// The browser, or None when it is missing and skipping was asked for
     /// outside CI.
     async fn start() -> Option<Self> {
-        let (Some(chromium), Some(chromedriver)) = (on_path("chromium"), on_path("chromedriver")) else {
+        let (Some(chromium), Some(chromedriver)) = (on_path("chromium"), on_path("chromedriver"))
+        else {
             let reason = "chromium and chromedriver are not on PATH (apt-get install chromium chromium-driver)";
             let may_skip = std::env::var("ENVSTORE_SKIP_BROWSER").is_ok_and(|value| value == "1")
                 && std::env::var_os("CI").is_none();
@@ -148,7 +149,10 @@ struct Story<'a> {
 
 impl Story<'_> {
     async fn goto(&self, path: &str) {
-        self.browser.goto(&self.server.url(path)).await.expect("the page loads");
+        self.browser
+            .goto(&self.server.url(path))
+            .await
+            .expect("the page loads");
     }
 
     async fn path(&self) -> String {
@@ -174,7 +178,11 @@ impl Story<'_> {
     }
 
     async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.expect("an element's text")
+        self.find(css)
+            .await
+            .text()
+            .await
+            .expect("an element's text")
     }
 
     async fn click(&self, css: &str) {
@@ -201,7 +209,10 @@ impl Story<'_> {
     async fn fill(&self, css: &str, value: &str) {
         let field = self.find(css).await;
         field.clear().await.expect("the field clears");
-        field.send_keys(value).await.expect("the field takes the text");
+        field
+            .send_keys(value)
+            .await
+            .expect("the field takes the text");
     }
 
     async fn heading(&self) -> String {
@@ -221,7 +232,9 @@ impl Story<'_> {
                 .unwrap_or(768)
                 .clamp(1, 6000)
         };
-        let page_height = measure("return document.documentElement.scrollHeight;").await.max(768);
+        let page_height = measure("return document.documentElement.scrollHeight;")
+            .await
+            .max(768);
         self.browser
             .set_window_size(1366, page_height)
             .await
@@ -282,7 +295,12 @@ impl Story<'_> {
             assert!(started.elapsed() < BUILD_WAIT, "build {id} did not end");
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        assert_eq!(ended, "succeeded", "{}", log.text().await.unwrap_or_default());
+        assert_eq!(
+            ended,
+            "succeeded",
+            "{}",
+            log.text().await.unwrap_or_default()
+        );
         let received: usize = log
             .attr("data-received")
             .await
@@ -314,7 +332,10 @@ impl Story<'_> {
             .expect("a session cookie");
         assert_eq!(cookie.http_only(), Some(true));
         assert_eq!(
-            cookie.same_site().map(|same_site| same_site.to_string()).as_deref(),
+            cookie
+                .same_site()
+                .map(|same_site| same_site.to_string())
+                .as_deref(),
             Some("Strict")
         );
         format!("{}={}", cookie.name(), cookie.value())
@@ -323,7 +344,9 @@ impl Story<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_builds_compares_and_rolls_back_an_environment_in_chromium() {
-    let Some(browser) = Browser::start().await else { return };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
     let screenshots = screenshot_dir();
     std::fs::create_dir_all(&screenshots).expect("the screenshot folder");
     let client = browser.client.clone();
@@ -331,7 +354,10 @@ async fn a_person_builds_compares_and_rolls_back_an_environment_in_chromium() {
     let outcome = tokio::spawn(async move {
         let channel = DemoChannel::start().await;
         let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
-        assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+        assert_eq!(
+            server.create_namespace("team").await.status(),
+            StatusCode::CREATED
+        );
         let story = Story {
             browser: &client,
             server: &server,
@@ -408,7 +434,11 @@ async fn story_steps(story: &Story<'_>) {
     let conda_lock: Value = serde_yaml::from_str(&text).unwrap();
     assert_eq!(conda_lock["metadata"]["platforms"][0], "linux-64");
     let response = server.client.get(server.url(&href)).send().await.unwrap();
-    assert_eq!(response.url().path(), "/ui/sign-in", "not without the session");
+    assert_eq!(
+        response.url().path(),
+        "/ui/sign-in",
+        "not without the session"
+    );
 
     // Its packages.
     story.click_link("The packages of this build").await;
@@ -419,13 +449,20 @@ async fn story_steps(story: &Story<'_>) {
     }
     story.fill("#q", "panda").await;
     story.click("form.search button").await;
-    story.arrive(&format!("/ui/builds/{first}/packages?q=panda")).await;
+    story
+        .arrive(&format!("/ui/builds/{first}/packages?q=panda"))
+        .await;
     let narrowed = story.text("table.packages").await;
-    assert!(narrowed.contains("pandas") && !narrowed.contains("numpy"), "{narrowed}");
+    assert!(
+        narrowed.contains("pandas") && !narrowed.contains("numpy"),
+        "{narrowed}"
+    );
     story.screenshot("packages").await;
 
     // The environment, with its current build and its lockfiles.
-    story.goto("/ui/namespaces/team/environments/analysis").await;
+    story
+        .goto("/ui/namespaces/team/environments/analysis")
+        .await;
     assert!(
         story
             .text("section[aria-labelledby=current-heading]")
@@ -445,7 +482,9 @@ async fn story_steps(story: &Story<'_>) {
 
     // An edited spec: the form is prefilled with the current one.
     story.click_link("Edit the spec and submit").await;
-    story.arrive("/ui/namespaces/team/submit?name=analysis").await;
+    story
+        .arrive("/ui/namespaces/team/submit?name=analysis")
+        .await;
     let prefilled = story
         .find("#spec")
         .await
@@ -453,8 +492,11 @@ async fn story_steps(story: &Story<'_>) {
         .await
         .unwrap()
         .expect("a prefilled spec");
-    let mut spec: serde_yaml::Value = serde_yaml::from_str(&prefilled).expect("the prefilled spec is YAML");
-    let dependencies = spec["dependencies"].as_sequence_mut().expect("dependencies");
+    let mut spec: serde_yaml::Value =
+        serde_yaml::from_str(&prefilled).expect("the prefilled spec is YAML");
+    let dependencies = spec["dependencies"]
+        .as_sequence_mut()
+        .expect("dependencies");
     assert!(
         dependencies
             .iter()
@@ -467,14 +509,18 @@ async fn story_steps(story: &Story<'_>) {
             .is_some_and(|d| !d.starts_with("python") && !d.starts_with("pandas"))
     });
     dependencies.push("python 3.10.*".into());
-    story.fill("#spec", &serde_yaml::to_string(&spec).unwrap()).await;
+    story
+        .fill("#spec", &serde_yaml::to_string(&spec).unwrap())
+        .await;
     story.screenshot("edit").await;
     story.click("form.stacked button[type=submit]").await;
     let second = story.watch_build().await;
     assert_ne!(first, second);
 
     // The package changes between the two builds.
-    story.goto("/ui/namespaces/team/environments/analysis").await;
+    story
+        .goto("/ui/namespaces/team/environments/analysis")
+        .await;
     story.click("form.compare button").await;
     story.arrive("/ui/diff").await;
     assert_eq!(story.heading().await, "Package changes");
@@ -488,8 +534,12 @@ async fn story_steps(story: &Story<'_>) {
     story.screenshot("diff").await;
 
     // Rollback: the first build is current again.
-    story.goto("/ui/namespaces/team/environments/analysis").await;
-    story.click(&format!("tr[data-build='{first}'] button")).await;
+    story
+        .goto("/ui/namespaces/team/environments/analysis")
+        .await;
+    story
+        .click(&format!("tr[data-build='{first}'] button"))
+        .await;
     story
         .arrive("/ui/namespaces/team/environments/analysis?notice=current")
         .await;
@@ -500,19 +550,30 @@ async fn story_steps(story: &Story<'_>) {
             .await
             .contains(&first)
     );
-    let (_, environment) = server.get_json("/api/v1/namespaces/team/environments/analysis").await;
+    let (_, environment) = server
+        .get_json("/api/v1/namespaces/team/environments/analysis")
+        .await;
     assert_eq!(environment["current_build"]["id"], first.as_str());
     story.screenshot("rollback").await;
 
     // What the namespace uses, reached through the main navigation: its
     // prefixes' disk (one of them held by another namespace too) and its
     // builds, beside its quotas.
-    assert_eq!(server.create_namespace("data").await.status(), StatusCode::CREATED);
-    let sharing = server.submit_yaml("data", "analysis", &demo_spec_yaml("demo")).await;
+    assert_eq!(
+        server.create_namespace("data").await.status(),
+        StatusCode::CREATED
+    );
+    let sharing = server
+        .submit_yaml("data", "analysis", &demo_spec_yaml("demo"))
+        .await;
     assert_eq!(server.wait_for_build(&sharing).await["status"], "succeeded");
     let quota = json!({ "max_disk_bytes": 1u64 << 30, "max_concurrent_builds": 2 });
     let response = server
-        .admin_json(reqwest::Method::PUT, "/api/v1/namespaces/team/quota", Some(quota))
+        .admin_json(
+            reqwest::Method::PUT,
+            "/api/v1/namespaces/team/quota",
+            Some(quota),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     story.click("nav.site-nav a[href='/ui/usage']").await;
@@ -527,10 +588,18 @@ async fn story_steps(story: &Story<'_>) {
             .and_then(|value| value.parse::<i64>().ok())
             .unwrap_or_else(|| panic!("the row's {name}"))
     };
-    assert!(figure("data-disk-bytes").await > 0, "the prefixes take disk");
+    assert!(
+        figure("data-disk-bytes").await > 0,
+        "the prefixes take disk"
+    );
     assert!(figure("data-builds").await >= 1, "the builds are counted");
-    let disk = story.text(&format!("{team} td:nth-of-type(1) strong")).await;
-    assert!(disk.ends_with('B') && disk != "0 B", "a readable size: {disk}");
+    let disk = story
+        .text(&format!("{team} td:nth-of-type(1) strong"))
+        .await;
+    assert!(
+        disk.ends_with('B') && disk != "0 B",
+        "a readable size: {disk}"
+    );
     let text = row.text().await.unwrap();
     for shown in [
         "succeeded",
@@ -548,14 +617,22 @@ async fn story_steps(story: &Story<'_>) {
         Some(figure("data-disk-bytes").await),
         "the prefix both namespaces hold counts once in the total"
     );
-    let link = story.find(&format!("{team} th a")).await.attr("href").await.unwrap();
+    let link = story
+        .find(&format!("{team} th a"))
+        .await
+        .attr("href")
+        .await
+        .unwrap();
     assert_eq!(link.as_deref(), Some("/ui/namespaces/team"));
     story.screenshot("usage").await;
 
     // The namespace lists the environment with its builds' states.
     story.goto("/ui/namespaces/team").await;
     let row = story.text("main table tbody tr").await;
-    assert!(row.contains("analysis") && row.contains("succeeded"), "{row}");
+    assert!(
+        row.contains("analysis") && row.contains("succeeded"),
+        "{row}"
+    );
     story.screenshot("namespace").await;
 
     // Signing out ends the session.
@@ -572,8 +649,13 @@ async fn story_steps(story: &Story<'_>) {
 async fn pages_need_a_session_search_and_refuse_forged_forms() {
     let channel = DemoChannel::start().await;
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
-    let build = server.submit_yaml("team", "analysis", &demo_spec_yaml("demo")).await;
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
+    let build = server
+        .submit_yaml("team", "analysis", &demo_spec_yaml("demo"))
+        .await;
     let done = server.wait_for_build(&build).await;
     assert_eq!(done["status"], "succeeded");
     let lock_hash = done["lock_hash"].as_str().unwrap();
@@ -601,7 +683,10 @@ async fn pages_need_a_session_search_and_refuse_forged_forms() {
         let response = http.get(server.url(page)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{page}");
         let location = response.headers()[LOCATION].to_str().unwrap();
-        assert!(location.starts_with("/ui/sign-in?next="), "{page} -> {location}");
+        assert!(
+            location.starts_with("/ui/sign-in?next="),
+            "{page} -> {location}"
+        );
     }
     let home = http.get(server.url("/")).send().await.unwrap();
     assert_eq!(home.headers()[LOCATION], "/ui/");
@@ -624,7 +709,12 @@ async fn pages_need_a_session_search_and_refuse_forged_forms() {
     }
     assert!(!set_cookie.contains("Secure"), "{set_cookie}");
     let secure = sign_in(Some("https")).await.unwrap();
-    assert!(secure.headers()[SET_COOKIE].to_str().unwrap().contains("Secure"));
+    assert!(
+        secure.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Secure")
+    );
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
     let refused = http
         .post(server.url("/ui/sign-in"))
@@ -697,7 +787,9 @@ async fn pages_need_a_session_search_and_refuse_forged_forms() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let html = missing.text().await.unwrap();
     assert!(
-        html.contains("role=\"alert\"") && html.contains("no-such-build") && html.contains("was not found"),
+        html.contains("role=\"alert\"")
+            && html.contains("no-such-build")
+            && html.contains("was not found"),
         "{html}"
     );
     assert!(
@@ -739,13 +831,22 @@ async fn pages_need_a_session_search_and_refuse_forged_forms() {
         .await
         .unwrap();
     assert_eq!(rollback.status(), StatusCode::FORBIDDEN);
-    let (status, _) = server.get_json("/api/v1/namespaces/team/environments/forged").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "no forged form reached the API");
+    let (status, _) = server
+        .get_json("/api/v1/namespaces/team/environments/forged")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no forged form reached the API"
+    );
 
     // The same form with the token goes through; a bad spec reads as a message.
-    let accepted = submit(vec![name(), spec(), ("csrf", csrf.clone())], Some(&server.base))
-        .await
-        .unwrap();
+    let accepted = submit(
+        vec![name(), spec(), ("csrf", csrf.clone())],
+        Some(&server.base),
+    )
+    .await
+    .unwrap();
     assert_eq!(accepted.status(), StatusCode::SEE_OTHER);
     assert!(
         accepted.headers()[LOCATION]
@@ -754,14 +855,24 @@ async fn pages_need_a_session_search_and_refuse_forged_forms() {
             .starts_with("/ui/builds/")
     );
     let malformed = submit(
-        vec![name(), ("spec", "dependencies: [".to_owned()), ("csrf", csrf)],
+        vec![
+            name(),
+            ("spec", "dependencies: [".to_owned()),
+            ("csrf", csrf),
+        ],
         None,
     )
     .await
     .unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     let html = malformed.text().await.unwrap();
-    assert!(html.contains("role=\"alert\"") && html.contains("at line"), "{html}");
-    assert!(html.contains("dependencies: ["), "the typed text is kept: {html}");
+    assert!(
+        html.contains("role=\"alert\"") && html.contains("at line"),
+        "{html}"
+    );
+    assert!(
+        html.contains("dependencies: ["),
+        "the typed text is kept: {html}"
+    );
     server.stop().await;
 }

@@ -23,7 +23,10 @@ const GIB: f64 = (1u64 << 30) as f64;
 fn bytes_on_disk(path: &Path, seen: &mut HashSet<(u64, u64)>) -> i64 {
     let metadata = std::fs::symlink_metadata(path).unwrap();
     if metadata.is_dir() {
-        return std::fs::read_dir(path).unwrap().map(|entry| bytes_on_disk(&entry.unwrap().path(), seen)).sum();
+        return std::fs::read_dir(path)
+            .unwrap()
+            .map(|entry| bytes_on_disk(&entry.unwrap().path(), seen))
+            .sum();
     }
     if metadata.is_file() && seen.insert((metadata.dev(), metadata.ino())) {
         return i64::try_from(metadata.len()).unwrap();
@@ -41,12 +44,21 @@ fn row<'a>(usage: &'a Value, namespace: &str) -> &'a Value {
 }
 
 fn names(usage: &Value) -> Vec<&str> {
-    usage["namespaces"].as_array().unwrap().iter().map(|row| row["namespace"].as_str().unwrap()).collect()
+    usage["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["namespace"].as_str().unwrap())
+        .collect()
 }
 
 /// A quota problem's quota, figure and limit.
 fn quota_figures(problem: &Value) -> (Option<&str>, Option<i64>, Option<i64>) {
-    (problem["quota"].as_str(), problem["used"].as_i64(), problem["limit"].as_i64())
+    (
+        problem["quota"].as_str(),
+        problem["used"].as_i64(),
+        problem["limit"].as_i64(),
+    )
 }
 
 async fn get_as(server: &TestServer, token: Option<&str>, path: &str) -> reqwest::Response {
@@ -62,16 +74,19 @@ async fn get_as(server: &TestServer, token: Option<&str>, path: &str) -> reqwest
 async fn stored_downloads(database: &str, namespace: &str, lock_hash: &str) -> (i64, i64) {
     sqlx::any::install_default_drivers();
     let mut connection = sqlx::AnyConnection::connect(database).await.unwrap();
-    let lockfiles = sqlx::query_scalar::<_, i64>("SELECT downloads FROM namespace_downloads WHERE namespace = $1")
-        .bind(namespace.to_owned())
-        .fetch_optional(&mut connection)
-        .await
-        .unwrap();
-    let artifacts = sqlx::query_scalar::<_, i64>("SELECT downloads FROM lock_downloads WHERE lock_hash = $1")
-        .bind(lock_hash.to_owned())
-        .fetch_optional(&mut connection)
-        .await
-        .unwrap();
+    let lockfiles = sqlx::query_scalar::<_, i64>(
+        "SELECT downloads FROM namespace_downloads WHERE namespace = $1",
+    )
+    .bind(namespace.to_owned())
+    .fetch_optional(&mut connection)
+    .await
+    .unwrap();
+    let artifacts =
+        sqlx::query_scalar::<_, i64>("SELECT downloads FROM lock_downloads WHERE lock_hash = $1")
+            .bind(lock_hash.to_owned())
+            .fetch_optional(&mut connection)
+            .await
+            .unwrap();
     (lockfiles.unwrap_or(0), artifacts.unwrap_or(0))
 }
 
@@ -84,22 +99,36 @@ async fn a_prefix_two_namespaces_share_counts_once_in_the_totals_with_builds_and
     let backend = Backend::from_env(kept.path()).await;
     let database = backend.database.clone();
     let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start_configured(data, backend, vec![channel.allowed_as("demo")], 2, |config| {
-        config.usage.settings.price_per_gib_month = Some(2.0);
-        config.usage.settings.price_per_build_minute = Some(0.5);
-        config.usage.flush_interval = Duration::from_millis(100);
-    })
+    let server = TestServer::start_configured(
+        data,
+        backend,
+        vec![channel.allowed_as("demo")],
+        2,
+        |config| {
+            config.usage.settings.price_per_gib_month = Some(2.0);
+            config.usage.settings.price_per_build_minute = Some(0.5);
+            config.usage.flush_interval = Duration::from_millis(100);
+        },
+    )
     .await;
     for namespace in ["alpha", "beta", "gamma"] {
-        assert_eq!(server.create_namespace(namespace).await.status(), StatusCode::CREATED);
+        assert_eq!(
+            server.create_namespace(namespace).await.status(),
+            StatusCode::CREATED
+        );
     }
-    let first = server.submit_yaml("alpha", "analysis", &demo_spec_yaml("demo")).await;
+    let first = server
+        .submit_yaml("alpha", "analysis", &demo_spec_yaml("demo"))
+        .await;
     let first = server.wait_for_build(&first).await;
     assert_eq!(first["status"], "succeeded", "{first:#}");
-    let copy = server.submit_yaml("beta", "copy", &demo_spec_yaml("demo")).await;
+    let copy = server
+        .submit_yaml("beta", "copy", &demo_spec_yaml("demo"))
+        .await;
     let copy = server.wait_for_build(&copy).await;
     assert_eq!(copy["reused"]["prefix"], true, "{copy:#}");
-    let unsolvable = "channels: [demo]\ndependencies: [conflict-a, conflict-b]\nplatforms: [linux-64]\n";
+    let unsolvable =
+        "channels: [demo]\ndependencies: [conflict-a, conflict-b]\nplatforms: [linux-64]\n";
     let broken = server.submit_yaml("alpha", "broken", unsolvable).await;
     assert_eq!(server.wait_for_build(&broken).await["status"], "failed");
     let lock_hash = first["lock_hash"].as_str().unwrap().to_owned();
@@ -114,25 +143,64 @@ async fn a_prefix_two_namespaces_share_counts_once_in_the_totals_with_builds_and
         let row = row(&usage, namespace);
         assert_eq!(row["disk_bytes"], prefix_bytes, "{namespace}: {row:#}");
         assert_eq!(row["shared_disk_bytes"], prefix_bytes, "{row:#}");
-        assert_eq!((row["prefixes"].as_i64(), row["shared_prefixes"].as_i64()), (Some(1), Some(1)));
-        assert_eq!(row["shared"], json!([{ "lock_hash": lock_hash, "bytes": prefix_bytes, "other_namespaces": 1 }]));
+        assert_eq!(
+            (row["prefixes"].as_i64(), row["shared_prefixes"].as_i64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(
+            row["shared"],
+            json!([{ "lock_hash": lock_hash, "bytes": prefix_bytes, "other_namespaces": 1 }])
+        );
         assert_eq!(row["builds_succeeded"], 1);
         assert!(row["build_millis"].as_i64().unwrap() > 0, "{row:#}");
         let minutes = row["build_minutes"].as_f64().unwrap();
-        assert!((row["cost_builds"].as_f64().unwrap() - minutes * 0.5).abs() < 1e-9, "{row:#}");
+        assert!(
+            (row["cost_builds"].as_f64().unwrap() - minutes * 0.5).abs() < 1e-9,
+            "{row:#}"
+        );
         let disk_cost = prefix_bytes as f64 / GIB * 2.0;
-        assert!((row["cost_disk_per_month"].as_f64().unwrap() - disk_cost).abs() < 1e-12, "{row:#}");
-        assert_eq!((row["max_disk_bytes"].clone(), row["max_concurrent_builds"].clone()), (Value::Null, Value::Null));
+        assert!(
+            (row["cost_disk_per_month"].as_f64().unwrap() - disk_cost).abs() < 1e-12,
+            "{row:#}"
+        );
+        assert_eq!(
+            (
+                row["max_disk_bytes"].clone(),
+                row["max_concurrent_builds"].clone()
+            ),
+            (Value::Null, Value::Null)
+        );
     }
     let alpha = row(&usage, "alpha");
-    assert_eq!((alpha["builds_failed"].as_i64(), row(&usage, "beta")["builds_failed"].as_i64()), (Some(1), Some(0)));
+    assert_eq!(
+        (
+            alpha["builds_failed"].as_i64(),
+            row(&usage, "beta")["builds_failed"].as_i64()
+        ),
+        (Some(1), Some(0))
+    );
     assert_eq!(row(&usage, "gamma")["disk_bytes"], 0);
     let totals = &usage["totals"];
-    assert_eq!(totals["disk_bytes"], prefix_bytes, "the shared prefix counts once: {totals:#}");
-    assert_eq!((totals["prefixes"].as_i64(), totals["builds_succeeded"].as_i64()), (Some(1), Some(2)));
-    let summed: i64 = ["alpha", "beta", "gamma"].iter().map(|ns| row(&usage, ns)["build_millis"].as_i64().unwrap()).sum();
+    assert_eq!(
+        totals["disk_bytes"], prefix_bytes,
+        "the shared prefix counts once: {totals:#}"
+    );
+    assert_eq!(
+        (
+            totals["prefixes"].as_i64(),
+            totals["builds_succeeded"].as_i64()
+        ),
+        (Some(1), Some(2))
+    );
+    let summed: i64 = ["alpha", "beta", "gamma"]
+        .iter()
+        .map(|ns| row(&usage, ns)["build_millis"].as_i64().unwrap())
+        .sum();
     assert_eq!(totals["build_millis"], summed);
-    assert_eq!(usage["prices"], json!({ "per_gib_month": 2.0, "per_build_minute": 0.5 }));
+    assert_eq!(
+        usage["prices"],
+        json!({ "per_gib_month": 2.0, "per_build_minute": 0.5 })
+    );
 
     // Bodies served count, revalidations do not; a by-hash download shows in
     // every namespace holding the lock and once in the totals.
@@ -150,45 +218,91 @@ async fn a_prefix_two_namespaces_share_counts_once_in_the_totals_with_builds_and
         .unwrap();
     assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
     for _ in 0..2 {
-        assert_eq!(server.get(&format!("/api/v1/locks/{lock_hash}/conda-lock.yml")).await.status(), StatusCode::OK);
+        assert_eq!(
+            server
+                .get(&format!("/api/v1/locks/{lock_hash}/conda-lock.yml"))
+                .await
+                .status(),
+            StatusCode::OK
+        );
     }
     // The counts reach the database with the periodic flush, before anyone
     // asks for the figures.
     let started = Instant::now();
     while stored_downloads(&database, "alpha", &lock_hash).await != (3, 2) {
-        assert!(started.elapsed() < FLUSH_WAIT, "the download counts were never flushed");
+        assert!(
+            started.elapsed() < FLUSH_WAIT,
+            "the download counts were never flushed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, usage) = server.get_json("/api/v1/usage").await;
     let downloads = |namespace: &str| {
         let row = row(&usage, namespace);
-        (row["lockfile_downloads"].as_i64().unwrap(), row["artifact_downloads"].as_i64().unwrap())
+        (
+            row["lockfile_downloads"].as_i64().unwrap(),
+            row["artifact_downloads"].as_i64().unwrap(),
+        )
     };
-    assert_eq!((downloads("alpha"), downloads("beta"), downloads("gamma")), ((3, 2), (0, 2), (0, 0)));
+    assert_eq!(
+        (downloads("alpha"), downloads("beta"), downloads("gamma")),
+        ((3, 2), (0, 2), (0, 0))
+    );
     let totals = &usage["totals"];
-    assert_eq!((totals["lockfile_downloads"].as_i64(), totals["artifact_downloads"].as_i64()), (Some(3), Some(2)));
+    assert_eq!(
+        (
+            totals["lockfile_downloads"].as_i64(),
+            totals["artifact_downloads"].as_i64()
+        ),
+        (Some(3), Some(2))
+    );
 
     // A viewer of alpha sees alpha only: that its prefix is shared, not with
     // whom; totals over what they see. Anonymous callers see public ones.
     let response = server
-        .admin_json(Method::PUT, "/api/v1/namespaces/alpha/members/vera", Some(json!({ "role": "viewer" })))
+        .admin_json(
+            Method::PUT,
+            "/api/v1/namespaces/alpha/members/vera",
+            Some(json!({ "role": "viewer" })),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let created: Value = server
-        .admin_json(Method::POST, "/api/v1/tokens", Some(json!({ "name": "usage", "subject": "vera" })))
+        .admin_json(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({ "name": "usage", "subject": "vera" })),
+        )
         .await
         .json()
         .await
         .unwrap();
     let vera = created["token"].as_str().unwrap();
-    let seen: Value = get_as(&server, Some(vera), "/api/v1/usage").await.json().await.unwrap();
+    let seen: Value = get_as(&server, Some(vera), "/api/v1/usage")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(names(&seen), ["alpha"]);
     assert_eq!(row(&seen, "alpha")["shared"][0]["other_namespaces"], 1);
     assert_eq!(seen["totals"]["disk_bytes"], prefix_bytes);
     assert_eq!(seen["totals"]["builds_failed"], 1);
-    assert_eq!(get_as(&server, Some(vera), "/api/v1/namespaces/alpha/usage").await.status(), StatusCode::OK);
-    expect_problem(get_as(&server, Some(vera), "/api/v1/namespaces/beta/usage").await, StatusCode::NOT_FOUND).await;
-    let anonymous: Value = get_as(&server, None, "/api/v1/usage").await.json().await.unwrap();
+    assert_eq!(
+        get_as(&server, Some(vera), "/api/v1/namespaces/alpha/usage")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    expect_problem(
+        get_as(&server, Some(vera), "/api/v1/namespaces/beta/usage").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let anonymous: Value = get_as(&server, None, "/api/v1/usage")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(names(&anonymous).is_empty(), "{anonymous:#}");
     let (_, one) = server.get_json("/api/v1/namespaces/beta/usage").await;
     assert_eq!(names(&one), ["beta"]);
@@ -199,7 +313,10 @@ async fn a_prefix_two_namespaces_share_counts_once_in_the_totals_with_builds_and
         assert_eq!(server.get(lockfile).await.status(), StatusCode::OK);
     }
     server.stop().await;
-    assert_eq!(stored_downloads(&database, "alpha", &lock_hash).await, (5, 2));
+    assert_eq!(
+        stored_downloads(&database, "alpha", &lock_hash).await,
+        (5, 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,58 +325,125 @@ async fn builds_over_the_concurrency_quota_are_refused_with_429_until_one_ends()
     let data = tempfile::tempdir().unwrap();
     let backend = Backend::from_env(data.path()).await;
     // No workers: submitted builds stay queued.
-    let server = TestServer::start_configured(data, backend, vec![channel.allowed_as("demo")], 0, |config| {
-        config.usage.settings.default_quota.max_concurrent_builds = Some(1);
-    })
+    let server = TestServer::start_configured(
+        data,
+        backend,
+        vec![channel.allowed_as("demo")],
+        0,
+        |config| {
+            config.usage.settings.default_quota.max_concurrent_builds = Some(1);
+        },
+    )
     .await;
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
     let (_, quota) = server.get_json("/api/v1/namespaces/team/quota").await;
-    assert_eq!(quota["quota"], json!({ "max_disk_bytes": null, "max_concurrent_builds": null }));
-    assert_eq!(quota["effective"]["max_concurrent_builds"], 1, "the server's default: {quota:#}");
-    let spec = |python: &str| format!("channels: [demo]\ndependencies: [python {python}]\nplatforms: [linux-64]\n");
+    assert_eq!(
+        quota["quota"],
+        json!({ "max_disk_bytes": null, "max_concurrent_builds": null })
+    );
+    assert_eq!(
+        quota["effective"]["max_concurrent_builds"], 1,
+        "the server's default: {quota:#}"
+    );
+    let spec = |python: &str| {
+        format!("channels: [demo]\ndependencies: [python {python}]\nplatforms: [linux-64]\n")
+    };
 
     let queued = server.submit_yaml("team", "one", &spec("3.11.*")).await;
-    let response = server.submit("team", "two", "application/yaml", &spec("3.10.*")).await;
-    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let response = server
+        .submit("team", "two", "application/yaml", &spec("3.10.*"))
+        .await;
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((5..=600).contains(&retry_after), "{retry_after}");
     let problem = expect_problem(response, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(problem["type"], "/problems/quota-exceeded");
-    assert_eq!(quota_figures(&problem), (Some("max_concurrent_builds"), Some(1), Some(1)));
+    assert_eq!(
+        quota_figures(&problem),
+        (Some("max_concurrent_builds"), Some(1), Some(1))
+    );
     let detail = problem["detail"].as_str().unwrap();
-    assert!(detail.contains("1 builds queued or running") && detail.contains("limit is 1"), "{detail}");
+    assert!(
+        detail.contains("1 builds queued or running") && detail.contains("limit is 1"),
+        "{detail}"
+    );
     assert!(detail.contains("cancel"), "{detail}");
 
     // Submitting the queued spec again joins its build: nothing is added.
-    let again = server.submit("team", "one", "application/yaml", &spec("3.11.*")).await;
+    let again = server
+        .submit("team", "one", "application/yaml", &spec("3.11.*"))
+        .await;
     assert_eq!(again.status(), StatusCode::ACCEPTED);
     assert_eq!(again.json::<Value>().await.unwrap()["joined"], true);
 
     // The namespace's own quota overrides the default.
     let response = server
-        .admin_json(Method::PUT, "/api/v1/namespaces/team/quota", Some(json!({ "max_concurrent_builds": 2 })))
+        .admin_json(
+            Method::PUT,
+            "/api/v1/namespaces/team/quota",
+            Some(json!({ "max_concurrent_builds": 2 })),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.json::<Value>().await.unwrap()["effective"]["max_concurrent_builds"], 2);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["effective"]["max_concurrent_builds"],
+        2
+    );
     server.submit_yaml("team", "two", &spec("3.10.*")).await;
-    let refused = server.submit("team", "three", "application/yaml", "channels: [demo]\ndependencies: [six]\n").await;
+    let refused = server
+        .submit(
+            "team",
+            "three",
+            "application/yaml",
+            "channels: [demo]\ndependencies: [six]\n",
+        )
+        .await;
     expect_problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
 
     // A cancelled build frees its slot.
-    let response = server.admin_json(Method::POST, &format!("/api/v1/builds/{queued}/cancel"), None).await;
+    let response = server
+        .admin_json(
+            Method::POST,
+            &format!("/api/v1/builds/{queued}/cancel"),
+            None,
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
-    server.submit_yaml("team", "three", "channels: [demo]\ndependencies: [six]\n").await;
+    server
+        .submit_yaml("team", "three", "channels: [demo]\ndependencies: [six]\n")
+        .await;
 
     let (_, usage) = server.get_json("/api/v1/namespaces/team/usage").await;
     let team = row(&usage, "team");
-    assert_eq!((team["builds_queued"].as_i64(), team["builds_cancelled"].as_i64()), (Some(2), Some(1)));
+    assert_eq!(
+        (
+            team["builds_queued"].as_i64(),
+            team["builds_cancelled"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
     assert_eq!(team["max_concurrent_builds"], 2);
 
     let response = server
-        .admin_json(Method::PUT, "/api/v1/namespaces/team/quota", Some(json!({ "max_concurrent_builds": 0 })))
+        .admin_json(
+            Method::PUT,
+            "/api/v1/namespaces/team/quota",
+            Some(json!({ "max_concurrent_builds": 0 })),
+        )
         .await;
     expect_problem(response, StatusCode::BAD_REQUEST).await;
     let response = server
-        .admin_json(Method::PUT, "/api/v1/namespaces/nowhere/quota", Some(json!({ "max_concurrent_builds": 2 })))
+        .admin_json(
+            Method::PUT,
+            "/api/v1/namespaces/nowhere/quota",
+            Some(json!({ "max_concurrent_builds": 2 })),
+        )
         .await;
     expect_problem(response, StatusCode::NOT_FOUND).await;
     server.stop().await;
@@ -269,11 +453,20 @@ async fn builds_over_the_concurrency_quota_are_refused_with_429_until_one_ends()
 async fn the_disk_quota_refuses_new_prefixes_but_not_a_spec_that_reuses_one() {
     let channel = DemoChannel::start().await;
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
-    assert_eq!(server.create_namespace("full").await.status(), StatusCode::CREATED);
-    let first = server.submit_yaml("full", "first", &demo_spec_yaml("demo")).await;
+    assert_eq!(
+        server.create_namespace("full").await.status(),
+        StatusCode::CREATED
+    );
+    let first = server
+        .submit_yaml("full", "first", &demo_spec_yaml("demo"))
+        .await;
     assert_eq!(server.wait_for_build(&first).await["status"], "succeeded");
     let response = server
-        .admin_json(Method::PUT, "/api/v1/namespaces/full/quota", Some(json!({ "max_disk_bytes": 1 })))
+        .admin_json(
+            Method::PUT,
+            "/api/v1/namespaces/full/quota",
+            Some(json!({ "max_disk_bytes": 1 })),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let (_, usage) = server.get_json("/api/v1/namespaces/full/usage").await;
@@ -281,21 +474,44 @@ async fn the_disk_quota_refuses_new_prefixes_but_not_a_spec_that_reuses_one() {
     assert!(used > 1, "{usage:#}");
 
     let other = "channels: [demo]\ndependencies: [python 3.10.*]\nplatforms: [linux-64]\n";
-    let response = server.submit("full", "second", "application/yaml", other).await;
+    let response = server
+        .submit("full", "second", "application/yaml", other)
+        .await;
     let problem = expect_problem(response, StatusCode::FORBIDDEN).await;
     assert_eq!(problem["type"], "/problems/quota-exceeded");
-    assert_eq!(quota_figures(&problem), (Some("max_disk_bytes"), Some(used), Some(1)));
+    assert_eq!(
+        quota_figures(&problem),
+        (Some("max_disk_bytes"), Some(used), Some(1))
+    );
     let detail = problem["detail"].as_str().unwrap();
-    assert!(detail.contains(&format!("({used} bytes)")) && detail.contains("(1 bytes)"), "{detail}");
+    assert!(
+        detail.contains(&format!("({used} bytes)")) && detail.contains("(1 bytes)"),
+        "{detail}"
+    );
     assert!(detail.contains("delete environments"), "{detail}");
-    let (_, environments) = server.get_json("/api/v1/namespaces/full/environments").await;
-    assert_eq!(environments["environments"].as_array().unwrap().len(), 1, "nothing was queued: {environments:#}");
+    let (_, environments) = server
+        .get_json("/api/v1/namespaces/full/environments")
+        .await;
+    assert_eq!(
+        environments["environments"].as_array().unwrap().len(),
+        1,
+        "nothing was queued: {environments:#}"
+    );
 
     // The spec whose prefix is on disk takes no more: accepted, and reused.
-    let copy = server.submit_yaml("full", "copy", &demo_spec_yaml("demo")).await;
+    let copy = server
+        .submit_yaml("full", "copy", &demo_spec_yaml("demo"))
+        .await;
     let copy = server.wait_for_build(&copy).await;
-    assert_eq!((copy["status"].as_str(), copy["reused"]["prefix"].as_bool()), (Some("succeeded"), Some(true)));
+    assert_eq!(
+        (copy["status"].as_str(), copy["reused"]["prefix"].as_bool()),
+        (Some("succeeded"), Some(true))
+    );
     let (_, usage) = server.get_json("/api/v1/namespaces/full/usage").await;
-    assert_eq!(row(&usage, "full")["disk_bytes"], used, "one prefix, counted once");
+    assert_eq!(
+        row(&usage, "full")["disk_bytes"],
+        used,
+        "one prefix, counted once"
+    );
     server.stop().await;
 }

@@ -104,7 +104,9 @@ impl TestServer {
             data_dir: data_dir.clone(),
         };
         configure(&mut config);
-        let server = envstore_cli::server::start(config).await.expect("the server starts");
+        let server = envstore_cli::server::start(config)
+            .await
+            .expect("the server starts");
         Self {
             base: format!("http://{}", server.local_addr.expect("the API listens")),
             token: server.admin_token.clone().expect("an admin token"),
@@ -137,8 +139,16 @@ impl TestServer {
     }
 
     /// Sends `body` as JSON with the server admin's token (`None`: no body).
-    pub async fn admin_json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
-        let mut request = self.client.request(method, self.url(path)).bearer_auth(&self.token);
+    pub async fn admin_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -156,9 +166,17 @@ impl TestServer {
     }
 
     /// PUTs an environment.yml (or JSON, by content type) for `ns/name`.
-    pub async fn submit(&self, namespace: &str, name: &str, content_type: &str, body: &str) -> reqwest::Response {
+    pub async fn submit(
+        &self,
+        namespace: &str,
+        name: &str,
+        content_type: &str,
+        body: &str,
+    ) -> reqwest::Response {
         self.client
-            .put(self.url(&format!("/api/v1/namespaces/{namespace}/environments/{name}")))
+            .put(self.url(&format!(
+                "/api/v1/namespaces/{namespace}/environments/{name}"
+            )))
             .bearer_auth(&self.token)
             .header("content-type", content_type)
             .body(body.to_owned())
@@ -169,15 +187,24 @@ impl TestServer {
 
     /// Submits and returns the build id, asserting the 202.
     pub async fn submit_yaml(&self, namespace: &str, name: &str, body: &str) -> String {
-        self.submit_yaml_as(&self.token, namespace, name, body).await
+        self.submit_yaml_as(&self.token, namespace, name, body)
+            .await
     }
 
     /// Submits as the holder of `token` (a namespace developer, say) and
     /// returns the build id, asserting the 202.
-    pub async fn submit_yaml_as(&self, token: &str, namespace: &str, name: &str, body: &str) -> String {
+    pub async fn submit_yaml_as(
+        &self,
+        token: &str,
+        namespace: &str,
+        name: &str,
+        body: &str,
+    ) -> String {
         let response = self
             .client
-            .put(self.url(&format!("/api/v1/namespaces/{namespace}/environments/{name}")))
+            .put(self.url(&format!(
+                "/api/v1/namespaces/{namespace}/environments/{name}"
+            )))
             .bearer_auth(token)
             .header("content-type", "application/yaml")
             .body(body.to_owned())
@@ -196,10 +223,16 @@ impl TestServer {
         loop {
             let (status, build) = self.get_json(&format!("/api/v1/builds/{build_id}")).await;
             assert_eq!(status, StatusCode::OK, "{build}");
-            if matches!(build["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            if matches!(
+                build["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
                 return build;
             }
-            assert!(started.elapsed() < BUILD_WAIT, "build {build_id} did not end: {build}");
+            assert!(
+                started.elapsed() < BUILD_WAIT,
+                "build {build_id} did not end: {build}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -228,8 +261,16 @@ pub async fn expect_problem(response: reqwest::Response, status: StatusCode) -> 
     assert_eq!(content_type, "application/problem+json");
     let problem: Value = response.json().await.expect("a problem body");
     assert_eq!(problem["status"], status.as_u16());
-    assert!(problem["type"].as_str().is_some_and(|t| t.starts_with("/problems/")), "{problem}");
-    assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()), "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("/problems/")),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{problem}"
+    );
     problem
 }
 

@@ -30,8 +30,14 @@ impl Services {
                 std::env::var("ENVSTORE_TEST_STORE"),
             ) && postgres.starts_with("postgres")
             {
-                let aws_env = std::env::vars().filter(|(key, _)| key.starts_with("AWS_")).collect();
-                return Services { postgres, s3, aws_env };
+                let aws_env = std::env::vars()
+                    .filter(|(key, _)| key.starts_with("AWS_"))
+                    .collect();
+                return Services {
+                    postgres,
+                    s3,
+                    aws_env,
+                };
             }
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-services.sh");
             let output = Command::new("bash")
@@ -54,11 +60,17 @@ impl Services {
                 match key {
                     "ENVSTORE_TEST_DATABASE" => postgres = value.to_owned(),
                     "ENVSTORE_TEST_STORE" => s3 = value.to_owned(),
-                    aws if aws.starts_with("AWS_") => aws_env.push((aws.to_owned(), value.to_owned())),
+                    aws if aws.starts_with("AWS_") => {
+                        aws_env.push((aws.to_owned(), value.to_owned()))
+                    }
                     _ => {}
                 }
             }
-            Services { postgres, s3, aws_env }
+            Services {
+                postgres,
+                s3,
+                aws_env,
+            }
         })
     }
 
@@ -74,8 +86,12 @@ impl Services {
             .expect("a test database is created");
         let mut database = url::Url::parse(&self.postgres).expect("a PostgreSQL URL");
         database.set_path(&format!("/{name}"));
-        let store = url::Url::parse(&format!("{}/{}", self.s3.trim_end_matches('/'), uuid_like()))
-            .expect("an S3 URL");
+        let store = url::Url::parse(&format!(
+            "{}/{}",
+            self.s3.trim_end_matches('/'),
+            uuid_like()
+        ))
+        .expect("an S3 URL");
         Backend {
             database: database.to_string(),
             store,
@@ -113,7 +129,10 @@ impl Backend {
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{}_{nanos:x}_{count}", std::process::id())
 }

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "envstore", version, about = "Builds conda environments and serves their lockfiles")]
+#[command(
+    name = "envstore",
+    version,
+    about = "Builds conda environments and serves their lockfiles"
+)]
 pub struct Cli {
     /// How log lines on standard error look: `text` for people, `json` (one
     /// object per line, with the request id of each HTTP request's lines)
@@ -334,7 +338,9 @@ impl UsageArgs {
                 price_per_gib_month: self.price_per_gib_month,
                 price_per_build_minute: self.price_per_build_minute,
                 default_quota: envstore_db::Quota {
-                    max_disk_bytes: self.default_max_disk.map(|size| i64::try_from(size.as_u64()).unwrap_or(i64::MAX)),
+                    max_disk_bytes: self
+                        .default_max_disk
+                        .map(|size| i64::try_from(size.as_u64()).unwrap_or(i64::MAX)),
                     max_concurrent_builds: self.default_max_concurrent_builds,
                 },
             },

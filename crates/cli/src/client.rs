@@ -28,7 +28,8 @@ pub struct Client {
 
 impl Client {
     pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let mut base = url::Url::parse(server).with_context(|| format!("invalid server URL '{server}'"))?;
+        let mut base =
+            url::Url::parse(server).with_context(|| format!("invalid server URL '{server}'"))?;
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
             base.set_path(&path);
@@ -40,7 +41,11 @@ impl Client {
         })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
         let url = self.base.join(path.trim_start_matches('/'))?;
         let request = self.http.request(method, url);
         Ok(match &self.token {
@@ -54,9 +59,18 @@ impl Client {
     /// spec is solved. Sent with a fresh `Idempotency-Key` and retried with
     /// the same key for [`SUBMIT_RETRY_FOR`] while the server cannot be
     /// reached or is unavailable, so a lost answer never makes two builds.
-    pub async fn submit(&self, environment: &str, body: Vec<u8>, json: bool) -> anyhow::Result<String> {
+    pub async fn submit(
+        &self,
+        environment: &str,
+        body: Vec<u8>,
+        json: bool,
+    ) -> anyhow::Result<String> {
         let (namespace, name) = split_environment(environment)?;
-        let content_type = if json { "application/json" } else { "application/yaml" };
+        let content_type = if json {
+            "application/json"
+        } else {
+            "application/yaml"
+        };
         let target = if is_lockfile(&body) { "/lockfile" } else { "" };
         let path = format!("api/v1/namespaces/{namespace}/environments/{name}{target}");
         let key = uuid::Uuid::now_v7().to_string();
@@ -107,7 +121,10 @@ impl Client {
     /// Falls back to polling when the stream cannot be had or breaks off.
     pub async fn follow(&self, build_id: &str) -> anyhow::Result<Value> {
         let response = self
-            .request(reqwest::Method::GET, &format!("api/v1/builds/{build_id}/log"))?
+            .request(
+                reqwest::Method::GET,
+                &format!("api/v1/builds/{build_id}/log"),
+            )?
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .send()
             .await;
@@ -146,10 +163,18 @@ impl Client {
     }
 
     /// The current lockfile of `namespace/name` in a format.
-    pub async fn lockfile(&self, environment: &str, format: &str, platform: Option<&str>) -> anyhow::Result<String> {
+    pub async fn lockfile(
+        &self,
+        environment: &str,
+        format: &str,
+        platform: Option<&str>,
+    ) -> anyhow::Result<String> {
         let (namespace, name) = split_environment(environment)?;
         let mut request = self
-            .request(reqwest::Method::GET, &format!("api/v1/namespaces/{namespace}/environments/{name}/lockfile"))?
+            .request(
+                reqwest::Method::GET,
+                &format!("api/v1/namespaces/{namespace}/environments/{name}/lockfile"),
+            )?
             .query(&[("format", format)]);
         if let Some(platform) = platform {
             request = request.query(&[("platform", platform)]);
@@ -178,9 +203,16 @@ impl Client {
     /// Solves a spec under a namespace's policy without a build and returns
     /// the lockfile.
     pub async fn solve(&self, request: SolveRequest<'_>) -> anyhow::Result<String> {
-        let content_type = if request.json { "application/json" } else { "application/yaml" };
+        let content_type = if request.json {
+            "application/json"
+        } else {
+            "application/yaml"
+        };
         let mut http = self
-            .request(reqwest::Method::POST, &format!("api/v1/namespaces/{}/solve", request.namespace))?
+            .request(
+                reqwest::Method::POST,
+                &format!("api/v1/namespaces/{}/solve", request.namespace),
+            )?
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .query(&[("format", request.format)]);
         if !request.platforms.is_empty() {
@@ -189,7 +221,11 @@ impl Client {
         if let Some(platform) = request.platform {
             http = http.query(&[("platform", platform)]);
         }
-        let response = http.body(request.body).send().await.context("the server did not answer")?;
+        let response = http
+            .body(request.body)
+            .send()
+            .await
+            .context("the server did not answer")?;
         if response.status().is_success() {
             return Ok(response.text().await?);
         }
@@ -229,7 +265,11 @@ impl Client {
             Some(namespace) => format!("api/v1/namespaces/{namespace}/usage"),
             None => "api/v1/usage".to_owned(),
         };
-        let response = self.request(reqwest::Method::GET, &path)?.send().await.context("the server did not answer")?;
+        let response = self
+            .request(reqwest::Method::GET, &path)?
+            .send()
+            .await
+            .context("the server did not answer")?;
         expect_success(response).await
     }
 }
@@ -252,7 +292,13 @@ where
             Ok(_) => return outcome,
             // Only a failure to reach the server or to hear its answer:
             // a request that cannot be built will not work later either.
-            Err(error) if error.downcast_ref::<reqwest::Error>().is_some_and(is_transport_error) => None,
+            Err(error)
+                if error
+                    .downcast_ref::<reqwest::Error>()
+                    .is_some_and(is_transport_error) =>
+            {
+                None
+            }
             Err(_) => return outcome,
         };
         let pause = retry_after.unwrap_or(wait).min(MAX_RETRY_WAIT);
@@ -260,7 +306,11 @@ where
             return outcome;
         }
         match &outcome {
-            Ok(response) => eprintln!("the server answered {}; trying again in {:.1} s", response.status(), pause.as_secs_f64()),
+            Ok(response) => eprintln!(
+                "the server answered {}; trying again in {:.1} s",
+                response.status(),
+                pause.as_secs_f64()
+            ),
             Err(error) => eprintln!("{error:#}; trying again in {:.1} s", pause.as_secs_f64()),
         }
         tokio::time::sleep(pause).await;
@@ -279,14 +329,23 @@ fn is_transport_error(error: &reqwest::Error) -> bool {
 
 /// The server's `Retry-After` in seconds, if it sent one.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let seconds = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let seconds = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(seconds))
 }
 
 fn split_environment(environment: &str) -> anyhow::Result<(&str, &str)> {
     environment
         .split_once('/')
-        .filter(|(namespace, name)| !namespace.is_empty() && !name.is_empty() && !name.contains('/'))
+        .filter(|(namespace, name)| {
+            !namespace.is_empty() && !name.is_empty() && !name.contains('/')
+        })
         .with_context(|| format!("'{environment}' is not NAMESPACE/NAME"))
 }
 
@@ -325,7 +384,9 @@ pub fn build_outcome(build: &Value) -> anyhow::Result<()> {
 /// Whether a file is a lockfile rather than a spec: pixi.lock has
 /// `version` and `environments`, conda-lock.yml `metadata` and `package`.
 pub fn is_lockfile(body: &[u8]) -> bool {
-    let Ok(serde_yaml::Value::Mapping(document)) = serde_yaml::from_slice::<serde_yaml::Value>(body) else {
+    let Ok(serde_yaml::Value::Mapping(document)) =
+        serde_yaml::from_slice::<serde_yaml::Value>(body)
+    else {
         return false;
     };
     let has = |key: &str| document.contains_key(key);
@@ -388,8 +449,10 @@ impl BuildProgress {
     fn new(terminal: bool) -> Self {
         let bar = terminal.then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
-            let style = indicatif::ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg:<28} {wide_bar} {pos}/{len}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            let style = indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed:>4}] {msg:<28} {wide_bar} {pos}/{len}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
             bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
@@ -454,7 +517,9 @@ fn counted_step(line: &str) -> Option<(&str, u64, u64)> {
         None => line,
     };
     let mut words = line.split_whitespace();
-    let phase = words.next().filter(|word| matches!(*word, "downloading" | "linking"))?;
+    let phase = words
+        .next()
+        .filter(|word| matches!(*word, "downloading" | "linking"))?;
     let (done, total) = words.next()?.split_once('/')?;
     Some((phase, done.parse().ok()?, total.parse().ok()?))
 }
@@ -470,22 +535,39 @@ mod retry_tests {
 
     /// A server that answers 503 `unavailable` times, then 202; it keeps
     /// the Idempotency-Key of every request.
-    async fn flaky_server(unavailable: usize, listener: tokio::net::TcpListener) -> Arc<Mutex<Vec<String>>> {
+    async fn flaky_server(
+        unavailable: usize,
+        listener: tokio::net::TcpListener,
+    ) -> Arc<Mutex<Vec<String>>> {
         let keys = Arc::new(Mutex::new(Vec::new()));
         let seen = keys.clone();
         let handler = move |headers: HeaderMap| {
             let seen = seen.clone();
             async move {
-                let key = headers.get("idempotency-key").map(|value| value.to_str().unwrap().to_owned());
+                let key = headers
+                    .get("idempotency-key")
+                    .map(|value| value.to_str().unwrap().to_owned());
                 let mut seen = seen.lock().unwrap();
                 seen.push(key.unwrap_or_default());
                 if seen.len() <= unavailable {
-                    return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "0")], "{}").into_response();
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [("retry-after", "0")],
+                        "{}",
+                    )
+                        .into_response();
                 }
-                (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "build_id": "b1" }))).into_response()
+                (
+                    StatusCode::ACCEPTED,
+                    axum::Json(serde_json::json!({ "build_id": "b1" })),
+                )
+                    .into_response()
             }
         };
-        let router = axum::Router::new().route("/api/v1/namespaces/team/environments/env", axum::routing::put(handler));
+        let router = axum::Router::new().route(
+            "/api/v1/namespaces/team/environments/env",
+            axum::routing::put(handler),
+        );
         tokio::spawn(async move { axum::serve(listener, router).await });
         keys
     }
@@ -493,26 +575,39 @@ mod retry_tests {
     #[tokio::test]
     async fn a_submission_is_retried_with_its_key_while_the_server_is_unavailable() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = Client::new(&format!("http://{}", listener.local_addr().unwrap()), None).unwrap();
+        let client =
+            Client::new(&format!("http://{}", listener.local_addr().unwrap()), None).unwrap();
         let keys = flaky_server(2, listener).await;
-        let build = client.submit("team/env", b"dependencies: [python]\n".to_vec(), false).await.unwrap();
+        let build = client
+            .submit("team/env", b"dependencies: [python]\n".to_vec(), false)
+            .await
+            .unwrap();
         assert_eq!(build, "b1");
         let keys = keys.lock().unwrap().clone();
         assert_eq!(keys.len(), 3, "two 503s, then the answer");
         assert_eq!(keys[0].len(), 36, "a UUID: {}", keys[0]);
-        assert!(keys.iter().all(|key| *key == keys[0]), "one key for every try: {keys:?}");
+        assert!(
+            keys.iter().all(|key| *key == keys[0]),
+            "one key for every try: {keys:?}"
+        );
     }
 
     #[tokio::test]
     async fn a_submission_waits_for_a_server_that_is_not_listening_yet() {
         // A port nothing listens on for a while, then the server.
-        let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let client = Client::new(&format!("http://{address}"), None).unwrap();
         let late = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(800)).await;
             flaky_server(0, tokio::net::TcpListener::bind(address).await.unwrap()).await
         });
-        let build = client.submit("team/env", b"dependencies: [python]\n".to_vec(), false).await.unwrap();
+        let build = client
+            .submit("team/env", b"dependencies: [python]\n".to_vec(), false)
+            .await
+            .unwrap();
         assert_eq!(build, "b1");
         assert_eq!(late.await.unwrap().lock().unwrap().len(), 1);
     }
@@ -525,7 +620,11 @@ mod retry_tests {
             *counted.lock().unwrap() += 1;
             async { Err::<reqwest::Response, _>(anyhow::anyhow!("not a transport error")) }
         };
-        assert!(retry_unavailable(Duration::from_secs(30), send).await.is_err());
+        assert!(
+            retry_unavailable(Duration::from_secs(30), send)
+                .await
+                .is_err()
+        );
         assert_eq!(*calls.lock().unwrap(), 1);
         assert!(is_unavailable(reqwest::StatusCode::SERVICE_UNAVAILABLE));
         assert!(!is_unavailable(reqwest::StatusCode::INTERNAL_SERVER_ERROR));
@@ -542,15 +641,24 @@ mod stream_tests {
         let stream = b"event: status\ndata: {\"status\":\"running\"}\n\nevent: line\r\ndata: linking 2/5 python\n\n: keep-alive\n\nevent: end\ndata: a\ndata: b\n\n";
         for size in [1, 3, 7, stream.len()] {
             let mut parser = EventParser::default();
-            let events: Vec<StreamEvent> = stream.chunks(size).flat_map(|chunk| parser.feed(chunk)).collect();
+            let events: Vec<StreamEvent> = stream
+                .chunks(size)
+                .flat_map(|chunk| parser.feed(chunk))
+                .collect();
             let names: Vec<&str> = events.iter().map(|event| event.name.as_str()).collect();
             assert_eq!(names, ["status", "line", "end"], "chunks of {size}");
             assert_eq!(events[1].data, "linking 2/5 python");
             assert_eq!(events[2].data, "a\nb");
         }
         assert_eq!(counted_step("linking 2/5 python"), Some(("linking", 2, 5)));
-        assert_eq!(counted_step("[   0.120s] linking 5/5 python"), Some(("linking", 5, 5)));
-        assert_eq!(counted_step("downloading 26/26 x.conda (cached)"), Some(("downloading", 26, 26)));
+        assert_eq!(
+            counted_step("[   0.120s] linking 5/5 python"),
+            Some(("linking", 5, 5))
+        );
+        assert_eq!(
+            counted_step("downloading 26/26 x.conda (cached)"),
+            Some(("downloading", 26, 26))
+        );
         assert_eq!(counted_step("linking 26 packages"), None);
         assert_eq!(counted_step("solving [python]"), None);
     }

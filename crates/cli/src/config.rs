@@ -46,7 +46,9 @@ impl EventStreamsFile {
             per_caller: self.per_caller.unwrap_or(defaults.per_caller).max(1),
             max_duration: self
                 .max_duration_seconds
-                .map_or(defaults.max_duration, |seconds| std::time::Duration::from_secs(seconds.max(1))),
+                .map_or(defaults.max_duration, |seconds| {
+                    std::time::Duration::from_secs(seconds.max(1))
+                }),
             recheck: defaults.recheck,
         }
     }
@@ -62,7 +64,8 @@ pub enum ConfigError {
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read(path.to_owned(), error))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Read(path.to_owned(), error))?;
         toml::from_str(&text).map_err(|error| ConfigError::Parse(path.to_owned(), error))
     }
 }
@@ -169,7 +172,10 @@ impl std::fmt::Debug for ServerConfig {
             .field("store", &self.store.as_str())
             .field("workers", &self.workers)
             .field("channels", &self.channels)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("lease", &self.lease)
             .field("publish_packed_prefixes", &self.publish_packed_prefixes)
             .field("test_pause", &self.test_pause)
@@ -198,7 +204,8 @@ mod tests {
 
     #[test]
     fn event_stream_limits_come_from_the_config_file() {
-        let config: FileConfig = toml::from_str("[event_streams]\nper_caller = 2\nmax_duration_seconds = 60\n").unwrap();
+        let config: FileConfig =
+            toml::from_str("[event_streams]\nper_caller = 2\nmax_duration_seconds = 60\n").unwrap();
         let limits = config.event_streams.limits();
         assert_eq!(limits.per_caller, 2);
         assert_eq!(limits.max_duration, std::time::Duration::from_secs(60));

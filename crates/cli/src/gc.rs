@@ -11,7 +11,11 @@ pub fn human_bytes(bytes: u64) -> String {
 
 /// The report as printed: each kind of thing removed, then the total.
 pub fn render_report(report: &GcReport, keep_builds: usize) -> String {
-    let (will, did) = if report.dry_run { ("would ", "would ") } else { ("", "") };
+    let (will, did) = if report.dry_run {
+        ("would ", "would ")
+    } else {
+        ("", "")
+    };
     let mut text = String::new();
     if report.dry_run {
         let _ = writeln!(text, "dry run: nothing is removed");
@@ -31,8 +35,16 @@ pub fn render_report(report: &GcReport, keep_builds: usize) -> String {
             build.lock_hash.get(..16).unwrap_or(&build.lock_hash)
         );
     }
-    let freed: u64 = report.prefixes.iter().map(|prefix| prefix.freed_bytes).sum();
-    let apparent: u64 = report.prefixes.iter().map(|prefix| prefix.apparent_bytes).sum();
+    let freed: u64 = report
+        .prefixes
+        .iter()
+        .map(|prefix| prefix.freed_bytes)
+        .sum();
+    let apparent: u64 = report
+        .prefixes
+        .iter()
+        .map(|prefix| prefix.apparent_bytes)
+        .sum();
     let _ = writeln!(
         text,
         "{did}remove {} prefixes: {} freed ({} of files, the rest shared with the package cache)",
@@ -46,7 +58,11 @@ pub fn render_report(report: &GcReport, keep_builds: usize) -> String {
             "  {} {}{}",
             prefix.path.display(),
             human_bytes(prefix.freed_bytes),
-            if prefix.complete { "" } else { " (unfinished leftover)" }
+            if prefix.complete {
+                ""
+            } else {
+                " (unfinished leftover)"
+            }
         );
     }
     for busy in &report.busy_prefixes {
@@ -82,7 +98,11 @@ pub fn render_report(report: &GcReport, keep_builds: usize) -> String {
     for (path, size) in &report.cached_packages {
         let _ = writeln!(text, "  {} {}", path.display(), human_bytes(*size));
     }
-    let over: u64 = report.over_budget_packages.iter().map(|(_, size)| size).sum();
+    let over: u64 = report
+        .over_budget_packages
+        .iter()
+        .map(|(_, size)| size)
+        .sum();
     let _ = writeln!(
         text,
         "{did}remove {} package cache entries no complete prefix uses, oldest used first, to bring the cache under its {} budget: {}",
@@ -94,7 +114,11 @@ pub fn render_report(report: &GcReport, keep_builds: usize) -> String {
         let _ = writeln!(text, "  {} {}", path.display(), human_bytes(*size));
     }
     for busy in &report.busy_cache_entries {
-        let _ = writeln!(text, "  kept {}: another process is using it", busy.display());
+        let _ = writeln!(
+            text,
+            "  kept {}: another process is using it",
+            busy.display()
+        );
     }
     let temporary: u64 = report.temporaries.iter().map(|(_, size)| size).sum();
     let _ = writeln!(
@@ -106,7 +130,16 @@ pub fn render_report(report: &GcReport, keep_builds: usize) -> String {
     for (path, size) in &report.temporaries {
         let _ = writeln!(text, "  {} {}", path.display(), human_bytes(*size));
     }
-    let _ = writeln!(text, "{}: {}", if report.dry_run { "would free" } else { "freed" }, human_bytes(report.freed_bytes()));
+    let _ = writeln!(
+        text,
+        "{}: {}",
+        if report.dry_run {
+            "would free"
+        } else {
+            "freed"
+        },
+        human_bytes(report.freed_bytes())
+    );
     text
 }
 
@@ -123,10 +156,16 @@ mod tests {
 
     #[test]
     fn a_dry_run_says_would_and_an_empty_collection_frees_nothing() {
-        let report = GcReport { dry_run: true, ..GcReport::default() };
+        let report = GcReport {
+            dry_run: true,
+            ..GcReport::default()
+        };
         let text = render_report(&report, 3);
         assert!(text.starts_with("dry run: nothing is removed\n"), "{text}");
-        assert!(text.contains("would release the prefixes of 0 builds (keeping the newest 3"), "{text}");
+        assert!(
+            text.contains("would release the prefixes of 0 builds (keeping the newest 3"),
+            "{text}"
+        );
         assert!(text.ends_with("would free: 0 B\n"), "{text}");
         let done = render_report(&GcReport::default(), 3);
         assert!(!done.contains("would"), "{done}");

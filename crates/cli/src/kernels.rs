@@ -47,7 +47,11 @@ pub enum KernelspecError {
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KernelspecError {
     let path = path.to_owned();
-    move |source| KernelspecError::Io { action, path, source }
+    move |source| KernelspecError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// What writing a kernelspec did.
@@ -103,7 +107,11 @@ pub fn kernelspec(kernel: &Kernel, prefix: &Path) -> Value {
 
 /// Writes `<kernels_dir>/<id>/kernel.json` through a temporary file renamed
 /// over it, so Jupyter never reads half a file.
-pub fn write_kernelspec(kernels_dir: &Path, id: &str, spec: &Value) -> Result<Change, KernelspecError> {
+pub fn write_kernelspec(
+    kernels_dir: &Path,
+    id: &str,
+    spec: &Value,
+) -> Result<Change, KernelspecError> {
     check_id(id)?;
     let dir = kernels_dir.join(id);
     let path = dir.join("kernel.json");
@@ -133,7 +141,10 @@ pub fn write_kernelspec(kernels_dir: &Path, id: &str, spec: &Value) -> Result<Ch
 /// Kernelspec directories under `kernels_dir` that this module wrote (an
 /// `envstore-` name and `metadata.envstore` in their kernel.json) and whose
 /// id is not in `keep`. Anything else there is left alone.
-pub fn stale_kernelspecs(kernels_dir: &Path, keep: &BTreeSet<String>) -> Result<Vec<String>, KernelspecError> {
+pub fn stale_kernelspecs(
+    kernels_dir: &Path,
+    keep: &BTreeSet<String>,
+) -> Result<Vec<String>, KernelspecError> {
     let entries = match std::fs::read_dir(kernels_dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -193,7 +204,10 @@ mod tests {
     fn a_kernel_sets_the_variables_activation_would() {
         let plain = kernelspec(&kernel("envstore-a"), Path::new("/p"));
         assert!(plain.get("env").is_none(), "{plain}");
-        let varied = Kernel { env: [("MODE".to_owned(), "fast".to_owned())].into(), ..kernel("envstore-a") };
+        let varied = Kernel {
+            env: [("MODE".to_owned(), "fast".to_owned())].into(),
+            ..kernel("envstore-a")
+        };
         let spec = kernelspec(&varied, Path::new("/p"));
         assert_eq!(spec["env"], json!({ "MODE": "fast" }));
         assert_eq!(spec["argv"][0], "/p/bin/python");
@@ -202,7 +216,14 @@ mod tests {
     #[test]
     fn ids_must_be_ours_and_safe() {
         assert!(check_id("envstore-team-env-0a1b2c3d").is_ok());
-        for bad in ["envstore-", "other", "envstore-../x", "envstore-a/b", "envstore-Team", "envstore-a b"] {
+        for bad in [
+            "envstore-",
+            "other",
+            "envstore-../x",
+            "envstore-a/b",
+            "envstore-Team",
+            "envstore-a b",
+        ] {
             assert!(check_id(bad).is_err(), "{bad}");
         }
     }
@@ -212,26 +233,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kernels = dir.path();
         let spec = kernelspec(&kernel("envstore-a"), Path::new("/p"));
-        assert_eq!(write_kernelspec(kernels, "envstore-a", &spec).unwrap(), Change::Added);
-        assert_eq!(write_kernelspec(kernels, "envstore-a", &spec).unwrap(), Change::Unchanged);
+        assert_eq!(
+            write_kernelspec(kernels, "envstore-a", &spec).unwrap(),
+            Change::Added
+        );
+        assert_eq!(
+            write_kernelspec(kernels, "envstore-a", &spec).unwrap(),
+            Change::Unchanged
+        );
         let other = kernelspec(&kernel("envstore-a"), Path::new("/q"));
-        assert_eq!(write_kernelspec(kernels, "envstore-a", &other).unwrap(), Change::Updated);
+        assert_eq!(
+            write_kernelspec(kernels, "envstore-a", &other).unwrap(),
+            Change::Updated
+        );
         assert!(write_kernelspec(kernels, "../escape", &spec).is_err());
 
         // Foreign kernelspecs: another name, or ours by name but not by content.
         std::fs::create_dir_all(kernels.join("python3")).unwrap();
-        std::fs::write(kernels.join("python3/kernel.json"), "{\"metadata\": {\"envstore\": {}}}").unwrap();
+        std::fs::write(
+            kernels.join("python3/kernel.json"),
+            "{\"metadata\": {\"envstore\": {}}}",
+        )
+        .unwrap();
         std::fs::create_dir_all(kernels.join("envstore-handmade")).unwrap();
-        std::fs::write(kernels.join("envstore-handmade/kernel.json"), "{\"argv\": []}").unwrap();
+        std::fs::write(
+            kernels.join("envstore-handmade/kernel.json"),
+            "{\"argv\": []}",
+        )
+        .unwrap();
 
         let none = BTreeSet::new();
-        assert_eq!(stale_kernelspecs(kernels, &none).unwrap(), vec!["envstore-a".to_owned()]);
+        assert_eq!(
+            stale_kernelspecs(kernels, &none).unwrap(),
+            vec!["envstore-a".to_owned()]
+        );
         let keep = BTreeSet::from(["envstore-a".to_owned()]);
         assert!(stale_kernelspecs(kernels, &keep).unwrap().is_empty());
         remove_kernelspec(kernels, "envstore-a").unwrap();
         assert!(!kernels.join("envstore-a").exists());
         assert!(kernels.join("python3/kernel.json").exists());
         assert!(kernels.join("envstore-handmade/kernel.json").exists());
-        assert!(stale_kernelspecs(&kernels.join("missing"), &none).unwrap().is_empty());
+        assert!(
+            stale_kernelspecs(&kernels.join("missing"), &none)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use envstore_cli::args::{Cli, Command, GcArgs, KernelsCommand, KernelsSyncArgs, LogFormat, MaterializeArgs, NodeArgs};
+use envstore_cli::args::{
+    Cli, Command, GcArgs, KernelsCommand, KernelsSyncArgs, LogFormat, MaterializeArgs, NodeArgs,
+};
 use envstore_cli::config::{FileConfig, ServerConfig, TestPause};
 use envstore_core::NamedChannel;
 use tracing_subscriber::EnvFilter;
@@ -40,7 +42,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Materialize(args) => materialize(args).await,
         Command::Gc(args) => gc(args).await,
-        Command::Submit { environment, file, wait, server } => {
+        Command::Submit {
+            environment,
+            file,
+            wait,
+            server,
+        } => {
             let client = envstore_cli::client::Client::new(&server.server, server.token)?;
             let (body, json) = read_spec_file(&file)?;
             let build_id = client.submit(&environment, body, json).await?;
@@ -51,12 +58,29 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Lock { environment, format, platform, server } => {
+        Command::Lock {
+            environment,
+            format,
+            platform,
+            server,
+        } => {
             let client = envstore_cli::client::Client::new(&server.server, server.token)?;
-            print!("{}", client.lockfile(&environment, &format, platform.as_deref()).await?);
+            print!(
+                "{}",
+                client
+                    .lockfile(&environment, &format, platform.as_deref())
+                    .await?
+            );
             Ok(())
         }
-        Command::Solve { file, namespace, platforms, format, explicit_platform, server } => {
+        Command::Solve {
+            file,
+            namespace,
+            platforms,
+            format,
+            explicit_platform,
+            server,
+        } => {
             let client = envstore_cli::client::Client::new(&server.server, server.token)?;
             let (body, json) = read_spec_file(&file)?;
             print!(
@@ -75,7 +99,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Kernels(KernelsCommand::Sync(args)) => kernels_sync(args).await,
-        Command::Usage { namespace, json, server } => {
+        Command::Usage {
+            namespace,
+            json,
+            server,
+        } => {
             let client = envstore_cli::client::Client::new(&server.server, server.token)?;
             let usage = client.usage(namespace.as_deref()).await?;
             if json {
@@ -100,10 +128,17 @@ async fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_env("ENVSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info")));
+        .with_env_filter(
+            EnvFilter::try_from_env("ENVSTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        );
     match format {
         LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(true).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 }
 
@@ -112,7 +147,12 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let data_dir = absolute(&args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("envstore-data")))?;
+    let data_dir = absolute(
+        &args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("envstore-data")),
+    )?;
     file.policy.validate()?;
     let mut channels = file.channels;
     for channel in &args.channels {
@@ -128,10 +168,15 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         }
         let url = url::Url::from_directory_path(&demo_dir)
             .map_err(|()| anyhow::anyhow!("the demo channel path is not absolute"))?;
-        channels.push(NamedChannel { name: "demo".to_owned(), url });
+        channels.push(NamedChannel {
+            name: "demo".to_owned(),
+            url,
+        });
     }
     if channels.is_empty() {
-        tracing::warn!("no channels are allowed: every build will be refused (use --channel NAME=URL or --demo)");
+        tracing::warn!(
+            "no channels are allowed: every build will be refused (use --channel NAME=URL or --demo)"
+        );
     }
     let store = match args.store.or(file.store) {
         Some(store) => store_url(&store)?,
@@ -141,16 +186,19 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
     let test_pause = test_pause()?;
     Ok(ServerConfig {
         publish_packed_prefixes: args.pack_prefixes.unwrap_or(store.scheme() != "file"),
-        bind: file.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        bind: file
+            .bind
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         database: args
             .database
             .or(file.database)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("envstore.db").display())),
         store,
-        workers: args
-            .workers
-            .or(file.workers)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(2)),
+        workers: args.workers.or(file.workers).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2)
+        }),
         channels,
         admin_token: None,
         lease: Duration::from_secs(args.lease_seconds.max(1)),
@@ -171,7 +219,9 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
 #[cfg(feature = "test-hooks")]
 fn test_pause() -> anyhow::Result<Option<TestPause>> {
     match std::env::var("ENVSTORE_TEST_PAUSE") {
-        Ok(point) => Ok(Some(point.parse::<TestPause>().map_err(anyhow::Error::msg)?)),
+        Ok(point) => Ok(Some(
+            point.parse::<TestPause>().map_err(anyhow::Error::msg)?,
+        )),
         Err(_) => Ok(None),
     }
 }
@@ -197,7 +247,10 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
     };
     let layout = envstore_workers::Layout::under(&config.data_dir);
     let report = envstore_workers::collect_garbage(&db, &store, &layout, &options).await?;
-    print!("{}", envstore_cli::gc::render_report(&report, args.keep_builds));
+    print!(
+        "{}",
+        envstore_cli::gc::render_report(&report, args.keep_builds)
+    );
     Ok(())
 }
 
@@ -208,7 +261,10 @@ async fn materialize(args: MaterializeArgs) -> anyhow::Result<()> {
         .context("the environment is NAMESPACE/NAME")?;
     let root = absolute(&args.root.unwrap_or_else(|| PathBuf::from("envstore-data")))?;
     let db = envstore_db::Database::connect(&args.database).await?;
-    let store = envstore_store::ArtifactStore::open_with(&store_url(&args.store)?, args.store_limits.settings())?;
+    let store = envstore_store::ArtifactStore::open_with(
+        &store_url(&args.store)?,
+        args.store_limits.settings(),
+    )?;
     let platform = rattler_conda_types::Subdir::current()
         .context("envstore cannot tell which conda platform this machine is")?;
     let layout = envstore_workers::Layout::under(&root);
@@ -242,7 +298,11 @@ fn read_spec_file(file: &Path) -> anyhow::Result<(Vec<u8>, bool)> {
     } else {
         fs_err::read(file)?
     };
-    Ok((body, file.extension().is_some_and(|extension| extension == "json")))
+    Ok((
+        body,
+        file.extension()
+            .is_some_and(|extension| extension == "json"),
+    ))
 }
 
 /// `envstore kernels sync`: kernelspecs for what the server lists, each
@@ -258,7 +318,10 @@ async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
     let materializer = match (&args.database, &args.store) {
         (Some(database), Some(store)) => Some((
             envstore_db::Database::connect(database).await?,
-            envstore_store::ArtifactStore::open_with(&store_url(store)?, args.store_limits.settings())?,
+            envstore_store::ArtifactStore::open_with(
+                &store_url(store)?,
+                args.store_limits.settings(),
+            )?,
         )),
         (None, None) => None,
         _ => anyhow::bail!("materialising prefixes needs both --database and --store"),
@@ -270,7 +333,10 @@ async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
         keep.insert(kernel.id.clone());
         let label = &kernel.display_name;
         let mut prefix = match &root {
-            Some(root) => root.join("envs").join(&kernel.namespace).join(&kernel.environment),
+            Some(root) => root
+                .join("envs")
+                .join(&kernel.namespace)
+                .join(&kernel.environment),
             None => kernel.prefix.clone(),
         };
         if !holds_lock(&prefix, &kernel.lock_hash) {
@@ -315,7 +381,11 @@ async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
         println!("removed {id}");
     }
     if !missing.is_empty() {
-        anyhow::bail!("{} environment(s) have no prefix here: {}", missing.len(), missing.join(", "));
+        anyhow::bail!(
+            "{} environment(s) have no prefix here: {}",
+            missing.len(),
+            missing.join(", ")
+        );
     }
     Ok(())
 }
@@ -333,7 +403,9 @@ fn holds_lock(prefix: &Path, lock_hash: &str) -> bool {
 /// (`<data-dir>/envs/<ns>/<name>`): prefixes embed their path, so a
 /// materialised one must sit where the server put it.
 fn server_data_dir(kernel: &envstore_cli::kernels::Kernel) -> anyhow::Result<PathBuf> {
-    let expected = Path::new("envs").join(&kernel.namespace).join(&kernel.environment);
+    let expected = Path::new("envs")
+        .join(&kernel.namespace)
+        .join(&kernel.environment);
     let mut data_dir = kernel.prefix.clone();
     for _ in 0..3 {
         data_dir.pop();

@@ -60,7 +60,12 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
     fs_err::create_dir_all(data_dir)?;
     let db = Database::connect_with_timeout(&config.database, config.limits.database)
         .await
-        .with_context(|| format!("failed to open the database {}", redact_password(&config.database)))?;
+        .with_context(|| {
+            format!(
+                "failed to open the database {}",
+                redact_password(&config.database)
+            )
+        })?;
     let store = ArtifactStore::open_with(&config.store, config.limits.store)?;
     if config.limits.store.timeout >= config.lease {
         tracing::warn!(
@@ -89,11 +94,14 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
     #[cfg(feature = "test-hooks")]
     let prefixes = prefixes
         .with_pause_after_first_link(config.test_pause == Some(crate::config::TestPause::Linking))
-        .with_pause_after_first_download(config.test_pause == Some(crate::config::TestPause::Downloading));
+        .with_pause_after_first_download(
+            config.test_pause == Some(crate::config::TestPause::Downloading),
+        );
     let context = Arc::new(BuildContext {
         db,
         store,
-        solver: EnvironmentSolver::new(&cache_dir, package_cache, SOLVE_TIMEOUT).with_channel_client(&channel_client),
+        solver: EnvironmentSolver::new(&cache_dir, package_cache, SOLVE_TIMEOUT)
+            .with_channel_client(&channel_client),
         prefixes,
         layout,
         native_platform,
@@ -140,7 +148,15 @@ impl RunningServer {
 }
 
 fn start_pool(node: &Node, workers: usize) -> Option<WorkerPool> {
-    (workers > 0).then(|| WorkerPool::start(node.context.clone(), WorkerPoolConfig { workers, ..WorkerPoolConfig::default() }))
+    (workers > 0).then(|| {
+        WorkerPool::start(
+            node.context.clone(),
+            WorkerPoolConfig {
+                workers,
+                ..WorkerPoolConfig::default()
+            },
+        )
+    })
 }
 
 /// `envstore serve`: the API, with `config.workers` workers in-process.
@@ -150,7 +166,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Some(token) => token.clone(),
         None => admin_token_file(&config.data_dir)?,
     };
-    let checked_admin_token = AdminToken::checked(&admin_token).context("envstore refuses to start")?;
+    let checked_admin_token =
+        AdminToken::checked(&admin_token).context("envstore refuses to start")?;
     let pool = start_pool(&node, config.workers);
     let app = Arc::new(App {
         db: node.context.db.clone(),
@@ -159,7 +176,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         default_platform: node.native_platform,
         admin_token: checked_admin_token,
         default_policy: config.policy.clone(),
-        oidc: config.oidc.clone().map(envstore_api::oidc::OidcVerifier::new),
+        oidc: config
+            .oidc
+            .clone()
+            .map(envstore_api::oidc::OidcVerifier::new),
         events: Arc::new(LocalBuildEvents {
             wake: pool.as_ref().map(WorkerPool::waker),
             logs: node.logs.clone(),
@@ -167,7 +187,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         prefixes_root: node.context.layout.prefixes.clone(),
         data_dir: config.data_dir.clone(),
         environments_root: node.context.layout.environments.clone(),
-        solver: node.context.solver.clone().with_call_limit(config.limits.solve_request),
+        solver: node
+            .context
+            .solver
+            .clone()
+            .with_call_limit(config.limits.solve_request),
         solve_permits: Arc::new(tokio::sync::Semaphore::new(API_SOLVES)),
         usage: config.usage.settings,
         event_streams: envstore_api::EventStreams::new(config.event_streams),
@@ -201,7 +225,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("the HTTP server failed")?;
         flusher_stop.cancel();
-        flusher.await.context("the download counter task panicked")?;
+        flusher
+            .await
+            .context("the download counter task panicked")?;
         if let Some(pool) = pool {
             pool.shutdown().await;
         }
@@ -246,10 +272,15 @@ pub async fn start_workers(config: ServerConfig) -> anyhow::Result<RunningServer
 
 /// Serves a workers-only node's metrics, liveness and readiness on `bind`
 /// until the node stops; returns the address it listens on.
-pub async fn serve_worker_metrics(bind: SocketAddr, workers: &RunningServer) -> anyhow::Result<SocketAddr> {
+pub async fn serve_worker_metrics(
+    bind: SocketAddr,
+    workers: &RunningServer,
+) -> anyhow::Result<SocketAddr> {
     let shutdown = workers.shutdown_token();
     let router = match &workers.readiness {
-        Some(readiness) => envstore_api::prometheus::worker_router_with_readiness(readiness.clone()),
+        Some(readiness) => {
+            envstore_api::prometheus::worker_router_with_readiness(readiness.clone())
+        }
         None => envstore_api::prometheus::worker_router(),
     };
     let listener = tokio::net::TcpListener::bind(bind)
@@ -279,7 +310,12 @@ const PRIVATE_ENTRIES: &[&str] = &["cache", "artifacts", "channels", "admin-toke
 /// the service user (0700, files 0600; the database makes itself 0600), and
 /// only the prefixes and environment links that users run programs from are
 /// readable by all (0755).
-fn restrict_data_dir(data_dir: &Path, layout: &Layout, cache_dir: &Path, store: &url::Url) -> anyhow::Result<()> {
+fn restrict_data_dir(
+    data_dir: &Path,
+    layout: &Layout,
+    cache_dir: &Path,
+    store: &url::Url,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
 
     let set = |path: &Path, mode: u32| -> anyhow::Result<()> {
@@ -291,8 +327,13 @@ fn restrict_data_dir(data_dir: &Path, layout: &Layout, cache_dir: &Path, store: 
     set(&layout.prefixes, 0o755)?;
     set(&layout.environments, 0o755)?;
     fs_err::create_dir_all(cache_dir)?;
-    let local_store = (store.scheme() == "file").then(|| store.to_file_path().ok()).flatten();
-    let private = PRIVATE_ENTRIES.iter().map(|name| data_dir.join(name)).chain(local_store);
+    let local_store = (store.scheme() == "file")
+        .then(|| store.to_file_path().ok())
+        .flatten();
+    let private = PRIVATE_ENTRIES
+        .iter()
+        .map(|name| data_dir.join(name))
+        .chain(local_store);
     for path in private {
         // Only what lies in the data folder itself, never through a link.
         let inside = path.parent() == Some(data_dir);

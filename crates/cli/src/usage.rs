@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use bytesize::ByteSize;
-use serde::Deserialize;
 use envstore_api::UsageFigures;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// What `GET /api/v1/usage` answers (the fields this table shows).
@@ -49,12 +49,22 @@ fn limit(value: Option<String>) -> String {
 /// (each shared prefix counted once), then which prefixes are shared. Cost
 /// columns appear when the server has prices.
 pub fn usage_table(usage: &Value) -> anyhow::Result<String> {
-    let table = UsageTable::deserialize(usage).context("the server's usage is not what this client understands")?;
+    let table = UsageTable::deserialize(usage)
+        .context("the server's usage is not what this client understands")?;
     let disk_cost = table.prices.per_gib_month.is_some();
     let build_cost = table.prices.per_build_minute.is_some();
     let mut header = vec![
-        "NAMESPACE", "DISK", "SHARED", "PREFIXES", "BUILDS ok/failed/cancelled", "ACTIVE", "BUILD MIN",
-        "LOCKFILE GETS", "ARTIFACT GETS", "MAX DISK", "MAX BUILDS",
+        "NAMESPACE",
+        "DISK",
+        "SHARED",
+        "PREFIXES",
+        "BUILDS ok/failed/cancelled",
+        "ACTIVE",
+        "BUILD MIN",
+        "LOCKFILE GETS",
+        "ARTIFACT GETS",
+        "MAX DISK",
+        "MAX BUILDS",
     ];
     if disk_cost {
         header.push("DISK COST/MONTH");
@@ -68,7 +78,10 @@ pub fn usage_table(usage: &Value) -> anyhow::Result<String> {
             size(figures.disk_bytes),
             size(figures.shared_disk_bytes),
             figures.prefixes.to_string(),
-            format!("{}/{}/{}", figures.builds_succeeded, figures.builds_failed, figures.builds_cancelled),
+            format!(
+                "{}/{}/{}",
+                figures.builds_succeeded, figures.builds_failed, figures.builds_cancelled
+            ),
             (figures.builds_queued + figures.builds_running).to_string(),
             format!("{:.2}", figures.build_minutes),
             figures.lockfile_downloads.to_string(),
@@ -77,10 +90,20 @@ pub fn usage_table(usage: &Value) -> anyhow::Result<String> {
             max_builds,
         ];
         if disk_cost {
-            cells.push(figures.cost_disk_per_month.map(|cost| format!("{cost:.2}")).unwrap_or_default());
+            cells.push(
+                figures
+                    .cost_disk_per_month
+                    .map(|cost| format!("{cost:.2}"))
+                    .unwrap_or_default(),
+            );
         }
         if build_cost {
-            cells.push(figures.cost_builds.map(|cost| format!("{cost:.2}")).unwrap_or_default());
+            cells.push(
+                figures
+                    .cost_builds
+                    .map(|cost| format!("{cost:.2}"))
+                    .unwrap_or_default(),
+            );
         }
         cells
     };
@@ -114,7 +137,13 @@ pub fn usage_table(usage: &Value) -> anyhow::Result<String> {
 fn aligned(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|column| rows.iter().filter_map(|row| row.get(column)).map(|cell| cell.chars().count()).max().unwrap_or(0))
+        .map(|column| {
+            rows.iter()
+                .filter_map(|row| row.get(column))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut text = String::new();
     for row in rows {
@@ -153,31 +182,54 @@ mod tests {
         row["namespace"] = json!("team-ml");
         row["max_disk_bytes"] = json!(10_u64 << 30);
         row["max_concurrent_builds"] = Value::Null;
-        row["shared"] = json!([{ "lock_hash": "ab".repeat(32), "bytes": 3_u64 << 30, "other_namespaces": 2 }]);
+        row["shared"] =
+            json!([{ "lock_hash": "ab".repeat(32), "bytes": 3_u64 << 30, "other_namespaces": 2 }]);
         json!({ "namespaces": [row], "totals": figures(3 << 30, 2.26, None), "prices": prices })
     }
 
     #[test]
     fn one_aligned_line_per_namespace_then_totals_then_shared_prefixes() {
-        let text = usage_table(&usage(json!({ "per_gib_month": 0.5, "per_build_minute": null }))).unwrap();
+        let text = usage_table(&usage(
+            json!({ "per_gib_month": 0.5, "per_build_minute": null }),
+        ))
+        .unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
-        assert!(lines[0].starts_with("NAMESPACE") && lines[0].ends_with("DISK COST/MONTH"), "{text}");
+        assert!(
+            lines[0].starts_with("NAMESPACE") && lines[0].ends_with("DISK COST/MONTH"),
+            "{text}"
+        );
         assert!(!lines[0].contains("BUILD COST"), "{text}");
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(
             cells,
-            ["team-ml", "3.0", "GiB", "3.0", "GiB", "1", "3/1/0", "2", "2.26", "12", "4", "10.0", "GiB", "-", "1.50"]
+            [
+                "team-ml", "3.0", "GiB", "3.0", "GiB", "1", "3/1/0", "2", "2.26", "12", "4",
+                "10.0", "GiB", "-", "1.50"
+            ]
         );
         assert!(lines[2].starts_with("total "), "{text}");
-        assert_eq!(lines[3], format!("team-ml: prefix {} (3.0 GiB) is shared with 2 other namespace(s)", "ab".repeat(8)));
+        assert_eq!(
+            lines[3],
+            format!(
+                "team-ml: prefix {} (3.0 GiB) is shared with 2 other namespace(s)",
+                "ab".repeat(8)
+            )
+        );
         let disk_column = lines[0].find("DISK").unwrap() + "DISK".len();
-        assert_eq!(&lines[1][disk_column - 3..disk_column], "GiB", "figures end under their title");
+        assert_eq!(
+            &lines[1][disk_column - 3..disk_column],
+            "GiB",
+            "figures end under their title"
+        );
     }
 
     #[test]
     fn no_cost_columns_without_prices_and_a_clear_error_for_other_answers() {
-        let text = usage_table(&usage(json!({ "per_gib_month": null, "per_build_minute": null }))).unwrap();
+        let text = usage_table(&usage(
+            json!({ "per_gib_month": null, "per_build_minute": null }),
+        ))
+        .unwrap();
         assert!(!text.contains("COST"), "{text}");
         assert!(usage_table(&json!({ "namespaces": "no" })).is_err());
     }

@@ -5,7 +5,10 @@ use reqwest::StatusCode;
 
 async fn envstore(server: &TestServer, token: Option<&str>, args: &[&str]) -> std::process::Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_envstore"));
-    command.args(args).env("ENVSTORE_URL", &server.base).env_remove("ENVSTORE_TOKEN");
+    command
+        .args(args)
+        .env("ENVSTORE_URL", &server.base)
+        .env_remove("ENVSTORE_TOKEN");
     if let Some(token) = token {
         command.env("ENVSTORE_TOKEN", token);
     }
@@ -17,7 +20,10 @@ async fn envstore(server: &TestServer, token: Option<&str>, args: &[&str]) -> st
 async fn team_server() -> (DemoChannel, TestServer, tempfile::TempDir) {
     let channel = DemoChannel::start().await;
     let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
-    assert_eq!(server.create_namespace("team").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("environment.yml"), demo_spec_yaml("demo")).unwrap();
     (channel, server, dir)
@@ -29,7 +35,12 @@ async fn ci_submits_waits_and_fetches_the_lockfile() {
     let spec = dir.path().join("environment.yml");
     let token = server.token.clone();
 
-    let output = envstore(&server, Some(&token), &["submit", "team/analysis", spec.to_str().unwrap(), "--wait"]).await;
+    let output = envstore(
+        &server,
+        Some(&token),
+        &["submit", "team/analysis", spec.to_str().unwrap(), "--wait"],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let build_id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
@@ -38,11 +49,17 @@ async fn ci_submits_waits_and_fetches_the_lockfile() {
     // Followed through the build's event stream, whose log lines carry the
     // package counts (off a terminal, printed once each count is complete).
     assert!(
-        stderr.lines().any(|line| line.contains("running: linking ") && line.trim_end().ends_with(|c: char| c.is_ascii_digit())),
+        stderr.lines().any(|line| line.contains("running: linking ")
+            && line.trim_end().ends_with(|c: char| c.is_ascii_digit())),
         "{stderr}"
     );
 
-    let output = envstore(&server, Some(&token), &["lock", "team/analysis", "--format", "conda-lock"]).await;
+    let output = envstore(
+        &server,
+        Some(&token),
+        &["lock", "team/analysis", "--format", "conda-lock"],
+    )
+    .await;
     assert!(output.status.success());
     let conda_lock = String::from_utf8(output.stdout).unwrap();
     rattler_conda_lock_parses(&conda_lock);
@@ -50,22 +67,66 @@ async fn ci_submits_waits_and_fetches_the_lockfile() {
     // The lockfile submitted back is installed as it is: nothing solved.
     let pinned = dir.path().join("conda-lock.yml");
     std::fs::write(&pinned, &conda_lock).unwrap();
-    let output = envstore(&server, Some(&token), &["submit", "team/pinned", pinned.to_str().unwrap(), "--wait"]).await;
+    let output = envstore(
+        &server,
+        Some(&token),
+        &["submit", "team/pinned", pinned.to_str().unwrap(), "--wait"],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("succeeded") && !stderr.contains("solving"), "{stderr}");
-    let output = envstore(&server, Some(&token), &["lock", "team/analysis", "--format", "explicit", "--platform", "linux-64"]).await;
-    assert!(String::from_utf8(output.stdout).unwrap().contains("@EXPLICIT"));
+    assert!(
+        stderr.contains("succeeded") && !stderr.contains("solving"),
+        "{stderr}"
+    );
+    let output = envstore(
+        &server,
+        Some(&token),
+        &[
+            "lock",
+            "team/analysis",
+            "--format",
+            "explicit",
+            "--platform",
+            "linux-64",
+        ],
+    )
+    .await;
+    assert!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .contains("@EXPLICIT")
+    );
 
     // A failed build and a refused request exit non-zero with the reason.
-    std::fs::write(&spec, "channels: [demo]\ndependencies: [conflict-a, conflict-b]\nplatforms: [linux-64]\n").unwrap();
-    let output = envstore(&server, Some(&token), &["submit", "team/conflict", spec.to_str().unwrap(), "--wait"]).await;
+    std::fs::write(
+        &spec,
+        "channels: [demo]\ndependencies: [conflict-a, conflict-b]\nplatforms: [linux-64]\n",
+    )
+    .unwrap();
+    let output = envstore(
+        &server,
+        Some(&token),
+        &["submit", "team/conflict", spec.to_str().unwrap(), "--wait"],
+    )
+    .await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("failed") && stderr.contains("libfoo"), "{stderr}");
-    let output = envstore(&server, None, &["submit", "team/analysis", spec.to_str().unwrap()]).await;
+    assert!(
+        stderr.contains("failed") && stderr.contains("libfoo"),
+        "{stderr}"
+    );
+    let output = envstore(
+        &server,
+        None,
+        &["submit", "team/analysis", spec.to_str().unwrap()],
+    )
+    .await;
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("401"), "no token");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("401"),
+        "no token"
+    );
     let output = envstore(&server, Some(&token), &["lock", "team/nothing"]).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("was not found"));
@@ -82,33 +143,81 @@ async fn ci_solves_for_several_platforms_without_a_build() {
     let output = envstore(
         &server,
         Some(&token),
-        &["solve", spec_path, "--namespace", "team", "--platform", "linux-64", "--platform", "osx-arm64"],
+        &[
+            "solve",
+            spec_path,
+            "--namespace",
+            "team",
+            "--platform",
+            "linux-64",
+            "--platform",
+            "osx-arm64",
+        ],
     )
     .await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let conda_lock = String::from_utf8(output.stdout).unwrap();
     rattler_conda_lock_parses(&conda_lock);
     let parsed: serde_json::Value = serde_yaml::from_str(&conda_lock).unwrap();
-    assert_eq!(parsed["metadata"]["platforms"], serde_json::json!(["linux-64", "osx-arm64"]));
+    assert_eq!(
+        parsed["metadata"]["platforms"],
+        serde_json::json!(["linux-64", "osx-arm64"])
+    );
 
     let output = envstore(
         &server,
         Some(&token),
-        &["solve", spec_path, "-n", "team", "--platform", "linux-64", "--platform", "osx-arm64", "--format", "explicit", "--explicit-platform", "osx-arm64"],
+        &[
+            "solve",
+            spec_path,
+            "-n",
+            "team",
+            "--platform",
+            "linux-64",
+            "--platform",
+            "osx-arm64",
+            "--format",
+            "explicit",
+            "--explicit-platform",
+            "osx-arm64",
+        ],
     )
     .await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let explicit = String::from_utf8(output.stdout).unwrap();
-    assert!(explicit.contains("@EXPLICIT") && explicit.contains("/osx-arm64/"), "{explicit}");
+    assert!(
+        explicit.contains("@EXPLICIT") && explicit.contains("/osx-arm64/"),
+        "{explicit}"
+    );
 
     // Nothing was built, and an unsolvable spec exits non-zero with the reason.
-    let (_, environments) = server.get_json("/api/v1/namespaces/team/environments").await;
-    assert_eq!(environments["environments"].as_array().map(Vec::len), Some(0));
-    std::fs::write(&spec, "channels: [demo]\ndependencies: [conflict-a, conflict-b]\nplatforms: [linux-64]\n").unwrap();
+    let (_, environments) = server
+        .get_json("/api/v1/namespaces/team/environments")
+        .await;
+    assert_eq!(
+        environments["environments"].as_array().map(Vec::len),
+        Some(0)
+    );
+    std::fs::write(
+        &spec,
+        "channels: [demo]\ndependencies: [conflict-a, conflict-b]\nplatforms: [linux-64]\n",
+    )
+    .unwrap();
     let output = envstore(&server, Some(&token), &["solve", spec_path, "-n", "team"]).await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("422") && stderr.contains("libfoo"), "{stderr}");
+    assert!(
+        stderr.contains("422") && stderr.contains("libfoo"),
+        "{stderr}"
+    );
     server.stop().await;
 }
 

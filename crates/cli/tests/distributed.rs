@@ -20,7 +20,9 @@ async fn a_worker_killed_while_linking_is_replaced_and_the_build_ends_once() {
     let deployment = Deployment::start(format!("demo={}", channel.served.url)).await;
     deployment.create_namespace("team").await;
     deployment.start_paused_worker("worker-a", "linking");
-    let build_id = deployment.submit("team", "analysis", demo_spec_yaml("demo")).await;
+    let build_id = deployment
+        .submit("team", "analysis", demo_spec_yaml("demo"))
+        .await;
 
     // The first worker links one package, then stops for good: kill it there.
     wait_until("a prefix is half linked", || {
@@ -37,7 +39,12 @@ async fn a_worker_killed_while_linking_is_replaced_and_the_build_ends_once() {
 
     deployment.start_worker("worker-b");
     let build = deployment.wait_for_build(&build_id).await;
-    assert_eq!(build["status"], "succeeded", "{build:#}\n{}", deployment.logs());
+    assert_eq!(
+        build["status"],
+        "succeeded",
+        "{build:#}\n{}",
+        deployment.logs()
+    );
     let log = deployment.log(&build_id).await;
     assert!(
         log.contains("(attempt 2)"),
@@ -56,24 +63,45 @@ async fn a_worker_killed_while_linking_is_replaced_and_the_build_ends_once() {
         1,
         "one build, not two"
     );
-    assert_eq!(deployment.prefixes(), vec![prefix.clone()], "one prefix, no leftovers");
+    assert_eq!(
+        deployment.prefixes(),
+        vec![prefix.clone()],
+        "one prefix, no leftovers"
+    );
     assert!(is_complete(&prefix));
     let expected = envstore_fixtures::demo_expect::expected_linux64_filenames().len();
-    assert_eq!(linked_records(&prefix), expected + 1, "every package and the marker");
-    let output = std::process::Command::new(prefix.join("bin/python")).output().unwrap();
     assert_eq!(
-        String::from_utf8(output.stdout).unwrap().lines().next().unwrap(),
+        linked_records(&prefix),
+        expected + 1,
+        "every package and the marker"
+    );
+    let output = std::process::Command::new(prefix.join("bin/python"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
         envstore_fixtures::demo_expect::demo_program_first_line(&prefix)
     );
 
     // Another node at the same path materialises the packed prefix.
     std::fs::remove_dir_all(&prefix).unwrap();
-    let output = deployment.materialize("team/analysis", &deployment.data_dir).await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = deployment
+        .materialize("team/analysis", &deployment.data_dir)
+        .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(is_complete(&prefix));
-    let output = std::process::Command::new(deployment.data_dir.join("envs/team/analysis/bin/python"))
-        .output()
-        .unwrap();
+    let output =
+        std::process::Command::new(deployment.data_dir.join("envs/team/analysis/bin/python"))
+            .output()
+            .unwrap();
     assert!(
         String::from_utf8(output.stdout)
             .unwrap()
@@ -89,14 +117,21 @@ async fn a_worker_killed_while_publishing_is_replaced_and_the_build_ends_once() 
     let deployment = Deployment::start(format!("demo={}", channel.served.url)).await;
     deployment.create_namespace("team").await;
     deployment.start_paused_worker("worker-a", "publishing");
-    let build_id = deployment.submit("team", "analysis", demo_spec_yaml("demo")).await;
+    let build_id = deployment
+        .submit("team", "analysis", demo_spec_yaml("demo"))
+        .await;
 
     let started = Instant::now();
     loop {
         let build = deployment.build(&build_id).await;
         let phases: Vec<&str> = build["phases"]
             .as_array()
-            .map(|phases| phases.iter().filter_map(|phase| phase["phase"].as_str()).collect())
+            .map(|phases| {
+                phases
+                    .iter()
+                    .filter_map(|phase| phase["phase"].as_str())
+                    .collect()
+            })
             .unwrap_or_default();
         if phases.contains(&"publishing") {
             break;
@@ -111,7 +146,12 @@ async fn a_worker_killed_while_publishing_is_replaced_and_the_build_ends_once() 
 
     deployment.start_worker("worker-b");
     let build = deployment.wait_for_build(&build_id).await;
-    assert_eq!(build["status"], "succeeded", "{build:#}\n{}", deployment.logs());
+    assert_eq!(
+        build["status"],
+        "succeeded",
+        "{build:#}\n{}",
+        deployment.logs()
+    );
     assert_eq!(
         build["reused"]["prefix"], true,
         "the second worker found the prefix complete"
@@ -146,11 +186,18 @@ async fn twenty_package_channel(dir: &Path) -> envstore_fixtures::ServedChannel 
                 .subdir("noarch")
                 .noarch(NoArch::Generic)
                 .formats(&[ArchiveFormat::Conda])
-                .plain_file(&format!("share/pkg-{index:02}/README"), format!("package {index}\n"))
+                .plain_file(
+                    &format!("share/pkg-{index:02}/README"),
+                    format!("package {index}\n"),
+                )
         })
         .collect();
-    envstore_fixtures::write_channel(packages, dir).await.unwrap();
-    envstore_fixtures::serve_channel(dir.to_path_buf()).await.unwrap()
+    envstore_fixtures::write_channel(packages, dir)
+        .await
+        .unwrap();
+    envstore_fixtures::serve_channel(dir.to_path_buf())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +216,9 @@ async fn two_hundred_submissions_of_twenty_specs_build_twenty_locks() {
                 "channels: [load]\ndependencies: [pkg-{:02}]\nplatforms: [linux-64]\n",
                 index % 20
             );
-            deployment.submit("load", &format!("env-{index:03}"), spec).await
+            deployment
+                .submit("load", &format!("env-{index:03}"), spec)
+                .await
         }
     });
     let build_ids = futures::future::join_all(submissions).await;
@@ -179,11 +228,22 @@ async fn two_hundred_submissions_of_twenty_specs_build_twenty_locks() {
     for id in &build_ids {
         builds.push(deployment.wait_for_build(id).await);
     }
-    let succeeded = builds.iter().filter(|build| build["status"] == "succeeded").count();
-    let locks: std::collections::BTreeSet<&str> =
-        builds.iter().filter_map(|build| build["lock_hash"].as_str()).collect();
-    let prefixes_built = builds.iter().filter(|build| build["reused"]["prefix"] == false).count();
-    let locks_new = builds.iter().filter(|build| build["reused"]["lock"] == false).count();
+    let succeeded = builds
+        .iter()
+        .filter(|build| build["status"] == "succeeded")
+        .count();
+    let locks: std::collections::BTreeSet<&str> = builds
+        .iter()
+        .filter_map(|build| build["lock_hash"].as_str())
+        .collect();
+    let prefixes_built = builds
+        .iter()
+        .filter(|build| build["reused"]["prefix"] == false)
+        .count();
+    let locks_new = builds
+        .iter()
+        .filter(|build| build["reused"]["lock"] == false)
+        .count();
     let distinct_ids: std::collections::BTreeSet<&String> = build_ids.iter().collect();
     println!(
         "load: {} submissions, {} distinct builds, {succeeded} succeeded, {} distinct locks, \
@@ -260,7 +320,11 @@ async fn tokens_never_reach_the_logs_of_a_full_build() {
 
     let logs = deployment.all_logs();
     let build_log = deployment.log(&id).await;
-    assert!(logs.len() > 10_000, "trace logs were written: {} bytes", logs.len());
+    assert!(
+        logs.len() > 10_000,
+        "trace logs were written: {} bytes",
+        logs.len()
+    );
     for secret in [TOKEN, robot_token.as_str()] {
         assert!(!logs.contains(secret), "a token is in the process logs");
         assert!(!build_log.contains(secret), "a token is in the build log");

@@ -50,7 +50,10 @@ async fn the_proxy_passes_refuses_resets_hangs_and_throttles() {
         }
     });
     let proxy = Proxy::start(upstream);
-    async fn round_trip(stream: &mut tokio::net::TcpStream, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    async fn round_trip(
+        stream: &mut tokio::net::TcpStream,
+        bytes: &[u8],
+    ) -> std::io::Result<Vec<u8>> {
         stream.write_all(bytes).await?;
         let mut back = vec![0u8; bytes.len()];
         stream.read_exact(&mut back).await?;
@@ -62,10 +65,17 @@ async fn the_proxy_passes_refuses_resets_hangs_and_throttles() {
 
     proxy.refuse();
     assert_eq!(proxy.mode(), Mode::Refuse);
-    let refused = wait_for(|| async { tokio::net::TcpStream::connect(proxy.addr).await.is_err() }).await;
+    let refused =
+        wait_for(|| async { tokio::net::TcpStream::connect(proxy.addr).await.is_err() }).await;
     assert!(refused, "connecting is refused");
-    let error = tokio::net::TcpStream::connect(proxy.addr).await.unwrap_err();
-    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
+    let error = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{error}"
+    );
     assert_eq!(
         round_trip(&mut open, b"still").await.unwrap(),
         b"still",
@@ -83,7 +93,8 @@ async fn the_proxy_passes_refuses_resets_hangs_and_throttles() {
     );
 
     proxy.pass();
-    let passing = wait_for(|| async { tokio::net::TcpStream::connect(proxy.addr).await.is_ok() }).await;
+    let passing =
+        wait_for(|| async { tokio::net::TcpStream::connect(proxy.addr).await.is_ok() }).await;
     assert!(passing, "the proxy listens again on the same port");
     let mut open = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     assert_eq!(round_trip(&mut open, b"again").await.unwrap(), b"again");
@@ -134,7 +145,10 @@ async fn a_private_postgres_stops_and_starts_again() {
     postgres.stop_fast();
     assert!(!postgres.is_ready());
     assert!(
-        sqlx::raw_sql("SELECT 1").execute(&mut connection).await.is_err(),
+        sqlx::raw_sql("SELECT 1")
+            .execute(&mut connection)
+            .await
+            .is_err(),
         "the old connection is gone"
     );
     assert!(sqlx::PgConnection::connect(&postgres.url()).await.is_err());
@@ -153,7 +167,8 @@ async fn a_private_postgres_stops_and_starts_again() {
 #[test]
 fn a_tmpfs_fills_up_and_grows() {
     let tmpfs = Tmpfs::mount(1024 * 1024);
-    let error = std::fs::write(tmpfs.path().join("too-big"), vec![1u8; 2 * 1024 * 1024]).unwrap_err();
+    let error =
+        std::fs::write(tmpfs.path().join("too-big"), vec![1u8; 2 * 1024 * 1024]).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(28), "ENOSPC: {error}");
     assert!(tmpfs.available() < 64 * 1024);
     tmpfs.resize(4 * 1024 * 1024);
@@ -173,7 +188,10 @@ async fn postgres_stopped_and_restarted_fails_fast_and_recovers_without_restarts
     proxy.throttle(Some(1024 * 1024));
     let deployment = Deployment::builder()
         .database(postgres.url())
-        .channel(format!("big={}", proxy.rewrite(channel.served.url.as_str())))
+        .channel(format!(
+            "big={}",
+            proxy.rewrite(channel.served.url.as_str())
+        ))
         .lease_seconds(3)
         .env("ENVSTORE_DATABASE_TIMEOUT_SECONDS", "3")
         .start()
@@ -213,9 +231,21 @@ async fn postgres_stopped_and_restarted_fails_fast_and_recovers_without_restarts
     assert_unavailable(&get, "GET of a build", started.elapsed());
     let started = Instant::now();
     let ready = raw(&deployment, reqwest::Method::GET, "/ready", None).await;
-    assert_eq!(ready.status, 503, "/ready while PostgreSQL is down: {}", ready.body);
-    assert!(started.elapsed() < FAIL_FAST, "/ready took {:?}", started.elapsed());
-    assert!(ready.body["failed"].to_string().contains("database"), "{}", ready.body);
+    assert_eq!(
+        ready.status, 503,
+        "/ready while PostgreSQL is down: {}",
+        ready.body
+    );
+    assert!(
+        started.elapsed() < FAIL_FAST,
+        "/ready took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        ready.body["failed"].to_string().contains("database"),
+        "{}",
+        ready.body
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     postgres.start_again();
@@ -242,7 +272,9 @@ async fn postgres_stopped_and_restarted_fails_fast_and_recovers_without_restarts
         );
     }
     proxy.throttle(None);
-    let later = deployment.submit("team", "later", spec("big", &["small"])).await;
+    let later = deployment
+        .submit("team", "later", spec("big", &["small"]))
+        .await;
     let build = deployment.wait_for_build(&later).await;
     assert_eq!(
         build["status"],
@@ -265,10 +297,16 @@ async fn postgres_stopped_and_restarted_fails_fast_and_recovers_without_restarts
         "the running build ends once:\n{log}"
     );
     let environment = deployment.environment("team", "running").await;
-    assert_eq!(environment["history"].as_array().unwrap().len(), 1, "{environment:#}");
+    assert_eq!(
+        environment["history"].as_array().unwrap().len(),
+        1,
+        "{environment:#}"
+    );
     assert_eq!(
         deployment
-            .pg_count(&format!("SELECT COUNT(*) FROM jobs WHERE build_id = '{running}'"))
+            .pg_count(&format!(
+                "SELECT COUNT(*) FROM jobs WHERE build_id = '{running}'"
+            ))
             .await,
         1,
         "one job for the running build"
@@ -279,7 +317,12 @@ async fn postgres_stopped_and_restarted_fails_fast_and_recovers_without_restarts
         "nothing lost or added"
     );
     assert_nothing_half_built(&deployment.data_dir);
-    assert_eq!(deployment.prefixes().len(), 2, "{:?}", deployment.prefixes());
+    assert_eq!(
+        deployment.prefixes().len(),
+        2,
+        "{:?}",
+        deployment.prefixes()
+    );
 }
 
 // ---------------------------------------------------------------------
@@ -318,7 +361,9 @@ async fn s3_refusing_during_a_build_is_retried_within_the_attempt_limit() {
     let deployment = behind_s3_proxy(&proxy, &channel.allowed_as("big"), 1).await;
 
     proxy.cut();
-    let build_id = deployment.submit("team", "analysis", spec("big", &["small"])).await;
+    let build_id = deployment
+        .submit("team", "analysis", spec("big", &["small"]))
+        .await;
     // The worker's own log says it will retry at once; the build's log
     // (published to the store, which refuses) says so once it is back.
     let started = Instant::now();
@@ -329,7 +374,9 @@ async fn s3_refusing_during_a_build_is_retried_within_the_attempt_limit() {
         }
         let build = deployment.build(&build_id).await;
         assert!(
-            started.elapsed() < WAIT && build["status"] != "failed" && build["status"] != "succeeded",
+            started.elapsed() < WAIT
+                && build["status"] != "failed"
+                && build["status"] != "succeeded",
             "the build never said it would retry: {build:#}\n{}",
             deployment.logs()
         );
@@ -340,18 +387,30 @@ async fn s3_refusing_during_a_build_is_retried_within_the_attempt_limit() {
     proxy.pass();
 
     let build = deployment.wait_for_build(&build_id).await;
-    assert_eq!(build["status"], "succeeded", "{build:#}\n{}", deployment.logs());
+    assert_eq!(
+        build["status"],
+        "succeeded",
+        "{build:#}\n{}",
+        deployment.logs()
+    );
     let log = deployment.log(&build_id).await;
     // "error (will retry in 2s): failed to publish artifacts\n  caused by: …"
-    let retry: Option<String> = log.find("will retry").map(|at| log[at..].chars().take(400).collect());
+    let retry: Option<String> = log
+        .find("will retry")
+        .map(|at| log[at..].chars().take(400).collect());
     assert!(
-        retry.as_deref().is_some_and(|reason| reason.contains("object store")),
+        retry
+            .as_deref()
+            .is_some_and(|reason| reason.contains("object store")),
         "the build's log keeps the retried attempt and names the store:\n{log}"
     );
     assert_attempts_within_limit(&deployment, &log).await;
     assert!(
         deployment
-            .store_has(&format!("prefixes/{}.tar.zst", build["lock_hash"].as_str().unwrap()))
+            .store_has(&format!(
+                "prefixes/{}.tar.zst",
+                build["lock_hash"].as_str().unwrap()
+            ))
             .await
             || !log.contains("pack"),
         "what the build promises is published"
@@ -367,7 +426,9 @@ async fn s3_hanging_times_out_within_the_lease_and_nothing_is_stuck() {
     let deployment = behind_s3_proxy(&proxy, &channel.allowed_as("big"), 2).await;
 
     proxy.hang();
-    let first = deployment.submit("team", "first", spec("big", &["small"])).await;
+    let first = deployment
+        .submit("team", "first", spec("big", &["small"]))
+        .await;
     let second = deployment
         .submit("team", "second", spec("big", &["small", "big"]))
         .await;
@@ -387,7 +448,10 @@ async fn s3_hanging_times_out_within_the_lease_and_nothing_is_stuck() {
         }
         let log = deployment.log(&first).await;
         if let Some(line) = log.lines().find(|line| line.contains("will retry")) {
-            assert!(line.contains("store"), "the retry names the object store: {line}");
+            assert!(
+                line.contains("store"),
+                "the retry names the object store: {line}"
+            );
             break;
         }
         assert!(
@@ -401,7 +465,9 @@ async fn s3_hanging_times_out_within_the_lease_and_nothing_is_stuck() {
     // While it hangs, no build is claimed more often than the limit allows.
     let stop_hanging = Instant::now() + Duration::from_secs(10);
     while Instant::now() < stop_hanging {
-        let claims = deployment.pg_count("SELECT COALESCE(MAX(attempts), 0) FROM jobs").await;
+        let claims = deployment
+            .pg_count("SELECT COALESCE(MAX(attempts), 0) FROM jobs")
+            .await;
         assert!(
             claims <= 3,
             "a job claimed {claims} times, past the limit of 3:\n{}",
@@ -414,20 +480,29 @@ async fn s3_hanging_times_out_within_the_lease_and_nothing_is_stuck() {
     // Everything drains: every build ends, succeeded or failed naming the
     // store; no worker is stuck on a hung connection.
     for id in [&first, &second] {
-        let build = deployment.wait_for_build_within(id, Duration::from_secs(120)).await;
+        let build = deployment
+            .wait_for_build_within(id, Duration::from_secs(120))
+            .await;
         let log = deployment.log(id).await;
         match build["status"].as_str() {
             Some("succeeded") => {}
             Some("failed") => assert!(
-                build["error"].as_str().unwrap_or_default().contains("store"),
+                build["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("store"),
                 "a failure names the store: {build:#}"
             ),
             other => panic!("build {id} ended {other:?}: {build:#}"),
         }
         assert_attempts_within_limit(&deployment, &log).await;
     }
-    let late = deployment.submit("team", "late", spec("big", &["big"])).await;
-    let build = deployment.wait_for_build_within(&late, Duration::from_secs(120)).await;
+    let late = deployment
+        .submit("team", "late", spec("big", &["big"]))
+        .await;
+    let build = deployment
+        .wait_for_build_within(&late, Duration::from_secs(120))
+        .await;
     assert_eq!(
         build["status"],
         "succeeded",
@@ -442,7 +517,9 @@ async fn s3_hanging_times_out_within_the_lease_and_nothing_is_stuck() {
 
 /// Claims never pass the limit (3): in the jobs table and in the log.
 async fn assert_attempts_within_limit(deployment: &Deployment, log: &str) {
-    let claims = deployment.pg_count("SELECT COALESCE(MAX(attempts), 0) FROM jobs").await;
+    let claims = deployment
+        .pg_count("SELECT COALESCE(MAX(attempts), 0) FROM jobs")
+        .await;
     assert!(
         claims <= 3,
         "a job was claimed {claims} times, past the limit of 3:\n{log}"
@@ -464,7 +541,10 @@ async fn a_channel_cut_mid_download_and_restored_in_time_is_retried() {
     // 6 MB at 1 MB/s: the cut lands mid-download.
     proxy.throttle(Some(1024 * 1024));
     let deployment = Deployment::builder()
-        .channel(format!("big={}", proxy.rewrite(channel.served.url.as_str())))
+        .channel(format!(
+            "big={}",
+            proxy.rewrite(channel.served.url.as_str())
+        ))
         .env("ENVSTORE_TRANSIENT_RETRY_SECONDS", "60")
         .start()
         .await;
@@ -483,10 +563,18 @@ async fn a_channel_cut_mid_download_and_restored_in_time_is_retried() {
     proxy.pass();
 
     let build = deployment.wait_for_build(&build_id).await;
-    assert_eq!(build["status"], "succeeded", "{build:#}\n{}", deployment.logs());
+    assert_eq!(
+        build["status"],
+        "succeeded",
+        "{build:#}\n{}",
+        deployment.logs()
+    );
     let log = deployment.log(&build_id).await;
     assert_eq!(log.matches("build succeeded").count(), 1, "{log}");
-    assert!(log.contains("retrying"), "the cut download was retried:\n{log}");
+    assert!(
+        log.contains("retrying"),
+        "the cut download was retried:\n{log}"
+    );
     assert_nothing_half_built(&deployment.data_dir);
     let prefixes = deployment.prefixes();
     assert_eq!(prefixes.len(), 1, "{prefixes:?}");
@@ -518,7 +606,12 @@ async fn a_channel_gone_for_good_fails_the_build_naming_the_url() {
     let build = deployment
         .wait_for_build_within(&build_id, Duration::from_secs(100))
         .await;
-    assert_eq!(build["status"], "failed", "{build:#}\n{}", deployment.logs());
+    assert_eq!(
+        build["status"],
+        "failed",
+        "{build:#}\n{}",
+        deployment.logs()
+    );
     let error = build["error"].as_str().unwrap_or_default();
     let authority = proxy.addr.to_string();
     assert!(
@@ -530,7 +623,10 @@ async fn a_channel_gone_for_good_fails_the_build_naming_the_url() {
         "the error says the download was retried first: {error}"
     );
     let log = deployment.log(&build_id).await;
-    assert!(log.contains("retrying"), "the log shows the retries:\n{log}");
+    assert!(
+        log.contains("retrying"),
+        "the log shows the retries:\n{log}"
+    );
     assert_nothing_half_built(&deployment.data_dir);
     assert!(
         deployment.environment_links().is_empty(),
@@ -548,11 +644,14 @@ async fn a_full_disk_fails_the_build_without_spinning_and_recovers_when_space_re
     let tmpfs = Tmpfs::mount(6 * 1024 * 1024);
     let data_dir = tmpfs.subdir("data");
     let logs = tempfile::tempdir().unwrap();
-    let mut server = EmbeddedServer::start(&data_dir, logs.path(), &channel.allowed_as("big")).await;
+    let mut server =
+        EmbeddedServer::start(&data_dir, logs.path(), &channel.allowed_as("big")).await;
     server.create_namespace("team").await;
 
     // The SQLite database and a small build fit.
-    let small = server.submit("team", "small", &spec("big", &["small"])).await;
+    let small = server
+        .submit("team", "small", &spec("big", &["small"]))
+        .await;
     let build = server.wait_for_build(&small, WAIT).await;
     assert_eq!(
         build["status"],
@@ -578,7 +677,12 @@ async fn a_full_disk_fails_the_build_without_spinning_and_recovers_when_space_re
         server.log_tail()
     );
     let build = server.wait_for_build(&big, Duration::from_secs(120)).await;
-    assert_eq!(build["status"], "failed", "{build:#}\n{}", server.log_tail());
+    assert_eq!(
+        build["status"],
+        "failed",
+        "{build:#}\n{}",
+        server.log_tail()
+    );
     let error = build["error"].as_str().unwrap_or_default();
     assert!(
         error.to_lowercase().contains("no space left on device"),
@@ -604,7 +708,11 @@ async fn a_full_disk_fails_the_build_without_spinning_and_recovers_when_space_re
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(
-        ready.body["detail"].to_string().to_lowercase().contains("space") || ready.body.to_string().contains("data"),
+        ready.body["detail"]
+            .to_string()
+            .to_lowercase()
+            .contains("space")
+            || ready.body.to_string().contains("data"),
         "{}",
         ready.body
     );
@@ -626,7 +734,10 @@ async fn a_full_disk_fails_the_build_without_spinning_and_recovers_when_space_re
     for index in 0..6 {
         let response = server
             .client
-            .put(format!("{}/api/v1/namespaces/team/environments/full-{index}", server.base))
+            .put(format!(
+                "{}/api/v1/namespaces/team/environments/full-{index}",
+                server.base
+            ))
             .bearer_auth(TOKEN)
             .header("content-type", "application/yaml")
             .body(spec("big", &["small"]))
@@ -634,7 +745,11 @@ async fn a_full_disk_fails_the_build_without_spinning_and_recovers_when_space_re
             .await
             .unwrap();
         let status = response.status().as_u16();
-        assert!(status == 503 || status == 202, "a submission on a full disk: {status} {}", response.text().await.unwrap_or_default());
+        assert!(
+            status == 503 || status == 202,
+            "a submission on a full disk: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
     }
 
     // Space returns: ready again and the same spec builds, no restart.
@@ -656,7 +771,12 @@ async fn a_full_disk_fails_the_build_without_spinning_and_recovers_when_space_re
     let again = server.submit("team", "big", &big_spec).await;
     assert_ne!(again, big, "a new build, not the failed one");
     let build = server.wait_for_build(&again, WAIT).await;
-    assert_eq!(build["status"], "succeeded", "{build:#}\n{}", server.log_tail());
+    assert_eq!(
+        build["status"],
+        "succeeded",
+        "{build:#}\n{}",
+        server.log_tail()
+    );
     assert!(server.is_running(), "the same process recovered");
     assert_nothing_half_built(&data_dir);
     server.stop().await;
@@ -817,11 +937,16 @@ impl EmbeddedServer {
         tokio::time::sleep(window).await;
         let (ticks_after, log_after) = (cpu_ticks(pid), self.log_size());
         let seconds = (ticks_after - ticks_before) as f64 / clock_ticks_per_second();
-        (seconds / window.as_secs_f64(), log_after.saturating_sub(log_before))
+        (
+            seconds / window.as_secs_f64(),
+            log_after.saturating_sub(log_before),
+        )
     }
 
     fn log_size(&self) -> u64 {
-        std::fs::metadata(&self.log).map(|meta| meta.len()).unwrap_or(0)
+        std::fs::metadata(&self.log)
+            .map(|meta| meta.len())
+            .unwrap_or(0)
     }
 
     fn log(&self) -> String {
@@ -885,7 +1010,9 @@ impl BigChannel {
                 .formats(&[ArchiveFormat::Conda])
                 .plain_file("share/big/data.bin", big_bytes()),
         ];
-        envstore_fixtures::write_channel(packages, dir.path()).await.unwrap();
+        envstore_fixtures::write_channel(packages, dir.path())
+            .await
+            .unwrap();
         let served = envstore_fixtures::serve_channel(dir.path().to_path_buf())
             .await
             .unwrap();
@@ -949,13 +1076,20 @@ impl Answer {
 }
 
 /// One request to the deployment's API with the admin token.
-async fn raw(deployment: &Deployment, method: reqwest::Method, path: &str, body: Option<String>) -> Answer {
+async fn raw(
+    deployment: &Deployment,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<String>,
+) -> Answer {
     let mut request = deployment
         .client
         .request(method, deployment.url(path))
         .bearer_auth(TOKEN);
     if let Some(body) = body {
-        request = request.header("content-type", "application/yaml").body(body);
+        request = request
+            .header("content-type", "application/yaml")
+            .body(body);
     }
     let response = request
         .send()
@@ -966,8 +1100,15 @@ async fn raw(deployment: &Deployment, method: reqwest::Method, path: &str, body:
 
 /// 503, `Retry-After`, problem+json, and fast.
 fn assert_unavailable(answer: &Answer, what: &str, took: Duration) {
-    assert_eq!(answer.status, 503, "{what} while PostgreSQL is down: {}", answer.body);
-    assert!(took < FAIL_FAST, "{what} took {took:?} while PostgreSQL is down");
+    assert_eq!(
+        answer.status, 503,
+        "{what} while PostgreSQL is down: {}",
+        answer.body
+    );
+    assert!(
+        took < FAIL_FAST,
+        "{what} took {took:?} while PostgreSQL is down"
+    );
     assert!(
         answer
             .retry_after
@@ -982,7 +1123,9 @@ fn assert_unavailable(answer: &Answer, what: &str, took: Duration) {
         answer.content_type
     );
     assert!(
-        answer.body["detail"].as_str().is_some_and(|detail| !detail.is_empty()),
+        answer.body["detail"]
+            .as_str()
+            .is_some_and(|detail| !detail.is_empty()),
         "{what}: a detail a person can act on: {}",
         answer.body
     );
@@ -998,7 +1141,8 @@ async fn wait_for_phase(deployment: &Deployment, id: &str, phase: &str) {
             return;
         }
         assert!(
-            started.elapsed() < WAIT && !matches!(build["status"].as_str(), Some("succeeded" | "failed")),
+            started.elapsed() < WAIT
+                && !matches!(build["status"].as_str(), Some("succeeded" | "failed")),
             "build {id} never reached {phase}: {build:#}\n{}",
             deployment.logs()
         );
@@ -1009,8 +1153,16 @@ async fn wait_for_phase(deployment: &Deployment, id: &str, phase: &str) {
 /// No environment link leads into a prefix without its completion marker.
 fn assert_nothing_half_built(data_dir: &Path) {
     let mut problems = Vec::new();
-    for namespace in std::fs::read_dir(data_dir.join("envs")).into_iter().flatten().flatten() {
-        for link in std::fs::read_dir(namespace.path()).into_iter().flatten().flatten() {
+    for namespace in std::fs::read_dir(data_dir.join("envs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for link in std::fs::read_dir(namespace.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let Ok(target) = std::fs::canonicalize(link.path()) else {
                 continue;
             };

@@ -25,7 +25,9 @@ async fn killed_while(phase: &str) {
     let deployment = Deployment::start(format!("demo={}", channel.served.url)).await;
     deployment.create_namespace("team").await;
     deployment.start_paused_worker("worker-a", phase);
-    let build_id = deployment.submit("team", "analysis", demo_spec_yaml("demo")).await;
+    let build_id = deployment
+        .submit("team", "analysis", demo_spec_yaml("demo"))
+        .await;
 
     // The running build's log is in the worker (its process log has it).
     deployment.wait_for_process_log("worker-a", PAUSED).await;
@@ -56,12 +58,22 @@ async fn killed_while(phase: &str) {
     // to the killed attempt's lines.
     let environment = deployment.environment("team", "analysis").await;
     let history = environment["history"].as_array().unwrap();
-    assert_eq!(history.len(), 1, "{phase}: one build, not two: {environment:#}");
+    assert_eq!(
+        history.len(),
+        1,
+        "{phase}: one build, not two: {environment:#}"
+    );
     let jobs = deployment
-        .pg_count(&format!("SELECT COUNT(*) FROM jobs WHERE build_id = '{build_id}'"))
+        .pg_count(&format!(
+            "SELECT COUNT(*) FROM jobs WHERE build_id = '{build_id}'"
+        ))
         .await;
     assert_eq!(jobs, 1, "{phase}: one job for the build");
-    assert_eq!(deployment.pg_count("SELECT COUNT(*) FROM builds").await, 1, "{phase}");
+    assert_eq!(
+        deployment.pg_count("SELECT COUNT(*) FROM builds").await,
+        1,
+        "{phase}"
+    );
     let log = deployment.log(&build_id).await;
     assert!(
         log.contains("(attempt 2)"),
@@ -79,7 +91,10 @@ async fn killed_while(phase: &str) {
     // Complete, and nothing half-built anywhere.
     let prefixes = deployment.prefixes();
     assert_eq!(prefixes.len(), 1, "{phase}: one prefix: {prefixes:?}");
-    assert!(is_complete(&prefixes[0]), "{phase}: the prefix has its marker");
+    assert!(
+        is_complete(&prefixes[0]),
+        "{phase}: the prefix has its marker"
+    );
     assert!(deployment.incomplete_prefixes().is_empty(), "{phase}");
     let link = deployment.environment_links();
     assert_eq!(
@@ -102,7 +117,10 @@ async fn killed_while(phase: &str) {
         Vec::<std::path::PathBuf>::new(),
         "{phase}: temporary leftovers after gc"
     );
-    assert!(is_complete(&prefixes[0]), "{phase}: gc kept the current prefix");
+    assert!(
+        is_complete(&prefixes[0]),
+        "{phase}: gc kept the current prefix"
+    );
 
     // Everything promised is published: the lockfile and the packed prefix.
     let lock_hash = build["lock_hash"].as_str().unwrap().to_owned();
@@ -111,7 +129,9 @@ async fn killed_while(phase: &str) {
         .await;
     assert_eq!(status, 200, "{phase}: the lockfile is published");
     assert!(
-        deployment.store_has(&format!("prefixes/{lock_hash}.tar.zst")).await,
+        deployment
+            .store_has(&format!("prefixes/{lock_hash}.tar.zst"))
+            .await,
         "{phase}: the packed prefix is published\n{log}"
     );
     let packed = deployment
@@ -119,7 +139,10 @@ async fn killed_while(phase: &str) {
             "SELECT COUNT(*) FROM locks WHERE lock_hash = '{lock_hash}' AND packed_prefix_sha256 IS NOT NULL"
         ))
         .await;
-    assert_eq!(packed, 1, "{phase}: the packed prefix's checksum is recorded");
+    assert_eq!(
+        packed, 1,
+        "{phase}: the packed prefix's checksum is recorded"
+    );
 
     // Another node, with an empty data folder at the same path, materialises
     // the environment from the packed prefix.
@@ -130,7 +153,9 @@ async fn killed_while(phase: &str) {
     deployment.kill_api().await;
     let first_node = deployment.data_dir.with_extension("first-node");
     std::fs::rename(&deployment.data_dir, &first_node).unwrap();
-    let output = deployment.materialize("team/analysis", &deployment.data_dir).await;
+    let output = deployment
+        .materialize("team/analysis", &deployment.data_dir)
+        .await;
     let materialized = std::fs::canonicalize(deployment.data_dir.join("envs/team/analysis"));
     let python = deployment.data_dir.join("envs/team/analysis/bin/python");
     let ran = std::process::Command::new(&python).output();
@@ -215,7 +240,10 @@ async fn the_api_killed_with_submissions_in_flight_loses_and_duplicates_nothing(
         async move {
             let started = Instant::now();
             loop {
-                match deployment.try_submit_with_key(namespace, &name, &spec, &key).await {
+                match deployment
+                    .try_submit_with_key(namespace, &name, &spec, &key)
+                    .await
+                {
                     Ok((202 | 200, body)) => {
                         answered.fetch_add(1, Ordering::SeqCst);
                         return body["build_id"].as_str().unwrap().to_owned();
@@ -225,20 +253,27 @@ async fn the_api_killed_with_submissions_in_flight_loses_and_duplicates_nothing(
                     }
                     Ok((status, body)) => panic!("{namespace}/{name}: {status} {body}"),
                 }
-                assert!(started.elapsed() < WAIT, "{namespace}/{name} was never accepted");
+                assert!(
+                    started.elapsed() < WAIT,
+                    "{namespace}/{name} was never accepted"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     };
     let killer = async {
-        support::deployment::wait_until("some submissions are answered", || answered.load(Ordering::SeqCst) >= 8).await;
+        support::deployment::wait_until("some submissions are answered", || {
+            answered.load(Ordering::SeqCst) >= 8
+        })
+        .await;
         deployment.kill_api().await;
         let answered_before = answered.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(1)).await;
         deployment.start_api().await;
         answered_before
     };
-    let (build_ids, answered_before) = tokio::join!(futures::future::join_all((0..CLIENTS).map(client)), killer);
+    let (build_ids, answered_before) =
+        tokio::join!(futures::future::join_all((0..CLIENTS).map(client)), killer);
     eprintln!(
         "api kill: {answered_before} of {CLIENTS} answered before the kill, {} failed attempts retried",
         refused.load(Ordering::SeqCst)
@@ -276,11 +311,12 @@ async fn the_api_killed_with_submissions_in_flight_loses_and_duplicates_nothing(
     }
     let mut per_environment: BTreeMap<String, i64> = BTreeMap::new();
     let mut connection = deployment.pg().await;
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT namespace, environment, COUNT(*) FROM builds GROUP BY namespace, environment")
-            .fetch_all(&mut connection)
-            .await
-            .unwrap();
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT namespace, environment, COUNT(*) FROM builds GROUP BY namespace, environment",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
     for (namespace, environment, count) in rows {
         per_environment.insert(format!("{namespace}/{environment}"), count);
     }

@@ -27,13 +27,22 @@ async fn sync(server: &TestServer, token: Option<&str>, args: &[&str]) -> String
     all.extend_from_slice(args);
     let output = envstore(server, token, &all).await;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     stdout
 }
 
 async fn build_demo(server: &TestServer, namespace: &str, name: &str) -> Value {
-    assert_eq!(server.create_namespace(namespace).await.status(), StatusCode::CREATED);
-    let id = server.submit_yaml(namespace, name, &demo_spec_yaml("demo")).await;
+    assert_eq!(
+        server.create_namespace(namespace).await.status(),
+        StatusCode::CREATED
+    );
+    let id = server
+        .submit_yaml(namespace, name, &demo_spec_yaml("demo"))
+        .await;
     let build = server.wait_for_build(&id).await;
     assert_eq!(build["status"], "succeeded", "{build:#}");
     build
@@ -51,7 +60,10 @@ async fn set_public(server: &TestServer, namespace: &str, public: bool) {
 }
 
 fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))).unwrap()
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display())),
+    )
+    .unwrap()
 }
 
 /// Runs a kernelspec's argv as Jupyter would, with a connection file.
@@ -60,10 +72,21 @@ fn run_kernel(spec: &Value, connection_file: &Path) -> String {
         .as_array()
         .unwrap()
         .iter()
-        .map(|arg| arg.as_str().unwrap().replace("{connection_file}", connection_file.to_str().unwrap()))
+        .map(|arg| {
+            arg.as_str()
+                .unwrap()
+                .replace("{connection_file}", connection_file.to_str().unwrap())
+        })
         .collect();
-    let output = std::process::Command::new(&argv[0]).args(&argv[1..]).output().expect("the kernel's program runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .output()
+        .expect("the kernel's program runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -77,13 +100,20 @@ async fn students_sync_kernels_that_run_and_lose_them_when_unlisted() {
     let jupyter = tempfile::tempdir().unwrap();
     let foreign = jupyter.path().join("kernels/python3/kernel.json");
     std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
-    std::fs::write(&foreign, "{\"argv\": [\"python3\"], \"display_name\": \"Python 3\", \"language\": \"python\"}\n").unwrap();
+    std::fs::write(
+        &foreign,
+        "{\"argv\": [\"python3\"], \"display_name\": \"Python 3\", \"language\": \"python\"}\n",
+    )
+    .unwrap();
     let dir = jupyter.path().to_str().unwrap();
 
     // An anonymous student: the public environment becomes a kernelspec.
     let id = envstore_api::kernel_id("teach", "analysis");
     let stdout = sync(&server, None, &["--dir", dir]).await;
-    assert!(stdout.contains(&format!("added {id} (teach/analysis)")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("added {id} (teach/analysis)")),
+        "{stdout}"
+    );
     let kernel_json = jupyter.path().join("kernels").join(&id).join("kernel.json");
     let spec = read_json(&kernel_json);
     let link = server.environment_link("teach", "analysis");
@@ -106,7 +136,11 @@ async fn students_sync_kernels_that_run_and_lose_them_when_unlisted() {
     let connection = jupyter.path().join("kernel-1234.json");
     let printed = run_kernel(&spec, &connection);
     let prefix = std::fs::canonicalize(&link).unwrap();
-    assert!(prefix.starts_with(server.data_dir.join("prefixes")), "{}", prefix.display());
+    assert!(
+        prefix.starts_with(server.data_dir.join("prefixes")),
+        "{}",
+        prefix.display()
+    );
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(
         lines,
@@ -128,7 +162,10 @@ async fn students_sync_kernels_that_run_and_lose_them_when_unlisted() {
     let stdout = sync(&server, None, &["--dir", dir]).await;
     assert_eq!(stdout.trim(), format!("removed {id}"));
     assert!(!kernel_json.parent().unwrap().exists());
-    assert!(foreign.is_file(), "a kernelspec envstore did not write is never touched");
+    assert!(
+        foreign.is_file(),
+        "a kernelspec envstore did not write is never touched"
+    );
     let kernels: Vec<String> = std::fs::read_dir(jupyter.path().join("kernels"))
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
@@ -146,9 +183,15 @@ async fn a_prefix_missing_here_is_materialised_from_the_store() {
     let channel = DemoChannel::start().await;
     let data = tempfile::tempdir().unwrap();
     let backend = Backend::from_env(data.path()).await;
-    let server = TestServer::start_configured(data, backend, vec![channel.allowed_as("demo")], 2, |config| {
-        config.publish_packed_prefixes = true;
-    })
+    let server = TestServer::start_configured(
+        data,
+        backend,
+        vec![channel.allowed_as("demo")],
+        2,
+        |config| {
+            config.publish_packed_prefixes = true;
+        },
+    )
     .await;
     build_demo(&server, "teach", "analysis").await;
     let jupyter = tempfile::tempdir().unwrap();
@@ -159,21 +202,47 @@ async fn a_prefix_missing_here_is_materialised_from_the_store() {
     let token = server.token.clone();
 
     // Without the database and store, a prefix that is not here is an error.
-    let output = envstore(&server, Some(&token), &["kernels", "sync", "--dir", dir, "--root", root_arg]).await;
+    let output = envstore(
+        &server,
+        Some(&token),
+        &["kernels", "sync", "--dir", dir, "--root", root_arg],
+    )
+    .await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("teach/analysis") && stderr.contains("--database"), "{stderr}");
+    assert!(
+        stderr.contains("teach/analysis") && stderr.contains("--database"),
+        "{stderr}"
+    );
 
-    let (database, store) = (server.backend.database.clone(), server.backend.store.to_string());
-    let args = ["--dir", dir, "--root", root_arg, "--database", &database, "--store", &store];
+    let (database, store) = (
+        server.backend.database.clone(),
+        server.backend.store.to_string(),
+    );
+    let args = [
+        "--dir",
+        dir,
+        "--root",
+        root_arg,
+        "--database",
+        &database,
+        "--store",
+        &store,
+    ];
     let stdout = sync(&server, Some(&token), &args).await;
-    assert!(stdout.contains("materialised teach/analysis at"), "{stdout}");
+    assert!(
+        stdout.contains("materialised teach/analysis at"),
+        "{stdout}"
+    );
     let id = envstore_api::kernel_id("teach", "analysis");
     let spec = read_json(&jupyter.path().join("kernels").join(&id).join("kernel.json"));
     let python = root.join("envs/teach/analysis/bin/python");
     assert_eq!(spec["argv"][0], python.display().to_string());
     let printed = run_kernel(&spec, &jupyter.path().join("c.json"));
-    assert!(printed.starts_with("envstore demo python 3.11.9 prefix="), "{printed}");
+    assert!(
+        printed.starts_with("envstore demo python 3.11.9 prefix="),
+        "{printed}"
+    );
 
     // Present now: a second sync neither materialises nor rewrites.
     let stdout = sync(&server, Some(&token), &args).await;

@@ -35,7 +35,9 @@ async fn a_thousand_submissions_of_fifty_shared_specs_all_succeed() {
         .start()
         .await;
     for namespace in 0..NAMESPACES {
-        deployment.create_namespace(&format!("team-{namespace}")).await;
+        deployment
+            .create_namespace(&format!("team-{namespace}"))
+            .await;
     }
     for index in 0..WORKER_PROCESSES {
         deployment.start_worker(&format!("worker-{index}"));
@@ -61,7 +63,9 @@ async fn a_thousand_submissions_of_fifty_shared_specs_all_succeed() {
             async move {
                 let response = deployment
                     .client
-                    .put(deployment.url(&format!("/api/v1/namespaces/{namespace}/environments/{name}")))
+                    .put(deployment.url(&format!(
+                        "/api/v1/namespaces/{namespace}/environments/{name}"
+                    )))
                     .bearer_auth(TOKEN)
                     .header("content-type", "application/yaml")
                     .header("idempotency-key", format!("load-{index}"))
@@ -71,7 +75,10 @@ async fn a_thousand_submissions_of_fifty_shared_specs_all_succeed() {
                     .unwrap();
                 let status = response.status().as_u16();
                 let text = response.text().await.unwrap();
-                assert_eq!(status, 202, "submission {index} ({namespace}/{name}): {text}");
+                assert_eq!(
+                    status, 202,
+                    "submission {index} ({namespace}/{name}): {text}"
+                );
                 let body: serde_json::Value = serde_json::from_str(&text).unwrap();
                 (index, body["build_id"].as_str().unwrap().to_owned())
             }
@@ -117,7 +124,9 @@ async fn a_thousand_submissions_of_fifty_shared_specs_all_succeed() {
     let failed: Vec<String> = builds
         .iter()
         .filter(|(_, (status, ..))| status != "succeeded")
-        .map(|(id, (status, _, error))| format!("{id}: {status}: {}", error.as_deref().unwrap_or("")))
+        .map(|(id, (status, _, error))| {
+            format!("{id}: {status}: {}", error.as_deref().unwrap_or(""))
+        })
         .collect();
     let distinct_ids: BTreeSet<&String> = results.iter().map(|(_, id)| id).collect();
     let mut locks_of_spec: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
@@ -127,7 +136,10 @@ async fn a_thousand_submissions_of_fifty_shared_specs_all_succeed() {
             locks_of_spec.entry(spec).or_default().insert(lock.clone());
         }
     }
-    let locks: BTreeSet<&String> = builds.values().filter_map(|(_, lock, _)| lock.as_ref()).collect();
+    let locks: BTreeSet<&String> = builds
+        .values()
+        .filter_map(|(_, lock, _)| lock.as_ref())
+        .collect();
     let prefixes = deployment.prefixes();
     let incomplete = deployment.incomplete_prefixes();
     eprintln!(
@@ -161,7 +173,10 @@ async fn a_thousand_submissions_of_fifty_shared_specs_all_succeed() {
     );
     assert_eq!(locks.len(), SPECS, "distinct locks = distinct specs");
     assert_eq!(prefixes.len(), SPECS, "one prefix per lock");
-    assert!(incomplete.is_empty(), "every prefix is complete: {incomplete:?}");
+    assert!(
+        incomplete.is_empty(),
+        "every prefix is complete: {incomplete:?}"
+    );
     assert!(
         deployment.half_built_visible().is_empty(),
         "{:?}",

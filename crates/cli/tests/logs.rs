@@ -31,7 +31,12 @@ async fn start(args: &[&str], log: &Path) -> (Child, String) {
         .await
         .expect("envstore says where it listens")
         .unwrap()
-        .unwrap_or_else(|| panic!("envstore exited:\n{}", std::fs::read_to_string(log).unwrap_or_default()));
+        .unwrap_or_else(|| {
+            panic!(
+                "envstore exited:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
     (child, line)
 }
 
@@ -41,8 +46,12 @@ fn json_lines(log: &Path) -> Vec<Value> {
         .unwrap()
         .lines()
         .map(|line| {
-            let value: Value = serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
-            assert!(value["timestamp"].is_string() && value["level"].is_string(), "{line}");
+            let value: Value = serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+            assert!(
+                value["timestamp"].is_string() && value["level"].is_string(),
+                "{line}"
+            );
             value
         })
         .collect()
@@ -50,7 +59,10 @@ fn json_lines(log: &Path) -> Vec<Value> {
 
 /// The fields of every span a log line was written in.
 fn spans(line: &Value) -> Vec<&Value> {
-    line["spans"].as_array().map(|spans| spans.iter().collect()).unwrap_or_default()
+    line["spans"]
+        .as_array()
+        .map(|spans| spans.iter().collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,11 +72,24 @@ async fn json_logs_carry_the_request_id_of_each_request() {
     let data_arg = data_dir.to_str().unwrap();
     let log = data_dir.join("serve.log");
     let (_serve, listening) = start(
-        &["serve", "--workers", "0", "--bind", "127.0.0.1:0", "--admin-token", TOKEN, "--data-dir", data_arg],
+        &[
+            "serve",
+            "--workers",
+            "0",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin-token",
+            TOKEN,
+            "--data-dir",
+            data_arg,
+        ],
         &log,
     )
     .await;
-    let base = listening.strip_prefix("envstore listening on ").expect("the listening line").to_owned();
+    let base = listening
+        .strip_prefix("envstore listening on ")
+        .expect("the listening line")
+        .to_owned();
 
     let client = reqwest::Client::new();
     let request_id = "abc123-json-log";
@@ -82,14 +107,23 @@ async fn json_logs_carry_the_request_id_of_each_request() {
     // The handler's line, written inside the request's span.
     let started = Instant::now();
     let line = loop {
-        let found = json_lines(&log).into_iter().find(|line| line["message"] == "namespace created");
+        let found = json_lines(&log)
+            .into_iter()
+            .find(|line| line["message"] == "namespace created");
         if let Some(line) = found {
             break line;
         }
-        assert!(started.elapsed() < WAIT, "no 'namespace created' line:\n{}", std::fs::read_to_string(&log).unwrap());
+        assert!(
+            started.elapsed() < WAIT,
+            "no 'namespace created' line:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(line["namespace"], "logged", "the event's fields are at the top level: {line}");
+    assert_eq!(
+        line["namespace"], "logged",
+        "the event's fields are at the top level: {line}"
+    );
     let request = spans(&line)
         .into_iter()
         .find(|span| span["name"] == "request")
@@ -111,20 +145,45 @@ async fn a_worker_node_serves_its_metrics_and_logs_json() {
     let data_dir = std::fs::canonicalize(data.path()).unwrap();
     let log = data_dir.join("worker.log");
     let (_worker, listening) = start(
-        &["worker", "--workers", "1", "--metrics-bind", "127.0.0.1:0", "--data-dir", data_dir.to_str().unwrap()],
+        &[
+            "worker",
+            "--workers",
+            "1",
+            "--metrics-bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
         &log,
     )
     .await;
-    let base = listening.strip_prefix("envstore worker metrics on ").expect("the metrics line").to_owned();
+    let base = listening
+        .strip_prefix("envstore worker metrics on ")
+        .expect("the metrics line")
+        .to_owned();
     let health = reqwest::get(format!("{base}/health")).await.unwrap();
     assert_eq!(health.status(), reqwest::StatusCode::OK);
     let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(metrics.status(), reqwest::StatusCode::OK);
     let text = metrics.text().await.unwrap();
     // Registered by the worker's solver and store as they were made.
-    assert!(text.contains("# TYPE envstore_solve_cache_lookups_total counter"), "{text}");
-    assert!(text.contains("envstore_object_store_errors_total{operation=\"read\"} 0"), "{text}");
-    assert!(!text.contains("envstore_builds{"), "builds by state are the API's to show: {text}");
+    assert!(
+        text.contains("# TYPE envstore_solve_cache_lookups_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("envstore_object_store_errors_total{operation=\"read\"} 0"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("envstore_builds{"),
+        "builds by state are the API's to show: {text}"
+    );
     let lines = json_lines(&log);
-    assert!(lines.iter().any(|line| line["message"] == "envstore workers are running"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["message"] == "envstore workers are running"),
+        "{lines:?}"
+    );
 }

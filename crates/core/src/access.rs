@@ -38,7 +38,9 @@ impl fmt::Display for Role {
 pub enum AccessError {
     #[error("unknown role '{0}' (viewer, developer or admin)")]
     UnknownRole(String),
-    #[error("invalid namespace pattern '{0}': letters, digits, '-', '_', '.' and '*' only, at most 64 characters")]
+    #[error(
+        "invalid namespace pattern '{0}': letters, digits, '-', '_', '.' and '*' only, at most 64 characters"
+    )]
     InvalidPattern(String),
     #[error("invalid subject '{0}': 1 to 128 printable characters without spaces")]
     InvalidSubject(String),
@@ -138,7 +140,9 @@ pub fn validate_subject(subject: &str) -> Result<(), AccessError> {
     if valid {
         Ok(())
     } else {
-        Err(AccessError::InvalidSubject(subject.escape_debug().to_string()))
+        Err(AccessError::InvalidSubject(
+            subject.escape_debug().to_string(),
+        ))
     }
 }
 
@@ -240,10 +244,25 @@ mod tests {
         assert!(!pattern.matches("teams"));
         assert!(!pattern.matches("my-team-ml"));
         assert!("*".parse::<NamespacePattern>().unwrap().matches("anything"));
-        assert!("a*b*c".parse::<NamespacePattern>().unwrap().matches("aXXbYYc"));
-        assert!(!"a*b*c".parse::<NamespacePattern>().unwrap().matches("aXXbYY"));
+        assert!(
+            "a*b*c"
+                .parse::<NamespacePattern>()
+                .unwrap()
+                .matches("aXXbYYc")
+        );
+        assert!(
+            !"a*b*c"
+                .parse::<NamespacePattern>()
+                .unwrap()
+                .matches("aXXbYY")
+        );
         let slow = format!("{}b", "*a".repeat(30));
-        assert!(!slow.parse::<NamespacePattern>().unwrap().matches(&"a".repeat(60)));
+        assert!(
+            !slow
+                .parse::<NamespacePattern>()
+                .unwrap()
+                .matches(&"a".repeat(60))
+        );
         assert!("../x".parse::<NamespacePattern>().is_err());
     }
 
@@ -260,22 +279,40 @@ mod tests {
         assert_eq!(grants.role_in("other", true), Some(Role::Viewer));
 
         let scoped = Grants {
-            scopes: Some(vec![grant("team-ml", Role::Developer), grant("other", Role::Admin)]),
+            scopes: Some(vec![
+                grant("team-ml", Role::Developer),
+                grant("other", Role::Admin),
+            ]),
             ..grants
         };
         assert_eq!(scoped.role_in("team-ml", false), Some(Role::Developer));
-        assert_eq!(scoped.role_in("team-web", false), None, "outside the token's scope");
-        assert_eq!(scoped.role_in("other", false), None, "a scope grants nothing by itself");
+        assert_eq!(
+            scoped.role_in("team-web", false),
+            None,
+            "outside the token's scope"
+        );
+        assert_eq!(
+            scoped.role_in("other", false),
+            None,
+            "a scope grants nothing by itself"
+        );
     }
 
     #[test]
     fn a_pattern_covers_what_it_matches_in_every_expansion() {
-        let covers = |a: &str, b: &str| a.parse::<NamespacePattern>().unwrap().covers(&b.parse().unwrap());
+        let covers = |a: &str, b: &str| {
+            a.parse::<NamespacePattern>()
+                .unwrap()
+                .covers(&b.parse().unwrap())
+        };
         assert!(covers("*", "team-*"));
         assert!(covers("team-*", "team-ml"));
         assert!(covers("team-*", "team-ml-*"));
         assert!(covers("team-*", "team-*"));
-        assert!(!covers("team-ml", "team-*"), "an exact name never covers a glob");
+        assert!(
+            !covers("team-ml", "team-*"),
+            "an exact name never covers a glob"
+        );
         assert!(!covers("team-*", "*"));
         assert!(!covers("a*", "*b"), "overlap is not cover");
     }
@@ -283,14 +320,26 @@ mod tests {
     #[test]
     fn a_minted_token_never_holds_more_than_its_parent() {
         let held = vec![grant("team-*", Role::Developer), grant("lab", Role::Viewer)];
-        assert_eq!(narrow_scopes(None, &held), held, "no request: the parent's scopes");
+        assert_eq!(
+            narrow_scopes(None, &held),
+            held,
+            "no request: the parent's scopes"
+        );
         let narrowed = narrow_scopes(
-            Some(vec![grant("*", Role::Admin), grant("team-ml", Role::Viewer), grant("other", Role::Admin)]),
+            Some(vec![
+                grant("*", Role::Admin),
+                grant("team-ml", Role::Viewer),
+                grant("other", Role::Admin),
+            ]),
             &held,
         );
         assert_eq!(
             narrowed,
-            vec![grant("team-*", Role::Developer), grant("lab", Role::Viewer), grant("team-ml", Role::Viewer)]
+            vec![
+                grant("team-*", Role::Developer),
+                grant("lab", Role::Viewer),
+                grant("team-ml", Role::Viewer)
+            ]
         );
         let grants = |scopes: Vec<Grant>| Grants {
             server_admin: true,
@@ -300,9 +349,18 @@ mod tests {
         let child = grants(narrowed);
         let parent = grants(held);
         for namespace in ["team-ml", "team-web", "lab", "other", "x"] {
-            assert!(child.role_in(namespace, false) <= parent.role_in(namespace, false), "{namespace}");
+            assert!(
+                child.role_in(namespace, false) <= parent.role_in(namespace, false),
+                "{namespace}"
+            );
         }
-        assert!(narrow_scopes(Some(vec![grant("a*", Role::Admin)]), &[grant("*b", Role::Admin)]).is_empty());
+        assert!(
+            narrow_scopes(
+                Some(vec![grant("a*", Role::Admin)]),
+                &[grant("*b", Role::Admin)]
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -315,7 +373,13 @@ mod tests {
         assert!(!scoped.is_server_admin());
         assert_eq!(scoped.role_in("team-ml", false), Some(Role::Viewer));
         assert_eq!(scoped.role_in("other", false), None);
-        assert!(Grants { scopes: None, ..scoped }.is_server_admin());
+        assert!(
+            Grants {
+                scopes: None,
+                ..scoped
+            }
+            .is_server_admin()
+        );
     }
 
     #[test]

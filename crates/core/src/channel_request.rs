@@ -85,11 +85,13 @@ fn retried_suffix(retried: Option<&Retried>) -> String {
     }
 }
 
-
 impl RequestFailure {
     /// Whether sending the request again may get an answer: no connection,
     /// no answer in time, or an answer of 5xx or 429. Refusals of policy and size never are.
     pub fn is_transient(self) -> bool {
-        matches!(self, Self::TimedOut(_) | Self::Unreachable | Self::Unavailable)
+        matches!(
+            self,
+            Self::TimedOut(_) | Self::Unreachable | Self::Unavailable
+        )
     }
 }

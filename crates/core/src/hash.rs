@@ -88,7 +88,13 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_hash() {
-        for text in ["", "abc", &"g".repeat(64), &"A".repeat(64), "../../etc/passwd"] {
+        for text in [
+            "",
+            "abc",
+            &"g".repeat(64),
+            &"A".repeat(64),
+            "../../etc/passwd",
+        ] {
             assert!(text.parse::<ContentHash>().is_err(), "{text}");
         }
     }

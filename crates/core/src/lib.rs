@@ -13,15 +13,17 @@ mod policy;
 pub mod spec;
 pub mod variables;
 
-pub use access::{AccessError, Grant, Grants, NamespacePattern, Role, narrow_scopes, validate_subject};
+pub use access::{
+    AccessError, Grant, Grants, NamespacePattern, Role, narrow_scopes, validate_subject,
+};
 pub use build::{BuildPhase, BuildStatus, PhaseTiming, UnknownStatus};
 pub use channels::{
-    ChannelAllowlist, ChannelCredential, ChannelError, ChannelPath, ChannelSecret, NamedChannel, REDACTED, UrlDefect, locate_in,
-    public_url,
+    ChannelAllowlist, ChannelCredential, ChannelError, ChannelPath, ChannelSecret, NamedChannel,
+    REDACTED, UrlDefect, locate_in, public_url,
 };
 pub use hash::{ContentHash, ParseHashError};
-pub use policy::{Policy, PolicyError};
 pub use names::{EnvironmentName, InvalidName, NamespaceName};
+pub use policy::{Policy, PolicyError};
 pub use spec::{CanonicalSpec, EnvironmentSpec, SpecError, SpecFormat};
 
 /// Renders an error and its causes, one per line, the way users read them;

@@ -124,7 +124,9 @@ mod tests {
     #[test]
     fn refuses_names_that_escape_or_confuse() {
         let long = "x".repeat(65);
-        for name in ["", "..", ".", "a/b", "../x", "-x", ".hidden", "a b", "a\0b", "é", &long, "api"] {
+        for name in [
+            "", "..", ".", "a/b", "../x", "-x", ".hidden", "a b", "a\0b", "é", &long, "api",
+        ] {
             let error = name.parse::<EnvironmentName>().unwrap_err();
             assert_eq!(error.kind, "environment");
         }
@@ -134,7 +136,9 @@ mod tests {
     fn deserialising_validates() {
         assert!(serde_json::from_str::<NamespaceName>("\"../etc\"").is_err());
         assert_eq!(
-            serde_json::from_str::<NamespaceName>("\"ok\"").unwrap().as_str(),
+            serde_json::from_str::<NamespaceName>("\"ok\"")
+                .unwrap()
+                .as_str(),
             "ok"
         );
     }

@@ -67,7 +67,9 @@ fn parse_spec(text: &str) -> Result<MatchSpec, PolicyError> {
 
 fn spec_name(spec: &MatchSpec) -> Option<String> {
     match &spec.name {
-        rattler_conda_types::PackageNameMatcher::Exact(name) => Some(name.as_normalized().to_owned()),
+        rattler_conda_types::PackageNameMatcher::Exact(name) => {
+            Some(name.as_normalized().to_owned())
+        }
         _ => None,
     }
 }
@@ -80,13 +82,14 @@ impl Policy {
             parse_spec(spec)?;
         }
         for name in &self.required_packages {
-            PackageName::try_from(name.as_str())
-                .map_err(|error| PolicyError::Invalid(format!("'{name}' is not a package name: {error}")))?;
+            PackageName::try_from(name.as_str()).map_err(|error| {
+                PolicyError::Invalid(format!("'{name}' is not a package name: {error}"))
+            })?;
         }
         for platform in self.allowed_platforms.iter().flatten() {
-            platform
-                .parse::<Subdir>()
-                .map_err(|_| PolicyError::Invalid(format!("'{platform}' is not a conda platform")))?;
+            platform.parse::<Subdir>().map_err(|_| {
+                PolicyError::Invalid(format!("'{platform}' is not a conda platform"))
+            })?;
         }
         Ok(())
     }
@@ -94,11 +97,18 @@ impl Policy {
     /// This policy narrowed by a namespace's: allow-lists intersect, limits
     /// take the smaller value, package lists add up.
     pub fn tightened_by(&self, namespace: &Policy) -> Policy {
-        fn intersect(server: &Option<Vec<String>>, namespace: &Option<Vec<String>>) -> Option<Vec<String>> {
+        fn intersect(
+            server: &Option<Vec<String>>,
+            namespace: &Option<Vec<String>>,
+        ) -> Option<Vec<String>> {
             match (server, namespace) {
-                (Some(server), Some(namespace)) => {
-                    Some(namespace.iter().filter(|item| server.contains(item)).cloned().collect())
-                }
+                (Some(server), Some(namespace)) => Some(
+                    namespace
+                        .iter()
+                        .filter(|item| server.contains(item))
+                        .cloned()
+                        .collect(),
+                ),
                 (Some(list), None) | (None, Some(list)) => Some(list.clone()),
                 (None, None) => None,
             }
@@ -126,9 +136,15 @@ impl Policy {
             included_packages: union(&self.included_packages, &namespace.included_packages),
             max_environments: smaller(self.max_environments, namespace.max_environments),
             max_dependencies: smaller(self.max_dependencies, namespace.max_dependencies),
-            allowed_variables: self.allowed_variables.as_ref().map(|server| match &namespace.allowed_variables {
-                Some(names) => server.iter().filter(|name| names.contains(name)).cloned().collect(),
-                None => server.clone(),
+            allowed_variables: self.allowed_variables.as_ref().map(|server| {
+                match &namespace.allowed_variables {
+                    Some(names) => server
+                        .iter()
+                        .filter(|name| names.contains(name))
+                        .cloned()
+                        .collect(),
+                    None => server.clone(),
+                }
             }),
         }
     }
@@ -145,12 +161,20 @@ impl Policy {
         for text in &self.included_packages {
             let included = parse_spec(text)?;
             let name = spec_name(&included);
-            if !spec.dependencies.iter().any(|dependency| spec_name(dependency) == name) {
+            if !spec
+                .dependencies
+                .iter()
+                .any(|dependency| spec_name(dependency) == name)
+            {
                 spec.dependencies.push(included);
             }
         }
         let allowed_variables = self.allowed_variables.as_deref().unwrap_or_default();
-        if let Some(name) = spec.variables.keys().find(|name| !crate::variables::is_allowed(name, allowed_variables)) {
+        if let Some(name) = spec
+            .variables
+            .keys()
+            .find(|name| !crate::variables::is_allowed(name, allowed_variables))
+        {
             return Err(violated(
                 "allowed_variables",
                 format!(
@@ -161,7 +185,10 @@ impl Policy {
         }
         let names: Vec<Option<String>> = spec.dependencies.iter().map(spec_name).collect();
         for required in &self.required_packages {
-            if !names.iter().any(|name| name.as_deref() == Some(required.as_str())) {
+            if !names
+                .iter()
+                .any(|name| name.as_deref() == Some(required.as_str()))
+            {
                 return Err(violated(
                     "required_packages",
                     format!("every environment in this namespace must list '{required}'"),
@@ -173,7 +200,10 @@ impl Policy {
         {
             return Err(violated(
                 "max_dependencies",
-                format!("the spec lists {} dependencies; at most {max} are allowed here", spec.dependencies.len()),
+                format!(
+                    "the spec lists {} dependencies; at most {max} are allowed here",
+                    spec.dependencies.len()
+                ),
             ));
         }
         if let Some(allowed) = &self.allowed_channels {
@@ -184,7 +214,10 @@ impl Policy {
                 if !allowed.contains(channel) {
                     return Err(violated(
                         "allowed_channels",
-                        format!("channel '{channel}' is not allowed here; allowed: {}", allowed.join(", ")),
+                        format!(
+                            "channel '{channel}' is not allowed here; allowed: {}",
+                            allowed.join(", ")
+                        ),
                     ));
                 }
             }
@@ -204,15 +237,31 @@ impl Policy {
         packages: &BTreeMap<String, Vec<(String, Url)>>,
     ) -> Result<(), PolicyError> {
         let allowed: Vec<&NamedChannel> = match &self.allowed_channels {
-            Some(names) => allowlist.channels().iter().filter(|channel| names.contains(&channel.name)).collect(),
+            Some(names) => allowlist
+                .channels()
+                .iter()
+                .filter(|channel| names.contains(&channel.name))
+                .collect(),
             None => allowlist.channels().iter().collect(),
         };
-        let allowed_names = || allowed.iter().map(|channel| channel.name.as_str()).collect::<Vec<_>>().join(", ");
+        let allowed_names = || {
+            allowed
+                .iter()
+                .map(|channel| channel.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         for channel in channels {
-            if !allowed.iter().any(|named| same_channel(&named.url, channel)) {
+            if !allowed
+                .iter()
+                .any(|named| same_channel(&named.url, channel))
+            {
                 return Err(violated(
                     "allowed_channels",
-                    format!("the lock's channel '{channel}' is not allowed here; allowed: {}", allowed_names()),
+                    format!(
+                        "the lock's channel '{channel}' is not allowed here; allowed: {}",
+                        allowed_names()
+                    ),
                 ));
             }
         }
@@ -228,8 +277,9 @@ impl Policy {
                 // Compared after decoding and normalisation, and only as
                 // `<channel>/<platform or noarch>/<archive>`: no `%2F`, `..`,
                 // other subdir or sibling path of an allowed channel.
-                let checked = crate::channels::locate_in(allowed.iter().map(|named| &named.url), url)
-                    .and_then(|path| path.check_package(std::slice::from_ref(platform)));
+                let checked =
+                    crate::channels::locate_in(allowed.iter().map(|named| &named.url), url)
+                        .and_then(|path| path.check_package(std::slice::from_ref(platform)));
                 if let Err(defect) = checked {
                     return Err(violated(
                         "allowed_channels",
@@ -245,7 +295,9 @@ impl Policy {
                 if !locked.iter().any(|(name, _)| name == required) {
                     return Err(violated(
                         "required_packages",
-                        format!("every environment in this namespace must hold '{required}'; the lock has none for {platform}"),
+                        format!(
+                            "every environment in this namespace must hold '{required}'; the lock has none for {platform}"
+                        ),
                     ));
                 }
             }
@@ -258,13 +310,19 @@ impl Policy {
         self.check_platforms(&spec.platforms)
     }
 
-    fn check_platforms<'a>(&self, platforms: impl IntoIterator<Item = &'a String>) -> Result<(), PolicyError> {
+    fn check_platforms<'a>(
+        &self,
+        platforms: impl IntoIterator<Item = &'a String>,
+    ) -> Result<(), PolicyError> {
         if let Some(allowed) = &self.allowed_platforms {
             for platform in platforms {
                 if !allowed.contains(platform) {
                     return Err(violated(
                         "allowed_platforms",
-                        format!("platform '{platform}' is not allowed here; allowed: {}", allowed.join(", ")),
+                        format!(
+                            "platform '{platform}' is not allowed here; allowed: {}",
+                            allowed.join(", ")
+                        ),
                     ));
                 }
             }
@@ -281,21 +339,50 @@ mod tests {
     #[test]
     fn steering_variables_need_the_server_policy_and_a_namespace_cannot_grant_them() {
         let spec = |variables: &str| {
-            EnvironmentSpec::parse(format!("dependencies: [python]\nvariables: {variables}\n").as_bytes(), SpecFormat::Yaml)
-                .unwrap()
+            EnvironmentSpec::parse(
+                format!("dependencies: [python]\nvariables: {variables}\n").as_bytes(),
+                SpecFormat::Yaml,
+            )
+            .unwrap()
         };
         let open = Policy::default();
         let refused = open.apply(spec("{LD_PRELOAD: /tmp/x.so}")).unwrap_err();
-        assert!(matches!(refused, PolicyError::Violated { rule: "allowed_variables", .. }), "{refused}");
-        assert!(open.apply(spec("{PYTHONSTARTUP: /tmp/x.py, MODE: fast}")).is_err());
+        assert!(
+            matches!(
+                refused,
+                PolicyError::Violated {
+                    rule: "allowed_variables",
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        assert!(
+            open.apply(spec("{PYTHONSTARTUP: /tmp/x.py, MODE: fast}"))
+                .is_err()
+        );
         assert!(open.apply(spec("{MODE: fast}")).is_ok());
 
-        let namespace = Policy { allowed_variables: Some(vec!["LD_PRELOAD".into()]), ..Policy::default() };
-        assert!(open.tightened_by(&namespace).apply(spec("{LD_PRELOAD: /tmp/x.so}")).is_err(), "namespaces only narrow");
-        let server = Policy { allowed_variables: Some(vec!["LD_LIBRARY_PATH".into(), "PYTHONPATH".into()]), ..Policy::default() };
+        let namespace = Policy {
+            allowed_variables: Some(vec!["LD_PRELOAD".into()]),
+            ..Policy::default()
+        };
+        assert!(
+            open.tightened_by(&namespace)
+                .apply(spec("{LD_PRELOAD: /tmp/x.so}"))
+                .is_err(),
+            "namespaces only narrow"
+        );
+        let server = Policy {
+            allowed_variables: Some(vec!["LD_LIBRARY_PATH".into(), "PYTHONPATH".into()]),
+            ..Policy::default()
+        };
         assert!(server.apply(spec("{LD_LIBRARY_PATH: /opt/lib}")).is_ok());
         assert!(server.apply(spec("{LD_PRELOAD: /tmp/x.so}")).is_err());
-        let narrowed = server.tightened_by(&Policy { allowed_variables: Some(vec!["PYTHONPATH".into()]), ..Policy::default() });
+        let narrowed = server.tightened_by(&Policy {
+            allowed_variables: Some(vec!["PYTHONPATH".into()]),
+            ..Policy::default()
+        });
         assert!(narrowed.apply(spec("{LD_LIBRARY_PATH: /opt/lib}")).is_err());
         assert!(narrowed.apply(spec("{PYTHONPATH: /opt/py}")).is_ok());
     }
@@ -314,9 +401,15 @@ mod tests {
             included_packages: vec!["ipykernel".into(), "python >=3.10".into()],
             ..Policy::default()
         };
-        let applied = policy.apply(spec("dependencies: [python 3.11.*, numpy]\n")).unwrap();
+        let applied = policy
+            .apply(spec("dependencies: [python 3.11.*, numpy]\n"))
+            .unwrap();
         assert_eq!(names(&applied), ["python", "numpy", "ipykernel"]);
-        assert_eq!(applied.dependencies[0].to_string(), "python 3.11.*", "the listed python wins");
+        assert_eq!(
+            applied.dependencies[0].to_string(),
+            "python 3.11.*",
+            "the listed python wins"
+        );
     }
 
     #[test]
@@ -325,21 +418,32 @@ mod tests {
             required_packages: vec!["ipykernel".into()],
             ..Policy::default()
         };
-        let error = required.apply(spec("dependencies: [python]\n")).unwrap_err();
-        assert!(error.to_string().starts_with("policy rule 'required_packages'"), "{error}");
+        let error = required
+            .apply(spec("dependencies: [python]\n"))
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("policy rule 'required_packages'"),
+            "{error}"
+        );
 
         let small = Policy {
             max_dependencies: Some(1),
             ..Policy::default()
         };
-        let error = small.apply(spec("dependencies: [python, numpy]\n")).unwrap_err();
+        let error = small
+            .apply(spec("dependencies: [python, numpy]\n"))
+            .unwrap_err();
         assert!(error.to_string().contains("'max_dependencies'"), "{error}");
 
         let channels = Policy {
             allowed_channels: Some(vec!["demo".into()]),
             ..Policy::default()
         };
-        let error = channels.apply(spec("channels: [extra]\ndependencies: [python]\n")).unwrap_err();
+        let error = channels
+            .apply(spec("channels: [extra]\ndependencies: [python]\n"))
+            .unwrap_err();
         assert!(error.to_string().contains("'allowed_channels'"), "{error}");
         let applied = channels.apply(spec("dependencies: [python]\n")).unwrap();
         assert_eq!(applied.channels, ["demo"]);
@@ -368,11 +472,23 @@ mod tests {
     #[test]
     fn invalid_policies_are_refused() {
         for policy in [
-            Policy { included_packages: vec!["numpy >=<1".into()], ..Policy::default() },
-            Policy { required_packages: vec!["Not A Name".into()], ..Policy::default() },
-            Policy { allowed_platforms: Some(vec!["amiga-68k".into()]), ..Policy::default() },
+            Policy {
+                included_packages: vec!["numpy >=<1".into()],
+                ..Policy::default()
+            },
+            Policy {
+                required_packages: vec!["Not A Name".into()],
+                ..Policy::default()
+            },
+            Policy {
+                allowed_platforms: Some(vec!["amiga-68k".into()]),
+                ..Policy::default()
+            },
         ] {
-            assert!(matches!(policy.validate(), Err(PolicyError::Invalid(_))), "{policy:?}");
+            assert!(
+                matches!(policy.validate(), Err(PolicyError::Invalid(_))),
+                "{policy:?}"
+            );
         }
     }
 
@@ -384,28 +500,99 @@ mod tests {
         ]);
         let url = |text: &str| Url::parse(text).unwrap();
         let demo = url("https://conda.example/demo/");
-        let packages = |platform: &str, entries: &[(&str, &str)]| -> BTreeMap<String, Vec<(String, Url)>> {
-            [(platform.to_owned(), entries.iter().map(|(name, at)| ((*name).to_owned(), url(at))).collect())].into()
-        };
-        let python = ("python", "https://conda.example/demo/linux-64/python-3.11.0-0.conda");
-        let kernel = ("ipykernel", "https://conda.example/demo/noarch/ipykernel-6.0-0.conda");
+        let packages =
+            |platform: &str, entries: &[(&str, &str)]| -> BTreeMap<String, Vec<(String, Url)>> {
+                [(
+                    platform.to_owned(),
+                    entries
+                        .iter()
+                        .map(|(name, at)| ((*name).to_owned(), url(at)))
+                        .collect(),
+                )]
+                .into()
+            };
+        let python = (
+            "python",
+            "https://conda.example/demo/linux-64/python-3.11.0-0.conda",
+        );
+        let kernel = (
+            "ipykernel",
+            "https://conda.example/demo/noarch/ipykernel-6.0-0.conda",
+        );
         let open = Policy::default();
-        assert!(open.check_lock(&allowlist, &[demo.clone()], &packages("linux-64", &[python, kernel])).is_ok());
+        assert!(
+            open.check_lock(
+                &allowlist,
+                &[demo.clone()],
+                &packages("linux-64", &[python, kernel])
+            )
+            .is_ok()
+        );
 
         let outside = ("evil", "https://elsewhere.example/linux-64/evil-1-0.conda");
-        let refused = |policy: &Policy, channels: &[Url], packages| match policy.check_lock(&allowlist, channels, &packages) {
+        let refused = |policy: &Policy, channels: &[Url], packages| match policy
+            .check_lock(&allowlist, channels, &packages)
+        {
             Err(PolicyError::Violated { rule, .. }) => rule,
             other => panic!("{other:?}"),
         };
-        assert_eq!(refused(&open, &[demo.clone()], packages("linux-64", &[python, outside])), "allowed_channels");
-        assert_eq!(refused(&open, &[url("https://elsewhere.example/")], packages("linux-64", &[python])), "allowed_channels");
-        let only_extra = Policy { allowed_channels: Some(vec!["extra".into()]), ..Policy::default() };
-        assert_eq!(refused(&only_extra, &[demo.clone()], packages("linux-64", &[python])), "allowed_channels");
-        let linux_only = Policy { allowed_platforms: Some(vec!["linux-64".into()]), ..Policy::default() };
-        assert_eq!(refused(&linux_only, &[demo.clone()], packages("osx-arm64", &[python])), "allowed_platforms");
-        let kernels = Policy { included_packages: vec!["ipykernel >=6".into()], ..Policy::default() };
-        assert_eq!(refused(&kernels, &[demo.clone()], packages("linux-64", &[python])), "required_packages");
-        assert!(kernels.check_lock(&allowlist, &[demo.clone()], &packages("linux-64", &[python, kernel])).is_ok());
+        assert_eq!(
+            refused(
+                &open,
+                &[demo.clone()],
+                packages("linux-64", &[python, outside])
+            ),
+            "allowed_channels"
+        );
+        assert_eq!(
+            refused(
+                &open,
+                &[url("https://elsewhere.example/")],
+                packages("linux-64", &[python])
+            ),
+            "allowed_channels"
+        );
+        let only_extra = Policy {
+            allowed_channels: Some(vec!["extra".into()]),
+            ..Policy::default()
+        };
+        assert_eq!(
+            refused(
+                &only_extra,
+                &[demo.clone()],
+                packages("linux-64", &[python])
+            ),
+            "allowed_channels"
+        );
+        let linux_only = Policy {
+            allowed_platforms: Some(vec!["linux-64".into()]),
+            ..Policy::default()
+        };
+        assert_eq!(
+            refused(
+                &linux_only,
+                &[demo.clone()],
+                packages("osx-arm64", &[python])
+            ),
+            "allowed_platforms"
+        );
+        let kernels = Policy {
+            included_packages: vec!["ipykernel >=6".into()],
+            ..Policy::default()
+        };
+        assert_eq!(
+            refused(&kernels, &[demo.clone()], packages("linux-64", &[python])),
+            "required_packages"
+        );
+        assert!(
+            kernels
+                .check_lock(
+                    &allowlist,
+                    &[demo.clone()],
+                    &packages("linux-64", &[python, kernel])
+                )
+                .is_ok()
+        );
         for hostile in [
             "https://conda.example/demo/linux-64%2F..%2F..%2Fsecret/python-3.11.0-0.conda",
             "https://conda.example/demo/%2e%2e/secret/linux-64/python-3.11.0-0.conda",
@@ -414,7 +601,15 @@ mod tests {
             "https://conda.example/demo/linux-64/deeper/python-3.11.0-0.conda",
             "https://user:pw@conda.example/demo/linux-64/python-3.11.0-0.conda",
         ] {
-            assert_eq!(refused(&open, &[demo.clone()], packages("linux-64", &[("python", hostile)])), "allowed_channels", "{hostile}");
+            assert_eq!(
+                refused(
+                    &open,
+                    &[demo.clone()],
+                    packages("linux-64", &[("python", hostile)])
+                ),
+                "allowed_channels",
+                "{hostile}"
+            );
         }
     }
 }

@@ -37,7 +37,10 @@ pub enum SpecError {
         message: String,
     },
     #[error("the spec is not valid {format}: {message}")]
-    Structure { format: &'static str, message: String },
+    Structure {
+        format: &'static str,
+        message: String,
+    },
     #[error("dependency '{dependency}' is not a valid conda match spec: {reason}")]
     InvalidDependency { dependency: String, reason: String },
     #[error("dependency '{dependency}' names channel '{channel}': {source}")]
@@ -47,7 +50,9 @@ pub enum SpecError {
         #[source]
         source: ChannelError,
     },
-    #[error("dependency '{dependency}' names URL '{url}', which is not a package of the spec's channels: {defect}")]
+    #[error(
+        "dependency '{dependency}' names URL '{url}', which is not a package of the spec's channels: {defect}"
+    )]
     DependencyUrl {
         dependency: String,
         url: String,
@@ -270,7 +275,9 @@ impl EnvironmentSpec {
             .iter()
             .map(|Text(platform)| match platform.parse::<Subdir>() {
                 Ok(subdir) if subdir != Subdir::NoArch => Ok(subdir),
-                _ => Err(SpecError::UnknownPlatform(platform.escape_debug().to_string())),
+                _ => Err(SpecError::UnknownPlatform(
+                    platform.escape_debug().to_string(),
+                )),
             })
             .collect::<Result<_, _>>()?;
         let variables = raw
@@ -280,7 +287,11 @@ impl EnvironmentSpec {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             name: raw.name.map(|Text(name)| name),
-            channels: raw.channels.into_iter().map(|Text(channel)| channel).collect(),
+            channels: raw
+                .channels
+                .into_iter()
+                .map(|Text(channel)| channel)
+                .collect(),
             dependencies,
             platforms,
             variables,
@@ -297,7 +308,11 @@ impl EnvironmentSpec {
     ) -> Result<CanonicalSpec, SpecError> {
         let mut channels: Vec<String> = Vec::new();
         let requested: Vec<&str> = if self.channels.is_empty() {
-            allowlist.channels().iter().map(|c| c.name.as_str()).collect()
+            allowlist
+                .channels()
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect()
         } else {
             self.channels.iter().map(String::as_str).collect()
         };
@@ -322,17 +337,21 @@ impl EnvironmentSpec {
         };
         platforms.sort();
         platforms.dedup();
-        let resolved: Vec<url::Url> = channels.iter().filter_map(|url| url::Url::parse(url).ok()).collect();
+        let resolved: Vec<url::Url> = channels
+            .iter()
+            .filter_map(|url| url::Url::parse(url).ok())
+            .collect();
         for dependency in &self.dependencies {
             if let Some(channel) = &dependency.channel {
                 let url = channel.base_url.url().to_string();
-                let named = allowlist
-                    .resolve(&url)
-                    .map_err(|source| SpecError::DependencyChannel {
-                        dependency: dependency.to_string(),
-                        channel: url.clone(),
-                        source,
-                    })?;
+                let named =
+                    allowlist
+                        .resolve(&url)
+                        .map_err(|source| SpecError::DependencyChannel {
+                            dependency: dependency.to_string(),
+                            channel: url.clone(),
+                            source,
+                        })?;
                 // Allowed on the server is not enough: the spec's channels
                 // are what the namespace's policy allows.
                 if !resolved.contains(&named.url) {
@@ -393,7 +412,8 @@ fn parse_dependency(text: &str) -> Result<MatchSpec, SpecError> {
     };
     // The default options accept exact package names only: no globs or
     // regexes, which would let one line pull in arbitrary packages.
-    let spec = MatchSpec::from_str(text, ParseStrictness::Lenient).map_err(|error| invalid(error.to_string()))?;
+    let spec = MatchSpec::from_str(text, ParseStrictness::Lenient)
+        .map_err(|error| invalid(error.to_string()))?;
     // The canonical form keeps the spec as rattler writes it, and the solver
     // reads that text back: what was checked here must be what gets solved.
     // rattler cannot write every spec it reads (a build string holding both
@@ -424,13 +444,25 @@ fn check_variable(name: String, value: String) -> Result<(String, String), SpecE
         .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
         && characters.all(|rest| rest.is_ascii_alphanumeric() || rest == '_');
     if !identifier {
-        return Err(invalid(&name, "is not a valid name: use letters, digits and '_', not starting with a digit"));
+        return Err(invalid(
+            &name,
+            "is not a valid name: use letters, digits and '_', not starting with a digit",
+        ));
     }
     if name.starts_with("CONDA_") || name == "PATH" {
-        return Err(invalid(&name, "is managed by conda activation and cannot be set by an environment"));
+        return Err(invalid(
+            &name,
+            "is managed by conda activation and cannot be set by an environment",
+        ));
     }
-    if value.chars().any(|character| character.is_control() && character != '\t') {
-        return Err(invalid(&name, "has a control character (such as a newline) in its value"));
+    if value
+        .chars()
+        .any(|character| character.is_control() && character != '\t')
+    {
+        return Err(invalid(
+            &name,
+            "has a control character (such as a newline) in its value",
+        ));
     }
     Ok((name, value))
 }
@@ -569,7 +601,9 @@ mod tests {
 
     #[test]
     fn equivalent_specs_hash_the_same() {
-        let a = yaml("name: a\nchannels: [demo]\ndependencies:\n  - numpy >=1.26\n  - python 3.11\n").unwrap();
+        let a =
+            yaml("name: a\nchannels: [demo]\ndependencies:\n  - numpy >=1.26\n  - python 3.11\n")
+                .unwrap();
         let b = yaml("name: b\nchannels: [http://127.0.0.1:9/demo/]\ndependencies: [\"python 3.11\", \"numpy>=1.26\", \"numpy >=1.26\"]\nplatforms: [linux-64]\n").unwrap();
         let a = a.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
         let b = b.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
@@ -595,7 +629,10 @@ mod tests {
     fn channel_order_is_kept_because_it_is_priority() {
         let spec = yaml("channels: [extra, demo]\ndependencies: [python]\n").unwrap();
         let canonical = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
-        assert_eq!(canonical.channels, ["file:///srv/extra/", "http://127.0.0.1:9/demo/"]);
+        assert_eq!(
+            canonical.channels,
+            ["file:///srv/extra/", "http://127.0.0.1:9/demo/"]
+        );
     }
 
     #[test]
@@ -621,12 +658,27 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_be_built() {
-        assert!(matches!(yaml("dependencies: [python, {pip: [requests]}]\n"), Err(SpecError::PipUnsupported)));
+        assert!(matches!(
+            yaml("dependencies: [python, {pip: [requests]}]\n"),
+            Err(SpecError::PipUnsupported)
+        ));
         let empty = yaml("name: x\n").unwrap();
-        assert!(matches!(empty.canonicalize(&allowlist(), Subdir::Linux64), Err(SpecError::NoDependencies)));
-        assert!(matches!(yaml("dependencies: [python]\nplatforms: [amiga-68k]\n"), Err(SpecError::UnknownPlatform(_))));
-        assert!(matches!(yaml("dependencies: ['^py.*$']\n"), Err(SpecError::InvalidDependency { .. })));
-        assert!(matches!(yaml("dependencies: [python]\ndependancies: [x]\n"), Err(SpecError::Syntax { .. })));
+        assert!(matches!(
+            empty.canonicalize(&allowlist(), Subdir::Linux64),
+            Err(SpecError::NoDependencies)
+        ));
+        assert!(matches!(
+            yaml("dependencies: [python]\nplatforms: [amiga-68k]\n"),
+            Err(SpecError::UnknownPlatform(_))
+        ));
+        assert!(matches!(
+            yaml("dependencies: ['^py.*$']\n"),
+            Err(SpecError::InvalidDependency { .. })
+        ));
+        assert!(matches!(
+            yaml("dependencies: [python]\ndependancies: [x]\n"),
+            Err(SpecError::Syntax { .. })
+        ));
         let big = format!("dependencies: [{}]\n", "a,".repeat(MAX_SPEC_BYTES));
         assert!(matches!(yaml(&big), Err(SpecError::TooLarge { .. })));
     }
@@ -634,11 +686,22 @@ mod tests {
     #[test]
     fn channels_must_be_allowed() {
         let spec = yaml("channels: [conda-forge]\ndependencies: [python]\n").unwrap();
-        let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
-        assert!(matches!(error, SpecError::Channel(ChannelError::NotAllowed { .. })));
-        let spec = yaml("channels: [demo]\ndependencies: ['https://evil.example/ch::python']\n").unwrap();
-        let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
-        assert!(matches!(error, SpecError::DependencyChannel { .. }), "{error:?}");
+        let error = spec
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap_err();
+        assert!(matches!(
+            error,
+            SpecError::Channel(ChannelError::NotAllowed { .. })
+        ));
+        let spec =
+            yaml("channels: [demo]\ndependencies: ['https://evil.example/ch::python']\n").unwrap();
+        let error = spec
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap_err();
+        assert!(
+            matches!(error, SpecError::DependencyChannel { .. }),
+            "{error:?}"
+        );
         // A direct URL outside the spec's channels would be fetched as is;
         // so would one that climbs out of the channel once decoded.
         for url in [
@@ -653,17 +716,33 @@ mod tests {
             "http://127.0.0.1:9/demo/noarch/deeper/python-1-0.conda",
             "http://127.0.0.1:9/demo/noarch/repodata.json",
         ] {
-            let spec = yaml(&format!("channels: [demo]\ndependencies: ['python[url={url}]']\n")).unwrap();
-            let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
-            assert!(matches!(&error, SpecError::DependencyUrl { dependency, .. } if dependency.contains("python")), "{url}: {error:?}");
+            let spec = yaml(&format!(
+                "channels: [demo]\ndependencies: ['python[url={url}]']\n"
+            ))
+            .unwrap();
+            let error = spec
+                .canonicalize(&allowlist(), Subdir::Linux64)
+                .unwrap_err();
+            assert!(
+                matches!(&error, SpecError::DependencyUrl { dependency, .. } if dependency.contains("python")),
+                "{url}: {error:?}"
+            );
         }
         // `channel::package` must name one of the spec's channels, not only
         // one the server allows.
         let spec = yaml("channels: [demo]\ndependencies: ['file:///srv/extra::python']\n").unwrap();
-        let error = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap_err();
-        assert!(matches!(error, SpecError::DependencyChannel { .. }), "{error:?}");
+        let error = spec
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap_err();
+        assert!(
+            matches!(error, SpecError::DependencyChannel { .. }),
+            "{error:?}"
+        );
         let inside = "http://127.0.0.1:9/demo/noarch/python-1-0.conda";
-        let spec = yaml(&format!("channels: [demo]\ndependencies: ['python[url={inside}]']\n")).unwrap();
+        let spec = yaml(&format!(
+            "channels: [demo]\ndependencies: ['python[url={inside}]']\n"
+        ))
+        .unwrap();
         assert!(spec.canonicalize(&allowlist(), Subdir::Linux64).is_ok());
     }
 
@@ -711,10 +790,18 @@ mod tests {
         assert_eq!(yaml(&body).unwrap().variables.len(), index);
         let json = format!(
             "{{\"dependencies\": [\"python\"], \"variables\": {{{}\"last\": 1}}}}",
-            (0..20_000).map(|i| format!("\"V{i}\":\"\",")).collect::<String>()
+            (0..20_000)
+                .map(|i| format!("\"V{i}\":\"\","))
+                .collect::<String>()
         );
         assert!(json.len() <= MAX_SPEC_BYTES);
-        assert_eq!(EnvironmentSpec::parse(json.as_bytes(), SpecFormat::Json).unwrap().variables.len(), 20_001);
+        assert_eq!(
+            EnvironmentSpec::parse(json.as_bytes(), SpecFormat::Json)
+                .unwrap()
+                .variables
+                .len(),
+            20_001
+        );
         let error = yaml("dependencies: [python]\nvariables: {A: 1.5}\n").unwrap_err();
         assert!(matches!(error, SpecError::Syntax { .. }), "{error:?}");
     }
@@ -725,7 +812,10 @@ mod tests {
         // spec as `p ==2[unrepresentable-build="\"]'"]`, which it cannot
         // read, so the canonical spec would fail at solve time.
         for text in [r#"p=2"]'"#, r#"p 2 "]'"#] {
-            let body = format!("dependencies:\n  - {}\n", serde_json::to_string(text).unwrap());
+            let body = format!(
+                "dependencies:\n  - {}\n",
+                serde_json::to_string(text).unwrap()
+            );
             let error = yaml(&body).unwrap_err();
             assert!(
                 matches!(&error, SpecError::InvalidDependency { reason, .. } if reason.contains("cannot be written back")),
@@ -742,7 +832,10 @@ mod tests {
     fn what_is_accepted_exports_to_a_spec_that_is_accepted_again() {
         // Found by the fuzzer: aliases within the text budget whose export
         // was one byte over the size limit.
-        let mut body = format!("dependencies: [python]\nvariables:\n  A: &v {}\n", "x".repeat(17_458));
+        let mut body = format!(
+            "dependencies: [python]\nvariables:\n  A: &v {}\n",
+            "x".repeat(17_458)
+        );
         for index in 0..14 {
             body.push_str(&format!("  K{index}: *v\n"));
         }
@@ -751,7 +844,10 @@ mod tests {
             Ok(canonical) => {
                 let exported = canonical.to_environment_yaml(LONGEST_NAME);
                 let again = EnvironmentSpec::parse(exported.as_bytes(), SpecFormat::Yaml).unwrap();
-                assert_eq!(again.canonicalize(&allowlist(), Subdir::Linux64).unwrap(), canonical);
+                assert_eq!(
+                    again.canonicalize(&allowlist(), Subdir::Linux64).unwrap(),
+                    canonical
+                );
             }
             Err(error) => assert!(matches!(error, SpecError::TooLarge { .. }), "{error:?}"),
         }
@@ -768,10 +864,15 @@ mod tests {
 
     #[test]
     fn variables_are_kept() {
-        let spec = yaml("dependencies: [python]\nvariables:\n  OMP_NUM_THREADS: 4\n  MODE: fast\n").unwrap();
+        let spec = yaml("dependencies: [python]\nvariables:\n  OMP_NUM_THREADS: 4\n  MODE: fast\n")
+            .unwrap();
         let canonical = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
         assert_eq!(canonical.variables["OMP_NUM_THREADS"], "4");
-        assert!(canonical.to_environment_yaml("x").contains("OMP_NUM_THREADS"));
+        assert!(
+            canonical
+                .to_environment_yaml("x")
+                .contains("OMP_NUM_THREADS")
+        );
     }
 
     #[test]
@@ -786,10 +887,14 @@ mod tests {
             ("{A: \"line\\nbreak\"}", "control character"),
         ] {
             let error = yaml(&format!("dependencies: [python]\nvariables: {body}\n")).unwrap_err();
-            assert!(matches!(error, SpecError::InvalidVariable { .. }), "{body}: {error:?}");
+            assert!(
+                matches!(error, SpecError::InvalidVariable { .. }),
+                "{body}: {error:?}"
+            );
             assert!(error.to_string().contains(expected), "{body}: {error}");
         }
-        let spec = yaml("dependencies: [python]\nvariables: {_A1: \"tab\\there $HOME 'q'\"}\n").unwrap();
+        let spec =
+            yaml("dependencies: [python]\nvariables: {_A1: \"tab\\there $HOME 'q'\"}\n").unwrap();
         assert_eq!(spec.variables["_A1"], "tab\there $HOME 'q'");
     }
 }

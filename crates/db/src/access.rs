@@ -38,8 +38,7 @@ pub struct NewToken {
     pub parent_token_id: Option<String>,
 }
 
-const TOKEN_COLUMNS: &str =
-    "id, subject, name, created_by, server_admin, scopes, created_at, expires_at, revoked_at, parent_token_id";
+const TOKEN_COLUMNS: &str = "id, subject, name, created_by, server_admin, scopes, created_at, expires_at, revoked_at, parent_token_id";
 
 /// Every token a token minted, directly or through its children, with the
 /// token itself: `$1` is its id. Recursive CTEs read the same in SQLite and
@@ -56,7 +55,9 @@ impl TokenRecord {
             name: get(row, "name")?,
             created_by: get(row, "created_by")?,
             server_admin: get::<i64>(row, "server_admin")? != 0,
-            scopes: scopes.map(|text| parse_json("tokens.scopes", &text)).transpose()?,
+            scopes: scopes
+                .map(|text| parse_json("tokens.scopes", &text))
+                .transpose()?,
             created_at: get(row, "created_at")?,
             expires_at: get(row, "expires_at")?,
             revoked_at: get(row, "revoked_at")?,
@@ -106,18 +107,27 @@ impl Database {
         if inserted.rows_affected() == 0 {
             return Err(DbError::NotFound(format!(
                 "the active token '{}' to mint from",
-                token.parent_token_id.as_deref().unwrap_or_default().escape_debug()
+                token
+                    .parent_token_id
+                    .as_deref()
+                    .unwrap_or_default()
+                    .escape_debug()
             )));
         }
-        let record = self.token(&id).await?.ok_or_else(|| DbError::NotFound(format!("token '{id}'")))?;
+        let record = self
+            .token(&id)
+            .await?
+            .ok_or_else(|| DbError::NotFound(format!("token '{id}'")))?;
         Ok((record, value))
     }
 
     pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, DbError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(TokenRecord::from_row).transpose()
     }
 
@@ -141,7 +151,9 @@ impl Database {
         .fetch_optional(&self.pool)
         .await?;
         let mut record = row.as_ref().map(TokenRecord::from_row).transpose()?;
-        if let Some(parent) = record.as_ref().and_then(|record| record.parent_token_id.clone())
+        if let Some(parent) = record
+            .as_ref()
+            .and_then(|record| record.parent_token_id.clone())
             && !self.ancestors_active(&parent, now).await?
         {
             record = None;
@@ -211,7 +223,12 @@ impl Database {
 
     /// Binds `subject` to `role` in the namespaces `pattern` matches,
     /// replacing an earlier binding of the same pattern.
-    pub async fn bind_role(&self, subject: &str, pattern: &NamespacePattern, role: Role) -> Result<(), DbError> {
+    pub async fn bind_role(
+        &self,
+        subject: &str,
+        pattern: &NamespacePattern,
+        role: Role,
+    ) -> Result<(), DbError> {
         let _invalidate = self.access.invalidate_when_done();
         sqlx::query(
             "INSERT INTO role_bindings (subject, namespace_pattern, role, created_at) VALUES ($1, $2, $3, $4) \
@@ -226,13 +243,18 @@ impl Database {
         Ok(())
     }
 
-    pub async fn unbind_role(&self, subject: &str, pattern: &NamespacePattern) -> Result<bool, DbError> {
+    pub async fn unbind_role(
+        &self,
+        subject: &str,
+        pattern: &NamespacePattern,
+    ) -> Result<bool, DbError> {
         let _invalidate = self.access.invalidate_when_done();
-        let deleted = sqlx::query("DELETE FROM role_bindings WHERE subject = $1 AND namespace_pattern = $2")
-            .bind(subject)
-            .bind(pattern.as_str())
-            .execute(&self.pool)
-            .await?;
+        let deleted =
+            sqlx::query("DELETE FROM role_bindings WHERE subject = $1 AND namespace_pattern = $2")
+                .bind(subject)
+                .bind(pattern.as_str())
+                .execute(&self.pool)
+                .await?;
         Ok(deleted.rows_affected() > 0)
     }
 
@@ -242,11 +264,15 @@ impl Database {
             return Ok(bindings);
         }
         let since = self.access.generation();
-        let rows = sqlx::query("SELECT namespace_pattern, role FROM role_bindings WHERE subject = $1")
-            .bind(subject)
-            .fetch_all(&self.pool)
-            .await?;
-        let bindings = rows.iter().map(grant_from_row).collect::<Result<Vec<_>, _>>()?;
+        let rows =
+            sqlx::query("SELECT namespace_pattern, role FROM role_bindings WHERE subject = $1")
+                .bind(subject)
+                .fetch_all(&self.pool)
+                .await?;
+        let bindings = rows
+            .iter()
+            .map(grant_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         self.access.put_bindings(since, subject, &bindings);
         Ok(bindings)
     }
@@ -268,18 +294,26 @@ impl Database {
             return Ok(Some(public_read));
         }
         let since = self.access.generation();
-        let row = sqlx::query("SELECT public_read FROM namespaces WHERE name = $1 AND deleted_at IS NULL")
-            .bind(namespace)
-            .fetch_optional(&self.pool)
-            .await?;
-        let public_read = row.map(|row| Ok::<_, DbError>(get::<i64>(&row, "public_read")? != 0)).transpose()?;
+        let row = sqlx::query(
+            "SELECT public_read FROM namespaces WHERE name = $1 AND deleted_at IS NULL",
+        )
+        .bind(namespace)
+        .fetch_optional(&self.pool)
+        .await?;
+        let public_read = row
+            .map(|row| Ok::<_, DbError>(get::<i64>(&row, "public_read")? != 0))
+            .transpose()?;
         if let Some(public_read) = public_read {
             self.access.put_public_read(since, namespace, public_read);
         }
         Ok(public_read)
     }
 
-    pub async fn set_public_read(&self, namespace: &NamespaceName, public_read: bool) -> Result<(), DbError> {
+    pub async fn set_public_read(
+        &self,
+        namespace: &NamespaceName,
+        public_read: bool,
+    ) -> Result<(), DbError> {
         let _invalidate = self.access.invalidate_when_done();
         sqlx::query("UPDATE namespaces SET public_read = $2 WHERE name = $1")
             .bind(namespace.as_str())
@@ -292,11 +326,16 @@ impl Database {
     /// The namespaces that hold a build of this lock: who may read the lock's
     /// artifacts follows from them. Always asks the database.
     pub async fn namespaces_with_lock(&self, lock_hash: &str) -> Result<Vec<String>, DbError> {
-        let rows = sqlx::query("SELECT DISTINCT namespace FROM builds WHERE lock_hash = $1 AND deleted_at IS NULL")
-            .bind(lock_hash)
-            .fetch_all(&self.pool)
-            .await?;
-        let namespaces = rows.iter().map(|row| get(row, "namespace")).collect::<Result<Vec<String>, _>>()?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT namespace FROM builds WHERE lock_hash = $1 AND deleted_at IS NULL",
+        )
+        .bind(lock_hash)
+        .fetch_all(&self.pool)
+        .await?;
+        let namespaces = rows
+            .iter()
+            .map(|row| get(row, "namespace"))
+            .collect::<Result<Vec<String>, _>>()?;
         self.locks.put_namespaces(lock_hash, &namespaces);
         Ok(namespaces)
     }
@@ -318,8 +357,12 @@ fn grant_from_row(row: &AnyRow) -> Result<Grant, DbError> {
     let pattern: String = get(row, "namespace_pattern")?;
     let role: String = get(row, "role")?;
     Ok(Grant {
-        namespace: pattern.parse().map_err(|error: envstore_core::AccessError| corrupt(error.to_string()))?,
-        role: role.parse().map_err(|error: envstore_core::AccessError| corrupt(error.to_string()))?,
+        namespace: pattern
+            .parse()
+            .map_err(|error: envstore_core::AccessError| corrupt(error.to_string()))?,
+        role: role
+            .parse()
+            .map_err(|error: envstore_core::AccessError| corrupt(error.to_string()))?,
     })
 }
 
@@ -368,12 +411,29 @@ mod tests {
         }
         db.revoke_token(&root.id).await.unwrap();
         for value in [&root_value, &child_value, &grandchild_value] {
-            assert!(db.active_token(value).await.unwrap().is_none(), "the whole lineage is revoked");
+            assert!(
+                db.active_token(value).await.unwrap().is_none(),
+                "the whole lineage is revoked"
+            );
         }
-        assert!(db.active_token(&sibling_value).await.unwrap().is_some(), "other tokens live on");
-        assert!(db.tokens_of("vera").await.unwrap().iter().filter(|t| t.revoked_at.is_some()).count() == 3);
+        assert!(
+            db.active_token(&sibling_value).await.unwrap().is_some(),
+            "other tokens live on"
+        );
+        assert!(
+            db.tokens_of("vera")
+                .await
+                .unwrap()
+                .iter()
+                .filter(|t| t.revoked_at.is_some())
+                .count()
+                == 3
+        );
         let error = db.create_token(&minted_by(&root)).await.unwrap_err();
-        assert!(matches!(error, DbError::NotFound(_)), "a revoked token mints nothing: {error:?}");
+        assert!(
+            matches!(error, DbError::NotFound(_)),
+            "a revoked token mints nothing: {error:?}"
+        );
     }
 
     #[tokio::test]
@@ -385,14 +445,21 @@ mod tests {
         let (_, grandchild_value) = db.create_token(&minted_by(&child)).await.unwrap();
         // As if a revocation raced with minting (or another writer marked
         // only the root): the root alone is revoked.
-        sqlx::query("UPDATE tokens SET revoked_at = 1 WHERE id = $1").bind(&root.id).execute(&db.pool).await.unwrap();
+        sqlx::query("UPDATE tokens SET revoked_at = 1 WHERE id = $1")
+            .bind(&root.id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
         assert!(db.active_token(&grandchild_value).await.unwrap().is_none());
         sqlx::query("UPDATE tokens SET revoked_at = NULL, expires_at = 1 WHERE id = $1")
             .bind(&root.id)
             .execute(&db.pool)
             .await
             .unwrap();
-        assert!(db.active_token(&grandchild_value).await.unwrap().is_none(), "an expired ancestor counts too");
+        assert!(
+            db.active_token(&grandchild_value).await.unwrap().is_none(),
+            "an expired ancestor counts too"
+        );
     }
 
     #[tokio::test]
@@ -400,8 +467,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = database(&dir).await;
         let (record, value) = db.create_token(&new_token("vera", None)).await.unwrap();
-        assert_eq!(db.active_token(&value).await.unwrap().unwrap().id, record.id);
-        assert!(db.access.token(&ContentHash::of(value.as_bytes()), now_millis()).is_some(), "the answer is cached");
+        assert_eq!(
+            db.active_token(&value).await.unwrap().unwrap().id,
+            record.id
+        );
+        assert!(
+            db.access
+                .token(&ContentHash::of(value.as_bytes()), now_millis())
+                .is_some(),
+            "the answer is cached"
+        );
         // Another clone of the same database (another handler) revokes it.
         db.clone().revoke_token(&record.id).await.unwrap();
         assert!(db.active_token(&value).await.unwrap().is_none());
@@ -412,7 +487,10 @@ mod tests {
     async fn an_expired_token_is_refused_though_it_was_cached() {
         let dir = tempfile::tempdir().unwrap();
         let db = database(&dir).await;
-        let (_, value) = db.create_token(&new_token("vera", Some(now_millis() + 150))).await.unwrap();
+        let (_, value) = db
+            .create_token(&new_token("vera", Some(now_millis() + 150)))
+            .await
+            .unwrap();
         assert!(db.active_token(&value).await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(db.active_token(&value).await.unwrap().is_none());
@@ -432,8 +510,13 @@ mod tests {
         db.bind_role("vera", &pattern, Role::Viewer).await.unwrap();
         let bindings = db.bindings_of("vera").await.unwrap();
         assert_eq!((bindings.len(), bindings[0].role), (1, Role::Viewer));
-        db.bind_role("vera", &pattern, Role::Developer).await.unwrap();
-        assert_eq!(db.bindings_of("vera").await.unwrap()[0].role, Role::Developer);
+        db.bind_role("vera", &pattern, Role::Developer)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.bindings_of("vera").await.unwrap()[0].role,
+            Role::Developer
+        );
         assert!(db.unbind_role("vera", &pattern).await.unwrap());
         assert!(db.bindings_of("vera").await.unwrap().is_empty());
 
@@ -449,16 +532,25 @@ mod tests {
         let ttl = Duration::from_millis(100);
         let here = database(&dir).await.with_access_cache_ttl(ttl);
         let elsewhere = database(&dir).await;
-        let (record, value) = elsewhere.create_token(&new_token("vera", None)).await.unwrap();
+        let (record, value) = elsewhere
+            .create_token(&new_token("vera", None))
+            .await
+            .unwrap();
         assert!(here.active_token(&value).await.unwrap().is_some());
         elsewhere.revoke_token(&record.id).await.unwrap();
         tokio::time::sleep(ttl + Duration::from_millis(20)).await;
         assert!(here.active_token(&value).await.unwrap().is_none());
 
         let uncached = database(&dir).await.with_access_cache_ttl(Duration::ZERO);
-        let (record, value) = elsewhere.create_token(&new_token("vera", None)).await.unwrap();
+        let (record, value) = elsewhere
+            .create_token(&new_token("vera", None))
+            .await
+            .unwrap();
         assert!(uncached.active_token(&value).await.unwrap().is_some());
         elsewhere.revoke_token(&record.id).await.unwrap();
-        assert!(uncached.active_token(&value).await.unwrap().is_none(), "a zero TTL always asks");
+        assert!(
+            uncached.active_token(&value).await.unwrap().is_none(),
+            "a zero TTL always asks"
+        );
     }
 }

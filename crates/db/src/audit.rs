@@ -39,7 +39,11 @@ impl Database {
 
     /// Entries newest first, at most `limit`, older than the entry `before`
     /// (ids are time-ordered UUIDv7s), for paging back through history.
-    pub async fn audit_entries(&self, limit: i64, before: Option<&str>) -> Result<Vec<AuditEntry>, DbError> {
+    pub async fn audit_entries(
+        &self,
+        limit: i64,
+        before: Option<&str>,
+    ) -> Result<Vec<AuditEntry>, DbError> {
         let rows = sqlx::query(
             "SELECT id, at, subject, action, target, detail FROM audit_log \
              WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",

@@ -224,17 +224,37 @@ mod tests {
                 .await
                 .expect("created");
         }
-        let names = |entries: Vec<NamespaceEntry>| entries.into_iter().map(|entry| entry.name).collect::<Vec<_>>();
+        let names = |entries: Vec<NamespaceEntry>| {
+            entries
+                .into_iter()
+                .map(|entry| entry.name)
+                .collect::<Vec<_>>()
+        };
         let first = names(database.namespaces_page("", None, 2).await.expect("a page"));
         assert_eq!(first.len(), 2);
-        let second = names(database.namespaces_page(&first[1], None, 10).await.expect("a page"));
+        let second = names(
+            database
+                .namespaces_page(&first[1], None, 10)
+                .await
+                .expect("a page"),
+        );
         assert_eq!(first.len() + second.len(), 5);
         assert!(!second.contains(&first[1]), "pages do not overlap");
-        let mut found = names(database.namespaces_page("", Some("TEAM"), 10).await.expect("a page"));
+        let mut found = names(
+            database
+                .namespaces_page("", Some("TEAM"), 10)
+                .await
+                .expect("a page"),
+        );
         found.sort();
         assert_eq!(found, ["Team-Web", "team-ml", "team_ml2"]);
         assert_eq!(
-            names(database.namespaces_page("", Some("m_"), 10).await.expect("a page")),
+            names(
+                database
+                    .namespaces_page("", Some("m_"), 10)
+                    .await
+                    .expect("a page")
+            ),
             ["team_ml2"]
         );
     }
@@ -244,7 +264,10 @@ mod tests {
         let (_dir, database) = database().await;
         let namespace: NamespaceName = "team".parse().expect("a name");
         let environment: EnvironmentName = "analysis".parse().expect("a name");
-        database.create_namespace(&namespace).await.expect("created");
+        database
+            .create_namespace(&namespace)
+            .await
+            .expect("created");
         let mut ids = Vec::new();
         for (dependency, subject) in [("python", "alice"), ("numpy", "bob"), ("pandas", "alice")] {
             let build = database
@@ -262,7 +285,13 @@ mod tests {
             .iter()
             .map(|entry| (entry.build.id.as_str(), entry.submitted_by.as_deref()))
             .collect();
-        assert_eq!(seen, [(ids[2].as_str(), Some("alice")), (ids[1].as_str(), Some("bob"))]);
+        assert_eq!(
+            seen,
+            [
+                (ids[2].as_str(), Some("alice")),
+                (ids[1].as_str(), Some("bob"))
+            ]
+        );
         let rest = database
             .builds_page(&namespace, &environment, Some(&ids[1]), None, 2)
             .await
@@ -286,7 +315,10 @@ mod tests {
             .await
             .expect("a page");
         assert_eq!(environments.len(), 1);
-        assert_eq!(environments[0].latest_build_id.as_deref(), Some(ids[2].as_str()));
+        assert_eq!(
+            environments[0].latest_build_id.as_deref(),
+            Some(ids[2].as_str())
+        );
         assert_eq!(environments[0].latest_status, Some(BuildStatus::Queued));
         assert_eq!(environments[0].current_build_id, None);
         assert!(

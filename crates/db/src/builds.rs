@@ -1,4 +1,6 @@
-use envstore_core::{BuildStatus, CanonicalSpec, ContentHash, EnvironmentName, NamespaceName, PhaseTiming};
+use envstore_core::{
+    BuildStatus, CanonicalSpec, ContentHash, EnvironmentName, NamespaceName, PhaseTiming,
+};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 
@@ -44,12 +46,12 @@ impl BuildRecord {
             namespace: get(row, "namespace")?,
             environment: get(row, "environment")?,
             spec_hash: get(row, "spec_hash")?,
-            status: status.parse().map_err(|error: envstore_core::UnknownStatus| {
-                DbError::Corrupt {
+            status: status
+                .parse()
+                .map_err(|error: envstore_core::UnknownStatus| DbError::Corrupt {
                     column: "builds.status",
                     reason: error.to_string(),
-                }
-            })?,
+                })?,
             lock_hash: get(row, "lock_hash")?,
             lock_reused: get::<i64>(row, "lock_reused")? != 0,
             prefix_reused: get::<i64>(row, "prefix_reused")? != 0,
@@ -173,9 +175,16 @@ impl Database {
         spec: &CanonicalSpec,
         submitted_by: Option<&str>,
     ) -> Result<SubmittedBuild, DbError> {
-        match self.submit_build_once(namespace, environment, spec, submitted_by, None, |_| (0, String::new())).await? {
+        match self
+            .submit_build_once(namespace, environment, spec, submitted_by, None, |_| {
+                (0, String::new())
+            })
+            .await?
+        {
             Submission::Submitted(submitted) => Ok(*submitted),
-            Submission::Replayed(_) => Err(DbError::Conflict("an idempotent answer without a key".to_owned())),
+            Submission::Replayed(_) => Err(DbError::Conflict(
+                "an idempotent answer without a key".to_owned(),
+            )),
         }
     }
 
@@ -215,9 +224,15 @@ impl Database {
             .await?;
             if claimed.rows_affected() == 0 {
                 transaction.rollback().await?;
-                let stored = self.idempotent_answer(&key.caller, &key.key).await?.ok_or_else(|| {
-                    DbError::Conflict(format!("a request with Idempotency-Key '{}' that is still running", key.key))
-                })?;
+                let stored = self
+                    .idempotent_answer(&key.caller, &key.key)
+                    .await?
+                    .ok_or_else(|| {
+                        DbError::Conflict(format!(
+                            "a request with Idempotency-Key '{}' that is still running",
+                            key.key
+                        ))
+                    })?;
                 return Ok(Submission::Replayed(stored));
             }
             sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= $1")
@@ -257,14 +272,31 @@ impl Database {
         .fetch_optional(&mut *transaction)
         .await?;
         let submitted = match existing {
-            Some(row) => SubmittedBuild { build: BuildRecord::from_row(&row)?, joined: true },
+            Some(row) => SubmittedBuild {
+                build: BuildRecord::from_row(&row)?,
+                joined: true,
+            },
             None => {
-                let build_id = self.insert_build(&mut transaction, namespace, environment, &spec_hash, submitted_by, now).await?;
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1")))
-                    .bind(&build_id)
-                    .fetch_one(&mut *transaction)
+                let build_id = self
+                    .insert_build(
+                        &mut transaction,
+                        namespace,
+                        environment,
+                        &spec_hash,
+                        submitted_by,
+                        now,
+                    )
                     .await?;
-                SubmittedBuild { build: BuildRecord::from_row(&row)?, joined: false }
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1"
+                )))
+                .bind(&build_id)
+                .fetch_one(&mut *transaction)
+                .await?;
+                SubmittedBuild {
+                    build: BuildRecord::from_row(&row)?,
+                    joined: false,
+                }
             }
         };
         if let Some(key) = key {
@@ -298,9 +330,11 @@ impl Database {
             // once, in the order submissions commit.
             crate::Dialect::Sqlite => {
                 let seq: i64 = get(
-                    &sqlx::query("UPDATE build_seq SET last = last + 1 WHERE id = 1 RETURNING last")
-                        .fetch_one(&mut **transaction)
-                        .await?,
+                    &sqlx::query(
+                        "UPDATE build_seq SET last = last + 1 WHERE id = 1 RETURNING last",
+                    )
+                    .fetch_one(&mut **transaction)
+                    .await?,
                     "last",
                 )?;
                 sqlx::query(
@@ -355,7 +389,11 @@ impl Database {
 
     /// The answer kept under a caller's idempotency key, if the key was
     /// used within [`IDEMPOTENCY_TTL`].
-    pub async fn idempotent_answer(&self, caller: &str, key: &str) -> Result<Option<StoredAnswer>, DbError> {
+    pub async fn idempotent_answer(
+        &self,
+        caller: &str,
+        key: &str,
+    ) -> Result<Option<StoredAnswer>, DbError> {
         let row = sqlx::query(
             "SELECT request_hash, status, body FROM idempotency_keys \
              WHERE caller = $1 AND idempotency_key = $2 AND created_at > $3 AND status IS NOT NULL",
@@ -541,7 +579,11 @@ impl Database {
 
     /// Cancels a queued build at once, or asks the worker of a running one
     /// to stop. Returns the build's status afterwards.
-    pub async fn cancel_build(&self, id: &str, reason: &str) -> Result<Option<BuildStatus>, DbError> {
+    pub async fn cancel_build(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<Option<BuildStatus>, DbError> {
         let mut transaction = self.pool.begin().await?;
         let cancelled = sqlx::query(
             "UPDATE builds SET status = 'cancelled', error = $2, finished_at = $3 \
@@ -558,10 +600,12 @@ impl Database {
                 .execute(&mut *transaction)
                 .await?;
         } else {
-            sqlx::query("UPDATE builds SET cancel_requested = 1 WHERE id = $1 AND status = 'running'")
-                .bind(id)
-                .execute(&mut *transaction)
-                .await?;
+            sqlx::query(
+                "UPDATE builds SET cancel_requested = 1 WHERE id = $1 AND status = 'running'",
+            )
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
         }
         transaction.commit().await?;
         Ok(self.build(id).await?.map(|build| build.status))
@@ -733,10 +777,13 @@ mod tests {
 
     fn spec(dependencies: &str) -> CanonicalSpec {
         let allow = ChannelAllowlist::new(vec![NamedChannel::parse("demo=file:///demo").unwrap()]);
-        EnvironmentSpec::parse(format!("dependencies: [{dependencies}]").as_bytes(), SpecFormat::Yaml)
-            .unwrap()
-            .canonicalize(&allow, Subdir::Linux64)
-            .unwrap()
+        EnvironmentSpec::parse(
+            format!("dependencies: [{dependencies}]").as_bytes(),
+            SpecFormat::Yaml,
+        )
+        .unwrap()
+        .canonicalize(&allow, Subdir::Linux64)
+        .unwrap()
     }
 
     /// Builds `namespace/env` to `lock` and returns the build id.
@@ -745,8 +792,19 @@ mod tests {
         if !db.namespace_exists(&namespace).await.unwrap() {
             db.create_namespace(&namespace).await.unwrap();
         }
-        let build = db.submit_build(&namespace, &"env".parse().unwrap(), &spec("python"), None).await.unwrap().build;
-        db.insert_lock(lock, &["linux-64".to_owned()], &serde_json::json!([]), &Default::default()).await.unwrap();
+        let build = db
+            .submit_build(&namespace, &"env".parse().unwrap(), &spec("python"), None)
+            .await
+            .unwrap()
+            .build;
+        db.insert_lock(
+            lock,
+            &["linux-64".to_owned()],
+            &serde_json::json!([]),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
         let outcome = BuildOutcome {
             status: BuildStatus::Succeeded,
             lock_hash: Some(*lock),
@@ -782,7 +840,10 @@ mod tests {
             sqlx::any::install_default_drivers();
             let name = format!("builds_{}", uuid::Uuid::new_v4().simple());
             let admin = sqlx::AnyPool::connect(&server).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&admin).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&admin)
+                .await
+                .unwrap();
             let (base, _) = server.rsplit_once('/').unwrap();
             databases.push(Database::connect(&format!("{base}/{name}")).await.unwrap());
         }
@@ -802,12 +863,27 @@ mod tests {
         let env: EnvironmentName = "env".parse().unwrap();
         db.create_namespace(&team).await.unwrap();
         let lock = ContentHash::of(b"lock");
-        db.insert_lock(&lock, &["linux-64".to_owned()], &serde_json::json!([]), &Default::default()).await.unwrap();
+        db.insert_lock(
+            &lock,
+            &["linux-64".to_owned()],
+            &serde_json::json!([]),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
         // Equal time stamps (one millisecond), then the earlier build's clock
         // ahead of the later one's (two API nodes whose clocks differ).
         for earlier_created_at in [1_000, 2_000] {
-            let earlier = db.submit_build(&team, &env, &spec("python"), None).await.unwrap().build;
-            let later = db.submit_build(&team, &env, &spec("numpy"), None).await.unwrap().build;
+            let earlier = db
+                .submit_build(&team, &env, &spec("python"), None)
+                .await
+                .unwrap()
+                .build;
+            let later = db
+                .submit_build(&team, &env, &spec("numpy"), None)
+                .await
+                .unwrap()
+                .build;
             assert!(later.seq > earlier.seq);
             for (id, created_at) in [(&earlier.id, earlier_created_at), (&later.id, 1_000)] {
                 sqlx::query("UPDATE builds SET created_at = $2 WHERE id = $1")
@@ -819,21 +895,52 @@ mod tests {
             }
             // The later one finishes first; the earlier one must not replace it.
             db.finish_build(&later.id, &succeeded(&lock)).await.unwrap();
-            db.finish_build(&earlier.id, &succeeded(&lock)).await.unwrap();
-            let current = db.environment(&team, &env).await.unwrap().unwrap().current_build_id;
-            assert_eq!(current.as_deref(), Some(later.id.as_str()), "created_at {earlier_created_at}");
-            let history: Vec<String> =
-                db.environment_builds(&team, &env).await.unwrap().into_iter().map(|build| build.id).collect();
-            assert_eq!(&history[..2], [later.id.clone(), earlier.id.clone()], "newest first, by acceptance");
+            db.finish_build(&earlier.id, &succeeded(&lock))
+                .await
+                .unwrap();
+            let current = db
+                .environment(&team, &env)
+                .await
+                .unwrap()
+                .unwrap()
+                .current_build_id;
+            assert_eq!(
+                current.as_deref(),
+                Some(later.id.as_str()),
+                "created_at {earlier_created_at}"
+            );
+            let history: Vec<String> = db
+                .environment_builds(&team, &env)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|build| build.id)
+                .collect();
+            assert_eq!(
+                &history[..2],
+                [later.id.clone(), earlier.id.clone()],
+                "newest first, by acceptance"
+            );
         }
     }
 
     fn key(key: &str, request: &str) -> IdempotencyKey {
-        IdempotencyKey { caller: "alice".to_owned(), key: key.to_owned(), request_hash: request.to_owned() }
+        IdempotencyKey {
+            caller: "alice".to_owned(),
+            key: key.to_owned(),
+            request_hash: request.to_owned(),
+        }
     }
 
     async fn count_builds(db: &Database) -> i64 {
-        get(&sqlx::query("SELECT COUNT(*) AS n FROM builds").fetch_one(&db.pool).await.unwrap(), "n").unwrap()
+        get(
+            &sqlx::query("SELECT COUNT(*) AS n FROM builds")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap(),
+            "n",
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -848,23 +955,59 @@ mod tests {
         let team: NamespaceName = "team".parse().unwrap();
         let env: EnvironmentName = "env".parse().unwrap();
         db.create_namespace(&team).await.unwrap();
-        let answer = |submitted: &SubmittedBuild| (202, format!("{{\"build_id\":\"{}\"}}", submitted.build.id));
-        let first = db.submit_build_once(&team, &env, &spec("python"), None, Some(&key("k1", "h1")), answer).await.unwrap();
-        let Submission::Submitted(first) = first else { panic!("the first use of a key submits") };
+        let answer = |submitted: &SubmittedBuild| {
+            (202, format!("{{\"build_id\":\"{}\"}}", submitted.build.id))
+        };
+        let first = db
+            .submit_build_once(
+                &team,
+                &env,
+                &spec("python"),
+                None,
+                Some(&key("k1", "h1")),
+                answer,
+            )
+            .await
+            .unwrap();
+        let Submission::Submitted(first) = first else {
+            panic!("the first use of a key submits")
+        };
         assert_eq!(count_builds(&db).await, 1);
 
         // Again, even with another spec: nothing new, the kept answer.
         for spec_text in ["python", "numpy"] {
             let (spec, key) = (spec(spec_text), key("k1", "h2"));
-            let again = db.submit_build_once(&team, &env, &spec, None, Some(&key), answer).await.unwrap();
-            let Submission::Replayed(stored) = again else { panic!("a used key replays") };
+            let again = db
+                .submit_build_once(&team, &env, &spec, None, Some(&key), answer)
+                .await
+                .unwrap();
+            let Submission::Replayed(stored) = again else {
+                panic!("a used key replays")
+            };
             assert_eq!(stored.status, 202);
-            assert_eq!(stored.request_hash, "h1", "the first request's digest, for the caller to compare");
-            assert_eq!(stored.body, format!("{{\"build_id\":\"{}\"}}", first.build.id));
+            assert_eq!(
+                stored.request_hash, "h1",
+                "the first request's digest, for the caller to compare"
+            );
+            assert_eq!(
+                stored.body,
+                format!("{{\"build_id\":\"{}\"}}", first.build.id)
+            );
         }
         assert_eq!(count_builds(&db).await, 1);
-        assert_eq!(db.idempotent_answer("alice", "k1").await.unwrap().unwrap().request_hash, "h1");
-        assert_eq!(db.idempotent_answer("bob", "k1").await.unwrap(), None, "keys are per caller");
+        assert_eq!(
+            db.idempotent_answer("alice", "k1")
+                .await
+                .unwrap()
+                .unwrap()
+                .request_hash,
+            "h1"
+        );
+        assert_eq!(
+            db.idempotent_answer("bob", "k1").await.unwrap(),
+            None,
+            "keys are per caller"
+        );
 
         // A key older than a day is free again.
         sqlx::query("UPDATE idempotency_keys SET created_at = $1")
@@ -874,7 +1017,10 @@ mod tests {
             .unwrap();
         assert_eq!(db.idempotent_answer("alice", "k1").await.unwrap(), None);
         let (spec, key) = (spec("numpy"), key("k1", "h3"));
-        let fresh = db.submit_build_once(&team, &env, &spec, None, Some(&key), answer).await.unwrap();
+        let fresh = db
+            .submit_build_once(&team, &env, &spec, None, Some(&key), answer)
+            .await
+            .unwrap();
         assert!(matches!(fresh, Submission::Submitted(_)));
         assert_eq!(count_builds(&db).await, 2);
     }
@@ -898,9 +1044,16 @@ mod tests {
                     // Different specs: were the key ignored, each would be a build.
                     let spec = spec(&format!("pkg{index}"));
                     let answer = |submitted: &SubmittedBuild| (202, submitted.build.id.clone());
-                    db.submit_build_once(&team, &"env".parse().unwrap(), &spec, None, Some(&key("same", "h")), answer)
-                        .await
-                        .unwrap()
+                    db.submit_build_once(
+                        &team,
+                        &"env".parse().unwrap(),
+                        &spec,
+                        None,
+                        Some(&key("same", "h")),
+                        answer,
+                    )
+                    .await
+                    .unwrap()
                 })
             })
             .collect();
@@ -936,22 +1089,39 @@ mod tests {
         let team: NamespaceName = "team".parse().unwrap();
         db.create_namespace(&team).await.unwrap();
         assert_eq!(db.current_lock(&team, &env).await.unwrap(), None);
-        db.submit_build(&team, &env, &spec("numpy"), None).await.unwrap();
+        db.submit_build(&team, &env, &spec("numpy"), None)
+            .await
+            .unwrap();
         assert_eq!(
             db.current_lock(&team, &env).await.unwrap(),
-            Some(CurrentLock { current_build_id: None, lock_hash: None }),
+            Some(CurrentLock {
+                current_build_id: None,
+                lock_hash: None
+            }),
             "an environment without a finished build has no lock"
         );
 
         let first = build_with_lock(&db, "team", &lock).await;
         assert_eq!(
             db.current_lock(&team, &env).await.unwrap(),
-            Some(CurrentLock { current_build_id: Some(first), lock_hash: Some(hex.clone()) })
+            Some(CurrentLock {
+                current_build_id: Some(first),
+                lock_hash: Some(hex.clone())
+            })
         );
-        assert!(db.known_namespaces_with_lock(&hex).is_empty(), "not known until the database is asked");
-        assert_eq!(db.namespaces_with_lock(&hex).await.unwrap(), vec!["team".to_owned()]);
+        assert!(
+            db.known_namespaces_with_lock(&hex).is_empty(),
+            "not known until the database is asked"
+        );
+        assert_eq!(
+            db.namespaces_with_lock(&hex).await.unwrap(),
+            vec!["team".to_owned()]
+        );
         assert_eq!(db.known_namespaces_with_lock(&hex), vec!["team".to_owned()]);
-        assert_eq!(db.lock_platforms(&hex).await.unwrap(), Some(vec!["linux-64".to_owned()]));
+        assert_eq!(
+            db.lock_platforms(&hex).await.unwrap(),
+            Some(vec!["linux-64".to_owned()])
+        );
 
         // Another namespace builds the same lock: the known list lags until
         // the database is asked again, and never loses a namespace.

@@ -112,8 +112,11 @@ impl AccessCache {
 
     /// A cached token, unless it has expired by `now_millis`.
     pub(crate) fn token(&self, digest: &ContentHash, now_millis: i64) -> Option<TokenRecord> {
-        fresh(&self.maps().tokens, digest, self.ttl)
-            .filter(|record| record.expires_at.is_none_or(|expires_at| expires_at > now_millis))
+        fresh(&self.maps().tokens, digest, self.ttl).filter(|record| {
+            record
+                .expires_at
+                .is_none_or(|expires_at| expires_at > now_millis)
+        })
     }
 
     pub(crate) fn put_token(&self, since: Generation, digest: ContentHash, record: &TokenRecord) {
@@ -125,7 +128,12 @@ impl AccessCache {
     }
 
     pub(crate) fn put_bindings(&self, since: Generation, subject: &str, bindings: &[Grant]) {
-        self.put(since, |maps| &mut maps.bindings, subject.to_owned(), bindings.to_vec());
+        self.put(
+            since,
+            |maps| &mut maps.bindings,
+            subject.to_owned(),
+            bindings.to_vec(),
+        );
     }
 
     pub(crate) fn public_read(&self, namespace: &str) -> Option<bool> {
@@ -133,7 +141,12 @@ impl AccessCache {
     }
 
     pub(crate) fn put_public_read(&self, since: Generation, namespace: &str, public_read: bool) {
-        self.put(since, |maps| &mut maps.public_read, namespace.to_owned(), public_read);
+        self.put(
+            since,
+            |maps| &mut maps.public_read,
+            namespace.to_owned(),
+            public_read,
+        );
     }
 
     fn put<K: Hash + Eq, T>(
@@ -156,7 +169,13 @@ impl AccessCache {
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert(key, Timed { value, read_at: Instant::now() });
+        map.insert(
+            key,
+            Timed {
+                value,
+                read_at: Instant::now(),
+            },
+        );
     }
 }
 
@@ -171,7 +190,9 @@ impl Drop for InvalidateOnDrop<'_> {
 
 impl std::fmt::Debug for AccessCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessCache").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("AccessCache")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -212,7 +233,10 @@ impl LockCache {
     /// Only non-empty lists are kept: an unknown hash always asks again.
     pub(crate) fn put_namespaces(&self, lock_hash: &str, namespaces: &[String]) {
         if !namespaces.is_empty() {
-            let entry = Timed { value: namespaces.to_vec(), read_at: Instant::now() };
+            let entry = Timed {
+                value: namespaces.to_vec(),
+                read_at: Instant::now(),
+            };
             bounded_insert(&mut lock(&self.namespaces), lock_hash, entry);
         }
     }
@@ -271,7 +295,10 @@ mod tests {
         cache.put_token(cache.generation(), digest, &record(None));
         assert!(cache.token(&digest, 0).is_some());
         cache.invalidate();
-        assert!(cache.token(&digest, 0).is_none(), "invalidation empties the cache");
+        assert!(
+            cache.token(&digest, 0).is_none(),
+            "invalidation empties the cache"
+        );
     }
 
     #[test]

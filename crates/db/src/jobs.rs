@@ -87,7 +87,10 @@ fn stopped_message(attempts: i64, stopped: i64, phase: Option<&str>) -> String {
         }
     };
     let stopped_part = if stopped >= attempts {
-        format!("the build's worker stopped {} while building it", times(stopped))
+        format!(
+            "the build's worker stopped {} while building it",
+            times(stopped)
+        )
     } else {
         format!(
             "the build was tried {} (its attempt limit) and its worker stopped {} while building it",
@@ -96,13 +99,20 @@ fn stopped_message(attempts: i64, stopped: i64, phase: Option<&str>) -> String {
         )
     };
     let phase = phase.map_or_else(|| "starting".to_owned(), str::to_owned);
-    format!("{stopped_part} (killed, crashed or out of contact); the last attempt was in phase '{phase}'")
+    format!(
+        "{stopped_part} (killed, crashed or out of contact); the last attempt was in phase '{phase}'"
+    )
 }
 
 /// The phase a build recorded last, from its `phases` column.
 fn last_phase(phases: &str) -> Option<String> {
     let phases: serde_json::Value = serde_json::from_str(phases).ok()?;
-    phases.as_array()?.last()?.get("phase")?.as_str().map(str::to_owned)
+    phases
+        .as_array()?
+        .last()?
+        .get("phase")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 pub(crate) fn millis(duration: Duration) -> i64 {
@@ -143,7 +153,11 @@ impl Database {
                 .fetch_optional(&mut *transaction)
                 .await?;
             let phases: Option<String> = phases.map(|row| get(&row, "phases")).transpose()?;
-            let message = stopped_message(attempts, stopped, phases.as_deref().and_then(last_phase).as_deref());
+            let message = stopped_message(
+                attempts,
+                stopped,
+                phases.as_deref().and_then(last_phase).as_deref(),
+            );
             sqlx::query(
                 "UPDATE builds SET status = 'failed', error = $2, finished_at = $3 \
                  WHERE id = $1 AND status IN ('queued', 'running')",
@@ -183,18 +197,25 @@ impl Database {
     /// Whether `worker` still holds the job: nobody took it over, even if
     /// its lease ran out meanwhile. For recording an outcome late.
     pub async fn job_held_by(&self, job_id: &str, worker: &str) -> Result<bool, DbError> {
-        let row = sqlx::query("SELECT 1 AS held FROM jobs WHERE id = $1 AND worker = $2 AND state = 'running'")
-            .bind(job_id)
-            .bind(worker)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT 1 AS held FROM jobs WHERE id = $1 AND worker = $2 AND state = 'running'",
+        )
+        .bind(job_id)
+        .bind(worker)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.is_some())
     }
 
     /// Keeps the log of a build's running attempt (replacing what the
     /// attempt wrote before), so it outlives the worker. A stale attempt
     /// never replaces a newer one's log.
-    pub async fn save_attempt_log(&self, build_id: &str, attempt: i64, text: &str) -> Result<(), DbError> {
+    pub async fn save_attempt_log(
+        &self,
+        build_id: &str,
+        attempt: i64,
+        text: &str,
+    ) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO attempt_logs (build_id, attempt, text, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (build_id) DO UPDATE SET attempt = excluded.attempt, text = excluded.text, \
@@ -251,20 +272,31 @@ impl Database {
     }
 
     /// Extends the lease; false when the job is no longer this worker's.
-    pub async fn renew_lease(&self, job_id: &str, worker: &str, lease: Duration) -> Result<bool, DbError> {
-        let updated =
-            sqlx::query("UPDATE jobs SET locked_until = $3 WHERE id = $1 AND worker = $2 AND state = 'running'")
-                .bind(job_id)
-                .bind(worker)
-                .bind(now_millis() + millis(lease))
-                .execute(&self.pool)
-                .await?;
+    pub async fn renew_lease(
+        &self,
+        job_id: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<bool, DbError> {
+        let updated = sqlx::query(
+            "UPDATE jobs SET locked_until = $3 WHERE id = $1 AND worker = $2 AND state = 'running'",
+        )
+        .bind(job_id)
+        .bind(worker)
+        .bind(now_millis() + millis(lease))
+        .execute(&self.pool)
+        .await?;
         Ok(updated.rows_affected() == 1)
     }
 
     /// Puts a job back in the queue to be retried after `delay`; its build
     /// shows as queued again meanwhile.
-    pub async fn retry_job(&self, job_id: &str, delay: Duration, error: &str) -> Result<(), DbError> {
+    pub async fn retry_job(
+        &self,
+        job_id: &str,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), DbError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query("UPDATE builds SET status = 'queued' WHERE id = (SELECT build_id FROM jobs WHERE id = $1)")
             .bind(job_id)
@@ -327,10 +359,13 @@ mod tests {
 
     fn spec(dependencies: &str) -> envstore_core::CanonicalSpec {
         let allow = ChannelAllowlist::new(vec![NamedChannel::parse("demo=file:///demo").unwrap()]);
-        EnvironmentSpec::parse(format!("dependencies: [{dependencies}]").as_bytes(), SpecFormat::Yaml)
-            .unwrap()
-            .canonicalize(&allow, Subdir::Linux64)
-            .unwrap()
+        EnvironmentSpec::parse(
+            format!("dependencies: [{dependencies}]").as_bytes(),
+            SpecFormat::Yaml,
+        )
+        .unwrap()
+        .canonicalize(&allow, Subdir::Linux64)
+        .unwrap()
     }
 
     #[tokio::test]
@@ -344,13 +379,26 @@ mod tests {
             .unwrap();
         assert!(!submitted.joined);
 
-        let first = db.claim_job("w1", Duration::from_millis(50), 3).await.unwrap().unwrap();
+        let first = db
+            .claim_job("w1", Duration::from_millis(50), 3)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(first.build_id, submitted.build.id);
         assert_eq!(first.attempts, 1);
-        assert!(db.claim_job("w2", Duration::from_secs(60), 3).await.unwrap().is_none());
+        assert!(
+            db.claim_job("w2", Duration::from_secs(60), 3)
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         tokio::time::sleep(Duration::from_millis(80)).await;
-        let second = db.claim_job("w2", Duration::from_secs(60), 3).await.unwrap().unwrap();
+        let second = db
+            .claim_job("w2", Duration::from_secs(60), 3)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(second.job_id, first.job_id);
         assert_eq!(second.attempts, 2);
         assert!(
@@ -371,19 +419,37 @@ mod tests {
         let ns = "team".parse().unwrap();
         let env = "env".parse().unwrap();
         db.create_namespace(&ns).await.unwrap();
-        let first = db.submit_build(&ns, &env, &spec("python"), None).await.unwrap();
-        let again = db.submit_build(&ns, &env, &spec("python"), None).await.unwrap();
-        let other = db.submit_build(&ns, &env, &spec("numpy"), None).await.unwrap();
+        let first = db
+            .submit_build(&ns, &env, &spec("python"), None)
+            .await
+            .unwrap();
+        let again = db
+            .submit_build(&ns, &env, &spec("python"), None)
+            .await
+            .unwrap();
+        let other = db
+            .submit_build(&ns, &env, &spec("numpy"), None)
+            .await
+            .unwrap();
         assert!(again.joined);
         assert_eq!(again.build.id, first.build.id);
         assert!(!other.joined);
         assert_eq!(db.queued_jobs().await.unwrap(), 2);
-        assert_eq!(db.build_counts().await.unwrap(), vec![(BuildStatus::Queued, 2)]);
+        assert_eq!(
+            db.build_counts().await.unwrap(),
+            vec![(BuildStatus::Queued, 2)]
+        );
         assert!(db.start_build(&first.build.id).await.unwrap());
         let mut counts = db.build_counts().await.unwrap();
         counts.sort_by_key(|(status, _)| status.as_str());
-        assert_eq!(counts, vec![(BuildStatus::Queued, 1), (BuildStatus::Running, 1)]);
-        assert!(matches!(db.create_namespace(&ns).await, Err(DbError::Conflict(_))));
+        assert_eq!(
+            counts,
+            vec![(BuildStatus::Queued, 1), (BuildStatus::Running, 1)]
+        );
+        assert!(matches!(
+            db.create_namespace(&ns).await,
+            Err(DbError::Conflict(_))
+        ));
     }
 
     #[tokio::test]
@@ -412,10 +478,12 @@ mod tests {
             .unwrap();
         let (host, _) = server.rsplit_once('/').unwrap();
         attempt_limit_holds(Database::connect(&format!("{host}/{name}")).await.unwrap()).await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")))
-            .execute(&admin)
-            .await
-            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
     }
 
     async fn attempt_limit_holds(db: Database) {
@@ -427,7 +495,11 @@ mod tests {
             .unwrap();
         let short = Duration::from_millis(30);
         for attempt in 1..=3 {
-            let job = db.claim_job(&format!("w{attempt}"), short, 3).await.unwrap().unwrap();
+            let job = db
+                .claim_job(&format!("w{attempt}"), short, 3)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(job.attempts, attempt);
             assert!(job.failed_at_limit.is_none());
             if attempt == 3 {
@@ -446,7 +518,11 @@ mod tests {
             // The worker dies: its lease runs out.
             tokio::time::sleep(Duration::from_millis(60)).await;
         }
-        let ended = db.claim_job("w4", Duration::from_secs(60), 3).await.unwrap().unwrap();
+        let ended = db
+            .claim_job("w4", Duration::from_secs(60), 3)
+            .await
+            .unwrap()
+            .unwrap();
         let message = ended
             .failed_at_limit
             .expect("the fourth claim ends the build instead of running it");
@@ -459,7 +535,10 @@ mod tests {
         assert_eq!(build.status, BuildStatus::Failed);
         assert_eq!(build.error.as_deref(), Some(message.as_str()));
         assert!(
-            db.claim_job("w5", Duration::from_secs(60), 3).await.unwrap().is_none(),
+            db.claim_job("w5", Duration::from_secs(60), 3)
+                .await
+                .unwrap()
+                .is_none(),
             "decided once"
         );
         assert_eq!(db.queued_jobs().await.unwrap(), 0);
@@ -473,14 +552,26 @@ mod tests {
         db.submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
             .await
             .unwrap();
-        let first = db.claim_job("w1", Duration::from_secs(60), 2).await.unwrap().unwrap();
+        let first = db
+            .claim_job("w1", Duration::from_secs(60), 2)
+            .await
+            .unwrap()
+            .unwrap();
         db.retry_job(&first.job_id, Duration::ZERO, "repodata unreachable")
             .await
             .unwrap();
-        let second = db.claim_job("w2", Duration::from_millis(30), 2).await.unwrap().unwrap();
+        let second = db
+            .claim_job("w2", Duration::from_millis(30), 2)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(second.attempts, 2);
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let ended = db.claim_job("w3", Duration::from_secs(60), 2).await.unwrap().unwrap();
+        let ended = db
+            .claim_job("w3", Duration::from_secs(60), 2)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             ended.failed_at_limit.as_deref(),
             Some(
@@ -505,7 +596,10 @@ mod tests {
         );
         db.save_attempt_log("b1", 2, "three").await.unwrap();
         db.save_attempt_log("b1", 1, "late").await.unwrap();
-        assert_eq!(db.attempt_log("b1").await.unwrap().map(|log| log.text), Some("three".into()));
+        assert_eq!(
+            db.attempt_log("b1").await.unwrap().map(|log| log.text),
+            Some("three".into())
+        );
         db.remove_attempt_log("b1", 1).await.unwrap();
         assert_eq!(
             db.attempt_log("b1").await.unwrap().map(|log| log.attempt),

@@ -32,7 +32,11 @@ impl Database {
         Ok(taken.rows_affected() == 1)
     }
 
-    pub async fn release_prefix_lease(&self, lock_hash: &ContentHash, worker: &str) -> Result<(), DbError> {
+    pub async fn release_prefix_lease(
+        &self,
+        lock_hash: &ContentHash,
+        worker: &str,
+    ) -> Result<(), DbError> {
         sqlx::query("DELETE FROM prefix_leases WHERE lock_hash = $1 AND worker = $2")
             .bind(lock_hash.to_hex())
             .bind(worker)
@@ -44,7 +48,11 @@ impl Database {
 
 impl Database {
     /// Records the sha256 of a lock's packed prefix once it is published.
-    pub async fn set_packed_prefix(&self, lock_hash: &ContentHash, sha256: &ContentHash) -> Result<(), DbError> {
+    pub async fn set_packed_prefix(
+        &self,
+        lock_hash: &ContentHash,
+        sha256: &ContentHash,
+    ) -> Result<(), DbError> {
         sqlx::query("UPDATE locks SET packed_prefix_sha256 = $2 WHERE lock_hash = $1")
             .bind(lock_hash.to_hex())
             .bind(sha256.to_hex())
@@ -54,7 +62,10 @@ impl Database {
     }
 
     /// The sha256 of a lock's published packed prefix, if there is one.
-    pub async fn packed_prefix(&self, lock_hash: &ContentHash) -> Result<Option<ContentHash>, DbError> {
+    pub async fn packed_prefix(
+        &self,
+        lock_hash: &ContentHash,
+    ) -> Result<Option<ContentHash>, DbError> {
         let row = sqlx::query("SELECT packed_prefix_sha256 FROM locks WHERE lock_hash = $1")
             .bind(lock_hash.to_hex())
             .fetch_optional(&self.pool)
@@ -62,10 +73,11 @@ impl Database {
         let Some(row) = row else { return Ok(None) };
         let text: Option<String> = crate::get(&row, "packed_prefix_sha256")?;
         text.map(|text| {
-            text.parse().map_err(|error: envstore_core::ParseHashError| DbError::Corrupt {
-                column: "locks.packed_prefix_sha256",
-                reason: error.to_string(),
-            })
+            text.parse()
+                .map_err(|error: envstore_core::ParseHashError| DbError::Corrupt {
+                    column: "locks.packed_prefix_sha256",
+                    reason: error.to_string(),
+                })
         })
         .transpose()
     }
@@ -84,14 +96,23 @@ mod tests {
         let short = Duration::from_millis(50);
         assert!(db.acquire_prefix_lease(&hash, "a", short).await.unwrap());
         assert!(!db.acquire_prefix_lease(&hash, "b", short).await.unwrap());
-        assert!(db.acquire_prefix_lease(&hash, "a", short).await.unwrap(), "the holder renews");
+        assert!(
+            db.acquire_prefix_lease(&hash, "a", short).await.unwrap(),
+            "the holder renews"
+        );
         tokio::time::sleep(Duration::from_millis(80)).await;
         // Taken over with a long lease, so a slow machine cannot let it run
         // out before the checks below.
         let long = Duration::from_secs(60);
-        assert!(db.acquire_prefix_lease(&hash, "b", long).await.unwrap(), "an expired lease is taken over");
+        assert!(
+            db.acquire_prefix_lease(&hash, "b", long).await.unwrap(),
+            "an expired lease is taken over"
+        );
         db.release_prefix_lease(&hash, "a").await.unwrap();
-        assert!(!db.acquire_prefix_lease(&hash, "c", short).await.unwrap(), "only the holder releases");
+        assert!(
+            !db.acquire_prefix_lease(&hash, "c", short).await.unwrap(),
+            "only the holder releases"
+        );
         db.release_prefix_lease(&hash, "b").await.unwrap();
         assert!(db.acquire_prefix_lease(&hash, "c", short).await.unwrap());
     }

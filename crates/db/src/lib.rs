@@ -21,12 +21,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use access::{NewToken, TokenRecord, token_digest};
 pub use audit::AuditEntry;
 pub use browse::{BuildEntry, EnvironmentEntry, NamespaceEntry};
-pub use access::{NewToken, TokenRecord, token_digest};
 pub use builds::{
-    BuildOutcome, BuildRecord, CurrentLock, EnvironmentRecord, IDEMPOTENCY_TTL, IdempotencyKey, LockRecord,
-    StoredAnswer, SubmittedBuild, Submission, SucceededEnvironment,
+    BuildOutcome, BuildRecord, CurrentLock, EnvironmentRecord, IDEMPOTENCY_TTL, IdempotencyKey,
+    LockRecord, StoredAnswer, Submission, SubmittedBuild, SucceededEnvironment,
 };
 pub use cache::ACCESS_CACHE_TTL;
 pub use jobs::{AttemptLog, ClaimedJob, JobListener};
@@ -48,7 +48,10 @@ pub enum DbError {
     #[error("{0} was not found")]
     NotFound(String),
     #[error("the database holds an invalid value in {column}: {reason}")]
-    Corrupt { column: &'static str, reason: String },
+    Corrupt {
+        column: &'static str,
+        reason: String,
+    },
     /// The database cannot be reached or cannot write just now (server
     /// down or restarting, connections refused or reset, pool exhausted for
     /// the whole timeout, a full, read-only or locked database file): worth
@@ -66,7 +69,10 @@ pub enum DbError {
 impl From<sqlx::Error> for DbError {
     fn from(error: sqlx::Error) -> Self {
         match unavailable_reason(&error) {
-            Some(reason) => Self::Unavailable { reason, source: error },
+            Some(reason) => Self::Unavailable {
+                reason,
+                source: error,
+            },
             None => Self::Query(error),
         }
     }
@@ -83,20 +89,28 @@ impl DbError {
 /// or None when it is about the query itself.
 fn unavailable_reason(error: &sqlx::Error) -> Option<String> {
     match error {
-        sqlx::Error::PoolTimedOut => Some("no database connection could be had within the timeout".to_owned()),
+        sqlx::Error::PoolTimedOut => {
+            Some("no database connection could be had within the timeout".to_owned())
+        }
         sqlx::Error::PoolClosed => Some("the connection pool is closed".to_owned()),
         sqlx::Error::Io(io) => Some(format!("the connection failed: {io}")),
         sqlx::Error::Tls(tls) => Some(format!("the TLS connection failed: {tls}")),
         sqlx::Error::WorkerCrashed => Some("the database connection's worker stopped".to_owned()),
         sqlx::Error::Database(database) => {
             let code = database.code()?;
-            if database.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            if database
+                .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                .is_some()
+            {
                 let reason = sqlite_unavailable(code.parse().ok()?)?;
                 suspect_sqlite_connections();
                 Some(format!("{reason} ({})", database.message()))
             } else {
                 let reason = postgres_unavailable(&code)?;
-                Some(format!("{reason} (SQLSTATE {code}: {})", database.message()))
+                Some(format!(
+                    "{reason} (SQLSTATE {code}: {})",
+                    database.message()
+                ))
             }
         }
         _ => None,
@@ -116,19 +130,30 @@ static SQLITE_CHECKS_DUE: AtomicU32 = AtomicU32::new(0);
 const SQLITE_CHECK_ROUNDS: u32 = 4;
 
 fn suspect_sqlite_connections() {
-    SQLITE_CHECKS_DUE.store(SQLITE_CHECK_ROUNDS * SQLITE_MAX_CONNECTIONS, Ordering::Relaxed);
+    SQLITE_CHECKS_DUE.store(
+        SQLITE_CHECK_ROUNDS * SQLITE_MAX_CONNECTIONS,
+        Ordering::Relaxed,
+    );
 }
 
 /// Whether a SQLite connection is fit to hand out: not left inside a
 /// transaction (then `BEGIN` fails). Only checked while checks are due.
-async fn sqlite_connection_is_clean(connection: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+async fn sqlite_connection_is_clean(
+    connection: &mut sqlx::AnyConnection,
+) -> Result<bool, sqlx::Error> {
     let due = SQLITE_CHECKS_DUE
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |due| due.checked_sub(1))
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |due| {
+            due.checked_sub(1)
+        })
         .is_ok();
     if !due {
         return Ok(true);
     }
-    if sqlx::query("BEGIN").execute(&mut *connection).await.is_err() {
+    if sqlx::query("BEGIN")
+        .execute(&mut *connection)
+        .await
+        .is_err()
+    {
         tracing::warn!("closing a database connection left inside a failed transaction");
         return Ok(false);
     }
@@ -234,9 +259,15 @@ impl Database {
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *connection).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *connection).await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *connection).await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *connection)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *connection)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *connection)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -318,7 +349,10 @@ async fn wait_for_first_connection(pool: &AnyPool) -> Result<(), DbError> {
     loop {
         match pool.acquire().await {
             Ok(_) => return Ok(()),
-            Err(error) if unavailable_reason(&error).is_some() && tokio::time::Instant::now() < deadline => {
+            Err(error)
+                if unavailable_reason(&error).is_some()
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tracing::warn!(error = %error, "the database does not answer yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -382,7 +416,10 @@ where
     Ok(row.try_get(column)?)
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(column: &'static str, text: &str) -> Result<T, DbError> {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    column: &'static str,
+    text: &str,
+) -> Result<T, DbError> {
     serde_json::from_str(text).map_err(|error| DbError::Corrupt {
         column,
         reason: error.to_string(),
@@ -403,7 +440,9 @@ mod tests {
     async fn the_database_and_its_wal_are_readable_by_the_service_user_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("envstore.db");
-        let db = Database::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let db = Database::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
         db.create_namespace(&"team".parse().unwrap()).await.unwrap();
         for suffix in ["", "-wal", "-shm"] {
             let file = dir.path().join(format!("envstore.db{suffix}"));
@@ -413,14 +452,18 @@ mod tests {
         // A database an older version left readable is made private on open.
         drop(db);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let _db = Database::connect(&format!("sqlite:{}?mode=rwc", path.display())).await.unwrap();
+        let _db = Database::connect(&format!("sqlite:{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
         assert_eq!(mode(&path), 0o600);
         assert_eq!(sqlite_file(":memory:"), None);
     }
 
     #[test]
     fn postgres_states_of_a_server_going_away_or_full_are_unavailable() {
-        for code in ["57P01", "57P02", "57P03", "08006", "08001", "08000", "53100", "53300", "25006"] {
+        for code in [
+            "57P01", "57P02", "57P03", "08006", "08001", "08000", "53100", "53300", "25006",
+        ] {
             assert!(postgres_unavailable(code).is_some(), "{code}");
         }
         // Mistakes of the query itself stay query errors.
@@ -429,10 +472,20 @@ mod tests {
         }
         // Extended SQLite codes carry the primary code in their low byte.
         assert!(sqlite_unavailable(13).is_some(), "SQLITE_FULL");
-        assert!(sqlite_unavailable(8 | (1 << 8)).is_some(), "SQLITE_READONLY_RECOVERY");
-        assert!(sqlite_unavailable(10 | (3 << 8)).is_some(), "SQLITE_IOERR_WRITE");
+        assert!(
+            sqlite_unavailable(8 | (1 << 8)).is_some(),
+            "SQLITE_READONLY_RECOVERY"
+        );
+        assert!(
+            sqlite_unavailable(10 | (3 << 8)).is_some(),
+            "SQLITE_IOERR_WRITE"
+        );
         assert!(sqlite_unavailable(5).is_some(), "SQLITE_BUSY");
-        assert_eq!(sqlite_unavailable(19 | (8 << 8)), None, "SQLITE_CONSTRAINT_UNIQUE");
+        assert_eq!(
+            sqlite_unavailable(19 | (8 << 8)),
+            None,
+            "SQLITE_CONSTRAINT_UNIQUE"
+        );
         assert_eq!(sqlite_unavailable(1), None, "SQLITE_ERROR");
     }
 
@@ -440,8 +493,13 @@ mod tests {
     async fn a_read_only_sqlite_file_is_unavailable_and_a_bad_query_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("envstore.db");
-        let db = Database::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-        let bad = sqlx::query("SELECT no_such_column FROM namespaces").execute(&db.pool).await.unwrap_err();
+        let db = Database::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let bad = sqlx::query("SELECT no_such_column FROM namespaces")
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
         assert!(matches!(DbError::from(bad), DbError::Query(_)));
 
         // A second pool on the same file, opened read-only: what a file
@@ -464,7 +522,11 @@ mod tests {
     async fn a_refused_postgres_fails_fast_as_unavailable() {
         sqlx::any::install_default_drivers();
         // A port nothing listens on: bound, then released.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let pool = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_millis(500))
             .connect_lazy(&format!("postgres://envstore@127.0.0.1:{port}/envstore"))
@@ -473,13 +535,22 @@ mod tests {
         let error = DbError::from(sqlx::query("SELECT 1").execute(&pool).await.unwrap_err());
         assert!(error.is_unavailable(), "{error:?}");
         // Generous: the point is "not sqlx's 30 s default".
-        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
     async fn a_closed_pool_is_unavailable() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::connect(&format!("sqlite://{}", dir.path().join("envstore.db").display())).await.unwrap();
+        let db = Database::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("envstore.db").display()
+        ))
+        .await
+        .unwrap();
         db.ping().await.unwrap();
         db.close().await;
         assert!(db.ping().await.unwrap_err().is_unavailable());

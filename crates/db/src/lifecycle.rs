@@ -56,41 +56,59 @@ impl Database {
         if hidden.rows_affected() == 0 {
             return Ok(None);
         }
-        let builds = live_builds(&mut transaction, namespace.as_str(), Some(environment.as_str())).await?;
+        let builds = live_builds(
+            &mut transaction,
+            namespace.as_str(),
+            Some(environment.as_str()),
+        )
+        .await?;
         let deleted = hide_builds(&mut transaction, &builds, now).await?;
         transaction.commit().await?;
         self.locks.forget_namespaces();
-        Ok(Some(Deleted { environments: 1, ..deleted }))
+        Ok(Some(Deleted {
+            environments: 1,
+            ..deleted
+        }))
     }
 
     /// Hides a namespace, its environments and builds, and removes the role
     /// bindings that name it exactly (a namespace created later under the
     /// same name must not inherit them). None when there is no such
     /// namespace.
-    pub async fn delete_namespace(&self, namespace: &NamespaceName) -> Result<Option<Deleted>, DbError> {
+    pub async fn delete_namespace(
+        &self,
+        namespace: &NamespaceName,
+    ) -> Result<Option<Deleted>, DbError> {
         let _invalidate = self.access.invalidate_when_done();
         let mut transaction = self.pool.begin().await?;
         let now = now_millis();
-        let hidden = sqlx::query("UPDATE namespaces SET deleted_at = $2 WHERE name = $1 AND deleted_at IS NULL")
-            .bind(namespace.as_str())
-            .bind(now)
-            .execute(&mut *transaction)
-            .await?;
+        let hidden = sqlx::query(
+            "UPDATE namespaces SET deleted_at = $2 WHERE name = $1 AND deleted_at IS NULL",
+        )
+        .bind(namespace.as_str())
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
         if hidden.rows_affected() == 0 {
             return Ok(None);
         }
-        let environments =
-            sqlx::query("UPDATE environments SET deleted_at = $2 WHERE namespace = $1 AND deleted_at IS NULL")
-                .bind(namespace.as_str())
-                .bind(now)
-                .execute(&mut *transaction)
-                .await?
-                .rows_affected();
+        let environments = sqlx::query(
+            "UPDATE environments SET deleted_at = $2 WHERE namespace = $1 AND deleted_at IS NULL",
+        )
+        .bind(namespace.as_str())
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
         let builds = live_builds(&mut transaction, namespace.as_str(), None).await?;
         let deleted = hide_builds(&mut transaction, &builds, now).await?;
         // What was set for or counted under this namespace goes with it: a
         // namespace created again under the name starts afresh.
-        for table in ["role_bindings WHERE namespace_pattern", "namespace_quotas WHERE namespace", "namespace_downloads WHERE namespace"] {
+        for table in [
+            "role_bindings WHERE namespace_pattern",
+            "namespace_quotas WHERE namespace",
+            "namespace_downloads WHERE namespace",
+        ] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} = $1")))
                 .bind(namespace.as_str())
                 .execute(&mut *transaction)
@@ -98,7 +116,10 @@ impl Database {
         }
         transaction.commit().await?;
         self.locks.forget_namespaces();
-        Ok(Some(Deleted { environments, ..deleted }))
+        Ok(Some(Deleted {
+            environments,
+            ..deleted
+        }))
     }
 
     /// Succeeded builds whose prefix is still held but which the retention
@@ -158,8 +179,10 @@ impl Database {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut references: Vec<(String, String)> =
-            rows.iter().map(|row| Ok((get(row, "id")?, get(row, "lock_hash")?))).collect::<Result<_, DbError>>()?;
+        let mut references: Vec<(String, String)> = rows
+            .iter()
+            .map(|row| Ok((get(row, "id")?, get(row, "lock_hash")?)))
+            .collect::<Result<_, DbError>>()?;
         let pending = sqlx::query(
             "SELECT builds.id AS id, specs.canonical AS canonical FROM builds \
              JOIN specs ON specs.spec_hash = builds.spec_hash WHERE builds.status IN ('queued', 'running')",
@@ -186,16 +209,24 @@ impl Database {
             .bind(format!("{short}%"))
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|row| get::<String>(&row, "lock_hash")).transpose()?.and_then(|hash| hash.parse().ok()))
+        Ok(row
+            .map(|row| get::<String>(&row, "lock_hash"))
+            .transpose()?
+            .and_then(|hash| hash.parse().ok()))
     }
 
     /// Locks with a published packed prefix.
     pub async fn locks_with_packed_prefix(&self) -> Result<Vec<ContentHash>, DbError> {
-        let rows = sqlx::query("SELECT lock_hash FROM locks WHERE packed_prefix_sha256 IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT lock_hash FROM locks WHERE packed_prefix_sha256 IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
-            .filter_map(|row| get::<String>(row, "lock_hash").map(|hash| hash.parse().ok()).transpose())
+            .filter_map(|row| {
+                get::<String>(row, "lock_hash")
+                    .map(|hash| hash.parse().ok())
+                    .transpose()
+            })
             .collect()
     }
 
@@ -220,7 +251,9 @@ impl Database {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|row| Ok((get(row, "id")?, get(row, "attempts")?))).collect()
+        rows.iter()
+            .map(|row| Ok((get(row, "id")?, get(row, "attempts")?)))
+            .collect()
     }
 
     /// Environments deleted and not yet cleaned, with whether they are still
@@ -251,10 +284,12 @@ impl Database {
         let mut transaction = self.pool.begin().await?;
         let mut builds = 0;
         for id in build_ids {
-            sqlx::query("UPDATE environments SET current_build_id = NULL WHERE current_build_id = $1")
-                .bind(id)
-                .execute(&mut *transaction)
-                .await?;
+            sqlx::query(
+                "UPDATE environments SET current_build_id = NULL WHERE current_build_id = $1",
+            )
+            .bind(id)
+            .execute(&mut *transaction)
+            .await?;
             sqlx::query("DELETE FROM jobs WHERE build_id = $1")
                 .bind(id)
                 .execute(&mut *transaction)
@@ -304,10 +339,12 @@ async fn hide_builds(
                 .bind(now)
                 .execute(&mut **transaction)
                 .await?;
-                sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE build_id = $1")
-                    .bind(id)
-                    .execute(&mut **transaction)
-                    .await?;
+                sqlx::query(
+                    "UPDATE jobs SET state = 'done', locked_until = NULL WHERE build_id = $1",
+                )
+                .bind(id)
+                .execute(&mut **transaction)
+                .await?;
                 stopped += 1;
             }
             "running" => {
@@ -355,5 +392,7 @@ async fn live_builds(
                 .await?
         }
     };
-    rows.iter().map(|row| Ok((get(row, "id")?, get(row, "status")?))).collect()
+    rows.iter()
+        .map(|row| Ok((get(row, "id")?, get(row, "status")?)))
+        .collect()
 }

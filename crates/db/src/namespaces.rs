@@ -36,7 +36,13 @@ impl Database {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| Ok((get(row, "name")?, get(row, "created_at")?, get::<i64>(row, "public_read")? != 0)))
+            .map(|row| {
+                Ok((
+                    get(row, "name")?,
+                    get(row, "created_at")?,
+                    get::<i64>(row, "public_read")? != 0,
+                ))
+            })
             .collect()
     }
 
@@ -55,7 +61,11 @@ impl Database {
             .map(Option::unwrap_or_default)
     }
 
-    pub async fn set_namespace_policy(&self, name: &NamespaceName, policy: &Policy) -> Result<(), DbError> {
+    pub async fn set_namespace_policy(
+        &self,
+        name: &NamespaceName,
+        policy: &Policy,
+    ) -> Result<(), DbError> {
         sqlx::query("UPDATE namespaces SET policy = $2 WHERE name = $1")
             .bind(name.as_str())
             .bind(serde_json::to_string(policy).unwrap_or_default())

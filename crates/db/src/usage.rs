@@ -173,7 +173,10 @@ impl UsageFacts {
         let lock_downloads = by_namespace(&self.lock_downloads);
         let mut builds: HashMap<&str, Vec<&BuildGroup>> = HashMap::new();
         for group in &self.builds {
-            builds.entry(group.namespace.as_str()).or_default().push(group);
+            builds
+                .entry(group.namespace.as_str())
+                .or_default()
+                .push(group);
         }
         let mut counted_prefixes: BTreeMap<&str, i64> = BTreeMap::new();
         let mut counted_locks: BTreeMap<&str, i64> = BTreeMap::new();
@@ -235,15 +238,17 @@ impl UsageFacts {
 fn by_namespace(held: &[HeldLock]) -> HashMap<&str, Vec<&HeldLock>> {
     let mut grouped: HashMap<&str, Vec<&HeldLock>> = HashMap::new();
     for lock in held {
-        grouped.entry(lock.namespace.as_str()).or_default().push(lock);
+        grouped
+            .entry(lock.namespace.as_str())
+            .or_default()
+            .push(lock);
     }
     grouped
 }
 
 /// Which builds still hold their prefix: succeeded, neither deleted nor
 /// collected by garbage collection.
-const HOLDS_PREFIX: &str =
-    "builds.status = 'succeeded' AND builds.prefix_collected_at IS NULL AND builds.deleted_at IS NULL";
+const HOLDS_PREFIX: &str = "builds.status = 'succeeded' AND builds.prefix_collected_at IS NULL AND builds.deleted_at IS NULL";
 
 /// Downloads counted since the last flush: lockfile GETs by namespace,
 /// artifact GETs by lock. A request takes the read lock and bumps an atomic;
@@ -326,7 +331,11 @@ impl Database {
         written
     }
 
-    async fn write_downloads(&self, namespaces: &[(String, u64)], locks: &[(ContentHash, u64)]) -> Result<(), DbError> {
+    async fn write_downloads(
+        &self,
+        namespaces: &[(String, u64)],
+        locks: &[(ContentHash, u64)],
+    ) -> Result<(), DbError> {
         let mut transaction = self.pool.begin().await?;
         for (namespace, count) in namespaces {
             sqlx::query(
@@ -379,7 +388,12 @@ impl Database {
 
     /// Records a prefix's size the first time it is measured; later
     /// measurements of the same lock change nothing.
-    pub async fn record_prefix_size(&self, lock_hash: &ContentHash, bytes: u64, files: u64) -> Result<(), DbError> {
+    pub async fn record_prefix_size(
+        &self,
+        lock_hash: &ContentHash,
+        bytes: u64,
+        files: u64,
+    ) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO prefix_sizes (lock_hash, bytes, files, measured_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (lock_hash) DO NOTHING",
@@ -408,10 +422,16 @@ impl Database {
             .bind(namespace.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| quota_from_row(&row)).transpose().map(Option::unwrap_or_default)
+        row.map(|row| quota_from_row(&row))
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
-    pub async fn set_namespace_quota(&self, namespace: &NamespaceName, quota: &Quota) -> Result<(), DbError> {
+    pub async fn set_namespace_quota(
+        &self,
+        namespace: &NamespaceName,
+        quota: &Quota,
+    ) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO namespace_quotas (namespace, max_disk_bytes, max_concurrent_builds, updated_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (namespace) DO UPDATE SET \
@@ -430,7 +450,10 @@ impl Database {
     /// The figures of every live namespace `include` accepts (given its
     /// name and whether it is public), and their totals. Downloads counted
     /// in memory and not yet flushed are not in it.
-    pub async fn usage_report(&self, include: impl Fn(&str, bool) -> bool) -> Result<UsageReport, DbError> {
+    pub async fn usage_report(
+        &self,
+        include: impl Fn(&str, bool) -> bool,
+    ) -> Result<UsageReport, DbError> {
         Ok(self.usage_facts().await?.report(include))
     }
 
@@ -475,12 +498,13 @@ impl Database {
             })
         })
         .collect::<Result<Vec<_>, DbError>>()?;
-        let lockfile_downloads = sqlx::query("SELECT namespace, downloads FROM namespace_downloads")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| Ok((get(row, "namespace")?, get(row, "downloads")?)))
-            .collect::<Result<HashMap<_, _>, DbError>>()?;
+        let lockfile_downloads =
+            sqlx::query("SELECT namespace, downloads FROM namespace_downloads")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|row| Ok((get(row, "namespace")?, get(row, "downloads")?)))
+                .collect::<Result<HashMap<_, _>, DbError>>()?;
         let lock_downloads = sqlx::query(
             "SELECT DISTINCT builds.namespace AS namespace, lock_downloads.lock_hash AS lock_hash, \
              lock_downloads.downloads AS amount \
@@ -516,7 +540,10 @@ impl Database {
 
     /// The average running time of a namespace's last 20 builds that ran,
     /// in milliseconds; None before any has.
-    pub async fn typical_build_millis(&self, namespace: &NamespaceName) -> Result<Option<i64>, DbError> {
+    pub async fn typical_build_millis(
+        &self,
+        namespace: &NamespaceName,
+    ) -> Result<Option<i64>, DbError> {
         let row = sqlx::query(
             "SELECT CAST(AVG(millis) AS BIGINT) AS millis FROM \
              (SELECT finished_at - started_at AS millis FROM builds WHERE namespace = $1 \
@@ -598,7 +625,9 @@ fn held_lock_from_row(row: &sqlx::any::AnyRow) -> Result<HeldLock, DbError> {
 
 #[cfg(test)]
 mod tests {
-    use envstore_core::{BuildStatus, CanonicalSpec, ChannelAllowlist, EnvironmentSpec, NamedChannel, SpecFormat};
+    use envstore_core::{
+        BuildStatus, CanonicalSpec, ChannelAllowlist, EnvironmentSpec, NamedChannel, SpecFormat,
+    };
     use rattler_conda_types::Subdir;
 
     use super::*;
@@ -612,10 +641,13 @@ mod tests {
 
     fn spec(dependencies: &str) -> CanonicalSpec {
         let allow = ChannelAllowlist::new(vec![NamedChannel::parse("demo=file:///demo").unwrap()]);
-        EnvironmentSpec::parse(format!("dependencies: [{dependencies}]").as_bytes(), SpecFormat::Yaml)
-            .unwrap()
-            .canonicalize(&allow, Subdir::Linux64)
-            .unwrap()
+        EnvironmentSpec::parse(
+            format!("dependencies: [{dependencies}]").as_bytes(),
+            SpecFormat::Yaml,
+        )
+        .unwrap()
+        .canonicalize(&allow, Subdir::Linux64)
+        .unwrap()
     }
 
     async fn namespace(db: &Database, name: &str) -> NamespaceName {
@@ -638,15 +670,29 @@ mod tests {
     ) -> String {
         let namespace = self::namespace(db, namespace).await;
         let environment: EnvironmentName = environment.parse().unwrap();
-        let id = db.submit_build(&namespace, &environment, &spec(dependencies), None).await.unwrap().build.id;
+        let id = db
+            .submit_build(&namespace, &environment, &spec(dependencies), None)
+            .await
+            .unwrap()
+            .build
+            .id;
         assert!(db.start_build(&id).await.unwrap());
         if let Some(lock) = lock {
-            db.insert_lock(lock, &["linux-64".to_owned()], &serde_json::json!([]), &Default::default())
-                .await
-                .unwrap();
+            db.insert_lock(
+                lock,
+                &["linux-64".to_owned()],
+                &serde_json::json!([]),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
         }
         let outcome = BuildOutcome {
-            status: if lock.is_some() { BuildStatus::Succeeded } else { BuildStatus::Failed },
+            status: if lock.is_some() {
+                BuildStatus::Succeeded
+            } else {
+                BuildStatus::Failed
+            },
             lock_hash: lock.copied(),
             lock_reused: false,
             prefix_reused: false,
@@ -664,7 +710,11 @@ mod tests {
     }
 
     fn row<'a>(report: &'a UsageReport, namespace: &str) -> &'a NamespaceUsage {
-        report.namespaces.iter().find(|usage| usage.namespace == namespace).unwrap()
+        report
+            .namespaces
+            .iter()
+            .find(|usage| usage.namespace == namespace)
+            .unwrap()
     }
 
     #[tokio::test]
@@ -682,21 +732,46 @@ mod tests {
         db.record_prefix_size(&shared, 1_000, 10).await.unwrap();
         db.record_prefix_size(&own, 300, 3).await.unwrap();
         db.record_prefix_size(&own, 999_999, 3).await.unwrap();
-        assert_eq!(db.prefix_size(&own).await.unwrap(), Some(300), "measured once");
+        assert_eq!(
+            db.prefix_size(&own).await.unwrap(),
+            Some(300),
+            "measured once"
+        );
         assert_eq!(db.prefix_size(&unmeasured).await.unwrap(), None);
 
         let report = db.usage_report(|_, _| true).await.unwrap();
         let alpha = row(&report, "alpha");
-        let disk = |figures: &UsageFigures| (figures.disk_bytes, figures.prefixes, figures.shared_disk_bytes);
+        let disk = |figures: &UsageFigures| {
+            (
+                figures.disk_bytes,
+                figures.prefixes,
+                figures.shared_disk_bytes,
+            )
+        };
         assert_eq!(disk(&alpha.figures), (1_300, 2, 1_000));
         assert_eq!(
             alpha.shared,
-            vec![SharedPrefix { lock_hash: shared.to_hex(), bytes: 1_000, other_namespaces: 1 }]
+            vec![SharedPrefix {
+                lock_hash: shared.to_hex(),
+                bytes: 1_000,
+                other_namespaces: 1
+            }]
         );
-        assert_eq!(alpha.figures.builds, BuildCounts { succeeded: 3, failed: 1, ..BuildCounts::default() });
+        assert_eq!(
+            alpha.figures.builds,
+            BuildCounts {
+                succeeded: 3,
+                failed: 1,
+                ..BuildCounts::default()
+            }
+        );
         assert_eq!(alpha.figures.build_millis, 3_250);
         let beta = row(&report, "beta");
-        assert_eq!(disk(&beta.figures), (1_000, 1, 1_000), "unmeasured prefixes add nothing");
+        assert_eq!(
+            disk(&beta.figures),
+            (1_000, 1, 1_000),
+            "unmeasured prefixes add nothing"
+        );
         assert_eq!(beta.figures.builds.succeeded, 2);
         let totals = &report.totals;
         assert_eq!(disk(totals), (1_300, 2, 1_000));
@@ -708,7 +783,10 @@ mod tests {
         let report = db.usage_report(|name, _| name == "beta").await.unwrap();
         assert_eq!(report.namespaces.len(), 1);
         assert_eq!(report.namespaces[0].shared[0].other_namespaces, 1);
-        assert_eq!((report.totals.disk_bytes, report.totals.build_millis), (1_000, 2_000));
+        assert_eq!(
+            (report.totals.disk_bytes, report.totals.build_millis),
+            (1_000, 2_000)
+        );
 
         // Collected prefixes no longer count; the last holder's is no longer shared.
         let alpha_builds: Vec<String> = db
@@ -722,7 +800,10 @@ mod tests {
         let report = db.usage_report(|_, _| true).await.unwrap();
         assert_eq!(disk(&row(&report, "alpha").figures), (300, 1, 0));
         assert!(row(&report, "beta").shared.is_empty());
-        assert_eq!(report.totals.disk_bytes, 1_300, "beta still holds the prefix");
+        assert_eq!(
+            report.totals.disk_bytes, 1_300,
+            "beta still holds the prefix"
+        );
     }
 
     #[tokio::test]
@@ -741,18 +822,33 @@ mod tests {
             (figures.lockfile_downloads, figures.artifact_downloads)
         };
         let report = db.usage_report(|_, _| true).await.unwrap();
-        assert_eq!(downloads(&report, "alpha"), (0, 0), "nothing is written per request");
+        assert_eq!(
+            downloads(&report, "alpha"),
+            (0, 0),
+            "nothing is written per request"
+        );
 
         db.flush_downloads().await.unwrap();
         db.flush_downloads().await.unwrap();
         let report = db.usage_report(|_, _| true).await.unwrap();
         assert_eq!(downloads(&report, "alpha"), (3, 2));
-        assert_eq!(downloads(&report, "beta"), (0, 2), "a by-hash download shows in every holder");
-        assert_eq!((report.totals.lockfile_downloads, report.totals.artifact_downloads), (3, 2));
+        assert_eq!(
+            downloads(&report, "beta"),
+            (0, 2),
+            "a by-hash download shows in every holder"
+        );
+        assert_eq!(
+            (
+                report.totals.lockfile_downloads,
+                report.totals.artifact_downloads
+            ),
+            (3, 2)
+        );
 
         // The periodic flusher flushes once more when told to stop.
         db.count_lockfile_download("beta");
-        db.flush_downloads_every(Duration::from_secs(3600), std::future::ready(())).await;
+        db.flush_downloads_every(Duration::from_secs(3600), std::future::ready(()))
+            .await;
         let report = db.usage_report(|_, _| true).await.unwrap();
         assert_eq!(downloads(&report, "beta"), (1, 2));
 
@@ -771,43 +867,111 @@ mod tests {
         let team = namespace(&db, "team").await;
         let env: EnvironmentName = "env".parse().unwrap();
         assert_eq!(db.namespace_quota(&team).await.unwrap(), Quota::default());
-        let quota = Quota { max_disk_bytes: Some(10), max_concurrent_builds: None };
+        let quota = Quota {
+            max_disk_bytes: Some(10),
+            max_concurrent_builds: None,
+        };
         db.set_namespace_quota(&team, &quota).await.unwrap();
         assert_eq!(db.namespace_quota(&team).await.unwrap(), quota);
-        let default = Quota { max_disk_bytes: Some(99), max_concurrent_builds: Some(2) };
-        assert_eq!(quota.or(default), Quota { max_disk_bytes: Some(10), max_concurrent_builds: Some(2) });
+        let default = Quota {
+            max_disk_bytes: Some(99),
+            max_concurrent_builds: Some(2),
+        };
+        assert_eq!(
+            quota.or(default),
+            Quota {
+                max_disk_bytes: Some(10),
+                max_concurrent_builds: Some(2)
+            }
+        );
 
         // Queued and running builds are active; cancelled, failed and those
         // asked to stop are not.
-        let queued = db.submit_build(&team, &env, &spec("python"), None).await.unwrap().build.id;
-        let running = db.submit_build(&team, &"two".parse().unwrap(), &spec("python"), None).await.unwrap().build.id;
+        let queued = db
+            .submit_build(&team, &env, &spec("python"), None)
+            .await
+            .unwrap()
+            .build
+            .id;
+        let running = db
+            .submit_build(&team, &"two".parse().unwrap(), &spec("python"), None)
+            .await
+            .unwrap()
+            .build
+            .id;
         assert!(db.start_build(&running).await.unwrap());
         build(&db, "team", "failed", "conflict-a", None, 10).await;
         assert_eq!(db.active_builds(&team).await.unwrap(), 2);
-        assert!(db.joins_active_build(&team, &env, &spec("python").hash()).await.unwrap());
-        assert!(!db.joins_active_build(&team, &env, &spec("numpy").hash()).await.unwrap());
+        assert!(
+            db.joins_active_build(&team, &env, &spec("python").hash())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.joins_active_build(&team, &env, &spec("numpy").hash())
+                .await
+                .unwrap()
+        );
         db.cancel_build(&queued, "test").await.unwrap();
         db.cancel_build(&running, "test").await.unwrap();
         assert_eq!(db.active_builds(&team).await.unwrap(), 0);
-        assert!(!db.joins_active_build(&team, &env, &spec("python").hash()).await.unwrap());
+        assert!(
+            !db.joins_active_build(&team, &env, &spec("python").hash())
+                .await
+                .unwrap()
+        );
 
         // Disk counts measured prefixes still held; a spec built before, or a
         // lock whose prefix is held, is expected to reuse it.
         let lock = ContentHash::of(b"lock");
         let other = ContentHash::of(b"other lock");
         assert_eq!(db.namespace_disk_bytes(&team).await.unwrap(), 0);
-        assert!(!db.prefix_reusable(&spec("pandas").hash(), Some(&lock)).await.unwrap());
+        assert!(
+            !db.prefix_reusable(&spec("pandas").hash(), Some(&lock))
+                .await
+                .unwrap()
+        );
         build(&db, "elsewhere", "env", "pandas", Some(&lock), 10).await;
-        assert!(!db.prefix_reusable(&spec("pandas").hash(), None).await.unwrap(), "not measured: not on disk");
+        assert!(
+            !db.prefix_reusable(&spec("pandas").hash(), None)
+                .await
+                .unwrap(),
+            "not measured: not on disk"
+        );
         db.record_prefix_size(&lock, 40, 4).await.unwrap();
-        assert!(db.prefix_reusable(&spec("pandas").hash(), None).await.unwrap());
-        assert!(db.prefix_reusable(&spec("six").hash(), Some(&lock)).await.unwrap());
-        assert!(!db.prefix_reusable(&spec("six").hash(), Some(&other)).await.unwrap());
+        assert!(
+            db.prefix_reusable(&spec("pandas").hash(), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            db.prefix_reusable(&spec("six").hash(), Some(&lock))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.prefix_reusable(&spec("six").hash(), Some(&other))
+                .await
+                .unwrap()
+        );
         build(&db, "team", "env", "pandas", Some(&lock), 10).await;
         build(&db, "team", "copy", "pandas", Some(&lock), 40).await;
-        assert_eq!(db.namespace_disk_bytes(&team).await.unwrap(), 40, "each prefix once");
+        assert_eq!(
+            db.namespace_disk_bytes(&team).await.unwrap(),
+            40,
+            "each prefix once"
+        );
         let typical = db.typical_build_millis(&team).await.unwrap();
-        assert_eq!(typical, Some(20), "the mean of 10, 10 and 40 ms; builds that never ran or have not ended aside");
-        assert_eq!(db.typical_build_millis(&"nobody".parse().unwrap()).await.unwrap(), None);
+        assert_eq!(
+            typical,
+            Some(20),
+            "the mean of 10, 10 and 40 ms; builds that never ran or have not ended aside"
+        );
+        assert_eq!(
+            db.typical_build_millis(&"nobody".parse().unwrap())
+                .await
+                .unwrap(),
+            None
+        );
     }
 }

@@ -259,7 +259,12 @@ impl Writer<'_> {
     /// Creates the member's file with `mode`, its folders first. `create_new`
     /// (O_EXCL) never follows a link at the path itself, and a second member
     /// of the same name is a duplicate.
-    fn create_file(&self, path: &Path, target: &Path, mode: u32) -> Result<std::fs::File, Rejection> {
+    fn create_file(
+        &self,
+        path: &Path,
+        target: &Path,
+        mode: u32,
+    ) -> Result<std::fs::File, Rejection> {
         self.create_parents(path)?;
         std::fs::OpenOptions::new()
             .write(true)
@@ -279,7 +284,10 @@ impl Writer<'_> {
 }
 
 /// The target a symlink or hard link member names.
-fn link_target<R: std::io::Read>(entry: &tar::Entry<'_, R>, shown: &str) -> Result<PathBuf, Rejection> {
+fn link_target<R: std::io::Read>(
+    entry: &tar::Entry<'_, R>,
+    shown: &str,
+) -> Result<PathBuf, Rejection> {
     entry
         .link_name()
         .map_err(|error| Rejection::Corrupt(error.to_string()))?

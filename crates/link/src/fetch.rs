@@ -614,7 +614,10 @@ impl FetchJob {
                     reqwest_middleware::Error::Reqwest(error) => {
                         !error.is_builder()
                             && !error.is_redirect()
-                            && (error.is_connect() || error.is_timeout() || error.is_request() || error.is_body())
+                            && (error.is_connect()
+                                || error.is_timeout()
+                                || error.is_request()
+                                || error.is_body())
                     }
                 };
                 if transient {

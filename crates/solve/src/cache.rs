@@ -34,7 +34,8 @@ impl SolveCache {
     /// A cache of `capacity` solves; 0 turns caching off.
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: NonZeroUsize::new(capacity).map(|capacity| Mutex::new(LruCache::new(capacity))),
+            entries: NonZeroUsize::new(capacity)
+                .map(|capacity| Mutex::new(LruCache::new(capacity))),
             hits: metrics::counter!(SOLVE_CACHE_METRIC, "result" => "hit"),
             misses: metrics::counter!(SOLVE_CACHE_METRIC, "result" => "miss"),
         }

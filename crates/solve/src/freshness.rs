@@ -81,7 +81,10 @@ impl Freshness {
         let now = Instant::now();
         let key = (channel.clone(), subdirs.to_vec());
         let local = local_revision(channel, subdirs);
-        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match (seen.get_mut(&key), local) {
             (Some(previous), Some(revision)) => {
                 let stale = previous.revision != revision;
@@ -118,7 +121,10 @@ impl Freshness {
                 );
                 // Never read before by this solver: an in-memory copy can
                 // only have come from another solver sharing the gateway.
-                Checked { revision, stale: true }
+                Checked {
+                    revision,
+                    stale: true,
+                }
             }
         }
     }

@@ -249,8 +249,13 @@ impl Middleware for ChannelGuard {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let again = if budget.is_zero() { None } else { request.try_clone() };
-            let outcome = self.try_once(&channel, &path, next.clone().run(request, extensions).await);
+            let again = if budget.is_zero() {
+                None
+            } else {
+                request.try_clone()
+            };
+            let outcome =
+                self.try_once(&channel, &path, next.clone().run(request, extensions).await);
             let (failure, detail, retry_after) = match outcome {
                 Outcome::Done(result) => return result,
                 Outcome::Transient {
@@ -299,7 +304,12 @@ impl Middleware for ChannelGuard {
 
 impl ChannelGuard {
     /// What the answer (or failure) of one try comes to.
-    fn try_once(&self, channel: &str, path: &str, result: reqwest_middleware::Result<Response>) -> Outcome {
+    fn try_once(
+        &self,
+        channel: &str,
+        path: &str,
+        result: reqwest_middleware::Result<Response>,
+    ) -> Outcome {
         match result {
             Ok(response) => {
                 let status = response.status();
@@ -311,9 +321,21 @@ impl ChannelGuard {
                 }
                 if passes {
                     let limit = self.limits.max_repodata_bytes;
-                    if response.content_length().is_some_and(|length| length > limit) {
-                        tracing::warn!(channel, path, limit, "a channel's answer is over the repodata limit");
-                        return Outcome::Done(Err(self.refuse(channel, path.to_owned(), RequestFailure::TooLarge(limit))));
+                    if response
+                        .content_length()
+                        .is_some_and(|length| length > limit)
+                    {
+                        tracing::warn!(
+                            channel,
+                            path,
+                            limit,
+                            "a channel's answer is over the repodata limit"
+                        );
+                        return Outcome::Done(Err(self.refuse(
+                            channel,
+                            path.to_owned(),
+                            RequestFailure::TooLarge(limit),
+                        )));
                     }
                     return Outcome::Done(Ok(bounded(response, limit)));
                 }
@@ -325,11 +347,17 @@ impl ChannelGuard {
                     };
                 }
                 tracing::warn!(channel, path, %status, "a channel's server answered with an error");
-                Outcome::Done(Err(self.refuse(channel, path.to_owned(), RequestFailure::Answered)))
+                Outcome::Done(Err(self.refuse(
+                    channel,
+                    path.to_owned(),
+                    RequestFailure::Answered,
+                )))
             }
             Err(error) => {
                 let failure = self.classify(&error);
-                let detail = self.allowlist.redact_text(&envstore_core::error_chain(&error));
+                let detail = self
+                    .allowlist
+                    .redact_text(&envstore_core::error_chain(&error));
                 if is_transient(&error) {
                     return Outcome::Transient {
                         failure,
@@ -358,7 +386,11 @@ fn is_transient(error: &reqwest_middleware::Error) -> bool {
 
 /// The pause a 503 or 429 asks for (`Retry-After` in seconds).
 fn retry_after(response: &Response) -> Option<Duration> {
-    let value = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let value = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
@@ -548,7 +580,10 @@ mod tests {
                 // No length: the body runs until the connection closes.
                 format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{body}")
             } else {
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
             })
         })
         .await;
@@ -566,15 +601,26 @@ mod tests {
         let failure = failure(error);
         assert_eq!(failure.failure, RequestFailure::TooLarge(1024));
         assert_eq!(failure.path, "noarch/repodata.json");
-        assert!(failure.to_string().contains("larger than the repodata limit of 1024 bytes"), "{failure}");
+        assert!(
+            failure
+                .to_string()
+                .contains("larger than the repodata limit of 1024 bytes"),
+            "{failure}"
+        );
 
         let response = client
             .client()
-            .get(url.join("chan/noarch/unsized-repodata.json").expect("a URL"))
+            .get(
+                url.join("chan/noarch/unsized-repodata.json")
+                    .expect("a URL"),
+            )
             .send()
             .await
             .expect("the head is under no limit");
-        assert!(response.bytes().await.is_err(), "the body stops at the limit");
+        assert!(
+            response.bytes().await.is_err(),
+            "the body stops at the limit"
+        );
 
         let archive = client
             .client()
@@ -582,7 +628,10 @@ mod tests {
             .send()
             .await
             .expect("archives are bounded by the package limits instead");
-        assert_eq!(archive.bytes().await.expect("the whole archive"), big.as_bytes());
+        assert_eq!(
+            archive.bytes().await.expect("the whole archive"),
+            big.as_bytes()
+        );
     }
 
     #[tokio::test]
@@ -707,7 +756,10 @@ mod tests {
             .await
             .expect_err("a channel request error");
         let failed = failure(error);
-        assert_eq!((failed.failure, failed.retried), (RequestFailure::Unavailable, None));
+        assert_eq!(
+            (failed.failure, failed.retried),
+            (RequestFailure::Unavailable, None)
+        );
         assert_eq!(seen.lock().expect("the log").len(), 1, "sent once");
     }
 
@@ -723,7 +775,10 @@ mod tests {
             )
         };
         assert_eq!(retry_after(&response("7")), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after(&response("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(
+            retry_after(&response("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
     }
 
     #[tokio::test]

@@ -11,12 +11,13 @@ mod verify;
 mod virtual_packages;
 
 pub use http::{
-    ChannelClient, ChannelRequestError, DEFAULT_MAX_REPODATA_BYTES, DEFAULT_TRANSIENT_RETRY, NetworkLimits,
-    RequestFailure, Retried,
+    ChannelClient, ChannelRequestError, DEFAULT_MAX_REPODATA_BYTES, DEFAULT_TRANSIENT_RETRY,
+    NetworkLimits, RequestFailure, Retried,
 };
 pub use lock::{Lock, LockError, LockedPackage};
 pub use solver::{
-    DEFAULT_REMOTE_REPODATA_TTL, DEFAULT_SOLVE_CACHE_CAPACITY, EnvironmentSolver, SolveError, SolvedEnvironment,
+    DEFAULT_REMOTE_REPODATA_TTL, DEFAULT_SOLVE_CACHE_CAPACITY, EnvironmentSolver, SolveError,
+    SolvedEnvironment,
 };
 pub use verify::{VERIFY_TIMEOUT, VerifyError};
 pub use virtual_packages::virtual_packages_for;

@@ -4,12 +4,15 @@ use std::sync::Arc;
 use envstore_core::ContentHash;
 use std::str::FromStr;
 
-use rattler_conda_types::{
-    ExplicitEnvironmentEntry, ExplicitEnvironmentSpec, PackageName, PackageRecord, RepoDataRecord, Subdir,
-    VersionWithSource,
-};
 use rattler_conda_lock as conda_lock;
-use rattler_lock::{CondaPackageData, DEFAULT_ENVIRONMENT_NAME, LockFile, LockFileBuilder, PlatformData, PlatformName};
+use rattler_conda_types::{
+    ExplicitEnvironmentEntry, ExplicitEnvironmentSpec, PackageName, PackageRecord, RepoDataRecord,
+    Subdir, VersionWithSource,
+};
+use rattler_lock::{
+    CondaPackageData, DEFAULT_ENVIRONMENT_NAME, LockFile, LockFileBuilder, PlatformData,
+    PlatformName,
+};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -111,8 +114,8 @@ impl Lock {
     /// gets the same hash as the one its file was written from, so a lock
     /// exported by envstore and submitted again names the same prefix.
     pub fn parse_lockfile(text: &str) -> Result<Self, LockError> {
-        let document: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|error| LockError::UnknownFormat(error.to_string()))?;
+        let document: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|error| LockError::UnknownFormat(error.to_string()))?;
         let has = |key: &str| document.get(key).is_some();
         let lock = if has("environments") {
             Self::parse_pixi_lock(text)?
@@ -132,15 +135,20 @@ impl Lock {
 
     fn parse_pixi_lock(text: &str) -> Result<Self, LockError> {
         let invalid = |message: String| LockError::Invalid(message);
-        let file = LockFile::from_str_with_base_directory(text, None).map_err(|error| invalid(error.to_string()))?;
-        let environment = file
-            .default_environment()
-            .ok_or_else(|| invalid(format!("it has no '{DEFAULT_ENVIRONMENT_NAME}' environment")))?;
+        let file = LockFile::from_str_with_base_directory(text, None)
+            .map_err(|error| invalid(error.to_string()))?;
+        let environment = file.default_environment().ok_or_else(|| {
+            invalid(format!(
+                "it has no '{DEFAULT_ENVIRONMENT_NAME}' environment"
+            ))
+        })?;
         let channels = environment
             .channels()
             .iter()
             .map(|channel| {
-                Url::parse(&channel.url).map_err(|error| invalid(format!("channel '{}' is not a URL: {error}", channel.url)))
+                Url::parse(&channel.url).map_err(|error| {
+                    invalid(format!("channel '{}' is not a URL: {error}", channel.url))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut platforms = BTreeMap::new();
@@ -156,17 +164,25 @@ impl Lock {
 
     fn parse_conda_lock(text: &str) -> Result<Self, LockError> {
         let invalid = |message: String| LockError::Invalid(message);
-        let file: conda_lock::LockFile = text.parse().map_err(|error: conda_lock::Error| invalid(error.to_string()))?;
+        let file: conda_lock::LockFile = text
+            .parse()
+            .map_err(|error: conda_lock::Error| invalid(error.to_string()))?;
         let channels = file
             .metadata
             .channels
             .iter()
             .map(|channel| {
-                Url::parse(&channel.url).map_err(|error| invalid(format!("channel '{}' is not a URL: {error}", channel.url)))
+                Url::parse(&channel.url).map_err(|error| {
+                    invalid(format!("channel '{}' is not a URL: {error}", channel.url))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut platforms: BTreeMap<String, Vec<RepoDataRecord>> =
-            file.metadata.platforms.iter().map(|platform| (platform.clone(), Vec::new())).collect();
+        let mut platforms: BTreeMap<String, Vec<RepoDataRecord>> = file
+            .metadata
+            .platforms
+            .iter()
+            .map(|platform| (platform.clone(), Vec::new()))
+            .collect();
         for package in &file.package {
             if package.manager != conda_lock::Manager::Conda {
                 return Err(invalid(format!(
@@ -177,7 +193,12 @@ impl Lock {
             let record = conda_lock_record(package).map_err(invalid)?;
             platforms
                 .get_mut(&package.platform)
-                .ok_or_else(|| invalid(format!("package '{}' is for platform '{}', which metadata.platforms does not list", package.name, package.platform)))?
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "package '{}' is for platform '{}', which metadata.platforms does not list",
+                        package.name, package.platform
+                    ))
+                })?
                 .push(record);
         }
         let platforms = platforms
@@ -201,7 +222,10 @@ impl Lock {
     /// stay shared by every namespace.
     pub fn for_namespace(mut self, namespace: &str) -> Self {
         if !self.variables.is_empty() {
-            let salted = format!("envstore lock for namespace\n{namespace}\n{}", self.hash.to_hex());
+            let salted = format!(
+                "envstore lock for namespace\n{namespace}\n{}",
+                self.hash.to_hex()
+            );
             self.hash = ContentHash::of(salted.as_bytes());
         }
         self
@@ -222,7 +246,9 @@ impl Lock {
 
     /// Records of one platform, by package name.
     pub fn records(&self, platform: &str) -> Option<&[RepoDataRecord]> {
-        self.platforms.get(platform).map(|records| records.as_slice())
+        self.platforms
+            .get(platform)
+            .map(|records| records.as_slice())
     }
 
     pub fn packages(&self) -> BTreeMap<String, Vec<LockedPackage>> {
@@ -280,7 +306,9 @@ impl Lock {
     }
 
     pub fn render_pixi_lock(&self) -> Result<String, LockError> {
-        self.to_pixi_lock()?.render_to_string().map_err(LockError::Render)
+        self.to_pixi_lock()?
+            .render_to_string()
+            .map_err(LockError::Render)
     }
 
     /// The lock as a conda-lock v1 `conda-lock.yml` (CEP 37), built from the
@@ -303,13 +331,20 @@ impl Lock {
         };
         let mut packages = Vec::new();
         for (platform, records) in &self.platforms {
-            let mut checksums: Vec<String> = records.iter().map(|r| format!("{} {}", r.url, checksum(r))).collect();
+            let mut checksums: Vec<String> = records
+                .iter()
+                .map(|r| format!("{} {}", r.url, checksum(r)))
+                .collect();
             checksums.sort();
             metadata.content_hash.insert(
                 platform.clone(),
                 ContentHash::of(checksums.join("\n").as_bytes()).to_hex(),
             );
-            packages.extend(records.iter().map(|record| conda_lock_package(platform, record)));
+            packages.extend(
+                records
+                    .iter()
+                    .map(|record| conda_lock_package(platform, record)),
+            );
         }
         conda_lock::LockFile {
             metadata,
@@ -379,9 +414,14 @@ fn conda_lock_package(platform: &str, record: &RepoDataRecord) -> conda_lock::Pa
 fn conda_lock_record(package: &conda_lock::Package) -> Result<RepoDataRecord, String> {
     let name = PackageName::try_from(package.name.as_str())
         .map_err(|error| format!("package name '{}': {error}", package.name))?;
-    let version = VersionWithSource::from_str(&package.version)
-        .map_err(|error| format!("version '{}' of '{}': {error}", package.version, package.name))?;
-    let url = Url::parse(&package.url).map_err(|error| format!("URL of '{}': {error}", package.name))?;
+    let version = VersionWithSource::from_str(&package.version).map_err(|error| {
+        format!(
+            "version '{}' of '{}': {error}",
+            package.version, package.name
+        )
+    })?;
+    let url =
+        Url::parse(&package.url).map_err(|error| format!("URL of '{}': {error}", package.name))?;
     let file_name = url
         .path_segments()
         .and_then(|mut segments| segments.next_back())
@@ -392,7 +432,9 @@ fn conda_lock_record(package: &conda_lock::Package) -> Result<RepoDataRecord, St
         .build
         .clone()
         .or_else(|| {
-            let stem = file_name.strip_suffix(".conda").or_else(|| file_name.strip_suffix(".tar.bz2"))?;
+            let stem = file_name
+                .strip_suffix(".conda")
+                .or_else(|| file_name.strip_suffix(".tar.bz2"))?;
             stem.rsplit('-').next().map(str::to_owned)
         })
         .ok_or_else(|| format!("package '{}' has no build string", package.name))?;
@@ -400,16 +442,25 @@ fn conda_lock_record(package: &conda_lock::Package) -> Result<RepoDataRecord, St
         .hash
         .sha256
         .as_deref()
-        .map(|hex| rattler_digest::parse_digest_from_hex::<rattler_digest::Sha256>(hex).ok_or_else(|| format!("sha256 of '{}' is not hex", package.name)))
+        .map(|hex| {
+            rattler_digest::parse_digest_from_hex::<rattler_digest::Sha256>(hex)
+                .ok_or_else(|| format!("sha256 of '{}' is not hex", package.name))
+        })
         .transpose()?;
     let md5 = package
         .hash
         .md5
         .as_deref()
-        .map(|hex| rattler_digest::parse_digest_from_hex::<rattler_digest::Md5>(hex).ok_or_else(|| format!("md5 of '{}' is not hex", package.name)))
+        .map(|hex| {
+            rattler_digest::parse_digest_from_hex::<rattler_digest::Md5>(hex)
+                .ok_or_else(|| format!("md5 of '{}' is not hex", package.name))
+        })
         .transpose()?;
     if sha256.is_none() && md5.is_none() {
-        return Err(format!("package '{}' has no checksum: a lock must pin each archive's bytes", package.name));
+        return Err(format!(
+            "package '{}' has no checksum: a lock must pin each archive's bytes",
+            package.name
+        ));
     }
     let build = build
         .parse()
@@ -432,10 +483,15 @@ fn conda_lock_record(package: &conda_lock::Package) -> Result<RepoDataRecord, St
         .and_then(|segments| segments.rev().nth(1))
         .map(str::to_owned)
         .unwrap_or_else(|| package.platform.clone());
-    let channel = url.as_str().strip_suffix(&format!("{}/{file_name}", record.subdir)).map(str::to_owned);
+    let channel = url
+        .as_str()
+        .strip_suffix(&format!("{}/{file_name}", record.subdir))
+        .map(str::to_owned);
     Ok(RepoDataRecord {
         package_record: record,
-        identifier: file_name.parse().map_err(|error| format!("file name '{file_name}': {error}"))?,
+        identifier: file_name
+            .parse()
+            .map_err(|error| format!("file name '{file_name}': {error}"))?,
         url,
         channel,
     })
@@ -460,16 +516,38 @@ mod namespace_tests {
             Lock::from_records(
                 Vec::new(),
                 BTreeMap::new(),
-                variables.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect(),
+                variables
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                    .collect(),
             )
         };
         let secret = [("TOKEN_URL", "https://internal.example/abc")];
         let mine = lock(&secret).for_namespace("team-a");
         let guessed = lock(&secret).for_namespace("team-b");
-        assert_ne!(mine.hash(), guessed.hash(), "a right guess from another namespace matches nothing");
-        assert_eq!(mine.hash(), lock(&secret).for_namespace("team-a").hash(), "stable within a namespace");
-        assert_eq!(mine.variables(), guessed.variables(), "the variables themselves are unchanged");
-        assert_eq!(lock(&[]).for_namespace("team-a").hash(), lock(&[]).for_namespace("team-b").hash());
-        assert_eq!(lock(&[]).for_namespace("team-a").hash(), lock(&[]).hash(), "no variables: shared by all");
+        assert_ne!(
+            mine.hash(),
+            guessed.hash(),
+            "a right guess from another namespace matches nothing"
+        );
+        assert_eq!(
+            mine.hash(),
+            lock(&secret).for_namespace("team-a").hash(),
+            "stable within a namespace"
+        );
+        assert_eq!(
+            mine.variables(),
+            guessed.variables(),
+            "the variables themselves are unchanged"
+        );
+        assert_eq!(
+            lock(&[]).for_namespace("team-a").hash(),
+            lock(&[]).for_namespace("team-b").hash()
+        );
+        assert_eq!(
+            lock(&[]).for_namespace("team-a").hash(),
+            lock(&[]).hash(),
+            "no variables: shared by all"
+        );
     }
 }

@@ -40,7 +40,10 @@ pub enum SolveError {
         retried: bool,
     },
     #[error("the spec cannot be solved for {platform}:\n{explanation}")]
-    Unsolvable { platform: String, explanation: String },
+    Unsolvable {
+        platform: String,
+        explanation: String,
+    },
     #[error("the solve for {platform} took longer than {seconds} s and was stopped")]
     Timeout { platform: String, seconds: u64 },
     #[error("the solve for {platform} failed")]
@@ -164,7 +167,11 @@ impl EnvironmentSolver {
         let channels: Vec<Url> = spec
             .channels
             .iter()
-            .map(|url| Url::parse(url).map_err(|_| SpecError::Channel(envstore_core::ChannelError::InvalidUrl(url.clone()))))
+            .map(|url| {
+                Url::parse(url).map_err(|_| {
+                    SpecError::Channel(envstore_core::ChannelError::InvalidUrl(url.clone()))
+                })
+            })
             .collect::<Result<_, _>>()?;
         let mut platforms = BTreeMap::new();
         let mut cached_platforms = 0;
@@ -180,7 +187,10 @@ impl EnvironmentSolver {
                         Some(specs) => specs,
                         None => specs.insert(spec.match_specs()?),
                     };
-                    let records = Arc::new(self.solve_platform(&channels, subdir, specs.clone()).await?);
+                    let records = Arc::new(
+                        self.solve_platform(&channels, subdir, specs.clone())
+                            .await?,
+                    );
                     self.solves.insert(key, records.clone());
                     records
                 }
@@ -232,12 +242,18 @@ impl EnvironmentSolver {
         };
         tracing::warn!(platform, error = %detail, "failed to load repodata");
         let failed = crate::http::request_error(error);
-        let retried = failed.as_ref().is_some_and(|failed| failed.retried.is_some());
+        let retried = failed
+            .as_ref()
+            .is_some_and(|failed| failed.retried.is_some());
         let reason = match failed {
             Some(failed) => failed.to_string(),
             None => format!(
                 "the repodata of {} could not be read (the server log has the details)",
-                channels.iter().map(|url| format!("'{}'", envstore_core::public_url(url))).collect::<Vec<_>>().join(", ")
+                channels
+                    .iter()
+                    .map(|url| format!("'{}'", envstore_core::public_url(url)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         SolveError::Repodata {

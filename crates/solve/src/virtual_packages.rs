@@ -32,7 +32,11 @@ pub fn virtual_packages_for(subdir: Subdir) -> Vec<GenericVirtualPackage> {
         add("__glibc", "2.28", "0");
         add("__unix", "0", "0");
     } else if name.starts_with("osx") {
-        add("__osx", if archspec == "arm64" { "11.0" } else { "10.15" }, "0");
+        add(
+            "__osx",
+            if archspec == "arm64" { "11.0" } else { "10.15" },
+            "0",
+        );
         add("__unix", "0", "0");
     } else if name.starts_with("win") {
         add("__win", "0", "0");
@@ -52,7 +56,14 @@ mod tests {
     fn names(subdir: Subdir) -> Vec<String> {
         virtual_packages_for(subdir)
             .iter()
-            .map(|p| format!("{}={}={}", p.name.as_normalized(), p.version, p.build_string))
+            .map(|p| {
+                format!(
+                    "{}={}={}",
+                    p.name.as_normalized(),
+                    p.version,
+                    p.build_string
+                )
+            })
             .collect()
     }
 
@@ -60,9 +71,17 @@ mod tests {
     fn each_platform_declares_its_own() {
         assert_eq!(
             names(Subdir::Linux64),
-            ["__linux=5.10=0", "__glibc=2.28=0", "__unix=0=0", "__archspec=1=x86_64"]
+            [
+                "__linux=5.10=0",
+                "__glibc=2.28=0",
+                "__unix=0=0",
+                "__archspec=1=x86_64"
+            ]
         );
-        assert_eq!(names(Subdir::OsxArm64), ["__osx=11.0=0", "__unix=0=0", "__archspec=1=arm64"]);
+        assert_eq!(
+            names(Subdir::OsxArm64),
+            ["__osx=11.0=0", "__unix=0=0", "__archspec=1=arm64"]
+        );
         assert_eq!(names(Subdir::Win64), ["__win=0=0", "__archspec=1=x86_64"]);
         assert_eq!(names(Subdir::LinuxAarch64)[3], "__archspec=1=aarch64");
     }

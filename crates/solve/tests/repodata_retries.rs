@@ -35,16 +35,30 @@ struct ChannelServer {
 
 impl ChannelServer {
     async fn start(listener: TcpListener, root: PathBuf, mode: Mode) -> Self {
-        let url = Url::parse(&format!("http://{}/", listener.local_addr().expect("an address"))).expect("a URL");
+        let url = Url::parse(&format!(
+            "http://{}/",
+            listener.local_addr().expect("an address")
+        ))
+        .expect("a URL");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(AtomicUsize::new(0));
         let (seen, count) = (requests.clone(), failed.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, root.clone(), mode, seen.clone(), count.clone()));
+                tokio::spawn(serve(
+                    stream,
+                    root.clone(),
+                    mode,
+                    seen.clone(),
+                    count.clone(),
+                ));
             }
         });
-        Self { url, requests, failed }
+        Self {
+            url,
+            requests,
+            failed,
+        }
     }
 
     fn requests_for(&self, suffix: &str) -> usize {
@@ -109,7 +123,11 @@ async fn serve(
                 Err(_) => (404, String::new(), Vec::new()),
             },
         };
-        let mut response = format!("HTTP/1.1 {status} X\r\n{extra}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        let mut response = format!(
+            "HTTP/1.1 {status} X\r\n{extra}Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
         if method != "HEAD" {
             response.extend_from_slice(&body);
         }
@@ -133,7 +151,11 @@ async fn channel() -> Fixture {
     Fixture { dir, channel_dir }
 }
 
-fn solver(fixture: &Fixture, channel_url: &Url, budget: Duration) -> (EnvironmentSolver, CanonicalSpec) {
+fn solver(
+    fixture: &Fixture,
+    channel_url: &Url,
+    budget: Duration,
+) -> (EnvironmentSolver, CanonicalSpec) {
     let allowlist = ChannelAllowlist::new(vec![NamedChannel {
         name: "demo".into(),
         url: channel_url.clone(),
@@ -144,8 +166,12 @@ fn solver(fixture: &Fixture, channel_url: &Url, budget: Duration) -> (Environmen
     };
     let client = ChannelClient::new(&allowlist, limits).expect("a client");
     let cache = fixture.dir.path().join("cache");
-    let solver = EnvironmentSolver::new(&cache, PackageCache::new(cache.join("pkgs")), Duration::from_secs(60))
-        .with_channel_client(&client);
+    let solver = EnvironmentSolver::new(
+        &cache,
+        PackageCache::new(cache.join("pkgs")),
+        Duration::from_secs(60),
+    )
+    .with_channel_client(&client);
     let spec = EnvironmentSpec::parse(
         b"channels: [demo]\ndependencies: [numpy]\nplatforms: [linux-64]\n".as_slice(),
         SpecFormat::Yaml,
@@ -168,10 +194,16 @@ async fn refused_connections_and_503s_are_retried_until_the_channel_answers() {
         .port();
     let channel_url = Url::parse(&format!("http://127.0.0.1:{port}/demo/")).expect("a URL");
     let (solver, spec) = solver(&fixture, &channel_url, Duration::from_secs(60));
-    let root = fixture.channel_dir.parent().expect("the served folder").to_owned();
+    let root = fixture
+        .channel_dir
+        .parent()
+        .expect("the served folder")
+        .to_owned();
     let server = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("the port again");
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("the port again");
         // Then the first answers are 503s.
         ChannelServer::start(listener, root, Mode::FailFirst(3)).await
     });
@@ -180,13 +212,22 @@ async fn refused_connections_and_503s_are_retried_until_the_channel_answers() {
         .expect("no hang")
         .expect("solved once the channel answers");
     assert!(
-        solved.platforms["linux-64"]
-            .iter()
-            .any(|record| record.package_record.name.as_normalized() == "numpy")
+        solved.platforms["linux-64"].iter().any(|record| record
+            .package_record
+            .name
+            .as_normalized()
+            == "numpy")
     );
     let server = server.await.expect("the server");
-    assert_eq!(server.failed.load(Ordering::SeqCst).min(3), 3, "the 503s were answered");
-    assert!(server.requests_for("repodata.json") >= 1, "the repodata was read");
+    assert_eq!(
+        server.failed.load(Ordering::SeqCst).min(3),
+        3,
+        "the 503s were answered"
+    );
+    assert!(
+        server.requests_for("repodata.json") >= 1,
+        "the repodata was read"
+    );
     assert_eq!(server.url.port(), Some(port));
 }
 
@@ -194,7 +235,8 @@ async fn refused_connections_and_503s_are_retried_until_the_channel_answers() {
 async fn a_channel_answering_503_for_ever_fails_after_the_budget() {
     let fixture = channel().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    let server = ChannelServer::start(listener, fixture.channel_dir.clone(), Mode::Always(503)).await;
+    let server =
+        ChannelServer::start(listener, fixture.channel_dir.clone(), Mode::Always(503)).await;
     let channel_url = server.url.join("demo/").expect("a URL");
     let (solver, spec) = solver(&fixture, &channel_url, Duration::from_secs(2));
     let started = Instant::now();
@@ -204,10 +246,16 @@ async fn a_channel_answering_503_for_ever_fails_after_the_budget() {
         .expect_err("the channel never answers");
     assert!(started.elapsed() < LIVENESS);
     let message = error.to_string();
-    assert!(matches!(error, SolveError::Repodata { retried: true, .. }), "{error:?}");
+    assert!(
+        matches!(error, SolveError::Repodata { retried: true, .. }),
+        "{error:?}"
+    );
     assert!(message.contains("gave up after"), "{message}");
     assert!(message.contains(channel_url.as_str()), "{message}");
-    assert!(!error.is_transient(), "the budget was spent: the build fails");
+    assert!(
+        !error.is_transient(),
+        "the budget was spent: the build fails"
+    );
     assert!(
         server.most_requests_for_one_path() >= 2,
         "retried: {:?}",
@@ -219,7 +267,8 @@ async fn a_channel_answering_503_for_ever_fails_after_the_budget() {
 async fn other_client_errors_are_not_retried() {
     let fixture = channel().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    let server = ChannelServer::start(listener, fixture.channel_dir.clone(), Mode::Always(403)).await;
+    let server =
+        ChannelServer::start(listener, fixture.channel_dir.clone(), Mode::Always(403)).await;
     let channel_url = server.url.join("demo/").expect("a URL");
     let (solver, spec) = solver(&fixture, &channel_url, Duration::from_secs(60));
     let started = Instant::now();

@@ -75,7 +75,9 @@ impl<K: Hash + Eq + Clone> ObjectCache<K> {
             return;
         }
         while entries.bytes + bytes.len() > self.capacity {
-            let Some(oldest) = entries.order.pop_front() else { break };
+            let Some(oldest) = entries.order.pop_front() else {
+                break;
+            };
             if let Some(evicted) = entries.objects.remove(&oldest) {
                 entries.bytes -= evicted.len();
             }
@@ -93,7 +95,9 @@ impl<K: Hash + Eq + Clone> ObjectCache<K> {
 
 impl<K> std::fmt::Debug for ObjectCache<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectCache").field("capacity", &self.capacity).finish_non_exhaustive()
+        f.debug_struct("ObjectCache")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,7 +113,10 @@ mod tests {
         }
         assert_eq!(cache.held_bytes(), 30);
         cache.insert("big", Bytes::from(vec![0u8; 11]));
-        assert!(cache.get(&"big").is_none(), "over an eighth of the capacity");
+        assert!(
+            cache.get(&"big").is_none(),
+            "over an eighth of the capacity"
+        );
         for key in ["d", "e", "f", "g", "h", "i"] {
             cache.insert(key, Bytes::from(vec![0u8; 10]));
         }
@@ -117,7 +124,11 @@ mod tests {
         assert!(cache.get(&"a").is_none());
         assert!(cache.get(&"i").is_some());
         cache.insert("i", Bytes::from_static(b"again"));
-        assert_eq!(cache.get(&"i").map(|bytes| bytes.len()), Some(10), "written once");
+        assert_eq!(
+            cache.get(&"i").map(|bytes| bytes.len()),
+            Some(10),
+            "written once"
+        );
 
         let off = ObjectCache::<&str>::new(0, "test_cache_lookups_total");
         off.insert("a", Bytes::from_static(b"x"));

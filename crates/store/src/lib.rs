@@ -159,7 +159,9 @@ pub struct ArtifactStore {
 
 impl std::fmt::Debug for ArtifactStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArtifactStore").field("url", &self.url).finish()
+        f.debug_struct("ArtifactStore")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -291,10 +293,11 @@ impl ArtifactStore {
                     .to_file_path()
                     .map_err(|()| StoreError::UnsupportedUrl(url.to_string()))?;
                 fs_create_dir_all(&path)?;
-                let local = LocalFileSystem::new_with_prefix(&path).map_err(|source| StoreError::Open {
-                    url: url.to_string(),
-                    source,
-                })?;
+                let local =
+                    LocalFileSystem::new_with_prefix(&path).map_err(|source| StoreError::Open {
+                        url: url.to_string(),
+                        source,
+                    })?;
                 Arc::new(local)
             }
             "s3" => {
@@ -303,15 +306,17 @@ impl ArtifactStore {
                     .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
                 let mut builder = s3_builder(&settings).with_bucket_name(bucket);
                 for (key, value) in options {
-                    let config =
-                        key.parse::<object_store::aws::AmazonS3ConfigKey>()
-                            .map_err(|source| StoreError::Open {
-                                url: url.to_string(),
-                                source,
-                            })?;
+                    let config = key
+                        .parse::<object_store::aws::AmazonS3ConfigKey>()
+                        .map_err(|source| StoreError::Open {
+                            url: url.to_string(),
+                            source,
+                        })?;
                     builder = builder.with_config(config, *value);
                 }
-                if let Some(endpoint) = builder.get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint) {
+                if let Some(endpoint) =
+                    builder.get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint)
+                {
                     shown = format!("{url} (endpoint {endpoint})");
                 }
                 let s3 = builder.build().map_err(|source| StoreError::Open {
@@ -332,7 +337,10 @@ impl ArtifactStore {
             url: url.to_string(),
             shown,
             settings,
-            lock_artifacts: Arc::new(cache::ObjectCache::new(DEFAULT_CACHE_BYTES, LOCKFILE_CACHE_METRIC)),
+            lock_artifacts: Arc::new(cache::ObjectCache::new(
+                DEFAULT_CACHE_BYTES,
+                LOCKFILE_CACHE_METRIC,
+            )),
         })
     }
 
@@ -404,7 +412,12 @@ impl ArtifactStore {
 
     /// A failed write: [`StoreError::TimedOut`] when the store stopped
     /// answering (object_store does not retry a timed-out conditional put).
-    fn write_error(&self, operation: &'static str, key: &str, source: object_store::Error) -> StoreError {
+    fn write_error(
+        &self,
+        operation: &'static str,
+        key: &str,
+        source: object_store::Error,
+    ) -> StoreError {
         if let Some(error) = self.transport_error(operation, key, source.to_string(), &source) {
             return error;
         }
@@ -416,7 +429,12 @@ impl ArtifactStore {
     }
 
     /// A failed read, as [`Self::write_error`].
-    fn read_error(&self, operation: &'static str, key: &str, source: object_store::Error) -> StoreError {
+    fn read_error(
+        &self,
+        operation: &'static str,
+        key: &str,
+        source: object_store::Error,
+    ) -> StoreError {
         if let Some(error) = self.transport_error(operation, key, source.to_string(), &source) {
             return error;
         }
@@ -453,7 +471,11 @@ impl ArtifactStore {
     /// upload) has its own deadline, so a large upload is never cut short
     /// by the timeout while a hanging store still fails it in time; a failed
     /// upload is aborted.
-    pub async fn put_file_immutable(&self, key: &str, path: &std::path::Path) -> Result<(), StoreError> {
+    pub async fn put_file_immutable(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+    ) -> Result<(), StoreError> {
         if self.exists(key).await? {
             return Ok(());
         }
@@ -527,7 +549,9 @@ impl ArtifactStore {
                 match in_flight.join_next().await {
                     Some(Ok(Ok(Ok(())))) | None => {}
                     Some(Ok(Ok(Err(source)))) => return Err(part_error(source)),
-                    Some(Ok(Err(_))) => return Err(self.timed_out(deadline, "uploading a part of", key)),
+                    Some(Ok(Err(_))) => {
+                        return Err(self.timed_out(deadline, "uploading a part of", key));
+                    }
                     Some(Err(join)) => {
                         return Err(part_error(object_store::Error::Generic {
                             store: "upload",
@@ -550,12 +574,18 @@ impl ArtifactStore {
             .within(timeout, "reading", key, async {
                 match self.inner.get(&ObjectPath::from(key)).await {
                     Ok(result) => Ok(result),
-                    Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(key.to_owned())),
+                    Err(object_store::Error::NotFound { .. }) => {
+                        Err(StoreError::NotFound(key.to_owned()))
+                    }
                     Err(source) => Err(read_error(source)),
                 }
             })
             .await?;
-        let mut bytes = BytesMut::with_capacity(usize::try_from(result.meta.size).unwrap_or(0).min(PART_SIZE * 16));
+        let mut bytes = BytesMut::with_capacity(
+            usize::try_from(result.meta.size)
+                .unwrap_or(0)
+                .min(PART_SIZE * 16),
+        );
         let mut stream = result.into_stream();
         loop {
             match tokio::time::timeout(timeout, stream.next()).await {
@@ -569,7 +599,11 @@ impl ArtifactStore {
 
     /// A lock's artifact (`locks/<hash>/<name>`), from memory once it has
     /// been read: lockfiles are small, hot and never change.
-    pub async fn get_lock_artifact(&self, lock_hash: &ContentHash, name: &str) -> Result<Bytes, StoreError> {
+    pub async fn get_lock_artifact(
+        &self,
+        lock_hash: &ContentHash,
+        name: &str,
+    ) -> Result<Bytes, StoreError> {
         let cache_key = (*lock_hash, name.to_owned());
         if let Some(bytes) = self.lock_artifacts.get(&cache_key) {
             return Ok(bytes);
@@ -614,7 +648,9 @@ impl ArtifactStore {
     /// lists as empty. Two small requests, no writes.
     pub async fn check(&self) -> Result<(), StoreError> {
         let unavailable = |source: object_store::Error| {
-            if let Some(error) = self.transport_error("checking", READINESS_PROBE_KEY, source.to_string(), &source) {
+            if let Some(error) =
+                self.transport_error("checking", READINESS_PROBE_KEY, source.to_string(), &source)
+            {
                 return error;
             }
             count_error("check");
@@ -624,14 +660,22 @@ impl ArtifactStore {
             }
         };
         let probe = ObjectPath::from(READINESS_PROBE_KEY);
-        self.within(self.settings.timeout, "checking", READINESS_PROBE_KEY, async {
-            let (listed, headed) = tokio::join!(self.inner.list_with_delimiter(None), self.inner.head(&probe));
-            listed.map_err(unavailable)?;
-            match headed {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(source) => Err(unavailable(source)),
-            }
-        })
+        self.within(
+            self.settings.timeout,
+            "checking",
+            READINESS_PROBE_KEY,
+            async {
+                let (listed, headed) = tokio::join!(
+                    self.inner.list_with_delimiter(None),
+                    self.inner.head(&probe)
+                );
+                listed.map_err(unavailable)?;
+                match headed {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(source) => Err(unavailable(source)),
+                }
+            },
+        )
         .await
     }
 }
@@ -666,7 +710,8 @@ fn is_unreachable(error: &object_store::Error) -> bool {
 }
 
 fn fs_create_dir_all(path: &std::path::Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(path).map_err(|source| StoreError::CreateFolder(path.display().to_string(), source))
+    std::fs::create_dir_all(path)
+        .map_err(|source| StoreError::CreateFolder(path.display().to_string(), source))
 }
 
 #[cfg(test)]
@@ -680,11 +725,20 @@ mod tests {
         let store = ArtifactStore::open(&url).unwrap();
         let hash = ContentHash::of(b"lock");
         let key = keys::lock_artifact(&hash, artifact::CONDA_LOCK);
-        store.put_immutable(&key, Bytes::from_static(b"first")).await.unwrap();
-        store.put_immutable(&key, Bytes::from_static(b"second")).await.unwrap();
+        store
+            .put_immutable(&key, Bytes::from_static(b"first"))
+            .await
+            .unwrap();
+        store
+            .put_immutable(&key, Bytes::from_static(b"second"))
+            .await
+            .unwrap();
         assert_eq!(store.get(&key).await.unwrap(), Bytes::from_static(b"first"));
         assert!(store.exists(&key).await.unwrap());
-        assert!(matches!(store.get("locks/none").await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.get("locks/none").await,
+            Err(StoreError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
@@ -698,9 +752,15 @@ mod tests {
             Err(StoreError::NotFound(_))
         ));
         let key = keys::lock_artifact(&hash, artifact::CONDA_LOCK);
-        store.put_immutable(&key, Bytes::from_static(b"lock: 1")).await.unwrap();
+        store
+            .put_immutable(&key, Bytes::from_static(b"lock: 1"))
+            .await
+            .unwrap();
         assert_eq!(
-            store.get_lock_artifact(&hash, artifact::CONDA_LOCK).await.unwrap(),
+            store
+                .get_lock_artifact(&hash, artifact::CONDA_LOCK)
+                .await
+                .unwrap(),
             "lock: 1"
         );
 
@@ -717,7 +777,12 @@ mod tests {
         );
         assert!(store.get(&key).await.is_err());
         let uncached = store.with_cache_bytes(0);
-        assert!(uncached.get_lock_artifact(&hash, artifact::CONDA_LOCK).await.is_err());
+        assert!(
+            uncached
+                .get_lock_artifact(&hash, artifact::CONDA_LOCK)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -735,14 +800,19 @@ mod tests {
         // The folder is replaced by a file: nothing can be stored there.
         std::fs::remove_dir_all(&root).unwrap();
         std::fs::write(&root, b"not a folder").unwrap();
-        assert!(matches!(store.check().await, Err(StoreError::Unavailable { .. })));
+        assert!(matches!(
+            store.check().await,
+            Err(StoreError::Unavailable { .. })
+        ));
     }
 
     #[tokio::test]
     async fn a_file_of_several_parts_is_written_whole_and_in_order() {
         let dir = tempfile::tempdir().expect("a folder");
-        let store =
-            ArtifactStore::open(&Url::from_directory_path(dir.path().join("store")).expect("a URL")).expect("a store");
+        let store = ArtifactStore::open(
+            &Url::from_directory_path(dir.path().join("store")).expect("a URL"),
+        )
+        .expect("a store");
         let file = dir.path().join("packed.tar.zst");
         let content: Vec<u8> = (0..(PART_SIZE * PARTS_IN_FLIGHT + 77))
             .map(|index| (index % 253) as u8)
@@ -763,7 +833,12 @@ mod tests {
     fn only_known_artifacts_are_named() {
         assert!(artifact::is_lock_artifact("conda-lock.yml"));
         assert!(artifact::is_lock_artifact("explicit-linux-64.txt"));
-        for name in ["../x", "explicit-.txt", "explicit-../a.txt", "pixi.lock.bak"] {
+        for name in [
+            "../x",
+            "explicit-.txt",
+            "explicit-../a.txt",
+            "pixi.lock.bak",
+        ] {
             assert!(!artifact::is_lock_artifact(name), "{name}");
         }
     }

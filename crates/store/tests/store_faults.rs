@@ -39,7 +39,10 @@ fn s3_store(endpoint: &str) -> ArtifactStore {
 }
 
 /// Every call of the store, by name, on small objects.
-async fn every_call(store: &ArtifactStore, file: &std::path::Path) -> Vec<(&'static str, Result<(), StoreError>)> {
+async fn every_call(
+    store: &ArtifactStore,
+    file: &std::path::Path,
+) -> Vec<(&'static str, Result<(), StoreError>)> {
     vec![
         (
             "put_immutable",
@@ -52,7 +55,10 @@ async fn every_call(store: &ArtifactStore, file: &std::path::Path) -> Vec<(&'sta
             store.put_file_immutable("prefixes/a.tar.zst", file).await,
         ),
         ("get", store.get("locks/a/conda-lock.yml").await.map(drop)),
-        ("exists", store.exists("locks/a/conda-lock.yml").await.map(drop)),
+        (
+            "exists",
+            store.exists("locks/a/conda-lock.yml").await.map(drop),
+        ),
         ("size", store.size("locks/a/conda-lock.yml").await.map(drop)),
         ("delete", store.delete("logs/a.log").await),
         ("check", store.check().await),
@@ -83,7 +89,10 @@ async fn a_hanging_store_fails_every_call_within_the_deadline() {
             Err(error @ StoreError::TimedOut { .. }) => {
                 let message = error.to_string();
                 assert!(message.contains(&endpoint), "{call}: {message}");
-                assert!(message.contains("did not answer within"), "{call}: {message}");
+                assert!(
+                    message.contains("did not answer within"),
+                    "{call}: {message}"
+                );
             }
             other => panic!("{call}: expected a timeout, got {other:?}"),
         }
@@ -120,8 +129,17 @@ async fn a_store_answering_503_is_retried_through() {
         .await
         .expect("written after two 503s");
     assert_eq!(fake.failed(), 2);
-    assert_eq!(store.get("locks/a/conda-lock.yml").await.expect("read back"), "lock: 1");
-    assert_eq!(store.size("locks/a/conda-lock.yml").await.expect("a size"), Some(7));
+    assert_eq!(
+        store
+            .get("locks/a/conda-lock.yml")
+            .await
+            .expect("read back"),
+        "lock: 1"
+    );
+    assert_eq!(
+        store.size("locks/a/conda-lock.yml").await.expect("a size"),
+        Some(7)
+    );
     assert!(started.elapsed() < LIVENESS);
 }
 
@@ -135,12 +153,19 @@ async fn a_store_answering_503_for_ever_fails_within_the_deadline() {
         .await
         .expect_err("never written");
     assert!(
-        matches!(error, StoreError::Write { .. } | StoreError::TimedOut { .. }),
+        matches!(
+            error,
+            StoreError::Write { .. } | StoreError::TimedOut { .. }
+        ),
         "{error:?}"
     );
     assert!(started.elapsed() < LIVENESS);
     // The first request and at most 3 retries.
-    assert!((2..=4).contains(&fake.failed()), "{} requests", fake.failed());
+    assert!(
+        (2..=4).contains(&fake.failed()),
+        "{} requests",
+        fake.failed()
+    );
 }
 
 #[tokio::test]
@@ -177,14 +202,18 @@ async fn a_large_file_is_uploaded_in_parts_through_503s() {
         .expect("uploaded after a 503");
     assert_eq!(fake.failed(), 1);
     assert_eq!(fake.started_uploads(), 1);
-    let read = timed(store.get("prefixes/b.tar.zst")).await.expect("read back");
+    let read = timed(store.get("prefixes/b.tar.zst"))
+        .await
+        .expect("read back");
     assert!(read == content, "the same bytes, in order");
 }
 
 /// Runs `calls`, failing the test if they outlive [`LIVENESS`].
 async fn timed<T>(calls: impl Future<Output = T>) -> T {
     let started = Instant::now();
-    let results = tokio::time::timeout(LIVENESS, calls).await.expect("no call hangs");
+    let results = tokio::time::timeout(LIVENESS, calls)
+        .await
+        .expect("no call hangs");
     assert!(started.elapsed() < LIVENESS);
     results
 }
@@ -281,7 +310,10 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<FakeState>>) {
         match answer {
             Answer::Hang => std::future::pending::<()>().await,
             Answer::Reply(status_and_headers, body) => {
-                let mut response = format!("HTTP/1.1 {status_and_headers}Content-Length: {}\r\n\r\n", body.len());
+                let mut response = format!(
+                    "HTTP/1.1 {status_and_headers}Content-Length: {}\r\n\r\n",
+                    body.len()
+                );
                 if method == "HEAD" {
                     // The length of the object, without its bytes.
                     response = format!("HTTP/1.1 {status_and_headers}\r\n");
@@ -332,10 +364,12 @@ fn answer(state: &Mutex<FakeState>, method: &str, target: &str, body: Vec<u8>) -
         "POST" if query.contains("uploadId") => {
             let mut parts = std::mem::take(&mut state.parts);
             parts.sort_by_key(|(number, _)| *number);
-            state
-                .objects
-                .insert(key, parts.into_iter().flat_map(|(_, bytes)| bytes).collect());
-            let xml = "<CompleteMultipartUploadResult><ETag>\"e\"</ETag></CompleteMultipartUploadResult>";
+            state.objects.insert(
+                key,
+                parts.into_iter().flat_map(|(_, bytes)| bytes).collect(),
+            );
+            let xml =
+                "<CompleteMultipartUploadResult><ETag>\"e\"</ETag></CompleteMultipartUploadResult>";
             Answer::Reply("200 OK\r\n".to_owned(), xml.as_bytes().to_vec())
         }
         "PUT" => {
@@ -348,11 +382,17 @@ fn answer(state: &Mutex<FakeState>, method: &str, target: &str, body: Vec<u8>) -
         ),
         "GET" | "HEAD" => match state.objects.get(&key) {
             Some(object) if method == "HEAD" => Answer::Reply(
-                format!("200 OK\r\n{OBJECT_HEADERS}Content-Length: {}\r\n", object.len()),
+                format!(
+                    "200 OK\r\n{OBJECT_HEADERS}Content-Length: {}\r\n",
+                    object.len()
+                ),
                 Vec::new(),
             ),
             Some(object) => Answer::Reply(format!("200 OK\r\n{OBJECT_HEADERS}"), object.clone()),
-            None if method == "HEAD" => Answer::Reply("404 Not Found\r\nContent-Length: 0\r\n".to_owned(), Vec::new()),
+            None if method == "HEAD" => Answer::Reply(
+                "404 Not Found\r\nContent-Length: 0\r\n".to_owned(),
+                Vec::new(),
+            ),
             None => Answer::Reply(
                 "404 Not Found\r\n".to_owned(),
                 b"<Error><Code>NoSuchKey</Code></Error>".to_vec(),

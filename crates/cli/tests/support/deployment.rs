@@ -155,7 +155,10 @@ impl DeploymentBuilder {
                 (Some(data), path)
             }
         };
-        let logs_dir = self.logs_dir.clone().unwrap_or_else(|| data_dir.join("logs"));
+        let logs_dir = self
+            .logs_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("logs"));
         std::fs::create_dir_all(&logs_dir).unwrap();
         let backend = match (&self.database, &self.store) {
             (Some(database), Some(store)) => Backend {
@@ -285,7 +288,15 @@ impl Deployment {
         loop {
             let mut child = self
                 .envstore()
-                .args(["serve", "--workers", "0", "--bind", &bind, "--admin-token", TOKEN])
+                .args([
+                    "serve",
+                    "--workers",
+                    "0",
+                    "--bind",
+                    &bind,
+                    "--admin-token",
+                    TOKEN,
+                ])
                 .args(self.node_args())
                 .args(&self.settings.api_args)
                 .envs(self.settings.api_env.iter().cloned())
@@ -300,7 +311,10 @@ impl Deployment {
                     .strip_prefix("envstore listening on http://")
                     .unwrap_or_else(|| panic!("the listening line, not {line:?}"));
                 *self.api_addr.lock().unwrap() = Some(address.parse().unwrap());
-                *api = Some(ApiProcess { child, _stdout: lines });
+                *api = Some(ApiProcess {
+                    child,
+                    _stdout: lines,
+                });
                 return;
             }
             // The port may still be held for a moment after a kill.
@@ -338,11 +352,18 @@ impl Deployment {
     pub fn start_worker_with(&self, name: &str, env: &[(&str, &str)]) {
         let child = self
             .envstore()
-            .args(["worker", "--workers", &self.settings.workers_per_process.to_string()])
+            .args([
+                "worker",
+                "--workers",
+                &self.settings.workers_per_process.to_string(),
+            ])
             .args(self.node_args())
             .args(&self.settings.worker_args)
             .envs(self.settings.worker_env.iter().cloned())
-            .envs(env.iter().map(|(key, value)| (key.to_string(), value.to_string())))
+            .envs(
+                env.iter()
+                    .map(|(key, value)| (key.to_string(), value.to_string())),
+            )
             .stdout(Stdio::null())
             .stderr(self.log_file(name))
             .spawn()
@@ -389,19 +410,34 @@ impl Deployment {
         path: &str,
         body: Option<String>,
     ) -> Result<(u16, Value), reqwest::Error> {
-        let mut request = self.client.request(method, self.url(path)).bearer_auth(TOKEN);
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(TOKEN);
         if let Some(body) = body {
-            request = request.header("content-type", "application/yaml").body(body);
+            request = request
+                .header("content-type", "application/yaml")
+                .body(body);
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     /// One request with the admin token; panics when nothing answers.
-    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<String>) -> (u16, Value) {
-        self.try_request(method, path, body).await.expect("the API answers")
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> (u16, Value) {
+        self.try_request(method, path, body)
+            .await
+            .expect("the API answers")
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -439,7 +475,9 @@ impl Deployment {
     ) -> Result<(u16, Value), reqwest::Error> {
         let response = self
             .client
-            .put(self.url(&format!("/api/v1/namespaces/{namespace}/environments/{name}")))
+            .put(self.url(&format!(
+                "/api/v1/namespaces/{namespace}/environments/{name}"
+            )))
             .bearer_auth(TOKEN)
             .header("content-type", "application/yaml")
             .header("idempotency-key", key)
@@ -448,7 +486,10 @@ impl Deployment {
             .await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     /// The build's JSON view, retried while the API does not answer.
@@ -463,7 +504,10 @@ impl Deployment {
                 Ok((status, body)) if status < 500 => panic!("build {id}: {status} {body}"),
                 _ => {}
             }
-            assert!(started.elapsed() < WAIT, "the API did not answer for build {id}");
+            assert!(
+                started.elapsed() < WAIT,
+                "the API did not answer for build {id}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -477,7 +521,10 @@ impl Deployment {
         let started = Instant::now();
         loop {
             let build = self.build(id).await;
-            if matches!(build["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            if matches!(
+                build["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
                 return build;
             }
             assert!(
@@ -511,7 +558,8 @@ impl Deployment {
             }
             let build = self.build(id).await;
             assert!(
-                started.elapsed() < WAIT && !matches!(build["status"].as_str(), Some("succeeded" | "failed")),
+                started.elapsed() < WAIT
+                    && !matches!(build["status"].as_str(), Some("succeeded" | "failed")),
                 "the log of build {id} never said {needle:?} (status {}, error {}):\n{log}",
                 build["status"],
                 build["error"],
@@ -523,7 +571,9 @@ impl Deployment {
     /// The environment's JSON view (with its `history`).
     pub async fn environment(&self, namespace: &str, name: &str) -> Value {
         let (status, environment) = self
-            .get(&format!("/api/v1/namespaces/{namespace}/environments/{name}"))
+            .get(&format!(
+                "/api/v1/namespaces/{namespace}/environments/{name}"
+            ))
             .await;
         assert_eq!(status, 200, "{environment}");
         environment
@@ -553,7 +603,11 @@ impl Deployment {
             .flatten()
             .flatten()
         {
-            for link in std::fs::read_dir(namespace.path()).into_iter().flatten().flatten() {
+            for link in std::fs::read_dir(namespace.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if let Ok(target) = std::fs::canonicalize(link.path()) {
                     let name = format!(
                         "{}/{}",
@@ -665,12 +719,13 @@ impl Deployment {
         let started = Instant::now();
         let mut connection = self.pg().await;
         while started.elapsed() < Duration::from_secs(30) {
-            let kept: Result<(i64,), _> =
-                sqlx::query_as("SELECT COUNT(*) FROM attempt_logs WHERE build_id = $1 AND strpos(text, $2) > 0")
-                    .bind(build_id)
-                    .bind(needle)
-                    .fetch_one(&mut connection)
-                    .await;
+            let kept: Result<(i64,), _> = sqlx::query_as(
+                "SELECT COUNT(*) FROM attempt_logs WHERE build_id = $1 AND strpos(text, $2) > 0",
+            )
+            .bind(build_id)
+            .bind(needle)
+            .fetch_one(&mut connection)
+            .await;
             if kept.is_ok_and(|(count,)| count > 0) {
                 return true;
             }
@@ -752,7 +807,9 @@ impl Deployment {
 
     /// A connection to the deployment's PostgreSQL database.
     pub async fn pg(&self) -> sqlx::PgConnection {
-        sqlx::PgConnection::connect(&self.backend.database).await.unwrap()
+        sqlx::PgConnection::connect(&self.backend.database)
+            .await
+            .unwrap()
     }
 
     /// One `BIGINT` (or `COUNT`) the query selects.
@@ -788,7 +845,10 @@ impl Deployment {
         };
         let response = self
             .client
-            .head(format!("{}/{bucket}/{object}", endpoint.trim_end_matches('/')))
+            .head(format!(
+                "{}/{bucket}/{object}",
+                endpoint.trim_end_matches('/')
+            ))
             .send()
             .await
             .unwrap();
@@ -864,7 +924,10 @@ pub async fn shared_package_channel() -> TestChannel {
                 .noarch(NoArch::Generic)
                 .formats(&[ArchiveFormat::Conda])
                 .plain_file(&format!("share/{name}/README"), format!("package {name}\n"))
-                .plain_file(&format!("share/{name}/data.bin"), vec![index as u8; 16 * 1024])
+                .plain_file(
+                    &format!("share/{name}/data.bin"),
+                    vec![index as u8; 16 * 1024],
+                )
                 .text_file(
                     &format!("etc/{name}.conf"),
                     format!("prefix = /opt/anaconda1anaconda2anaconda3\nname = {name}\n"),
@@ -887,11 +950,19 @@ pub async fn shared_package_channel() -> TestChannel {
                 .formats(&[ArchiveFormat::Conda])
                 .depends(depends)
                 .plain_file(&format!("share/{name}/README"), format!("package {name}\n"))
-                .plain_file(&format!("lib/{name}/module.py"), format!("NAME = {name:?}\n"))
-                .plain_file(&format!("share/{name}/data.bin"), vec![index as u8; 8 * 1024]),
+                .plain_file(
+                    &format!("lib/{name}/module.py"),
+                    format!("NAME = {name:?}\n"),
+                )
+                .plain_file(
+                    &format!("share/{name}/data.bin"),
+                    vec![index as u8; 8 * 1024],
+                ),
         );
     }
-    envstore_fixtures::write_channel(packages, dir.path()).await.unwrap();
+    envstore_fixtures::write_channel(packages, dir.path())
+        .await
+        .unwrap();
     let served = envstore_fixtures::serve_channel(dir.path().to_path_buf())
         .await
         .unwrap();

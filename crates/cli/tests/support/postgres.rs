@@ -27,7 +27,10 @@ impl PrivatePostgres {
         std::fs::create_dir(&data).expect("the cluster folder is made");
         if is_root() {
             // The cluster and the socket folder must belong to postgres.
-            run(Command::new("chown").arg("postgres").arg(root.path()).arg(&data));
+            run(Command::new("chown")
+                .arg("postgres")
+                .arg(root.path())
+                .arg(&data));
         }
         let log = root.path().join("pg.log");
         run(as_pg(&bin.join("initdb"))
@@ -146,11 +149,15 @@ fn pg_bin() -> PathBuf {
     if let Some(bin) = found.pop() {
         return bin;
     }
-    let output = Command::new("sh").args(["-c", "command -v initdb"]).output();
+    let output = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output();
     match output {
         Ok(output) if output.status.success() => {
             let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-            path.parent().expect("initdb lives in a folder").to_path_buf()
+            path.parent()
+                .expect("initdb lives in a folder")
+                .to_path_buf()
         }
         _ => panic!("PostgreSQL is not installed (apt-get install postgresql): no initdb found"),
     }
@@ -179,7 +186,11 @@ fn run(command: &mut Command) -> Output {
     let output = command
         .output()
         .unwrap_or_else(|error| panic!("{command:?} does not run: {error}"));
-    assert!(output.status.success(), "{command:?} failed: {}", describe(&output));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        describe(&output)
+    );
     output
 }
 

@@ -53,8 +53,11 @@ impl Proxy {
             .build()
             .expect("the proxy's runtime starts");
         // Bound here, outside any runtime: a test's runtime may be calling.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("the proxy listens on loopback");
-        listener.set_nonblocking(true).expect("a non-blocking listener");
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("the proxy listens on loopback");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
         let addr = listener.local_addr().expect("a bound address");
         let (state, _) = watch::channel(State {
             mode: Mode::Pass,
@@ -62,7 +65,13 @@ impl Proxy {
             throttle: None,
         });
         let accepted = Arc::new(AtomicUsize::new(0));
-        runtime.spawn(accept_loop(listener, addr, upstream, state.clone(), accepted.clone()));
+        runtime.spawn(accept_loop(
+            listener,
+            addr,
+            upstream,
+            state.clone(),
+            accepted.clone(),
+        ));
         Self {
             addr,
             upstream,
@@ -88,7 +97,8 @@ impl Proxy {
     pub fn rewrite(&self, url: &str) -> String {
         let mut url = url::Url::parse(url).expect("an URL");
         url.set_ip_host(self.addr.ip()).expect("a host can be set");
-        url.set_port(Some(self.addr.port())).expect("a port can be set");
+        url.set_port(Some(self.addr.port()))
+            .expect("a port can be set");
         url.to_string()
     }
 
@@ -126,7 +136,8 @@ impl Proxy {
 
     /// Forwards at most `bytes_per_second` to each client (`None`: no limit).
     pub fn throttle(&self, bytes_per_second: Option<u64>) {
-        self.state.send_modify(|state| state.throttle = bytes_per_second);
+        self.state
+            .send_modify(|state| state.throttle = bytes_per_second);
     }
 
     /// How many connections the proxy has accepted so far.
@@ -189,7 +200,11 @@ async fn accept_loop(
 }
 
 /// One client connection: forwarded, hung or reset as the state says.
-async fn connection(mut client: TcpStream, upstream: SocketAddr, mut changes: watch::Receiver<State>) {
+async fn connection(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    mut changes: watch::Receiver<State>,
+) {
     let State { mode, resets, .. } = *changes.borrow_and_update();
     if mode == Mode::Hang {
         hang_until_reset(&mut changes, resets).await;

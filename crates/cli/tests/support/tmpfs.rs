@@ -17,7 +17,13 @@ impl Tmpfs {
     pub fn mount(bytes: u64) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
         mount(
-            &["-t", "tmpfs", "-o", &format!("size={bytes},mode=0755"), "tmpfs"],
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0755"),
+                "tmpfs",
+            ],
             dir.path(),
         );
         Self { dir, mounted: true }
@@ -59,7 +65,10 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         if self.mounted {
             // Lazy: a process of a failed test may still hold a file there.
-            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).output();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .output();
         }
     }
 }
@@ -70,7 +79,9 @@ fn mount(args: &[&str], target: &Path) {
         .arg(target)
         .output()
         .unwrap_or_else(|error| {
-            panic!("`mount` does not run ({error}); this test needs mount(8), root or CAP_SYS_ADMIN")
+            panic!(
+                "`mount` does not run ({error}); this test needs mount(8), root or CAP_SYS_ADMIN"
+            )
         });
     assert!(
         output.status.success(),

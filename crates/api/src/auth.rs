@@ -1,0 +1,262 @@
+//! Who is calling, and what they may do. Tokens arrive as
+//! `Authorization: Bearer`; they are compared and looked up by sha256 and
+//! never logged. The default is deny: every route states the role it needs.
+//!
+//! Token records, role bindings and namespace visibility come from the
+//! database's access cache (see [`envstore_db::ACCESS_CACHE_TTL`], 2 s): a
+//! revocation, role change or visibility change made through this process
+//! applies to the next request; one made through another API process on the
+//! same database applies within the TTL.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use envstore_core::{Grants, Role};
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The subject of the bootstrap admin token.
+pub const BOOTSTRAP_SUBJECT: &str = "admin";
+
+/// The fewest characters an admin token may have: a shorter one could be
+/// guessed, and the server refuses to start with it.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminTokenError {
+    #[error(
+        "the admin token has {0} characters; it needs at least {MIN_ADMIN_TOKEN_CHARS} \
+         (leave it unset and the server makes one in <data-dir>/admin-token)"
+    )]
+    TooShort(usize),
+    #[error(
+        "the admin token holds spaces or control characters, which no Authorization header can carry \
+         exactly: use {MIN_ADMIN_TOKEN_CHARS} or more visible characters"
+    )]
+    NotPrintable,
+}
+
+/// The server's bootstrap admin token, kept only as its sha256 so it never
+/// sits in memory dumps or logs in clear.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl AdminToken {
+    /// The token the server starts with: at least [`MIN_ADMIN_TOKEN_CHARS`]
+    /// visible ASCII characters, so neither an empty or blank value nor a
+    /// short guessable one can make anyone a server admin.
+    pub fn checked(token: &str) -> Result<Self, AdminTokenError> {
+        if token.chars().any(|character| !character.is_ascii_graphic()) {
+            return Err(if token.trim().is_empty() {
+                AdminTokenError::TooShort(token.trim().chars().count())
+            } else {
+                AdminTokenError::NotPrintable
+            });
+        }
+        let length = token.chars().count();
+        if length < MIN_ADMIN_TOKEN_CHARS {
+            return Err(AdminTokenError::TooShort(length));
+        }
+        Ok(Self::new(token))
+    }
+
+    /// Any token, unchecked: for tests that build an [`crate::App`] by hand.
+    pub fn new(token: &str) -> Self {
+        Self {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        }
+    }
+
+    /// Compares digests without stopping at the first difference.
+    fn matches(&self, token: &str) -> bool {
+        let offered: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        offered
+            .iter()
+            .zip(self.digest.iter())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// The caller of a request: anonymous, or a subject with its grants.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub subject: Option<String>,
+    pub grants: Grants,
+    /// The API token the caller presented, if it was one: tokens it mints
+    /// are its children.
+    pub token_id: Option<String>,
+    /// When the caller's credential stops working (milliseconds since the
+    /// epoch); None for the admin token. Nothing it mints outlives it.
+    pub expires_at: Option<i64>,
+}
+
+impl Caller {
+    fn anonymous() -> Self {
+        Self {
+            subject: None,
+            grants: Grants::default(),
+            token_id: None,
+            expires_at: None,
+        }
+    }
+
+    /// Server-wide admin power: never through a scoped token.
+    pub fn is_server_admin(&self) -> bool {
+        self.grants.is_server_admin()
+    }
+
+    /// The subject, or 401 for anonymous callers.
+    pub fn subject(&self) -> Result<&str, ApiError> {
+        self.subject.as_deref().ok_or(ApiError::Unauthorized)
+    }
+
+    pub fn require_server_admin(&self) -> Result<(), ApiError> {
+        match &self.subject {
+            None => Err(ApiError::Unauthorized),
+            Some(_) if self.grants.is_server_admin() => Ok(()),
+            Some(_) => Err(ApiError::Forbidden),
+        }
+    }
+
+    /// Checks that the caller holds at least `needed` in `namespace`.
+    /// Namespaces the caller may not see answer 404, as if they did not
+    /// exist, so their names do not leak; anonymous callers get 401.
+    pub async fn require(
+        &self,
+        app: &AppState,
+        namespace: &str,
+        needed: Role,
+    ) -> Result<(), ApiError> {
+        let public_read = app.db.namespace_public_read(namespace).await?;
+        let role = public_read.and_then(|public| self.grants.role_in(namespace, public));
+        match (role, &self.subject) {
+            (Some(role), _) if role >= needed => Ok(()),
+            (Some(_), None) => Err(ApiError::Unauthorized),
+            (Some(_), Some(_)) => Err(ApiError::Forbidden),
+            (None, None) => Err(ApiError::Unauthorized),
+            (None, Some(_)) => Err(ApiError::NotFound(format!(
+                "namespace '{}' was not found",
+                namespace.escape_debug()
+            ))),
+        }
+    }
+
+    /// Whether the caller may view `namespace` (for filtering listings).
+    pub async fn can_view(&self, app: &AppState, namespace: &str) -> Result<bool, ApiError> {
+        let public_read = app.db.namespace_public_read(namespace).await?;
+        Ok(public_read
+            .and_then(|public| self.grants.role_in(namespace, public))
+            .is_some())
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return Ok(Self::anonymous());
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiError::InvalidToken)?;
+        if state.admin_token.matches(token) {
+            return Ok(Self {
+                subject: Some(BOOTSTRAP_SUBJECT.to_owned()),
+                grants: Grants {
+                    server_admin: true,
+                    ..Grants::default()
+                },
+                ..Self::anonymous()
+            });
+        }
+        if let Some(oidc) = &state.oidc
+            && crate::oidc::OidcVerifier::looks_like_jwt(token)
+        {
+            let identity = oidc.verify(token).await.map_err(|error| {
+                tracing::info!(error = %envstore_core::error_chain(&error), "an OIDC token was refused");
+                ApiError::InvalidToken
+            })?;
+            let bindings = state.db.bindings_of(&identity.subject).await?;
+            return Ok(Self {
+                subject: Some(identity.subject),
+                grants: Grants {
+                    server_admin: identity.server_admin,
+                    bindings,
+                    scopes: None,
+                },
+                // A login proves the subject itself, like a password: what
+                // it mints is bounded by the subject, not by the JWT's `exp`.
+                token_id: None,
+                expires_at: None,
+            });
+        }
+        let record = state
+            .db
+            .active_token(token)
+            .await?
+            .ok_or(ApiError::InvalidToken)?;
+        let bindings = state.db.bindings_of(&record.subject).await?;
+        Ok(Self {
+            subject: Some(record.subject),
+            grants: Grants {
+                server_admin: record.server_admin,
+                bindings,
+                scopes: record.scopes,
+            },
+            token_id: Some(record.id),
+            expires_at: record.expires_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_only_the_token() {
+        let token = AdminToken::new("s3cret");
+        assert!(token.matches("s3cret"));
+        assert!(!token.matches("s3cret "));
+        assert!(!token.matches(""));
+        assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
+    }
+
+    #[test]
+    fn the_server_refuses_short_blank_or_unprintable_admin_tokens() {
+        for (token, why) in [
+            ("", "empty"),
+            ("                                        ", "blank"),
+            (
+                "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t",
+                "tabs",
+            ),
+            ("s3cret", "short"),
+            ("test-admin-token", "short"),
+            ("0123456789abcdef0123456789abcde", "one short"),
+            ("0123456789abcdef 0123456789abcdef", "a space inside"),
+            (" 0123456789abcdef0123456789abcdef", "a leading space"),
+        ] {
+            let error = AdminToken::checked(token).unwrap_err();
+            assert!(error.to_string().contains("32"), "{why}: {error}");
+        }
+        assert!(AdminToken::checked("0123456789abcdef0123456789abcdef").is_ok());
+    }
+}

@@ -1,0 +1,351 @@
+//! Every error leaves the API as `application/problem+json` (RFC 9457), with
+//! a message a person can act on. Internal errors are logged in full and
+//! shown only as "internal error".
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use envstore_core::{InvalidName, SpecError, error_chain};
+use envstore_db::DbError;
+use envstore_solve::SolveError;
+use envstore_store::StoreError;
+use serde_json::{Map, Value, json};
+
+/// What `Retry-After` asks of a client when the database does not answer:
+/// about the time a restarted PostgreSQL or a freed disk takes to come back.
+pub const DATABASE_RETRY_AFTER_SECONDS: u64 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request needs an 'Authorization: Bearer <token>' header")]
+    Unauthorized,
+    #[error("the token is not valid: unknown, expired or revoked")]
+    InvalidToken,
+    #[error("the token is not allowed to do this")]
+    Forbidden,
+    #[error(transparent)]
+    Access(#[from] envstore_core::AccessError),
+    #[error(transparent)]
+    Policy(#[from] envstore_core::PolicyError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// A body refused before parsing: too large or nested too deep.
+    #[error(transparent)]
+    Body(#[from] envstore_core::body_limits::BodyError),
+    /// Parsing the body took longer than its budget.
+    #[error("the request body took more than {seconds} s to read; send a simpler one")]
+    ParseBudget { seconds: u64 },
+    /// Every parser slot stayed busy for the whole budget.
+    #[error("the server is busy reading other request bodies; retry in a few seconds")]
+    Busy,
+    /// A submitted lock its channels contradict, or that could not be
+    /// checked against them.
+    #[error("the lockfile cannot be installed: {0}")]
+    LockVerify(#[from] envstore_solve::VerifyError),
+    /// The caller has as many event streams open as it may.
+    #[error("{0}")]
+    TooManyStreams(String),
+    #[error("internal error")]
+    Database(#[from] DbError),
+    #[error("internal error")]
+    Store(#[source] StoreError),
+    #[error(transparent)]
+    Solve(#[from] envstore_solve::SolveError),
+    #[error("internal error")]
+    Lock(#[from] envstore_solve::LockError),
+    /// A dependency of the service does not answer (readiness); `failed`
+    /// names which, the log has why.
+    #[error("{detail}")]
+    NotReady {
+        failed: Vec<&'static str>,
+        detail: String,
+    },
+    /// A lockfile submitted to be installed as is cannot be used.
+    #[error("the lockfile cannot be installed: {0}")]
+    InvalidLockfile(#[source] envstore_solve::LockError),
+    /// An `Idempotency-Key` sent again with another request than its first.
+    #[error(
+        "Idempotency-Key '{0}' was already used for a different request; send a new key for a new request"
+    )]
+    IdempotencyKeyReused(String),
+    /// A submission its namespace's quota does not allow.
+    #[error(transparent)]
+    Quota(#[from] crate::routes::QuotaExceeded),
+}
+
+/// Seconds a client is asked to wait when the object store does not answer.
+pub const STORE_RETRY_AFTER_SECONDS: u64 = 5;
+
+/// Whether a store failure is an outage (hanging, refusing, not answering)
+/// rather than a fault of ours: a 503 the client may retry, not a 500.
+fn store_unavailable(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::TimedOut { .. }
+            | StoreError::Unreachable { .. }
+            | StoreError::Unavailable { .. }
+    )
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(key) => Self::NotFound(format!("artifact '{key}' was not found")),
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unauthorized | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Quota(quota) => quota.status(),
+            Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Spec(SpecError::TooLarge { .. })
+            | Self::TooLarge { .. }
+            | Self::Body(envstore_core::body_limits::BodyError::TooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::Body(_) | Self::ParseBudget { .. } => StatusCode::BAD_REQUEST,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LockVerify(envstore_solve::VerifyError::Repodata { .. }) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::LockVerify(envstore_solve::VerifyError::Timeout(_)) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Self::LockVerify(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Spec(_)
+            | Self::Name(_)
+            | Self::Access(_)
+            | Self::Policy(_)
+            | Self::InvalidLockfile(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Database(DbError::NotFound(_)) => StatusCode::NOT_FOUND,
+            Self::Database(DbError::Conflict(_)) => StatusCode::CONFLICT,
+            Self::Database(DbError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(error) if store_unavailable(error) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Solve(
+                SolveError::Spec(_) | SolveError::Unsolvable { .. } | SolveError::Timeout { .. },
+            ) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Solve(SolveError::Repodata { .. }) => StatusCode::BAD_GATEWAY,
+            Self::Database(_) | Self::Store(_) | Self::Solve(_) | Self::Lock(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// A short machine-readable name, used in the problem `type`.
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not-found",
+            Self::Conflict(_) => "conflict",
+            Self::Unauthorized | Self::InvalidToken => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::BadRequest(_) => "bad-request",
+            Self::NotReady { .. } => "not-ready",
+            Self::Quota(_) => "quota-exceeded",
+            Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => "malformed-spec",
+            Self::Spec(SpecError::InvalidDependency { .. }) => "invalid-dependency",
+            Self::Spec(
+                SpecError::Channel(_)
+                | SpecError::DependencyChannel { .. }
+                | SpecError::DependencyUrl { .. },
+            ) => "channel-not-allowed",
+            Self::Spec(SpecError::TooLarge { .. })
+            | Self::TooLarge { .. }
+            | Self::Body(envstore_core::body_limits::BodyError::TooLarge { .. }) => "too-large",
+            Self::Body(_) => "too-deep",
+            Self::ParseBudget { .. } => "too-complex",
+            Self::Busy => "busy",
+            Self::LockVerify(
+                envstore_solve::VerifyError::Repodata { .. }
+                | envstore_solve::VerifyError::Timeout(_),
+            ) => "repodata-unavailable",
+            Self::LockVerify(_) => "invalid-lockfile",
+            Self::TooManyStreams(_) => "too-many-streams",
+            Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
+            Self::Spec(_) => "invalid-spec",
+            Self::InvalidLockfile(_) => "invalid-lockfile",
+            Self::Name(_) | Self::Access(_) => "invalid-name",
+            Self::Policy(envstore_core::PolicyError::Violated { .. }) => "policy-violation",
+            Self::Policy(_) => "invalid-policy",
+            Self::Database(DbError::NotFound(_)) => "not-found",
+            Self::Database(DbError::Conflict(_)) => "conflict",
+            Self::Database(DbError::Unavailable { .. }) => "database-unavailable",
+            Self::Store(error) if store_unavailable(error) => "store-unavailable",
+            Self::Solve(SolveError::Unsolvable { .. }) => "unsolvable",
+            Self::Solve(SolveError::Timeout { .. }) => "solve-timeout",
+            Self::Solve(SolveError::Spec(_)) => "invalid-spec",
+            Self::Solve(SolveError::Repodata { .. }) => "repodata-unavailable",
+            Self::Database(_) | Self::Store(_) | Self::Solve(_) | Self::Lock(_) => "internal",
+        }
+    }
+
+    /// Fields beside `detail` that let a client point at the problem.
+    fn extensions(&self) -> Map<String, Value> {
+        let mut extensions = Map::new();
+        match self {
+            Self::Spec(SpecError::Syntax { line, column, .. }) => {
+                extensions.insert("line".into(), json!(line));
+                extensions.insert("column".into(), json!(column));
+            }
+            Self::Spec(
+                SpecError::InvalidDependency { dependency, .. }
+                | SpecError::DependencyChannel { dependency, .. }
+                | SpecError::DependencyUrl { dependency, .. },
+            ) => {
+                extensions.insert("dependency".into(), json!(dependency));
+            }
+            Self::Policy(envstore_core::PolicyError::Violated { rule, .. }) => {
+                extensions.insert("rule".into(), json!(rule));
+            }
+            Self::Body(envstore_core::body_limits::BodyError::TooDeep { line, .. }) => {
+                extensions.insert("line".into(), json!(line));
+            }
+            Self::LockVerify(error) => {
+                if let Some(package) = error.package() {
+                    extensions.insert("package".into(), json!(package));
+                }
+            }
+            Self::NotReady { failed, .. } => {
+                extensions.insert("failed".into(), json!(failed));
+            }
+            Self::Quota(quota) => extensions.extend(quota.extensions()),
+            Self::Solve(
+                SolveError::Unsolvable { platform, .. } | SolveError::Timeout { platform, .. },
+            ) => {
+                extensions.insert("platform".into(), json!(platform));
+            }
+            _ => {}
+        }
+        extensions
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::Database(DbError::NotFound(what)) => format!("{what} was not found"),
+            Self::Database(DbError::Conflict(what)) => format!("{what} already exists"),
+            Self::Database(DbError::Unavailable { reason, .. }) => format!(
+                "the database does not answer ({reason}); try again in {DATABASE_RETRY_AFTER_SECONDS} s"
+            ),
+            // Where the store is and what it was asked stay in the log.
+            Self::Store(error) if store_unavailable(error) => format!(
+                "the object store does not answer; try again in {STORE_RETRY_AFTER_SECONDS} s"
+            ),
+            // The channel cannot be read: say which, so the caller can tell
+            // a mistyped channel from an outage.
+            Self::Solve(error @ SolveError::Repodata { .. }) => error_chain(error),
+            _ => self.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let Self::Database(error @ DbError::Unavailable { .. }) = &self {
+            // An outage, not a bug: one line per request, the cause in it.
+            tracing::warn!(error = %error_chain(error).replace("\n ", ";"), "request failed: the database does not answer");
+        } else if let Self::Store(error) = &self
+            && store_unavailable(error)
+        {
+            tracing::warn!(error = %error_chain(error).replace("\n ", ";"), "request failed: the object store does not answer");
+        } else if status.is_server_error() {
+            tracing::error!(error = %error_chain(&self), "request failed");
+        }
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("/problems/{}", self.slug())));
+        body.insert(
+            "title".into(),
+            json!(status.canonical_reason().unwrap_or("Error")),
+        );
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("detail".into(), json!(self.detail()));
+        body.extend(self.extensions());
+        let mut response = (status, Value::Object(body).to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, Self::Unauthorized | Self::InvalidToken) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::Quota(quota) = &self
+            && let Some(seconds) = quota.retry_after_seconds()
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if matches!(self, Self::Busy | Self::TooManyStreams(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+        }
+        if matches!(&self, Self::Store(error) if store_unavailable(error)) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(STORE_RETRY_AFTER_SECONDS),
+            );
+        }
+        if matches!(self, Self::Database(DbError::Unavailable { .. })) {
+            metrics::counter!("envstore_database_unavailable_total").increment(1);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(DATABASE_RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod store_outage_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_store_that_does_not_answer_is_a_503_with_retry_after_that_names_no_endpoint() {
+        let error = ApiError::from(StoreError::TimedOut {
+            store: "s3://private-bucket/ (endpoint http://10.0.0.7:9000)".to_owned(),
+            operation: "reading",
+            key: "logs/x".to_owned(),
+            after: std::time::Duration::from_secs(20),
+        });
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("a body");
+        let body: Value = serde_json::from_slice(&body).expect("problem+json");
+        assert_eq!(body["type"], "/problems/store-unavailable");
+        assert!(!body.to_string().contains("10.0.0.7"), "{body}");
+
+        let refused = ApiError::from(StoreError::UnsupportedUrl("ftp://x".to_owned()));
+        assert_eq!(
+            refused.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The web UI of envstore: server-rendered pages for people who would rather
+//! click than curl, served by the API process under `/ui`.
+//!
+//! Every page is a client of the JSON API, called in-process: a handler
+//! sends the API's own router a request carrying the session's token as
+//! `Authorization: Bearer`, and renders what comes back. Authorisation,
+//! policy, validation and errors are therefore exactly the API's; this crate
+//! decides nothing but how things look. Pages work without JavaScript; the
+//! small script only follows a running build's log live.
+
+mod api;
+mod error;
+mod layout;
+mod links;
+mod pages;
+mod session;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use envstore_api::AppState;
+
+pub use session::SESSION_COOKIE;
+
+use crate::api::Api;
+
+/// The UI's router, to merge beside the API's: `/` and `/ui/...`. It has no
+/// fallback, so unknown paths still get the API's problem+json 404.
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/", get(|| async { Redirect::to("/ui/namespaces") }))
+        .route(
+            "/ui/sign-in",
+            get(pages::sign_in::form).post(pages::sign_in::sign_in),
+        )
+        .route("/ui/sign-out", post(pages::sign_in::sign_out))
+        .route("/ui/namespaces", get(pages::namespaces::show))
+        .route("/ui/namespaces/{namespace}", get(pages::namespace::show))
+        .route(
+            "/ui/namespaces/{namespace}/submit",
+            get(pages::submit::form).post(pages::submit::submit),
+        )
+        .route(
+            "/ui/namespaces/{namespace}/environments/{name}",
+            get(pages::environment::show),
+        )
+        .route(
+            "/ui/namespaces/{namespace}/environments/{name}/current",
+            post(pages::environment::make_current),
+        )
+        .route(
+            "/ui/namespaces/{namespace}/environments/{name}/lockfile",
+            get(pages::downloads::current_lockfile),
+        )
+        .route("/ui/builds/{id}", get(pages::build::show))
+        .route("/ui/builds/{id}/cancel", post(pages::build::cancel))
+        .route("/ui/builds/{id}/log", get(pages::build::log_text))
+        .route("/ui/builds/{id}/events", get(pages::build::events))
+        .route("/ui/builds/{id}/packages", get(pages::packages::show))
+        .route("/ui/diff", get(pages::diff::show))
+        .route("/ui/usage", get(pages::usage::show))
+        .route(
+            "/ui/locks/{lock_hash}/{file}",
+            get(pages::downloads::lock_artifact),
+        )
+        .route("/ui/static/style.css", get(style))
+        .route("/ui/static/app.js", get(script))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(Api::new(app))
+}
+
+const STYLE: &str = include_str!("../static/style.css");
+const SCRIPT: &str = include_str!("../static/app.js");
+
+async fn style() -> Response {
+    static_asset("text/css; charset=utf-8", STYLE)
+}
+
+async fn script() -> Response {
+    static_asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+fn static_asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Headers every UI answer carries: no framing (clickjacking), scripts and
+/// styles from this origin only, forms posted only here, no MIME sniffing,
+/// and pages (which hold CSRF tokens) never cached.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let policy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                  connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(policy),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}

@@ -1,0 +1,294 @@
+//! Sessions: the API token a person signed in with, kept in an HttpOnly,
+//! SameSite=Strict cookie (Secure over https), and the CSRF check of every
+//! form that changes something.
+//!
+//! The cookie holds a random session nonce and the token. Nothing is kept
+//! on the server, so any API process of a distributed deployment serves any
+//! session, and revoking the token ends every session made with it. The CSRF
+//! token is a hash of the nonce and the token: only pages served to this
+//! session carry it, a new sign-in changes it, and it reveals neither.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use sha2::{Digest, Sha256};
+
+use crate::api::Api;
+use crate::error::UiError;
+
+/// The name of the session cookie.
+pub const SESSION_COOKIE: &str = "envstore_session";
+
+/// A signed-in person: the token every API call of theirs carries.
+#[derive(Clone)]
+pub(crate) struct Session {
+    nonce: String,
+    token: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session(<redacted>)")
+    }
+}
+
+impl Session {
+    /// A new session for `token`, with a fresh nonce.
+    pub(crate) fn new(token: &str) -> Self {
+        Self {
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// The session a cookie value holds: `<nonce>.<token>`.
+    fn from_cookie(value: &str) -> Option<Self> {
+        let (nonce, token) = value.split_once('.')?;
+        let well_formed = nonce.len() == 32
+            && nonce.bytes().all(|byte| byte.is_ascii_hexdigit())
+            && !token.is_empty();
+        well_formed.then(|| Self {
+            nonce: nonce.to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    /// The session of a request, if its cookie holds one.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        CookieJar::from_headers(headers)
+            .get(SESSION_COOKIE)
+            .and_then(|cookie| Self::from_cookie(cookie.value()))
+    }
+
+    /// The cookie that keeps this session in the browser.
+    pub(crate) fn cookie(&self, secure: bool) -> Cookie<'static> {
+        Cookie::build((SESSION_COOKIE, format!("{}.{}", self.nonce, self.token)))
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .path("/")
+            .secure(secure)
+            .build()
+    }
+
+    /// The cookie that ends a session: the same name and path, empty and
+    /// already expired.
+    pub(crate) fn removal() -> Cookie<'static> {
+        let mut cookie = Cookie::build(SESSION_COOKIE)
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .build();
+        cookie.make_removal();
+        cookie
+    }
+
+    pub(crate) fn authorization(&self) -> Result<HeaderValue, UiError> {
+        HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| UiError::SessionEnded)
+    }
+
+    /// The token forms carry to prove they were served to this session.
+    pub(crate) fn csrf_token(&self) -> String {
+        let mut digest = Sha256::new();
+        digest.update(b"envstore-web csrf\0");
+        digest.update(self.nonce.as_bytes());
+        digest.update(b"\0");
+        digest.update(self.token.as_bytes());
+        hex::encode(digest.finalize())
+    }
+
+    /// Refuses a form that did not come from one of this session's pages:
+    /// another origin, or a missing or wrong CSRF token.
+    pub(crate) fn check_form(&self, headers: &HeaderMap, offered: &str) -> Result<(), UiError> {
+        check_origin(headers)?;
+        let expected = self.csrf_token();
+        let same = expected.len() == offered.len()
+            && expected
+                .bytes()
+                .zip(offered.bytes())
+                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(UiError::Refused(
+                "the form was not sent from a page of this session (its security token is missing or stale): \
+                 reload the page and send it again"
+                    .to_owned(),
+            ))
+        }
+    }
+}
+
+/// Refuses a request a browser sent on behalf of another site: `Origin`,
+/// when present, must name this server; without it, `Sec-Fetch-Site` must
+/// not say cross-site. Behind a proxy, `X-Forwarded-Host` names this server
+/// too.
+pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), UiError> {
+    let refused = || UiError::Refused("the form was sent from another site".to_owned());
+    let text = |name: header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    if let Some(origin) = text(header::ORIGIN) {
+        let authority = origin
+            .split_once("://")
+            .map(|(_, authority)| authority)
+            .ok_or_else(refused)?;
+        let ours = [
+            text(header::HOST),
+            headers
+                .get("x-forwarded-host")
+                .and_then(|value| value.to_str().ok()),
+        ];
+        return if ours
+            .into_iter()
+            .flatten()
+            .any(|host| host.eq_ignore_ascii_case(authority))
+        {
+            Ok(())
+        } else {
+            Err(refused())
+        };
+    }
+    match headers
+        .get("sec-fetch-site")
+        .and_then(|value| value.to_str().ok())
+    {
+        Some("cross-site" | "same-site") => Err(refused()),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the browser reached us over https (directly or through a proxy
+/// that says so), so the cookie must be Secure.
+pub(crate) fn served_over_https(headers: &HeaderMap) -> bool {
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    let forwarded = headers
+        .get(header::FORWARDED)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|forwarded| forwarded.to_ascii_lowercase().contains("proto=https"));
+    forwarded_proto || forwarded
+}
+
+impl FromRequestParts<Api> for Session {
+    type Rejection = UiError;
+
+    /// Pages need a session: without one, the browser is sent to sign in
+    /// and brought back to the page afterwards (to a form's page only, since
+    /// what it sent is lost).
+    async fn from_request_parts(parts: &mut Parts, _: &Api) -> Result<Self, Self::Rejection> {
+        Self::from_headers(&parts.headers).ok_or_else(|| UiError::SignIn {
+            next: (parts.method == axum::http::Method::GET)
+                .then(|| {
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map(|path| path.as_str().to_owned())
+                })
+                .flatten(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn a_cookie_round_trips_and_csrf_tokens_differ_per_session() {
+        let session = Session::new("tok.en.with.dots");
+        let cookie = session.cookie(false);
+        assert!(cookie.http_only().unwrap_or(false));
+        assert_eq!(cookie.same_site(), Some(SameSite::Strict));
+        let again = Session::from_cookie(cookie.value()).expect("the cookie parses");
+        assert_eq!(again.token, "tok.en.with.dots");
+        assert_eq!(again.csrf_token(), session.csrf_token());
+        assert_ne!(
+            Session::new("tok.en.with.dots").csrf_token(),
+            session.csrf_token()
+        );
+        assert!(!session.csrf_token().contains("tok"));
+        for malformed in ["", "no-dot", "short.token", &format!("{}.", "a".repeat(32))] {
+            assert!(Session::from_cookie(malformed).is_none(), "{malformed}");
+        }
+    }
+
+    #[test]
+    fn forms_need_this_session_s_token_and_this_origin() {
+        let session = Session::new("secret");
+        let token = session.csrf_token();
+        let same = headers(&[
+            ("host", "envstore.example.org:8080"),
+            ("origin", "https://envstore.example.org:8080"),
+        ]);
+        assert!(session.check_form(&same, &token).is_ok());
+        assert!(session.check_form(&same, "").is_err());
+        assert!(
+            session
+                .check_form(&same, &Session::new("secret").csrf_token())
+                .is_err()
+        );
+        let cross = headers(&[
+            ("host", "envstore.example.org:8080"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(session.check_form(&cross, &token).is_err());
+        assert!(
+            session
+                .check_form(&headers(&[("host", "a"), ("origin", "null")]), &token)
+                .is_err()
+        );
+        assert!(
+            session
+                .check_form(&headers(&[("sec-fetch-site", "cross-site")]), &token)
+                .is_err()
+        );
+        assert!(
+            session
+                .check_form(&headers(&[("sec-fetch-site", "same-origin")]), &token)
+                .is_ok()
+        );
+        let proxied = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("x-forwarded-host", "envstore.example.org"),
+            ("origin", "https://envstore.example.org"),
+        ]);
+        assert!(check_origin(&proxied).is_ok());
+    }
+
+    #[test]
+    fn cookies_are_secure_behind_https() {
+        assert!(!served_over_https(&headers(&[])));
+        assert!(served_over_https(&headers(&[(
+            "x-forwarded-proto",
+            "https"
+        )])));
+        assert!(served_over_https(&headers(&[(
+            "forwarded",
+            "for=1.2.3.4;proto=https"
+        )])));
+        assert!(Session::new("t").cookie(true).secure().unwrap_or(false));
+    }
+
+    #[test]
+    fn signing_out_expires_the_cookie() {
+        let removal = Session::removal().to_string();
+        assert!(
+            removal.starts_with(&format!("{SESSION_COOKIE}=;")),
+            "{removal}"
+        );
+        assert!(
+            removal.contains("Max-Age=0") && removal.contains("Path=/"),
+            "{removal}"
+        );
+    }
+}

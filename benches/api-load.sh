@@ -8,7 +8,7 @@
 #
 # Usage: benches/api-load.sh
 #   ENVSTORE_BIN   the binary [default: target/release/envstore]
-#                  (cargo build --release --locked -p envstore-cli --bins)
+#                  (cargo build --release --locked -p envstore-server --bins)
 #   DURATION       seconds per scenario [default: 10]
 #   CONNECTIONS    open connections [default: 32]
 #   THREADS        wrk threads [default: 1]

@@ -22,9 +22,9 @@ trap 'git worktree remove --force "$work/tree" >/dev/null 2>&1 || true; rm -rf "
 
 echo "== building $base_sha and this tree (release)" >&2
 git worktree add -q --detach "$work/tree" "$base_sha"
-(cd "$work/tree" && CARGO_TARGET_DIR="$here/target" cargo build --release --locked -p envstore-cli --bins >&2)
+(cd "$work/tree" && CARGO_TARGET_DIR="$here/target" cargo build --release --locked -p envstore-server --bins >&2)
 cp target/release/envstore "$work/envstore-base"
-cargo build --release --locked -p envstore-cli --bins >&2
+cargo build --release --locked -p envstore-server --bins >&2
 cp target/release/envstore "$work/envstore-this"
 
 mkdir -p target/bench-data

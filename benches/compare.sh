@@ -28,7 +28,7 @@ results=target/bench-data/compare-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 record() { tee -a "$results"; }
 
 echo "== building (release)" >&2
-cargo build --release --locked -p envstore-benches -p envstore-cli --bins >&2
+cargo build --release --locked -p envstore-benches -p envstore-server --bins >&2
 bench=target/release/envstore-bench
 root=${ENVSTORE_REPODATA:-$(cd "$here/../shared/fixtures/repodata" 2>/dev/null && pwd || true)}
 [[ -n $root && -f $root/SOURCES.md ]] || { echo "compare: no repodata at ../shared/fixtures/repodata (set ENVSTORE_REPODATA)" >&2; exit 2; }

@@ -5,6 +5,7 @@
 #
 #   eval "$(scripts/test-services.sh start)"
 #   scripts/test-services.sh stop
+#   scripts/test-services.sh status   # exits 0 when both answer
 set -euo pipefail
 
 root=${ENVSTORE_SERVICES_DIR:-/tmp/envstore-test-services}
@@ -56,6 +57,14 @@ export AWS_REGION=us-east-1
 ENV
 }
 
+# Exits 0 when both servers answer (scripts/test then leaves them running).
+status() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$bin" ] && "$bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" \
+        && curl -fs "http://127.0.0.1:$s3_port/" >/dev/null 2>&1
+}
+
 stop() {
     local bin
     bin=$(pg_bin)
@@ -66,5 +75,6 @@ stop() {
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
-    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+    status) status ;;
+    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use envstore_cli::config::ServerConfig;
-use envstore_cli::server::RunningServer;
 use envstore_link::{TransferCounts, fetch_packages};
+use envstore_server::config::ServerConfig;
+use envstore_server::server::RunningServer;
 use rattler_cache::package_cache::PackageCache;
 use rattler_conda_types::RepoDataRecord;
 use serde_json::Value;
@@ -46,7 +46,7 @@ impl BuildBench {
         variants: usize,
     ) -> anyhow::Result<Self> {
         let data = tempfile::tempdir_in(fixture.work.parent().unwrap_or(&fixture.work))?;
-        let data_dir = std::fs::canonicalize(data.path())?;
+        let data_dir = fs_err::canonicalize(data.path())?;
         let platform = fixture.platform.to_string();
         let package_cache = PackageCache::new(
             data_dir
@@ -103,13 +103,13 @@ impl BuildBench {
             test_pause: None,
             policy: envstore_core::Policy::default(),
             oidc: None,
-            usage: envstore_cli::config::UsageConfig::default(),
-            limits: envstore_cli::config::TimeLimits::default(),
+            usage: envstore_server::config::UsageConfig::default(),
+            limits: envstore_server::config::TimeLimits::default(),
             event_streams: Default::default(),
             package_limits: Default::default(),
             data_dir,
         };
-        let server = envstore_cli::server::start(config).await?;
+        let server = envstore_server::server::start(config).await?;
         let mut bench = Self {
             base: format!("http://{}", server.local_addr.context("the API listens")?),
             token: server.admin_token.clone().context("an admin token")?,
@@ -229,7 +229,7 @@ fn pure_python_packages(fixture: &LinkFixture) -> anyhow::Result<Vec<String>> {
         .to_file_path()
         .map_err(|()| anyhow::anyhow!("the mirror is not a local channel"))?
         .join("noarch/repodata.json");
-    let repodata: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let repodata: Value = serde_json::from_slice(&fs_err::read(&path)?)?;
     let mut only_python: BTreeMap<String, bool> = BTreeMap::new();
     for key in ["packages", "packages.conda"] {
         for record in repodata[key]

@@ -55,7 +55,7 @@ pub fn repodata_root() -> Option<PathBuf> {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/repodata")
         });
-    let root = std::fs::canonicalize(root).ok()?;
+    let root = fs_err::canonicalize(root).ok()?;
     root.join("SOURCES.md").is_file().then_some(root)
 }
 

@@ -21,8 +21,8 @@ pub fn bench_data_dir() -> std::io::Result<PathBuf> {
     let dir = std::env::var_os("ENVSTORE_BENCH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data"));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::canonicalize(dir)
+    fs_err::create_dir_all(&dir)?;
+    fs_err::canonicalize(dir)
 }
 
 /// A progress sink that drops every line: benchmarks measure, they do not log.

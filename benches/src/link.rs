@@ -86,7 +86,7 @@ pub async fn prepare(root: &Path, data: &Path, case: &SolveCase) -> anyhow::Resu
             report.archives,
             report.elapsed
         );
-        std::fs::write(&finished, b"")?;
+        fs_err::write(&finished, b"")?;
     }
     let channel = NamedChannel {
         name: "mirror".to_owned(),
@@ -141,7 +141,7 @@ impl LinkFixture {
     pub fn prefix_root(&self, name: &str) -> anyhow::Result<PathBuf> {
         let root = self.work.join(name);
         remove_tree(&root)?;
-        std::fs::create_dir_all(&root)?;
+        fs_err::create_dir_all(&root)?;
         Ok(root)
     }
 
@@ -198,7 +198,7 @@ pub fn copy_hardlinks(source: &Path, target: &Path) -> anyhow::Result<Duration> 
 /// core slows the wall clock, not the CPU time.
 pub fn cpu_time() -> Option<(Duration, Duration)> {
     const TICKS_PER_SECOND: f64 = 100.0;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let stat = fs_err::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let tick = |index: usize| {
@@ -221,7 +221,7 @@ pub fn count_files(path: &Path) -> std::io::Result<usize> {
     let mut count = 0;
     let mut pending = vec![path.to_owned()];
     while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(dir)? {
+        for entry in fs_err::read_dir(dir)? {
             let entry = entry?;
             if entry.file_type()?.is_dir() {
                 pending.push(entry.path());
@@ -234,7 +234,7 @@ pub fn count_files(path: &Path) -> std::io::Result<usize> {
 }
 
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(path) {
+    match fs_err::remove_dir_all(path) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
     }

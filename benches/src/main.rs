@@ -222,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
                 remove_tree(&target)?;
             }
             if let Some(export) = export {
-                std::fs::create_dir_all(&export)?;
+                fs_err::create_dir_all(&export)?;
                 let mut platforms = BTreeMap::new();
                 platforms.insert(
                     fixture.platform.to_string(),
@@ -233,8 +233,8 @@ async fn main() -> anyhow::Result<()> {
                     platforms,
                     cached_platforms: 0,
                 });
-                std::fs::write(export.join("pixi.lock"), lock.render_pixi_lock()?)?;
-                std::fs::write(
+                fs_err::write(export.join("pixi.lock"), lock.render_pixi_lock()?)?;
+                fs_err::write(
                     export.join("link.json"),
                     json!({
                         "lock": export.join("pixi.lock"),

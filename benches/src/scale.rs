@@ -17,14 +17,14 @@ pub fn write_synthetic_channels(
     out: &Path,
 ) -> anyhow::Result<usize> {
     let done = out.join(format!(".complete-x{factor}"));
-    if let Ok(count) = std::fs::read_to_string(&done)
+    if let Ok(count) = fs_err::read_to_string(&done)
         && let Ok(count) = count.trim().parse()
     {
         return Ok(count);
     }
     let mut written = 0;
     for channel in channels {
-        for entry in std::fs::read_dir(root.join(channel))? {
+        for entry in fs_err::read_dir(root.join(channel))? {
             let subdir_dir = entry?.path();
             let source = subdir_dir.join("repodata.json");
             if !source.is_file() {
@@ -32,8 +32,8 @@ pub fn write_synthetic_channels(
             }
             let subdir = subdir_dir.file_name().context("a subdir name")?;
             let target: PathBuf = out.join(channel).join(subdir);
-            std::fs::create_dir_all(&target)?;
-            let repodata: Value = serde_json::from_slice(&std::fs::read(&source)?)
+            fs_err::create_dir_all(&target)?;
+            let repodata: Value = serde_json::from_slice(&fs_err::read(&source)?)
                 .with_context(|| format!("reading {}", source.display()))?;
             let mut scaled = Map::new();
             scaled.insert(
@@ -54,13 +54,13 @@ pub fn write_synthetic_channels(
                 written += records.len();
                 scaled.insert(key.to_owned(), Value::Object(records));
             }
-            std::fs::write(
+            fs_err::write(
                 target.join("repodata.json"),
                 serde_json::to_vec(&Value::Object(scaled))?,
             )?;
         }
     }
-    std::fs::write(&done, written.to_string())?;
+    fs_err::write(&done, written.to_string())?;
     Ok(written)
 }
 
@@ -81,7 +81,7 @@ fn newer_copy(filename: &str, record: &Value, copy: usize) -> Option<(String, Va
 
 /// The peak resident memory of this process so far (Linux's `VmHWM`), in MiB.
 pub fn peak_memory_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let status = fs_err::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)

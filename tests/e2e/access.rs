@@ -799,7 +799,7 @@ mod oidc {
             "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": key.kid,
             "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key.public),
         }]});
-        std::fs::write(provider_dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+        fs_err::write(provider_dir.path().join("jwks.json"), jwks.to_string()).unwrap();
         let provider = envstore_fixtures::serve_channel(provider_dir.path().to_path_buf())
             .await
             .unwrap();
@@ -933,7 +933,7 @@ mod oidc {
             "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": signing.kid,
             "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&signing.public),
         }]});
-        std::fs::write(provider_dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+        fs_err::write(provider_dir.path().join("jwks.json"), jwks.to_string()).unwrap();
         let provider = envstore_fixtures::serve_channel(provider_dir.path().to_path_buf())
             .await
             .unwrap();

@@ -180,7 +180,7 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
         &lock_hash[..16]
     );
     assert!(prefix.join("conda-meta/envstore-complete.json").is_file());
-    let records = std::fs::read_dir(prefix.join("conda-meta"))
+    let records = fs_err::read_dir(prefix.join("conda-meta"))
         .unwrap()
         .filter(|entry| {
             let name = entry.as_ref().unwrap().file_name();
@@ -210,7 +210,7 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
         );
     }
     assert_eq!(
-        std::fs::read_link(prefix.join(DEMO_SOFTLINK.0)).unwrap(),
+        fs_err::read_link(prefix.join(DEMO_SOFTLINK.0)).unwrap(),
         PathBuf::from(DEMO_SOFTLINK.1)
     );
     let output = std::process::Command::new(prefix.join(DEMO_PROGRAM))
@@ -224,7 +224,7 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
         demo_program_first_line(&prefix)
     );
     assert_eq!(
-        std::fs::read_link(server.environment_link("team", "analysis")).unwrap(),
+        fs_err::read_link(server.environment_link("team", "analysis")).unwrap(),
         prefix
     );
 
@@ -286,7 +286,7 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
     assert!(!log.contains("downloading 1/"), "{log}");
     assert!(!log.contains("linking 1/"), "{log}");
     assert_eq!(
-        std::fs::read_link(server.environment_link("other", "copy")).unwrap(),
+        fs_err::read_link(server.environment_link("other", "copy")).unwrap(),
         prefix
     );
 
@@ -316,7 +316,7 @@ async fn an_environment_rolls_back_to_an_earlier_build() {
             .join("prefixes")
             .join(&build["lock_hash"].as_str().unwrap()[..16])
     };
-    assert_eq!(std::fs::read_link(&link).unwrap(), prefix_of(&second_build));
+    assert_eq!(fs_err::read_link(&link).unwrap(), prefix_of(&second_build));
 
     let rollback = |build_id: String| {
         server.admin_json(
@@ -331,7 +331,7 @@ async fn an_environment_rolls_back_to_an_earlier_build() {
         .await;
     assert_eq!(environment["current_build"]["id"], first.as_str());
     assert_eq!(
-        std::fs::read_link(&link).unwrap(),
+        fs_err::read_link(&link).unwrap(),
         prefix_of(&first_build),
         "the link follows"
     );

@@ -24,7 +24,7 @@ fn channel(name: &str, url: &str) -> NamedChannel {
 
 async fn server_with(
     channels: Vec<NamedChannel>,
-    configure: impl FnOnce(&mut envstore_cli::config::ServerConfig),
+    configure: impl FnOnce(&mut envstore_server::config::ServerConfig),
 ) -> TestServer {
     let data = tempfile::tempdir().expect("a temporary folder");
     let backend = envstore_tests::Backend::from_env(data.path()).await;

@@ -20,22 +20,22 @@ fn snapshot(root: &Path, skip: &[&str]) -> BTreeMap<PathBuf, String> {
     let mut found = BTreeMap::new();
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+        for entry in fs_err::read_dir(&folder).into_iter().flatten().flatten() {
             let path = entry.path();
             let relative = path.strip_prefix(root).unwrap().to_owned();
             let shown = relative.to_string_lossy().into_owned();
             if skip.iter().any(|skipped| shown.starts_with(skipped)) {
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let meta = fs_err::symlink_metadata(&path).unwrap();
             let mode = meta.permissions().mode();
             let what = if meta.file_type().is_symlink() {
-                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+                format!("link -> {}", fs_err::read_link(&path).unwrap().display())
             } else if meta.is_dir() {
                 pending.push(path.clone());
                 format!("dir {mode:o}")
             } else {
-                format!("file {mode:o} {:?}", std::fs::read(&path).unwrap())
+                format!("file {mode:o} {:?}", fs_err::read(&path).unwrap())
             };
             found.insert(relative, what);
         }
@@ -50,13 +50,11 @@ const BUILD_SCRATCH: [&str; 3] = ["cache", "artifacts", "envstore.db"];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_package_fails_its_build_and_touches_nothing_outside() {
     let outside = tempfile::tempdir().unwrap();
-    let canary = std::fs::canonicalize(outside.path())
-        .unwrap()
-        .join("canary");
-    std::fs::create_dir_all(&canary).unwrap();
+    let canary = fs_err::canonicalize(outside.path()).unwrap().join("canary");
+    fs_err::create_dir_all(&canary).unwrap();
     let server_file = canary.join("admin-token");
-    std::fs::write(&server_file, "test-admin-token-0123456789abcdef\n").unwrap();
-    std::fs::write(canary.join("notes.txt"), "a file next to it\n").unwrap();
+    fs_err::write(&server_file, "test-admin-token-0123456789abcdef\n").unwrap();
+    fs_err::write(canary.join("notes.txt"), "a file next to it\n").unwrap();
     let channel_dir = tempfile::tempdir().unwrap();
     let info = envstore_fixtures::write_hostile_channel_with(
         channel_dir.path(),
@@ -94,7 +92,7 @@ async fn every_hostile_package_fails_its_build_and_touches_nothing_outside() {
         server.create_namespace("other").await.status(),
         StatusCode::CREATED
     );
-    let _ = std::fs::remove_file(ABSOLUTE_ENTRY);
+    let _ = fs_err::remove_file(ABSOLUTE_ENTRY);
     // The attacker: a developer of `team`, and of nothing else.
     let developer = envstore_tests::channels::developer_token(&server, "team", "mallory").await;
 
@@ -104,7 +102,7 @@ async fn every_hostile_package_fails_its_build_and_touches_nothing_outside() {
         .wait_for_build(&server.submit_yaml("other", "fine", spec).await)
         .await;
     assert_eq!(build["status"], "succeeded", "{build:#}");
-    let other_prefix = std::fs::canonicalize(server.environment_link("other", "fine")).unwrap();
+    let other_prefix = fs_err::canonicalize(server.environment_link("other", "fine")).unwrap();
     let before = (
         snapshot(&other_prefix, &[]),
         snapshot(&canary, &[]),
@@ -193,11 +191,11 @@ async fn every_hostile_package_fails_its_build_and_touches_nothing_outside() {
         before.2, after.2,
         "the data folder outside the cache, the artifacts and the database is byte-identical"
     );
-    let prefixes: Vec<_> = std::fs::read_dir(server.data_dir.join("prefixes"))
+    let prefixes: Vec<_> = fs_err::read_dir(server.data_dir.join("prefixes"))
         .map(|entries| {
             entries
                 .flatten()
-                .map(|entry| std::fs::canonicalize(entry.path()).unwrap())
+                .map(|entry| fs_err::canonicalize(entry.path()).unwrap())
                 .collect()
         })
         .unwrap_or_default();
@@ -206,11 +204,11 @@ async fn every_hostile_package_fails_its_build_and_touches_nothing_outside() {
         vec![other_prefix.clone()],
         "no prefix of a failed build is left"
     );
-    let canary_text = std::fs::read(&server_file).unwrap();
+    let canary_text = fs_err::read(&server_file).unwrap();
     for path in walkdir(&server.data_dir) {
-        if std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_file()) {
+        if fs_err::symlink_metadata(&path).is_ok_and(|meta| meta.is_file()) {
             assert_ne!(
-                std::fs::read(&path).unwrap(),
+                fs_err::read(&path).unwrap(),
                 canary_text,
                 "the server file was copied to {}",
                 path.display()
@@ -251,7 +249,7 @@ async fn every_hostile_package_fails_its_build_and_touches_nothing_outside() {
     assert_eq!(build["status"], "succeeded", "{build:#}");
     let prefix = server.environment_link("team", "evil-setuid");
     let mode = |path: &str| {
-        std::fs::metadata(prefix.join(path))
+        fs_err::metadata(prefix.join(path))
             .unwrap()
             .permissions()
             .mode()
@@ -310,7 +308,7 @@ async fn a_package_the_gateway_put_in_the_cache_is_checked_before_it_is_linked()
         .path()
         .to_owned();
     assert!(
-        std::fs::symlink_metadata(entry.join(envstore_fixtures::TYPE_MISMATCH_FILE))
+        fs_err::symlink_metadata(entry.join(envstore_fixtures::TYPE_MISMATCH_FILE))
             .unwrap()
             .is_symlink()
     );
@@ -343,7 +341,7 @@ fn walkdir(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+        for entry in fs_err::read_dir(&folder).into_iter().flatten().flatten() {
             let path = entry.path();
             if entry.file_type().map(|kind| kind.is_dir()).unwrap_or(false) {
                 pending.push(path.clone());

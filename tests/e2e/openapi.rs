@@ -106,5 +106,26 @@ async fn every_route_is_in_the_openapi_document_with_its_parameters_and_answers(
         submit["responses"]["422"]["content"]["application/problem+json"]["schema"]["$ref"],
         "#/components/schemas/Problem"
     );
+    // Every request and response body has a real schema, so a typed client
+    // can be generated from the document the server serves.
+    let untyped = envstore_api::openapi::untyped_bodies(&document);
+    assert!(
+        untyped.is_empty(),
+        "{} bodies have no real schema:\n{}",
+        untyped.len(),
+        untyped.join("\n")
+    );
+    for (path, method, status, schema) in [
+        ("/api/v1/builds/{id}", "get", "200", "BuildView"),
+        ("/api/v1/usage", "get", "200", "UsageTable"),
+        ("/api/v1/namespaces", "get", "200", "NamespacesPage"),
+    ] {
+        assert_eq!(
+            document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+                ["$ref"],
+            format!("#/components/schemas/{schema}"),
+            "{method} {path}"
+        );
+    }
     server.stop().await;
 }

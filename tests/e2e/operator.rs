@@ -392,7 +392,7 @@ async fn health_ready_and_request_ids() {
 async fn ready_names_the_store_while_its_folder_cannot_hold_objects() {
     let data = tempfile::tempdir().unwrap();
     let backend = Backend::from_env(data.path()).await;
-    let store_dir = std::fs::canonicalize(data.path())
+    let store_dir = fs_err::canonicalize(data.path())
         .unwrap()
         .join("local-store");
     let store = url::Url::from_directory_path(&store_dir).unwrap();
@@ -412,8 +412,8 @@ async fn ready_names_the_store_while_its_folder_cannot_hold_objects() {
     );
 
     // The store's folder is replaced by a file, as when a mount goes wrong.
-    std::fs::remove_dir_all(&store_dir).unwrap();
-    std::fs::write(&store_dir, b"not a folder").unwrap();
+    fs_err::remove_dir_all(&store_dir).unwrap();
+    fs_err::write(&store_dir, b"not a folder").unwrap();
     let response = server
         .client
         .get(server.url("/ready"))
@@ -448,8 +448,8 @@ async fn ready_names_the_store_while_its_folder_cannot_hold_objects() {
             >= 1.0
     );
 
-    std::fs::remove_file(&store_dir).unwrap();
-    std::fs::create_dir(&store_dir).unwrap();
+    fs_err::remove_file(&store_dir).unwrap();
+    fs_err::create_dir(&store_dir).unwrap();
     assert_eq!(
         server
             .client

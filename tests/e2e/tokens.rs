@@ -371,12 +371,12 @@ async fn http2_cleartext_gets_the_same_checks_as_http1() {
 /// Starts a server configured by `configure` and returns why it refused
 /// to start (the harness panics with the server's error).
 async fn refusal(
-    configure: impl FnOnce(&mut envstore_cli::config::ServerConfig) + Send + 'static,
+    configure: impl FnOnce(&mut envstore_server::config::ServerConfig) + Send + 'static,
     token_file: Option<&str>,
 ) -> String {
     let data = tempfile::tempdir().unwrap();
     if let Some(text) = token_file {
-        std::fs::write(data.path().join("admin-token"), text).unwrap();
+        fs_err::write(data.path().join("admin-token"), text).unwrap();
     }
     let backend = Backend::from_env(data.path()).await;
     let started = tokio::spawn(async move {
@@ -422,7 +422,7 @@ async fn the_data_folder_is_private_but_prefixes_and_environment_links_are_not()
     let backend = Backend::from_env(data.path()).await;
     let server = TestServer::start_with(data, backend, Vec::new(), 0).await;
     let mode = |path: &str| {
-        let metadata = std::fs::metadata(server.data_dir.join(path))
+        let metadata = fs_err::metadata(server.data_dir.join(path))
             .unwrap_or_else(|error| panic!("{path}: {error}"));
         metadata.permissions().mode() & 0o777
     };
@@ -430,7 +430,7 @@ async fn the_data_folder_is_private_but_prefixes_and_environment_links_are_not()
     assert_eq!(mode("prefixes"), 0o755);
     assert_eq!(mode("envs"), 0o755);
     assert_eq!(mode("cache"), 0o700);
-    for entry in std::fs::read_dir(&server.data_dir).unwrap() {
+    for entry in fs_err::read_dir(&server.data_dir).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == "prefixes" || name == "envs" || entry.file_type().unwrap().is_symlink() {

@@ -252,7 +252,7 @@ impl Story<'_> {
             .expect("the window is a laptop's again");
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot of {page}");
         let path = self.screenshots.join(format!("{page}.png"));
-        std::fs::write(&path, png).expect("the screenshot is saved");
+        fs_err::write(&path, png).expect("the screenshot is saved");
         println!("screenshot of {page}: {}", path.display());
     }
 
@@ -348,7 +348,7 @@ async fn a_person_builds_compares_and_rolls_back_an_environment_in_chromium() {
         return;
     };
     let screenshots = screenshot_dir();
-    std::fs::create_dir_all(&screenshots).expect("the screenshot folder");
+    fs_err::create_dir_all(&screenshots).expect("the screenshot folder");
     let client = browser.client.clone();
     // The story runs in its own task so the browser closes whatever happens.
     let outcome = tokio::spawn(async move {

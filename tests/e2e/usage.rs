@@ -21,9 +21,9 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// Bytes of the regular files under `path`, each inode once, links not
 /// followed: worked out here, apart from the server's own measurement.
 fn bytes_on_disk(path: &Path, seen: &mut HashSet<(u64, u64)>) -> i64 {
-    let metadata = std::fs::symlink_metadata(path).unwrap();
+    let metadata = fs_err::symlink_metadata(path).unwrap();
     if metadata.is_dir() {
-        return std::fs::read_dir(path)
+        return fs_err::read_dir(path)
             .unwrap()
             .map(|entry| bytes_on_disk(&entry.unwrap().path(), seen))
             .sum();

@@ -193,7 +193,7 @@ fn file_bytes(dir: &Path, path: &str) -> Option<Vec<u8>> {
     {
         return None;
     }
-    std::fs::read(dir.join(relative))
+    fs_err::read(dir.join(relative))
         .ok()
         .filter(|_| !relative.is_empty())
 }
@@ -318,7 +318,7 @@ pub async fn send_as(
 /// The entries of the server's prefix folder, to show a failed build
 /// changed nothing outside its own prefix.
 pub fn prefixes(server: &TestServer) -> Vec<String> {
-    match std::fs::read_dir(server.data_dir.join("prefixes")) {
+    match fs_err::read_dir(server.data_dir.join("prefixes")) {
         Ok(entries) => {
             let mut names: Vec<String> = entries
                 .filter_map(Result::ok)

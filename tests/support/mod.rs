@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use envstore_cli::config::ServerConfig;
-use envstore_cli::server::RunningServer;
 use envstore_core::NamedChannel;
 use envstore_fixtures::ServedChannel;
+use envstore_server::config::ServerConfig;
+use envstore_server::server::RunningServer;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -84,7 +84,7 @@ impl TestServer {
         workers: usize,
         configure: impl FnOnce(&mut ServerConfig),
     ) -> Self {
-        let data_dir = std::fs::canonicalize(data.path()).expect("an absolute data folder");
+        let data_dir = fs_err::canonicalize(data.path()).expect("an absolute data folder");
         let mut config = ServerConfig {
             bind: "127.0.0.1:0".parse().expect("an address"),
             database: backend.database.clone(),
@@ -97,14 +97,14 @@ impl TestServer {
             test_pause: None,
             policy: envstore_core::Policy::default(),
             oidc: None,
-            usage: envstore_cli::config::UsageConfig::default(),
-            limits: envstore_cli::config::TimeLimits::default(),
+            usage: envstore_server::config::UsageConfig::default(),
+            limits: envstore_server::config::TimeLimits::default(),
             event_streams: envstore_api::EventStreamLimits::default(),
             package_limits: Default::default(),
             data_dir: data_dir.clone(),
         };
         configure(&mut config);
-        let server = envstore_cli::server::start(config)
+        let server = envstore_server::server::start(config)
             .await
             .expect("the server starts");
         Self {
@@ -288,5 +288,5 @@ pub fn demo_spec_yaml(channel: &str) -> String {
 
 /// Reads a file of an installed prefix.
 pub fn read(prefix: &Path, path: &str) -> Vec<u8> {
-    std::fs::read(prefix.join(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
+    fs_err::read(prefix.join(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
 }

@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 /// Panics naming every entry of a prefix under `data_dir/prefixes` that is
 /// world-writable or a symlink resolving outside its prefix.
 pub fn check_prefixes(data_dir: &Path) {
-    let Ok(prefixes) = std::fs::read_dir(data_dir.join("prefixes")) else {
+    let Ok(prefixes) = fs_err::read_dir(data_dir.join("prefixes")) else {
         return;
     };
     let mut problems = Vec::new();
@@ -16,12 +16,12 @@ pub fn check_prefixes(data_dir: &Path) {
         if !prefix.file_type().is_ok_and(|kind| kind.is_dir()) {
             continue;
         }
-        let canonical_root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+        let canonical_root = fs_err::canonicalize(&root).unwrap_or_else(|_| root.clone());
         let mut pending = vec![root.clone()];
         while let Some(folder) = pending.pop() {
-            for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            for entry in fs_err::read_dir(&folder).into_iter().flatten().flatten() {
                 let path = entry.path();
-                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                let Ok(meta) = fs_err::symlink_metadata(&path) else {
                     continue;
                 };
                 if meta.file_type().is_symlink() {
@@ -48,15 +48,15 @@ pub fn check_prefixes(data_dir: &Path) {
 
 /// Where the link leads if it exists, or (dangling) where its target says.
 fn link_resolves_inside(link: &Path, root: &Path) -> bool {
-    if let Ok(resolved) = std::fs::canonicalize(link) {
+    if let Ok(resolved) = fs_err::canonicalize(link) {
         return resolved.starts_with(root);
     }
-    let Ok(target) = std::fs::read_link(link) else {
+    let Ok(target) = fs_err::read_link(link) else {
         return false;
     };
     let parent = link
         .parent()
-        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned()));
+        .map(|p| fs_err::canonicalize(p).unwrap_or_else(|_| p.to_owned()));
     let mut resolved = PathBuf::new();
     for component in parent.unwrap_or_default().join(target).components() {
         match component {

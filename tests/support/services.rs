@@ -118,7 +118,7 @@ impl Backend {
     }
 
     pub fn embedded(data_dir: &Path) -> Self {
-        let data_dir = std::fs::canonicalize(data_dir).expect("an absolute data folder");
+        let data_dir = fs_err::canonicalize(data_dir).expect("an absolute data folder");
         Self {
             database: format!("sqlite://{}", data_dir.join("envstore.db").display()),
             store: url::Url::from_directory_path(data_dir.join("artifacts")).expect("a store URL"),

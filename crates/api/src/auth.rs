@@ -10,8 +10,9 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use envstore_core::{Grants, Role};
+use envstore_core::{Grants, NamespaceName, Role};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -70,14 +71,11 @@ impl AdminToken {
         }
     }
 
-    /// Compares digests without stopping at the first difference.
+    /// Compares digests in constant time (`subtle`), so how long a refusal
+    /// takes says nothing about how much of the digest was right.
     fn matches(&self, token: &str) -> bool {
         let offered: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        offered
-            .iter()
-            .zip(self.digest.iter())
-            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-            == 0
+        offered.ct_eq(&self.digest).into()
     }
 }
 
@@ -160,6 +158,20 @@ impl Caller {
     }
 }
 
+/// Parses a namespace from the path and checks the caller's role in it.
+pub(crate) async fn authorized_namespace(
+    app: &AppState,
+    caller: &Caller,
+    name: &str,
+    needed: Role,
+) -> Result<NamespaceName, ApiError> {
+    let not_found =
+        || ApiError::NotFound(format!("namespace '{}' was not found", name.escape_debug()));
+    let namespace: NamespaceName = name.parse().map_err(|_| not_found())?;
+    caller.require(app, namespace.as_str(), needed).await?;
+    Ok(namespace)
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -237,6 +249,16 @@ mod tests {
         assert!(!token.matches("s3cret "));
         assert!(!token.matches(""));
         assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
+    }
+
+    #[test]
+    fn refuses_a_token_differing_in_its_last_byte_or_its_length() {
+        let value = "0123456789abcdef0123456789abcdef";
+        let token = AdminToken::checked(value).unwrap();
+        assert!(token.matches(value));
+        assert!(!token.matches("0123456789abcdef0123456789abcdeg"));
+        assert!(!token.matches("0123456789abcdef0123456789abcde"));
+        assert!(!token.matches("0123456789abcdef0123456789abcdef0"));
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub enum ApiError {
     IdempotencyKeyReused(String),
     /// A submission its namespace's quota does not allow.
     #[error(transparent)]
-    Quota(#[from] crate::routes::QuotaExceeded),
+    Quota(#[from] crate::quota::QuotaExceeded),
 }
 
 /// Seconds a client is asked to wait when the object store does not answer.

@@ -5,13 +5,19 @@
 
 mod auth;
 mod error;
+mod extract;
+mod http_cache;
 mod idempotency;
+mod lockfile_format;
 mod observe;
 pub mod oidc;
 pub mod openapi;
+mod paging;
 pub mod prometheus;
+mod quota;
 pub mod readiness;
 mod routes;
+mod submission;
 mod views;
 
 use std::path::PathBuf;
@@ -37,6 +43,16 @@ pub trait BuildEvents: Send + Sync {
     fn submitted(&self);
     /// The log so far of a build running in this process.
     fn live_log(&self, build_id: &str) -> Option<String>;
+    /// The typed events of a build running in this process from number
+    /// `from` on, so a follower reads only what is new; None when it does
+    /// not run here (or this side keeps no events: then `live_log`).
+    fn live_events(
+        &self,
+        _build_id: &str,
+        _from: u64,
+    ) -> Option<Vec<envstore_core::ProgressRecord>> {
+        None
+    }
 }
 
 /// Shared state of every handler.

@@ -102,7 +102,8 @@ async fn within<E: std::fmt::Display>(
 /// async runtime (a hung file system must not stall it).
 async fn probe_folder(folder: PathBuf) -> Result<(), String> {
     tokio::task::spawn_blocking(move || {
-        probe_folder_now(&folder).map_err(|error| error.to_string())
+        // The chain: fs-err's message names the file, its source says why.
+        probe_folder_now(&folder).map_err(|error| envstore_core::error_chain(&error))
     })
     .await
     .map_err(|error| format!("the probe stopped: {error}"))?
@@ -115,7 +116,7 @@ fn probe_folder_now(folder: &Path) -> std::io::Result<()> {
         uuid_like()
     ));
     let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
+        let mut file = fs_err::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)?;
@@ -123,7 +124,7 @@ fn probe_folder_now(folder: &Path) -> std::io::Result<()> {
         file.write_all(&[0u8; 4096])?;
         file.sync_all()
     })();
-    let removed = std::fs::remove_file(&path);
+    let removed = fs_err::remove_file(&path);
     written?;
     match removed {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
@@ -147,13 +148,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         probe_folder_now(dir.path()).unwrap();
         assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
+            fs_err::read_dir(dir.path()).unwrap().count(),
             0,
             "the probe file is removed"
         );
         let file = dir.path().join("file");
-        std::fs::write(&file, b"x").unwrap();
+        fs_err::write(&file, b"x").unwrap();
         let error = probe_folder_now(&file).unwrap_err();
-        assert_eq!(error.raw_os_error(), Some(20), "ENOTDIR: {error}");
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::NotADirectory,
+            "ENOTDIR: {error}"
+        );
+        let reason = envstore_core::error_chain(&error);
+        assert!(reason.contains("os error 20"), "{reason}");
     }
 }

@@ -3,6 +3,8 @@
 //! data folder that cannot be written, then recovers by itself once it can.
 //! The real outages (PostgreSQL stopped, a full disk) are in the fault suite.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] unwrap too
+
 use std::sync::Arc;
 
 use envstore_api::{AdminToken, App, BuildEvents};
@@ -44,7 +46,7 @@ impl Server {
             ArtifactStore::open(&url::Url::from_directory_path(root.join("artifacts")).unwrap())
                 .unwrap();
         let data_dir = root.join("data");
-        std::fs::create_dir(&data_dir).unwrap();
+        fs_err::create_dir(&data_dir).unwrap();
         let app = Arc::new(App {
             db: db.clone(),
             store,
@@ -165,8 +167,8 @@ async fn ready_reports_a_data_folder_that_cannot_be_written_until_it_can() {
 
     // The folder is gone and a file stands in its place (root ignores
     // permission bits, so a mode cannot stand in for a full disk).
-    std::fs::remove_dir_all(&server.data_dir).unwrap();
-    std::fs::write(&server.data_dir, b"not a folder").unwrap();
+    fs_err::remove_dir_all(&server.data_dir).unwrap();
+    fs_err::write(&server.data_dir, b"not a folder").unwrap();
     let problem = unavailable(server.get("/ready").await).await;
     assert_eq!(
         problem["failed"],
@@ -185,11 +187,11 @@ async fn ready_reports_a_data_folder_that_cannot_be_written_until_it_can() {
     );
 
     // Repaired: ready again on the next probe, no restart.
-    std::fs::remove_file(&server.data_dir).unwrap();
-    std::fs::create_dir(&server.data_dir).unwrap();
+    fs_err::remove_file(&server.data_dir).unwrap();
+    fs_err::create_dir(&server.data_dir).unwrap();
     assert_eq!(server.get("/ready").await.status(), StatusCode::OK);
     assert_eq!(
-        std::fs::read_dir(&server.data_dir).unwrap().count(),
+        fs_err::read_dir(&server.data_dir).unwrap().count(),
         0,
         "no probe file is left behind"
     );
@@ -209,7 +211,7 @@ async fn a_worker_only_node_answers_ready_with_the_same_checks() {
     )
     .unwrap();
     let data_dir = folder.path().join("data");
-    std::fs::write(&data_dir, b"not a folder").unwrap();
+    fs_err::write(&data_dir, b"not a folder").unwrap();
     let readiness = envstore_api::readiness::Readiness {
         db,
         store,
@@ -227,8 +229,8 @@ async fn a_worker_only_node_answers_ready_with_the_same_checks() {
         serde_json::json!(["data_folder"]),
         "{problem}"
     );
-    std::fs::remove_file(&data_dir).unwrap();
-    std::fs::create_dir(&data_dir).unwrap();
+    fs_err::remove_file(&data_dir).unwrap();
+    fs_err::create_dir(&data_dir).unwrap();
     assert_eq!(
         client
             .get(format!("{base}/ready"))

@@ -3,6 +3,8 @@
 //! access data is cached (a revoked token, a removed role or a namespace
 //! made private is refused on the very next request).
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] unwrap too
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -37,14 +39,14 @@ struct TempFolder(PathBuf);
 impl TempFolder {
     fn new() -> Self {
         let path = std::env::temp_dir().join(format!("envstore-api-test-{}", uuid_like()));
-        std::fs::create_dir_all(&path).unwrap();
+        fs_err::create_dir_all(&path).unwrap();
         Self(path)
     }
 }
 
 impl Drop for TempFolder {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = fs_err::remove_dir_all(&self.0);
     }
 }
 
@@ -244,7 +246,7 @@ async fn lock_artifacts_answer_304_and_are_served_from_memory() {
     );
 
     // Only the memory copy can answer now; the access check still runs.
-    std::fs::remove_dir_all(server.folder.0.join("artifacts")).unwrap();
+    fs_err::remove_dir_all(server.folder.0.join("artifacts")).unwrap();
     let response = server.get(&path, Some(&vera), None).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), LOCK_YAML);

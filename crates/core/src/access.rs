@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// A role in a namespace; each includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Reads environments, builds, logs, lockfiles and artifacts.
     Viewer,
@@ -148,7 +149,10 @@ pub fn validate_subject(subject: &str) -> Result<(), AccessError> {
 
 /// A role over the namespaces a pattern matches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Grant {
+    /// A namespace name or a glob such as `team-*`.
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub namespace: NamespacePattern,
     pub role: Role,
 }

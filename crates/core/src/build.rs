@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a build is in its life. `Succeeded`, `Failed` and `Cancelled` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BuildStatus {
     Queued,
@@ -56,6 +57,7 @@ impl FromStr for BuildStatus {
 
 /// The steps of a build, in order, as recorded with their timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BuildPhase {
     Solving,

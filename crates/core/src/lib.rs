@@ -10,7 +10,9 @@ mod channels;
 mod hash;
 mod names;
 mod policy;
+pub mod progress;
 pub mod spec;
+pub mod usage;
 pub mod variables;
 
 pub use access::{
@@ -24,6 +26,7 @@ pub use channels::{
 pub use hash::{ContentHash, ParseHashError};
 pub use names::{EnvironmentName, InvalidName, NamespaceName};
 pub use policy::{Policy, PolicyError};
+pub use progress::{PhaseState, ProgressEvent, ProgressRecord};
 pub use spec::{CanonicalSpec, EnvironmentSpec, SpecError, SpecFormat};
 
 /// Renders an error and its causes, one per line, the way users read them;

@@ -19,6 +19,7 @@ fn same_channel(a: &Url, b: &Url) -> bool {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Policy {
     /// Channel names (from the server's allowlist) specs may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -523,7 +524,7 @@ mod tests {
         assert!(
             open.check_lock(
                 &allowlist,
-                &[demo.clone()],
+                std::slice::from_ref(&demo),
                 &packages("linux-64", &[python, kernel])
             )
             .is_ok()
@@ -539,7 +540,7 @@ mod tests {
         assert_eq!(
             refused(
                 &open,
-                &[demo.clone()],
+                std::slice::from_ref(&demo),
                 packages("linux-64", &[python, outside])
             ),
             "allowed_channels"
@@ -559,7 +560,7 @@ mod tests {
         assert_eq!(
             refused(
                 &only_extra,
-                &[demo.clone()],
+                std::slice::from_ref(&demo),
                 packages("linux-64", &[python])
             ),
             "allowed_channels"
@@ -571,7 +572,7 @@ mod tests {
         assert_eq!(
             refused(
                 &linux_only,
-                &[demo.clone()],
+                std::slice::from_ref(&demo),
                 packages("osx-arm64", &[python])
             ),
             "allowed_platforms"
@@ -581,14 +582,18 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(
-            refused(&kernels, &[demo.clone()], packages("linux-64", &[python])),
+            refused(
+                &kernels,
+                std::slice::from_ref(&demo),
+                packages("linux-64", &[python])
+            ),
             "required_packages"
         );
         assert!(
             kernels
                 .check_lock(
                     &allowlist,
-                    &[demo.clone()],
+                    std::slice::from_ref(&demo),
                     &packages("linux-64", &[python, kernel])
                 )
                 .is_ok()
@@ -604,7 +609,7 @@ mod tests {
             assert_eq!(
                 refused(
                     &open,
-                    &[demo.clone()],
+                    std::slice::from_ref(&demo),
                     packages("linux-64", &[("python", hostile)])
                 ),
                 "allowed_channels",

@@ -504,6 +504,7 @@ fn strip_location(message: &str) -> String {
 /// What identifies an environment's content. The name is not part of it: the
 /// same spec in another namespace is the same environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct CanonicalSpec {
     pub channels: Vec<String>,
     pub dependencies: Vec<String>,
@@ -515,6 +516,7 @@ pub struct CanonicalSpec {
     /// its prefix was collected. The worker installs that lock and solves
     /// nothing; `dependencies` is then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
     pub from_lock: Option<ContentHash>,
 }
 

@@ -972,7 +972,7 @@ mod tests {
         let Submission::Submitted(first) = first else {
             panic!("the first use of a key submits")
         };
-        assert_eq!(count_builds(&db).await, 1);
+        assert_eq!(count_builds(db).await, 1);
 
         // Again, even with another spec: nothing new, the kept answer.
         for spec_text in ["python", "numpy"] {
@@ -994,7 +994,7 @@ mod tests {
                 format!("{{\"build_id\":\"{}\"}}", first.build.id)
             );
         }
-        assert_eq!(count_builds(&db).await, 1);
+        assert_eq!(count_builds(db).await, 1);
         assert_eq!(
             db.idempotent_answer("alice", "k1")
                 .await
@@ -1022,7 +1022,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(fresh, Submission::Submitted(_)));
-        assert_eq!(count_builds(&db).await, 2);
+        assert_eq!(count_builds(db).await, 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1071,7 +1071,7 @@ mod tests {
         assert_eq!(submitted, 1);
         ids.dedup();
         assert_eq!(ids.len(), 1, "every request answers the same build");
-        assert_eq!(count_builds(&db).await, 1);
+        assert_eq!(count_builds(db).await, 1);
     }
 
     #[tokio::test]

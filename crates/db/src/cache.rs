@@ -16,7 +16,11 @@
 //!
 //! Only positive answers are cached (a known token, an existing namespace),
 //! so guessed values cannot fill the cache or hide a new row. Every map is
-//! bounded: when one is full it is emptied.
+//! a `moka` cache bounded by entry count ([`MAX_ENTRIES`]); moka picks what
+//! to evict. Emptying is exact: each entry carries the generation it was read
+//! in and only entries of the current generation are answered, so bumping
+//! the generation hides every older entry at once (moka's `invalidate_all`,
+//! called too, only frees the memory later).
 //!
 //! A lock's platforms never change once written (they are fixed by its
 //! hash) and are kept without a TTL. The namespaces holding a build of a
@@ -27,13 +31,12 @@
 //! process and trusted for [`ACCESS_CACHE_TTL`] otherwise, like access data.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use envstore_core::{ContentHash, Grant};
+use moka::sync::Cache;
 
 use crate::TokenRecord;
 
@@ -41,32 +44,54 @@ use crate::TokenRecord;
 /// again; the longest a change made by another process goes unseen here.
 pub const ACCESS_CACHE_TTL: Duration = Duration::from_secs(2);
 
-/// Entries per map before the map is emptied.
-const MAX_ENTRIES: usize = 10_000;
+/// Entries per map.
+const MAX_ENTRIES: u64 = 10_000;
 
-/// A value and when it was read.
-struct Timed<T> {
+/// A value and the generation it was read in.
+#[derive(Clone)]
+struct Stamped<T> {
+    generation: u64,
     value: T,
-    read_at: Instant,
 }
 
-#[derive(Default)]
-struct AccessMaps {
-    /// By the token's sha256, kept as bytes so a hit needs no hex encoding.
-    tokens: HashMap<ContentHash, Timed<TokenRecord>>,
-    /// By subject.
-    bindings: HashMap<String, Timed<Vec<Grant>>>,
-    /// By namespace name; only namespaces that exist.
-    public_read: HashMap<String, Timed<bool>>,
+/// A map of at most [`MAX_ENTRIES`] values, each trusted for `ttl` if given.
+fn stamped_map<K, T>(ttl: Option<Duration>) -> Cache<K, Stamped<T>>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    let builder = Cache::builder().max_capacity(MAX_ENTRIES);
+    match ttl {
+        Some(ttl) => builder.time_to_live(ttl).build(),
+        None => builder.build(),
+    }
+}
+
+/// The value under `key` if it was read in generation `current`.
+fn current<K, Q, T>(map: &Cache<K, Stamped<T>>, key: &Q, current: u64) -> Option<T>
+where
+    K: Borrow<Q> + Hash + Eq + Send + Sync + 'static,
+    Q: Hash + Eq + ?Sized,
+    T: Clone + Send + Sync + 'static,
+{
+    map.get(key)
+        .filter(|entry| entry.generation == current)
+        .map(|entry| entry.value)
 }
 
 /// Tokens, role bindings and namespace visibility, trusted for a TTL.
 pub(crate) struct AccessCache {
     ttl: Duration,
-    /// Bumped by every invalidation; a lookup only stores its answer if no
+    /// Bumped by every invalidation; only entries read in the current
+    /// generation are answered, and a lookup only stores its answer if no
     /// invalidation happened since it started.
     generation: AtomicU64,
-    maps: Mutex<AccessMaps>,
+    /// By the token's sha256, kept as bytes so a hit needs no hex encoding.
+    tokens: Cache<ContentHash, Stamped<TokenRecord>>,
+    /// By subject.
+    bindings: Cache<String, Stamped<Vec<Grant>>>,
+    /// By namespace name; only namespaces that exist.
+    public_read: Cache<String, Stamped<bool>>,
 }
 
 /// Where an access lookup started, for [`AccessCache`]'s `put_*` methods.
@@ -76,17 +101,14 @@ pub(crate) struct Generation(u64);
 impl AccessCache {
     /// A cache that trusts entries for `ttl`; zero turns it off.
     pub(crate) fn new(ttl: Duration) -> Self {
+        let ttl_of_maps = (!ttl.is_zero()).then_some(ttl);
         Self {
             ttl,
             generation: AtomicU64::new(0),
-            maps: Mutex::new(AccessMaps::default()),
+            tokens: stamped_map(ttl_of_maps),
+            bindings: stamped_map(ttl_of_maps),
+            public_read: stamped_map(ttl_of_maps),
         }
-    }
-
-    fn maps(&self) -> MutexGuard<'_, AccessMaps> {
-        // The maps stay consistent even if a holder panicked: every update is
-        // a single insert or clear.
-        self.maps.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Read before asking the database, and handed back with the answer.
@@ -97,10 +119,9 @@ impl AccessCache {
     /// Forgets everything; called after each write to access data.
     pub(crate) fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let mut maps = self.maps();
-        maps.tokens.clear();
-        maps.bindings.clear();
-        maps.public_read.clear();
+        self.tokens.invalidate_all();
+        self.bindings.invalidate_all();
+        self.public_read.invalidate_all();
     }
 
     /// Invalidates when dropped: held across a write to access data, it
@@ -112,7 +133,7 @@ impl AccessCache {
 
     /// A cached token, unless it has expired by `now_millis`.
     pub(crate) fn token(&self, digest: &ContentHash, now_millis: i64) -> Option<TokenRecord> {
-        fresh(&self.maps().tokens, digest, self.ttl).filter(|record| {
+        self.fresh(&self.tokens, digest).filter(|record| {
             record
                 .expires_at
                 .is_none_or(|expires_at| expires_at > now_millis)
@@ -120,60 +141,52 @@ impl AccessCache {
     }
 
     pub(crate) fn put_token(&self, since: Generation, digest: ContentHash, record: &TokenRecord) {
-        self.put(since, |maps| &mut maps.tokens, digest, record.clone());
+        self.put(since, &self.tokens, digest, record.clone());
     }
 
     pub(crate) fn bindings(&self, subject: &str) -> Option<Vec<Grant>> {
-        fresh(&self.maps().bindings, subject, self.ttl)
+        self.fresh(&self.bindings, subject)
     }
 
     pub(crate) fn put_bindings(&self, since: Generation, subject: &str, bindings: &[Grant]) {
-        self.put(
-            since,
-            |maps| &mut maps.bindings,
-            subject.to_owned(),
-            bindings.to_vec(),
-        );
+        self.put(since, &self.bindings, subject.to_owned(), bindings.to_vec());
     }
 
     pub(crate) fn public_read(&self, namespace: &str) -> Option<bool> {
-        fresh(&self.maps().public_read, namespace, self.ttl)
+        self.fresh(&self.public_read, namespace)
     }
 
     pub(crate) fn put_public_read(&self, since: Generation, namespace: &str, public_read: bool) {
-        self.put(
-            since,
-            |maps| &mut maps.public_read,
-            namespace.to_owned(),
-            public_read,
-        );
+        self.put(since, &self.public_read, namespace.to_owned(), public_read);
     }
 
-    fn put<K: Hash + Eq, T>(
-        &self,
-        since: Generation,
-        map: impl FnOnce(&mut AccessMaps) -> &mut HashMap<K, Timed<T>>,
-        key: K,
-        value: T,
-    ) {
-        if self.ttl.is_zero() {
+    /// An entry read since the last invalidation and within the TTL (moka
+    /// answers nothing older).
+    fn fresh<K, Q, T>(&self, map: &Cache<K, Stamped<T>>, key: &Q) -> Option<T>
+    where
+        K: Borrow<Q> + Hash + Eq + Send + Sync + 'static,
+        Q: Hash + Eq + ?Sized,
+        T: Clone + Send + Sync + 'static,
+    {
+        current(map, key, self.generation.load(Ordering::Acquire))
+    }
+
+    fn put<K, T>(&self, since: Generation, map: &Cache<K, Stamped<T>>, key: K, value: T)
+    where
+        K: Hash + Eq + Send + Sync + 'static,
+        T: Clone + Send + Sync + 'static,
+    {
+        if self.ttl.is_zero() || self.generation.load(Ordering::Acquire) != since.0 {
             return;
         }
-        let mut maps = self.maps();
-        // Checked under the lock that `invalidate` clears under: an answer
-        // read before a change is never stored after it.
-        if self.generation.load(Ordering::Acquire) != since.0 {
-            return;
-        }
-        let map = map(&mut maps);
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
-        }
+        // Stamped with the generation the lookup started in: should an
+        // invalidation land between the check above and this insert, the
+        // entry is already of an old generation and never answered.
         map.insert(
             key,
-            Timed {
+            Stamped {
+                generation: since.0,
                 value,
-                read_at: Instant::now(),
             },
         );
     }
@@ -196,54 +209,60 @@ impl std::fmt::Debug for AccessCache {
     }
 }
 
-fn fresh<K, Q, T>(map: &HashMap<K, Timed<T>>, key: &Q, ttl: Duration) -> Option<T>
-where
-    K: Borrow<Q> + Hash + Eq,
-    Q: Hash + Eq + ?Sized,
-    T: Clone,
-{
-    map.get(key)
-        .filter(|entry| entry.read_at.elapsed() < ttl)
-        .map(|entry| entry.value.clone())
-}
-
 /// Facts about locks, read once per process (platforms) or per TTL
 /// (namespaces holding the lock).
-#[derive(Default)]
 pub(crate) struct LockCache {
     /// By lock hash (hex): the platforms the lock was solved for.
-    platforms: Mutex<HashMap<String, Vec<String>>>,
+    platforms: Cache<String, Vec<String>>,
+    /// Bumped when a namespace or environment is deleted.
+    generation: AtomicU64,
     /// By lock hash (hex): namespaces known to hold a build of the lock.
-    namespaces: Mutex<HashMap<String, Timed<Vec<String>>>>,
+    namespaces: Cache<String, Stamped<Vec<String>>>,
+}
+
+impl Default for LockCache {
+    fn default() -> Self {
+        Self {
+            platforms: Cache::new(MAX_ENTRIES),
+            generation: AtomicU64::new(0),
+            namespaces: stamped_map(Some(ACCESS_CACHE_TTL)),
+        }
+    }
 }
 
 impl LockCache {
     pub(crate) fn platforms(&self, lock_hash: &str) -> Option<Vec<String>> {
-        lock(&self.platforms).get(lock_hash).cloned()
+        self.platforms.get(lock_hash)
     }
 
     pub(crate) fn put_platforms(&self, lock_hash: &str, platforms: &[String]) {
-        bounded_insert(&mut lock(&self.platforms), lock_hash, platforms.to_vec());
+        self.platforms
+            .insert(lock_hash.to_owned(), platforms.to_vec());
     }
 
     pub(crate) fn namespaces(&self, lock_hash: &str) -> Option<Vec<String>> {
-        fresh(&lock(&self.namespaces), lock_hash, ACCESS_CACHE_TTL)
+        current(
+            &self.namespaces,
+            lock_hash,
+            self.generation.load(Ordering::Acquire),
+        )
     }
 
     /// Only non-empty lists are kept: an unknown hash always asks again.
     pub(crate) fn put_namespaces(&self, lock_hash: &str, namespaces: &[String]) {
         if !namespaces.is_empty() {
-            let entry = Timed {
+            let entry = Stamped {
+                generation: self.generation.load(Ordering::Acquire),
                 value: namespaces.to_vec(),
-                read_at: Instant::now(),
             };
-            bounded_insert(&mut lock(&self.namespaces), lock_hash, entry);
+            self.namespaces.insert(lock_hash.to_owned(), entry);
         }
     }
 
     /// Forgets which namespaces hold which locks: one was just deleted.
     pub(crate) fn forget_namespaces(&self) {
-        lock(&self.namespaces).clear();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.namespaces.invalidate_all();
     }
 }
 
@@ -251,17 +270,6 @@ impl std::fmt::Debug for LockCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockCache").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn bounded_insert<T>(map: &mut HashMap<String, T>, key: &str, value: T) {
-    if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
-        map.clear();
-    }
-    map.insert(key.to_owned(), value);
 }
 
 #[cfg(test)]
@@ -290,6 +298,16 @@ mod tests {
         let before = cache.generation();
         cache.invalidate();
         cache.put_token(before, digest, &record(None));
+        assert!(cache.token(&digest, 0).is_none());
+        // A put that passed its check just before the invalidation landed
+        // stores an entry of the old generation, which is never answered.
+        cache.tokens.insert(
+            digest,
+            Stamped {
+                generation: before.0,
+                value: record(None),
+            },
+        );
         assert!(cache.token(&digest, 0).is_none());
 
         cache.put_token(cache.generation(), digest, &record(None));
@@ -323,17 +341,31 @@ mod tests {
     #[test]
     fn maps_stay_bounded() {
         let cache = AccessCache::new(Duration::from_secs(60));
-        for index in 0..=MAX_ENTRIES {
+        for index in 0..MAX_ENTRIES + 100 {
             cache.put_public_read(cache.generation(), &format!("ns-{index}"), false);
         }
-        assert!(cache.maps().public_read.len() <= MAX_ENTRIES);
+        cache.public_read.run_pending_tasks();
+        assert!(cache.public_read.entry_count() <= MAX_ENTRIES);
 
         let locks = LockCache::default();
         locks.put_namespaces("hash", &[]);
         assert_eq!(locks.namespaces("hash"), None, "empty lists are not kept");
-        for index in 0..=MAX_ENTRIES {
+        for index in 0..MAX_ENTRIES + 100 {
             locks.put_platforms(&format!("hash-{index}"), &["linux-64".to_owned()]);
         }
-        assert!(lock(&locks.platforms).len() <= MAX_ENTRIES);
+        locks.platforms.run_pending_tasks();
+        assert!(locks.platforms.entry_count() <= MAX_ENTRIES);
+    }
+
+    #[test]
+    fn a_deletion_forgets_the_namespaces_holding_locks() {
+        let locks = LockCache::default();
+        let team = ["team".to_owned()];
+        locks.put_namespaces("hash", &team);
+        locks.put_platforms("hash", &["linux-64".to_owned()]);
+        assert_eq!(locks.namespaces("hash").as_deref(), Some(&team[..]));
+        locks.forget_namespaces();
+        assert_eq!(locks.namespaces("hash"), None);
+        assert!(locks.platforms("hash").is_some(), "platforms never change");
     }
 }

@@ -12,6 +12,9 @@ mod leases;
 mod lifecycle;
 mod migrate;
 mod namespaces;
+mod progress;
+#[cfg(test)]
+mod testing;
 mod usage;
 
 use std::sync::Arc;
@@ -31,7 +34,11 @@ pub use builds::{
 pub use cache::ACCESS_CACHE_TTL;
 pub use jobs::{AttemptLog, ClaimedJob, JobListener};
 pub use lifecycle::{CollectableBuild, Deleted, DeletedEnvironment};
-pub use usage::{BuildCounts, NamespaceUsage, Quota, SharedPrefix, UsageFigures, UsageReport};
+pub use progress::{AttemptLogSince, BuildChangeListener};
+pub use usage::{
+    BuildCounts, BuildGroup, HeldLock, NamespaceUsage, Quota, SharedPrefix, UsageFacts,
+    UsageFigures, UsageNamespace, UsageReport,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -373,14 +380,15 @@ fn sqlite_file(rest: &str) -> Option<std::path::PathBuf> {
 /// it and from its `-wal` and `-shm` files: they hold token digests, specs
 /// and the audit log.
 fn make_private(database: &std::path::Path) -> Result<(), DbError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
 
     let failed = |path: &std::path::Path| {
         let path = path.to_owned();
         move |error| DbError::Private(path, error)
     };
     if !database.exists() {
-        std::fs::OpenOptions::new()
+        fs_err::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
@@ -393,7 +401,7 @@ fn make_private(database: &std::path::Path) -> Result<(), DbError> {
     let mut shm = database.as_os_str().to_owned();
     shm.push("-shm");
     for path in [database.to_path_buf(), wal.into(), shm.into()] {
-        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        match fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             result => result.map_err(failed(&path))?,
         }
@@ -433,7 +441,7 @@ mod tests {
     use super::*;
 
     fn mode(path: &std::path::Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+        fs_err::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
     #[tokio::test]
@@ -451,7 +459,7 @@ mod tests {
 
         // A database an older version left readable is made private on open.
         drop(db);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let _db = Database::connect(&format!("sqlite:{}?mode=rwc", path.display()))
             .await
             .unwrap();

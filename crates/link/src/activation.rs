@@ -8,7 +8,7 @@ use std::path::Path;
 
 use rattler_conda_types::Subdir;
 
-use crate::prefix::PrefixError;
+use crate::error::PrefixError;
 
 /// The scripts' file name, without extension, in both folders.
 pub const SCRIPT_NAME: &str = "envstore-variables";
@@ -46,7 +46,7 @@ pub fn write_activation_scripts(
     };
     for (folder, pick) in [("activate.d", 1), ("deactivate.d", 2)] {
         let dir = prefix.join("etc/conda").join(folder);
-        std::fs::create_dir_all(&dir).map_err(PrefixError::io("create", &dir))?;
+        fs_err::create_dir_all(&dir).map_err(PrefixError::io("create", &dir))?;
         for (extension, activate, deactivate) in &scripts {
             let path = dir.join(format!("{SCRIPT_NAME}.{extension}"));
             let text = if pick == 1 { activate } else { deactivate };
@@ -59,7 +59,7 @@ pub fn write_activation_scripts(
                 b""
             };
             let bytes = [bom, text.as_bytes()].concat();
-            std::fs::write(&path, bytes).map_err(PrefixError::io("write", &path))?;
+            fs_err::write(&path, bytes).map_err(PrefixError::io("write", &path))?;
         }
     }
     Ok(())
@@ -280,13 +280,13 @@ mod tests {
     fn windows_prefixes_get_cmd_and_powershell_scripts_and_no_variables_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
         write_activation_scripts(dir.path(), Subdir::Win64, &variables()).unwrap();
-        let bat = std::fs::read_to_string(
+        let bat = fs_err::read_to_string(
             dir.path()
                 .join("etc/conda/activate.d/envstore-variables.bat"),
         )
         .unwrap();
         assert!(bat.contains("@SET PLAIN=value\r\n"), "{bat}");
-        let ps1 = std::fs::read(
+        let ps1 = fs_err::read(
             dir.path()
                 .join("etc/conda/activate.d/envstore-variables.ps1"),
         )

@@ -59,7 +59,7 @@ pub fn try_lock_entry(entry: &Path, mode: LockMode) -> std::io::Result<Option<En
     use std::os::unix::fs::MetadataExt;
     let path = lock_path(entry);
     loop {
-        let file = std::fs::OpenOptions::new()
+        let file = fs_err::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
@@ -77,9 +77,12 @@ pub fn try_lock_entry(entry: &Path, mode: LockMode) -> std::io::Result<Option<En
         // `envstore gc` removes the lock file of an entry it removed, while
         // holding it: a lock taken on that old file guards nothing.
         let held = file.metadata()?;
-        match std::fs::metadata(&path) {
+        match fs_err::metadata(&path) {
             Ok(current) if current.ino() == held.ino() && current.dev() == held.dev() => {
-                return Ok(Some(EntryLock { file, path }));
+                return Ok(Some(EntryLock {
+                    file: file.into_file(),
+                    path,
+                }));
             }
             Ok(_) => continue,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
@@ -131,7 +134,7 @@ mod tests {
         let gc = try_lock_entry(&entry, LockMode::Exclusive)
             .unwrap()
             .unwrap();
-        std::fs::remove_file(lock_path(&entry)).unwrap();
+        fs_err::remove_file(lock_path(&entry)).unwrap();
         // A new lock file: the holder of the removed one does not block it,
         // and a lock on it is held for real.
         let build = try_lock_entry(&entry, LockMode::Shared).unwrap().unwrap();

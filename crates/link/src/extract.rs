@@ -6,7 +6,9 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
+
+use fs_err::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use tar::EntryType;
@@ -49,7 +51,7 @@ pub(crate) fn extract_checked(
     limits: &PackageLimits,
 ) -> Result<Extracted, Rejection> {
     let corrupt = |error: &dyn std::fmt::Display| Rejection::Corrupt(error.to_string());
-    let archive_bytes = std::fs::metadata(archive).map_err(|e| corrupt(&e))?.len();
+    let archive_bytes = fs_err::metadata(archive).map_err(|e| corrupt(&e))?.len();
     if archive_bytes > limits.max_extracted_bytes {
         return Err(Rejection::ArchiveTooLarge {
             limit: limits.max_extracted_bytes,
@@ -63,7 +65,7 @@ pub(crate) fn extract_checked(
         links: HashSet::new(),
         files: HashSet::new(),
     };
-    let open = || std::fs::File::open(archive).map_err(|e| corrupt(&e));
+    let open = || fs_err::File::open(archive).map_err(|e| corrupt(&e));
     match kind {
         ArchiveKind::TarBz2 => {
             let mut tar =
@@ -134,19 +136,16 @@ impl Writer<'_> {
                     self.files.insert(path);
                 }
                 EntryType::Directory => {
-                    match std::fs::symlink_metadata(&target) {
+                    match fs_err::symlink_metadata(&target) {
                         Ok(meta) if meta.is_dir() => {}
                         Ok(_) => return Err(Rejection::Duplicate(shown)),
                         Err(_) => {
                             self.create_parents(&path)?;
-                            std::fs::create_dir(&target).map_err(corrupt)?;
+                            fs_err::create_dir(&target).map_err(corrupt)?;
                         }
                     }
-                    std::fs::set_permissions(
-                        &target,
-                        std::fs::Permissions::from_mode(mode | 0o700),
-                    )
-                    .map_err(corrupt)?;
+                    fs_err::set_permissions(&target, std::fs::Permissions::from_mode(mode | 0o700))
+                        .map_err(corrupt)?;
                 }
                 EntryType::Symlink => {
                     let link = link_target(&entry, &shown)?;
@@ -173,13 +172,13 @@ impl Writer<'_> {
                             target: link.display().to_string(),
                         });
                     }
-                    let size = std::fs::symlink_metadata(self.dest.join(&link))
+                    let size = fs_err::symlink_metadata(self.dest.join(&link))
                         .map_err(corrupt)?
                         .len();
                     self.count_bytes(size)?;
                     // A copy, not a link: the two names must not share an inode
                     // a later prefix replacement could write through.
-                    let mut source = std::fs::File::open(self.dest.join(&link)).map_err(corrupt)?;
+                    let mut source = fs_err::File::open(self.dest.join(&link)).map_err(corrupt)?;
                     let mut file = self.create_file(&path, &target, mode)?;
                     std::io::copy(&mut (&mut source).take(size), &mut file).map_err(corrupt)?;
                     self.files.insert(path);
@@ -250,7 +249,7 @@ impl Writer<'_> {
     fn create_parents(&self, path: &Path) -> Result<(), Rejection> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             let folder = self.dest.join(parent);
-            std::fs::create_dir_all(&folder)
+            fs_err::create_dir_all(&folder)
                 .map_err(|error| Rejection::Corrupt(format!("{}: {error}", parent.display())))?;
         }
         Ok(())
@@ -266,11 +265,12 @@ impl Writer<'_> {
         mode: u32,
     ) -> Result<std::fs::File, Rejection> {
         self.create_parents(path)?;
-        std::fs::OpenOptions::new()
+        fs_err::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(target)
+            .map(fs_err::File::into_file)
             .map_err(|error| self.exists_or(path, error))
     }
 

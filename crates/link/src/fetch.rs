@@ -40,9 +40,9 @@ use sha2::Digest;
 use crate::entry_lock::{
     EntryLock, EntryLockError, LOCK_WAIT, LockMode, POLL_MAX, POLL_MIN, try_lock_entry,
 };
+use crate::error::{GateError, PrefixError};
 use crate::extract::ArchiveKind;
 use crate::limits::PackageLimits;
-use crate::prefix::PrefixError;
 use crate::progress::{ProgressSink, TransferCounts};
 use crate::validate::{Rejection, validate_package};
 
@@ -62,41 +62,6 @@ const RETRY_MIN_DELAY: Duration = Duration::from_millis(500);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(20);
 /// How often an entry that other processes keep replacing is tried again.
 const ADMIT_ATTEMPTS: usize = 4;
-
-/// Why the gate could not get a package (besides refusing it).
-#[derive(Debug, thiserror::Error)]
-pub enum GateError {
-    #[error("refused: {0}")]
-    Rejected(Rejection),
-    #[error("failed to download '{url}': {message}")]
-    Download { url: String, message: String },
-    #[error("failed to {action} '{}'", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("packages from '{0}' cannot be fetched: only http, https and file URLs are")]
-    Scheme(String),
-    #[error("the cache entry '{}' was replaced while it was checked; try the build again", .0.display())]
-    Replaced(PathBuf),
-    #[error("the package cache has no folder to write to")]
-    NoCacheFolder,
-    #[error("{0}")]
-    Cache(String),
-    #[error(transparent)]
-    Lock(#[from] EntryLockError),
-}
-
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GateError {
-    let path = path.to_owned();
-    move |source| GateError::Io {
-        action,
-        path,
-        source,
-    }
-}
 
 /// The gate: the shared cache, the client that downloads, the limits.
 #[derive(Clone)]
@@ -181,6 +146,11 @@ impl PackageGate {
     ) -> Result<AdmittedAll, PrefixError> {
         let total = records.len();
         let done = AtomicUsize::new(0);
+        let bytes_total: u64 = records
+            .iter()
+            .filter_map(|record| record.package_record.size)
+            .sum();
+        let bytes_done = std::sync::atomic::AtomicU64::new(0);
         let slots: Vec<Mutex<Option<Admitted>>> =
             records.iter().map(|_| Mutex::new(None)).collect();
         stream::iter(records.iter().enumerate().map(Ok::<_, PrefixError>))
@@ -188,6 +158,7 @@ impl PackageGate {
                 let sink = sink.clone();
                 let counts = counts.clone();
                 let done = &done;
+                let bytes_done = &bytes_done;
                 let slots = &slots;
                 async move {
                     let admitted = self.admit(record, sink.clone()).await?;
@@ -195,11 +166,15 @@ impl PackageGate {
                         counts.downloaded.fetch_add(1, Ordering::Relaxed);
                     }
                     let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    let note = if admitted.fetched { "" } else { " (cached)" };
-                    sink.line(format!(
-                        "downloading {finished}/{total} {}{note}",
-                        record.identifier
-                    ));
+                    let size = record.package_record.size.unwrap_or(0);
+                    sink.event(envstore_core::ProgressEvent::Downloading {
+                        done: finished as u64,
+                        total: total as u64,
+                        bytes_done: bytes_done.fetch_add(size, Ordering::Relaxed) + size,
+                        bytes_total,
+                        package: record.identifier.to_string(),
+                        cached: !admitted.fetched,
+                    });
                     let fetched = admitted.fetched;
                     if let Ok(mut slot) = slots[index].lock() {
                         *slot = Some(admitted);
@@ -244,7 +219,7 @@ impl PackageGate {
         let key = cache_key_name(record);
         let root = self.root().map_err(failed)?;
         fs::create_dir_all(&root)
-            .map_err(io_error("create", &root))
+            .map_err(GateError::io("create", &root))
             .map_err(failed)?;
         let mut dir = root.join(&key);
         let in_process = self.entry_lock(&key);
@@ -283,9 +258,10 @@ impl PackageGate {
                         Ok(()) => {}
                         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                         Err(source) => {
-                            return Err(failed(
-                                io_error("remove the unchecked cache entry", &dir)(source),
-                            ));
+                            return Err(failed(GateError::io(
+                                "remove the unchecked cache entry",
+                                &dir,
+                            )(source)));
                         }
                     }
                     let (result, rejection, did_fetch) =
@@ -345,8 +321,7 @@ impl PackageGate {
         };
         let expected = read_small(&root.join(RECORDS_DIR).join(digest));
         let entry = dir.join(ENTRY_NONCE);
-        let is_file =
-            std::fs::symlink_metadata(&entry).is_ok_and(|meta| meta.file_type().is_file());
+        let is_file = fs_err::symlink_metadata(&entry).is_ok_and(|meta| meta.file_type().is_file());
         match (expected, is_file.then(|| read_small(&entry)).flatten()) {
             (Some(expected), Some(found)) => !expected.is_empty() && expected == found,
             _ => false,
@@ -437,7 +412,7 @@ pub(crate) fn has_digest(record: &RepoDataRecord) -> bool {
 /// of `<dir>.lock` (a big-endian revision, then the hash).
 fn recorded_sha256(dir: &Path) -> Option<Sha256Hash> {
     let mut bytes = Vec::with_capacity(40);
-    std::fs::File::open(crate::entry_lock::lock_path(dir))
+    fs_err::File::open(crate::entry_lock::lock_path(dir))
         .ok()?
         .take(40)
         .read_to_end(&mut bytes)
@@ -458,7 +433,7 @@ async fn pause_for_fault_test(_sink: &dyn ProgressSink) {}
 
 fn read_small(path: &Path) -> Option<String> {
     let mut text = String::new();
-    std::fs::File::open(path)
+    fs_err::File::open(path)
         .ok()?
         .take(256)
         .read_to_string(&mut text)
@@ -528,7 +503,7 @@ impl FetchJob {
     /// checksum, size and other answers are not.
     async fn download(&self) -> Result<tempfile::NamedTempFile, GateError> {
         let folder = self.root.join(DOWNLOADS_DIR);
-        fs::create_dir_all(&folder).map_err(io_error("create", &folder))?;
+        fs::create_dir_all(&folder).map_err(GateError::io("create", &folder))?;
         let cap = match self.record.package_record.size {
             Some(size) => size.min(self.limits.max_extracted_bytes),
             None => self.limits.max_extracted_bytes,
@@ -541,7 +516,9 @@ impl FetchJob {
                 .prefix(".download-")
                 .tempfile_in(&folder)
                 .map_err(|error| {
-                    DownloadFailure::Fatal(io_error("create a download file in", &folder)(error))
+                    DownloadFailure::Fatal(GateError::io("create a download file in", &folder)(
+                        error,
+                    ))
                 })?;
             // Held while it is written: `envstore gc` leaves a locked one alone.
             let _ = file.as_file().try_lock();
@@ -686,25 +663,25 @@ impl FetchJob {
             .map_err(GateError::Rejected)?;
         validate_package(dest, package).map_err(GateError::Rejected)?;
         if let Some(digest) = digest_key(&self.record) {
-            let nonce = new_nonce().map_err(io_error(
+            let nonce = new_nonce().map_err(GateError::io(
                 "read random bytes from",
                 Path::new("/dev/urandom"),
             ))?;
             let entry = dest.join(ENTRY_NONCE);
-            let mut file = std::fs::OpenOptions::new()
+            let mut file = fs_err::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&entry)
                 .map_err(|_| GateError::Rejected(Rejection::Duplicate(ENTRY_NONCE.to_owned())))?;
             file.write_all(nonce.as_bytes())
-                .map_err(io_error("write", &entry))?;
+                .map_err(GateError::io("write", &entry))?;
             let records = self.root.join(RECORDS_DIR);
-            std::fs::create_dir_all(&records).map_err(io_error("create", &records))?;
+            fs_err::create_dir_all(&records).map_err(GateError::io("create", &records))?;
             let mut temporary = tempfile::NamedTempFile::new_in(&records)
-                .map_err(io_error("write in", &records))?;
+                .map_err(GateError::io("write in", &records))?;
             temporary
                 .write_all(nonce.as_bytes())
-                .map_err(io_error("write in", &records))?;
+                .map_err(GateError::io("write in", &records))?;
             let record_path = records.join(digest);
             temporary
                 .persist(&record_path)
@@ -720,8 +697,11 @@ impl FetchJob {
     /// Hashes the archive once and checks every digest the record pins:
     /// sha256, and md5 too (also for `file://` channels).
     fn verify_digests(&self, archive: &Path) -> Result<Sha256Hash, GateError> {
-        let mut file = std::fs::File::open(archive).map_err(io_error("open", archive))?;
-        let size = file.metadata().map_err(io_error("inspect", archive))?.len();
+        let mut file = fs_err::File::open(archive).map_err(GateError::io("open", archive))?;
+        let size = file
+            .metadata()
+            .map_err(GateError::io("inspect", archive))?
+            .len();
         if size > self.limits.max_extracted_bytes {
             return Err(GateError::Rejected(Rejection::ArchiveTooLarge {
                 limit: self.limits.max_extracted_bytes,
@@ -731,7 +711,9 @@ impl FetchJob {
         let mut md5 = Md5::default();
         let mut buffer = vec![0u8; 256 * 1024];
         loop {
-            let read = file.read(&mut buffer).map_err(io_error("read", archive))?;
+            let read = file
+                .read(&mut buffer)
+                .map_err(GateError::io("read", archive))?;
             if read == 0 {
                 break;
             }
@@ -787,7 +769,7 @@ fn to_hex(bytes: &[u8]) -> String {
 /// 128 random bits, hex: what an archive's author cannot guess.
 fn new_nonce() -> std::io::Result<String> {
     let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(to_hex(&bytes))
 }
 

@@ -7,6 +7,7 @@
 
 mod activation;
 mod entry_lock;
+mod error;
 mod extract;
 mod fetch;
 mod limits;
@@ -20,15 +21,14 @@ pub use activation::write_activation_scripts;
 pub use entry_lock::{
     EntryLock, EntryLockError, LockMode, lock_path as entry_lock_path, try_lock_entry,
 };
-pub use fetch::{DEFAULT_TRANSIENT_RETRY, GateError, PackageGate, fetch_packages};
+pub use error::{GateError, PrefixError};
+pub use fetch::{DEFAULT_TRANSIENT_RETRY, PackageGate, fetch_packages};
 pub use limits::{
     DEFAULT_MAX_COMPRESSION_RATIO, DEFAULT_MAX_EXTRACTED_BYTES, DEFAULT_MAX_FILES,
     DEFAULT_RATIO_GRACE_BYTES, PackageLimits,
 };
 pub use pack::{installed_packages, pack_prefix, unpack_prefix};
-pub use prefix::{
-    CompletionMarker, MARKER_FILE, PrefixBuilder, PrefixError, PrefixReport, remove_prefix,
-};
+pub use prefix::{CompletionMarker, MARKER_FILE, PrefixBuilder, PrefixReport, remove_prefix};
 pub use progress::{ProgressSink, TransferCounts};
 pub use symlink::point_environment;
 pub use validate::{Rejection, validate_package};

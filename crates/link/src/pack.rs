@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use envstore_core::ContentHash;
 use sha2::{Digest, Sha256};
 
-use crate::prefix::{CompletionMarker, MARKER_FILE, PrefixError, read_marker, write_marker};
+use crate::error::PrefixError;
+use crate::prefix::{CompletionMarker, MARKER_FILE, read_marker, write_marker};
 
 /// zstd level for packed prefixes: fast to write, still small.
 const ZSTD_LEVEL: i32 = 3;
@@ -17,7 +18,7 @@ const ZSTD_LEVEL: i32 = 3;
 /// returns the archive's sha256. The marker is left out: the unpacking side
 /// writes its own, last, after it checked the contents.
 pub fn pack_prefix(prefix: &Path, archive: &Path) -> Result<ContentHash, PrefixError> {
-    let file = std::fs::File::create(archive).map_err(PrefixError::io("create", archive))?;
+    let file = fs_err::File::create(archive).map_err(PrefixError::io("create", archive))?;
     // Held while it is written: `envstore gc` leaves a locked pack file alone.
     let _ = file.try_lock();
     let hashing = HashingWriter::new(file);
@@ -65,7 +66,7 @@ pub fn unpack_prefix(
     let result =
         unpack_and_check(archive, prefix, expected).and_then(|()| write_marker(prefix, marker));
     if result.is_err() {
-        let _ = std::fs::remove_dir_all(prefix);
+        let _ = fs_err::remove_dir_all(prefix);
     }
     result
 }
@@ -75,7 +76,7 @@ fn unpack_and_check(
     prefix: &Path,
     expected: &BTreeSet<String>,
 ) -> Result<(), PrefixError> {
-    std::fs::create_dir_all(prefix).map_err(PrefixError::io("create", prefix))?;
+    fs_err::create_dir_all(prefix).map_err(PrefixError::io("create", prefix))?;
     let decoder = zstd::Decoder::new(archive).map_err(PrefixError::io("decompress", prefix))?;
     let mut tar = tar::Archive::new(decoder);
     tar.set_preserve_permissions(true);
@@ -106,7 +107,7 @@ fn unpack_and_check(
 pub fn installed_packages(prefix: &Path) -> Result<BTreeSet<String>, PrefixError> {
     let meta = prefix.join("conda-meta");
     let mut found = BTreeSet::new();
-    for entry in std::fs::read_dir(&meta).map_err(PrefixError::io("read", &meta))? {
+    for entry in fs_err::read_dir(&meta).map_err(PrefixError::io("read", &meta))? {
         let entry = entry.map_err(PrefixError::io("read", &meta))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(stem) = name.strip_suffix(".json")
@@ -123,11 +124,11 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>, PrefixError> {
     let mut paths = Vec::new();
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&folder)
+        let mut entries: Vec<_> = fs_err::read_dir(&folder)
             .map_err(PrefixError::io("read", &folder))?
             .collect::<Result<_, _>>()
             .map_err(PrefixError::io("read", &folder))?;
-        entries.sort_by_key(std::fs::DirEntry::file_name);
+        entries.sort_by_key(fs_err::DirEntry::file_name);
         for entry in entries {
             let path = entry.path();
             let kind = entry
@@ -143,7 +144,7 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>, PrefixError> {
 }
 
 fn remove_dir_if_present(path: &Path) -> Result<(), PrefixError> {
-    match std::fs::remove_dir_all(path) {
+    match fs_err::remove_dir_all(path) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
             Err(PrefixError::io("remove", path)(error))
         }
@@ -153,12 +154,12 @@ fn remove_dir_if_present(path: &Path) -> Result<(), PrefixError> {
 
 /// Hashes what it writes, so packing reads the prefix once.
 struct HashingWriter {
-    file: std::fs::File,
+    file: fs_err::File,
     hasher: Sha256,
 }
 
 impl HashingWriter {
-    fn new(file: std::fs::File) -> Self {
+    fn new(file: fs_err::File) -> Self {
         Self {
             file,
             hasher: Sha256::new(),
@@ -222,7 +223,7 @@ mod tests {
         let prefix = dir.path().join("prefix");
         unpack(&packed(|_| {}), &prefix).unwrap();
         assert!(prefix.join(MARKER_FILE).is_file());
-        std::fs::remove_dir_all(&prefix).unwrap();
+        fs_err::remove_dir_all(&prefix).unwrap();
 
         let escaping = packed(|builder| {
             let mut header = tar::Header::new_gnu();

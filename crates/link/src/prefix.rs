@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use envstore_core::ContentHash;
-use rattler::install::{ExternalSymlinkPolicy, Installer, InstallerError};
+use rattler::install::{ExternalSymlinkPolicy, Installer};
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::package::{PathType, PathsJson};
 use rattler_conda_types::{RepoDataRecord, Subdir};
 use rattler_networking::LazyClient;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{GateError, PrefixError};
 use crate::fetch::PackageGate;
 use crate::limits::PackageLimits;
 use crate::progress::{LinkReporter, ProgressSink, TransferCounts};
@@ -18,58 +19,6 @@ use crate::validate::Rejection;
 
 /// Written last into a finished prefix; a prefix without it is never served.
 pub const MARKER_FILE: &str = "conda-meta/envstore-complete.json";
-
-#[derive(Debug, thiserror::Error)]
-pub enum PrefixError {
-    #[error("failed to fetch package '{package}'")]
-    Gate {
-        package: String,
-        #[source]
-        source: crate::fetch::GateError,
-    },
-    #[error("refused package '{package}'")]
-    Rejected {
-        package: String,
-        #[source]
-        reason: crate::validate::Rejection,
-    },
-    #[error("failed to install into '{}'", prefix.display())]
-    Install {
-        prefix: PathBuf,
-        #[source]
-        source: InstallerError,
-    },
-    #[error("refused the prefix '{}'", prefix.display())]
-    Unsafe {
-        prefix: PathBuf,
-        #[source]
-        reason: crate::validate::Rejection,
-    },
-    #[error("the prefix '{}' does not hold the lock's packages (missing: {missing:?}, unexpected: {extra:?})", prefix.display())]
-    Mismatch {
-        prefix: PathBuf,
-        missing: Vec<String>,
-        extra: Vec<String>,
-    },
-    #[error("failed to {action} '{}'", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl PrefixError {
-    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.to_owned();
-        move |source| Self::Io {
-            action,
-            path,
-            source,
-        }
-    }
-}
 
 /// What the marker records about a prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,7 +236,7 @@ impl PrefixBuilder {
             if !self.gate.is_trusted(record, dir) && crate::fetch::has_digest(record) {
                 return Err(PrefixError::Gate {
                     package: record.identifier.to_string(),
-                    source: crate::fetch::GateError::Replaced(dir.clone()),
+                    source: GateError::Replaced(dir.clone()),
                 });
             }
         }
@@ -385,7 +334,7 @@ fn check_links_across_packages(names: Vec<String>, dirs: &[PathBuf]) -> Result<(
 }
 
 pub(crate) fn read_marker(prefix: &Path) -> Option<CompletionMarker> {
-    let text = std::fs::read(prefix.join(MARKER_FILE)).ok()?;
+    let text = fs_err::read(prefix.join(MARKER_FILE)).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
@@ -393,7 +342,7 @@ pub(crate) fn read_marker(prefix: &Path) -> Option<CompletionMarker> {
 pub(crate) fn write_marker(prefix: &Path, marker: &CompletionMarker) -> Result<(), PrefixError> {
     let path = prefix.join(MARKER_FILE);
     let folder = path.parent().unwrap_or(prefix).to_owned();
-    std::fs::create_dir_all(&folder).map_err(PrefixError::io("create", &folder))?;
+    fs_err::create_dir_all(&folder).map_err(PrefixError::io("create", &folder))?;
     let bytes = serde_json::to_vec_pretty(marker).unwrap_or_default();
     // A unique name: two writers never write into each other's file.
     let mut file = tempfile::Builder::new()
@@ -408,7 +357,7 @@ pub(crate) fn write_marker(prefix: &Path, marker: &CompletionMarker) -> Result<(
         .map_err(PrefixError::io("sync", file.path()))?;
     file.persist(&path)
         .map_err(|error| PrefixError::io("rename into place", &path)(error.error))?;
-    std::fs::File::open(&folder)
+    fs_err::File::open(&folder)
         .and_then(|dir| dir.sync_all())
         .map_err(PrefixError::io("sync", &folder))
 }

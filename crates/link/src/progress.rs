@@ -1,12 +1,23 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use envstore_core::ProgressEvent;
 use rattler::install::{Reporter, Transaction};
 use rattler_conda_types::{PrefixRecord, RepoDataRecord};
 
-/// Where build progress goes: one human-readable line per event.
+/// Where build progress goes: typed events (downloading and linking n/m),
+/// and free lines. A sink that keeps only text gets each event as its log
+/// line; a build's log keeps the events themselves.
 pub trait ProgressSink: Send + Sync {
+    /// A free line of text.
     fn line(&self, line: String);
+
+    /// A typed event; by default its log line, if it has one.
+    fn event(&self, event: ProgressEvent) {
+        if let Some(text) = event.log_text() {
+            self.line(text);
+        }
+    }
 }
 
 /// Counts of what a step really did, so a build can say "nothing downloaded".
@@ -26,8 +37,8 @@ impl TransferCounts {
     }
 }
 
-/// Turns rattler's installer callbacks into progress lines
-/// (`linking 3/12 numpy-1.26.4-py311_0`).
+/// Turns rattler's installer callbacks into typed linking progress
+/// (rendered `linking 3/12 numpy-1.26.4-py311_0`).
 pub(crate) struct LinkReporter {
     pub sink: Arc<dyn ProgressSink>,
     pub counts: Arc<TransferCounts>,
@@ -60,7 +71,11 @@ impl Reporter for LinkReporter {
     fn on_transaction_start(&self, transaction: &Transaction<PrefixRecord, RepoDataRecord>) {
         let total = transaction.operations.len();
         self.total.store(total, Ordering::Relaxed);
-        self.sink.line(format!("linking {total} packages"));
+        self.sink.event(ProgressEvent::Linking {
+            done: 0,
+            total: total as u64,
+            package: None,
+        });
     }
     fn on_transaction_operation_start(&self, _operation: usize) {}
     fn on_populate_cache_start(&self, _operation: usize, _record: &RepoDataRecord) -> usize {
@@ -96,7 +111,11 @@ impl Reporter for LinkReporter {
             .lock()
             .map(|names| names.get(index).cloned().unwrap_or_default())
             .unwrap_or_default();
-        self.sink.line(format!("linking {done}/{total} {name}"));
+        self.sink.event(ProgressEvent::Linking {
+            done: done as u64,
+            total: total as u64,
+            package: Some(name),
+        });
         #[cfg(feature = "test-hooks")]
         if self.pause_after_first_link && done == 1 {
             self.sink

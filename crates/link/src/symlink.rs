@@ -6,7 +6,7 @@ pub fn point_environment(link: &Path, target: &Path) -> std::io::Result<()> {
     let parent = link
         .parent()
         .ok_or_else(|| std::io::Error::other("an environment link needs a parent folder"))?;
-    std::fs::create_dir_all(parent)?;
+    fs_err::create_dir_all(parent)?;
     let file_name = link
         .file_name()
         .ok_or_else(|| std::io::Error::other("an environment link needs a name"))?;
@@ -19,12 +19,12 @@ pub fn point_environment(link: &Path, target: &Path) -> std::io::Result<()> {
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    match std::fs::remove_file(&temporary) {
+    match fs_err::remove_file(&temporary) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
         _ => {}
     }
     std::os::unix::fs::symlink(target, &temporary)?;
-    std::fs::rename(&temporary, link)
+    fs_err::rename(&temporary, link)
 }
 
 #[cfg(test)]
@@ -36,14 +36,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = dir.path().join("a");
         let second = dir.path().join("b");
-        std::fs::create_dir(&first).unwrap();
-        std::fs::create_dir(&second).unwrap();
+        fs_err::create_dir(&first).unwrap();
+        fs_err::create_dir(&second).unwrap();
         let link = dir.path().join("envs/team/env");
         point_environment(&link, &first).unwrap();
-        assert_eq!(std::fs::read_link(&link).unwrap(), first);
+        assert_eq!(fs_err::read_link(&link).unwrap(), first);
         point_environment(&link, &second).unwrap();
-        assert_eq!(std::fs::read_link(&link).unwrap(), second);
-        let leftovers: Vec<_> = std::fs::read_dir(link.parent().unwrap()).unwrap().collect();
+        assert_eq!(fs_err::read_link(&link).unwrap(), second);
+        let leftovers: Vec<_> = fs_err::read_dir(link.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
     }
 }

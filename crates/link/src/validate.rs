@@ -138,7 +138,7 @@ pub fn validate_package(dir: &Path, record: &PackageRecord) -> Result<(), Reject
             .filter(|a| !a.as_os_str().is_empty())
         {
             let is_link = declared_links.contains(ancestor)
-                || std::fs::symlink_metadata(dir.join(ancestor))
+                || fs_err::symlink_metadata(dir.join(ancestor))
                     .is_ok_and(|meta| meta.file_type().is_symlink());
             if is_link {
                 return Err(Rejection::ThroughLink {
@@ -148,7 +148,7 @@ pub fn validate_package(dir: &Path, record: &PackageRecord) -> Result<(), Reject
             }
         }
         let file = dir.join(relative);
-        let meta = std::fs::symlink_metadata(&file)
+        let meta = fs_err::symlink_metadata(&file)
             .map_err(|error| Rejection::Unreadable(format!("{shown}: {error}")))?;
         let kind = meta.file_type();
         let matches = match entry.path_type {
@@ -165,7 +165,7 @@ pub fn validate_package(dir: &Path, record: &PackageRecord) -> Result<(), Reject
         }
         match entry.path_type {
             PathType::SoftLink => {
-                let target = std::fs::read_link(&file)
+                let target = fs_err::read_link(&file)
                     .map_err(|error| Rejection::Unreadable(format!("{shown}: {error}")))?;
                 if !link_stays_inside(relative, &target) || !resolves_inside(dir, relative) {
                     return Err(Rejection::EscapingLink {
@@ -199,7 +199,7 @@ pub(crate) fn check_tree(root: &Path, refuse_setuid: bool) -> Result<usize, Reje
     let mut fixed = 0;
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
-        let entries = std::fs::read_dir(&folder)
+        let entries = fs_err::read_dir(&folder)
             .map_err(|error| Rejection::Unreadable(format!("{}: {error}", folder.display())))?;
         for entry in entries {
             let entry = entry
@@ -207,12 +207,12 @@ pub(crate) fn check_tree(root: &Path, refuse_setuid: bool) -> Result<usize, Reje
             let path = entry.path();
             let relative = path.strip_prefix(root).unwrap_or(&path).to_owned();
             let shown = relative.display().to_string();
-            let meta = std::fs::symlink_metadata(&path)
+            let meta = fs_err::symlink_metadata(&path)
                 .map_err(|error| Rejection::Unreadable(format!("{shown}: {error}")))?;
             let kind = meta.file_type();
             if kind.is_symlink() {
                 if !resolves_inside(root, &relative) {
-                    let target = std::fs::read_link(&path)
+                    let target = fs_err::read_link(&path)
                         .map(|t| t.display().to_string())
                         .unwrap_or_default();
                     return Err(Rejection::EscapingLink {
@@ -235,7 +235,7 @@ pub(crate) fn check_tree(root: &Path, refuse_setuid: bool) -> Result<usize, Reje
                 return Err(Rejection::Setuid(shown));
             }
             if mode & DROPPED_MODE_BITS != 0 {
-                std::fs::set_permissions(
+                fs_err::set_permissions(
                     &path,
                     std::fs::Permissions::from_mode(mode & 0o777 & !DROPPED_MODE_BITS),
                 )
@@ -307,7 +307,7 @@ pub(crate) fn resolves_inside(root: &Path, relative: &Path) -> bool {
         let here: PathBuf = resolved
             .iter()
             .fold(root.to_owned(), |path, part| path.join(part));
-        let Ok(meta) = std::fs::symlink_metadata(&here) else {
+        let Ok(meta) = fs_err::symlink_metadata(&here) else {
             continue;
         };
         if !meta.file_type().is_symlink() {
@@ -317,7 +317,7 @@ pub(crate) fn resolves_inside(root: &Path, relative: &Path) -> bool {
         if hops > MAX_LINK_HOPS {
             return false;
         }
-        let Ok(target) = std::fs::read_link(&here) else {
+        let Ok(target) = fs_err::read_link(&here) else {
             return false;
         };
         resolved.pop();
@@ -389,7 +389,7 @@ mod tests {
     fn chained_links_are_resolved_where_they_lead() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("prefix");
-        std::fs::create_dir_all(root.join("lib/deep")).unwrap();
+        fs_err::create_dir_all(root.join("lib/deep")).unwrap();
         // Each link alone looks harmless: `up` stays one level below the root.
         symlink("deep/..", root.join("lib/up")).unwrap();
         symlink("../lib/deep", root.join("lib/deep/back")).unwrap();
@@ -412,15 +412,15 @@ mod tests {
     fn a_tree_with_an_escaping_link_or_a_fifo_is_refused_and_writable_bits_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("prefix");
-        std::fs::create_dir_all(root.join("share")).unwrap();
-        std::fs::write(root.join("share/open"), "x").unwrap();
-        std::fs::set_permissions(
+        fs_err::create_dir_all(root.join("share")).unwrap();
+        fs_err::write(root.join("share/open"), "x").unwrap();
+        fs_err::set_permissions(
             root.join("share/open"),
             std::fs::Permissions::from_mode(0o666),
         )
         .unwrap();
         assert_eq!(check_tree(&root, true).unwrap(), 1);
-        let mode = std::fs::metadata(root.join("share/open"))
+        let mode = fs_err::metadata(root.join("share/open"))
             .unwrap()
             .permissions()
             .mode();
@@ -430,9 +430,9 @@ mod tests {
             check_tree(&root, true),
             Err(Rejection::EscapingLink { .. })
         ));
-        std::fs::remove_file(root.join("share/out")).unwrap();
-        std::fs::write(root.join("share/suid"), "x").unwrap();
-        std::fs::set_permissions(
+        fs_err::remove_file(root.join("share/out")).unwrap();
+        fs_err::write(root.join("share/suid"), "x").unwrap();
+        fs_err::set_permissions(
             root.join("share/suid"),
             std::fs::Permissions::from_mode(0o4755),
         )

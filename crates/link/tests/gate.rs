@@ -2,6 +2,9 @@
 //! hostile channel read over `file://`: whoever put a package in the cache,
 //! it is checked before it is linked, and a refused one links nothing.
 
+// Helpers outside `#[test]` functions unwrap too: in a test a panic is the failure.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,10 +31,10 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let canary = std::fs::canonicalize(dir.path())
+        let canary = fs_err::canonicalize(dir.path())
             .unwrap()
             .join("canary-token");
-        std::fs::write(&canary, "the admin token\n").unwrap();
+        fs_err::write(&canary, "the admin token\n").unwrap();
         let options = HostileOptions {
             server_file: canary.clone(),
         };
@@ -61,7 +64,7 @@ impl Fixture {
     }
 
     fn builder(&self, limits: PackageLimits) -> PrefixBuilder {
-        let root = std::fs::canonicalize(self.dir.path())
+        let root = fs_err::canonicalize(self.dir.path())
             .unwrap()
             .join("prefixes");
         PrefixBuilder::new(root, PackageCache::new(&self.cache_dir)).with_limits(limits)
@@ -119,7 +122,7 @@ async fn a_package_another_route_put_in_the_cache_is_checked_before_it_is_linked
         .path()
         .to_owned();
     assert!(
-        std::fs::symlink_metadata(entry.join(envstore_fixtures::TYPE_MISMATCH_FILE))
+        fs_err::symlink_metadata(entry.join(envstore_fixtures::TYPE_MISMATCH_FILE))
             .unwrap()
             .is_symlink()
     );
@@ -284,7 +287,7 @@ async fn setuid_and_world_writable_bits_are_dropped() {
     result.unwrap();
     let prefix = builder.prefix_path(&hash);
     let mode = |path: &str| {
-        std::fs::metadata(prefix.join(path))
+        fs_err::metadata(prefix.join(path))
             .unwrap()
             .permissions()
             .mode()

@@ -4,6 +4,9 @@
 //!
 //! Needs the `test-hooks` feature (`cargo test -p envstore-link --features
 //! test-hooks --test killed`): the child stops at the hook and is killed.
+
+// Helpers outside `#[test]` functions unwrap too: in a test a panic is the failure.
+#![allow(clippy::unwrap_used)]
 #![cfg(feature = "test-hooks")]
 
 use std::path::{Path, PathBuf};
@@ -125,13 +128,13 @@ async fn a_build_killed_after_its_first_download_leaves_the_cache_usable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let root = fs_err::canonicalize(dir.path()).unwrap();
     let channel = envstore_fixtures::write_demo_channel(&root.join("demo"))
         .await
         .unwrap();
     let data = kill_at("download", &root, &channel.dir).await;
     let cache = data.join("cache/pkgs");
-    let entries: Vec<PathBuf> = std::fs::read_dir(&cache)
+    let entries: Vec<PathBuf> = fs_err::read_dir(&cache)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| {
@@ -176,7 +179,7 @@ async fn a_half_built_prefix_of_a_killed_build_is_removed_before_building() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let root = fs_err::canonicalize(dir.path()).unwrap();
     let channel = envstore_fixtures::write_demo_channel(&root.join("demo"))
         .await
         .unwrap();
@@ -191,7 +194,7 @@ async fn a_half_built_prefix_of_a_killed_build_is_removed_before_building() {
         builder.complete_marker(&lock_hash()).is_none(),
         "no marker: half-built"
     );
-    std::fs::write(prefix.join("left-by-the-killed-build"), b"x").unwrap();
+    fs_err::write(prefix.join("left-by-the-killed-build"), b"x").unwrap();
     let records = records(&channel.dir);
     let report = builder
         .build(

@@ -1,6 +1,9 @@
 //! Building prefixes from the generated demo channel: complete or absent,
 //! never half-built.
 
+// Helpers outside `#[test]` functions unwrap too: in a test a panic is the failure.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 
 use envstore_core::ContentHash;
@@ -37,7 +40,7 @@ async fn fixture() -> Fixture {
         .take(1)
         .collect();
     assert_eq!(records.len(), 1);
-    let root = std::fs::canonicalize(dir.path()).unwrap().join("prefixes");
+    let root = fs_err::canonicalize(dir.path()).unwrap().join("prefixes");
     let builder = PrefixBuilder::new(root, PackageCache::new(dir.path().join("pkgs")));
     Fixture {
         dir,
@@ -51,8 +54,8 @@ async fn a_leftover_prefix_is_replaced_and_a_complete_one_reused() {
     let fixture = fixture().await;
     let hash = ContentHash::of(b"libzlib lock");
     let prefix = fixture.builder.prefix_path(&hash);
-    std::fs::create_dir_all(prefix.join("lib")).unwrap();
-    std::fs::write(prefix.join("lib/left-by-a-crash"), b"partial").unwrap();
+    fs_err::create_dir_all(prefix.join("lib")).unwrap();
+    fs_err::write(prefix.join("lib/left-by-a-crash"), b"partial").unwrap();
     assert!(
         fixture.builder.complete_marker(&hash).is_none(),
         "no marker: not complete"
@@ -79,7 +82,7 @@ async fn a_leftover_prefix_is_replaced_and_a_complete_one_reused() {
     );
     assert!(prefix.join(MARKER_FILE).is_file());
     assert!(
-        std::fs::symlink_metadata(prefix.join("lib/libz.so"))
+        fs_err::symlink_metadata(prefix.join("lib/libz.so"))
             .unwrap()
             .is_symlink()
     );

@@ -2,6 +2,9 @@
 //! time budget; a channel that keeps failing fails the build with a message
 //! naming the URL, the last error and how long it was retried.
 
+// Helpers outside `#[test]` functions unwrap too: in a test a panic is the failure.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +36,7 @@ async fn flaky_channel(dir: PathBuf, failures: usize) -> (url::Url, Arc<AtomicUs
             if counter.fetch_add(1, Ordering::SeqCst) < failures {
                 return StatusCode::SERVICE_UNAVAILABLE.into_response();
             }
-            match std::fs::read(dir.join(uri.path().trim_start_matches('/'))) {
+            match fs_err::read(dir.join(uri.path().trim_start_matches('/'))) {
                 Ok(bytes) => bytes.into_response(),
                 Err(_) => StatusCode::NOT_FOUND.into_response(),
             }
@@ -67,7 +70,7 @@ async fn fixture(
         .filter(|record| record.package_record.name.as_normalized() == "libzlib")
         .take(1)
         .collect();
-    let root = std::fs::canonicalize(dir.path()).unwrap().join("prefixes");
+    let root = fs_err::canonicalize(dir.path()).unwrap().join("prefixes");
     let builder = PrefixBuilder::new(root, PackageCache::new(dir.path().join("pkgs")));
     (dir, builder, records, requests)
 }

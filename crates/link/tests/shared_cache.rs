@@ -5,6 +5,9 @@
 //! The test spawns its own test binary several times; an environment
 //! variable tells a child what to build.
 
+// Helpers outside `#[test]` functions unwrap too: in a test a panic is the failure.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,13 +101,13 @@ fn assert_prefix_correct(prefix: &Path, records: &[RepoDataRecord]) {
     for name in &expected {
         let meta = prefix.join("conda-meta").join(format!("{name}.json"));
         let record: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+            serde_json::from_slice(&fs_err::read(&meta).unwrap()).unwrap();
         let files = record["files"].as_array().unwrap();
         listed += files.len();
         for file in files {
             let path = prefix.join(file.as_str().unwrap());
             assert!(
-                std::fs::symlink_metadata(&path).is_ok(),
+                fs_err::symlink_metadata(&path).is_ok(),
                 "{} is missing from {}",
                 path.display(),
                 prefix.display()
@@ -189,7 +192,7 @@ async fn processes_sharing_one_cache_all_build_correct_prefixes() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let root = fs_err::canonicalize(dir.path()).unwrap();
     let channel = envstore_fixtures::write_demo_channel(&root.join("demo"))
         .await
         .unwrap();
@@ -202,7 +205,7 @@ async fn processes_sharing_one_cache_all_build_correct_prefixes() {
         // A fresh data folder each round: every child fetches into an
         // empty cache at the same moment.
         let data = root.join(format!("round-{round}"));
-        std::fs::create_dir_all(&data).unwrap();
+        fs_err::create_dir_all(&data).unwrap();
         let start_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -223,8 +226,16 @@ async fn processes_sharing_one_cache_all_build_correct_prefixes() {
                 .env(DATA, &data)
                 .env(START_AT, start_at.to_string())
                 .env("RUST_BACKTRACE", "0")
-                .stdout(std::fs::File::create(data.join(format!("child-{child}.out"))).unwrap())
-                .stderr(std::fs::File::create(data.join(format!("child-{child}.err"))).unwrap())
+                .stdout(
+                    fs_err::File::create(data.join(format!("child-{child}.out")))
+                        .unwrap()
+                        .into_file(),
+                )
+                .stderr(
+                    fs_err::File::create(data.join(format!("child-{child}.err")))
+                        .unwrap()
+                        .into_file(),
+                )
                 .kill_on_drop(true)
                 .spawn()
                 .unwrap();
@@ -233,7 +244,7 @@ async fn processes_sharing_one_cache_all_build_correct_prefixes() {
         for (child, mut process) in children {
             let status = tokio::time::timeout(Duration::from_secs(300), process.wait()).await;
             let output = |suffix: &str| {
-                std::fs::read_to_string(data.join(format!("child-{child}.{suffix}")))
+                fs_err::read_to_string(data.join(format!("child-{child}.{suffix}")))
                     .unwrap_or_default()
             };
             match status {

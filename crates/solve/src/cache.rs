@@ -1,11 +1,12 @@
 //! Recently solved specs, so a spec solved before against unchanged repodata
-//! is answered by a lookup instead of a solve.
+//! is answered by a lookup instead of a solve. A key names everything the
+//! answer depends on, so an entry never goes stale: it is bounded by count
+//! and kept without a time-to-live.
 
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use lru::LruCache;
 use metrics::Counter;
+use moka::sync::Cache;
 use rattler_conda_types::{RepoDataRecord, Subdir};
 use url::Url;
 
@@ -25,29 +26,24 @@ pub(crate) struct SolveKey {
 const SOLVE_CACHE_METRIC: &str = "envstore_solve_cache_lookups_total";
 
 pub(crate) struct SolveCache {
-    entries: Option<Mutex<LruCache<SolveKey, Arc<Vec<RepoDataRecord>>>>>,
+    /// `None` while caching is off.
+    entries: Option<Cache<SolveKey, Arc<Vec<RepoDataRecord>>>>,
     hits: Counter,
     misses: Counter,
 }
 
 impl SolveCache {
-    /// A cache of `capacity` solves; 0 turns caching off.
+    /// A cache of at most `capacity` solves; 0 turns caching off.
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: NonZeroUsize::new(capacity)
-                .map(|capacity| Mutex::new(LruCache::new(capacity))),
+            entries: (capacity > 0).then(|| Cache::new(capacity as u64)),
             hits: metrics::counter!(SOLVE_CACHE_METRIC, "result" => "hit"),
             misses: metrics::counter!(SOLVE_CACHE_METRIC, "result" => "miss"),
         }
     }
 
     pub fn get(&self, key: &SolveKey) -> Option<Arc<Vec<RepoDataRecord>>> {
-        let entries = self.entries.as_ref()?;
-        let found = entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(key)
-            .cloned();
+        let found = self.entries.as_ref()?.get(key);
         match found {
             Some(_) => self.hits.increment(1),
             None => self.misses.increment(1),
@@ -57,10 +53,42 @@ impl SolveCache {
 
     pub fn insert(&self, key: SolveKey, records: Arc<Vec<RepoDataRecord>>) {
         if let Some(entries) = &self.entries {
-            entries
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .put(key, records);
+            entries.insert(key, records);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(index: usize) -> SolveKey {
+        SolveKey {
+            channels: vec![(
+                Url::parse("https://conda.example.org/main").unwrap(),
+                Revision::Remote(0),
+            )],
+            subdir: Subdir::Linux64,
+            specs: vec![format!("pkg-{index}")],
+        }
+    }
+
+    #[test]
+    fn holds_at_most_its_capacity_and_zero_turns_it_off() {
+        let cache = SolveCache::new(4);
+        let records = Arc::new(Vec::new());
+        cache.insert(key(0), Arc::clone(&records));
+        assert!(cache.get(&key(0)).is_some());
+        assert!(cache.get(&key(1)).is_none());
+        for index in 1..100 {
+            cache.insert(key(index), Arc::clone(&records));
+        }
+        let entries = cache.entries.as_ref().unwrap();
+        entries.run_pending_tasks();
+        assert!(entries.entry_count() <= 4, "{}", entries.entry_count());
+
+        let off = SolveCache::new(0);
+        off.insert(key(0), records);
+        assert!(off.get(&key(0)).is_none());
     }
 }

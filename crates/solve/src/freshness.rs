@@ -32,7 +32,7 @@ pub(crate) struct FileStamp {
 
 impl FileStamp {
     fn of(path: &std::path::Path) -> Option<Self> {
-        let metadata = std::fs::metadata(path).ok()?;
+        let metadata = fs_err::metadata(path).ok()?;
         let modified_ns = metadata
             .modified()
             .ok()
@@ -151,8 +151,8 @@ mod tests {
     fn a_rewritten_local_channel_is_stale_and_an_untouched_one_is_not() {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let noarch = dir.path().join("noarch");
-        std::fs::create_dir_all(&noarch).expect("a subdir");
-        std::fs::write(noarch.join("repodata.json"), "{}").expect("repodata");
+        fs_err::create_dir_all(&noarch).expect("a subdir");
+        fs_err::write(noarch.join("repodata.json"), "{}").expect("repodata");
         let url = Url::from_directory_path(dir.path()).expect("a file URL");
         let freshness = Freshness::new(Duration::from_secs(3600));
         let subdirs = [Subdir::NoArch];
@@ -162,7 +162,7 @@ mod tests {
         assert!(!again.stale);
         assert_eq!(first.revision, again.revision);
 
-        std::fs::write(noarch.join("repodata.json"), "{\"packages\":{}}").expect("rewritten");
+        fs_err::write(noarch.join("repodata.json"), "{\"packages\":{}}").expect("rewritten");
         let rewritten = freshness.check(&url, &subdirs);
         assert!(rewritten.stale);
         assert_ne!(rewritten.revision, again.revision);

@@ -1,5 +1,8 @@
 //! Solving and locking against the generated demo channel (a `file://` channel).
 
+// Helpers outside `#[test]` functions unwrap too: in a test a panic is the failure.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use envstore_core::{CanonicalSpec, ChannelAllowlist, EnvironmentSpec, NamedChannel, SpecFormat};
@@ -179,13 +182,13 @@ async fn a_repeated_spec_is_answered_from_the_cache_until_the_channel_changes() 
     // Drop every numpy record from the channel: the cached answer is stale.
     let repodata_path = fixture._dir.path().join("demo/linux-64/repodata.json");
     let mut repodata: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&repodata_path).unwrap()).unwrap();
+        serde_json::from_slice(&fs_err::read(&repodata_path).unwrap()).unwrap();
     for key in ["packages", "packages.conda"] {
         if let Some(records) = repodata[key].as_object_mut() {
             records.retain(|_, record| record["name"] != "numpy");
         }
     }
-    std::fs::write(&repodata_path, serde_json::to_vec(&repodata).unwrap()).unwrap();
+    fs_err::write(&repodata_path, serde_json::to_vec(&repodata).unwrap()).unwrap();
     match fixture.solver.solve(&spec).await {
         Err(SolveError::Unsolvable { explanation, .. }) => {
             assert!(explanation.contains("numpy"), "{explanation}")

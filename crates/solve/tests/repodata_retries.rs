@@ -118,7 +118,7 @@ async fn serve(
                 };
                 (503, extra.to_owned(), Vec::new())
             }
-            Mode::FailFirst(_) => match std::fs::read(root.join(path.trim_start_matches('/'))) {
+            Mode::FailFirst(_) => match fs_err::read(root.join(path.trim_start_matches('/'))) {
                 Ok(bytes) => (200, String::new(), bytes),
                 Err(_) => (404, String::new(), Vec::new()),
             },

@@ -127,6 +127,13 @@ pub mod keys {
         format!("logs/{build_id}.log")
     }
 
+    /// The typed events of a build's log (JSON Lines of `ProgressRecord`),
+    /// written with it: a follower who arrives after the end still gets
+    /// the counts, not only the text.
+    pub fn build_events(build_id: &str) -> String {
+        format!("logs/{build_id}.events.jsonl")
+    }
+
     /// The log of one attempt that ended in a retry.
     pub fn attempt_log(build_id: &str, attempt: i64) -> String {
         format!("logs/{build_id}.attempt-{attempt}.log")
@@ -710,7 +717,7 @@ fn is_unreachable(error: &object_store::Error) -> bool {
 }
 
 fn fs_create_dir_all(path: &std::path::Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(path)
+    fs_err::create_dir_all(path)
         .map_err(|source| StoreError::CreateFolder(path.display().to_string(), source))
 }
 
@@ -798,8 +805,8 @@ mod tests {
         store.check().await.unwrap();
 
         // The folder is replaced by a file: nothing can be stored there.
-        std::fs::remove_dir_all(&root).unwrap();
-        std::fs::write(&root, b"not a folder").unwrap();
+        fs_err::remove_dir_all(&root).unwrap();
+        fs_err::write(&root, b"not a folder").unwrap();
         assert!(matches!(
             store.check().await,
             Err(StoreError::Unavailable { .. })
@@ -817,7 +824,7 @@ mod tests {
         let content: Vec<u8> = (0..(PART_SIZE * PARTS_IN_FLIGHT + 77))
             .map(|index| (index % 253) as u8)
             .collect();
-        std::fs::write(&file, &content).expect("written");
+        fs_err::write(&file, &content).expect("written");
         store
             .put_file_immutable("prefixes/a.tar.zst", &file)
             .await

@@ -67,7 +67,7 @@ async fn every_call(
 
 fn small_file() -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("a file");
-    std::fs::write(file.path(), b"packed prefix").expect("written");
+    fs_err::write(file.path(), b"packed prefix").expect("written");
     file
 }
 
@@ -196,7 +196,7 @@ async fn a_large_file_is_uploaded_in_parts_through_503s() {
     let content: Vec<u8> = (0..(17 * 1024 * 1024 + 123))
         .map(|index: usize| (index % 251) as u8)
         .collect();
-    std::fs::write(file.path(), &content).expect("written");
+    fs_err::write(file.path(), &content).expect("written");
     timed(store.put_file_immutable("prefixes/b.tar.zst", file.path()))
         .await
         .expect("uploaded after a 503");

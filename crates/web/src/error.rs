@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::layout::{self, Chrome};
 use crate::links;
-use crate::session::Session;
+use crate::session::{Session, SessionError};
 
 /// An `application/problem+json` answer of the API, with the extensions
 /// that point at the cause.
@@ -104,6 +104,23 @@ impl UiError {
             detail,
             ..Problem::default()
         }
+    }
+}
+
+impl From<SessionError> for UiError {
+    fn from(error: SessionError) -> Self {
+        match error {
+            SessionError::SignIn { next } => Self::SignIn { next },
+            SessionError::Ended => Self::SessionEnded,
+            SessionError::Refused(detail) => Self::Refused(detail),
+        }
+    }
+}
+
+/// A request without a usable session gets the page [`UiError`] gives it.
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        UiError::from(self).into_response()
     }
 }
 

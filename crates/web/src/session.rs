@@ -7,6 +7,9 @@
 //! session, and revoking the token ends every session made with it. The CSRF
 //! token is a hash of the nonce and the token: only pages served to this
 //! session carry it, a new sign-in changes it, and it reveals neither.
+//!
+//! This module depends on nothing else in the crate: the extractor works
+//! with any router state, and its errors become pages in `error`.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -14,11 +17,22 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use sha2::{Digest, Sha256};
 
-use crate::api::Api;
-use crate::error::UiError;
-
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "envstore_session";
+
+/// Why a request cannot go on as a session.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// No session: sign in, then come back to `next`.
+    #[error("sign in to see this page")]
+    SignIn { next: Option<String> },
+    /// The token cannot be sent: the session is as good as ended.
+    #[error("the session has ended: its token is unknown, expired or revoked")]
+    Ended,
+    /// A form from another origin, or without this session's CSRF token.
+    #[error("{0}")]
+    Refused(String),
+}
 
 /// A signed-in person: the token every API call of theirs carries.
 #[derive(Clone)]
@@ -83,8 +97,8 @@ impl Session {
         cookie
     }
 
-    pub(crate) fn authorization(&self) -> Result<HeaderValue, UiError> {
-        HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| UiError::SessionEnded)
+    pub(crate) fn authorization(&self) -> Result<HeaderValue, SessionError> {
+        HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| SessionError::Ended)
     }
 
     /// The token forms carry to prove they were served to this session.
@@ -99,19 +113,19 @@ impl Session {
 
     /// Refuses a form that did not come from one of this session's pages:
     /// another origin, or a missing or wrong CSRF token.
-    pub(crate) fn check_form(&self, headers: &HeaderMap, offered: &str) -> Result<(), UiError> {
+    pub(crate) fn check_form(
+        &self,
+        headers: &HeaderMap,
+        offered: &str,
+    ) -> Result<(), SessionError> {
         check_origin(headers)?;
         let expected = self.csrf_token();
-        let same = expected.len() == offered.len()
-            && expected
-                .bytes()
-                .zip(offered.bytes())
-                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-                == 0;
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), offered.as_bytes()).into();
         if same {
             Ok(())
         } else {
-            Err(UiError::Refused(
+            Err(SessionError::Refused(
                 "the form was not sent from a page of this session (its security token is missing or stale): \
                  reload the page and send it again"
                     .to_owned(),
@@ -124,8 +138,8 @@ impl Session {
 /// when present, must name this server; without it, `Sec-Fetch-Site` must
 /// not say cross-site. Behind a proxy, `X-Forwarded-Host` names this server
 /// too.
-pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), UiError> {
-    let refused = || UiError::Refused("the form was sent from another site".to_owned());
+pub(crate) fn check_origin(headers: &HeaderMap) -> Result<(), SessionError> {
+    let refused = || SessionError::Refused("the form was sent from another site".to_owned());
     let text = |name: header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
     if let Some(origin) = text(header::ORIGIN) {
         let authority = origin
@@ -171,14 +185,14 @@ pub(crate) fn served_over_https(headers: &HeaderMap) -> bool {
     forwarded_proto || forwarded
 }
 
-impl FromRequestParts<Api> for Session {
-    type Rejection = UiError;
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = SessionError;
 
     /// Pages need a session: without one, the browser is sent to sign in
     /// and brought back to the page afterwards (to a form's page only, since
     /// what it sent is lost).
-    async fn from_request_parts(parts: &mut Parts, _: &Api) -> Result<Self, Self::Rejection> {
-        Self::from_headers(&parts.headers).ok_or_else(|| UiError::SignIn {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Self::from_headers(&parts.headers).ok_or_else(|| SessionError::SignIn {
             next: (parts.method == axum::http::Method::GET)
                 .then(|| {
                     parts

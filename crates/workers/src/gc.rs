@@ -26,7 +26,7 @@ use envstore_db::{CollectableBuild, Database, DbError};
 use envstore_link::MARKER_FILE;
 use envstore_store::{ArtifactStore, StoreError, keys};
 
-use crate::pipeline::Layout;
+use crate::layout::Layout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -245,7 +245,7 @@ fn collect_package_cache(
     rules: &CacheRules,
 ) -> Result<CacheCollection, GcError> {
     let mut collected = CacheCollection::default();
-    let listing = match std::fs::read_dir(cache) {
+    let listing = match fs_err::read_dir(cache) {
         Ok(listing) => listing,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(collected),
         Err(source) => return Err(io("list", cache)(source)),
@@ -253,7 +253,7 @@ fn collect_package_cache(
     let now = std::time::SystemTime::now();
     let age = |time: std::time::SystemTime| now.duration_since(time).unwrap_or_default();
     let modified = |path: &Path| {
-        std::fs::symlink_metadata(path)
+        fs_err::symlink_metadata(path)
             .and_then(|meta| meta.modified())
             .unwrap_or(now)
     };
@@ -266,14 +266,14 @@ fn collect_package_cache(
             continue;
         }
         if name == ".envstore-downloads" {
-            for temporary in std::fs::read_dir(&path).map_err(io("list", &path))? {
+            for temporary in fs_err::read_dir(&path).map_err(io("list", &path))? {
                 let temporary = temporary.map_err(io("list", &path))?.path();
-                let bytes = std::fs::symlink_metadata(&temporary)
+                let bytes = fs_err::symlink_metadata(&temporary)
                     .map(|meta| meta.len())
                     .unwrap_or(0);
                 // A download being written is locked by its process.
                 let unlocked =
-                    std::fs::File::open(&temporary).is_ok_and(|file| file.try_lock().is_ok());
+                    fs_err::File::open(&temporary).is_ok_and(|file| file.file().try_lock().is_ok());
                 if age(modified(&temporary)) >= STALE_TEMPORARY_AGE && unlocked {
                     if !rules.dry_run {
                         remove_any(&temporary)?;
@@ -312,7 +312,7 @@ fn collect_package_cache(
             continue;
         }
         let lock_file = envstore_link::entry_lock_path(&path);
-        let last_used = std::fs::metadata(&lock_file)
+        let last_used = fs_err::metadata(&lock_file)
             .and_then(|meta| meta.modified())
             .unwrap_or_else(|_| modified(&path));
         entries.push(CacheEntry {
@@ -381,7 +381,7 @@ fn remove_cache_entry(entry: &CacheEntry, dry_run: bool) -> Result<bool, GcError
         remove_any(&entry.path)?;
         // Removed while held: whoever waits on the old file takes the new
         // one (see envstore_link::try_lock_entry).
-        let _ = std::fs::remove_file(lock.path());
+        let _ = fs_err::remove_file(lock.path());
     }
     Ok(true)
 }
@@ -401,7 +401,7 @@ fn rattler_temporary_of(name: &str) -> Option<&str> {
 /// `prefixes`: the cache entries they were linked from.
 fn packages_of_complete_prefixes(prefixes: &Path) -> Result<HashSet<String>, GcError> {
     let mut used = HashSet::new();
-    let listing = match std::fs::read_dir(prefixes) {
+    let listing = match fs_err::read_dir(prefixes) {
         Ok(listing) => listing,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(used),
         Err(source) => return Err(io("list", prefixes)(source)),
@@ -446,11 +446,11 @@ fn measure_cache_entry(path: &Path) -> Result<CacheEntryUsage, GcError> {
 }
 
 fn remove_any(path: &Path) -> Result<(), GcError> {
-    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
+    let is_dir = fs_err::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
     let result = if is_dir {
-        std::fs::remove_dir_all(path)
+        fs_err::remove_dir_all(path)
     } else {
-        std::fs::remove_file(path)
+        fs_err::remove_file(path)
     };
     match result {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
@@ -473,7 +473,7 @@ async fn collect_prefixes(
         .filter_map(|hash| hash.get(..16))
         .map(str::to_owned)
         .collect();
-    let entries = match std::fs::read_dir(&layout.prefixes) {
+    let entries = match fs_err::read_dir(&layout.prefixes) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(source) => return Err(io("list", &layout.prefixes)(source)),
@@ -481,7 +481,7 @@ async fn collect_prefixes(
     let mut candidates = Vec::new();
     let now = std::time::SystemTime::now();
     let age = |path: &Path| {
-        std::fs::symlink_metadata(path)
+        fs_err::symlink_metadata(path)
             .and_then(|meta| meta.modified())
             .map(|modified| now.duration_since(modified).unwrap_or_default())
             .unwrap_or_default()
@@ -494,9 +494,10 @@ async fn collect_prefixes(
         // A packed prefix being written is locked by its process; an old,
         // unlocked one was left by a process that died while packing.
         if name.starts_with(".envstore-pack-") && !is_dir {
-            let unlocked = std::fs::File::open(&path).is_ok_and(|file| file.try_lock().is_ok());
+            let unlocked =
+                fs_err::File::open(&path).is_ok_and(|file| file.file().try_lock().is_ok());
             if unlocked && age(&path) >= STALE_TEMPORARY_AGE {
-                let bytes = std::fs::symlink_metadata(&path)
+                let bytes = fs_err::symlink_metadata(&path)
                     .map(|meta| meta.len())
                     .unwrap_or(0);
                 if !options.dry_run {
@@ -576,12 +577,12 @@ async fn clean_deleted(
             continue;
         }
         let link = layout.environment_link(&environment.namespace, &environment.name);
-        if std::fs::symlink_metadata(&link).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        if fs_err::symlink_metadata(&link).is_ok_and(|meta| meta.file_type().is_symlink()) {
             if !options.dry_run {
-                std::fs::remove_file(&link).map_err(io("remove", &link))?;
+                fs_err::remove_file(&link).map_err(io("remove", &link))?;
                 // The namespace's folder goes with its last link.
                 if let Some(folder) = link.parent() {
-                    let _ = std::fs::remove_dir(folder);
+                    let _ = fs_err::remove_dir(folder);
                 }
             }
             report.links.push(link);
@@ -594,6 +595,7 @@ async fn clean_deleted(
     }
     for (build, attempts) in &builds {
         store.delete(&keys::build_log(build)).await?;
+        store.delete(&keys::build_events(build)).await?;
         for attempt in 1..=*attempts {
             store.delete(&keys::attempt_log(build, attempt)).await?;
         }
@@ -620,7 +622,7 @@ mod tests {
 
     fn set_age(path: &Path, age: Duration) {
         let time = std::time::SystemTime::now() - age;
-        std::fs::File::open(path)
+        fs_err::File::open(path)
             .unwrap()
             .set_modified(time)
             .unwrap();
@@ -632,21 +634,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("pkgs");
         for entry in ["used-1.0-0", "unused-1.0-0"] {
-            std::fs::create_dir_all(cache.join(entry).join("lib")).unwrap();
-            std::fs::write(cache.join(entry).join("lib/data.txt"), b"0123456789").unwrap();
+            fs_err::create_dir_all(cache.join(entry).join("lib")).unwrap();
+            fs_err::write(cache.join(entry).join("lib/data.txt"), b"0123456789").unwrap();
         }
-        std::fs::write(cache.join("unused-1.0-0.lock"), b"").unwrap();
-        std::fs::create_dir_all(cache.join(".envstore-validated")).unwrap();
-        std::fs::write(cache.join(".envstore-validated/sha256-ab"), b"nonce").unwrap();
-        std::fs::create_dir_all(cache.join(".envstore-downloads")).unwrap();
-        std::fs::write(cache.join(".envstore-downloads/.tmp123"), b"partial").unwrap();
+        fs_err::write(cache.join("unused-1.0-0.lock"), b"").unwrap();
+        fs_err::create_dir_all(cache.join(".envstore-validated")).unwrap();
+        fs_err::write(cache.join(".envstore-validated/sha256-ab"), b"nonce").unwrap();
+        fs_err::create_dir_all(cache.join(".envstore-downloads")).unwrap();
+        fs_err::write(cache.join(".envstore-downloads/.tmp123"), b"partial").unwrap();
         set_age(
             &cache.join(".envstore-downloads/.tmp123"),
             Duration::from_secs(7200),
         );
         let prefix = dir.path().join("prefixes/abc/lib");
-        std::fs::create_dir_all(&prefix).unwrap();
-        std::fs::hard_link(
+        fs_err::create_dir_all(&prefix).unwrap();
+        fs_err::hard_link(
             cache.join("used-1.0-0/lib/data.txt"),
             prefix.join("data.txt"),
         )
@@ -716,7 +718,7 @@ mod tests {
     #[test]
     fn entries_fetched_recently_are_kept_for_the_build_about_to_link_them() {
         let (dir, cache) = cache_with_entries();
-        std::fs::write(cache.join(".envstore-downloads/.tmp456"), b"fresh").unwrap();
+        fs_err::write(cache.join(".envstore-downloads/.tmp456"), b"fresh").unwrap();
         let collected = collect_package_cache(
             &cache,
             &dir.path().join("prefixes"),
@@ -742,9 +744,9 @@ mod tests {
         let cache = dir.path().join("pkgs");
         let prefixes = dir.path().join("prefixes");
         for (entry, hours) in [("kept-1.0-0", 5), ("oldest-1.0-0", 4), ("newer-1.0-0", 1)] {
-            std::fs::create_dir_all(cache.join(entry)).unwrap();
-            std::fs::write(cache.join(entry).join("data"), vec![0u8; 100]).unwrap();
-            std::fs::write(cache.join(format!("{entry}.lock")), b"").unwrap();
+            fs_err::create_dir_all(cache.join(entry)).unwrap();
+            fs_err::write(cache.join(entry).join("data"), vec![0u8; 100]).unwrap();
+            fs_err::write(cache.join(format!("{entry}.lock")), b"").unwrap();
             set_age(
                 &cache.join(format!("{entry}.lock")),
                 Duration::from_secs(hours * 3600),
@@ -752,13 +754,13 @@ mod tests {
         }
         // A complete prefix uses `kept` (it copied its files: no hard link).
         let prefix = prefixes.join("0123456789abcdef");
-        std::fs::create_dir_all(prefix.join("conda-meta")).unwrap();
-        std::fs::write(prefix.join("conda-meta/kept-1.0-0.json"), b"{}").unwrap();
-        std::fs::write(prefix.join(MARKER_FILE), b"{}").unwrap();
+        fs_err::create_dir_all(prefix.join("conda-meta")).unwrap();
+        fs_err::write(prefix.join("conda-meta/kept-1.0-0.json"), b"{}").unwrap();
+        fs_err::write(prefix.join(MARKER_FILE), b"{}").unwrap();
         // A half-built one's packages do not count.
         let half = prefixes.join("fedcba9876543210");
-        std::fs::create_dir_all(half.join("conda-meta")).unwrap();
-        std::fs::write(half.join("conda-meta/newer-1.0-0.json"), b"{}").unwrap();
+        fs_err::create_dir_all(half.join("conda-meta")).unwrap();
+        fs_err::write(half.join("conda-meta/newer-1.0-0.json"), b"{}").unwrap();
 
         let idle = Duration::from_secs(100 * 3600);
         let under = collect_package_cache(&cache, &prefixes, &rules(idle, 300, false)).unwrap();
@@ -801,13 +803,13 @@ mod tests {
         .unwrap()
         .unwrap();
         // A download being written is locked by its process.
-        let downloading = std::fs::File::open(cache.join(".envstore-downloads/.tmp123")).unwrap();
+        let downloading = fs_err::File::open(cache.join(".envstore-downloads/.tmp123")).unwrap();
         downloading.try_lock().unwrap();
         // rattler's extraction folders: one whose entry is being fetched,
         // one a dead process left.
         for temporary in [".unused-1.0-0AbC123", ".gone-2.0-1XyZ789"] {
-            std::fs::create_dir_all(cache.join(temporary)).unwrap();
-            std::fs::write(cache.join(temporary).join("part"), b"xx").unwrap();
+            fs_err::create_dir_all(cache.join(temporary)).unwrap();
+            fs_err::write(cache.join(temporary).join("part"), b"xx").unwrap();
             set_age(&cache.join(temporary), Duration::from_secs(7200));
         }
         let collected =

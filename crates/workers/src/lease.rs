@@ -75,7 +75,7 @@ where
             Ok(Err(error)) => {
                 failures += 1;
                 if failures == 1 {
-                    tracing::warn!(what, error = %crate::error_chain(&error), "failed to renew a lease: trying again");
+                    tracing::warn!(what, error = %envstore_core::error_chain(&error), "failed to renew a lease: trying again");
                 }
                 next = Instant::now() + retry;
             }

@@ -1,70 +1,43 @@
 //! The build pipeline and the worker pool: claim a job under a lease, solve,
 //! lock, build the prefix, publish the artifacts, point the environment.
+//!
+//! Modules, each depending only on those above it:
+//! `layout`, `task`, `backoff`, `urls`, `prefix_size`, `log`, `pause`,
+//! `lease` (leaves); `materialize` (layout, urls, prefix_size); `error`
+//! (materialize, urls); `phases` (log); `context` (layout, log, pause);
+//! the build steps `publish`, `solve`, `pack`, `prefix` (context, error,
+//! log, phases, …); `pipeline` (the steps in order); `job` (a claimed job
+//! to its end); `pool` (job); `gc` (layout, prefix_size).
 
+mod backoff;
+mod context;
+mod error;
 mod gc;
+mod job;
+mod layout;
 mod lease;
 mod log;
 mod materialize;
+mod pack;
 mod pause;
+mod phases;
 mod pipeline;
 mod pool;
+mod prefix;
 mod prefix_size;
-mod prefix_step;
+mod publish;
+mod solve;
+mod task;
+mod urls;
 
+pub use context::BuildContext;
 pub use gc::{CollectedPrefix, GcError, GcOptions, GcReport, collect_garbage};
+pub use job::{close_at_limit, run_job};
+pub use layout::Layout;
 pub use log::{BuildLog, BuildLogs};
 pub use materialize::{MaterializeError, materialize_environment};
 pub use pause::{TestPause, pause_line};
-pub use pipeline::{BuildContext, Layout};
 pub use pool::{WorkerPool, WorkerPoolConfig};
+pub use urls::UrlNotAllowed;
 
 pub use envstore_core::error_chain;
-
-/// A background task that stops when its guard is dropped, so a lease is
-/// never renewed by a build that was abandoned half-way (its future dropped
-/// because the job's lease was lost or the build was cancelled).
-pub(crate) struct TaskGuard(tokio::task::JoinHandle<()>);
-
-impl TaskGuard {
-    pub(crate) fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
-        Self(tokio::spawn(task))
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
-
-    use super::TaskGuard;
-
-    #[tokio::test]
-    async fn a_dropped_guard_stops_its_renewer() {
-        let renewals = Arc::new(AtomicUsize::new(0));
-        let counter = renewals.clone();
-        let guard = TaskGuard::spawn(async move {
-            loop {
-                counter.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        drop(guard);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let after_drop = renewals.load(Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(after_drop > 0);
-        assert_eq!(
-            renewals.load(Ordering::Relaxed),
-            after_drop,
-            "no renewals after the guard is gone"
-        );
-    }
-}

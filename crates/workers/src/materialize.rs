@@ -15,7 +15,8 @@ use envstore_link::{CompletionMarker, PrefixBuilder, PrefixError, ProgressSink, 
 use envstore_solve::{Lock, LockError};
 use envstore_store::{ArtifactStore, StoreError, artifact, keys};
 
-use crate::pipeline::Layout;
+use crate::layout::Layout;
+use crate::urls::{UrlNotAllowed, check_lock_urls};
 use envstore_link::point_environment;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +37,7 @@ pub enum MaterializeError {
     #[error("the build's channel '{0}' is not a valid channel URL")]
     Channel(String),
     #[error(transparent)]
-    UrlNotAllowed(#[from] crate::pipeline::UrlNotAllowed),
+    UrlNotAllowed(#[from] UrlNotAllowed),
     #[error("lock {lock} has no packages for {platform}")]
     WrongPlatform { lock: ContentHash, platform: String },
     #[error("the packed prefix has sha256 {found}, expected {expected}")]
@@ -204,7 +205,7 @@ async fn build_from_lock(
             NamedChannel::parse(channel).map_err(|_| MaterializeError::Channel(channel.clone()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    crate::pipeline::check_lock_urls(&ChannelAllowlist::new(channels), &lock, &spec.channels)?;
+    check_lock_urls(&ChannelAllowlist::new(channels), &lock, &spec.channels)?;
     let subdir: rattler_conda_types::Subdir =
         platform
             .parse()

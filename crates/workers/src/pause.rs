@@ -6,7 +6,6 @@
 use envstore_link::ProgressSink;
 
 use crate::log::BuildLog;
-use crate::pipeline::BuildContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestPause {
@@ -67,21 +66,24 @@ pub fn pause_line(point: TestPause) -> String {
     format!("paused for a fault test at {point}: waiting to be killed")
 }
 
-impl BuildContext {
-    /// Stops here for good when told to pause at `point` (test builds only).
-    #[cfg_attr(
-        not(feature = "test-hooks"),
-        allow(unused_variables, clippy::unused_async)
-    )]
-    pub(crate) async fn pause_for_test(&self, point: TestPause, log: &BuildLog) {
-        #[cfg(feature = "test-hooks")]
-        if self.test_pause == Some(point) {
-            // In the process log too, which tests can read at any level.
-            tracing::warn!("{}", pause_line(point));
-            log.line(pause_line(point));
-            log.phase_changed();
-            std::future::pending::<()>().await;
-        }
+/// Stops here for good when the node was told to pause at `point` (test
+/// builds only).
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    allow(unused_variables, clippy::unused_async)
+)]
+pub(crate) async fn pause_for_test(
+    configured: Option<TestPause>,
+    point: TestPause,
+    log: &BuildLog,
+) {
+    #[cfg(feature = "test-hooks")]
+    if configured == Some(point) {
+        // In the process log too, which tests can read at any level.
+        tracing::warn!("{}", pause_line(point));
+        log.line(pause_line(point));
+        log.phase_changed();
+        std::future::pending::<()>().await;
     }
 }
 

@@ -5,8 +5,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::error_chain;
-use crate::pipeline::BuildContext;
+use envstore_core::error_chain;
+
+use crate::backoff::Backoff;
+use crate::context::BuildContext;
+use crate::job::{close_at_limit, run_job};
 
 #[derive(Debug, Clone)]
 pub struct WorkerPoolConfig {
@@ -105,50 +108,6 @@ impl WorkerPool {
     }
 }
 
-/// Waits after failures that repeat: from `FIRST` doubling to `LONGEST`,
-/// back to none after a success. Only the first failure of a kind, and each
-/// time the wait grows, make a log line, so a database or disk that stays
-/// broken costs one line a minute, not one per loop.
-pub(crate) struct Backoff {
-    next: Duration,
-    failures: u64,
-}
-
-impl Backoff {
-    pub(crate) const FIRST: Duration = Duration::from_secs(1);
-    pub(crate) const LONGEST: Duration = Duration::from_secs(60);
-
-    pub(crate) fn new() -> Self {
-        Self {
-            next: Self::FIRST,
-            failures: 0,
-        }
-    }
-
-    /// Forgets earlier failures; says whether there were any.
-    pub(crate) fn succeeded(&mut self) -> bool {
-        let recovered = self.failures > 0;
-        self.next = Self::FIRST;
-        self.failures = 0;
-        recovered
-    }
-
-    /// How long to wait after one more failure, and how many in a row.
-    pub(crate) fn failed(&mut self) -> (Duration, u64) {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::LONGEST);
-        self.failures += 1;
-        (delay, self.failures)
-    }
-
-    /// Whether a failure before a wait of `delay`, the `failures`th in a
-    /// row, is worth a log line: the first, each time the wait grows, and
-    /// every tenth once it no longer does.
-    pub(crate) fn worth_a_line(delay: Duration, failures: u64) -> bool {
-        failures == 1 || delay < Self::LONGEST || failures.is_multiple_of(10)
-    }
-}
-
 /// Failures of a worker's claims and bookkeeping, for alerts: a worker
 /// that backs off is not building.
 const FAILURES_METRIC: &str = "envstore_worker_failures_total";
@@ -171,11 +130,11 @@ async fn work(
                 let ran = match &job.failed_at_limit {
                     Some(message) => {
                         tracing::warn!(worker, build = %job.build_id, attempts = job.attempts, "{message}: the build failed");
-                        context.close_at_limit(&job, message).await
+                        close_at_limit(&context, &job, message).await
                     }
                     None => {
                         tracing::info!(worker, build = %job.build_id, attempt = job.attempts, "claimed a build");
-                        context.run_job(&job, &worker, config.max_attempts).await
+                        run_job(&context, &job, &worker, config.max_attempts).await
                     }
                 };
                 match ran {
@@ -383,15 +342,5 @@ mod tests {
         .execute(&admin)
         .await
         .unwrap();
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_minute_and_resets_on_success() {
-        let mut backoff = Backoff::new();
-        let delays: Vec<u64> = (0..8).map(|_| backoff.failed().0.as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
-        assert!(backoff.succeeded());
-        assert!(!backoff.succeeded());
-        assert_eq!(backoff.failed(), (Duration::from_secs(1), 1));
     }
 }

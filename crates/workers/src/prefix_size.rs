@@ -96,13 +96,13 @@ mod tests {
     fn counts_regular_files_once_per_inode_without_following_links() {
         let dir = tempfile::tempdir().unwrap();
         let prefix = dir.path().join("prefix");
-        std::fs::create_dir_all(prefix.join("lib/deep")).unwrap();
-        std::fs::write(prefix.join("lib/a.so"), vec![0u8; 1000]).unwrap();
-        std::fs::hard_link(prefix.join("lib/a.so"), prefix.join("lib/deep/a-again.so")).unwrap();
-        std::fs::write(prefix.join("lib/deep/b.py"), b"print()\n").unwrap();
+        fs_err::create_dir_all(prefix.join("lib/deep")).unwrap();
+        fs_err::write(prefix.join("lib/a.so"), vec![0u8; 1000]).unwrap();
+        fs_err::hard_link(prefix.join("lib/a.so"), prefix.join("lib/deep/a-again.so")).unwrap();
+        fs_err::write(prefix.join("lib/deep/b.py"), b"print()\n").unwrap();
         std::os::unix::fs::symlink("a.so", prefix.join("lib/link.so")).unwrap();
         // Outside the prefix, reached only through a link: not counted.
-        std::fs::write(dir.path().join("outside"), vec![0u8; 5000]).unwrap();
+        fs_err::write(dir.path().join("outside"), vec![0u8; 5000]).unwrap();
         std::os::unix::fs::symlink(dir.path(), prefix.join("escape")).unwrap();
 
         let size = measure_prefix(&prefix).unwrap();

@@ -3,6 +3,8 @@
 //! a lock whose packed prefix is missing is still materialised, and the
 //! attempt limit holds when workers die, their logs kept with the build.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] unwrap too
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -39,7 +41,7 @@ impl Fixture {
             .await
             .unwrap();
         let artifacts = root.join("artifacts");
-        std::fs::create_dir_all(&artifacts).unwrap();
+        fs_err::create_dir_all(&artifacts).unwrap();
         let store =
             ArtifactStore::open(&url::Url::from_directory_path(&artifacts).unwrap()).unwrap();
         Self {
@@ -55,7 +57,7 @@ impl Fixture {
     fn node(&self, node: &str, publish_packed_prefixes: bool) -> BuildContext {
         let data = self.root.join(node);
         let layout = Layout::under(&data);
-        std::fs::create_dir_all(&layout.prefixes).unwrap();
+        fs_err::create_dir_all(&layout.prefixes).unwrap();
         let cache_dir = data.join("cache");
         let package_cache = PackageCache::new(layout.package_cache.clone());
         BuildContext {
@@ -101,7 +103,9 @@ impl Fixture {
             .await
             .unwrap()
             .expect("a job is queued");
-        node.run_job(&job, "worker", 3).await.unwrap();
+        envstore_workers::run_job(node, &job, "worker", 3)
+            .await
+            .unwrap();
         let build = self.db.build(&job.build_id).await.unwrap().unwrap();
         assert_eq!(
             build.status,
@@ -209,7 +213,7 @@ async fn materialize_builds_from_the_lock_when_no_packed_prefix_was_published() 
     assert!(complete(&other.layout.prefixes, &lock));
     assert!(prefix.join("bin").join("python").exists() || prefix.join("conda-meta").is_dir());
     let link = other.layout.environment_link("team", "env");
-    assert_eq!(std::fs::read_link(&link).unwrap(), prefix);
+    assert_eq!(fs_err::read_link(&link).unwrap(), prefix);
 }
 
 #[tokio::test]
@@ -249,7 +253,9 @@ async fn a_build_whose_workers_died_three_times_fails_with_their_logs() {
         message.starts_with("the build's worker stopped 3 times while building it"),
         "{message}"
     );
-    node.close_at_limit(&job, &message).await.unwrap();
+    envstore_workers::close_at_limit(&node, &job, &message)
+        .await
+        .unwrap();
 
     let build = fixture.db.build(&build_id).await.unwrap().unwrap();
     assert_eq!(build.status, BuildStatus::Failed);

@@ -1,16 +1,20 @@
 //! Tokens, namespace members and role bindings.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use envstore_core::{Grant, NamespacePattern, Role, narrow_scopes, validate_subject};
-use envstore_db::{DbError, NewToken};
+use envstore_api_types::{
+    AuditEntry, AuditPage, Member, MemberRole, MemberSet, Members, NewToken as NewTokenRequest,
+    RoleBinding, RoleBindingSet, RoleBindings, SetRoleBinding, TokenCreated, TokenView, Tokens,
+};
+use envstore_core::{NamespacePattern, Role, narrow_scopes, validate_subject};
+use envstore_db::{DbError, NewToken, TokenRecord};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::auth::Caller;
-use crate::routes::namespaces::{authorized_namespace, parse_json};
+use crate::auth::authorized_namespace;
+use crate::extract::{JsonBody, JsonExample};
 use crate::{ApiError, AppState};
 
 /// Longest token lifetime a caller may ask for.
@@ -22,20 +26,8 @@ const DEFAULT_TOKEN_DAYS: i64 = 90;
 
 const DAY_MILLIS: i64 = 24 * 3600 * 1000;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewTokenRequest {
-    name: String,
-    /// Server admins may mint tokens for other subjects (robots, users).
-    #[serde(default)]
-    subject: Option<String>,
-    #[serde(default)]
-    expires_in_days: Option<i64>,
-    /// Narrows the token to these roles; None: the subject's own roles.
-    #[serde(default)]
-    scopes: Option<Vec<Grant>>,
-    #[serde(default)]
-    server_admin: bool,
+impl JsonExample for NewTokenRequest {
+    const EXAMPLE: &'static str = "{\"name\": \"ci\", \"expires_in_days\": 30}";
 }
 
 /// Creates a token; its value is in this answer and nowhere else. A token
@@ -45,9 +37,9 @@ struct NewTokenRequest {
     post,
     path = "/api/v1/tokens",
     tag = "access",
-    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"name\": \"ci\", \"subject\": …, \"expires_in_days\": …, \"scopes\": [{\"namespace\": …, \"role\": …}]}`"),
+    request_body(content = NewTokenRequest, content_type = "application/json", description = "`{\"name\": \"ci\", \"subject\": …, \"expires_in_days\": …, \"scopes\": [{\"namespace\": …, \"role\": …}]}`"),
     responses(
-        (status = 201, description = "The token: its value is shown here only.", body = serde_json::Value),
+        (status = 201, description = "The token: its value is shown here only.", body = TokenCreated),
         crate::openapi::SignedIn
     ),
     security(("bearer" = []))
@@ -55,11 +47,10 @@ struct NewTokenRequest {
 pub async fn create_token(
     State(app): State<AppState>,
     caller: Caller,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body: JsonBody<NewTokenRequest>,
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     let creator = caller.subject()?.to_owned();
-    let request: NewTokenRequest =
-        parse_json(&body, "{\"name\": \"ci\", \"expires_in_days\": 30}")?;
+    let request = body.parse()?;
     let subject = request.subject.unwrap_or_else(|| creator.clone());
     validate_subject(&subject)?;
     if (subject != creator || request.server_admin) && !caller.is_server_admin() {
@@ -128,7 +119,10 @@ pub async fn create_token(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "token": value, "record": record })),
+        Json(TokenCreated {
+            token: value,
+            record: token_view(record),
+        }),
     ))
 }
 
@@ -139,7 +133,7 @@ pub async fn create_token(
     path = "/api/v1/tokens",
     tag = "access",
     responses(
-        (status = 200, description = "The caller's tokens, never their values.", body = serde_json::Value),
+        (status = 200, description = "The caller's tokens, never their values.", body = Tokens),
         crate::openapi::SignedIn
     ),
     security(("bearer" = []))
@@ -147,13 +141,15 @@ pub async fn create_token(
 pub async fn list_tokens(
     State(app): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Tokens>, ApiError> {
     let subject = caller.subject()?;
     let tokens = match (&caller.grants.scopes, &caller.token_id) {
         (Some(_), Some(own)) => app.db.token_lineage(own).await?,
         _ => app.db.tokens_of(subject).await?,
     };
-    Ok(Json(json!({ "tokens": tokens })))
+    Ok(Json(Tokens {
+        tokens: tokens.into_iter().map(token_view).collect(),
+    }))
 }
 
 /// Revokes one of the caller's tokens (server admins: anyone's; a scoped
@@ -210,7 +206,7 @@ pub async fn revoke_token(
     tag = "access",
     params(crate::openapi::NamespacePath),
     responses(
-        (status = 200, description = "The namespace's members and their roles.", body = serde_json::Value),
+        (status = 200, description = "The namespace's members and their roles.", body = Members),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -219,23 +215,28 @@ pub async fn list_members(
     State(app): State<AppState>,
     caller: Caller,
     Path(namespace): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Members>, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Viewer).await?;
-    let members: Vec<Value> = app
+    let members: Vec<Member> = app
         .db
         .all_bindings()
         .await?
         .into_iter()
         .filter(|(_, grant)| grant.namespace.matches(namespace.as_str()))
-        .map(|(subject, grant)| json!({ "subject": subject, "role": grant.role, "via": grant.namespace }))
+        .map(|(subject, grant)| Member {
+            subject,
+            role: grant.role,
+            via: grant.namespace,
+        })
         .collect();
-    Ok(Json(json!({ "namespace": namespace, "members": members })))
+    Ok(Json(Members {
+        namespace: namespace.to_string(),
+        members,
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MemberRequest {
-    role: Role,
+impl JsonExample for MemberRole {
+    const EXAMPLE: &'static str = "{\"role\": \"developer\"}";
 }
 
 /// Namespace admins give a subject a role in their namespace.
@@ -244,9 +245,9 @@ struct MemberRequest {
     path = "/api/v1/namespaces/{namespace}/members/{subject}",
     tag = "access",
     params(crate::openapi::NamespacePath, ("subject" = String, Path, description = "Who gets the role.")),
-    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"role\": \"viewer\" | \"developer\" | \"admin\"}`"),
+    request_body(content = MemberRole, content_type = "application/json", description = "`{\"role\": \"viewer\" | \"developer\" | \"admin\"}`"),
     responses(
-        (status = 200, description = "Role set.", body = serde_json::Value),
+        (status = 200, description = "Role set.", body = MemberSet),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -255,11 +256,11 @@ pub async fn set_member(
     State(app): State<AppState>,
     caller: Caller,
     Path((namespace, subject)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    body: JsonBody<MemberRole>,
+) -> Result<Json<MemberSet>, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Admin).await?;
     validate_subject(&subject)?;
-    let request: MemberRequest = parse_json(&body, "{\"role\": \"developer\"}")?;
+    let request = body.parse()?;
     let pattern: NamespacePattern = namespace.as_str().parse()?;
     app.db.bind_role(&subject, &pattern, request.role).await?;
     tracing::info!(namespace = %namespace, subject, role = %request.role, by = caller.subject.as_deref(), "member set");
@@ -270,9 +271,11 @@ pub async fn set_member(
         json!({ "subject": subject, "role": request.role }),
     )
     .await?;
-    Ok(Json(
-        json!({ "namespace": namespace, "subject": subject, "role": request.role }),
-    ))
+    Ok(Json(MemberSet {
+        namespace: namespace.to_string(),
+        subject,
+        role: request.role,
+    }))
 }
 
 /// Namespace admins take a subject's role in their namespace away.
@@ -317,7 +320,7 @@ pub async fn remove_member(
     path = "/api/v1/role-bindings",
     tag = "access",
     responses(
-        (status = 200, description = "Every role binding, globs included.", body = serde_json::Value),
+        (status = 200, description = "Every role binding, globs included.", body = RoleBindings),
         crate::openapi::SignedIn
     ),
     security(("bearer" = []))
@@ -325,25 +328,25 @@ pub async fn remove_member(
 pub async fn list_role_bindings(
     State(app): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RoleBindings>, ApiError> {
     caller.require_server_admin()?;
-    let bindings: Vec<Value> = app
+    let role_bindings: Vec<RoleBinding> = app
         .db
         .all_bindings()
         .await?
         .into_iter()
-        .map(|(subject, grant)| json!({ "subject": subject, "namespace": grant.namespace, "role": grant.role }))
+        .map(|(subject, grant)| RoleBinding {
+            subject,
+            namespace: grant.namespace,
+            role: grant.role,
+        })
         .collect();
-    Ok(Json(json!({ "role_bindings": bindings })))
+    Ok(Json(RoleBindings { role_bindings }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BindingRequest {
-    subject: String,
-    namespace: NamespacePattern,
-    /// None removes the binding.
-    role: Option<Role>,
+impl JsonExample for SetRoleBinding {
+    const EXAMPLE: &'static str =
+        "{\"subject\": \"alice\", \"namespace\": \"team-*\", \"role\": \"viewer\"}";
 }
 
 /// Binds a subject to a role over a namespace glob such as `team-*`
@@ -352,9 +355,9 @@ struct BindingRequest {
     put,
     path = "/api/v1/role-bindings",
     tag = "access",
-    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"subject\": …, \"namespace\": \"team-*\", \"role\": … | null}`"),
+    request_body(content = SetRoleBinding, content_type = "application/json", description = "`{\"subject\": …, \"namespace\": \"team-*\", \"role\": … | null}`"),
     responses(
-        (status = 200, description = "Binding set (or removed with a null role).", body = serde_json::Value),
+        (status = 200, description = "Binding set (or removed with a null role).", body = RoleBindingSet),
         crate::openapi::SignedIn
     ),
     security(("bearer" = []))
@@ -362,13 +365,10 @@ struct BindingRequest {
 pub async fn set_role_binding(
     State(app): State<AppState>,
     caller: Caller,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    body: JsonBody<SetRoleBinding>,
+) -> Result<Json<RoleBindingSet>, ApiError> {
     caller.require_server_admin()?;
-    let request: BindingRequest = parse_json(
-        &body,
-        "{\"subject\": \"alice\", \"namespace\": \"team-*\", \"role\": \"viewer\"}",
-    )?;
+    let request = body.parse()?;
     validate_subject(&request.subject)?;
     match request.role {
         Some(role) => {
@@ -394,9 +394,11 @@ pub async fn set_role_binding(
         json!({ "subject": request.subject, "role": request.role }),
     )
     .await?;
-    Ok(Json(
-        json!({ "subject": request.subject, "namespace": request.namespace, "role": request.role }),
-    ))
+    Ok(Json(RoleBindingSet {
+        subject: request.subject,
+        namespace: request.namespace,
+        role: request.role,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -412,7 +414,7 @@ pub struct AuditQuery {
     tag = "access",
     params(("limit" = Option<i64>, Query, description = "Page size."), ("before" = Option<String>, Query, description = "An entry id: older entries only.")),
     responses(
-        (status = 200, description = "The audit log, newest first.", body = serde_json::Value),
+        (status = 200, description = "The audit log, newest first.", body = AuditPage),
         crate::openapi::SignedIn
     ),
     security(("bearer" = []))
@@ -421,12 +423,41 @@ pub async fn list_audit(
     State(app): State<AppState>,
     caller: Caller,
     axum::extract::Query(query): axum::extract::Query<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     caller.require_server_admin()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let entries = app.db.audit_entries(limit, query.before.as_deref()).await?;
     let next = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|entry| entry.id.clone()))
         .flatten();
-    Ok(Json(json!({ "entries": entries, "next_before": next })))
+    Ok(Json(AuditPage {
+        entries: entries
+            .into_iter()
+            .map(|entry| AuditEntry {
+                id: entry.id,
+                at: entry.at,
+                subject: entry.subject,
+                action: entry.action,
+                target: entry.target,
+                detail: entry.detail,
+            })
+            .collect(),
+        next_before: next,
+    }))
+}
+
+/// A token as the API shows it: never its value, which the database does not keep.
+fn token_view(record: TokenRecord) -> TokenView {
+    TokenView {
+        id: record.id,
+        subject: record.subject,
+        name: record.name,
+        created_by: record.created_by,
+        server_admin: record.server_admin,
+        scopes: record.scopes,
+        created_at: record.created_at,
+        expires_at: record.expires_at,
+        revoked_at: record.revoked_at,
+        parent_token_id: record.parent_token_id,
+    }
 }

@@ -4,14 +4,14 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use envstore_store::{StoreError, keys};
 
+use envstore_api_types::{BuildCancelled, BuildHistoryEntry, BuildView, BuildsPage};
 use envstore_core::{EnvironmentName, Role};
 use envstore_db::BuildRecord;
 
-use crate::auth::Caller;
-use crate::routes::environments::build_view;
+use crate::auth::{Caller, authorized_namespace};
+use crate::paging::ListQuery;
 use crate::routes::log_stream::{Follower, follow_build};
-use crate::routes::namespaces::{ListQuery, authorized_namespace};
-use crate::views::{BuildView, PhaseView};
+use crate::views::{build_view, phase_view};
 use crate::{ApiError, AppState};
 
 /// A build: status, phases with timings, its spec and, once locked, its
@@ -22,7 +22,7 @@ use crate::{ApiError, AppState};
     tag = "builds",
     params(crate::openapi::BuildPath),
     responses(
-        (status = 200, description = "Status, phases with timings, packages, error.", body = serde_json::Value),
+        (status = 200, description = "Status, phases with timings, packages, error.", body = BuildView),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -36,24 +36,6 @@ pub async fn get_build(
     Ok(Json(build_view(&app, build).await?))
 }
 
-/// One build of an environment's history: its state, phase timings, who
-/// submitted it and when.
-#[derive(Debug, serde::Serialize)]
-struct HistoryEntry {
-    id: String,
-    status: envstore_core::BuildStatus,
-    spec_hash: String,
-    lock_hash: Option<String>,
-    created_at: i64,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    submitted_by: Option<String>,
-    current: bool,
-    error: Option<String>,
-    phases: Vec<PhaseView>,
-    url: String,
-}
-
 /// The builds of an environment, newest first, paged with
 /// `?limit=&after=<build id>&q=` (`q` narrows to builds whose id, status or
 /// submitter contains it; `next_after` names the next page's cursor while
@@ -64,7 +46,7 @@ struct HistoryEntry {
     tag = "builds",
     params(crate::openapi::EnvironmentPath, crate::openapi::PageQuery),
     responses(
-        (status = 200, description = "The environment's builds, newest first.", body = serde_json::Value),
+        (status = 200, description = "The environment's builds, newest first.", body = BuildsPage),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -74,7 +56,7 @@ pub async fn list_builds(
     caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BuildsPage>, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Viewer).await?;
     let not_found = || {
         ApiError::NotFound(format!(
@@ -100,14 +82,14 @@ pub async fn list_builds(
         .then(|| page.last().map(|entry| entry.build.id.clone()))
         .flatten();
     let current = environment.current_build_id.as_deref();
-    let builds: Vec<HistoryEntry> = page
+    let builds: Vec<BuildHistoryEntry> = page
         .into_iter()
         .map(|entry| {
             let build = entry.build;
-            HistoryEntry {
+            BuildHistoryEntry {
                 current: current == Some(build.id.as_str()),
                 url: format!("/api/v1/builds/{}", build.id),
-                phases: build.phases.into_iter().map(PhaseView::from).collect(),
+                phases: build.phases.into_iter().map(phase_view).collect(),
                 id: build.id,
                 status: build.status,
                 spec_hash: build.spec_hash,
@@ -120,13 +102,13 @@ pub async fn list_builds(
             }
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "namespace": namespace,
-        "name": name,
-        "current_build_id": environment.current_build_id,
-        "builds": builds,
-        "next_after": next_after,
-    })))
+    Ok(Json(BuildsPage {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        current_build_id: environment.current_build_id,
+        builds,
+        next_after,
+    }))
 }
 
 /// A build the caller may view (as a viewer of its namespace).
@@ -157,7 +139,7 @@ async fn visible_build(app: &AppState, caller: &Caller, id: &str) -> Result<Buil
     tag = "builds",
     params(crate::openapi::BuildPath, ("follow" = Option<bool>, Query, description = "Follow as Server-Sent Events, as `Accept: text/event-stream` does.")),
     responses(
-        (status = 200, description = "The log as text, or a stream of `line`, `status`, `reset` and `end` events.", body = String, content_type = "text/plain"),
+        (status = 200, description = "The log as text, or a stream of `line`, `status`, `reset` and `end` events.", content((String = "text/plain"), (String = "text/event-stream"))),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -213,7 +195,7 @@ pub struct LogQuery {
     tag = "builds",
     params(crate::openapi::BuildPath),
     responses(
-        (status = 200, description = "Cancelled, or asked to stop.", body = serde_json::Value),
+        (status = 200, description = "Cancelled, or asked to stop.", body = BuildCancelled),
         (status = 409, description = "The build has ended.", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::InNamespace
     ),
@@ -223,7 +205,7 @@ pub async fn cancel_build(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BuildCancelled>, ApiError> {
     let build = visible_build(&app, &caller, &id).await?;
     caller
         .require(&app, &build.namespace, Role::Developer)
@@ -246,9 +228,9 @@ pub async fn cancel_build(
         serde_json::json!({ "status": status }),
     )
     .await?;
-    Ok(Json(serde_json::json!({
-        "build_id": build.id,
-        "status": status,
-        "cancelling": status == Some(envstore_core::BuildStatus::Running),
-    })))
+    Ok(Json(BuildCancelled {
+        build_id: build.id,
+        status,
+        cancelling: status == Some(envstore_core::BuildStatus::Running),
+    }))
 }

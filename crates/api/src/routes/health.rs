@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use envstore_api_types::{Liveness, Readiness};
 
 use crate::{ApiError, AppState};
 
@@ -15,14 +15,14 @@ use crate::{ApiError, AppState};
     path = "/api/v1/health",
     tag = "operations",
     responses(
-        (status = 200, description = "The database answers.", body = serde_json::Value),
+        (status = 200, description = "The database answers.", body = Liveness),
         (status = 503, description = "The database does not answer; `Retry-After` says when to ask again.", body = crate::openapi::Problem, content_type = "application/problem+json")
     ),
     security((), ("bearer" = []))
 )]
-pub async fn health(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn health(State(app): State<AppState>) -> Result<Json<Liveness>, ApiError> {
     app.db.ping().await?;
-    Ok(Json(json!({ "status": "ok" })))
+    Ok(Json(Liveness::ok()))
 }
 
 /// Liveness: the process answers HTTP. It checks no dependency, so an
@@ -33,12 +33,12 @@ pub async fn health(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     path = "/health",
     tag = "operations",
     responses(
-        (status = 200, description = "The process answers.", body = serde_json::Value)
+        (status = 200, description = "The process answers.", body = Liveness)
     ),
     security((), ("bearer" = []))
 )]
-pub async fn live() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn live() -> Json<Liveness> {
+    Json(Liveness::ok())
 }
 
 /// Readiness: the database answers and takes a write, the object store
@@ -50,18 +50,20 @@ pub async fn live() -> Json<Value> {
     path = "/ready",
     tag = "operations",
     responses(
-        (status = 200, description = "The database takes writes, the store answers, the data folder can be written.", body = serde_json::Value),
+        (status = 200, description = "The database takes writes, the store answers, the data folder can be written.", body = Readiness),
         (status = 503, description = "A dependency does not answer or cannot be written; `failed` names it, `detail` says why.", body = crate::openapi::Problem, content_type = "application/problem+json")
     ),
     security((), ("bearer" = []))
 )]
-pub async fn ready(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn ready(State(app): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     let readiness = crate::readiness::Readiness {
         db: app.db.clone(),
         store: app.store.clone(),
         data_dir: app.data_dir.clone(),
     };
-    readiness.check().await.map(Json)
+    // Its answer when every check passed is always the same.
+    readiness.check().await?;
+    Ok(Json(Readiness::ready()))
 }
 
 /// The Prometheus exposition. Anyone may read it, as `/health`: scrapers

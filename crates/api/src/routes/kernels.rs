@@ -4,8 +4,9 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use envstore_api_types::{Kernel, KernelsPage};
+use serde::Deserialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
@@ -30,22 +31,6 @@ pub struct KernelsQuery {
     after: Option<String>,
 }
 
-/// One kernel, as `envstore kernels sync` turns it into a kernelspec.
-#[derive(Debug, Serialize)]
-struct KernelView {
-    id: String,
-    display_name: String,
-    namespace: String,
-    environment: String,
-    build_id: String,
-    lock_hash: String,
-    prefix: String,
-    language: &'static str,
-    /// The environment's `variables:`: a kernel is started without
-    /// activation, so its kernelspec sets them.
-    env: std::collections::BTreeMap<String, String>,
-}
-
 /// The kernels the caller may see, ordered by namespace and name, paged with
 /// `?limit=&after=<namespace>/<name>` (`next_after` names the next page's
 /// cursor while there is one).
@@ -55,7 +40,7 @@ struct KernelView {
     tag = "kernels",
     params(("limit" = Option<usize>, Query, description = "Page size."), ("after" = Option<String>, Query, description = "The previous page's `next_after` (`namespace/name`).")),
     responses(
-        (status = 200, description = "Environments the caller may see whose current build has ipykernel.", body = serde_json::Value)
+        (status = 200, description = "Environments the caller may see whose current build has ipykernel.", body = KernelsPage)
     ),
     security((), ("bearer" = []))
 )]
@@ -63,7 +48,7 @@ pub async fn list_kernels(
     State(app): State<AppState>,
     caller: Caller,
     Query(query): Query<KernelsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KernelsPage>, ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let mut cursor = match query.after.as_deref() {
         None => (String::new(), String::new()),
@@ -78,7 +63,7 @@ pub async fn list_kernels(
             })?,
     };
     let platform = app.default_platform.to_string();
-    let mut kernels: Vec<KernelView> = Vec::new();
+    let mut kernels: Vec<Kernel> = Vec::new();
     let mut more = false;
     'scan: loop {
         let batch = app
@@ -99,7 +84,7 @@ pub async fn list_kernels(
                 more = true;
                 break 'scan;
             }
-            kernels.push(KernelView {
+            kernels.push(Kernel {
                 id: kernel_id(&environment.namespace, &environment.name),
                 display_name: format!("{}/{}", environment.namespace, environment.name),
                 prefix: app
@@ -112,7 +97,7 @@ pub async fn list_kernels(
                 environment: environment.name,
                 build_id: environment.build_id,
                 lock_hash: environment.lock_hash,
-                language: "python",
+                language: "python".to_owned(),
                 env: kernel_env(environment.variables, &app.default_policy),
             });
         }
@@ -127,9 +112,10 @@ pub async fn list_kernels(
                 .map(|kernel| format!("{}/{}", kernel.namespace, kernel.environment))
         })
         .flatten();
-    Ok(Json(
-        json!({ "kernels": kernels, "next_after": next_after }),
-    ))
+    Ok(Json(KernelsPage {
+        kernels,
+        next_after,
+    }))
 }
 
 /// The variables a kernelspec may set: those the server policy allows today.
@@ -178,6 +164,7 @@ pub fn kernel_id(namespace: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn kernel_ids_are_safe_and_distinct() {

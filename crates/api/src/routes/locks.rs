@@ -5,7 +5,7 @@ use envstore_core::ContentHash;
 use envstore_store::artifact;
 
 use crate::auth::Caller;
-use crate::routes::{cache_control, if_none_match};
+use crate::http_cache::{cache_control, if_none_match};
 use crate::{ApiError, AppState};
 
 /// A lock's artifact by its content address: it never changes, so it may be

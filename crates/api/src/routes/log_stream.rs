@@ -1,33 +1,42 @@
 //! A build's log as Server-Sent Events, for `envstore submit --wait`, the
-//! web UI and `curl -N`: lines as the worker writes them, the build's state
-//! whenever it moves to another phase, and an `end` event when it is over.
+//! web UI and `curl -N`: `line` events as the worker writes them, `progress`
+//! events with the typed events they are rendered from (JSON: `seq`,
+//! `elapsed_seconds` and the `event`, tagged by `kind`: `phase`,
+//! `downloading`, `linking`, `note`, `end`), the build's state whenever it
+//! moves to another phase (`status`), and an `end` event when it is over.
 //!
-//! Lines come from the live log of a build running in this process. A build
-//! running on another node still reports its state and phases as they
-//! change (they are in the database), and its lines arrive when it ends,
-//! from the published log.
+//! A follower is sent only what is new: of a build running in this
+//! process, the events after the last one it was sent; of a build running
+//! on another node, the lines its worker keeps in the database after the
+//! last character it was sent (lines only); and, once the build is over,
+//! what the published log adds. A build's end reaches followers at once:
+//! workers announce it (PostgreSQL NOTIFY, or within the process), and one
+//! listener per process wakes the streams of that build; they also look
+//! again every [`EventStreams::poll_interval`] in case a word was lost.
 //!
-//! A stream holds a connection and polls the database, so each caller may
-//! keep only [`EventStreamLimits::per_caller`] open at once, a stream ends
-//! after [`EventStreamLimits::max_duration`] (the client reconnects or
-//! polls), the caller's credential and access are checked again every
+//! A stream holds a connection, so each caller may keep only
+//! [`EventStreamLimits::per_caller`] open at once, a stream ends after
+//! [`EventStreamLimits::max_duration`] (the client reconnects or polls),
+//! the caller's credential and access are checked again every
 //! [`EventStreamLimits::recheck`] (a revoked token's streams end), and every
 //! stream ends when the server shuts down. A stream that ends for any of
 //! these reasons sends a `closed` event saying why, never `end`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::{HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use envstore_core::Role;
-use envstore_db::BuildRecord;
+use envstore_core::{BuildStatus, ProgressEvent, ProgressRecord, Role};
+use envstore_db::{AttemptLogSince, BuildRecord, Database};
 use envstore_store::{StoreError, keys};
 use futures::Stream;
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
 
 use crate::auth::Caller;
 use crate::{ApiError, AppState};
@@ -51,6 +60,9 @@ pub const DEFAULT_STREAMS_PER_CALLER: usize = 8;
 pub const DEFAULT_STREAM_DURATION: Duration = Duration::from_secs(3600);
 /// How often a stream rechecks its caller unless configured otherwise.
 pub const DEFAULT_STREAM_RECHECK: Duration = Duration::from_secs(5);
+/// How often a followed build is looked at again unless configured
+/// otherwise: a running build's new lines and phases arrive this often.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Default for EventStreamLimits {
     fn default() -> Self {
@@ -62,26 +74,51 @@ impl Default for EventStreamLimits {
     }
 }
 
-/// The event streams open in this process, counted per caller, and the
-/// signal that ends them all when the server shuts down (a graceful
-/// shutdown waits for open connections).
+/// The event streams open in this process, counted per caller, the signal
+/// that ends them all when the server shuts down (a graceful shutdown waits
+/// for open connections), and the word of builds that changed state.
 pub struct EventStreams {
     limits: EventStreamLimits,
+    poll: Duration,
     open: Mutex<HashMap<String, usize>>,
     closing: tokio::sync::watch::Sender<bool>,
+    changes: Arc<Changes>,
+}
+
+/// Builds that changed state, as one listener per process hears them
+/// (`None`: some may have been missed, look at every build).
+struct Changes {
+    sender: broadcast::Sender<Option<String>>,
+    /// Whether the listener runs; it stops when no stream is open.
+    listening: AtomicBool,
 }
 
 impl EventStreams {
     pub fn new(limits: EventStreamLimits) -> Self {
         Self {
             limits,
+            poll: DEFAULT_POLL_INTERVAL,
             open: Mutex::default(),
             closing: tokio::sync::watch::Sender::new(false),
+            changes: Arc::new(Changes {
+                sender: broadcast::channel(256).0,
+                listening: AtomicBool::new(false),
+            }),
         }
+    }
+
+    /// Looks at followed builds this often besides when told they changed.
+    pub fn with_poll_interval(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
     }
 
     pub fn limits(&self) -> EventStreamLimits {
         self.limits
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        self.poll
     }
 
     /// Ends every open stream, and every one opened from now on.
@@ -94,12 +131,82 @@ impl EventStreams {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Word of builds that change state, with the listener started if it
+    /// is not running.
+    fn subscribe(&self, db: &Database) -> broadcast::Receiver<Option<String>> {
+        let receiver = self.changes.sender.subscribe();
+        if !self.changes.listening.swap(true, Ordering::AcqRel) {
+            tokio::spawn(forward_changes(
+                db.clone(),
+                self.changes.clone(),
+                self.closing.subscribe(),
+            ));
+        }
+        receiver
+    }
 }
 
 impl Default for EventStreams {
     fn default() -> Self {
         Self::new(EventStreamLimits::default())
     }
+}
+
+/// How often the change listener looks whether any stream is still open.
+const LISTENER_IDLE_CHECK: Duration = Duration::from_secs(30);
+
+/// Passes what the database hears of builds changing state to the open
+/// streams, while there are any. A lost connection is made again with
+/// backoff; streams poll meanwhile.
+async fn forward_changes(
+    db: Database,
+    changes: Arc<Changes>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_secs(1);
+    'listen: loop {
+        if *closing.borrow() || changes.sender.receiver_count() == 0 {
+            break;
+        }
+        match db.build_change_listener().await {
+            Ok(mut listener) => {
+                delay = Duration::from_secs(1);
+                // Changes made while nobody listened.
+                let _ = changes.sender.send(None);
+                loop {
+                    tokio::select! {
+                        _ = closing.wait_for(|closing| *closing) => break 'listen,
+                        () = tokio::time::sleep(LISTENER_IDLE_CHECK) => {
+                            if changes.sender.receiver_count() == 0 {
+                                break 'listen;
+                            }
+                        }
+                        heard = listener.recv() => match heard {
+                            Ok(change) => {
+                                if changes.sender.send(change).is_err() {
+                                    break 'listen;
+                                }
+                            }
+                            Err(error) => {
+                                tracing::warn!(error = %envstore_core::error_chain(&error), "lost the build notifications: streams poll until they are back");
+                                break;
+                            }
+                        },
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %envstore_core::error_chain(&error), "cannot listen for build notifications: streams poll");
+            }
+        }
+        tokio::select! {
+            _ = closing.wait_for(|closing| *closing) => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+    changes.listening.store(false, Ordering::Release);
 }
 
 /// One open stream of a caller; dropping it (the stream ended or the client
@@ -178,8 +285,55 @@ impl Follower {
     }
 }
 
-/// How often a followed build is looked at again.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// What a stream sends, before it becomes a Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+enum Sent {
+    Line(String),
+    Progress(ProgressRecord),
+    Status(Value),
+    Reset,
+    End(Value),
+    Closed(String),
+}
+
+impl Sent {
+    fn into_event(self) -> Event {
+        match self {
+            // A bare carriage return would end the event early in a client.
+            Self::Line(line) => Event::default().event("line").data(line.replace('\r', " ")),
+            Self::Progress(record) => Event::default()
+                .event("progress")
+                .data(serde_json::to_string(&record).unwrap_or_default()),
+            Self::Status(state) => Event::default().event("status").data(state.to_string()),
+            Self::Reset => Event::default()
+                .event("reset")
+                .data("the complete log follows"),
+            Self::End(outcome) => Event::default().event("end").data(outcome.to_string()),
+            Self::Closed(reason) => Event::default()
+                .event("closed")
+                .data(json!({ "reason": reason }).to_string()),
+        }
+    }
+}
+
+/// Where a build's log came from on one look.
+enum LogSource {
+    /// The published log of a build that is over.
+    Published(String),
+    /// New events of a build running in this process, or published with
+    /// the log of a build that is over.
+    Live(Vec<ProgressRecord>),
+    /// The whole live log as text (a build side that keeps no events).
+    LiveText(String),
+    /// What the worker of a build running elsewhere kept in the database
+    /// after what was read before.
+    Kept(AttemptLogSince),
+    Nothing,
+}
+
+/// The first line of a kept log whose beginning was cut (it grew past the
+/// most the database keeps): its character offsets no longer hold.
+const CUT_MARK: &str = "[… earlier lines cut]";
 
 /// What the client has been sent so far.
 struct Follow {
@@ -192,12 +346,22 @@ struct Follow {
     /// When the caller is checked again.
     next_check: tokio::time::Instant,
     closing: tokio::sync::watch::Receiver<bool>,
-    /// The part of the log already sent as `line` events.
+    /// Word of builds changing state; None once it can no longer come.
+    changes: Option<broadcast::Receiver<Option<String>>>,
+    /// The lines already sent, to tell whether the published log continues
+    /// them.
     sent: String,
+    /// The number of the next event of the live log to send.
+    next_seq: u64,
+    /// Of the log kept in the database by a worker elsewhere: the attempt
+    /// and the characters read so far; None once it was cut.
+    kept: Option<(i64, i64)>,
+    /// Whether an `end` progress event went out.
+    end_sent: bool,
     /// The last `status` event's content, to send only changes.
-    last_state: Option<serde_json::Value>,
+    last_state: Option<Value>,
     /// Events ready to go out before looking again.
-    pending: std::collections::VecDeque<Event>,
+    pending: VecDeque<Sent>,
     looked: bool,
     finished: bool,
 }
@@ -209,38 +373,50 @@ pub(crate) fn follow_build(
     build_id: String,
     follower: Follower,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let stream = events(app, build_id, follower)?;
+    let stream = futures::StreamExt::map(stream, |sent| Ok(sent.into_event()));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// What the stream of `build_id` sends, in order.
+fn events(
+    app: AppState,
+    build_id: String,
+    follower: Follower,
+) -> Result<impl Stream<Item = Sent>, ApiError> {
     let slot = StreamSlot::take(&app, &follower.caller)?;
     let limits = app.event_streams.limits;
     let now = tokio::time::Instant::now();
     let closing = app.event_streams.closing.subscribe();
+    let changes = app.event_streams.subscribe(&app.db);
     let follow = Follow {
         follower,
         _slot: slot,
         deadline: now + limits.max_duration,
         next_check: now + limits.recheck,
         closing,
+        changes: Some(changes),
         app,
         build_id,
         sent: String::new(),
+        next_seq: 0,
+        kept: Some((0, 0)),
+        end_sent: false,
         last_state: None,
-        pending: Default::default(),
+        pending: VecDeque::new(),
         looked: false,
         finished: false,
     };
-    let stream = futures::stream::unfold(follow, |mut follow| async move {
+    Ok(futures::stream::unfold(follow, |mut follow| async move {
         loop {
-            if let Some(event) = follow.pending.pop_front() {
-                return Some((Ok(event), follow));
+            if let Some(sent) = follow.pending.pop_front() {
+                return Some((sent, follow));
             }
             if follow.finished {
                 return None;
             }
             if follow.looked {
-                let wake = (tokio::time::Instant::now() + POLL_INTERVAL).min(follow.deadline);
-                tokio::select! {
-                    () = tokio::time::sleep_until(wake) => {}
-                    _ = follow.closing.wait_for(|closing| *closing) => {}
-                }
+                follow.wait().await;
             }
             follow.looked = true;
             if let Some(reason) = follow.must_close().await {
@@ -249,11 +425,40 @@ pub(crate) fn follow_build(
             }
             follow.poll().await;
         }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    }))
 }
 
 impl Follow {
+    /// Waits until the build is worth looking at again: it changed, the
+    /// poll interval passed, the caller is due a check, or the stream must
+    /// end.
+    async fn wait(&mut self) {
+        let wake = (tokio::time::Instant::now() + self.app.event_streams.poll)
+            .min(self.deadline)
+            .min(self.next_check);
+        loop {
+            let changes = &mut self.changes;
+            let closing = &mut self.closing;
+            let change = async {
+                match changes {
+                    Some(changes) => Some(changes.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            let change = tokio::select! {
+                () = tokio::time::sleep_until(wake) => None,
+                _ = closing.wait_for(|closing| *closing) => None,
+                change = change => change,
+            };
+            match change {
+                Some(Ok(Some(build_id))) if build_id != self.build_id => {}
+                Some(Err(broadcast::error::RecvError::Closed)) => self.changes = None,
+                // This build, some changes were missed, or time is up.
+                _ => return,
+            }
+        }
+    }
+
     /// Why the stream must end now, if it must.
     async fn must_close(&mut self) -> Option<String> {
         if *self.closing.borrow() {
@@ -280,11 +485,7 @@ impl Follow {
 
     /// Ends the stream early with a `closed` event saying why.
     fn close(&mut self, reason: String) {
-        self.pending.push_back(
-            Event::default()
-                .event("closed")
-                .data(json!({ "reason": reason }).to_string()),
-        );
+        self.pending.push_back(Sent::Closed(reason));
         self.finished = true;
     }
 
@@ -299,28 +500,101 @@ impl Follow {
                 return;
             }
         };
-        let published = if build.status.is_final() {
-            match self.app.store.get(&keys::build_log(&build.id)).await {
-                Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
-                Err(StoreError::NotFound(_)) => None,
-                Err(error) => {
-                    tracing::warn!(build = %self.build_id, error = %envstore_core::error_chain(&error), "cannot read a build log");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        self.observe(&build, published);
+        let source = self.read_log(&build).await;
+        self.observe(&build, source);
     }
 
-    /// Queues what changed since the last look: new complete lines, a new
-    /// state, and the end once the build is final.
-    fn observe(&mut self, build: &BuildRecord, published: Option<String>) {
+    /// What is new in the build's log, from wherever it is.
+    async fn read_log(&mut self, build: &BuildRecord) -> LogSource {
+        if build.status.is_final() {
+            // The published events, unless this follower read text so far
+            // (from a worker elsewhere): then the text continues it.
+            if self.sent.is_empty() || self.next_seq > 0 {
+                if let Some(records) = self.published_events(&build.id).await {
+                    return LogSource::Live(records);
+                }
+            }
+            return match self.app.store.get(&keys::build_log(&build.id)).await {
+                Ok(bytes) => LogSource::Published(String::from_utf8_lossy(&bytes).into_owned()),
+                Err(error) => {
+                    if !matches!(error, StoreError::NotFound(_)) {
+                        tracing::warn!(build = %self.build_id, error = %envstore_core::error_chain(&error), "cannot read a build log");
+                    }
+                    self.live_log(&build.id)
+                }
+            };
+        }
+        let live = self.live_log(&build.id);
+        if !matches!(live, LogSource::Nothing) || build.status != BuildStatus::Running {
+            return live;
+        }
+        let Some((attempt, read)) = self.kept else {
+            return LogSource::Nothing;
+        };
+        match self.app.db.attempt_log_since(&build.id, read).await {
+            // A newer attempt: its kept log starts with the earlier ones.
+            Ok(Some(kept)) if kept.attempt != attempt && read > 0 => {
+                match self.app.db.attempt_log_since(&build.id, 0).await {
+                    Ok(Some(whole)) => LogSource::Kept(whole),
+                    _ => LogSource::Nothing,
+                }
+            }
+            Ok(Some(kept)) => LogSource::Kept(kept),
+            Ok(None) => LogSource::Nothing,
+            Err(error) => {
+                tracing::debug!(build = %self.build_id, error = %envstore_core::error_chain(&error), "cannot read a kept build log");
+                LogSource::Nothing
+            }
+        }
+    }
+
+    /// The typed events published with a finished build's log, from the
+    /// next one this follower needs; None when there are none (a build
+    /// closed at its attempt limit, or published before events were).
+    async fn published_events(&self, build_id: &str) -> Option<Vec<ProgressRecord>> {
+        let bytes = match self.app.store.get(&keys::build_events(build_id)).await {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound(_)) => return None,
+            Err(error) => {
+                tracing::warn!(build = %build_id, error = %envstore_core::error_chain(&error), "cannot read a build's events");
+                return None;
+            }
+        };
+        let mut records = Vec::new();
+        for line in bytes.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()) {
+            match serde_json::from_slice::<ProgressRecord>(line) {
+                Ok(record) if record.seq >= self.next_seq => records.push(record),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(build = %build_id, %error, "a build's published events do not parse: sending its text log");
+                    return None;
+                }
+            }
+        }
+        Some(records)
+    }
+
+    fn live_log(&self, build_id: &str) -> LogSource {
+        if let Some(records) = self.app.events.live_events(build_id, self.next_seq) {
+            return LogSource::Live(records);
+        }
+        match self.app.events.live_log(build_id) {
+            Some(text) => LogSource::LiveText(text),
+            None => LogSource::Nothing,
+        }
+    }
+
+    /// Queues what changed since the last look: new lines and events, a
+    /// new state, and the end once the build is final.
+    fn observe(&mut self, build: &BuildRecord, source: LogSource) {
         let final_status = build.status.is_final();
-        let log = published.or_else(|| self.app.events.live_log(&build.id));
-        if let Some(log) = log {
-            self.queue_lines(&log, final_status);
+        match source {
+            LogSource::Published(text) | LogSource::LiveText(text) => {
+                self.queue_text(&text, final_status);
+            }
+            LogSource::Live(records) => self.queue_records(records),
+            LogSource::Kept(kept) => self.queue_kept(kept),
+            LogSource::Nothing => {}
         }
         let current = build.phases.last();
         let state = json!({
@@ -330,27 +604,76 @@ impl Follow {
             "phases": build.phases.len(),
         });
         if self.last_state.as_ref() != Some(&state) {
-            self.pending
-                .push_back(Event::default().event("status").data(state.to_string()));
+            self.pending.push_back(Sent::Status(state.clone()));
             self.last_state = Some(state);
         }
         if final_status {
+            if !self.end_sent {
+                self.end_sent = true;
+                self.pending.push_back(Sent::Progress(ProgressRecord {
+                    seq: self.next_seq,
+                    elapsed_seconds: None,
+                    event: ProgressEvent::End {
+                        status: build.status,
+                        error: build.error.clone(),
+                    },
+                }));
+            }
             self.end(json!({ "status": build.status, "error": build.error }));
         }
     }
 
+    /// Sends new events of the live log, and the lines they render to.
+    fn queue_records(&mut self, records: Vec<ProgressRecord>) {
+        for record in records {
+            if record.seq < self.next_seq {
+                continue;
+            }
+            self.next_seq = record.seq + 1;
+            if let Some(line) = record.log_line() {
+                for line in line.lines() {
+                    self.pending.push_back(Sent::Line(line.to_owned()));
+                }
+                self.sent.push_str(&line);
+                self.sent.push('\n');
+            }
+            self.end_sent |= matches!(record.event, ProgressEvent::End { .. });
+            self.pending.push_back(Sent::Progress(record));
+        }
+    }
+
+    /// Sends the whole lines a worker elsewhere kept since the last look.
+    fn queue_kept(&mut self, kept: AttemptLogSince) {
+        let (attempt, read) = self.kept.unwrap_or_default();
+        let from_start = kept.attempt != attempt || read == 0;
+        if from_start && kept.text.starts_with(CUT_MARK) {
+            // Offsets into a log that is cut anew on each save mean
+            // nothing: its lines come with the published log.
+            self.kept = None;
+            return;
+        }
+        let whole = kept.text.rfind('\n').map_or(0, |end| end + 1);
+        let new = &kept.text[..whole];
+        let read_now = if from_start { 0 } else { read };
+        self.kept = Some((kept.attempt, read_now + new.chars().count() as i64));
+        if from_start {
+            self.queue_text(new, false);
+        } else {
+            for line in new.lines() {
+                self.pending.push_back(Sent::Line(line.to_owned()));
+            }
+            self.sent.push_str(new);
+        }
+    }
+
     /// Sends the part of `log` not sent yet, whole lines only unless the
-    /// build is over. A published log that does not continue what was sent
-    /// (a retried build's final log) is sent whole after a `reset` event.
-    fn queue_lines(&mut self, log: &str, complete: bool) {
+    /// build is over. A log that does not continue what was sent (a
+    /// retried build's final log) is sent whole after a `reset` event.
+    fn queue_text(&mut self, log: &str, complete: bool) {
         let new = match log.strip_prefix(self.sent.as_str()) {
             Some(new) => new,
             None => {
-                self.pending.push_back(
-                    Event::default()
-                        .event("reset")
-                        .data("the complete log follows"),
-                );
+                self.pending.push_back(Sent::Reset);
                 self.sent.clear();
                 log
             }
@@ -361,16 +684,13 @@ impl Follow {
             new.rfind('\n').map_or(0, |end| end + 1)
         };
         for line in new[..upto].lines() {
-            // A bare carriage return would end the event early in a client.
-            self.pending
-                .push_back(Event::default().event("line").data(line.replace('\r', " ")));
+            self.pending.push_back(Sent::Line(line.to_owned()));
         }
         self.sent.push_str(&new[..upto]);
     }
 
-    fn end(&mut self, outcome: serde_json::Value) {
-        self.pending
-            .push_back(Event::default().event("end").data(outcome.to_string()));
+    fn end(&mut self, outcome: Value) {
+        self.pending.push_back(Sent::End(outcome));
         self.finished = true;
     }
 }

@@ -3,7 +3,7 @@ mod builds;
 mod environments;
 mod health;
 mod kernels;
-mod lifecycle;
+mod lockfiles;
 mod locks;
 mod log_stream;
 mod namespaces;
@@ -11,7 +11,7 @@ mod solve;
 mod usage;
 
 use axum::Router;
-use axum::http::{HeaderMap, Method, header};
+use axum::http::Method;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
@@ -22,7 +22,6 @@ pub use kernels::{KERNEL_PACKAGE, kernel_id};
 pub use log_stream::{EventStreamLimits, EventStreams};
 pub use solve::LOCK_HASH_HEADER;
 pub use usage::{Figures as UsageFigures, UsageSettings};
-pub(crate) use usage::{QuotaExceeded, check_quota};
 
 /// The routes of the API and their OpenAPI document, built in one place
 /// from the handlers' `#[utoipa::path]` annotations: a handler's method and
@@ -75,7 +74,7 @@ pub(crate) fn table() -> RouteTable {
         .routes(observed(routes!(namespaces::list_namespaces)))
         .routes(observed(routes!(namespaces::create_namespace)))
         .routes(observed(routes!(namespaces::get_namespace)))
-        .routes(observed(routes!(lifecycle::delete_namespace)))
+        .routes(observed(routes!(namespaces::delete_namespace)))
         .routes(observed(routes!(namespaces::set_visibility)))
         .routes(observed(routes!(namespaces::get_policy)))
         .routes(observed(routes!(namespaces::set_policy)))
@@ -89,11 +88,11 @@ pub(crate) fn table() -> RouteTable {
         .routes(observed(routes!(environments::list_environments)))
         .routes(observed(routes!(environments::get_environment)))
         .routes(observed(routes!(environments::submit_environment)))
-        .routes(observed(routes!(lifecycle::delete_environment)))
+        .routes(observed(routes!(environments::delete_environment)))
         .routes(observed(routes!(builds::list_builds)))
         .routes(observed(routes!(environments::set_current_build)))
-        .routes(observed(routes!(environments::get_lockfile)))
-        .routes(observed(routes!(lifecycle::submit_lockfile)))
+        .routes(observed(routes!(lockfiles::get_lockfile)))
+        .routes(observed(routes!(lockfiles::submit_lockfile)))
         .routes(observed(routes!(solve::solve_spec)))
         .routes(observed(routes!(builds::get_build)))
         .routes(observed(routes!(builds::get_build_log)))
@@ -137,153 +136,4 @@ pub fn router(state: AppState) -> Router {
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     crate::observe::count_unmatched(&method);
     ApiError::NotFound(format!("no such resource: {}", uri.path()))
-}
-
-/// How long parsing one request body may take. A body within the size and
-/// nesting limits parses in milliseconds; past this it is refused.
-pub const PARSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Request bodies parsed at once, off the async runtime: a burst of
-/// expensive bodies keeps at most this many CPU threads busy, and the
-/// runtime (health checks, other requests, shutdown) keeps answering.
-pub const PARSE_SLOTS: usize = 4;
-
-static PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARSE_SLOTS);
-
-/// Runs `parse` on a blocking thread under [`PARSE_BUDGET`] (waiting for a
-/// free slot included). The slot is held until the parse really ends, even
-/// when the request gave up on it: a parser cannot be interrupted.
-pub(crate) async fn parse_off_runtime<T, E>(
-    parse: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    E: Send + 'static,
-    ApiError: From<E>,
-{
-    let deadline = tokio::time::Instant::now() + PARSE_BUDGET;
-    let permit = tokio::time::timeout_at(deadline, PARSES.acquire())
-        .await
-        .map_err(|_| ApiError::Busy)?
-        .map_err(|_| ApiError::Busy)?;
-    let task = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        parse()
-    });
-    match tokio::time::timeout_at(deadline, task).await {
-        Ok(Ok(parsed)) => Ok(parsed?),
-        Ok(Err(join)) => Err(ApiError::BadRequest(format!(
-            "the request body could not be read: {join}"
-        ))),
-        Err(_) => Err(ApiError::ParseBudget {
-            seconds: PARSE_BUDGET.as_secs(),
-        }),
-    }
-}
-
-/// The platform whose `@EXPLICIT` file is asked for: the one named, which
-/// the lock must have, or the lock's only one.
-pub(crate) fn explicit_platform(
-    platforms: &[String],
-    asked: Option<&str>,
-) -> Result<String, ApiError> {
-    match asked {
-        Some(platform) if platforms.iter().any(|known| known == platform) => {
-            Ok(platform.to_owned())
-        }
-        Some(platform) => Err(ApiError::NotFound(format!(
-            "the lock has no platform '{}'; it has {}",
-            platform.escape_debug(),
-            platforms.join(", ")
-        ))),
-        None => match platforms {
-            [only] => Ok(only.clone()),
-            _ => Err(ApiError::BadRequest(format!(
-                "the lock has several platforms ({}): choose one with ?platform=",
-                platforms.join(", ")
-            ))),
-        },
-    }
-}
-
-/// A lockfile format a client may ask for with `?format=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LockfileFormat {
-    CondaLock,
-    Pixi,
-    Explicit,
-}
-
-impl LockfileFormat {
-    /// `?format=` as given; conda-lock when absent.
-    pub(crate) fn parse(format: Option<&str>) -> Result<Self, ApiError> {
-        match format.unwrap_or("conda-lock") {
-            "conda-lock" => Ok(Self::CondaLock),
-            "pixi" => Ok(Self::Pixi),
-            "explicit" => Ok(Self::Explicit),
-            other => Err(ApiError::BadRequest(format!(
-                "unknown lockfile format '{}': use conda-lock, pixi or explicit",
-                other.escape_debug()
-            ))),
-        }
-    }
-
-    pub(crate) fn content_type(self) -> &'static str {
-        match self {
-            Self::CondaLock | Self::Pixi => "application/yaml",
-            Self::Explicit => "text/plain; charset=utf-8",
-        }
-    }
-}
-
-/// A `Cache-Control` value: `public` only for what anyone may read without
-/// a token, `private` (no shared cache may keep it) for everything else.
-pub(crate) fn cache_control(public: bool, directives: &str) -> String {
-    let scope = if public { "public" } else { "private" };
-    format!("{scope}, {directives}")
-}
-
-/// Whether `If-None-Match` names `etag` (or is `*`), so the client's copy is
-/// current and a 304 will do. Weak comparison, as RFC 9110 asks for this
-/// header: `W/"x"` matches `"x"`.
-pub(crate) fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::http::HeaderValue;
-
-    use super::*;
-
-    fn headers(values: &[&'static str]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for value in values {
-            headers.append(header::IF_NONE_MATCH, HeaderValue::from_static(value));
-        }
-        headers
-    }
-
-    #[test]
-    fn if_none_match_names_the_etag_in_any_of_its_forms() {
-        let etag = "\"abc\"";
-        for matching in [
-            &["\"abc\""][..],
-            &["\"x\", \"abc\""],
-            &["W/\"abc\""],
-            &["*"],
-            &["\"x\"", "\"abc\""],
-        ] {
-            assert!(if_none_match(&headers(matching), etag), "{matching:?}");
-        }
-        for other in [&[][..], &["\"abcd\""], &["abc"], &["\"x\", W/\"y\""]] {
-            assert!(!if_none_match(&headers(other), etag), "{other:?}");
-        }
-    }
 }

@@ -1,20 +1,20 @@
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use envstore_api_types::{
+    NamespaceCreated, NamespaceDeleted, NamespaceSummary, NamespaceView, NamespacesPage,
+    NewNamespace, PolicyView, Visibility, VisibilitySet,
+};
 use envstore_core::{NamespaceName, Policy, Role};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, authorized_namespace};
+use crate::extract::{JsonBody, JsonExample};
+use crate::paging::ListQuery;
 use crate::{ApiError, AppState};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewNamespace {
-    name: String,
-    #[serde(default)]
-    public_read: bool,
+impl JsonExample for NewNamespace {
+    const EXAMPLE: &'static str = "{\"name\": \"team-ml\"}";
 }
 
 /// Server admins create namespaces.
@@ -22,9 +22,9 @@ struct NewNamespace {
     post,
     path = "/api/v1/namespaces",
     tag = "namespaces",
-    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"name\": \"team-ml\", \"public_read\": false}`"),
+    request_body(content = NewNamespace, content_type = "application/json", description = "`{\"name\": \"team-ml\", \"public_read\": false}`"),
     responses(
-        (status = 201, description = "The namespace was created.", body = serde_json::Value),
+        (status = 201, description = "The namespace was created.", body = NamespaceCreated),
         (status = 409, description = "It exists already.", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::SignedIn
     ),
@@ -33,10 +33,10 @@ struct NewNamespace {
 pub async fn create_namespace(
     State(app): State<AppState>,
     caller: Caller,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    body: JsonBody<NewNamespace>,
+) -> Result<(StatusCode, Json<NamespaceCreated>), ApiError> {
     caller.require_server_admin()?;
-    let request: NewNamespace = parse_json(&body, "{\"name\": \"team-ml\"}")?;
+    let request = body.parse()?;
     let name: NamespaceName = request.name.parse()?;
     app.db.create_namespace(&name).await?;
     if request.public_read {
@@ -52,44 +52,12 @@ pub async fn create_namespace(
     tracing::info!(namespace = %name, by = caller.subject.as_deref(), "namespace created");
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({ "name": name, "public_read": request.public_read, "url": format!("/api/v1/namespaces/{name}") }),
-        ),
+        Json(NamespaceCreated {
+            url: format!("/api/v1/namespaces/{name}"),
+            name: name.to_string(),
+            public_read: request.public_read,
+        }),
     ))
-}
-
-/// `?limit=&after=&q=` of the listings that grow without bound: at most
-/// `limit` entries after the cursor `after` (a previous page's
-/// `next_after`), narrowed to those containing `q`.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct ListQuery {
-    limit: Option<usize>,
-    after: Option<String>,
-    q: Option<String>,
-}
-
-impl ListQuery {
-    /// Entries per page unless `?limit=` says otherwise, and the most it may say.
-    const DEFAULT_LIMIT: usize = 100;
-    const MAX_LIMIT: usize = 1000;
-
-    pub(crate) fn limit(&self) -> usize {
-        self.limit
-            .unwrap_or(Self::DEFAULT_LIMIT)
-            .clamp(1, Self::MAX_LIMIT)
-    }
-
-    /// The cursor; empty: from the start.
-    pub(crate) fn after(&self) -> &str {
-        self.after.as_deref().unwrap_or_default()
-    }
-
-    pub(crate) fn search(&self) -> Option<&str> {
-        self.q
-            .as_deref()
-            .map(str::trim)
-            .filter(|search| !search.is_empty())
-    }
 }
 
 /// Namespaces read from the database per round trip while filling a page:
@@ -105,7 +73,7 @@ const SCAN_BATCH: usize = 500;
     tag = "namespaces",
     params(crate::openapi::PageQuery),
     responses(
-        (status = 200, description = "The namespaces the caller may see.", body = serde_json::Value)
+        (status = 200, description = "The namespaces the caller may see.", body = NamespacesPage)
     ),
     security((), ("bearer" = []))
 )]
@@ -113,7 +81,7 @@ pub async fn list_namespaces(
     State(app): State<AppState>,
     caller: Caller,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NamespacesPage>, ApiError> {
     let limit = query.limit();
     let mut cursor = query.after().to_owned();
     let mut namespaces = Vec::new();
@@ -146,15 +114,18 @@ pub async fn list_namespaces(
     let next_after = more
         .then(|| namespaces.last().map(|namespace| namespace.name.clone()))
         .flatten();
-    let namespaces: Vec<Value> = namespaces
+    let namespaces = namespaces
         .into_iter()
-        .map(|namespace| {
-            json!({ "name": namespace.name, "created_at": namespace.created_at, "public_read": namespace.public_read })
+        .map(|namespace| NamespaceSummary {
+            name: namespace.name,
+            created_at: namespace.created_at,
+            public_read: namespace.public_read,
         })
         .collect();
-    Ok(Json(
-        json!({ "namespaces": namespaces, "next_after": next_after }),
-    ))
+    Ok(Json(NamespacesPage {
+        namespaces,
+        next_after,
+    }))
 }
 
 /// A namespace, its visibility and its environments.
@@ -164,7 +135,7 @@ pub async fn list_namespaces(
     tag = "namespaces",
     params(crate::openapi::NamespacePath),
     responses(
-        (status = 200, description = "The namespace and its environments.", body = serde_json::Value),
+        (status = 200, description = "The namespace and its environments.", body = NamespaceView),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -173,7 +144,7 @@ pub async fn get_namespace(
     State(app): State<AppState>,
     caller: Caller,
     Path(namespace): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NamespaceView>, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Viewer).await?;
     let environments: Vec<String> = app
         .db
@@ -187,15 +158,68 @@ pub async fn get_namespace(
         .namespace_public_read(namespace.as_str())
         .await?
         .unwrap_or(false);
-    Ok(Json(
-        json!({ "name": namespace, "public_read": public_read, "environments": environments }),
-    ))
+    Ok(Json(NamespaceView {
+        name: namespace.to_string(),
+        public_read,
+        environments,
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Visibility {
-    public_read: bool,
+/// Deletes a namespace (server admins), with every environment in it and
+/// the role bindings that name it; cleaned like a deleted environment.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespaces/{namespace}",
+    tag = "namespaces",
+    params(crate::openapi::NamespacePath),
+    responses(
+        (status = 200, description = "Deleted: hidden at once, cleaned by garbage collection.", body = NamespaceDeleted),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_namespace(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(namespace): Path<String>,
+) -> Result<Json<NamespaceDeleted>, ApiError> {
+    caller.require_server_admin()?;
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "namespace '{}' was not found",
+            namespace.escape_debug()
+        ))
+    };
+    let name: NamespaceName = namespace.parse().map_err(|_| not_found())?;
+    let deleted = app
+        .db
+        .delete_namespace(&name)
+        .await?
+        .ok_or_else(not_found)?;
+    app.audit(
+        &caller,
+        "namespace.delete",
+        name.as_str(),
+        json!({ "environments": deleted.environments, "builds": deleted.builds, "stopped": deleted.stopped }),
+    )
+    .await?;
+    tracing::info!(namespace = %name, by = caller.subject.as_deref(), "namespace deleted");
+    Ok(Json(NamespaceDeleted {
+        namespace: name.to_string(),
+        deleted: true,
+        environments: deleted.environments,
+        builds: deleted.builds,
+        stopped_builds: deleted.stopped,
+        cleanup: "environment links, unshared prefixes, logs and records are removed by the next garbage collection (envstore gc)".to_owned(),
+    }))
+}
+
+impl JsonExample for Visibility {
+    const EXAMPLE: &'static str = "{\"public_read\": true}";
+}
+
+impl JsonExample for Policy {
+    const EXAMPLE: &'static str = "{\"required_packages\": [\"ipykernel\"]}";
 }
 
 /// Namespace admins open a namespace to anonymous readers (students picking
@@ -205,9 +229,9 @@ struct Visibility {
     path = "/api/v1/namespaces/{namespace}/visibility",
     tag = "namespaces",
     params(crate::openapi::NamespacePath),
-    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"public_read\": true}`"),
+    request_body(content = Visibility, content_type = "application/json", description = "`{\"public_read\": true}`"),
     responses(
-        (status = 200, description = "Visibility set.", body = serde_json::Value),
+        (status = 200, description = "Visibility set.", body = VisibilitySet),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -216,10 +240,10 @@ pub async fn set_visibility(
     State(app): State<AppState>,
     caller: Caller,
     Path(namespace): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    body: JsonBody<Visibility>,
+) -> Result<Json<VisibilitySet>, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Admin).await?;
-    let request: Visibility = parse_json(&body, "{\"public_read\": true}")?;
+    let request = body.parse()?;
     app.db
         .set_public_read(&namespace, request.public_read)
         .await?;
@@ -230,35 +254,10 @@ pub async fn set_visibility(
         json!({ "public_read": request.public_read }),
     )
     .await?;
-    Ok(Json(
-        json!({ "name": namespace, "public_read": request.public_read }),
-    ))
-}
-
-/// Parses a namespace from the path and checks the caller's role in it.
-pub(crate) async fn authorized_namespace(
-    app: &AppState,
-    caller: &Caller,
-    name: &str,
-    needed: Role,
-) -> Result<NamespaceName, ApiError> {
-    let not_found =
-        || ApiError::NotFound(format!("namespace '{}' was not found", name.escape_debug()));
-    let namespace: NamespaceName = name.parse().map_err(|_| not_found())?;
-    caller.require(app, namespace.as_str(), needed).await?;
-    Ok(namespace)
-}
-
-/// A JSON body, or a 400 that shows what was expected.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-    example: &str,
-) -> Result<T, ApiError> {
-    envstore_core::body_limits::check_size(body, envstore_core::body_limits::MAX_JSON_BYTES)?;
-    envstore_core::body_limits::check_json(body, envstore_core::body_limits::MAX_NESTING)?;
-    serde_json::from_slice(body).map_err(|error| {
-        ApiError::BadRequest(format!("expected a JSON body like {example}: {error}"))
-    })
+    Ok(Json(VisibilitySet {
+        name: namespace.to_string(),
+        public_read: request.public_read,
+    }))
 }
 
 /// A namespace's own policy and the one in effect (the server's, tightened).
@@ -268,7 +267,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     tag = "policy",
     params(crate::openapi::NamespacePath),
     responses(
-        (status = 200, description = "The namespace's policy and the one in effect.", body = serde_json::Value),
+        (status = 200, description = "The namespace's policy and the one in effect.", body = PolicyView),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -277,13 +276,15 @@ pub async fn get_policy(
     State(app): State<AppState>,
     caller: Caller,
     Path(namespace): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PolicyView>, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Viewer).await?;
     let own = app.db.namespace_policy(&namespace).await?;
     let effective = app.default_policy.tightened_by(&own);
-    Ok(Json(
-        json!({ "namespace": namespace, "policy": own, "effective": effective }),
-    ))
+    Ok(Json(PolicyView {
+        namespace: namespace.to_string(),
+        policy: own,
+        effective,
+    }))
 }
 
 /// Namespace admins set their namespace's policy; it can only tighten the
@@ -293,9 +294,9 @@ pub async fn get_policy(
     path = "/api/v1/namespaces/{namespace}/policy",
     tag = "policy",
     params(crate::openapi::NamespacePath),
-    request_body(content = serde_json::Value, content_type = "application/json", description = "A policy: allowed channels and platforms, required, default and included packages, limits."),
+    request_body(content = Policy, content_type = "application/json", description = "A policy: allowed channels and platforms, required, default and included packages, limits."),
     responses(
-        (status = 200, description = "Policy set.", body = serde_json::Value),
+        (status = 200, description = "Policy set.", body = PolicyView),
         (status = 422, description = "The policy is not valid.", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::InNamespace
     ),
@@ -305,10 +306,10 @@ pub async fn set_policy(
     State(app): State<AppState>,
     caller: Caller,
     Path(namespace): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    body: JsonBody<Policy>,
+) -> Result<Json<PolicyView>, ApiError> {
     let namespace = authorized_namespace(&app, &caller, &namespace, Role::Admin).await?;
-    let policy: Policy = parse_json(&body, "{\"required_packages\": [\"ipykernel\"]}")?;
+    let policy = body.parse()?;
     policy.validate()?;
     app.db.set_namespace_policy(&namespace, &policy).await?;
     app.audit(
@@ -319,7 +320,9 @@ pub async fn set_policy(
     )
     .await?;
     let effective = app.default_policy.tightened_by(&policy);
-    Ok(Json(
-        json!({ "namespace": namespace, "policy": policy, "effective": effective }),
-    ))
+    Ok(Json(PolicyView {
+        namespace: namespace.to_string(),
+        policy,
+        effective,
+    }))
 }

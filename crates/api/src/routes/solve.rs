@@ -12,9 +12,9 @@ use rattler_conda_types::Subdir;
 use serde::Deserialize;
 
 use crate::auth::Caller;
-use crate::routes::environments::read_spec;
-use crate::routes::namespaces::authorized_namespace;
-use crate::routes::{LockfileFormat, explicit_platform};
+use crate::auth::authorized_namespace;
+use crate::extract::read_spec;
+use crate::lockfile_format::{LockfileFormat, explicit_platform};
 use crate::{ApiError, AppState};
 
 /// The response header naming the lock's content hash, the same hash a

@@ -1,2 +1,0 @@
--- A namespace's policy (JSON), which tightens the server's.
-ALTER TABLE namespaces ADD COLUMN policy TEXT;

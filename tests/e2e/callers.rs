@@ -327,6 +327,7 @@ async fn event_streams_are_capped_per_caller_and_end_after_their_longest_life() 
         per_caller: 2,
         max_duration: Duration::from_secs(3),
         recheck: Duration::from_secs(60),
+        ..Default::default()
     })
     .await;
     let mut first = open_stream(&server, &log, &server.token).await;
@@ -365,6 +366,7 @@ async fn an_event_stream_ends_when_its_token_is_revoked() {
         per_caller: 8,
         max_duration: Duration::from_secs(3600),
         recheck: Duration::from_millis(500),
+        ..Default::default()
     })
     .await;
     let response = server

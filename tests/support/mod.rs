@@ -52,6 +52,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
     pub backend: Backend,
+    /// What the server was started with, to start more nodes beside it.
+    pub config: ServerConfig,
     server: Option<RunningServer>,
     _data: tempfile::TempDir,
 }
@@ -104,7 +106,7 @@ impl TestServer {
             data_dir: data_dir.clone(),
         };
         configure(&mut config);
-        let server = envstore_server::server::start(config)
+        let server = envstore_server::server::start(config.clone())
             .await
             .expect("the server starts");
         Self {
@@ -113,6 +115,7 @@ impl TestServer {
             client: reqwest::Client::new(),
             data_dir,
             backend,
+            config,
             server: Some(server),
             _data: data,
         }

@@ -4,11 +4,11 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use envstore_api_types::{PROBLEM_CONTENT_TYPE, Problem};
 use envstore_core::{InvalidName, SpecError, error_chain};
 use envstore_db::DbError;
 use envstore_solve::SolveError;
 use envstore_store::StoreError;
-use serde_json::{Map, Value, json};
 
 /// What `Retry-After` asks of a client when the database does not answer:
 /// about the time a restarted PostgreSQL or a freed disk takes to come back.
@@ -200,44 +200,49 @@ impl ApiError {
         }
     }
 
-    /// Fields beside `detail` that let a client point at the problem.
-    fn extensions(&self) -> Map<String, Value> {
-        let mut extensions = Map::new();
+    /// Sets the members beside `detail` that let a client point at the
+    /// problem.
+    fn point_at(&self, problem: &mut Problem) {
         match self {
             Self::Spec(SpecError::Syntax { line, column, .. }) => {
-                extensions.insert("line".into(), json!(line));
-                extensions.insert("column".into(), json!(column));
+                problem.line = Some(*line as u64);
+                problem.column = Some(*column as u64);
             }
             Self::Spec(
                 SpecError::InvalidDependency { dependency, .. }
                 | SpecError::DependencyChannel { dependency, .. }
                 | SpecError::DependencyUrl { dependency, .. },
-            ) => {
-                extensions.insert("dependency".into(), json!(dependency));
-            }
+            ) => problem.dependency = Some(dependency.clone()),
             Self::Policy(envstore_core::PolicyError::Violated { rule, .. }) => {
-                extensions.insert("rule".into(), json!(rule));
+                problem.rule = Some(rule.to_string());
             }
             Self::Body(envstore_core::body_limits::BodyError::TooDeep { line, .. }) => {
-                extensions.insert("line".into(), json!(line));
+                problem.line = Some(*line as u64);
             }
-            Self::LockVerify(error) => {
-                if let Some(package) = error.package() {
-                    extensions.insert("package".into(), json!(package));
-                }
-            }
+            Self::LockVerify(error) => problem.package = error.package().map(str::to_owned),
             Self::NotReady { failed, .. } => {
-                extensions.insert("failed".into(), json!(failed));
+                problem.failed = Some(failed.iter().map(ToString::to_string).collect());
             }
-            Self::Quota(quota) => extensions.extend(quota.extensions()),
+            Self::Quota(quota) => quota.point_at(problem),
             Self::Solve(
                 SolveError::Unsolvable { platform, .. } | SolveError::Timeout { platform, .. },
-            ) => {
-                extensions.insert("platform".into(), json!(platform));
-            }
+            ) => problem.platform = Some(platform.to_string()),
             _ => {}
         }
-        extensions
+    }
+
+    /// The problem+json body of this error.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let mut problem = Problem {
+            kind: format!("/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            ..Problem::default()
+        };
+        self.point_at(&mut problem);
+        problem
     }
 
     fn detail(&self) -> String {
@@ -272,19 +277,11 @@ impl IntoResponse for ApiError {
         } else if status.is_server_error() {
             tracing::error!(error = %error_chain(&self), "request failed");
         }
-        let mut body = Map::new();
-        body.insert("type".into(), json!(format!("/problems/{}", self.slug())));
-        body.insert(
-            "title".into(),
-            json!(status.canonical_reason().unwrap_or("Error")),
-        );
-        body.insert("status".into(), json!(status.as_u16()));
-        body.insert("detail".into(), json!(self.detail()));
-        body.extend(self.extensions());
-        let mut response = (status, Value::Object(body).to_string()).into_response();
+        let body = serde_json::to_string(&self.problem()).unwrap_or_default();
+        let mut response = (status, body).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
         if matches!(self, Self::Unauthorized | Self::InvalidToken) {
             response
@@ -338,7 +335,7 @@ mod store_outage_tests {
         let body = axum::body::to_bytes(response.into_body(), 1 << 16)
             .await
             .expect("a body");
-        let body: Value = serde_json::from_slice(&body).expect("problem+json");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("problem+json");
         assert_eq!(body["type"], "/problems/store-unavailable");
         assert!(!body.to_string().contains("10.0.0.7"), "{body}");
 

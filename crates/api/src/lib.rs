@@ -9,6 +9,7 @@ mod extract;
 mod http_cache;
 mod idempotency;
 mod lockfile_format;
+mod log_stream;
 mod observe;
 pub mod oidc;
 pub mod openapi;
@@ -31,8 +32,8 @@ use rattler_conda_types::Subdir;
 pub use auth::{AdminToken, AdminTokenError, BOOTSTRAP_SUBJECT, Caller, MIN_ADMIN_TOKEN_CHARS};
 pub use error::{ApiError, DATABASE_RETRY_AFTER_SECONDS};
 pub use idempotency::{IDEMPOTENCY_KEY_HEADER, MAX_KEY_BYTES, REPLAYED_HEADER};
+pub use log_stream::{EventStreamLimits, EventStreams};
 pub use observe::REQUEST_ID_HEADER;
-pub use routes::{EventStreamLimits, EventStreams};
 pub use routes::{
     KERNEL_PACKAGE, LOCK_HASH_HEADER, UsageFigures, UsageSettings, kernel_id, router, routes,
 };

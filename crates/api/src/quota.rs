@@ -6,9 +6,9 @@ use std::fmt;
 
 use axum::http::StatusCode;
 use bytesize::ByteSize;
+use envstore_api_types::Problem;
 use envstore_core::{CanonicalSpec, EnvironmentName, NamespaceName};
 use envstore_db::Quota;
-use serde_json::{Map, Value, json};
 
 use crate::{ApiError, AppState};
 
@@ -58,18 +58,16 @@ impl QuotaExceeded {
     }
 
     /// The quota's name, the figure and the limit, for clients to show.
-    pub(crate) fn extensions(&self) -> Map<String, Value> {
+    pub(crate) fn point_at(&self, problem: &mut Problem) {
         let (quota, used, limit) = match self {
             Self::ConcurrentBuilds { active, limit, .. } => {
-                ("max_concurrent_builds", active, limit)
+                ("max_concurrent_builds", *active, *limit)
             }
-            Self::Disk { used, limit, .. } => ("max_disk_bytes", used, limit),
+            Self::Disk { used, limit, .. } => ("max_disk_bytes", *used, *limit),
         };
-        let mut extensions = Map::new();
-        extensions.insert("quota".into(), json!(quota));
-        extensions.insert("used".into(), json!(used));
-        extensions.insert("limit".into(), json!(limit));
-        extensions
+        problem.quota = Some(quota.to_owned());
+        problem.used = Some(used);
+        problem.limit = Some(limit);
     }
 }
 
@@ -216,6 +214,12 @@ mod tests {
         assert!(detail.contains("delete environments"), "{detail}");
         assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
         assert_eq!(refusal.retry_after_seconds(), None);
-        assert_eq!(refusal.extensions()["quota"], "max_disk_bytes");
+        let mut problem = Problem::default();
+        refusal.point_at(&mut problem);
+        assert_eq!(problem.quota.as_deref(), Some("max_disk_bytes"));
+        assert_eq!(
+            (problem.used, problem.limit),
+            (Some(3 << 30), Some(2 << 30))
+        );
     }
 }

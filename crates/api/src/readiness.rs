@@ -12,7 +12,6 @@ use std::time::Duration;
 use envstore_core::error_chain;
 use envstore_db::Database;
 use envstore_store::ArtifactStore;
-use serde_json::{Value, json};
 
 use crate::ApiError;
 
@@ -31,9 +30,9 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// The checks' results as JSON when all pass; otherwise a 503 that
-    /// names what failed (`failed`) and why (`detail`).
-    pub async fn check(&self) -> Result<Value, ApiError> {
+    /// The checks' results when all pass; otherwise a 503 that names what
+    /// failed (`failed`) and why (`detail`).
+    pub async fn check(&self) -> Result<envstore_api_types::Readiness, ApiError> {
         let (database, store, data_folder) = tokio::join!(
             within("the database", async {
                 self.db.check_writable().await.map_err(|error| match error {
@@ -67,10 +66,7 @@ impl Readiness {
             ));
         }
         if failed.is_empty() {
-            return Ok(json!({
-                "status": "ready",
-                "checks": { "database": "ok", "store": "ok", "data_folder": "ok" },
-            }));
+            return Ok(envstore_api_types::Readiness::ready());
         }
         for reason in &reasons {
             tracing::warn!(reason = %reason, "not ready");

@@ -7,6 +7,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use envstore_api_types::BuildQueued;
 use envstore_core::{ContentHash, EnvironmentName, NamespaceName};
 use envstore_db::{BuildRecord, IdempotencyKey, Submission, SubmittedBuild};
 use serde_json::{Value, json};
@@ -43,14 +44,12 @@ pub(crate) async fn queue_build(
     canonical: &envstore_core::CanonicalSpec,
     key: Option<&IdempotencyKey>,
 ) -> Result<Response, ApiError> {
-    let answer = |summary: &Value| (StatusCode::ACCEPTED, summary.clone());
+    let answer = |summary: &BuildQueued| (StatusCode::ACCEPTED, to_value(summary));
     let queued = match queue(app, caller, namespace, name, policy, canonical, key, answer).await? {
         Queued::New(queued) => queued,
         Queued::Replayed(stored, key) => return idempotency::replay(stored, &key),
     };
-    let location = queued["url"]
-        .as_str()
-        .and_then(|url| HeaderValue::from_str(url).ok());
+    let location = HeaderValue::from_str(&queued.url).ok();
     let mut response = (StatusCode::ACCEPTED, Json(queued)).into_response();
     if let Some(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
@@ -58,16 +57,21 @@ pub(crate) async fn queue_build(
     Ok(response)
 }
 
+/// A body as JSON, to be kept as the answer of an idempotency key.
+pub(crate) fn to_value(body: &impl serde::Serialize) -> Value {
+    serde_json::to_value(body).unwrap_or_default()
+}
+
 /// What [`queue`] came to.
 pub(crate) enum Queued {
     /// The build's summary (queued now, or joined).
-    New(Value),
+    New(BuildQueued),
     /// The idempotency key was used already: its kept answer.
     Replayed(envstore_db::StoredAnswer, IdempotencyKey),
 }
 
-/// What [`queue_build`] does, with the build's summary as JSON (its id,
-/// status, spec hash, whether it joined one under way, and its URL).
+/// What [`queue_build`] does, with the build's summary (its id, status,
+/// spec hash, whether it joined one under way, and its URL).
 /// `answer` makes the HTTP answer from the summary, kept under `key` in the
 /// build's transaction.
 #[allow(clippy::too_many_arguments)]
@@ -79,7 +83,7 @@ async fn queue(
     policy: &envstore_core::Policy,
     canonical: &envstore_core::CanonicalSpec,
     key: Option<&IdempotencyKey>,
-    answer: impl FnOnce(&Value) -> (StatusCode, Value),
+    answer: impl FnOnce(&BuildQueued) -> (StatusCode, Value),
 ) -> Result<Queued, ApiError> {
     if let Some(max) = policy.max_environments
         && app.db.environment(namespace, name).await?.is_none()
@@ -94,13 +98,13 @@ async fn queue(
     crate::quota::check_quota(app, namespace, name, canonical).await?;
     let summary = |submitted: &SubmittedBuild| {
         let build = &submitted.build;
-        json!({
-            "build_id": build.id,
-            "status": build.status,
-            "spec_hash": build.spec_hash,
-            "joined": submitted.joined,
-            "url": format!("/api/v1/builds/{}", build.id),
-        })
+        BuildQueued {
+            build_id: build.id.clone(),
+            status: build.status,
+            spec_hash: build.spec_hash.clone(),
+            joined: submitted.joined,
+            url: format!("/api/v1/builds/{}", build.id),
+        }
     };
     let keep = |submitted: &SubmittedBuild| {
         let (status, body) = answer(&summary(submitted));
@@ -149,7 +153,7 @@ pub(crate) async fn rebuild_from_lock(
     name: &EnvironmentName,
     build: &BuildRecord,
     key: Option<&IdempotencyKey>,
-    answer: impl FnOnce(&Value) -> (StatusCode, Value),
+    answer: impl FnOnce(&BuildQueued) -> (StatusCode, Value),
 ) -> Result<Queued, ApiError> {
     let missing = || {
         ApiError::Conflict(format!(

@@ -3,9 +3,8 @@
 
 use envstore_core::{ContentHash, Grant, NamespaceName, NamespacePattern, Role};
 use serde::Serialize;
-use sqlx::any::AnyRow;
 
-use crate::{Database, DbError, get, now_millis, parse_json};
+use crate::{Database, DbError, now_millis, parse_json};
 
 /// A token as the database knows it (its value is not among its fields).
 #[derive(Debug, Clone, Serialize)]
@@ -46,24 +45,78 @@ const TOKEN_COLUMNS: &str = "id, subject, name, created_by, server_admin, scopes
 const LINEAGE: &str = "WITH RECURSIVE lineage(id) AS (SELECT id FROM tokens WHERE id = $1 \
      UNION SELECT tokens.id FROM tokens JOIN lineage ON tokens.parent_token_id = lineage.id)";
 
-impl TokenRecord {
-    fn from_row(row: &AnyRow) -> Result<Self, DbError> {
-        let scopes: Option<String> = get(row, "scopes")?;
+/// A `tokens` row as stored ([`TOKEN_COLUMNS`]): the admin flag is an
+/// integer and the scopes JSON text.
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    subject: String,
+    name: String,
+    created_by: String,
+    server_admin: i64,
+    scopes: Option<String>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    parent_token_id: Option<String>,
+}
+
+impl TryFrom<TokenRow> for TokenRecord {
+    type Error = DbError;
+
+    fn try_from(row: TokenRow) -> Result<Self, DbError> {
         Ok(Self {
-            id: get(row, "id")?,
-            subject: get(row, "subject")?,
-            name: get(row, "name")?,
-            created_by: get(row, "created_by")?,
-            server_admin: get::<i64>(row, "server_admin")? != 0,
-            scopes: scopes
+            id: row.id,
+            subject: row.subject,
+            name: row.name,
+            created_by: row.created_by,
+            server_admin: row.server_admin != 0,
+            scopes: row
+                .scopes
                 .map(|text| parse_json("tokens.scopes", &text))
                 .transpose()?,
-            created_at: get(row, "created_at")?,
-            expires_at: get(row, "expires_at")?,
-            revoked_at: get(row, "revoked_at")?,
-            parent_token_id: get(row, "parent_token_id")?,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+            parent_token_id: row.parent_token_id,
         })
     }
+}
+
+/// A `role_bindings` row: a subject's role in the namespaces a pattern
+/// matches.
+#[derive(sqlx::FromRow)]
+struct BindingRow {
+    subject: String,
+    namespace_pattern: String,
+    role: String,
+}
+
+impl BindingRow {
+    fn grant(&self) -> Result<Grant, DbError> {
+        let corrupt = |reason: String| DbError::Corrupt {
+            column: "role_bindings",
+            reason,
+        };
+        Ok(Grant {
+            namespace: self
+                .namespace_pattern
+                .parse()
+                .map_err(|error: envstore_core::AccessError| corrupt(error.to_string()))?,
+            role: self
+                .role
+                .parse()
+                .map_err(|error: envstore_core::AccessError| corrupt(error.to_string()))?,
+        })
+    }
+}
+
+/// The chain of a token and the tokens above it: how many, and how many
+/// of them are unrevoked and unexpired (NULL for an empty chain).
+#[derive(sqlx::FromRow)]
+struct ChainRow {
+    total: i64,
+    active: Option<i64>,
 }
 
 /// The sha256 a token value is stored and looked up under.
@@ -122,13 +175,13 @@ impl Database {
     }
 
     pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, DbError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(TokenRecord::from_row).transpose()
+        row.map(TokenRecord::try_from).transpose()
     }
 
     /// The token a caller presented, if it is known, unexpired and not
@@ -142,7 +195,7 @@ impl Database {
             return Ok(Some(record));
         }
         let since = self.access.generation();
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_sha256 = $1 AND revoked_at IS NULL \
              AND (expires_at IS NULL OR expires_at > $2)"
         )))
@@ -150,7 +203,7 @@ impl Database {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        let mut record = row.as_ref().map(TokenRecord::from_row).transpose()?;
+        let mut record = row.map(TokenRecord::try_from).transpose()?;
         if let Some(parent) = record
             .as_ref()
             .and_then(|record| record.parent_token_id.clone())
@@ -168,7 +221,7 @@ impl Database {
     /// unexpired: a token dies with the token it was minted from, even when
     /// a revocation raced with its minting.
     async fn ancestors_active(&self, id: &str, now: i64) -> Result<bool, DbError> {
-        let row = sqlx::query(
+        let chain = sqlx::query_as::<_, ChainRow>(
             "WITH RECURSIVE chain(id, parent_token_id, revoked_at, expires_at) AS (\
              SELECT id, parent_token_id, revoked_at, expires_at FROM tokens WHERE id = $1 \
              UNION SELECT tokens.id, tokens.parent_token_id, tokens.revoked_at, tokens.expires_at \
@@ -180,31 +233,29 @@ impl Database {
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        let total: i64 = get(&row, "total")?;
-        let active: Option<i64> = get(&row, "active")?;
         // Tokens are never deleted: a missing parent row means no chain.
-        Ok(total > 0 && active == Some(total))
+        Ok(chain.total > 0 && chain.active == Some(chain.total))
     }
 
     /// The token `id` and every token minted from it, directly or not.
     pub async fn token_lineage(&self, id: &str) -> Result<Vec<TokenRecord>, DbError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(format!(
             "{LINEAGE} SELECT {TOKEN_COLUMNS} FROM tokens WHERE id IN (SELECT id FROM lineage) ORDER BY created_at"
         )))
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(TokenRecord::from_row).collect()
+        rows.into_iter().map(TokenRecord::try_from).collect()
     }
 
     pub async fn tokens_of(&self, subject: &str) -> Result<Vec<TokenRecord>, DbError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE subject = $1 ORDER BY created_at"
         )))
         .bind(subject)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(TokenRecord::from_row).collect()
+        rows.into_iter().map(TokenRecord::try_from).collect()
     }
 
     /// Revokes a token and every token minted from it; they stop working in
@@ -264,14 +315,15 @@ impl Database {
             return Ok(bindings);
         }
         let since = self.access.generation();
-        let rows =
-            sqlx::query("SELECT namespace_pattern, role FROM role_bindings WHERE subject = $1")
-                .bind(subject)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query_as::<_, BindingRow>(
+            "SELECT subject, namespace_pattern, role FROM role_bindings WHERE subject = $1",
+        )
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await?;
         let bindings = rows
             .iter()
-            .map(grant_from_row)
+            .map(BindingRow::grant)
             .collect::<Result<Vec<_>, _>>()?;
         self.access.put_bindings(since, subject, &bindings);
         Ok(bindings)
@@ -279,11 +331,14 @@ impl Database {
 
     /// Every binding, as (subject, grant), for listings.
     pub async fn all_bindings(&self) -> Result<Vec<(String, Grant)>, DbError> {
-        let rows = sqlx::query("SELECT subject, namespace_pattern, role FROM role_bindings ORDER BY subject, namespace_pattern")
+        let rows = sqlx::query_as::<_, BindingRow>("SELECT subject, namespace_pattern, role FROM role_bindings ORDER BY subject, namespace_pattern")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| Ok((get(row, "subject")?, grant_from_row(row)?)))
+        rows.into_iter()
+            .map(|row| {
+                let grant = row.grant()?;
+                Ok((row.subject, grant))
+            })
             .collect()
     }
 
@@ -294,15 +349,13 @@ impl Database {
             return Ok(Some(public_read));
         }
         let since = self.access.generation();
-        let row = sqlx::query(
+        let flag: Option<i64> = sqlx::query_scalar(
             "SELECT public_read FROM namespaces WHERE name = $1 AND deleted_at IS NULL",
         )
         .bind(namespace)
         .fetch_optional(&self.pool)
         .await?;
-        let public_read = row
-            .map(|row| Ok::<_, DbError>(get::<i64>(&row, "public_read")? != 0))
-            .transpose()?;
+        let public_read = flag.map(|flag| flag != 0);
         if let Some(public_read) = public_read {
             self.access.put_public_read(since, namespace, public_read);
         }
@@ -326,16 +379,12 @@ impl Database {
     /// The namespaces that hold a build of this lock: who may read the lock's
     /// artifacts follows from them. Always asks the database.
     pub async fn namespaces_with_lock(&self, lock_hash: &str) -> Result<Vec<String>, DbError> {
-        let rows = sqlx::query(
+        let namespaces: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT namespace FROM builds WHERE lock_hash = $1 AND deleted_at IS NULL",
         )
         .bind(lock_hash)
         .fetch_all(&self.pool)
         .await?;
-        let namespaces = rows
-            .iter()
-            .map(|row| get(row, "namespace"))
-            .collect::<Result<Vec<String>, _>>()?;
         self.locks.put_namespaces(lock_hash, &namespaces);
         Ok(namespaces)
     }
@@ -349,33 +398,12 @@ impl Database {
     }
 }
 
-fn grant_from_row(row: &AnyRow) -> Result<Grant, DbError> {
-    let corrupt = |reason: String| DbError::Corrupt {
-        column: "role_bindings",
-        reason,
-    };
-    let pattern: String = get(row, "namespace_pattern")?;
-    let role: String = get(row, "role")?;
-    Ok(Grant {
-        namespace: pattern
-            .parse()
-            .map_err(|error: envstore_core::AccessError| corrupt(error.to_string()))?,
-        role: role
-            .parse()
-            .map_err(|error: envstore_core::AccessError| corrupt(error.to_string()))?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    async fn database(dir: &tempfile::TempDir) -> Database {
-        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
-        Database::connect(&url).await.unwrap()
-    }
+    use crate::testing::databases;
 
     fn new_token(subject: &str, expires_at: Option<i64>) -> NewToken {
         NewToken {
@@ -398,159 +426,170 @@ mod tests {
 
     #[tokio::test]
     async fn revoking_a_token_revokes_every_token_minted_from_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = database(&dir).await;
-        let (root, root_value) = db.create_token(&new_token("vera", None)).await.unwrap();
-        let (child, child_value) = db.create_token(&minted_by(&root)).await.unwrap();
-        let (_, grandchild_value) = db.create_token(&minted_by(&child)).await.unwrap();
-        let (_, sibling_value) = db.create_token(&new_token("vera", None)).await.unwrap();
-        assert_eq!(child.parent_token_id.as_deref(), Some(root.id.as_str()));
-        assert_eq!(db.token_lineage(&root.id).await.unwrap().len(), 3);
-        for value in [&root_value, &child_value, &grandchild_value] {
-            assert!(db.active_token(value).await.unwrap().is_some());
-        }
-        db.revoke_token(&root.id).await.unwrap();
-        for value in [&root_value, &child_value, &grandchild_value] {
+        for db in databases().await {
+            let (root, root_value) = db.create_token(&new_token("vera", None)).await.unwrap();
+            let (child, child_value) = db.create_token(&minted_by(&root)).await.unwrap();
+            let (_, grandchild_value) = db.create_token(&minted_by(&child)).await.unwrap();
+            let (_, sibling_value) = db.create_token(&new_token("vera", None)).await.unwrap();
+            assert_eq!(child.parent_token_id.as_deref(), Some(root.id.as_str()));
+            assert_eq!(db.token_lineage(&root.id).await.unwrap().len(), 3);
+            for value in [&root_value, &child_value, &grandchild_value] {
+                assert!(db.active_token(value).await.unwrap().is_some());
+            }
+            db.revoke_token(&root.id).await.unwrap();
+            for value in [&root_value, &child_value, &grandchild_value] {
+                assert!(
+                    db.active_token(value).await.unwrap().is_none(),
+                    "the whole lineage is revoked"
+                );
+            }
             assert!(
-                db.active_token(value).await.unwrap().is_none(),
-                "the whole lineage is revoked"
+                db.active_token(&sibling_value).await.unwrap().is_some(),
+                "other tokens live on"
             );
+            assert!(
+                db.tokens_of("vera")
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t.revoked_at.is_some())
+                    .count()
+                    == 3
+            );
+            let error = db.create_token(&minted_by(&root)).await.unwrap_err();
+            assert!(
+                matches!(error, DbError::NotFound(_)),
+                "a revoked token mints nothing: {error:?}"
+            );
+            db.finish().await;
         }
-        assert!(
-            db.active_token(&sibling_value).await.unwrap().is_some(),
-            "other tokens live on"
-        );
-        assert!(
-            db.tokens_of("vera")
-                .await
-                .unwrap()
-                .iter()
-                .filter(|t| t.revoked_at.is_some())
-                .count()
-                == 3
-        );
-        let error = db.create_token(&minted_by(&root)).await.unwrap_err();
-        assert!(
-            matches!(error, DbError::NotFound(_)),
-            "a revoked token mints nothing: {error:?}"
-        );
     }
 
     #[tokio::test]
     async fn a_token_whose_ancestor_died_without_cascading_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = database(&dir).await.with_access_cache_ttl(Duration::ZERO);
-        let (root, _) = db.create_token(&new_token("vera", None)).await.unwrap();
-        let (child, _) = db.create_token(&minted_by(&root)).await.unwrap();
-        let (_, grandchild_value) = db.create_token(&minted_by(&child)).await.unwrap();
-        // As if a revocation raced with minting (or another writer marked
-        // only the root): the root alone is revoked.
-        sqlx::query("UPDATE tokens SET revoked_at = 1 WHERE id = $1")
-            .bind(&root.id)
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        assert!(db.active_token(&grandchild_value).await.unwrap().is_none());
-        sqlx::query("UPDATE tokens SET revoked_at = NULL, expires_at = 1 WHERE id = $1")
-            .bind(&root.id)
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        assert!(
-            db.active_token(&grandchild_value).await.unwrap().is_none(),
-            "an expired ancestor counts too"
-        );
+        for test in databases().await {
+            let db = test.db.clone().with_access_cache_ttl(Duration::ZERO);
+            let (root, _) = db.create_token(&new_token("vera", None)).await.unwrap();
+            let (child, _) = db.create_token(&minted_by(&root)).await.unwrap();
+            let (_, grandchild_value) = db.create_token(&minted_by(&child)).await.unwrap();
+            // As if a revocation raced with minting (or another writer marked
+            // only the root): the root alone is revoked.
+            sqlx::query("UPDATE tokens SET revoked_at = 1 WHERE id = $1")
+                .bind(&root.id)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            assert!(db.active_token(&grandchild_value).await.unwrap().is_none());
+            sqlx::query("UPDATE tokens SET revoked_at = NULL, expires_at = 1 WHERE id = $1")
+                .bind(&root.id)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            assert!(
+                db.active_token(&grandchild_value).await.unwrap().is_none(),
+                "an expired ancestor counts too"
+            );
+            test.finish().await;
+        }
     }
 
     #[tokio::test]
     async fn a_revoked_token_is_refused_at_once_though_it_was_cached() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = database(&dir).await;
-        let (record, value) = db.create_token(&new_token("vera", None)).await.unwrap();
-        assert_eq!(
-            db.active_token(&value).await.unwrap().unwrap().id,
-            record.id
-        );
-        assert!(
-            db.access
-                .token(&ContentHash::of(value.as_bytes()), now_millis())
-                .is_some(),
-            "the answer is cached"
-        );
-        // Another clone of the same database (another handler) revokes it.
-        db.clone().revoke_token(&record.id).await.unwrap();
-        assert!(db.active_token(&value).await.unwrap().is_none());
-        assert!(db.active_token("envstore_unknown").await.unwrap().is_none());
+        for db in databases().await {
+            let (record, value) = db.create_token(&new_token("vera", None)).await.unwrap();
+            assert_eq!(
+                db.active_token(&value).await.unwrap().unwrap().id,
+                record.id
+            );
+            assert!(
+                db.access
+                    .token(&ContentHash::of(value.as_bytes()), now_millis())
+                    .is_some(),
+                "the answer is cached"
+            );
+            // Another clone of the same database (another handler) revokes it.
+            db.clone().revoke_token(&record.id).await.unwrap();
+            assert!(db.active_token(&value).await.unwrap().is_none());
+            assert!(db.active_token("envstore_unknown").await.unwrap().is_none());
+            db.finish().await;
+        }
     }
 
     #[tokio::test]
     async fn an_expired_token_is_refused_though_it_was_cached() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = database(&dir).await;
-        let (_, value) = db
-            .create_token(&new_token("vera", Some(now_millis() + 150)))
-            .await
-            .unwrap();
-        assert!(db.active_token(&value).await.unwrap().is_some());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(db.active_token(&value).await.unwrap().is_none());
+        for db in databases().await {
+            let (_, value) = db
+                .create_token(&new_token("vera", Some(now_millis() + 150)))
+                .await
+                .unwrap();
+            assert!(db.active_token(&value).await.unwrap().is_some());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(db.active_token(&value).await.unwrap().is_none());
+            db.finish().await;
+        }
     }
 
     #[tokio::test]
     async fn role_and_visibility_changes_are_seen_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = database(&dir).await;
-        let team: NamespaceName = "team".parse().unwrap();
-        let pattern: NamespacePattern = "team".parse().unwrap();
-        db.create_namespace(&team).await.unwrap();
-        assert_eq!(db.namespace_public_read("team").await.unwrap(), Some(false));
-        assert_eq!(db.namespace_public_read("nowhere").await.unwrap(), None);
-        assert!(db.bindings_of("vera").await.unwrap().is_empty());
+        for db in databases().await {
+            let team: NamespaceName = "team".parse().unwrap();
+            let pattern: NamespacePattern = "team".parse().unwrap();
+            db.create_namespace(&team).await.unwrap();
+            assert_eq!(db.namespace_public_read("team").await.unwrap(), Some(false));
+            assert_eq!(db.namespace_public_read("nowhere").await.unwrap(), None);
+            assert!(db.bindings_of("vera").await.unwrap().is_empty());
 
-        db.bind_role("vera", &pattern, Role::Viewer).await.unwrap();
-        let bindings = db.bindings_of("vera").await.unwrap();
-        assert_eq!((bindings.len(), bindings[0].role), (1, Role::Viewer));
-        db.bind_role("vera", &pattern, Role::Developer)
-            .await
-            .unwrap();
-        assert_eq!(
-            db.bindings_of("vera").await.unwrap()[0].role,
-            Role::Developer
-        );
-        assert!(db.unbind_role("vera", &pattern).await.unwrap());
-        assert!(db.bindings_of("vera").await.unwrap().is_empty());
+            db.bind_role("vera", &pattern, Role::Viewer).await.unwrap();
+            let bindings = db.bindings_of("vera").await.unwrap();
+            assert_eq!((bindings.len(), bindings[0].role), (1, Role::Viewer));
+            db.bind_role("vera", &pattern, Role::Developer)
+                .await
+                .unwrap();
+            assert_eq!(
+                db.bindings_of("vera").await.unwrap()[0].role,
+                Role::Developer
+            );
+            assert!(db.unbind_role("vera", &pattern).await.unwrap());
+            assert!(db.bindings_of("vera").await.unwrap().is_empty());
 
-        db.set_public_read(&team, true).await.unwrap();
-        assert_eq!(db.namespace_public_read("team").await.unwrap(), Some(true));
-        db.set_public_read(&team, false).await.unwrap();
-        assert_eq!(db.namespace_public_read("team").await.unwrap(), Some(false));
+            db.set_public_read(&team, true).await.unwrap();
+            assert_eq!(db.namespace_public_read("team").await.unwrap(), Some(true));
+            db.set_public_read(&team, false).await.unwrap();
+            assert_eq!(db.namespace_public_read("team").await.unwrap(), Some(false));
+            db.finish().await;
+        }
     }
 
     #[tokio::test]
     async fn changes_made_by_another_process_are_seen_within_the_ttl() {
-        let dir = tempfile::tempdir().unwrap();
         let ttl = Duration::from_millis(100);
-        let here = database(&dir).await.with_access_cache_ttl(ttl);
-        let elsewhere = database(&dir).await;
-        let (record, value) = elsewhere
-            .create_token(&new_token("vera", None))
-            .await
-            .unwrap();
-        assert!(here.active_token(&value).await.unwrap().is_some());
-        elsewhere.revoke_token(&record.id).await.unwrap();
-        tokio::time::sleep(ttl + Duration::from_millis(20)).await;
-        assert!(here.active_token(&value).await.unwrap().is_none());
+        for elsewhere in databases().await {
+            // Another process on the same database.
+            let open = || async { Database::connect(&elsewhere.test.url).await.unwrap() };
+            let here = open().await.with_access_cache_ttl(ttl);
+            let (record, value) = elsewhere
+                .create_token(&new_token("vera", None))
+                .await
+                .unwrap();
+            assert!(here.active_token(&value).await.unwrap().is_some());
+            elsewhere.revoke_token(&record.id).await.unwrap();
+            tokio::time::sleep(ttl + Duration::from_millis(20)).await;
+            assert!(here.active_token(&value).await.unwrap().is_none());
 
-        let uncached = database(&dir).await.with_access_cache_ttl(Duration::ZERO);
-        let (record, value) = elsewhere
-            .create_token(&new_token("vera", None))
-            .await
-            .unwrap();
-        assert!(uncached.active_token(&value).await.unwrap().is_some());
-        elsewhere.revoke_token(&record.id).await.unwrap();
-        assert!(
-            uncached.active_token(&value).await.unwrap().is_none(),
-            "a zero TTL always asks"
-        );
+            let uncached = open().await.with_access_cache_ttl(Duration::ZERO);
+            let (record, value) = elsewhere
+                .create_token(&new_token("vera", None))
+                .await
+                .unwrap();
+            assert!(uncached.active_token(&value).await.unwrap().is_some());
+            elsewhere.revoke_token(&record.id).await.unwrap();
+            assert!(
+                uncached.active_token(&value).await.unwrap().is_none(),
+                "a zero TTL always asks"
+            );
+            here.close().await;
+            uncached.close().await;
+            elsewhere.finish().await;
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::{Database, DbError, get, now_millis, parse_json};
+use crate::{Database, DbError, now_millis, parse_json};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
@@ -13,6 +13,32 @@ pub struct AuditEntry {
     pub action: String,
     pub target: String,
     pub detail: serde_json::Value,
+}
+
+/// An `audit_log` row; its detail is JSON text.
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: String,
+    at: i64,
+    subject: String,
+    action: String,
+    target: String,
+    detail: String,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = DbError;
+
+    fn try_from(row: AuditRow) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.id,
+            at: row.at,
+            subject: row.subject,
+            action: row.action,
+            target: row.target,
+            detail: parse_json("audit_log.detail", &row.detail)?,
+        })
+    }
 }
 
 impl Database {
@@ -44,7 +70,7 @@ impl Database {
         limit: i64,
         before: Option<&str>,
     ) -> Result<Vec<AuditEntry>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, AuditRow>(
             "SELECT id, at, subject, action, target, detail FROM audit_log \
              WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
         )
@@ -52,17 +78,6 @@ impl Database {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditEntry {
-                    id: get(row, "id")?,
-                    at: get(row, "at")?,
-                    subject: get(row, "subject")?,
-                    action: get(row, "action")?,
-                    target: get(row, "target")?,
-                    detail: parse_json("audit_log.detail", &get::<String>(row, "detail")?)?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(AuditEntry::try_from).collect()
     }
 }

@@ -5,10 +5,9 @@
 //! substring. The same SQL runs on SQLite and PostgreSQL.
 
 use envstore_core::{BuildStatus, EnvironmentName, NamespaceName};
-use sqlx::any::AnyRow;
 
-use crate::builds::BUILD_COLUMNS;
-use crate::{BuildRecord, Database, DbError, get};
+use crate::builds::{BUILD_COLUMNS, BuildRow, parse_status};
+use crate::{BuildRecord, Database, DbError};
 
 /// One namespace of a listing page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,16 +56,75 @@ fn contains_pattern(search: Option<&str>) -> String {
     pattern
 }
 
-fn status(row: &AnyRow, column: &'static str) -> Result<Option<BuildStatus>, DbError> {
-    get::<Option<String>>(row, column)?
-        .map(|text| {
-            text.parse()
-                .map_err(|error: envstore_core::UnknownStatus| DbError::Corrupt {
-                    column,
-                    reason: error.to_string(),
-                })
+/// A `namespaces` row of a listing page.
+#[derive(sqlx::FromRow)]
+struct NamespaceRow {
+    name: String,
+    created_at: i64,
+    public_read: i64,
+}
+
+impl From<NamespaceRow> for NamespaceEntry {
+    fn from(row: NamespaceRow) -> Self {
+        Self {
+            name: row.name,
+            created_at: row.created_at,
+            public_read: row.public_read != 0,
+        }
+    }
+}
+
+/// An environment joined with its current and latest builds.
+#[derive(sqlx::FromRow)]
+struct EnvironmentEntryRow {
+    name: String,
+    created_at: i64,
+    current_build_id: Option<String>,
+    current_status: Option<String>,
+    latest_build_id: Option<String>,
+    latest_status: Option<String>,
+    latest_created_at: Option<i64>,
+}
+
+impl TryFrom<EnvironmentEntryRow> for EnvironmentEntry {
+    type Error = DbError;
+
+    fn try_from(row: EnvironmentEntryRow) -> Result<Self, DbError> {
+        Ok(Self {
+            name: row.name,
+            created_at: row.created_at,
+            current_build_id: row.current_build_id,
+            current_status: row
+                .current_status
+                .map(|status| parse_status("current_status", &status))
+                .transpose()?,
+            latest_build_id: row.latest_build_id,
+            latest_status: row
+                .latest_status
+                .map(|status| parse_status("latest_status", &status))
+                .transpose()?,
+            latest_created_at: row.latest_created_at,
         })
-        .transpose()
+    }
+}
+
+/// A `builds` row with its submitter.
+#[derive(sqlx::FromRow)]
+struct BuildEntryRow {
+    #[sqlx(flatten)]
+    build: BuildRow,
+    submitted_by: Option<String>,
+}
+
+impl TryFrom<BuildEntryRow> for BuildEntry {
+    type Error = DbError;
+
+    fn try_from(row: BuildEntryRow) -> Result<Self, DbError> {
+        Ok(Self {
+            build: BuildRecord::try_from(row.build)?,
+            submitted_by: row.submitted_by,
+        })
+    }
 }
 
 impl Database {
@@ -78,7 +136,7 @@ impl Database {
         search: Option<&str>,
         limit: i64,
     ) -> Result<Vec<NamespaceEntry>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, NamespaceRow>(
             "SELECT name, created_at, public_read FROM namespaces \
              WHERE deleted_at IS NULL AND name > $1 AND LOWER(name) LIKE $2 ESCAPE '\\' \
              ORDER BY name LIMIT $3",
@@ -88,15 +146,7 @@ impl Database {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(NamespaceEntry {
-                    name: get(row, "name")?,
-                    created_at: get(row, "created_at")?,
-                    public_read: get::<i64>(row, "public_read")? != 0,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(NamespaceEntry::from).collect())
     }
 
     /// The environments of `namespace` ordered by name, strictly after
@@ -109,7 +159,7 @@ impl Database {
         search: Option<&str>,
         limit: i64,
     ) -> Result<Vec<EnvironmentEntry>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, EnvironmentEntryRow>(
             "SELECT environments.name AS name, environments.created_at AS created_at, \
              environments.current_build_id AS current_build_id, current_build.status AS current_status, \
              latest.id AS latest_build_id, latest.status AS latest_status, latest.created_at AS latest_created_at \
@@ -129,19 +179,7 @@ impl Database {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(EnvironmentEntry {
-                    name: get(row, "name")?,
-                    created_at: get(row, "created_at")?,
-                    current_build_id: get(row, "current_build_id")?,
-                    current_status: status(row, "current_status")?,
-                    latest_build_id: get(row, "latest_build_id")?,
-                    latest_status: status(row, "latest_status")?,
-                    latest_created_at: get(row, "latest_created_at")?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(EnvironmentEntry::try_from).collect()
     }
 
     /// The builds of one environment, newest first, older than the build
@@ -155,7 +193,7 @@ impl Database {
         search: Option<&str>,
         limit: i64,
     ) -> Result<Vec<BuildEntry>, DbError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query_as::<_, BuildEntryRow>(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM ( \
                  SELECT {BUILD_COLUMNS}, submitted_by \
                  FROM builds WHERE namespace = $1 AND environment = $2 AND deleted_at IS NULL \
@@ -172,14 +210,7 @@ impl Database {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(BuildEntry {
-                    build: BuildRecord::from_row(row)?,
-                    submitted_by: get(row, "submitted_by")?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(BuildEntry::try_from).collect()
     }
 }
 
@@ -189,19 +220,13 @@ mod tests {
     use rattler_conda_types::Subdir;
 
     use super::*;
+    use crate::testing::databases;
 
     #[test]
     fn searches_match_wildcards_literally() {
         assert_eq!(contains_pattern(None), "%%");
         assert_eq!(contains_pattern(Some("Team_ML")), "%team\\_ml%");
         assert_eq!(contains_pattern(Some("50%\\")), "%50\\%\\\\%");
-    }
-
-    async fn database() -> (tempfile::TempDir, Database) {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
-        let database = Database::connect(&url).await.expect("the database opens");
-        (dir, database)
     }
 
     fn spec(dependency: &str) -> envstore_core::CanonicalSpec {
@@ -217,116 +242,122 @@ mod tests {
 
     #[tokio::test]
     async fn namespaces_page_on_and_search_by_substring() {
-        let (_dir, database) = database().await;
-        for name in ["alpha", "team-ml", "team_ml2", "Team-Web", "zeta"] {
-            database
-                .create_namespace(&name.parse().expect("a name"))
-                .await
-                .expect("created");
-        }
-        let names = |entries: Vec<NamespaceEntry>| {
-            entries
-                .into_iter()
-                .map(|entry| entry.name)
-                .collect::<Vec<_>>()
-        };
-        let first = names(database.namespaces_page("", None, 2).await.expect("a page"));
-        assert_eq!(first.len(), 2);
-        let second = names(
-            database
-                .namespaces_page(&first[1], None, 10)
-                .await
-                .expect("a page"),
-        );
-        assert_eq!(first.len() + second.len(), 5);
-        assert!(!second.contains(&first[1]), "pages do not overlap");
-        let mut found = names(
-            database
-                .namespaces_page("", Some("TEAM"), 10)
-                .await
-                .expect("a page"),
-        );
-        found.sort();
-        assert_eq!(found, ["Team-Web", "team-ml", "team_ml2"]);
-        assert_eq!(
-            names(
+        for database in databases().await {
+            for name in ["alpha", "team-ml", "team_ml2", "Team-Web", "zeta"] {
                 database
-                    .namespaces_page("", Some("m_"), 10)
+                    .create_namespace(&name.parse().expect("a name"))
                     .await
-                    .expect("a page")
-            ),
-            ["team_ml2"]
-        );
+                    .expect("created");
+            }
+            let names = |entries: Vec<NamespaceEntry>| {
+                entries
+                    .into_iter()
+                    .map(|entry| entry.name)
+                    .collect::<Vec<_>>()
+            };
+            let first = names(database.namespaces_page("", None, 2).await.expect("a page"));
+            assert_eq!(first.len(), 2);
+            let second = names(
+                database
+                    .namespaces_page(&first[1], None, 10)
+                    .await
+                    .expect("a page"),
+            );
+            assert_eq!(first.len() + second.len(), 5);
+            assert!(!second.contains(&first[1]), "pages do not overlap");
+            let mut found = names(
+                database
+                    .namespaces_page("", Some("TEAM"), 10)
+                    .await
+                    .expect("a page"),
+            );
+            found.sort();
+            assert_eq!(found, ["Team-Web", "team-ml", "team_ml2"]);
+            assert_eq!(
+                names(
+                    database
+                        .namespaces_page("", Some("m_"), 10)
+                        .await
+                        .expect("a page")
+                ),
+                ["team_ml2"]
+            );
+            database.finish().await;
+        }
     }
 
     #[tokio::test]
     async fn builds_page_newest_first_with_their_submitter() {
-        let (_dir, database) = database().await;
-        let namespace: NamespaceName = "team".parse().expect("a name");
-        let environment: EnvironmentName = "analysis".parse().expect("a name");
-        database
-            .create_namespace(&namespace)
-            .await
-            .expect("created");
-        let mut ids = Vec::new();
-        for (dependency, subject) in [("python", "alice"), ("numpy", "bob"), ("pandas", "alice")] {
-            let build = database
-                .submit_build(&namespace, &environment, &spec(dependency), Some(subject))
-                .await
-                .expect("submitted")
-                .build;
-            ids.push(build.id);
-        }
-        let page = database
-            .builds_page(&namespace, &environment, None, None, 2)
-            .await
-            .expect("a page");
-        let seen: Vec<(&str, Option<&str>)> = page
-            .iter()
-            .map(|entry| (entry.build.id.as_str(), entry.submitted_by.as_deref()))
-            .collect();
-        assert_eq!(
-            seen,
-            [
-                (ids[2].as_str(), Some("alice")),
-                (ids[1].as_str(), Some("bob"))
-            ]
-        );
-        let rest = database
-            .builds_page(&namespace, &environment, Some(&ids[1]), None, 2)
-            .await
-            .expect("a page");
-        assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].build.id, ids[0]);
-        let bobs = database
-            .builds_page(&namespace, &environment, None, Some("BOB"), 10)
-            .await
-            .expect("a page");
-        assert_eq!(bobs.len(), 1);
-        assert_eq!(bobs[0].build.id, ids[1]);
-        let queued = database
-            .builds_page(&namespace, &environment, None, Some("queued"), 10)
-            .await
-            .expect("a page");
-        assert_eq!(queued.len(), 3);
-
-        let environments = database
-            .environments_page(&namespace, "", None, 10)
-            .await
-            .expect("a page");
-        assert_eq!(environments.len(), 1);
-        assert_eq!(
-            environments[0].latest_build_id.as_deref(),
-            Some(ids[2].as_str())
-        );
-        assert_eq!(environments[0].latest_status, Some(BuildStatus::Queued));
-        assert_eq!(environments[0].current_build_id, None);
-        assert!(
+        for database in databases().await {
+            let namespace: NamespaceName = "team".parse().expect("a name");
+            let environment: EnvironmentName = "analysis".parse().expect("a name");
             database
-                .environments_page(&namespace, "", Some("nothing"), 10)
+                .create_namespace(&namespace)
                 .await
-                .expect("a page")
-                .is_empty()
-        );
+                .expect("created");
+            let mut ids = Vec::new();
+            for (dependency, subject) in
+                [("python", "alice"), ("numpy", "bob"), ("pandas", "alice")]
+            {
+                let build = database
+                    .submit_build(&namespace, &environment, &spec(dependency), Some(subject))
+                    .await
+                    .expect("submitted")
+                    .build;
+                ids.push(build.id);
+            }
+            let page = database
+                .builds_page(&namespace, &environment, None, None, 2)
+                .await
+                .expect("a page");
+            let seen: Vec<(&str, Option<&str>)> = page
+                .iter()
+                .map(|entry| (entry.build.id.as_str(), entry.submitted_by.as_deref()))
+                .collect();
+            assert_eq!(
+                seen,
+                [
+                    (ids[2].as_str(), Some("alice")),
+                    (ids[1].as_str(), Some("bob"))
+                ]
+            );
+            let rest = database
+                .builds_page(&namespace, &environment, Some(&ids[1]), None, 2)
+                .await
+                .expect("a page");
+            assert_eq!(rest.len(), 1);
+            assert_eq!(rest[0].build.id, ids[0]);
+            let bobs = database
+                .builds_page(&namespace, &environment, None, Some("BOB"), 10)
+                .await
+                .expect("a page");
+            assert_eq!(bobs.len(), 1);
+            assert_eq!(bobs[0].build.id, ids[1]);
+            let queued = database
+                .builds_page(&namespace, &environment, None, Some("queued"), 10)
+                .await
+                .expect("a page");
+            assert_eq!(queued.len(), 3);
+
+            let environments = database
+                .environments_page(&namespace, "", None, 10)
+                .await
+                .expect("a page");
+            assert_eq!(environments.len(), 1);
+            assert_eq!(
+                environments[0].latest_build_id.as_deref(),
+                Some(ids[2].as_str())
+            );
+            assert_eq!(environments[0].latest_status, Some(BuildStatus::Queued));
+            assert_eq!(environments[0].current_build_id, None);
+            assert!(
+                database
+                    .environments_page(&namespace, "", Some("nothing"), 10)
+                    .await
+                    .expect("a page")
+                    .is_empty()
+            );
+            database.finish().await;
+        }
     }
 }

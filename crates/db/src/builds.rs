@@ -2,9 +2,8 @@ use envstore_core::{
     BuildStatus, CanonicalSpec, ContentHash, EnvironmentName, NamespaceName, PhaseTiming,
 };
 use serde::Serialize;
-use sqlx::any::AnyRow;
 
-use crate::{Database, DbError, get, now_millis, parse_json};
+use crate::{Database, DbError, now_millis, parse_json};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildRecord {
@@ -37,34 +36,61 @@ pub struct BuildRecord {
 pub(crate) const BUILD_COLUMNS: &str = "id, namespace, environment, spec_hash, status, lock_hash, lock_reused, \
      prefix_reused, phases, error, created_at, started_at, finished_at, prefix_collected_at, deleted_at, seq";
 
-impl BuildRecord {
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, DbError> {
-        let status: String = get(row, "status")?;
-        let phases: String = get(row, "phases")?;
+/// A `builds` row as stored ([`BUILD_COLUMNS`]); flags are integers and
+/// phases JSON text, which [`BuildRecord`] decodes.
+#[derive(sqlx::FromRow)]
+pub(crate) struct BuildRow {
+    id: String,
+    namespace: String,
+    environment: String,
+    spec_hash: String,
+    status: String,
+    lock_hash: Option<String>,
+    lock_reused: i64,
+    prefix_reused: i64,
+    phases: String,
+    error: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    prefix_collected_at: Option<i64>,
+    deleted_at: Option<i64>,
+    seq: i64,
+}
+
+impl TryFrom<BuildRow> for BuildRecord {
+    type Error = DbError;
+
+    fn try_from(row: BuildRow) -> Result<Self, DbError> {
         Ok(Self {
-            id: get(row, "id")?,
-            namespace: get(row, "namespace")?,
-            environment: get(row, "environment")?,
-            spec_hash: get(row, "spec_hash")?,
-            status: status
-                .parse()
-                .map_err(|error: envstore_core::UnknownStatus| DbError::Corrupt {
-                    column: "builds.status",
-                    reason: error.to_string(),
-                })?,
-            lock_hash: get(row, "lock_hash")?,
-            lock_reused: get::<i64>(row, "lock_reused")? != 0,
-            prefix_reused: get::<i64>(row, "prefix_reused")? != 0,
-            phases: parse_json("builds.phases", &phases)?,
-            error: get(row, "error")?,
-            created_at: get(row, "created_at")?,
-            started_at: get(row, "started_at")?,
-            finished_at: get(row, "finished_at")?,
-            prefix_collected_at: get(row, "prefix_collected_at")?,
-            deleted_at: get(row, "deleted_at")?,
-            seq: get(row, "seq")?,
+            id: row.id,
+            namespace: row.namespace,
+            environment: row.environment,
+            spec_hash: row.spec_hash,
+            status: parse_status("builds.status", &row.status)?,
+            lock_hash: row.lock_hash,
+            lock_reused: row.lock_reused != 0,
+            prefix_reused: row.prefix_reused != 0,
+            phases: parse_json("builds.phases", &row.phases)?,
+            error: row.error,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            prefix_collected_at: row.prefix_collected_at,
+            deleted_at: row.deleted_at,
+            seq: row.seq,
         })
     }
+}
+
+/// A build status read from `column` as a [`BuildStatus`].
+pub(crate) fn parse_status(column: &'static str, status: &str) -> Result<BuildStatus, DbError> {
+    status
+        .parse()
+        .map_err(|error: envstore_core::UnknownStatus| DbError::Corrupt {
+            column,
+            reason: error.to_string(),
+        })
 }
 
 /// How long an idempotency key's answer is kept and replayed.
@@ -262,7 +288,7 @@ impl Database {
         .bind(now)
         .execute(&mut *transaction)
         .await?;
-        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let existing = sqlx::query_as::<_, BuildRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE namespace = $1 AND environment = $2 \
              AND spec_hash = $3 AND status IN ('queued', 'running') ORDER BY seq LIMIT 1"
         )))
@@ -273,7 +299,7 @@ impl Database {
         .await?;
         let submitted = match existing {
             Some(row) => SubmittedBuild {
-                build: BuildRecord::from_row(&row)?,
+                build: row.try_into()?,
                 joined: true,
             },
             None => {
@@ -287,14 +313,14 @@ impl Database {
                         now,
                     )
                     .await?;
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                let row = sqlx::query_as::<_, BuildRow>(sqlx::AssertSqlSafe(format!(
                     "SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1"
                 )))
                 .bind(&build_id)
                 .fetch_one(&mut *transaction)
                 .await?;
                 SubmittedBuild {
-                    build: BuildRecord::from_row(&row)?,
+                    build: row.try_into()?,
                     joined: false,
                 }
             }
@@ -329,14 +355,11 @@ impl Database {
             // One writer at a time: the counter row hands out each number
             // once, in the order submissions commit.
             crate::Dialect::Sqlite => {
-                let seq: i64 = get(
-                    &sqlx::query(
-                        "UPDATE build_seq SET last = last + 1 WHERE id = 1 RETURNING last",
-                    )
-                    .fetch_one(&mut **transaction)
-                    .await?,
-                    "last",
-                )?;
+                let seq: i64 = sqlx::query_scalar(
+                    "UPDATE build_seq SET last = last + 1 WHERE id = 1 RETURNING last",
+                )
+                .fetch_one(&mut **transaction)
+                .await?;
                 sqlx::query(
                     "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at, submitted_by, seq) \
                      VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
@@ -394,7 +417,7 @@ impl Database {
         caller: &str,
         key: &str,
     ) -> Result<Option<StoredAnswer>, DbError> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, StoredAnswerRow>(
             "SELECT request_hash, status, body FROM idempotency_keys \
              WHERE caller = $1 AND idempotency_key = $2 AND created_at > $3 AND status IS NOT NULL",
         )
@@ -403,28 +426,17 @@ impl Database {
         .bind(idempotency_cutoff(now_millis()))
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            let status: i64 = get(&row, "status")?;
-            Ok(StoredAnswer {
-                request_hash: get(&row, "request_hash")?,
-                status: u16::try_from(status).map_err(|error| DbError::Corrupt {
-                    column: "idempotency_keys.status",
-                    reason: error.to_string(),
-                })?,
-                body: get::<Option<String>>(&row, "body")?.unwrap_or_default(),
-            })
-        })
-        .transpose()
+        row.map(StoredAnswer::try_from).transpose()
     }
 
     pub async fn build(&self, id: &str) -> Result<Option<BuildRecord>, DbError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, BuildRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(BuildRecord::from_row).transpose()
+        row.map(BuildRecord::try_from).transpose()
     }
 
     /// The builds of one environment, newest first.
@@ -433,7 +445,7 @@ impl Database {
         namespace: &NamespaceName,
         environment: &EnvironmentName,
     ) -> Result<Vec<BuildRecord>, DbError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query_as::<_, BuildRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE namespace = $1 AND environment = $2 \
              AND deleted_at IS NULL ORDER BY seq DESC"
         )))
@@ -441,7 +453,7 @@ impl Database {
         .bind(environment.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(BuildRecord::from_row).collect()
+        rows.into_iter().map(BuildRecord::try_from).collect()
     }
 
     pub async fn environment(
@@ -449,7 +461,7 @@ impl Database {
         namespace: &NamespaceName,
         environment: &EnvironmentName,
     ) -> Result<Option<EnvironmentRecord>, DbError> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, EnvironmentRow>(
             "SELECT namespace, name, current_build_id, created_at FROM environments \
              WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL",
         )
@@ -457,7 +469,7 @@ impl Database {
         .bind(environment.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(environment_from_row).transpose()
+        Ok(row.map(EnvironmentRecord::from))
     }
 
     /// An environment's current build and that build's lock hash, or None
@@ -468,7 +480,7 @@ impl Database {
         namespace: &NamespaceName,
         environment: &EnvironmentName,
     ) -> Result<Option<CurrentLock>, DbError> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, CurrentLockRow>(
             "SELECT environments.current_build_id AS current_build_id, builds.lock_hash AS lock_hash \
              FROM environments LEFT JOIN builds ON builds.id = environments.current_build_id \
              WHERE environments.namespace = $1 AND environments.name = $2 AND environments.deleted_at IS NULL",
@@ -477,27 +489,21 @@ impl Database {
         .bind(environment.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(CurrentLock {
-                current_build_id: get(&row, "current_build_id")?,
-                lock_hash: get(&row, "lock_hash")?,
-            })
-        })
-        .transpose()
+        Ok(row.map(CurrentLock::from))
     }
 
     pub async fn list_environments(
         &self,
         namespace: &NamespaceName,
     ) -> Result<Vec<EnvironmentRecord>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, EnvironmentRow>(
             "SELECT namespace, name, current_build_id, created_at FROM environments \
              WHERE namespace = $1 AND deleted_at IS NULL ORDER BY name",
         )
         .bind(namespace.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(environment_from_row).collect()
+        Ok(rows.into_iter().map(EnvironmentRecord::from).collect())
     }
 
     /// Environments whose current build succeeded, ordered by (namespace,
@@ -509,7 +515,7 @@ impl Database {
         after: (&str, &str),
         limit: i64,
     ) -> Result<Vec<SucceededEnvironment>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, SucceededEnvironmentRow>(
             "SELECT environments.namespace AS namespace, environments.name AS name, \
              namespaces.public_read AS public_read, builds.id AS build_id, builds.lock_hash AS lock_hash, \
              locks.packages AS packages, locks.variables AS variables \
@@ -527,31 +533,20 @@ impl Database {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(SucceededEnvironment {
-                    namespace: get(row, "namespace")?,
-                    name: get(row, "name")?,
-                    public_read: get::<i64>(row, "public_read")? != 0,
-                    build_id: get(row, "build_id")?,
-                    lock_hash: get(row, "lock_hash")?,
-                    packages: parse_json("locks.packages", &get::<String>(row, "packages")?)?,
-                    variables: get::<Option<String>>(row, "variables")?
-                        .map(|text| parse_json("locks.variables", &text))
-                        .transpose()?
-                        .unwrap_or_default(),
-                })
-            })
+        rows.into_iter()
+            .map(SucceededEnvironment::try_from)
             .collect()
     }
 
     /// The canonical spec a build was submitted with.
     pub async fn spec(&self, spec_hash: &str) -> Result<Option<CanonicalSpec>, DbError> {
-        let row = sqlx::query("SELECT canonical FROM specs WHERE spec_hash = $1")
-            .bind(spec_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| parse_json("specs.canonical", &get::<String>(&row, "canonical")?))
+        let canonical: Option<String> =
+            sqlx::query_scalar("SELECT canonical FROM specs WHERE spec_hash = $1")
+                .bind(spec_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        canonical
+            .map(|text| parse_json("specs.canonical", &text))
             .transpose()
     }
 
@@ -613,14 +608,12 @@ impl Database {
 
     /// Whether someone asked a running build to stop.
     pub async fn cancel_requested(&self, id: &str) -> Result<bool, DbError> {
-        let row = sqlx::query("SELECT cancel_requested FROM builds WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(row) => get::<i64>(&row, "cancel_requested")? != 0,
-            None => false,
-        })
+        let cancel_requested: Option<i64> =
+            sqlx::query_scalar("SELECT cancel_requested FROM builds WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(cancel_requested.is_some_and(|flag| flag != 0))
     }
 
     /// Publishes the phases of a running build, so readers see progress.
@@ -723,12 +716,13 @@ impl Database {
         if let Some(platforms) = self.locks.platforms(lock_hash) {
             return Ok(Some(platforms));
         }
-        let row = sqlx::query("SELECT platforms FROM locks WHERE lock_hash = $1")
-            .bind(lock_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        let platforms: Option<Vec<String>> = row
-            .map(|row| parse_json("locks.platforms", &get::<String>(&row, "platforms")?))
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT platforms FROM locks WHERE lock_hash = $1")
+                .bind(lock_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        let platforms: Option<Vec<String>> = text
+            .map(|text| parse_json("locks.platforms", &text))
             .transpose()?;
         if let Some(platforms) = &platforms {
             self.locks.put_platforms(lock_hash, platforms);
@@ -737,35 +731,135 @@ impl Database {
     }
 
     pub async fn lock(&self, lock_hash: &str) -> Result<Option<LockRecord>, DbError> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, LockRow>(
             "SELECT lock_hash, platforms, packages, variables, created_at FROM locks WHERE lock_hash = $1",
         )
         .bind(lock_hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(LockRecord {
-                lock_hash: get(&row, "lock_hash")?,
-                platforms: parse_json("locks.platforms", &get::<String>(&row, "platforms")?)?,
-                packages: parse_json("locks.packages", &get::<String>(&row, "packages")?)?,
-                variables: get::<Option<String>>(&row, "variables")?
-                    .map(|text| parse_json("locks.variables", &text))
-                    .transpose()?
-                    .unwrap_or_default(),
-                created_at: get(&row, "created_at")?,
-            })
-        })
-        .transpose()
+        row.map(LockRecord::try_from).transpose()
     }
 }
 
-fn environment_from_row(row: &AnyRow) -> Result<EnvironmentRecord, DbError> {
-    Ok(EnvironmentRecord {
-        namespace: get(row, "namespace")?,
-        name: get(row, "name")?,
-        current_build_id: get(row, "current_build_id")?,
-        created_at: get(row, "created_at")?,
-    })
+/// An `environments` row (live ones only are read).
+#[derive(sqlx::FromRow)]
+struct EnvironmentRow {
+    namespace: String,
+    name: String,
+    current_build_id: Option<String>,
+    created_at: i64,
+}
+
+impl From<EnvironmentRow> for EnvironmentRecord {
+    fn from(row: EnvironmentRow) -> Self {
+        Self {
+            namespace: row.namespace,
+            name: row.name,
+            current_build_id: row.current_build_id,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// An environment's current build id and that build's lock hash.
+#[derive(sqlx::FromRow)]
+struct CurrentLockRow {
+    current_build_id: Option<String>,
+    lock_hash: Option<String>,
+}
+
+impl From<CurrentLockRow> for CurrentLock {
+    fn from(row: CurrentLockRow) -> Self {
+        Self {
+            current_build_id: row.current_build_id,
+            lock_hash: row.lock_hash,
+        }
+    }
+}
+
+/// An `idempotency_keys` row whose answer was kept.
+#[derive(sqlx::FromRow)]
+struct StoredAnswerRow {
+    request_hash: String,
+    status: i64,
+    body: Option<String>,
+}
+
+impl TryFrom<StoredAnswerRow> for StoredAnswer {
+    type Error = DbError;
+
+    fn try_from(row: StoredAnswerRow) -> Result<Self, DbError> {
+        Ok(Self {
+            request_hash: row.request_hash,
+            status: u16::try_from(row.status).map_err(|error| DbError::Corrupt {
+                column: "idempotency_keys.status",
+                reason: error.to_string(),
+            })?,
+            body: row.body.unwrap_or_default(),
+        })
+    }
+}
+
+/// A `locks` row; its lists and maps are JSON text.
+#[derive(sqlx::FromRow)]
+struct LockRow {
+    lock_hash: String,
+    platforms: String,
+    packages: String,
+    variables: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<LockRow> for LockRecord {
+    type Error = DbError;
+
+    fn try_from(row: LockRow) -> Result<Self, DbError> {
+        Ok(Self {
+            lock_hash: row.lock_hash,
+            platforms: parse_json("locks.platforms", &row.platforms)?,
+            packages: parse_json("locks.packages", &row.packages)?,
+            variables: parse_variables(row.variables)?,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// An environment with a succeeded current build, joined with its
+/// namespace's visibility and its lock.
+#[derive(sqlx::FromRow)]
+struct SucceededEnvironmentRow {
+    namespace: String,
+    name: String,
+    public_read: i64,
+    build_id: String,
+    lock_hash: String,
+    packages: String,
+    variables: Option<String>,
+}
+
+impl TryFrom<SucceededEnvironmentRow> for SucceededEnvironment {
+    type Error = DbError;
+
+    fn try_from(row: SucceededEnvironmentRow) -> Result<Self, DbError> {
+        Ok(Self {
+            namespace: row.namespace,
+            name: row.name,
+            public_read: row.public_read != 0,
+            build_id: row.build_id,
+            lock_hash: row.lock_hash,
+            packages: parse_json("locks.packages", &row.packages)?,
+            variables: parse_variables(row.variables)?,
+        })
+    }
+}
+
+/// `locks.variables`: NULL when the lock sets none.
+fn parse_variables(
+    text: Option<String>,
+) -> Result<std::collections::BTreeMap<String, String>, DbError> {
+    text.map(|text| parse_json("locks.variables", &text))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 #[cfg(test)]
@@ -774,6 +868,7 @@ mod tests {
     use rattler_conda_types::Subdir;
 
     use super::*;
+    use crate::testing::databases;
 
     fn spec(dependencies: &str) -> CanonicalSpec {
         let allow = ChannelAllowlist::new(vec![NamedChannel::parse("demo=file:///demo").unwrap()]);
@@ -828,33 +923,11 @@ mod tests {
         }
     }
 
-    /// A fresh SQLite database, and a fresh PostgreSQL one too when
-    /// `ENVSTORE_TEST_DATABASE` names a server (`scripts/test-services.sh`).
-    async fn databases() -> (tempfile::TempDir, Vec<Database>) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
-        let mut databases = vec![Database::connect(&url).await.unwrap()];
-        if let Ok(server) = std::env::var("ENVSTORE_TEST_DATABASE")
-            && server.starts_with("postgres")
-        {
-            sqlx::any::install_default_drivers();
-            let name = format!("builds_{}", uuid::Uuid::new_v4().simple());
-            let admin = sqlx::AnyPool::connect(&server).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                .execute(&admin)
-                .await
-                .unwrap();
-            let (base, _) = server.rsplit_once('/').unwrap();
-            databases.push(Database::connect(&format!("{base}/{name}")).await.unwrap());
-        }
-        (dir, databases)
-    }
-
     #[tokio::test]
     async fn the_build_accepted_later_becomes_current_whatever_the_clocks_and_finish_order_say() {
-        let (_dir, databases) = databases().await;
-        for db in &databases {
-            accepted_later_wins(db).await;
+        for db in databases().await {
+            accepted_later_wins(&db).await;
+            db.finish().await;
         }
     }
 
@@ -933,21 +1006,17 @@ mod tests {
     }
 
     async fn count_builds(db: &Database) -> i64 {
-        get(
-            &sqlx::query("SELECT COUNT(*) AS n FROM builds")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap(),
-            "n",
-        )
-        .unwrap()
+        sqlx::query_scalar("SELECT COUNT(*) AS n FROM builds")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
     async fn an_idempotency_key_makes_one_build_and_replays_its_answer() {
-        let (_dir, databases) = databases().await;
-        for db in &databases {
-            one_build_per_key(db).await;
+        for db in databases().await {
+            one_build_per_key(&db).await;
+            db.finish().await;
         }
     }
 
@@ -1027,9 +1096,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_submissions_with_one_key_make_one_build() {
-        let (_dir, databases) = databases().await;
-        for db in &databases {
-            one_build_for_racing_requests(db).await;
+        for db in databases().await {
+            one_build_for_racing_requests(&db).await;
+            db.finish().await;
         }
     }
 
@@ -1076,62 +1145,62 @@ mod tests {
 
     #[tokio::test]
     async fn lock_facts_are_read_once_and_namespaces_only_grow() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
-        let db = Database::connect(&url).await.unwrap();
-        let lock = ContentHash::of(b"lock");
-        let hex = lock.to_hex();
-        assert!(db.known_namespaces_with_lock(&hex).is_empty());
-        assert!(db.namespaces_with_lock(&hex).await.unwrap().is_empty());
-        assert_eq!(db.lock_platforms(&hex).await.unwrap(), None);
+        for db in databases().await {
+            let lock = ContentHash::of(b"lock");
+            let hex = lock.to_hex();
+            assert!(db.known_namespaces_with_lock(&hex).is_empty());
+            assert!(db.namespaces_with_lock(&hex).await.unwrap().is_empty());
+            assert_eq!(db.lock_platforms(&hex).await.unwrap(), None);
 
-        let env: EnvironmentName = "env".parse().unwrap();
-        let team: NamespaceName = "team".parse().unwrap();
-        db.create_namespace(&team).await.unwrap();
-        assert_eq!(db.current_lock(&team, &env).await.unwrap(), None);
-        db.submit_build(&team, &env, &spec("numpy"), None)
-            .await
-            .unwrap();
-        assert_eq!(
-            db.current_lock(&team, &env).await.unwrap(),
-            Some(CurrentLock {
-                current_build_id: None,
-                lock_hash: None
-            }),
-            "an environment without a finished build has no lock"
-        );
+            let env: EnvironmentName = "env".parse().unwrap();
+            let team: NamespaceName = "team".parse().unwrap();
+            db.create_namespace(&team).await.unwrap();
+            assert_eq!(db.current_lock(&team, &env).await.unwrap(), None);
+            db.submit_build(&team, &env, &spec("numpy"), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                db.current_lock(&team, &env).await.unwrap(),
+                Some(CurrentLock {
+                    current_build_id: None,
+                    lock_hash: None
+                }),
+                "an environment without a finished build has no lock"
+            );
 
-        let first = build_with_lock(&db, "team", &lock).await;
-        assert_eq!(
-            db.current_lock(&team, &env).await.unwrap(),
-            Some(CurrentLock {
-                current_build_id: Some(first),
-                lock_hash: Some(hex.clone())
-            })
-        );
-        assert!(
-            db.known_namespaces_with_lock(&hex).is_empty(),
-            "not known until the database is asked"
-        );
-        assert_eq!(
-            db.namespaces_with_lock(&hex).await.unwrap(),
-            vec!["team".to_owned()]
-        );
-        assert_eq!(db.known_namespaces_with_lock(&hex), vec!["team".to_owned()]);
-        assert_eq!(
-            db.lock_platforms(&hex).await.unwrap(),
-            Some(vec!["linux-64".to_owned()])
-        );
+            let first = build_with_lock(&db, "team", &lock).await;
+            assert_eq!(
+                db.current_lock(&team, &env).await.unwrap(),
+                Some(CurrentLock {
+                    current_build_id: Some(first),
+                    lock_hash: Some(hex.clone())
+                })
+            );
+            assert!(
+                db.known_namespaces_with_lock(&hex).is_empty(),
+                "not known until the database is asked"
+            );
+            assert_eq!(
+                db.namespaces_with_lock(&hex).await.unwrap(),
+                vec!["team".to_owned()]
+            );
+            assert_eq!(db.known_namespaces_with_lock(&hex), vec!["team".to_owned()]);
+            assert_eq!(
+                db.lock_platforms(&hex).await.unwrap(),
+                Some(vec!["linux-64".to_owned()])
+            );
 
-        // Another namespace builds the same lock: the known list lags until
-        // the database is asked again, and never loses a namespace.
-        build_with_lock(&db, "other", &lock).await;
-        assert_eq!(db.known_namespaces_with_lock(&hex), vec!["team".to_owned()]);
-        let mut fresh = db.namespaces_with_lock(&hex).await.unwrap();
-        fresh.sort();
-        assert_eq!(fresh, vec!["other".to_owned(), "team".to_owned()]);
-        let mut known = db.known_namespaces_with_lock(&hex);
-        known.sort();
-        assert_eq!(known, fresh);
+            // Another namespace builds the same lock: the known list lags until
+            // the database is asked again, and never loses a namespace.
+            build_with_lock(&db, "other", &lock).await;
+            assert_eq!(db.known_namespaces_with_lock(&hex), vec!["team".to_owned()]);
+            let mut fresh = db.namespaces_with_lock(&hex).await.unwrap();
+            fresh.sort();
+            assert_eq!(fresh, vec!["other".to_owned(), "team".to_owned()]);
+            let mut known = db.known_namespaces_with_lock(&hex);
+            known.sort();
+            assert_eq!(known, fresh);
+            db.finish().await;
+        }
     }
 }

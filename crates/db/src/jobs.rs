@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use envstore_core::BuildStatus;
 
-use crate::{Database, DbError, Dialect, get, now_millis};
+use crate::builds::parse_status;
+use crate::{Database, DbError, Dialect, now_millis};
 
 /// The PostgreSQL channel on which submissions announce new jobs.
 pub(crate) const JOBS_CHANNEL: &str = "envstore_jobs";
@@ -45,6 +46,38 @@ pub struct ClaimedJob {
 pub struct AttemptLog {
     pub attempt: i64,
     pub text: String,
+}
+
+/// A job a claim took: what [`CLAIM_SQLITE`] and [`CLAIM_POSTGRES`] return.
+#[derive(sqlx::FromRow)]
+struct ClaimedJobRow {
+    id: String,
+    build_id: String,
+    attempts: i64,
+}
+
+/// A job ended at its attempt limit: what [`EXHAUST_SQLITE`] and
+/// [`EXHAUST_POSTGRES`] return.
+#[derive(sqlx::FromRow)]
+struct ExhaustedJobRow {
+    id: String,
+    build_id: String,
+    attempts: i64,
+    stopped: i64,
+}
+
+/// An `attempt_logs` row.
+#[derive(sqlx::FromRow)]
+struct AttemptLogRow {
+    attempt: i64,
+    text: String,
+}
+
+/// How many builds have one status.
+#[derive(sqlx::FromRow)]
+struct StatusCountRow {
+    status: String,
+    builds: i64,
 }
 
 /// A job whose worker stopped on its last allowed attempt: ended `failed`
@@ -137,22 +170,24 @@ impl Database {
             Dialect::Postgres => (EXHAUST_POSTGRES, CLAIM_POSTGRES),
         };
         let mut transaction = self.pool.begin().await?;
-        let exhausted = sqlx::query(exhaust)
+        let exhausted = sqlx::query_as::<_, ExhaustedJobRow>(exhaust)
             .bind(worker)
             .bind(now)
             .bind(max_attempts)
             .fetch_optional(&mut *transaction)
             .await?;
-        if let Some(row) = exhausted {
-            let job_id: String = get(&row, "id")?;
-            let build_id: String = get(&row, "build_id")?;
-            let attempts: i64 = get(&row, "attempts")?;
-            let stopped: i64 = get(&row, "stopped")?;
-            let phases = sqlx::query("SELECT phases FROM builds WHERE id = $1")
-                .bind(&build_id)
-                .fetch_optional(&mut *transaction)
-                .await?;
-            let phases: Option<String> = phases.map(|row| get(&row, "phases")).transpose()?;
+        if let Some(ExhaustedJobRow {
+            id: job_id,
+            build_id,
+            attempts,
+            stopped,
+        }) = exhausted
+        {
+            let phases: Option<String> =
+                sqlx::query_scalar("SELECT phases FROM builds WHERE id = $1")
+                    .bind(&build_id)
+                    .fetch_optional(&mut *transaction)
+                    .await?;
             let message = stopped_message(
                 attempts,
                 stopped,
@@ -175,7 +210,7 @@ impl Database {
                 failed_at_limit: Some(message),
             }));
         }
-        let row = sqlx::query(claim)
+        let row = sqlx::query_as::<_, ClaimedJobRow>(claim)
             .bind(worker)
             .bind(now + millis(lease))
             .bind(now)
@@ -183,15 +218,12 @@ impl Database {
             .fetch_optional(&mut *transaction)
             .await?;
         transaction.commit().await?;
-        row.map(|row| {
-            Ok(ClaimedJob {
-                job_id: get(&row, "id")?,
-                build_id: get(&row, "build_id")?,
-                attempts: get(&row, "attempts")?,
-                failed_at_limit: None,
-            })
-        })
-        .transpose()
+        Ok(row.map(|row| ClaimedJob {
+            job_id: row.id,
+            build_id: row.build_id,
+            attempts: row.attempts,
+            failed_at_limit: None,
+        }))
     }
 
     /// Whether `worker` still holds the job: nobody took it over, even if
@@ -233,17 +265,16 @@ impl Database {
 
     /// The log an unfinished attempt of the build left, if any.
     pub async fn attempt_log(&self, build_id: &str) -> Result<Option<AttemptLog>, DbError> {
-        let row = sqlx::query("SELECT attempt, text FROM attempt_logs WHERE build_id = $1")
-            .bind(build_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(AttemptLog {
-                attempt: get(&row, "attempt")?,
-                text: get(&row, "text")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query_as::<_, AttemptLogRow>(
+            "SELECT attempt, text FROM attempt_logs WHERE build_id = $1",
+        )
+        .bind(build_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| AttemptLog {
+            attempt: row.attempt,
+            text: row.text,
+        }))
     }
 
     /// Forgets the kept log of `attempt` once it is published; a newer
@@ -317,29 +348,23 @@ impl Database {
 
     /// Jobs waiting to be claimed; for metrics and tests.
     pub async fn queued_jobs(&self) -> Result<i64, DbError> {
-        let row = sqlx::query("SELECT COUNT(*) AS queued FROM jobs WHERE state = 'queued'")
-            .fetch_one(&self.pool)
-            .await?;
-        get(&row, "queued")
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) AS queued FROM jobs WHERE state = 'queued'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// How many builds are in each status, for metrics read at scrape time;
     /// statuses without builds are absent.
     pub async fn build_counts(&self) -> Result<Vec<(BuildStatus, i64)>, DbError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS builds FROM builds GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let status: String = get(row, "status")?;
-                let status = status
-                    .parse()
-                    .map_err(|error: envstore_core::UnknownStatus| DbError::Corrupt {
-                        column: "builds.status",
-                        reason: error.to_string(),
-                    })?;
-                Ok((status, get(row, "builds")?))
-            })
+        let rows = sqlx::query_as::<_, StatusCountRow>(
+            "SELECT status, COUNT(*) AS builds FROM builds GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| Ok((parse_status("builds.status", &row.status)?, row.builds)))
             .collect()
     }
 }
@@ -350,12 +375,7 @@ mod tests {
     use rattler_conda_types::Subdir;
 
     use super::*;
-
-    async fn database() -> (tempfile::TempDir, Database) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
-        (dir, Database::connect(&url).await.unwrap())
-    }
+    use crate::testing::databases;
 
     fn spec(dependencies: &str) -> envstore_core::CanonicalSpec {
         let allow = ChannelAllowlist::new(vec![NamedChannel::parse("demo=file:///demo").unwrap()]);
@@ -370,123 +390,102 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_is_claimed_once_until_its_lease_runs_out() {
-        let (_dir, db) = database().await;
-        let ns = "team".parse().unwrap();
-        db.create_namespace(&ns).await.unwrap();
-        let submitted = db
-            .submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
-            .await
-            .unwrap();
-        assert!(!submitted.joined);
+        for db in databases().await {
+            let ns = "team".parse().unwrap();
+            db.create_namespace(&ns).await.unwrap();
+            let submitted = db
+                .submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
+                .await
+                .unwrap();
+            assert!(!submitted.joined);
 
-        let first = db
-            .claim_job("w1", Duration::from_millis(50), 3)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(first.build_id, submitted.build.id);
-        assert_eq!(first.attempts, 1);
-        assert!(
-            db.claim_job("w2", Duration::from_secs(60), 3)
+            let first = db
+                .claim_job("w1", Duration::from_millis(50), 3)
                 .await
                 .unwrap()
-                .is_none()
-        );
+                .unwrap();
+            assert_eq!(first.build_id, submitted.build.id);
+            assert_eq!(first.attempts, 1);
+            assert!(
+                db.claim_job("w2", Duration::from_secs(60), 3)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
 
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        let second = db
-            .claim_job("w2", Duration::from_secs(60), 3)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(second.job_id, first.job_id);
-        assert_eq!(second.attempts, 2);
-        assert!(
-            !db.renew_lease(&first.job_id, "w1", Duration::from_secs(60))
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            let second = db
+                .claim_job("w2", Duration::from_secs(60), 3)
                 .await
                 .unwrap()
-        );
-        assert!(
-            db.renew_lease(&first.job_id, "w2", Duration::from_secs(60))
-                .await
-                .unwrap()
-        );
+                .unwrap();
+            assert_eq!(second.job_id, first.job_id);
+            assert_eq!(second.attempts, 2);
+            assert!(
+                !db.renew_lease(&first.job_id, "w1", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                db.renew_lease(&first.job_id, "w2", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            );
+            db.finish().await;
+        }
     }
 
     #[tokio::test]
     async fn an_identical_spec_joins_the_queued_build() {
-        let (_dir, db) = database().await;
-        let ns = "team".parse().unwrap();
-        let env = "env".parse().unwrap();
-        db.create_namespace(&ns).await.unwrap();
-        let first = db
-            .submit_build(&ns, &env, &spec("python"), None)
-            .await
-            .unwrap();
-        let again = db
-            .submit_build(&ns, &env, &spec("python"), None)
-            .await
-            .unwrap();
-        let other = db
-            .submit_build(&ns, &env, &spec("numpy"), None)
-            .await
-            .unwrap();
-        assert!(again.joined);
-        assert_eq!(again.build.id, first.build.id);
-        assert!(!other.joined);
-        assert_eq!(db.queued_jobs().await.unwrap(), 2);
-        assert_eq!(
-            db.build_counts().await.unwrap(),
-            vec![(BuildStatus::Queued, 2)]
-        );
-        assert!(db.start_build(&first.build.id).await.unwrap());
-        let mut counts = db.build_counts().await.unwrap();
-        counts.sort_by_key(|(status, _)| status.as_str());
-        assert_eq!(
-            counts,
-            vec![(BuildStatus::Queued, 1), (BuildStatus::Running, 1)]
-        );
-        assert!(matches!(
-            db.create_namespace(&ns).await,
-            Err(DbError::Conflict(_))
-        ));
+        for db in databases().await {
+            let ns = "team".parse().unwrap();
+            let env = "env".parse().unwrap();
+            db.create_namespace(&ns).await.unwrap();
+            let first = db
+                .submit_build(&ns, &env, &spec("python"), None)
+                .await
+                .unwrap();
+            let again = db
+                .submit_build(&ns, &env, &spec("python"), None)
+                .await
+                .unwrap();
+            let other = db
+                .submit_build(&ns, &env, &spec("numpy"), None)
+                .await
+                .unwrap();
+            assert!(again.joined);
+            assert_eq!(again.build.id, first.build.id);
+            assert!(!other.joined);
+            assert_eq!(db.queued_jobs().await.unwrap(), 2);
+            assert_eq!(
+                db.build_counts().await.unwrap(),
+                vec![(BuildStatus::Queued, 2)]
+            );
+            assert!(db.start_build(&first.build.id).await.unwrap());
+            let mut counts = db.build_counts().await.unwrap();
+            counts.sort_by_key(|(status, _)| status.as_str());
+            assert_eq!(
+                counts,
+                vec![(BuildStatus::Queued, 1), (BuildStatus::Running, 1)]
+            );
+            assert!(matches!(
+                db.create_namespace(&ns).await,
+                Err(DbError::Conflict(_))
+            ));
+            db.finish().await;
+        }
     }
 
+    /// On both dialects: their claim statements differ (`SKIP LOCKED`).
     #[tokio::test]
     async fn a_job_whose_worker_stopped_on_its_last_attempt_fails_instead_of_running_again() {
-        let (_dir, db) = database().await;
-        attempt_limit_holds(db).await;
+        for db in databases().await {
+            attempt_limit_holds(&db).await;
+            db.finish().await;
+        }
     }
 
-    /// The same on PostgreSQL, whose statements differ (`SKIP LOCKED`);
-    /// needs `eval "$(scripts/test-services.sh start)"`.
-    #[tokio::test]
-    async fn the_attempt_limit_holds_on_postgres() {
-        let Ok(server) = std::env::var("ENVSTORE_TEST_DATABASE") else {
-            eprintln!("skipped: ENVSTORE_TEST_DATABASE names no PostgreSQL server");
-            return;
-        };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let name = format!("envstore_jobs_{}_{nanos}", std::process::id());
-        let admin = sqlx::PgPool::connect(&server).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let (host, _) = server.rsplit_once('/').unwrap();
-        attempt_limit_holds(Database::connect(&format!("{host}/{name}")).await.unwrap()).await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE \"{name}\" WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
-    }
-
-    async fn attempt_limit_holds(db: Database) {
+    async fn attempt_limit_holds(db: &Database) {
         let ns = "team".parse().unwrap();
         db.create_namespace(&ns).await.unwrap();
         let submitted = db
@@ -546,67 +545,71 @@ mod tests {
 
     #[tokio::test]
     async fn a_retried_attempt_is_not_counted_as_a_stopped_worker() {
-        let (_dir, db) = database().await;
-        let ns = "team".parse().unwrap();
-        db.create_namespace(&ns).await.unwrap();
-        db.submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
-            .await
-            .unwrap();
-        let first = db
-            .claim_job("w1", Duration::from_secs(60), 2)
-            .await
-            .unwrap()
-            .unwrap();
-        db.retry_job(&first.job_id, Duration::ZERO, "repodata unreachable")
-            .await
-            .unwrap();
-        let second = db
-            .claim_job("w2", Duration::from_millis(30), 2)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(second.attempts, 2);
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        let ended = db
-            .claim_job("w3", Duration::from_secs(60), 2)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            ended.failed_at_limit.as_deref(),
-            Some(
-                "the build was tried 2 times (its attempt limit) and its worker stopped once while building it \
+        for db in databases().await {
+            let ns = "team".parse().unwrap();
+            db.create_namespace(&ns).await.unwrap();
+            db.submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
+                .await
+                .unwrap();
+            let first = db
+                .claim_job("w1", Duration::from_secs(60), 2)
+                .await
+                .unwrap()
+                .unwrap();
+            db.retry_job(&first.job_id, Duration::ZERO, "repodata unreachable")
+                .await
+                .unwrap();
+            let second = db
+                .claim_job("w2", Duration::from_millis(30), 2)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(second.attempts, 2);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let ended = db
+                .claim_job("w3", Duration::from_secs(60), 2)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                ended.failed_at_limit.as_deref(),
+                Some(
+                    "the build was tried 2 times (its attempt limit) and its worker stopped once while building it \
                  (killed, crashed or out of contact); the last attempt was in phase 'starting'"
-            )
-        );
+                )
+            );
+            db.finish().await;
+        }
     }
 
     #[tokio::test]
     async fn an_attempt_log_is_kept_until_published() {
-        let (_dir, db) = database().await;
-        assert_eq!(db.attempt_log("b1").await.unwrap(), None);
-        db.save_attempt_log("b1", 1, "one").await.unwrap();
-        db.save_attempt_log("b1", 1, "one two").await.unwrap();
-        assert_eq!(
-            db.attempt_log("b1").await.unwrap(),
-            Some(AttemptLog {
-                attempt: 1,
-                text: "one two".into()
-            })
-        );
-        db.save_attempt_log("b1", 2, "three").await.unwrap();
-        db.save_attempt_log("b1", 1, "late").await.unwrap();
-        assert_eq!(
-            db.attempt_log("b1").await.unwrap().map(|log| log.text),
-            Some("three".into())
-        );
-        db.remove_attempt_log("b1", 1).await.unwrap();
-        assert_eq!(
-            db.attempt_log("b1").await.unwrap().map(|log| log.attempt),
-            Some(2),
-            "a newer attempt's log stays"
-        );
-        db.remove_attempt_log("b1", 2).await.unwrap();
-        assert_eq!(db.attempt_log("b1").await.unwrap(), None);
+        for db in databases().await {
+            assert_eq!(db.attempt_log("b1").await.unwrap(), None);
+            db.save_attempt_log("b1", 1, "one").await.unwrap();
+            db.save_attempt_log("b1", 1, "one two").await.unwrap();
+            assert_eq!(
+                db.attempt_log("b1").await.unwrap(),
+                Some(AttemptLog {
+                    attempt: 1,
+                    text: "one two".into()
+                })
+            );
+            db.save_attempt_log("b1", 2, "three").await.unwrap();
+            db.save_attempt_log("b1", 1, "late").await.unwrap();
+            assert_eq!(
+                db.attempt_log("b1").await.unwrap().map(|log| log.text),
+                Some("three".into())
+            );
+            db.remove_attempt_log("b1", 1).await.unwrap();
+            assert_eq!(
+                db.attempt_log("b1").await.unwrap().map(|log| log.attempt),
+                Some(2),
+                "a newer attempt's log stays"
+            );
+            db.remove_attempt_log("b1", 2).await.unwrap();
+            assert_eq!(db.attempt_log("b1").await.unwrap(), None);
+            db.finish().await;
+        }
     }
 }

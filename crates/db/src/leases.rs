@@ -66,54 +66,56 @@ impl Database {
         &self,
         lock_hash: &ContentHash,
     ) -> Result<Option<ContentHash>, DbError> {
-        let row = sqlx::query("SELECT packed_prefix_sha256 FROM locks WHERE lock_hash = $1")
-            .bind(lock_hash.to_hex())
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let text: Option<String> = crate::get(&row, "packed_prefix_sha256")?;
-        text.map(|text| {
-            text.parse()
-                .map_err(|error: envstore_core::ParseHashError| DbError::Corrupt {
-                    column: "locks.packed_prefix_sha256",
-                    reason: error.to_string(),
-                })
-        })
-        .transpose()
+        // No row and a row without a packed prefix read the same: None.
+        let text: Option<Option<String>> =
+            sqlx::query_scalar("SELECT packed_prefix_sha256 FROM locks WHERE lock_hash = $1")
+                .bind(lock_hash.to_hex())
+                .fetch_optional(&self.pool)
+                .await?;
+        text.flatten()
+            .map(|text| {
+                text.parse()
+                    .map_err(|error: envstore_core::ParseHashError| DbError::Corrupt {
+                        column: "locks.packed_prefix_sha256",
+                        reason: error.to_string(),
+                    })
+            })
+            .transpose()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::databases;
 
     #[tokio::test]
     async fn one_holder_at_a_time_until_the_lease_runs_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
-        let db = Database::connect(&url).await.unwrap();
-        let hash = ContentHash::of(b"lock");
-        let short = Duration::from_millis(50);
-        assert!(db.acquire_prefix_lease(&hash, "a", short).await.unwrap());
-        assert!(!db.acquire_prefix_lease(&hash, "b", short).await.unwrap());
-        assert!(
-            db.acquire_prefix_lease(&hash, "a", short).await.unwrap(),
-            "the holder renews"
-        );
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        // Taken over with a long lease, so a slow machine cannot let it run
-        // out before the checks below.
-        let long = Duration::from_secs(60);
-        assert!(
-            db.acquire_prefix_lease(&hash, "b", long).await.unwrap(),
-            "an expired lease is taken over"
-        );
-        db.release_prefix_lease(&hash, "a").await.unwrap();
-        assert!(
-            !db.acquire_prefix_lease(&hash, "c", short).await.unwrap(),
-            "only the holder releases"
-        );
-        db.release_prefix_lease(&hash, "b").await.unwrap();
-        assert!(db.acquire_prefix_lease(&hash, "c", short).await.unwrap());
+        for db in databases().await {
+            let hash = ContentHash::of(b"lock");
+            let short = Duration::from_millis(50);
+            assert!(db.acquire_prefix_lease(&hash, "a", short).await.unwrap());
+            assert!(!db.acquire_prefix_lease(&hash, "b", short).await.unwrap());
+            assert!(
+                db.acquire_prefix_lease(&hash, "a", short).await.unwrap(),
+                "the holder renews"
+            );
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            // Taken over with a long lease, so a slow machine cannot let it run
+            // out before the checks below.
+            let long = Duration::from_secs(60);
+            assert!(
+                db.acquire_prefix_lease(&hash, "b", long).await.unwrap(),
+                "an expired lease is taken over"
+            );
+            db.release_prefix_lease(&hash, "a").await.unwrap();
+            assert!(
+                !db.acquire_prefix_lease(&hash, "c", short).await.unwrap(),
+                "only the holder releases"
+            );
+            db.release_prefix_lease(&hash, "b").await.unwrap();
+            assert!(db.acquire_prefix_lease(&hash, "c", short).await.unwrap());
+            db.finish().await;
+        }
     }
 }

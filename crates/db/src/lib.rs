@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 
 pub use access::{NewToken, TokenRecord, token_digest};
 pub use audit::AuditEntry;
@@ -417,13 +417,6 @@ pub fn now_millis() -> i64 {
         .unwrap_or_default()
 }
 
-fn get<T>(row: &AnyRow, column: &'static str) -> Result<T, DbError>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    Ok(row.try_get(column)?)
-}
-
 fn parse_json<T: serde::de::DeserializeOwned>(
     column: &'static str,
     text: &str,
@@ -444,6 +437,7 @@ mod tests {
         fs_err::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
+    /// SQLite only: about the database file itself.
     #[tokio::test]
     async fn the_database_and_its_wal_are_readable_by_the_service_user_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -497,6 +491,8 @@ mod tests {
         assert_eq!(sqlite_unavailable(1), None, "SQLITE_ERROR");
     }
 
+    /// SQLite only: a read-only file; a standby's read-only SQLSTATE is
+    /// covered by `postgres_states_of_a_server_going_away_or_full_are_unavailable`.
     #[tokio::test]
     async fn a_read_only_sqlite_file_is_unavailable_and_a_bad_query_is_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -552,15 +548,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_pool_is_unavailable() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("envstore.db").display()
-        ))
-        .await
-        .unwrap();
-        db.ping().await.unwrap();
-        db.close().await;
-        assert!(db.ping().await.unwrap_err().is_unavailable());
+        for db in testing::databases().await {
+            db.ping().await.unwrap();
+            db.close().await;
+            assert!(
+                db.ping().await.unwrap_err().is_unavailable(),
+                "{:?}",
+                db.dialect()
+            );
+            db.finish().await;
+        }
     }
 }

@@ -5,7 +5,7 @@
 use envstore_core::{ContentHash, EnvironmentName, NamespaceName};
 use sqlx::Any;
 
-use crate::{Database, DbError, get, now_millis};
+use crate::{Database, DbError, now_millis};
 
 /// What deleting an environment or a namespace did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +26,15 @@ pub struct CollectableBuild {
     pub lock_hash: String,
 }
 
+/// What [`Database::collectable_builds`] selects.
+#[derive(sqlx::FromRow)]
+struct CollectableBuildRow {
+    id: String,
+    namespace: String,
+    environment: String,
+    lock_hash: String,
+}
+
 /// An environment or namespace deleted and not yet cleaned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletedEnvironment {
@@ -33,6 +42,42 @@ pub struct DeletedEnvironment {
     pub name: String,
     /// True while the row is still deleted (a re-submission revives it).
     pub still_deleted: bool,
+}
+
+/// A build's id and its lock hash; what holds a lock's prefix.
+#[derive(sqlx::FromRow)]
+struct LockReferenceRow {
+    id: String,
+    lock_hash: String,
+}
+
+/// A queued or running build's id and its canonical spec (JSON text).
+#[derive(sqlx::FromRow)]
+struct PendingSpecRow {
+    id: String,
+    canonical: String,
+}
+
+/// A deleted build and the attempts its job made.
+#[derive(sqlx::FromRow)]
+struct DeletedBuildRow {
+    id: String,
+    attempts: i64,
+}
+
+/// An environment left to clean; `deleted_at` is NULL once submitted again.
+#[derive(sqlx::FromRow)]
+struct DeletedEnvironmentRow {
+    namespace: String,
+    name: String,
+    deleted_at: Option<i64>,
+}
+
+/// A live build's id and status.
+#[derive(sqlx::FromRow)]
+struct LiveBuildRow {
+    id: String,
+    status: String,
 }
 
 impl Database {
@@ -126,7 +171,7 @@ impl Database {
     /// policy lets go: all but the newest `keep` succeeded builds of each
     /// live environment, never its current build.
     pub async fn collectable_builds(&self, keep: usize) -> Result<Vec<CollectableBuild>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, CollectableBuildRow>(
             "SELECT builds.id AS id, builds.namespace AS namespace, builds.environment AS environment, \
              builds.lock_hash AS lock_hash FROM builds \
              JOIN environments ON environments.namespace = builds.namespace AND environments.name = builds.environment \
@@ -143,16 +188,15 @@ impl Database {
         .bind(i64::try_from(keep).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(CollectableBuild {
-                    id: get(row, "id")?,
-                    namespace: get(row, "namespace")?,
-                    environment: get(row, "environment")?,
-                    lock_hash: get(row, "lock_hash")?,
-                })
+        Ok(rows
+            .into_iter()
+            .map(|row| CollectableBuild {
+                id: row.id,
+                namespace: row.namespace,
+                environment: row.environment,
+                lock_hash: row.lock_hash,
             })
-            .collect()
+            .collect())
     }
 
     /// Records that these builds no longer hold their prefix.
@@ -173,28 +217,27 @@ impl Database {
     /// running with a lock, or installing one as is (named in their spec
     /// before they have a lock hash of their own).
     pub async fn lock_references(&self) -> Result<Vec<(String, String)>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, LockReferenceRow>(
             "SELECT id, lock_hash FROM builds WHERE lock_hash IS NOT NULL AND deleted_at IS NULL \
              AND ((status = 'succeeded' AND prefix_collected_at IS NULL) OR status IN ('queued', 'running'))",
         )
         .fetch_all(&self.pool)
         .await?;
         let mut references: Vec<(String, String)> = rows
-            .iter()
-            .map(|row| Ok((get(row, "id")?, get(row, "lock_hash")?)))
-            .collect::<Result<_, DbError>>()?;
-        let pending = sqlx::query(
+            .into_iter()
+            .map(|row| (row.id, row.lock_hash))
+            .collect();
+        let pending = sqlx::query_as::<_, PendingSpecRow>(
             "SELECT builds.id AS id, specs.canonical AS canonical FROM builds \
              JOIN specs ON specs.spec_hash = builds.spec_hash WHERE builds.status IN ('queued', 'running')",
         )
         .fetch_all(&self.pool)
         .await?;
-        for row in &pending {
-            let canonical: String = get(row, "canonical")?;
-            if let Ok(spec) = serde_json::from_str::<envstore_core::CanonicalSpec>(&canonical)
+        for row in pending {
+            if let Ok(spec) = serde_json::from_str::<envstore_core::CanonicalSpec>(&row.canonical)
                 && let Some(lock) = spec.from_lock
             {
-                references.push((get(row, "id")?, lock.to_hex()));
+                references.push((row.id, lock.to_hex()));
             }
         }
         Ok(references)
@@ -205,29 +248,25 @@ impl Database {
         if short.len() != 16 || !short.bytes().all(|byte| byte.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        let row = sqlx::query("SELECT lock_hash FROM locks WHERE lock_hash LIKE $1 LIMIT 1")
-            .bind(format!("{short}%"))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row
-            .map(|row| get::<String>(&row, "lock_hash"))
-            .transpose()?
-            .and_then(|hash| hash.parse().ok()))
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT lock_hash FROM locks WHERE lock_hash LIKE $1 LIMIT 1")
+                .bind(format!("{short}%"))
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(hash.and_then(|hash| hash.parse().ok()))
     }
 
     /// Locks with a published packed prefix.
     pub async fn locks_with_packed_prefix(&self) -> Result<Vec<ContentHash>, DbError> {
-        let rows =
-            sqlx::query("SELECT lock_hash FROM locks WHERE packed_prefix_sha256 IS NOT NULL")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .filter_map(|row| {
-                get::<String>(row, "lock_hash")
-                    .map(|hash| hash.parse().ok())
-                    .transpose()
-            })
-            .collect()
+        let hashes: Vec<String> = sqlx::query_scalar(
+            "SELECT lock_hash FROM locks WHERE packed_prefix_sha256 IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(hashes
+            .into_iter()
+            .filter_map(|hash| hash.parse().ok())
+            .collect())
     }
 
     /// Forgets a packed prefix whose object was removed from the store.
@@ -243,7 +282,7 @@ impl Database {
     /// attempts their job made: what cleaning removes (their logs, one per
     /// attempt, then their rows).
     pub async fn deleted_builds(&self) -> Result<Vec<(String, i64)>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, DeletedBuildRow>(
             "SELECT builds.id AS id, COALESCE(MAX(jobs.attempts), 0) AS attempts FROM builds \
              LEFT JOIN jobs ON jobs.build_id = builds.id \
              WHERE builds.deleted_at IS NOT NULL AND builds.status NOT IN ('queued', 'running') \
@@ -251,30 +290,27 @@ impl Database {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| Ok((get(row, "id")?, get(row, "attempts")?)))
-            .collect()
+        Ok(rows.into_iter().map(|row| (row.id, row.attempts)).collect())
     }
 
     /// Environments deleted and not yet cleaned, with whether they are still
     /// deleted (rather than submitted again since).
     pub async fn deleted_environments(&self) -> Result<Vec<DeletedEnvironment>, DbError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, DeletedEnvironmentRow>(
             "SELECT namespace, name, deleted_at FROM environments WHERE deleted_at IS NOT NULL \
              OR EXISTS (SELECT 1 FROM namespaces WHERE namespaces.name = environments.namespace \
                         AND namespaces.deleted_at IS NOT NULL) ORDER BY namespace, name",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeletedEnvironment {
-                    namespace: get(row, "namespace")?,
-                    name: get(row, "name")?,
-                    still_deleted: get::<Option<i64>>(row, "deleted_at")?.is_some(),
-                })
+        Ok(rows
+            .into_iter()
+            .map(|row| DeletedEnvironment {
+                namespace: row.namespace,
+                name: row.name,
+                still_deleted: row.deleted_at.is_some(),
             })
-            .collect()
+            .collect())
     }
 
     /// Removes the rows of cleaned builds and of deleted environments and
@@ -377,7 +413,7 @@ async fn live_builds(
 ) -> Result<Vec<(String, String)>, DbError> {
     let rows = match environment {
         Some(environment) => {
-            sqlx::query(
+            sqlx::query_as::<_, LiveBuildRow>(
                 "SELECT id, status FROM builds WHERE namespace = $1 AND environment = $2 AND deleted_at IS NULL",
             )
             .bind(namespace)
@@ -386,13 +422,13 @@ async fn live_builds(
             .await?
         }
         None => {
-            sqlx::query("SELECT id, status FROM builds WHERE namespace = $1 AND deleted_at IS NULL")
+            sqlx::query_as::<_, LiveBuildRow>(
+                "SELECT id, status FROM builds WHERE namespace = $1 AND deleted_at IS NULL",
+            )
                 .bind(namespace)
                 .fetch_all(&mut **transaction)
                 .await?
         }
     };
-    rows.iter()
-        .map(|row| Ok((get(row, "id")?, get(row, "status")?)))
-        .collect()
+    Ok(rows.into_iter().map(|row| (row.id, row.status)).collect())
 }

@@ -54,7 +54,6 @@ impl Database {
 mod tests {
     use std::borrow::Cow;
 
-    use sqlx::any::AnyPoolOptions;
     use sqlx::migrate::MigrationType;
 
     use super::*;
@@ -294,52 +293,54 @@ mod tests {
 
     #[tokio::test]
     async fn existing_builds_are_numbered_in_created_at_then_id_order() {
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("envstore.db").display()
-        );
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
-        let all = migrations(Dialect::Sqlite);
-        let before: Vec<Migration> = all
-            .iter()
-            .filter(|migration| migration.version < 12)
-            .cloned()
-            .collect();
-        Migrator::with_migrations(before).run(&pool).await.unwrap();
-        for statement in [
-            "INSERT INTO namespaces (name, created_at) VALUES ('team', 0)",
-            "INSERT INTO environments (namespace, name, created_at) VALUES ('team', 'env', 0)",
-            "INSERT INTO specs (spec_hash, canonical, created_at) VALUES ('s', '{}', 0)",
-            "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at) VALUES \
-             ('c', 'team', 'env', 's', 'succeeded', 5), ('b', 'team', 'env', 's', 'succeeded', 5), \
-             ('a', 'team', 'env', 's', 'succeeded', 9)",
-        ] {
-            sqlx::query(statement).execute(&pool).await.unwrap();
+        for test in TestDatabase::each_dialect().await {
+            let pool = test.blank_pool().await;
+            let all = migrations(test.dialect);
+            let before: Vec<Migration> = all
+                .iter()
+                .filter(|migration| migration.version < 12)
+                .cloned()
+                .collect();
+            Migrator::with_migrations(before).run(&pool).await.unwrap();
+            for statement in [
+                "INSERT INTO namespaces (name, created_at) VALUES ('team', 0)",
+                "INSERT INTO environments (namespace, name, created_at) VALUES ('team', 'env', 0)",
+                "INSERT INTO specs (spec_hash, canonical, created_at) VALUES ('s', '{}', 0)",
+                "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at) VALUES \
+                 ('c', 'team', 'env', 's', 'succeeded', 5), ('b', 'team', 'env', 's', 'succeeded', 5), \
+                 ('a', 'team', 'env', 's', 'succeeded', 9)",
+            ] {
+                sqlx::query(statement).execute(&pool).await.unwrap();
+            }
+            Migrator::with_migrations(all).run(&pool).await.unwrap();
+            let numbered: Vec<(String, i64)> =
+                sqlx::query_as("SELECT id, seq FROM builds ORDER BY seq")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                numbered,
+                [
+                    ("b".to_owned(), 1),
+                    ("c".to_owned(), 2),
+                    ("a".to_owned(), 3)
+                ],
+                "{:?}",
+                test.dialect
+            );
+            // SQLite keeps the last number in a row, PostgreSQL in a sequence.
+            let next = match test.dialect {
+                Dialect::Sqlite => "SELECT last + 1 FROM build_seq",
+                Dialect::Postgres => "SELECT nextval('builds_seq')",
+            };
+            let next: i64 = sqlx::query_scalar(next).fetch_one(&pool).await.unwrap();
+            assert_eq!(
+                next, 4,
+                "{:?}: new builds are numbered after the old ones",
+                test.dialect
+            );
+            pool.close().await;
+            test.finish().await;
         }
-        Migrator::with_migrations(all).run(&pool).await.unwrap();
-        let numbered: Vec<(String, i64)> =
-            sqlx::query_as("SELECT id, seq FROM builds ORDER BY seq")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        assert_eq!(
-            numbered,
-            [
-                ("b".to_owned(), 1),
-                ("c".to_owned(), 2),
-                ("a".to_owned(), 3)
-            ]
-        );
-        let last: i64 = sqlx::query_scalar("SELECT last FROM build_seq")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert_eq!(last, 3, "new builds are numbered after the old ones");
     }
 }

@@ -1,6 +1,14 @@
 use envstore_core::{NamespaceName, Policy};
 
-use crate::{Database, DbError, get, now_millis, parse_json};
+use crate::{Database, DbError, now_millis, parse_json};
+
+/// A live `namespaces` row as listed.
+#[derive(sqlx::FromRow)]
+struct NamespaceListRow {
+    name: String,
+    created_at: i64,
+    public_read: i64,
+}
 
 impl Database {
     /// Creates a namespace; one deleted and not yet collected is created
@@ -32,31 +40,25 @@ impl Database {
 
     /// Namespaces in order: name, creation time, public read.
     pub async fn list_namespaces(&self) -> Result<Vec<(String, i64, bool)>, DbError> {
-        let rows = sqlx::query("SELECT name, created_at, public_read FROM namespaces WHERE deleted_at IS NULL ORDER BY name")
+        let rows = sqlx::query_as::<_, NamespaceListRow>("SELECT name, created_at, public_read FROM namespaces WHERE deleted_at IS NULL ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    get(row, "name")?,
-                    get(row, "created_at")?,
-                    get::<i64>(row, "public_read")? != 0,
-                ))
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.name, row.created_at, row.public_read != 0))
+            .collect())
     }
 
     /// A namespace's own policy (the server's applies on top).
     pub async fn namespace_policy(&self, name: &NamespaceName) -> Result<Policy, DbError> {
-        let row = sqlx::query("SELECT policy FROM namespaces WHERE name = $1")
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        let text: Option<String> = match row {
-            Some(row) => get(&row, "policy")?,
-            None => None,
-        };
-        text.map(|text| parse_json("namespaces.policy", &text))
+        // No namespace and one without a policy read the same: the default.
+        let text: Option<Option<String>> =
+            sqlx::query_scalar("SELECT policy FROM namespaces WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        text.flatten()
+            .map(|text| parse_json("namespaces.policy", &text))
             .transpose()
             .map(Option::unwrap_or_default)
     }
@@ -75,10 +77,9 @@ impl Database {
     }
 
     pub async fn count_environments(&self, name: &NamespaceName) -> Result<i64, DbError> {
-        let row = sqlx::query("SELECT COUNT(*) AS environments FROM environments WHERE namespace = $1 AND deleted_at IS NULL")
+        Ok(sqlx::query_scalar("SELECT COUNT(*) AS environments FROM environments WHERE namespace = $1 AND deleted_at IS NULL")
             .bind(name.as_str())
             .fetch_one(&self.pool)
-            .await?;
-        get(&row, "environments")
+            .await?)
     }
 }

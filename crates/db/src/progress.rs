@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use tokio::sync::broadcast;
 
-use crate::{Database, DbError, Dialect, get};
+use crate::{Database, DbError, Dialect};
 
 /// The PostgreSQL channel on which workers announce a build's change.
 const BUILDS_CHANNEL: &str = "envstore_builds";
@@ -56,6 +56,14 @@ pub struct AttemptLogSince {
     pub text: String,
 }
 
+/// What [`Database::attempt_log_since`] selects.
+#[derive(sqlx::FromRow)]
+struct AttemptLogSinceRow {
+    attempt: i64,
+    length: i64,
+    text: String,
+}
+
 impl Database {
     /// Tells every follower of the build that it changed state.
     pub async fn announce_build_change(&self, build_id: &str) -> Result<(), DbError> {
@@ -95,7 +103,7 @@ impl Database {
         build_id: &str,
         from: i64,
     ) -> Result<Option<AttemptLogSince>, DbError> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, AttemptLogSinceRow>(
             "SELECT attempt, CAST(length(text) AS BIGINT) AS length, \
              substr(text, CAST($2 AS INTEGER)) AS text FROM attempt_logs WHERE build_id = $1",
         )
@@ -103,14 +111,11 @@ impl Database {
         .bind(from.saturating_add(1))
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(AttemptLogSince {
-                attempt: get(&row, "attempt")?,
-                length: get(&row, "length")?,
-                text: get(&row, "text")?,
-            })
-        })
-        .transpose()
+        Ok(row.map(|row| AttemptLogSince {
+            attempt: row.attempt,
+            length: row.length,
+            text: row.text,
+        }))
     }
 }
 

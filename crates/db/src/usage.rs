@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use envstore_core::{BuildStatus, ContentHash, EnvironmentName, NamespaceName};
 
-use crate::{Database, DbError, get, now_millis};
+use crate::{Database, DbError, now_millis};
 
 pub use envstore_core::usage::{
     BuildCounts, BuildGroup, HeldLock, NamespaceUsage, Quota, SharedPrefix, UsageFacts,
@@ -195,22 +195,21 @@ impl Database {
 
     /// The recorded size of a lock's prefix in bytes, if it was measured.
     pub async fn prefix_size(&self, lock_hash: &ContentHash) -> Result<Option<i64>, DbError> {
-        let row = sqlx::query("SELECT bytes FROM prefix_sizes WHERE lock_hash = $1")
-            .bind(lock_hash.to_hex())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| get(&row, "bytes")).transpose()
+        Ok(
+            sqlx::query_scalar("SELECT bytes FROM prefix_sizes WHERE lock_hash = $1")
+                .bind(lock_hash.to_hex())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// A namespace's own quota (limits it does not set are None).
     pub async fn namespace_quota(&self, namespace: &NamespaceName) -> Result<Quota, DbError> {
-        let row = sqlx::query("SELECT max_disk_bytes, max_concurrent_builds FROM namespace_quotas WHERE namespace = $1")
+        let row = sqlx::query_as::<_, QuotaRow>("SELECT max_disk_bytes, max_concurrent_builds FROM namespace_quotas WHERE namespace = $1")
             .bind(namespace.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| quota_from_row(&row))
-            .transpose()
-            .map(Option::unwrap_or_default)
+        Ok(row.map(Quota::from).unwrap_or_default())
     }
 
     pub async fn set_namespace_quota(
@@ -245,7 +244,7 @@ impl Database {
 
     /// What a usage report is computed from ([`UsageFacts::report`]).
     pub async fn usage_facts(&self) -> Result<UsageFacts, DbError> {
-        let namespaces = sqlx::query(
+        let namespaces = sqlx::query_as::<_, UsageNamespaceRow>(
             "SELECT namespaces.name AS name, namespaces.public_read AS public_read, \
              namespace_quotas.max_disk_bytes AS max_disk_bytes, \
              namespace_quotas.max_concurrent_builds AS max_concurrent_builds \
@@ -254,26 +253,20 @@ impl Database {
         )
         .fetch_all(&self.pool)
         .await?
-        .iter()
-        .map(|row| {
-            Ok(UsageNamespace {
-                name: get(row, "name")?,
-                public_read: get::<i64>(row, "public_read")? != 0,
-                quota: quota_from_row(row)?,
-            })
-        })
-        .collect::<Result<Vec<_>, DbError>>()?;
-        let prefixes = sqlx::query(sqlx::AssertSqlSafe(format!(
+        .into_iter()
+        .map(UsageNamespace::from)
+        .collect();
+        let prefixes = sqlx::query_as::<_, HeldLockRow>(sqlx::AssertSqlSafe(format!(
             "SELECT DISTINCT builds.namespace AS namespace, builds.lock_hash AS lock_hash, \
              prefix_sizes.bytes AS amount \
              FROM builds JOIN prefix_sizes ON prefix_sizes.lock_hash = builds.lock_hash WHERE {HOLDS_PREFIX}"
         )))
         .fetch_all(&self.pool)
         .await?
-        .iter()
-        .map(held_lock_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-        let builds = sqlx::query(
+        .into_iter()
+        .map(HeldLock::from)
+        .collect();
+        let builds = sqlx::query_as::<_, BuildGroupRow>(
             "SELECT namespace, status, COUNT(*) AS builds, \
              CAST(COALESCE(SUM(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL \
                  THEN finished_at - started_at ELSE 0 END), 0) AS BIGINT) AS millis \
@@ -281,33 +274,18 @@ impl Database {
         )
         .fetch_all(&self.pool)
         .await?
-        .iter()
-        .map(|row| {
-            let status: String = get(row, "status")?;
-            // Not counted, as before the arithmetic moved to core.
-            let Ok(status) = status.parse::<BuildStatus>() else {
-                tracing::warn!(status, "a build has an unknown status: not counted");
-                return Ok(None);
-            };
-            Ok(Some(BuildGroup {
-                namespace: get(row, "namespace")?,
-                status,
-                builds: get(row, "builds")?,
-                millis: get(row, "millis")?,
-            }))
-        })
-        .collect::<Result<Vec<_>, DbError>>()?
         .into_iter()
-        .flatten()
+        .filter_map(BuildGroupRow::group)
         .collect();
-        let lockfile_downloads =
-            sqlx::query("SELECT namespace, downloads FROM namespace_downloads")
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(|row| Ok((get(row, "namespace")?, get(row, "downloads")?)))
-                .collect::<Result<HashMap<_, _>, DbError>>()?;
-        let lock_downloads = sqlx::query(
+        let lockfile_downloads = sqlx::query_as::<_, NamespaceDownloadsRow>(
+            "SELECT namespace, downloads FROM namespace_downloads",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| (row.namespace, row.downloads))
+        .collect::<HashMap<_, _>>();
+        let lock_downloads = sqlx::query_as::<_, HeldLockRow>(
             "SELECT DISTINCT builds.namespace AS namespace, lock_downloads.lock_hash AS lock_hash, \
              lock_downloads.downloads AS amount \
              FROM lock_downloads JOIN builds ON builds.lock_hash = lock_downloads.lock_hash \
@@ -315,9 +293,9 @@ impl Database {
         )
         .fetch_all(&self.pool)
         .await?
-        .iter()
-        .map(held_lock_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+        .into_iter()
+        .map(HeldLock::from)
+        .collect();
         Ok(UsageFacts {
             namespaces,
             prefixes,
@@ -330,14 +308,13 @@ impl Database {
     /// Builds of a namespace that occupy a worker or wait for one: queued or
     /// running, and not asked to stop.
     pub async fn active_builds(&self, namespace: &NamespaceName) -> Result<i64, DbError> {
-        let row = sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT COUNT(*) AS active FROM builds WHERE namespace = $1 \
              AND status IN ('queued', 'running') AND cancel_requested = 0 AND deleted_at IS NULL",
         )
         .bind(namespace.as_str())
         .fetch_one(&self.pool)
-        .await?;
-        get(&row, "active")
+        .await?)
     }
 
     /// The average running time of a namespace's last 20 builds that ran,
@@ -346,15 +323,14 @@ impl Database {
         &self,
         namespace: &NamespaceName,
     ) -> Result<Option<i64>, DbError> {
-        let row = sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT CAST(AVG(millis) AS BIGINT) AS millis FROM \
              (SELECT finished_at - started_at AS millis FROM builds WHERE namespace = $1 \
               AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 20) AS recent",
         )
         .bind(namespace.as_str())
         .fetch_one(&self.pool)
-        .await?;
-        get(&row, "millis")
+        .await?)
     }
 
     /// Whether submitting `spec_hash` for this environment would join a
@@ -379,14 +355,13 @@ impl Database {
 
     /// The disk a namespace's prefixes take, shared ones in full.
     pub async fn namespace_disk_bytes(&self, namespace: &NamespaceName) -> Result<i64, DbError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS bytes FROM prefix_sizes WHERE lock_hash IN \
              (SELECT lock_hash FROM builds WHERE builds.namespace = $1 AND {HOLDS_PREFIX})"
         )))
         .bind(namespace.as_str())
         .fetch_one(&self.pool)
-        .await?;
-        get(&row, "bytes")
+        .await?)
     }
 
     /// Whether a spec is expected to reuse a prefix already on disk: it
@@ -410,19 +385,94 @@ impl Database {
     }
 }
 
-fn quota_from_row(row: &sqlx::any::AnyRow) -> Result<Quota, DbError> {
-    Ok(Quota {
-        max_disk_bytes: get(row, "max_disk_bytes")?,
-        max_concurrent_builds: get(row, "max_concurrent_builds")?,
-    })
+/// A namespace's own limits (a `namespace_quotas` row, or the NULLs of a
+/// left join without one).
+#[derive(sqlx::FromRow)]
+struct QuotaRow {
+    max_disk_bytes: Option<i64>,
+    max_concurrent_builds: Option<i64>,
 }
 
-fn held_lock_from_row(row: &sqlx::any::AnyRow) -> Result<HeldLock, DbError> {
-    Ok(HeldLock {
-        namespace: get(row, "namespace")?,
-        lock_hash: get(row, "lock_hash")?,
-        amount: get(row, "amount")?,
-    })
+impl From<QuotaRow> for Quota {
+    fn from(row: QuotaRow) -> Self {
+        Self {
+            max_disk_bytes: row.max_disk_bytes,
+            max_concurrent_builds: row.max_concurrent_builds,
+        }
+    }
+}
+
+/// A live namespace with its visibility and quota.
+#[derive(sqlx::FromRow)]
+struct UsageNamespaceRow {
+    name: String,
+    public_read: i64,
+    #[sqlx(flatten)]
+    quota: QuotaRow,
+}
+
+impl From<UsageNamespaceRow> for UsageNamespace {
+    fn from(row: UsageNamespaceRow) -> Self {
+        Self {
+            name: row.name,
+            public_read: row.public_read != 0,
+            quota: row.quota.into(),
+        }
+    }
+}
+
+/// A lock a namespace holds and an amount of it (bytes or downloads).
+#[derive(sqlx::FromRow)]
+struct HeldLockRow {
+    namespace: String,
+    lock_hash: String,
+    amount: i64,
+}
+
+impl From<HeldLockRow> for HeldLock {
+    fn from(row: HeldLockRow) -> Self {
+        Self {
+            namespace: row.namespace,
+            lock_hash: row.lock_hash,
+            amount: row.amount,
+        }
+    }
+}
+
+/// The lockfiles served for one namespace.
+#[derive(sqlx::FromRow)]
+struct NamespaceDownloadsRow {
+    namespace: String,
+    downloads: i64,
+}
+
+/// The builds of one namespace in one status, and their running time.
+#[derive(sqlx::FromRow)]
+struct BuildGroupRow {
+    namespace: String,
+    status: String,
+    builds: i64,
+    millis: i64,
+}
+
+impl BuildGroupRow {
+    /// None for a status this version does not know: not counted, as
+    /// before the arithmetic moved to core.
+    fn group(self) -> Option<BuildGroup> {
+        let Ok(status) = self.status.parse::<BuildStatus>() else {
+            tracing::warn!(
+                status = self.status,
+                "a build has an unknown status: not counted"
+            );
+            return None;
+        };
+        Some(BuildGroup {
+            namespace: self.namespace,
+            status,
+            builds: self.builds,
+            millis: self.millis,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -434,12 +484,7 @@ mod tests {
 
     use super::*;
     use crate::BuildOutcome;
-
-    async fn database() -> (tempfile::TempDir, Database) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
-        (dir, Database::connect(&url).await.unwrap())
-    }
+    use crate::testing::databases;
 
     fn spec(dependencies: &str) -> CanonicalSpec {
         let allow = ChannelAllowlist::new(vec![NamedChannel::parse("demo=file:///demo").unwrap()]);
@@ -521,259 +566,265 @@ mod tests {
 
     #[tokio::test]
     async fn a_prefix_held_by_two_namespaces_is_shared_and_counted_once_in_totals() {
-        let (_dir, db) = database().await;
-        let shared = ContentHash::of(b"shared");
-        let own = ContentHash::of(b"own");
-        let unmeasured = ContentHash::of(b"unmeasured");
-        build(&db, "alpha", "env", "python", Some(&shared), 1_500).await;
-        build(&db, "alpha", "env", "numpy", Some(&shared), 500).await;
-        build(&db, "alpha", "other", "pandas", Some(&own), 1_000).await;
-        build(&db, "alpha", "broken", "conflict-a", None, 250).await;
-        build(&db, "beta", "env", "python", Some(&shared), 2_000).await;
-        build(&db, "beta", "later", "six", Some(&unmeasured), 0).await;
-        db.record_prefix_size(&shared, 1_000, 10).await.unwrap();
-        db.record_prefix_size(&own, 300, 3).await.unwrap();
-        db.record_prefix_size(&own, 999_999, 3).await.unwrap();
-        assert_eq!(
-            db.prefix_size(&own).await.unwrap(),
-            Some(300),
-            "measured once"
-        );
-        assert_eq!(db.prefix_size(&unmeasured).await.unwrap(), None);
+        for db in databases().await {
+            let shared = ContentHash::of(b"shared");
+            let own = ContentHash::of(b"own");
+            let unmeasured = ContentHash::of(b"unmeasured");
+            build(&db, "alpha", "env", "python", Some(&shared), 1_500).await;
+            build(&db, "alpha", "env", "numpy", Some(&shared), 500).await;
+            build(&db, "alpha", "other", "pandas", Some(&own), 1_000).await;
+            build(&db, "alpha", "broken", "conflict-a", None, 250).await;
+            build(&db, "beta", "env", "python", Some(&shared), 2_000).await;
+            build(&db, "beta", "later", "six", Some(&unmeasured), 0).await;
+            db.record_prefix_size(&shared, 1_000, 10).await.unwrap();
+            db.record_prefix_size(&own, 300, 3).await.unwrap();
+            db.record_prefix_size(&own, 999_999, 3).await.unwrap();
+            assert_eq!(
+                db.prefix_size(&own).await.unwrap(),
+                Some(300),
+                "measured once"
+            );
+            assert_eq!(db.prefix_size(&unmeasured).await.unwrap(), None);
 
-        let report = db.usage_report(|_, _| true).await.unwrap();
-        let alpha = row(&report, "alpha");
-        let disk = |figures: &UsageFigures| {
-            (
-                figures.disk_bytes,
-                figures.prefixes,
-                figures.shared_disk_bytes,
-            )
-        };
-        assert_eq!(disk(&alpha.figures), (1_300, 2, 1_000));
-        assert_eq!(
-            alpha.shared,
-            vec![SharedPrefix {
-                lock_hash: shared.to_hex(),
-                bytes: 1_000,
-                other_namespaces: 1
-            }]
-        );
-        assert_eq!(
-            alpha.figures.builds,
-            BuildCounts {
-                succeeded: 3,
-                failed: 1,
-                ..BuildCounts::default()
-            }
-        );
-        assert_eq!(alpha.figures.build_millis, 3_250);
-        let beta = row(&report, "beta");
-        assert_eq!(
-            disk(&beta.figures),
-            (1_000, 1, 1_000),
-            "unmeasured prefixes add nothing"
-        );
-        assert_eq!(beta.figures.builds.succeeded, 2);
-        let totals = &report.totals;
-        assert_eq!(disk(totals), (1_300, 2, 1_000));
-        assert_eq!(totals.builds.succeeded, 5);
-        assert_eq!(totals.build_millis, 5_250);
+            let report = db.usage_report(|_, _| true).await.unwrap();
+            let alpha = row(&report, "alpha");
+            let disk = |figures: &UsageFigures| {
+                (
+                    figures.disk_bytes,
+                    figures.prefixes,
+                    figures.shared_disk_bytes,
+                )
+            };
+            assert_eq!(disk(&alpha.figures), (1_300, 2, 1_000));
+            assert_eq!(
+                alpha.shared,
+                vec![SharedPrefix {
+                    lock_hash: shared.to_hex(),
+                    bytes: 1_000,
+                    other_namespaces: 1
+                }]
+            );
+            assert_eq!(
+                alpha.figures.builds,
+                BuildCounts {
+                    succeeded: 3,
+                    failed: 1,
+                    ..BuildCounts::default()
+                }
+            );
+            assert_eq!(alpha.figures.build_millis, 3_250);
+            let beta = row(&report, "beta");
+            assert_eq!(
+                disk(&beta.figures),
+                (1_000, 1, 1_000),
+                "unmeasured prefixes add nothing"
+            );
+            assert_eq!(beta.figures.builds.succeeded, 2);
+            let totals = &report.totals;
+            assert_eq!(disk(totals), (1_300, 2, 1_000));
+            assert_eq!(totals.builds.succeeded, 5);
+            assert_eq!(totals.build_millis, 5_250);
 
-        // A caller who sees only beta still learns that the prefix is shared,
-        // not with whom; its totals are beta's.
-        let report = db.usage_report(|name, _| name == "beta").await.unwrap();
-        assert_eq!(report.namespaces.len(), 1);
-        assert_eq!(report.namespaces[0].shared[0].other_namespaces, 1);
-        assert_eq!(
-            (report.totals.disk_bytes, report.totals.build_millis),
-            (1_000, 2_000)
-        );
+            // A caller who sees only beta still learns that the prefix is shared,
+            // not with whom; its totals are beta's.
+            let report = db.usage_report(|name, _| name == "beta").await.unwrap();
+            assert_eq!(report.namespaces.len(), 1);
+            assert_eq!(report.namespaces[0].shared[0].other_namespaces, 1);
+            assert_eq!(
+                (report.totals.disk_bytes, report.totals.build_millis),
+                (1_000, 2_000)
+            );
 
-        // Collected prefixes no longer count; the last holder's is no longer shared.
-        let alpha_builds: Vec<String> = db
-            .environment_builds(&"alpha".parse().unwrap(), &"env".parse().unwrap())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|build| build.id)
-            .collect();
-        db.mark_prefixes_collected(&alpha_builds).await.unwrap();
-        let report = db.usage_report(|_, _| true).await.unwrap();
-        assert_eq!(disk(&row(&report, "alpha").figures), (300, 1, 0));
-        assert!(row(&report, "beta").shared.is_empty());
-        assert_eq!(
-            report.totals.disk_bytes, 1_300,
-            "beta still holds the prefix"
-        );
+            // Collected prefixes no longer count; the last holder's is no longer shared.
+            let alpha_builds: Vec<String> = db
+                .environment_builds(&"alpha".parse().unwrap(), &"env".parse().unwrap())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|build| build.id)
+                .collect();
+            db.mark_prefixes_collected(&alpha_builds).await.unwrap();
+            let report = db.usage_report(|_, _| true).await.unwrap();
+            assert_eq!(disk(&row(&report, "alpha").figures), (300, 1, 0));
+            assert!(row(&report, "beta").shared.is_empty());
+            assert_eq!(
+                report.totals.disk_bytes, 1_300,
+                "beta still holds the prefix"
+            );
+            db.finish().await;
+        }
     }
 
     #[tokio::test]
     async fn downloads_reach_the_database_only_when_flushed_and_are_kept_when_it_fails() {
-        let (_dir, db) = database().await;
-        let lock = ContentHash::of(b"lock");
-        build(&db, "alpha", "env", "python", Some(&lock), 10).await;
-        build(&db, "beta", "env", "python", Some(&lock), 10).await;
-        for _ in 0..3 {
+        for db in databases().await {
+            let lock = ContentHash::of(b"lock");
+            build(&db, "alpha", "env", "python", Some(&lock), 10).await;
+            build(&db, "beta", "env", "python", Some(&lock), 10).await;
+            for _ in 0..3 {
+                db.count_lockfile_download("alpha");
+            }
+            db.count_artifact_download(&lock);
+            db.count_artifact_download(&lock);
+            let downloads = |report: &UsageReport, name: &str| {
+                let figures = &row(report, name).figures;
+                (figures.lockfile_downloads, figures.artifact_downloads)
+            };
+            let report = db.usage_report(|_, _| true).await.unwrap();
+            assert_eq!(
+                downloads(&report, "alpha"),
+                (0, 0),
+                "nothing is written per request"
+            );
+
+            db.flush_downloads().await.unwrap();
+            db.flush_downloads().await.unwrap();
+            let report = db.usage_report(|_, _| true).await.unwrap();
+            assert_eq!(downloads(&report, "alpha"), (3, 2));
+            assert_eq!(
+                downloads(&report, "beta"),
+                (0, 2),
+                "a by-hash download shows in every holder"
+            );
+            assert_eq!(
+                (
+                    report.totals.lockfile_downloads,
+                    report.totals.artifact_downloads
+                ),
+                (3, 2)
+            );
+
+            // The periodic flusher flushes once more when told to stop.
+            db.count_lockfile_download("beta");
+            db.flush_downloads_every(Duration::from_secs(3600), std::future::ready(()))
+                .await;
+            let report = db.usage_report(|_, _| true).await.unwrap();
+            assert_eq!(downloads(&report, "beta"), (1, 2));
+
+            // A failed write keeps the counts for the next flush.
             db.count_lockfile_download("alpha");
+            db.count_artifact_download(&lock);
+            db.pool.close().await;
+            assert!(db.flush_downloads().await.is_err());
+            let kept = (take(&db.downloads.namespaces), take(&db.downloads.locks));
+            assert_eq!(kept, (vec![("alpha".to_owned(), 1)], vec![(lock, 1)]));
+            db.finish().await;
         }
-        db.count_artifact_download(&lock);
-        db.count_artifact_download(&lock);
-        let downloads = |report: &UsageReport, name: &str| {
-            let figures = &row(report, name).figures;
-            (figures.lockfile_downloads, figures.artifact_downloads)
-        };
-        let report = db.usage_report(|_, _| true).await.unwrap();
-        assert_eq!(
-            downloads(&report, "alpha"),
-            (0, 0),
-            "nothing is written per request"
-        );
-
-        db.flush_downloads().await.unwrap();
-        db.flush_downloads().await.unwrap();
-        let report = db.usage_report(|_, _| true).await.unwrap();
-        assert_eq!(downloads(&report, "alpha"), (3, 2));
-        assert_eq!(
-            downloads(&report, "beta"),
-            (0, 2),
-            "a by-hash download shows in every holder"
-        );
-        assert_eq!(
-            (
-                report.totals.lockfile_downloads,
-                report.totals.artifact_downloads
-            ),
-            (3, 2)
-        );
-
-        // The periodic flusher flushes once more when told to stop.
-        db.count_lockfile_download("beta");
-        db.flush_downloads_every(Duration::from_secs(3600), std::future::ready(()))
-            .await;
-        let report = db.usage_report(|_, _| true).await.unwrap();
-        assert_eq!(downloads(&report, "beta"), (1, 2));
-
-        // A failed write keeps the counts for the next flush.
-        db.count_lockfile_download("alpha");
-        db.count_artifact_download(&lock);
-        db.pool.close().await;
-        assert!(db.flush_downloads().await.is_err());
-        let kept = (take(&db.downloads.namespaces), take(&db.downloads.locks));
-        assert_eq!(kept, (vec![("alpha".to_owned(), 1)], vec![(lock, 1)]));
     }
 
     #[tokio::test]
     async fn quota_figures_count_what_a_submission_would_add() {
-        let (_dir, db) = database().await;
-        let team = namespace(&db, "team").await;
-        let env: EnvironmentName = "env".parse().unwrap();
-        assert_eq!(db.namespace_quota(&team).await.unwrap(), Quota::default());
-        let quota = Quota {
-            max_disk_bytes: Some(10),
-            max_concurrent_builds: None,
-        };
-        db.set_namespace_quota(&team, &quota).await.unwrap();
-        assert_eq!(db.namespace_quota(&team).await.unwrap(), quota);
-        let default = Quota {
-            max_disk_bytes: Some(99),
-            max_concurrent_builds: Some(2),
-        };
-        assert_eq!(
-            quota.or(default),
-            Quota {
+        for db in databases().await {
+            let team = namespace(&db, "team").await;
+            let env: EnvironmentName = "env".parse().unwrap();
+            assert_eq!(db.namespace_quota(&team).await.unwrap(), Quota::default());
+            let quota = Quota {
                 max_disk_bytes: Some(10),
-                max_concurrent_builds: Some(2)
-            }
-        );
+                max_concurrent_builds: None,
+            };
+            db.set_namespace_quota(&team, &quota).await.unwrap();
+            assert_eq!(db.namespace_quota(&team).await.unwrap(), quota);
+            let default = Quota {
+                max_disk_bytes: Some(99),
+                max_concurrent_builds: Some(2),
+            };
+            assert_eq!(
+                quota.or(default),
+                Quota {
+                    max_disk_bytes: Some(10),
+                    max_concurrent_builds: Some(2)
+                }
+            );
 
-        // Queued and running builds are active; cancelled, failed and those
-        // asked to stop are not.
-        let queued = db
-            .submit_build(&team, &env, &spec("python"), None)
-            .await
-            .unwrap()
-            .build
-            .id;
-        let running = db
-            .submit_build(&team, &"two".parse().unwrap(), &spec("python"), None)
-            .await
-            .unwrap()
-            .build
-            .id;
-        assert!(db.start_build(&running).await.unwrap());
-        build(&db, "team", "failed", "conflict-a", None, 10).await;
-        assert_eq!(db.active_builds(&team).await.unwrap(), 2);
-        assert!(
-            db.joins_active_build(&team, &env, &spec("python").hash())
+            // Queued and running builds are active; cancelled, failed and those
+            // asked to stop are not.
+            let queued = db
+                .submit_build(&team, &env, &spec("python"), None)
                 .await
                 .unwrap()
-        );
-        assert!(
-            !db.joins_active_build(&team, &env, &spec("numpy").hash())
+                .build
+                .id;
+            let running = db
+                .submit_build(&team, &"two".parse().unwrap(), &spec("python"), None)
                 .await
                 .unwrap()
-        );
-        db.cancel_build(&queued, "test").await.unwrap();
-        db.cancel_build(&running, "test").await.unwrap();
-        assert_eq!(db.active_builds(&team).await.unwrap(), 0);
-        assert!(
-            !db.joins_active_build(&team, &env, &spec("python").hash())
-                .await
-                .unwrap()
-        );
+                .build
+                .id;
+            assert!(db.start_build(&running).await.unwrap());
+            build(&db, "team", "failed", "conflict-a", None, 10).await;
+            assert_eq!(db.active_builds(&team).await.unwrap(), 2);
+            assert!(
+                db.joins_active_build(&team, &env, &spec("python").hash())
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !db.joins_active_build(&team, &env, &spec("numpy").hash())
+                    .await
+                    .unwrap()
+            );
+            db.cancel_build(&queued, "test").await.unwrap();
+            db.cancel_build(&running, "test").await.unwrap();
+            assert_eq!(db.active_builds(&team).await.unwrap(), 0);
+            assert!(
+                !db.joins_active_build(&team, &env, &spec("python").hash())
+                    .await
+                    .unwrap()
+            );
 
-        // Disk counts measured prefixes still held; a spec built before, or a
-        // lock whose prefix is held, is expected to reuse it.
-        let lock = ContentHash::of(b"lock");
-        let other = ContentHash::of(b"other lock");
-        assert_eq!(db.namespace_disk_bytes(&team).await.unwrap(), 0);
-        assert!(
-            !db.prefix_reusable(&spec("pandas").hash(), Some(&lock))
-                .await
-                .unwrap()
-        );
-        build(&db, "elsewhere", "env", "pandas", Some(&lock), 10).await;
-        assert!(
-            !db.prefix_reusable(&spec("pandas").hash(), None)
-                .await
-                .unwrap(),
-            "not measured: not on disk"
-        );
-        db.record_prefix_size(&lock, 40, 4).await.unwrap();
-        assert!(
-            db.prefix_reusable(&spec("pandas").hash(), None)
-                .await
-                .unwrap()
-        );
-        assert!(
-            db.prefix_reusable(&spec("six").hash(), Some(&lock))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !db.prefix_reusable(&spec("six").hash(), Some(&other))
-                .await
-                .unwrap()
-        );
-        build(&db, "team", "env", "pandas", Some(&lock), 10).await;
-        build(&db, "team", "copy", "pandas", Some(&lock), 40).await;
-        assert_eq!(
-            db.namespace_disk_bytes(&team).await.unwrap(),
-            40,
-            "each prefix once"
-        );
-        let typical = db.typical_build_millis(&team).await.unwrap();
-        assert_eq!(
-            typical,
-            Some(20),
-            "the mean of 10, 10 and 40 ms; builds that never ran or have not ended aside"
-        );
-        assert_eq!(
-            db.typical_build_millis(&"nobody".parse().unwrap())
-                .await
-                .unwrap(),
-            None
-        );
+            // Disk counts measured prefixes still held; a spec built before, or a
+            // lock whose prefix is held, is expected to reuse it.
+            let lock = ContentHash::of(b"lock");
+            let other = ContentHash::of(b"other lock");
+            assert_eq!(db.namespace_disk_bytes(&team).await.unwrap(), 0);
+            assert!(
+                !db.prefix_reusable(&spec("pandas").hash(), Some(&lock))
+                    .await
+                    .unwrap()
+            );
+            build(&db, "elsewhere", "env", "pandas", Some(&lock), 10).await;
+            assert!(
+                !db.prefix_reusable(&spec("pandas").hash(), None)
+                    .await
+                    .unwrap(),
+                "not measured: not on disk"
+            );
+            db.record_prefix_size(&lock, 40, 4).await.unwrap();
+            assert!(
+                db.prefix_reusable(&spec("pandas").hash(), None)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                db.prefix_reusable(&spec("six").hash(), Some(&lock))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !db.prefix_reusable(&spec("six").hash(), Some(&other))
+                    .await
+                    .unwrap()
+            );
+            build(&db, "team", "env", "pandas", Some(&lock), 10).await;
+            build(&db, "team", "copy", "pandas", Some(&lock), 40).await;
+            assert_eq!(
+                db.namespace_disk_bytes(&team).await.unwrap(),
+                40,
+                "each prefix once"
+            );
+            let typical = db.typical_build_millis(&team).await.unwrap();
+            assert_eq!(
+                typical,
+                Some(20),
+                "the mean of 10, 10 and 40 ms; builds that never ran or have not ended aside"
+            );
+            assert_eq!(
+                db.typical_build_millis(&"nobody".parse().unwrap())
+                    .await
+                    .unwrap(),
+                None
+            );
+            db.finish().await;
+        }
     }
 }

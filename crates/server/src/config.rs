@@ -37,6 +37,9 @@ pub struct EventStreamsFile {
     pub per_caller: Option<usize>,
     /// A stream's longest life in seconds (default 3600).
     pub max_duration_seconds: Option<u64>,
+    /// How often a followed build is looked at again, in milliseconds,
+    /// besides when workers announce a change (default 250).
+    pub poll_interval_ms: Option<u64>,
 }
 
 impl EventStreamsFile {
@@ -50,6 +53,9 @@ impl EventStreamsFile {
                     std::time::Duration::from_secs(seconds.max(1))
                 }),
             recheck: defaults.recheck,
+            poll: self.poll_interval_ms.map_or(defaults.poll, |ms| {
+                std::time::Duration::from_millis(ms.max(10))
+            }),
         }
     }
 }

@@ -170,7 +170,11 @@ fn a_tmpfs_fills_up_and_grows() {
     let tmpfs = Tmpfs::mount(1024 * 1024);
     let error =
         fs_err::write(tmpfs.path().join("too-big"), vec![1u8; 2 * 1024 * 1024]).unwrap_err();
-    assert_eq!(error.kind(), std::io::ErrorKind::StorageFull, "ENOSPC: {error}");
+    assert_eq!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull,
+        "ENOSPC: {error}"
+    );
     assert!(tmpfs.available() < 64 * 1024);
     tmpfs.resize(4 * 1024 * 1024);
     fs_err::write(tmpfs.path().join("too-big"), vec![1u8; 2 * 1024 * 1024]).unwrap();

@@ -205,7 +205,7 @@ async fn a_worker_killed_while_publishing_is_replaced_and_everything_is_publishe
     killed_while("publishing").await;
 }
 
-/// Thirty clients submit at once, each with its own `Idempotency-Key`; the
+/// Thirty clients submit within three seconds, each with its own `Idempotency-Key`; the
 /// API process is SIGKILLed once some have their answer and started again
 /// on the same port. Clients retry what went unanswered with the same key,
 /// and a few answered ones again, as a client whose answer was lost would.
@@ -239,6 +239,9 @@ async fn the_api_killed_with_submissions_in_flight_loses_and_duplicates_nothing(
         let (namespace, name, spec, key) = submission(index);
         let (deployment, answered, refused) = (&deployment, &answered, &refused);
         async move {
+            // Staggered over three seconds, so that some are still to come
+            // or in flight when the API is killed, however fast it answers.
+            tokio::time::sleep(Duration::from_millis(100) * index as u32).await;
             let started = Instant::now();
             loop {
                 match deployment

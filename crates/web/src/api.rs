@@ -1,21 +1,20 @@
 //! The JSON API, called in-process: each request goes through the API's own
 //! router (the same extractors, checks and errors as over HTTP) with the
-//! session's token, and its answer is decoded into the types below, which
-//! name only the fields the pages show.
-
-use std::collections::BTreeMap;
+//! session's token, and its answer is decoded into the API's own wire types
+//! (`envstore-api-types`), so the UI reads exactly what the API sends.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use axum::response::Response;
 use envstore_api::AppState;
-use envstore_core::{BuildStatus, CanonicalSpec, ChannelAllowlist};
-use serde::Deserialize;
+use envstore_core::ChannelAllowlist;
 use serde::de::DeserializeOwned;
 use tower::ServiceExt;
 
-use crate::error::{Problem, UiError};
+use envstore_api_types::Problem;
+
+use crate::error::{UiError, problem_of};
 use crate::session::Session;
 
 /// The largest API answer a page reads whole (a build with its packages
@@ -124,12 +123,8 @@ pub(crate) async fn problem(response: Response) -> UiError {
         return UiError::SessionEnded;
     }
     let bytes = read(response).await.unwrap_or_default();
-    let problem = serde_json::from_slice::<Problem>(&bytes).unwrap_or_else(|_| Problem {
-        status: status.as_u16(),
-        title: status.canonical_reason().unwrap_or("Error").to_owned(),
-        detail: String::from_utf8_lossy(&bytes).into_owned(),
-        ..Problem::default()
-    });
+    let problem = serde_json::from_slice::<Problem>(&bytes)
+        .unwrap_or_else(|_| problem_of(status, String::from_utf8_lossy(&bytes).into_owned()));
     UiError::Problem(Box::new(problem))
 }
 
@@ -139,105 +134,4 @@ async fn read(response: Response) -> Result<Bytes, UiError> {
         .map_err(|error| {
             UiError::Unexpected(format!("the API's answer could not be read: {error}"))
         })
-}
-
-/// A page of a listing, with the cursor of the next page.
-#[derive(Debug, Deserialize)]
-pub(crate) struct NamespacesPage {
-    pub namespaces: Vec<NamespaceItem>,
-    pub next_after: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct NamespaceItem {
-    pub name: String,
-    pub created_at: i64,
-    pub public_read: bool,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct EnvironmentsPage {
-    pub environments: Vec<EnvironmentItem>,
-    pub next_after: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct EnvironmentItem {
-    pub name: String,
-    pub created_at: i64,
-    pub current_build_id: Option<String>,
-    pub current_status: Option<BuildStatus>,
-    pub latest_build_id: Option<String>,
-    pub latest_status: Option<BuildStatus>,
-    pub latest_created_at: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct BuildsPage {
-    pub current_build_id: Option<String>,
-    pub builds: Vec<HistoryItem>,
-    pub next_after: Option<String>,
-}
-
-/// One build of an environment's history.
-#[derive(Debug, Deserialize)]
-pub(crate) struct HistoryItem {
-    pub id: String,
-    pub status: BuildStatus,
-    pub created_at: i64,
-    pub submitted_by: Option<String>,
-    pub current: bool,
-    pub phases: Vec<Phase>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Phase {
-    pub phase: String,
-    pub started_at: i64,
-    pub duration_ms: Option<i64>,
-    pub detail: Option<String>,
-}
-
-/// A build as `GET /api/v1/builds/{id}` shows it.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Build {
-    pub id: String,
-    pub namespace: String,
-    pub environment: String,
-    pub status: BuildStatus,
-    pub spec: Option<CanonicalSpec>,
-    pub lock_hash: Option<String>,
-    pub reused: Reuse,
-    pub phases: Vec<Phase>,
-    pub error: Option<String>,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    /// Packages per platform, once the build has a lock.
-    pub packages: Option<BTreeMap<String, Vec<Package>>>,
-    /// Related resources by name: `self`, `log`, and each lock artifact
-    /// (`conda-lock.yml`, `pixi.lock`, `explicit-<platform>.txt`).
-    pub links: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct Reuse {
-    pub lock: bool,
-    pub prefix: bool,
-}
-
-/// One locked package.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub(crate) struct Package {
-    pub name: String,
-    pub version: String,
-    pub build: String,
-    pub url: String,
-}
-
-/// The API's answer to a submitted spec.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Submitted {
-    pub build_id: String,
-    pub joined: bool,
 }

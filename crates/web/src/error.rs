@@ -4,36 +4,30 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
+use envstore_api_types::Problem;
 use maud::{Markup, html};
-use serde::Deserialize;
 
 use crate::layout::{self, Chrome};
 use crate::links;
 use crate::session::{Session, SessionError};
 
-/// An `application/problem+json` answer of the API, with the extensions
-/// that point at the cause.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub(crate) struct Problem {
-    pub status: u16,
-    #[serde(default)]
-    pub title: String,
-    #[serde(default)]
-    pub detail: String,
-    pub line: Option<u64>,
-    pub column: Option<u64>,
-    pub rule: Option<String>,
-    pub dependency: Option<String>,
-    pub platform: Option<String>,
+/// What the UI does with the API's problems (the wire type is shared with
+/// the API, so the UI-only parts live here): answer with its status and
+/// show it as an alert.
+pub(crate) trait ProblemExt {
+    /// The HTTP status to answer the page with (500 for one out of range).
+    fn status_code(&self) -> StatusCode;
+
+    /// The problem as an alert: its title, its detail, and where it lies.
+    fn render(&self) -> Markup;
 }
 
-impl Problem {
-    pub(crate) fn status(&self) -> StatusCode {
+impl ProblemExt for Problem {
+    fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    /// The problem as an alert: its title, its detail, and where it lies.
-    pub(crate) fn render(&self) -> Markup {
+    fn render(&self) -> Markup {
         let mut pointers = Vec::new();
         if let (Some(line), Some(column)) = (self.line, self.column) {
             pointers.push(format!("at line {line}, column {column}"));
@@ -43,6 +37,9 @@ impl Problem {
         }
         if let Some(rule) = &self.rule {
             pointers.push(format!("policy rule: {rule}"));
+        }
+        if let Some(package) = &self.package {
+            pointers.push(format!("package: {package}"));
         }
         if let Some(platform) = &self.platform {
             pointers.push(format!("platform: {platform}"));
@@ -56,6 +53,17 @@ impl Problem {
                 }
             }
         }
+    }
+}
+
+/// A problem the UI finds itself (or an API answer that is not one): the
+/// status's reason phrase as its title.
+pub(crate) fn problem_of(status: StatusCode, detail: String) -> Problem {
+    Problem {
+        status: status.as_u16(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        detail,
+        ..Problem::default()
     }
 }
 
@@ -98,12 +106,7 @@ impl UiError {
                 "something went wrong on the server; the error was logged".to_owned(),
             ),
         };
-        Problem {
-            status: status.as_u16(),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            detail,
-            ..Problem::default()
-        }
+        problem_of(status, detail)
     }
 }
 
@@ -143,6 +146,35 @@ impl IntoResponse for UiError {
             p { a href=(links::namespaces()) { "Back to the namespaces" } }
         };
         let page = layout::page(&problem.title, Chrome::default(), &[], body);
-        (problem.status(), page).into_response()
+        (problem.status_code(), page).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_problem_renders_its_title_detail_and_pointers() {
+        let problem: Problem = serde_json::from_value(serde_json::json!({
+            "type": "/problems/invalid-spec", "title": "Unprocessable Entity", "status": 422,
+            "detail": "the spec is not valid YAML", "line": 3, "column": 7,
+            "dependency": "numpy>=", "package": "six"
+        }))
+        .expect("the API's problem decodes");
+        assert_eq!(problem.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+        let html = problem.render().into_string();
+        for expected in [
+            "Unprocessable Entity",
+            "the spec is not valid YAML",
+            "at line 3, column 7",
+            "dependency: numpy&gt;=",
+            "package: six",
+        ] {
+            assert!(html.contains(expected), "{expected} in {html}");
+        }
+        let made = problem_of(StatusCode::FORBIDDEN, "not here".to_owned());
+        assert_eq!((made.status, made.title.as_str()), (403, "Forbidden"));
+        assert!(!made.render().into_string().contains("alert-pointers"));
     }
 }

@@ -9,8 +9,8 @@ use envstore_core::{EnvironmentName, Role};
 use envstore_db::BuildRecord;
 
 use crate::auth::{Caller, authorized_namespace};
+use crate::log_stream::{Follower, follow_build};
 use crate::paging::ListQuery;
-use crate::routes::log_stream::{Follower, follow_build};
 use crate::views::{build_view, phase_view};
 use crate::{ApiError, AppState};
 

@@ -10,13 +10,13 @@ use envstore_api_types::{
 use envstore_core::spec::MAX_SPEC_BYTES;
 use envstore_core::{ContentHash, EnvironmentName, NamespaceName, Role};
 use envstore_db::EnvironmentRecord;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::auth::{Caller, authorized_namespace};
 use crate::extract::{parse_json, parse_spec, read_body};
 use crate::idempotency;
 use crate::paging::ListQuery;
-use crate::submission::{Queued, queue_build, rebuild_from_lock, replay_if_known};
+use crate::submission::{Queued, queue_build, rebuild_from_lock, replay_if_known, to_value};
 use crate::views::{build_summary, build_view};
 use crate::{ApiError, AppState};
 
@@ -260,16 +260,14 @@ pub async fn set_current_build(
         .map(|hash| app.prefixes_root.join(hash.short()))
         .filter(|prefix| prefix.join(envstore_link::MARKER_FILE).is_file());
     if build.prefix_collected_at.is_some() && prefix.is_none() {
-        let answer = |rebuild: &Value| {
-            let body = json!({
-                "namespace": namespace,
-                "name": name,
-                "current_build_id": environment.current_build_id,
-                "prefix": null,
-                "rebuild": rebuild,
-            });
-            (StatusCode::ACCEPTED, body)
+        let answered = |rebuild: &BuildQueued| CurrentBuildSet {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            current_build_id: environment.current_build_id.clone(),
+            prefix: None,
+            rebuild: Some(rebuild.clone()),
         };
+        let answer = |rebuild: &BuildQueued| (StatusCode::ACCEPTED, to_value(&answered(rebuild)));
         let rebuild = match rebuild_from_lock(
             &app,
             &caller,
@@ -288,10 +286,10 @@ pub async fn set_current_build(
             &caller,
             "environment.rollback",
             &format!("{namespace}/{name}"),
-            json!({ "build_id": build.id, "rebuild_build_id": rebuild["build_id"] }),
+            json!({ "build_id": build.id, "rebuild_build_id": rebuild.build_id }),
         )
         .await?;
-        return Ok((StatusCode::ACCEPTED, Json(answer(&rebuild).1)).into_response());
+        return Ok((StatusCode::ACCEPTED, Json(answered(&rebuild))).into_response());
     }
     if !app
         .db

@@ -61,9 +61,7 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<Readiness>, ApiEr
         store: app.store.clone(),
         data_dir: app.data_dir.clone(),
     };
-    // Its answer when every check passed is always the same.
-    readiness.check().await?;
-    Ok(Json(Readiness::ready()))
+    Ok(Json(readiness.check().await?))
 }
 
 /// The Prometheus exposition. Anyone may read it, as `/health`: scrapers

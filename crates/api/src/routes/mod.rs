@@ -5,7 +5,6 @@ mod health;
 mod kernels;
 mod lockfiles;
 mod locks;
-mod log_stream;
 mod namespaces;
 mod solve;
 mod usage;
@@ -19,7 +18,6 @@ use utoipa_axum::routes;
 use crate::{ApiError, AppState};
 
 pub use kernels::{KERNEL_PACKAGE, kernel_id};
-pub use log_stream::{EventStreamLimits, EventStreams};
 pub use solve::LOCK_HASH_HEADER;
 pub use usage::{Figures as UsageFigures, UsageSettings};
 

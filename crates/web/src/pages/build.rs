@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::api::{self, Api, Build};
+use envstore_api_types::{BuildCancelled, BuildView};
+
+use crate::api::{self, Api};
 use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
@@ -27,7 +29,7 @@ pub(crate) async fn show(
     Path(id): Path<String>,
     Query(query): Query<BuildQuery>,
 ) -> Result<Markup, UiError> {
-    let build: Build = api.get(&session, &links::api::build(&id)).await?;
+    let build: BuildView = api.get(&session, &links::api::build(&id)).await?;
     let live = !build.status.is_final();
     // A running build's log arrives through the event stream, from its
     // first line; a finished one is shown whole.
@@ -231,7 +233,7 @@ pub(crate) async fn cancel(
 ) -> Result<Redirect, UiError> {
     session.check_form(&headers, &form.csrf)?;
     let uri = format!("{}/cancel", links::api::build(&id));
-    let _: serde_json::Value = api
+    let _: BuildCancelled = api
         .send(
             &session,
             Method::POST,

@@ -7,7 +7,9 @@ use axum::extract::{Query, State};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::api::{Api, Build, Package};
+use envstore_api_types::{BuildView, LockedPackage};
+
+use crate::api::Api;
 use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
@@ -22,9 +24,12 @@ pub(crate) struct DiffQuery {
 /// One package's change between two locks of one platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change<'a> {
-    Added(&'a Package),
-    Removed(&'a Package),
-    Changed { from: &'a Package, to: &'a Package },
+    Added(&'a LockedPackage),
+    Removed(&'a LockedPackage),
+    Changed {
+        from: &'a LockedPackage,
+        to: &'a LockedPackage,
+    },
 }
 
 impl Change<'_> {
@@ -39,15 +44,15 @@ impl Change<'_> {
 /// The changes from `from` to `to` for each platform either has, by package
 /// name, with the number of packages left as they were.
 pub(crate) fn diff<'a>(
-    from: &'a BTreeMap<String, Vec<Package>>,
-    to: &'a BTreeMap<String, Vec<Package>>,
+    from: &'a BTreeMap<String, Vec<LockedPackage>>,
+    to: &'a BTreeMap<String, Vec<LockedPackage>>,
 ) -> BTreeMap<&'a str, (Vec<Change<'a>>, usize)> {
     let platforms: BTreeSet<&str> = from.keys().chain(to.keys()).map(String::as_str).collect();
     platforms
         .into_iter()
         .map(|platform| {
             let by_name =
-                |lock: &'a BTreeMap<String, Vec<Package>>| -> BTreeMap<&'a str, &'a Package> {
+                |lock: &'a BTreeMap<String, Vec<LockedPackage>>| -> BTreeMap<&'a str, &'a LockedPackage> {
                     lock.get(platform)
                         .map(|packages| {
                             packages
@@ -95,8 +100,8 @@ pub(crate) async fn show(
             "choose two builds to compare (?from=…&to=…)".to_owned(),
         ));
     };
-    let from: Build = api.get(&session, &links::api::build(from)).await?;
-    let to: Build = api.get(&session, &links::api::build(to)).await?;
+    let from: BuildView = api.get(&session, &links::api::build(from)).await?;
+    let to: BuildView = api.get(&session, &links::api::build(to)).await?;
     let body = html! {
         p {
             "From build " a href=(links::build(&from.id)) { code { (layout::short_id(&from.id)) } }
@@ -126,7 +131,7 @@ pub(crate) async fn show(
 }
 
 fn changes(platforms: &BTreeMap<&str, (Vec<Change<'_>>, usize)>) -> Markup {
-    let describe = |package: &Package| format!("{} ({})", package.version, package.build);
+    let describe = |package: &LockedPackage| format!("{} ({})", package.version, package.build);
     html! {
         @for (platform, (changes, unchanged)) in platforms {
             @let count = |kind: fn(&Change<'_>) -> bool| changes.iter().filter(|change| kind(change)).count();
@@ -176,12 +181,15 @@ fn changes(platforms: &BTreeMap<&str, (Vec<Change<'_>>, usize)>) -> Markup {
 mod tests {
     use super::*;
 
-    fn package(name: &str, version: &str, build: &str) -> Package {
-        Package {
+    fn package(name: &str, version: &str, build: &str) -> LockedPackage {
+        LockedPackage {
             name: name.to_owned(),
             version: version.to_owned(),
             build: build.to_owned(),
+            subdir: "linux-64".to_owned(),
             url: format!("http://demo/linux-64/{name}-{version}-{build}.conda"),
+            sha256: None,
+            size: None,
         }
     }
 

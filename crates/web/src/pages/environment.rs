@@ -6,11 +6,14 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Redirect;
-use envstore_core::BuildStatus;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::api::{Api, Build, BuildsPage, HistoryItem, Submitted};
+use envstore_api_types::{
+    BuildHistoryEntry, BuildStatus, BuildView, BuildsPage, CurrentBuild, CurrentBuildSet,
+};
+
+use crate::api::Api;
 use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
@@ -34,7 +37,7 @@ pub(crate) async fn show(
     let list = &query.list;
     let builds_path = format!("{}/builds", links::api::environment(&namespace, &name));
     let page: BuildsPage = api.get(&session, &list.api_path(&builds_path)).await?;
-    let current: Option<Build> = match &page.current_build_id {
+    let current: Option<BuildView> = match &page.current_build_id {
         Some(id) => Some(api.get(&session, &links::api::build(id)).await?),
         None => None,
     };
@@ -82,7 +85,7 @@ pub(crate) async fn show(
     ))
 }
 
-fn current_build(namespace: &str, name: &str, build: &Build) -> Markup {
+fn current_build(namespace: &str, name: &str, build: &BuildView) -> Markup {
     let platforms = build
         .spec
         .as_ref()
@@ -106,7 +109,7 @@ fn history(
     session: &Session,
     namespace: &str,
     name: &str,
-    builds: &[HistoryItem],
+    builds: &[BuildHistoryEntry],
     current: Option<&str>,
 ) -> Markup {
     let rollback = links::environment(namespace, name) + "/current";
@@ -153,7 +156,7 @@ fn history(
     }
 }
 
-fn phases(build: &HistoryItem) -> Markup {
+fn phases(build: &BuildHistoryEntry) -> Markup {
     html! {
         @if build.phases.is_empty() {
             "—"
@@ -172,8 +175,8 @@ fn phases(build: &HistoryItem) -> Markup {
 
 /// Two builds of this page to compare, preselected to the previous
 /// succeeded build and the current one.
-fn compare_form(builds: &[HistoryItem], current: Option<&str>) -> Markup {
-    let comparable: Vec<&HistoryItem> = builds
+fn compare_form(builds: &[BuildHistoryEntry], current: Option<&str>) -> Markup {
+    let comparable: Vec<&BuildHistoryEntry> = builds
         .iter()
         .filter(|build| build.status == BuildStatus::Succeeded)
         .collect();
@@ -186,7 +189,7 @@ fn compare_form(builds: &[HistoryItem], current: Option<&str>) -> Markup {
         .find(|build| build.id != to)
         .map(|build| build.id.as_str())
         .unwrap_or_default();
-    let option = |build: &HistoryItem, selected: &str| {
+    let option = |build: &BuildHistoryEntry, selected: &str| {
         html! {
             option value=(build.id) selected[build.id == selected] {
                 (layout::short_id(&build.id)) " · " (build.submitted_by.as_deref().unwrap_or("unknown"))
@@ -223,14 +226,12 @@ pub(crate) async fn make_current(
     Form(form): Form<MakeCurrentForm>,
 ) -> Result<Redirect, UiError> {
     session.check_form(&headers, &form.csrf)?;
-    #[derive(Deserialize)]
-    struct MadeCurrent {
-        #[serde(default)]
-        rebuild: Option<Submitted>,
-    }
-    let body = serde_json::json!({ "build_id": form.build_id }).to_string();
+    let body = serde_json::to_string(&CurrentBuild {
+        build_id: form.build_id,
+    })
+    .map_err(|error| UiError::Unexpected(format!("the rollback could not be sent: {error}")))?;
     let path = format!("{}/current", links::api::environment(&namespace, &name));
-    let made: MadeCurrent = api
+    let made: CurrentBuildSet = api
         .send(&session, Method::PUT, &path, "application/json", body)
         .await?;
     Ok(match made.rebuild {

@@ -3,7 +3,9 @@
 use axum::extract::{Path, Query, State};
 use maud::{Markup, html};
 
-use crate::api::{Api, EnvironmentsPage};
+use envstore_api_types::EnvironmentsPage;
+
+use crate::api::Api;
 use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;

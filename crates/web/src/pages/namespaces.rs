@@ -3,7 +3,9 @@
 use axum::extract::{Query, State};
 use maud::{Markup, html};
 
-use crate::api::{Api, NamespacesPage};
+use envstore_api_types::NamespacesPage;
+
+use crate::api::Api;
 use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;

@@ -5,7 +5,9 @@ use envstore_core::ChannelAllowlist;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::api::{Api, Build, Package};
+use envstore_api_types::{BuildView, LockedPackage};
+
+use crate::api::Api;
 use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
@@ -22,9 +24,9 @@ pub(crate) async fn show(
     Path(id): Path<String>,
     Query(query): Query<PackagesQuery>,
 ) -> Result<Markup, UiError> {
-    let build: Build = api.get(&session, &links::api::build(&id)).await?;
+    let build: BuildView = api.get(&session, &links::api::build(&id)).await?;
     let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    let wanted = |package: &&Package| {
+    let wanted = |package: &&LockedPackage| {
         search.is_none_or(|q| package.name.to_lowercase().contains(&q.to_lowercase()))
     };
     let here = links::packages(&build.id);
@@ -36,7 +38,7 @@ pub(crate) async fn show(
             Some(platforms) => {
                 (layout::search(&here, "Search packages by name", search))
                 @for (platform, packages) in platforms {
-                    @let shown: Vec<&Package> = packages.iter().filter(wanted).collect();
+                    @let shown: Vec<&LockedPackage> = packages.iter().filter(wanted).collect();
                     section aria-labelledby={ "platform-" (platform) } {
                         h2 id={ "platform-" (platform) } { (platform) " " span.count { "(" (shown.len()) " of " (packages.len()) " packages)" } }
                         @if shown.is_empty() {

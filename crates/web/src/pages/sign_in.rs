@@ -10,7 +10,9 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::api::{self, Api};
-use crate::error::{Problem, UiError};
+use envstore_api_types::Problem;
+
+use crate::error::{ProblemExt, UiError};
 use crate::layout::{self, Chrome};
 use crate::links;
 use crate::session::{self, Session};
@@ -96,7 +98,7 @@ pub(crate) async fn sign_in(
             (jar, Redirect::to(&links::local_next(form.next.as_deref()))).into_response()
         }
         Err(problem) => (
-            problem.status(),
+            problem.status_code(),
             render(form.next.as_deref(), None, Some(&problem)),
         )
             .into_response(),

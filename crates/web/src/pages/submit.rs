@@ -8,8 +8,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::api::{Api, Build, BuildsPage, Submitted};
-use crate::error::{Problem, UiError};
+use envstore_api_types::{BuildQueued, BuildView, BuildsPage, Problem};
+
+use crate::api::Api;
+use crate::error::{ProblemExt, UiError, problem_of};
 use crate::layout::{self, Chrome, Section};
 use crate::links;
 use crate::session::Session;
@@ -72,7 +74,7 @@ async fn current_spec(
     else {
         return Ok(None);
     };
-    let build: Build = api.get(session, &links::api::build(&id)).await?;
+    let build: BuildView = api.get(session, &links::api::build(&id)).await?;
     Ok(build.spec.map(|spec| spec.to_environment_yaml(name)))
 }
 
@@ -148,20 +150,18 @@ pub(crate) async fn submit(
     session.check_form(&headers, &form.csrf)?;
     let name = form.name.trim();
     if name.is_empty() {
-        let problem = Problem {
-            status: StatusCode::UNPROCESSABLE_ENTITY.as_u16(),
-            title: "Unprocessable Entity".to_owned(),
-            detail: "give the environment a name".to_owned(),
-            ..Problem::default()
-        };
+        let problem = problem_of(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "give the environment a name".to_owned(),
+        );
         return Ok((
-            problem.status(),
+            problem.status_code(),
             render(&session, &namespace, name, &form.spec, Some(&problem)),
         )
             .into_response());
     }
     let path = links::api::environment(&namespace, name);
-    let submitted: Result<Submitted, UiError> = api
+    let submitted: Result<BuildQueued, UiError> = api
         .send(
             &session,
             Method::PUT,
@@ -180,7 +180,7 @@ pub(crate) async fn submit(
             .into_response())
         }
         Err(UiError::Problem(problem)) => Ok((
-            problem.status(),
+            problem.status_code(),
             render(
                 &session,
                 &namespace,

@@ -4,7 +4,7 @@
 
 use axum::extract::{Query, State};
 use bytesize::ByteSize;
-use envstore_api::UsageFigures;
+use envstore_api_types::{NamespaceUsage, Prices, SharedPrefix, UsageFigures, UsageTable};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -23,47 +23,6 @@ pub(crate) struct UsageQuery {
     q: Option<String>,
 }
 
-/// `GET /api/v1/usage`: a row per namespace the caller may view and the
-/// totals over all of them (each shared prefix and lock counted once).
-#[derive(Debug, Deserialize)]
-struct UsageTable {
-    namespaces: Vec<NamespaceRow>,
-    totals: UsageFigures,
-    prices: Prices,
-}
-
-#[derive(Debug, Deserialize)]
-struct NamespaceRow {
-    namespace: String,
-    #[serde(flatten)]
-    figures: UsageFigures,
-    /// The limits in effect (the namespace's own, else the server's
-    /// default); None: no limit.
-    max_disk_bytes: Option<i64>,
-    max_concurrent_builds: Option<i64>,
-    shared: Vec<SharedPrefix>,
-}
-
-/// A prefix the namespace holds that other namespaces hold too.
-#[derive(Debug, Deserialize)]
-struct SharedPrefix {
-    lock_hash: String,
-    bytes: i64,
-    other_namespaces: i64,
-}
-
-#[derive(Debug, Deserialize)]
-struct Prices {
-    per_gib_month: Option<f64>,
-    per_build_minute: Option<f64>,
-}
-
-impl Prices {
-    fn any(&self) -> bool {
-        self.per_gib_month.is_some() || self.per_build_minute.is_some()
-    }
-}
-
 pub(crate) async fn show(
     State(api): State<Api>,
     session: Session,
@@ -71,10 +30,10 @@ pub(crate) async fn show(
 ) -> Result<Markup, UiError> {
     let table: UsageTable = api.get(&session, "/api/v1/usage").await?;
     let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    let wanted = |row: &&NamespaceRow| {
+    let wanted = |row: &&NamespaceUsage| {
         search.is_none_or(|q| row.namespace.to_lowercase().contains(&q.to_lowercase()))
     };
-    let shown: Vec<&NamespaceRow> = table.namespaces.iter().filter(wanted).collect();
+    let shown: Vec<&NamespaceUsage> = table.namespaces.iter().filter(wanted).collect();
     let priced = table.prices.any();
     let here = links::usage();
     let body = html! {
@@ -191,7 +150,7 @@ fn disk(figures: &UsageFigures, shared: &[SharedPrefix]) -> Markup {
 }
 
 /// A namespace's two quotas, each with how close it is to it.
-fn quotas(row: &NamespaceRow) -> Markup {
+fn quotas(row: &NamespaceUsage) -> Markup {
     html! {
         ul.quotas {
             li {

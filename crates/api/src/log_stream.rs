@@ -52,6 +52,9 @@ pub struct EventStreamLimits {
     /// How often a stream checks that its caller's token still works and
     /// still lets it see the build.
     pub recheck: Duration,
+    /// How often a followed build is looked at again besides when workers
+    /// announce a change (a missed announcement costs at most this).
+    pub poll: Duration,
 }
 
 /// Streams per caller unless configured otherwise.
@@ -70,6 +73,7 @@ impl Default for EventStreamLimits {
             per_caller: DEFAULT_STREAMS_PER_CALLER,
             max_duration: DEFAULT_STREAM_DURATION,
             recheck: DEFAULT_STREAM_RECHECK,
+            poll: DEFAULT_POLL_INTERVAL,
         }
     }
 }
@@ -79,7 +83,6 @@ impl Default for EventStreamLimits {
 /// for open connections), and the word of builds that changed state.
 pub struct EventStreams {
     limits: EventStreamLimits,
-    poll: Duration,
     open: Mutex<HashMap<String, usize>>,
     closing: tokio::sync::watch::Sender<bool>,
     changes: Arc<Changes>,
@@ -97,7 +100,6 @@ impl EventStreams {
     pub fn new(limits: EventStreamLimits) -> Self {
         Self {
             limits,
-            poll: DEFAULT_POLL_INTERVAL,
             open: Mutex::default(),
             closing: tokio::sync::watch::Sender::new(false),
             changes: Arc::new(Changes {
@@ -109,7 +111,7 @@ impl EventStreams {
 
     /// Looks at followed builds this often besides when told they changed.
     pub fn with_poll_interval(mut self, poll: Duration) -> Self {
-        self.poll = poll;
+        self.limits.poll = poll;
         self
     }
 
@@ -118,7 +120,7 @@ impl EventStreams {
     }
 
     pub fn poll_interval(&self) -> Duration {
-        self.poll
+        self.limits.poll
     }
 
     /// Ends every open stream, and every one opened from now on.
@@ -433,7 +435,7 @@ impl Follow {
     /// poll interval passed, the caller is due a check, or the stream must
     /// end.
     async fn wait(&mut self) {
-        let wake = (tokio::time::Instant::now() + self.app.event_streams.poll)
+        let wake = (tokio::time::Instant::now() + self.app.event_streams.limits.poll)
             .min(self.deadline)
             .min(self.next_check);
         loop {
@@ -509,10 +511,10 @@ impl Follow {
         if build.status.is_final() {
             // The published events, unless this follower read text so far
             // (from a worker elsewhere): then the text continues it.
-            if self.sent.is_empty() || self.next_seq > 0 {
-                if let Some(records) = self.published_events(&build.id).await {
-                    return LogSource::Live(records);
-                }
+            if (self.sent.is_empty() || self.next_seq > 0)
+                && let Some(records) = self.published_events(&build.id).await
+            {
+                return LogSource::Live(records);
             }
             return match self.app.store.get(&keys::build_log(&build.id)).await {
                 Ok(bytes) => LogSource::Published(String::from_utf8_lossy(&bytes).into_owned()),
@@ -561,7 +563,10 @@ impl Follow {
             }
         };
         let mut records = Vec::new();
-        for line in bytes.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()) {
+        for line in bytes
+            .split(|byte| *byte == b'\n')
+            .filter(|line| !line.is_empty())
+        {
             match serde_json::from_slice::<ProgressRecord>(line) {
                 Ok(record) if record.seq >= self.next_seq => records.push(record),
                 Ok(_) => {}

@@ -179,13 +179,13 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
         prefix.file_name().unwrap().to_str().unwrap(),
         &lock_hash[..16]
     );
-    assert!(prefix.join("conda-meta/envstore-complete.json").is_file());
+    assert!(prefix.join("conda-meta/envstore").is_file());
     let records = fs_err::read_dir(prefix.join("conda-meta"))
         .unwrap()
         .filter(|entry| {
             let name = entry.as_ref().unwrap().file_name();
             let name = name.to_string_lossy();
-            name.ends_with(".json") && name != "envstore-complete.json"
+            name.ends_with(".json")
         })
         .count();
     assert_eq!(records, expected_files.len());

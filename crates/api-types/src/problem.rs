@@ -52,6 +52,31 @@ pub struct Problem {
     /// The quota's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
+    /// Every problem of a refused spec, so all can be fixed in one round;
+    /// `detail` then summarises them and the members above describe the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemItem>,
+}
+
+/// One problem of several, pointing at its cause as far as it is known.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProblemItem {
+    /// `/problems/<slug>` of this problem alone, e.g. `/problems/pip-unsupported`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What is wrong, for a person to act on.
+    pub detail: String,
+    /// Where in the spec (1-based), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u64>,
+    /// The dependency at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<String>,
+    /// The policy rule broken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl Problem {

@@ -4,6 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use envstore_api_types::problem::ProblemItem;
 use envstore_api_types::{PROBLEM_CONTENT_TYPE, Problem};
 use envstore_core::{InvalidName, SpecError, error_chain};
 use envstore_db::DbError;
@@ -115,11 +116,9 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Quota(quota) => quota.status(),
-            Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::Spec(SpecError::TooLarge { .. })
-            | Self::TooLarge { .. }
+            Self::Spec(error) if spec_slug(error) == "malformed-spec" => StatusCode::BAD_REQUEST,
+            Self::Spec(error) if spec_slug(error) == "too-large" => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. }
             | Self::Body(envstore_core::body_limits::BodyError::TooLarge { .. }) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -163,15 +162,8 @@ impl ApiError {
             Self::BadRequest(_) => "bad-request",
             Self::NotReady { .. } => "not-ready",
             Self::Quota(_) => "quota-exceeded",
-            Self::Spec(SpecError::Syntax { .. } | SpecError::Structure { .. }) => "malformed-spec",
-            Self::Spec(SpecError::InvalidDependency { .. }) => "invalid-dependency",
-            Self::Spec(
-                SpecError::Channel(_)
-                | SpecError::DependencyChannel { .. }
-                | SpecError::DependencyUrl { .. },
-            ) => "channel-not-allowed",
-            Self::Spec(SpecError::TooLarge { .. })
-            | Self::TooLarge { .. }
+            Self::Spec(error) => spec_slug(error),
+            Self::TooLarge { .. }
             | Self::Body(envstore_core::body_limits::BodyError::TooLarge { .. }) => "too-large",
             Self::Body(_) => "too-deep",
             Self::ParseBudget { .. } => "too-complex",
@@ -183,7 +175,6 @@ impl ApiError {
             Self::LockVerify(_) => "invalid-lockfile",
             Self::TooManyStreams(_) => "too-many-streams",
             Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
-            Self::Spec(_) => "invalid-spec",
             Self::InvalidLockfile(_) => "invalid-lockfile",
             Self::Name(_) | Self::Access(_) => "invalid-name",
             Self::Policy(envstore_core::PolicyError::Violated { .. }) => "policy-violation",
@@ -204,15 +195,16 @@ impl ApiError {
     /// problem.
     fn point_at(&self, problem: &mut Problem) {
         match self {
-            Self::Spec(SpecError::Syntax { line, column, .. }) => {
-                problem.line = Some(*line as u64);
-                problem.column = Some(*column as u64);
+            Self::Spec(error) => {
+                problem.errors = error.problems().into_iter().map(spec_problem).collect();
+                // The single-problem members, for clients that read only
+                // those, describe the first problem.
+                if let Some(first) = problem.errors.first() {
+                    problem.line = first.line;
+                    problem.column = first.column;
+                    problem.dependency = first.dependency.clone();
+                }
             }
-            Self::Spec(
-                SpecError::InvalidDependency { dependency, .. }
-                | SpecError::DependencyChannel { dependency, .. }
-                | SpecError::DependencyUrl { dependency, .. },
-            ) => problem.dependency = Some(dependency.clone()),
             Self::Policy(envstore_core::PolicyError::Violated { rule, .. }) => {
                 problem.rule = Some(rule.to_string());
             }
@@ -262,6 +254,32 @@ impl ApiError {
             _ => self.to_string(),
         }
     }
+}
+
+/// The problem `type` slug of a spec error (see [`SpecError::problem_type`]).
+fn spec_slug(error: &SpecError) -> &'static str {
+    error.problem_type()
+}
+
+/// One entry of a problem's `errors`, pointing at what it can.
+fn spec_problem(error: &SpecError) -> ProblemItem {
+    let mut item = ProblemItem {
+        kind: format!("/problems/{}", spec_slug(error)),
+        detail: error.to_string(),
+        ..ProblemItem::default()
+    };
+    match error {
+        SpecError::Syntax { line, column, .. } => {
+            item.line = Some(*line as u64);
+            item.column = Some(*column as u64);
+        }
+        SpecError::PipUnsupported { line } => item.line = line.map(|line| line as u64),
+        SpecError::InvalidDependency { dependency, .. }
+        | SpecError::DependencyChannel { dependency, .. }
+        | SpecError::DependencyUrl { dependency, .. } => item.dependency = Some(dependency.clone()),
+        _ => {}
+    }
+    item
 }
 
 impl IntoResponse for ApiError {
@@ -344,5 +362,61 @@ mod store_outage_tests {
             refused.into_response().status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+}
+
+#[cfg(test)]
+mod spec_problem_tests {
+    use super::*;
+    use envstore_core::{EnvironmentSpec, SpecFormat};
+
+    fn refusal(body: &str) -> Problem {
+        let error = EnvironmentSpec::parse(body.as_bytes(), SpecFormat::Yaml)
+            .expect_err("the spec is refused");
+        ApiError::from(error).problem()
+    }
+
+    #[test]
+    fn every_problem_of_a_spec_is_listed() {
+        let problem = refusal(
+            "dependencies:\n  - numpy >=>1\n  - pip:\n    - requests\nplatforms: [amiga-68k]\n",
+        );
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.kind, "/problems/invalid-spec");
+        assert_eq!(problem.errors.len(), 3, "{problem:?}");
+        assert!(problem.detail.contains("3 problems"), "{}", problem.detail);
+        assert_eq!(problem.errors[0].kind, "/problems/invalid-dependency");
+        assert_eq!(problem.errors[0].dependency.as_deref(), Some("numpy >=>1"));
+        // The single-problem members still describe the first problem.
+        assert_eq!(problem.dependency.as_deref(), Some("numpy >=>1"));
+        assert_eq!(problem.errors[1].kind, "/problems/pip-unsupported");
+        assert_eq!(problem.errors[1].line, Some(3));
+        assert_eq!(problem.errors[2].kind, "/problems/invalid-spec");
+        let json = serde_json::to_value(&problem).expect("serialisable");
+        assert_eq!(json["errors"][1]["type"], "/problems/pip-unsupported");
+        assert_eq!(json["errors"][1]["line"], 3);
+    }
+
+    #[test]
+    fn a_pip_section_is_a_422_that_says_what_to_do() {
+        let problem = refusal("dependencies:\n  - python\n  - pip:\n    - requests\n");
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.kind, "/problems/pip-unsupported");
+        assert_eq!(problem.line, Some(3));
+        assert!(
+            problem.detail.contains("move those packages"),
+            "{}",
+            problem.detail
+        );
+        assert_eq!(problem.errors.len(), 1);
+    }
+
+    #[test]
+    fn a_syntax_error_keeps_its_status_and_members() {
+        let problem = refusal("channels: [demo]\ndependencies:\n  - python\n - numpy: [\n");
+        assert_eq!(problem.status, 400);
+        assert_eq!(problem.kind, "/problems/malformed-spec");
+        assert_eq!(problem.line, Some(4));
+        assert!(problem.column.is_some());
     }
 }

@@ -242,7 +242,23 @@ pub struct ChannelAllowlist {
     /// client only.
     #[serde(skip)]
     secrets: Vec<ChannelSecret>,
+    /// The channel names a spec without `channels:` gets; empty means every
+    /// allowed channel, as before this setting existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    default_channels: Vec<String>,
+    /// conda's `channel_alias`: a URL under it names the channel of that name
+    /// (`https://conda.anaconda.org/conda-forge` is `conda-forge`). `None`
+    /// is conda's default, [`DEFAULT_CHANNEL_ALIAS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    channel_alias: Option<Url>,
+    /// conda's `custom_channels`: the channel `name` lives at `<base>/<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    custom_channels: Vec<(String, Url)>,
 }
+
+/// conda's default `channel_alias`, which turns a channel name into the URL
+/// the public channel lives at.
+pub const DEFAULT_CHANNEL_ALIAS: &str = "https://conda.anaconda.org/";
 
 impl ChannelAllowlist {
     /// The allowed channels, their URLs normalised (a trailing `/`) and
@@ -270,7 +286,61 @@ impl ChannelAllowlist {
                 }
             })
             .collect();
-        Self { channels, secrets }
+        Self {
+            channels,
+            secrets,
+            ..Self::default()
+        }
+    }
+
+    /// The channels a spec without `channels:` is solved from, by name.
+    pub fn with_default_channels(mut self, names: Vec<String>) -> Self {
+        self.default_channels = names;
+        self
+    }
+
+    /// conda's `channel_alias` (see [`DEFAULT_CHANNEL_ALIAS`]).
+    pub fn with_channel_alias(mut self, alias: Url) -> Self {
+        self.channel_alias = Some(with_trailing_slash(alias));
+        self
+    }
+
+    /// conda's `custom_channels`: name to the base URL the channel lives under.
+    pub fn with_custom_channels(mut self, channels: Vec<(String, Url)>) -> Self {
+        self.custom_channels = channels
+            .into_iter()
+            .map(|(name, base)| (name, with_trailing_slash(base)))
+            .collect();
+        self
+    }
+
+    /// The channel names a spec that gives none is solved from: the
+    /// configured default channels, or else every allowed channel.
+    pub fn default_channels(&self) -> Vec<&str> {
+        if self.default_channels.is_empty() {
+            self.channels.iter().map(|c| c.name.as_str()).collect()
+        } else {
+            self.default_channels.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// The channel name a public URL stands for, as conda reads it: a
+    /// custom channel's URL, or a URL under the channel alias.
+    fn public_name(&self, url: &Url) -> Option<String> {
+        for (name, base) in &self.custom_channels {
+            if normalize_url(&format!("{base}{name}")).as_ref() == Some(url) {
+                return Some(name.clone());
+            }
+        }
+        let alias = match &self.channel_alias {
+            Some(alias) => alias.clone(),
+            None => Url::parse(DEFAULT_CHANNEL_ALIAS).ok()?,
+        };
+        let name = url
+            .as_str()
+            .strip_prefix(alias.as_str())?
+            .trim_end_matches('/');
+        (!name.is_empty()).then(|| name.to_owned())
     }
 
     /// The credentials of the channels that have some, by credential-free URL.
@@ -326,13 +396,15 @@ impl ChannelAllowlist {
     /// allowed channel's URL.
     pub fn resolve(&self, channel: &str) -> Result<&NamedChannel, ChannelError> {
         let wanted = channel.trim();
-        let by_url = normalize_url(wanted);
+        let by_name = |name: &str| self.channels.iter().find(|allowed| allowed.name == name);
+        if !wanted.contains("://") {
+            return by_name(wanted).ok_or_else(|| self.not_allowed(wanted));
+        }
+        let url = normalize_url(wanted).ok_or_else(|| self.not_allowed(wanted))?;
         self.channels
             .iter()
-            .find(|allowed| match &by_url {
-                Some(url) if wanted.contains("://") => &allowed.url == url,
-                _ => allowed.name == wanted,
-            })
+            .find(|allowed| allowed.url == url)
+            .or_else(|| self.public_name(&url).and_then(|name| by_name(&name)))
             .ok_or_else(|| self.not_allowed(wanted))
     }
 
@@ -397,6 +469,14 @@ fn credentials_of(url: &Url) -> Vec<ChannelCredential> {
 
 /// Parses a channel URL and gives it the trailing slash that makes URL joins
 /// (`<channel>/<subdir>/repodata.json`) and comparisons behave.
+fn with_trailing_slash(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
+}
+
 pub(crate) fn normalize_url(text: &str) -> Option<Url> {
     let mut url = Url::parse(text.trim()).ok()?;
     if !matches!(url.scheme(), "http" | "https" | "file") || url.cannot_be_a_base() {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use url::Url;
 
 use crate::channels::{ChannelAllowlist, NamedChannel};
-use crate::spec::{CanonicalSpec, EnvironmentSpec};
+use crate::spec::{CanonicalSpec, EnvironmentSpec, NODEFAULTS};
 
 /// Whether two channel URLs name the same channel (a trailing slash aside).
 fn same_channel(a: &Url, b: &Url) -> bool {
@@ -47,6 +47,21 @@ pub struct Policy {
     /// Only the server's list grants: a namespace's can only narrow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_variables: Option<Vec<String>>,
+    /// Channel names a spec without `channels:` is solved from. Unset, such
+    /// a spec gets every allowed channel (`allowed_channels`, or else every
+    /// channel of the server), as before this setting existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_channels: Vec<String>,
+    /// conda's `channel_alias` (default `https://conda.anaconda.org`): a
+    /// channel URL under it names the allowed channel of that name. Read
+    /// from the server's policy only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_alias: Option<String>,
+    /// conda's `custom_channels`: channel name to the base URL conda reaches
+    /// it under; a spec naming that URL gets the allowed channel of that
+    /// name. Read from the server's policy only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_channels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +91,28 @@ fn spec_name(spec: &MatchSpec) -> Option<String> {
 }
 
 impl Policy {
+    /// The server's allow-list with this (server) policy's channel settings:
+    /// default channels, conda's channel alias and custom channels.
+    pub fn configure_channels(
+        &self,
+        allowlist: ChannelAllowlist,
+    ) -> Result<ChannelAllowlist, PolicyError> {
+        let parse = |url: &str| {
+            Url::parse(url)
+                .map_err(|error| PolicyError::Invalid(format!("'{url}' is not a URL: {error}")))
+        };
+        let mut allowlist = allowlist.with_default_channels(self.default_channels.clone());
+        if let Some(alias) = &self.channel_alias {
+            allowlist = allowlist.with_channel_alias(parse(alias)?);
+        }
+        let custom = self
+            .custom_channels
+            .iter()
+            .map(|(name, base)| Ok((name.clone(), parse(base)?)))
+            .collect::<Result<Vec<_>, PolicyError>>()?;
+        Ok(allowlist.with_custom_channels(custom))
+    }
+
     /// Checks that every entry means something, so a typo is refused when
     /// the policy is set rather than when a user submits.
     pub fn validate(&self) -> Result<(), PolicyError> {
@@ -86,6 +123,14 @@ impl Policy {
             PackageName::try_from(name.as_str()).map_err(|error| {
                 PolicyError::Invalid(format!("'{name}' is not a package name: {error}"))
             })?;
+        }
+        for url in self
+            .channel_alias
+            .iter()
+            .chain(self.custom_channels.values())
+        {
+            url::Url::parse(url)
+                .map_err(|error| PolicyError::Invalid(format!("'{url}' is not a URL: {error}")))?;
         }
         for platform in self.allowed_platforms.iter().flatten() {
             platform.parse::<Subdir>().map_err(|_| {
@@ -147,6 +192,13 @@ impl Policy {
                     None => server.clone(),
                 }
             }),
+            default_channels: if namespace.default_channels.is_empty() {
+                self.default_channels.clone()
+            } else {
+                namespace.default_channels.clone()
+            },
+            channel_alias: self.channel_alias.clone(),
+            custom_channels: self.custom_channels.clone(),
         }
     }
 
@@ -154,6 +206,14 @@ impl Policy {
     /// included packages are added, required ones and the channel allow-list
     /// are checked.
     pub fn apply(&self, mut spec: EnvironmentSpec) -> Result<EnvironmentSpec, PolicyError> {
+        let names_channels = spec
+            .channels
+            .iter()
+            .any(|channel| channel.trim() != NODEFAULTS);
+        if !names_channels && !self.default_channels.is_empty() {
+            // `nodefaults` is kept as written; it never names a channel.
+            spec.channels.extend(self.default_channels.iter().cloned());
+        }
         if spec.dependencies.is_empty() {
             for text in &self.default_packages {
                 spec.dependencies.push(parse_spec(text)?);
@@ -208,11 +268,15 @@ impl Policy {
             ));
         }
         if let Some(allowed) = &self.allowed_channels {
-            if spec.channels.is_empty() {
-                spec.channels = allowed.clone();
+            if !spec
+                .channels
+                .iter()
+                .any(|channel| channel.trim() != NODEFAULTS)
+            {
+                spec.channels.extend(allowed.iter().cloned());
             }
             for channel in &spec.channels {
-                if !allowed.contains(channel) {
+                if channel.trim() != NODEFAULTS && !allowed.contains(channel) {
                     return Err(violated(
                         "allowed_channels",
                         format!(
@@ -616,5 +680,48 @@ mod tests {
                 "{hostile}"
             );
         }
+    }
+
+    #[test]
+    fn default_channels_fill_a_spec_without_channels_and_nodefaults_passes() {
+        let policy = Policy {
+            allowed_channels: Some(vec!["demo".to_owned(), "extra".to_owned()]),
+            default_channels: vec!["demo".to_owned()],
+            ..Policy::default()
+        };
+        let filled = policy
+            .apply(spec("channels: [nodefaults]\ndependencies: [python]\n"))
+            .unwrap();
+        assert_eq!(filled.channels, ["nodefaults", "demo"]);
+        let named = policy
+            .apply(spec(
+                "channels: [extra, nodefaults]\ndependencies: [python]\n",
+            ))
+            .unwrap();
+        assert_eq!(named.channels, ["extra", "nodefaults"]);
+        let server = Policy {
+            channel_alias: Some("not a url".to_owned()),
+            ..Policy::default()
+        };
+        assert!(server.validate().is_err());
+        let server = Policy {
+            default_channels: vec!["demo".to_owned()],
+            channel_alias: Some("https://conda.internal.example/".to_owned()),
+            ..Policy::default()
+        };
+        let allowlist = server
+            .configure_channels(ChannelAllowlist::new(vec![
+                NamedChannel::parse("demo=http://127.0.0.1:9/demo").unwrap(),
+                NamedChannel::parse("extra=file:///srv/extra").unwrap(),
+            ]))
+            .unwrap();
+        assert_eq!(allowlist.default_channels(), ["demo"]);
+        assert_eq!(
+            allowlist
+                .resolve("https://conda.internal.example/extra")
+                .unwrap()
+                .name,
+            "extra"
+        );
     }
 }

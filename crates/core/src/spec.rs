@@ -5,11 +5,11 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use rattler_conda_types::{MatchSpec, ParseStrictness, Subdir};
+use rattler_conda_types::{Channel, MatchSpec, ParseStrictness, Subdir};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::channels::{ChannelAllowlist, ChannelError};
+use crate::channels::{ChannelAllowlist, ChannelError, DEFAULT_CHANNEL_ALIAS};
 use crate::hash::ContentHash;
 
 /// Largest spec body accepted; a real environment.yml is a few kilobytes.
@@ -58,8 +58,11 @@ pub enum SpecError {
         url: String,
         defect: crate::channels::UrlDefect,
     },
-    #[error("pip dependencies are not supported: envstore builds conda environments only")]
-    PipUnsupported,
+    #[error(
+        "a 'pip:' section{} is not supported yet: envstore builds conda packages only, until PyPI support lands; move those packages to conda dependencies (most are on conda-forge under the same name) or remove the 'pip:' section to build without them",
+        line.map(|line| format!(" (line {line})")).unwrap_or_default()
+    )]
+    PipUnsupported { line: Option<usize> },
     #[error("the spec has no dependencies")]
     NoDependencies,
     #[error("the spec has {count} dependencies; at most {MAX_DEPENDENCIES} are accepted")]
@@ -72,6 +75,78 @@ pub enum SpecError {
     UnknownPlatform(String),
     #[error(transparent)]
     Channel(#[from] ChannelError),
+    /// More than one problem, in the order found; never nested, never empty.
+    #[error("the spec has {} problems (each is listed under 'errors'): {}", .0.len(), summary(.0))]
+    Many(Vec<SpecError>),
+}
+
+/// The first few problems of many, so a summary stays readable.
+fn summary(problems: &[SpecError]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = problems
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() > SHOWN {
+        text.push_str(&format!("; and {} more", problems.len() - SHOWN));
+    }
+    text
+}
+
+impl SpecError {
+    /// `Ok` when nothing was found, the problem itself when there is one,
+    /// and [`SpecError::Many`] (flattened) when there are more.
+    pub fn collect(problems: Vec<SpecError>) -> Result<(), SpecError> {
+        let mut flat: Vec<SpecError> = Vec::with_capacity(problems.len());
+        for problem in problems {
+            match problem {
+                SpecError::Many(inner) => flat.extend(inner),
+                single => flat.push(single),
+            }
+        }
+        match flat.len() {
+            0 => Ok(()),
+            1 => Err(flat.remove(0)),
+            _ => Err(SpecError::Many(flat)),
+        }
+    }
+
+    /// The slug of the problem `type` this error is answered with
+    /// (`/problems/<slug>`). Several problems share one slug when they are
+    /// all of one kind, and are `invalid-spec` otherwise.
+    pub fn problem_type(&self) -> &'static str {
+        match self {
+            SpecError::Syntax { .. } | SpecError::Structure { .. } => "malformed-spec",
+            SpecError::InvalidDependency { .. } => "invalid-dependency",
+            SpecError::Channel(_)
+            | SpecError::DependencyChannel { .. }
+            | SpecError::DependencyUrl { .. } => "channel-not-allowed",
+            SpecError::TooLarge { .. } => "too-large",
+            SpecError::PipUnsupported { .. } => "pip-unsupported",
+            SpecError::Many(problems) => {
+                let mut slugs = problems.iter().map(SpecError::problem_type);
+                match slugs.next() {
+                    Some(first) if slugs.all(|slug| slug == first) => first,
+                    _ => "invalid-spec",
+                }
+            }
+            SpecError::NoDependencies
+            | SpecError::TooManyDependencies { .. }
+            | SpecError::TooManyChannels { .. }
+            | SpecError::InvalidVariable { .. }
+            | SpecError::UnknownPlatform(_) => "invalid-spec",
+        }
+    }
+
+    /// Every single problem this error stands for.
+    pub fn problems(&self) -> Vec<&SpecError> {
+        match self {
+            SpecError::Many(inner) => inner.iter().collect(),
+            single => vec![single],
+        }
+    }
 }
 
 thread_local! {
@@ -210,34 +285,104 @@ impl RawScalar {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The top-level keys envstore reads; `prefix:` (written by `conda env
+/// export`) is read and ignored, because the server decides where prefixes
+/// live.
+const KNOWN_KEYS: [&str; 6] = [
+    "name",
+    "channels",
+    "dependencies",
+    "platforms",
+    "variables",
+    "prefix",
+];
+
+#[derive(Debug, Default)]
 struct RawSpec {
-    #[serde(default)]
     name: Option<Text>,
-    #[serde(default)]
     channels: Vec<Text>,
-    #[serde(default)]
     dependencies: Vec<RawDependency>,
-    #[serde(default)]
     platforms: Vec<Text>,
-    #[serde(default)]
     variables: BTreeMap<Text, RawScalar>,
-    /// Written by `conda env export`; accepted and ignored, because the
-    /// server decides where prefixes live.
-    #[serde(default, rename = "prefix")]
-    _prefix: Option<de::IgnoredAny>,
+    /// Top-level keys conda ignores (`description:`, `version:`, …), kept by
+    /// name; their values are skipped without being copied.
+    ignored_keys: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for RawSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Written out rather than derived: conda ignores keys it does not
+        // know (with a warning), and `#[serde(flatten)]` would copy their
+        // values, aliases expanded, before the text budget could see them.
+        struct SpecVisitor;
+        impl<'de> Visitor<'de> for SpecVisitor {
+            type Value = RawSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping with 'channels' and 'dependencies'")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut raw = RawSpec::default();
+                let mut seen = std::collections::BTreeSet::new();
+                while let Some(Text(key)) = map.next_key::<Text>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(de::Error::custom(format!("duplicate key '{key}'")));
+                    }
+                    match key.as_str() {
+                        "name" => raw.name = map.next_value()?,
+                        "channels" => {
+                            raw.channels =
+                                map.next_value::<Option<Vec<Text>>>()?.unwrap_or_default()
+                        }
+                        "dependencies" => {
+                            raw.dependencies = map
+                                .next_value::<Option<Vec<RawDependency>>>()?
+                                .unwrap_or_default()
+                        }
+                        "platforms" => {
+                            raw.platforms =
+                                map.next_value::<Option<Vec<Text>>>()?.unwrap_or_default()
+                        }
+                        "variables" => {
+                            raw.variables = map
+                                .next_value::<Option<BTreeMap<Text, RawScalar>>>()?
+                                .unwrap_or_default()
+                        }
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                            if !KNOWN_KEYS.contains(&key.as_str()) {
+                                raw.ignored_keys.push(key);
+                            }
+                        }
+                    }
+                }
+                Ok(raw)
+            }
+        }
+        deserializer.deserialize_map(SpecVisitor)
+    }
 }
 
 /// A parsed, validated spec as the user wrote it.
 #[derive(Debug, Clone)]
 pub struct EnvironmentSpec {
     pub name: Option<String>,
+    /// As written, `nodefaults` included: envstore never adds `defaults`, so
+    /// `nodefaults` changes nothing and is left out of the canonical form.
     pub channels: Vec<String>,
     pub dependencies: Vec<MatchSpec>,
     pub platforms: Vec<Subdir>,
     pub variables: BTreeMap<String, String>,
+    /// Top-level keys conda ignores (`description:`, …), by name. They do not
+    /// change the environment, so they are not part of the canonical form.
+    pub ignored_keys: Vec<String>,
+    /// What envstore changed from what was written, as conda would (dropped
+    /// pip-style extras, ignored keys), for the build log.
+    pub notes: Vec<String>,
 }
+
+/// The channel name conda reads as "do not add `defaults`"; envstore never
+/// adds them, so it is accepted and has no effect.
+pub const NODEFAULTS: &str = "nodefaults";
 
 impl EnvironmentSpec {
     pub fn parse(body: &[u8], format: SpecFormat) -> Result<Self, SpecError> {
@@ -249,12 +394,16 @@ impl EnvironmentSpec {
             SpecFormat::Yaml => serde_yaml::from_slice(body).map_err(yaml_error)?,
             SpecFormat::Json => serde_json::from_slice(body).map_err(json_error)?,
         };
-        Self::from_raw(raw)
+        let pip_lines = pip_section_lines(&String::from_utf8_lossy(body));
+        Self::from_raw(raw, &pip_lines)
     }
 
-    fn from_raw(raw: RawSpec) -> Result<Self, SpecError> {
+    /// Checks every part of the spec and reports every problem found, not
+    /// only the first: a user fixes them all in one round.
+    fn from_raw(raw: RawSpec, pip_lines: &[usize]) -> Result<Self, SpecError> {
+        let mut problems = Vec::new();
         if raw.channels.len() > MAX_CHANNELS {
-            return Err(SpecError::TooManyChannels {
+            problems.push(SpecError::TooManyChannels {
                 count: raw.channels.len(),
             });
         }
@@ -263,28 +412,56 @@ impl EnvironmentSpec {
                 count: raw.dependencies.len(),
             });
         }
+        let mut notes = Vec::new();
         let mut dependencies = Vec::with_capacity(raw.dependencies.len());
+        let mut pip_sections = 0;
         for dependency in raw.dependencies {
             match dependency {
-                RawDependency::Pip => return Err(SpecError::PipUnsupported),
-                RawDependency::Conda(text) => dependencies.push(parse_dependency(&text)?),
+                RawDependency::Pip => {
+                    problems.push(SpecError::PipUnsupported {
+                        line: pip_lines.get(pip_sections).copied(),
+                    });
+                    pip_sections += 1;
+                }
+                RawDependency::Conda(text) => match parse_dependency_as_conda(&text) {
+                    Ok((spec, note)) => {
+                        dependencies.push(spec);
+                        notes.extend(note);
+                    }
+                    Err(error) => problems.push(error),
+                },
             }
         }
-        let platforms = raw
-            .platforms
-            .iter()
-            .map(|Text(platform)| match platform.parse::<Subdir>() {
-                Ok(subdir) if subdir != Subdir::NoArch => Ok(subdir),
-                _ => Err(SpecError::UnknownPlatform(
+        let mut platforms = Vec::with_capacity(raw.platforms.len());
+        for Text(platform) in &raw.platforms {
+            match platform.parse::<Subdir>() {
+                Ok(subdir) if subdir != Subdir::NoArch => platforms.push(subdir),
+                _ => problems.push(SpecError::UnknownPlatform(
                     platform.escape_debug().to_string(),
                 )),
-            })
-            .collect::<Result<_, _>>()?;
-        let variables = raw
-            .variables
-            .into_iter()
-            .map(|(Text(key), value)| check_variable(key, value.into_string()))
-            .collect::<Result<_, _>>()?;
+            }
+        }
+        let mut variables = BTreeMap::new();
+        for (Text(key), value) in raw.variables {
+            match check_variable(key, value.into_string()) {
+                Ok((key, value)) => {
+                    variables.insert(key, value);
+                }
+                Err(error) => problems.push(error),
+            }
+        }
+        SpecError::collect(problems)?;
+        if !raw.ignored_keys.is_empty() {
+            let keys: Vec<String> = raw
+                .ignored_keys
+                .iter()
+                .map(|key| format!("'{}'", key.escape_debug()))
+                .collect();
+            notes.push(format!(
+                "top-level keys {} do not change the environment and were ignored, as conda ignores them",
+                keys.join(", ")
+            ));
+        }
         Ok(Self {
             name: raw.name.map(|Text(name)| name),
             channels: raw
@@ -295,6 +472,8 @@ impl EnvironmentSpec {
             dependencies,
             platforms,
             variables,
+            ignored_keys: raw.ignored_keys,
+            notes,
         })
     }
 
@@ -306,29 +485,37 @@ impl EnvironmentSpec {
         allowlist: &ChannelAllowlist,
         default_platform: Subdir,
     ) -> Result<CanonicalSpec, SpecError> {
+        let mut problems = Vec::new();
         let mut channels: Vec<String> = Vec::new();
-        let requested: Vec<&str> = if self.channels.is_empty() {
-            allowlist
-                .channels()
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect()
+        let written: Vec<&str> = self
+            .channels
+            .iter()
+            .map(String::as_str)
+            .filter(|channel| channel.trim() != NODEFAULTS)
+            .collect();
+        let requested: Vec<&str> = if written.is_empty() {
+            allowlist.default_channels()
         } else {
-            self.channels.iter().map(String::as_str).collect()
+            written
         };
         if requested.is_empty() {
-            return Err(SpecError::Channel(ChannelError::NoChannels));
+            problems.push(SpecError::Channel(ChannelError::NoChannels));
         }
         for channel in requested {
-            let url = allowlist.resolve(channel)?.url.to_string();
-            if !channels.contains(&url) {
-                channels.push(url);
+            match allowlist.resolve(channel) {
+                Ok(named) => {
+                    let url = named.url.to_string();
+                    if !channels.contains(&url) {
+                        channels.push(url);
+                    }
+                }
+                Err(error) => problems.push(SpecError::Channel(error)),
             }
         }
         // Checked here rather than when parsing, so a policy's default
         // packages can fill an empty list first.
         if self.dependencies.is_empty() {
-            return Err(SpecError::NoDependencies);
+            problems.push(SpecError::NoDependencies);
         }
         let mut platforms: Vec<String> = if self.platforms.is_empty() {
             vec![default_platform.to_string()]
@@ -341,47 +528,15 @@ impl EnvironmentSpec {
             .iter()
             .filter_map(|url| url::Url::parse(url).ok())
             .collect();
+        let mut solvable = Vec::with_capacity(self.dependencies.len());
         for dependency in &self.dependencies {
-            if let Some(channel) = &dependency.channel {
-                let url = channel.base_url.url().to_string();
-                let named =
-                    allowlist
-                        .resolve(&url)
-                        .map_err(|source| SpecError::DependencyChannel {
-                            dependency: dependency.to_string(),
-                            channel: url.clone(),
-                            source,
-                        })?;
-                // Allowed on the server is not enough: the spec's channels
-                // are what the namespace's policy allows.
-                if !resolved.contains(&named.url) {
-                    return Err(SpecError::DependencyChannel {
-                        dependency: dependency.to_string(),
-                        channel: url.clone(),
-                        source: ChannelError::NotAllowed {
-                            channel: named.name.clone(),
-                            allowed: channels.join(", "),
-                        },
-                    });
-                }
-            }
-            // A `url=` spec makes the gateway fetch that URL directly: it must
-            // be a package file of one of the spec's channels, for one of its
-            // platforms, compared after decoding (see `locate_in`).
-            if let Some(url) = &dependency.url {
-                let checked = crate::channels::locate_in(&resolved, url)
-                    .and_then(|path| path.check_package(&platforms));
-                if let Err(defect) = checked {
-                    return Err(SpecError::DependencyUrl {
-                        dependency: dependency.to_string(),
-                        url: crate::channels::public_url(url).to_string(),
-                        defect,
-                    });
-                }
+            match check_dependency(dependency, allowlist, &resolved, &channels, &platforms) {
+                Ok(checked) => solvable.push(checked),
+                Err(error) => problems.push(error),
             }
         }
-        let mut dependencies: Vec<String> =
-            self.dependencies.iter().map(ToString::to_string).collect();
+        SpecError::collect(problems)?;
+        let mut dependencies: Vec<String> = solvable.iter().map(ToString::to_string).collect();
         dependencies.sort();
         dependencies.dedup();
         let canonical = CanonicalSpec {
@@ -404,6 +559,155 @@ impl EnvironmentSpec {
 
 /// The longest environment name, for sizing exports.
 const LONGEST_NAME: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
+/// A dependency's own channel (`conda-forge::numpy`) must resolve through the
+/// allow-list to one of the spec's channels, and a `url=` must be a package
+/// file of one of them. Returns the spec as it is solved: a channel written
+/// by name or public URL becomes the URL of the channel that serves it.
+fn check_dependency(
+    dependency: &MatchSpec,
+    allowlist: &ChannelAllowlist,
+    resolved: &[url::Url],
+    channels: &[String],
+    platforms: &[String],
+) -> Result<MatchSpec, SpecError> {
+    let mut checked = dependency.clone();
+    if let Some(channel) = &dependency.channel {
+        let url = channel.base_url.url().to_string();
+        // rattler reads a name as a URL under conda's default alias; the
+        // allow-list maps that URL back to the name, or to a configured alias.
+        let named = allowlist
+            .resolve(&url)
+            .or_else(|error| match &channel.name {
+                Some(name) if url == format!("{DEFAULT_CHANNEL_ALIAS}{name}/") => {
+                    allowlist.resolve(name)
+                }
+                _ => Err(error),
+            })
+            .map_err(|source| SpecError::DependencyChannel {
+                dependency: dependency.to_string(),
+                channel: url.clone(),
+                source,
+            })?;
+        // Allowed on the server is not enough: the spec's channels
+        // are what the namespace's policy allows.
+        if !resolved.contains(&named.url) {
+            return Err(SpecError::DependencyChannel {
+                dependency: dependency.to_string(),
+                channel: url.clone(),
+                source: ChannelError::NotAllowed {
+                    channel: named.name.clone(),
+                    allowed: channels.join(", "),
+                },
+            });
+        }
+        // Left as written when it already is the channel's URL, so specs
+        // accepted before names were resolved keep their hash.
+        if named.url.as_str() != url {
+            checked.channel = Some(std::sync::Arc::new(Channel::from_url(named.url.clone())));
+        }
+    }
+    // A `url=` spec makes the gateway fetch that URL directly: it must
+    // be a package file of one of the spec's channels, for one of its
+    // platforms, compared after decoding (see `locate_in`).
+    if let Some(url) = &dependency.url {
+        let checked_url = crate::channels::locate_in(resolved, url)
+            .and_then(|path| path.check_package(platforms));
+        if let Err(defect) = checked_url {
+            return Err(SpecError::DependencyUrl {
+                dependency: dependency.to_string(),
+                url: crate::channels::public_url(url).to_string(),
+                defect,
+            });
+        }
+    }
+    Ok(checked)
+}
+
+/// The 1-based lines of the `pip:` keys of a YAML or JSON body, in order, so
+/// a refusal can point at them.
+fn pip_section_lines(body: &str) -> Vec<usize> {
+    let is_pip_key = |line: &str| {
+        let code = match line.find(" #") {
+            Some(comment) => &line[..comment],
+            None => line,
+        };
+        if code.trim_start().starts_with('#') {
+            return false;
+        }
+        ["pip:", "\"pip\":", "\"pip\" :", "'pip':"]
+            .iter()
+            .any(|key| {
+                code.match_indices(key).any(|(at, _)| {
+                    !code[..at].chars().next_back().is_some_and(|before| {
+                        before.is_ascii_alphanumeric() || "-_.".contains(before)
+                    })
+                })
+            })
+    };
+    body.lines()
+        .enumerate()
+        .filter(|(_, line)| is_pip_key(line))
+        .map(|(index, _)| index + 1)
+        .collect()
+}
+
+/// Reads a dependency as conda does before it is a match spec: `name=<2`
+/// is the operator `<` (conda drops the `=`), and pip-style extras
+/// (`dask[complete]`) are dropped, which the returned note says.
+fn parse_dependency_as_conda(text: &str) -> Result<(MatchSpec, Option<String>), SpecError> {
+    let (channel, rest) = match text.rsplit_once("::") {
+        Some((channel, rest)) => (Some(channel), rest),
+        None => (None, text),
+    };
+    let rest = rest.trim_start();
+    let name_end = rest
+        .find(|character: char| !(character.is_ascii_alphanumeric() || "-_.".contains(character)))
+        .unwrap_or(rest.len());
+    let (name, mut tail) = rest.split_at(name_end);
+    let mut note = None;
+    if let Some(extras) = tail.strip_prefix('[')
+        && let Some((inside, after)) = extras.split_once(']')
+    {
+        {
+            let is_extras = !inside.is_empty()
+                && inside.split(',').all(|extra| {
+                    let extra = extra.trim();
+                    !extra.is_empty()
+                        && extra
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                });
+            if !name.is_empty() && is_extras {
+                note = Some(format!(
+                    "dependency '{}': the extras [{inside}] were dropped, as conda does (extras are a pip feature)",
+                    text.escape_debug()
+                ));
+                tail = after;
+            }
+        }
+    }
+    let tail = match tail.strip_prefix('=') {
+        Some(operator) if operator.starts_with(['<', '>', '!', '~']) => operator,
+        _ => tail,
+    };
+    let rewritten = match channel {
+        Some(channel) => format!("{channel}::{name}{tail}"),
+        None => format!("{name}{tail}"),
+    };
+    let spec = if rewritten == text {
+        parse_dependency(text)?
+    } else {
+        parse_dependency(&rewritten).map_err(|error| match error {
+            SpecError::InvalidDependency { reason, .. } => SpecError::InvalidDependency {
+                dependency: text.escape_debug().to_string(),
+                reason,
+            },
+            other => other,
+        })?
+    };
+    Ok((spec, note))
+}
 
 fn parse_dependency(text: &str) -> Result<MatchSpec, SpecError> {
     let invalid = |reason: String| SpecError::InvalidDependency {
@@ -662,7 +966,7 @@ mod tests {
     fn refuses_what_cannot_be_built() {
         assert!(matches!(
             yaml("dependencies: [python, {pip: [requests]}]\n"),
-            Err(SpecError::PipUnsupported)
+            Err(SpecError::PipUnsupported { line: Some(1) })
         ));
         let empty = yaml("name: x\n").unwrap();
         assert!(matches!(
@@ -677,9 +981,13 @@ mod tests {
             yaml("dependencies: ['^py.*$']\n"),
             Err(SpecError::InvalidDependency { .. })
         ));
+        // conda ignores keys it does not know, and so does envstore; a
+        // misspelt `dependencies:` still leaves nothing to build.
+        let misspelt = yaml("dependancies: [x]\n").unwrap();
+        assert_eq!(misspelt.ignored_keys, ["dependancies"]);
         assert!(matches!(
-            yaml("dependencies: [python]\ndependancies: [x]\n"),
-            Err(SpecError::Syntax { .. })
+            misspelt.canonicalize(&allowlist(), Subdir::Linux64),
+            Err(SpecError::NoDependencies)
         ));
         let big = format!("dependencies: [{}]\n", "a,".repeat(MAX_SPEC_BYTES));
         assert!(matches!(yaml(&big), Err(SpecError::TooLarge { .. })));

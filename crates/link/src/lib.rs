@@ -3,9 +3,11 @@
 //!
 //! A prefix is built at its final path, because conda prefixes embed their
 //! own location. It counts as complete only once its marker file exists; the
-//! marker is written last, after everything else is on disk.
+//! marker is written last, after everything else is on disk. Everything in
+//! `conda-meta/` besides the marker is what conda tools expect there.
 
 mod activation;
+mod conda_meta;
 mod entry_lock;
 mod error;
 mod extract;
@@ -18,6 +20,9 @@ mod symlink;
 mod validate;
 
 pub use activation::write_activation_scripts;
+pub use conda_meta::{
+    CompletionMarker, HISTORY_FILE, LEGACY_MARKER_FILE, MARKER_FILE, is_complete, read_marker,
+};
 pub use entry_lock::{
     EntryLock, EntryLockError, LockMode, lock_path as entry_lock_path, try_lock_entry,
 };
@@ -28,7 +33,7 @@ pub use limits::{
     DEFAULT_RATIO_GRACE_BYTES, PackageLimits,
 };
 pub use pack::{installed_packages, pack_prefix, unpack_prefix};
-pub use prefix::{CompletionMarker, MARKER_FILE, PrefixBuilder, PrefixReport, remove_prefix};
+pub use prefix::{PrefixBuilder, PrefixReport, remove_prefix};
 pub use progress::{ProgressSink, TransferCounts};
 pub use symlink::point_environment;
 pub use validate::{Rejection, validate_package};

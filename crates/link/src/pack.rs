@@ -9,13 +9,17 @@ use envstore_core::ContentHash;
 use sha2::{Digest, Sha256};
 
 use crate::error::PrefixError;
-use crate::prefix::{CompletionMarker, MARKER_FILE, read_marker, write_marker};
+use rattler_conda_types::PrefixRecord;
+
+use crate::conda_meta::{
+    CompletionMarker, HISTORY_FILE, is_marker, read_marker, write_history, write_marker,
+};
 
 /// zstd level for packed prefixes: fast to write, still small.
 const ZSTD_LEVEL: i32 = 3;
 
 /// Packs a complete prefix (symlinks kept as symlinks) into `archive`, and
-/// returns the archive's sha256. The marker is left out: the unpacking side
+/// returns the archive's sha256. The marker (current or legacy) is left out: the unpacking side
 /// writes its own, last, after it checked the contents.
 pub fn pack_prefix(prefix: &Path, archive: &Path) -> Result<ContentHash, PrefixError> {
     let file = fs_err::File::create(archive).map_err(PrefixError::io("create", archive))?;
@@ -28,7 +32,7 @@ pub fn pack_prefix(prefix: &Path, archive: &Path) -> Result<ContentHash, PrefixE
     builder.follow_symlinks(false);
     for entry in walk(prefix)? {
         let relative = entry.strip_prefix(prefix).unwrap_or(&entry);
-        if relative == Path::new(MARKER_FILE) || relative.as_os_str().is_empty() {
+        if is_marker(relative) || relative.as_os_str().is_empty() {
             continue;
         }
         builder
@@ -63,8 +67,9 @@ pub fn unpack_prefix(
         return Ok(());
     }
     remove_dir_if_present(prefix)?;
-    let result =
-        unpack_and_check(archive, prefix, expected).and_then(|()| write_marker(prefix, marker));
+    let result = unpack_and_check(archive, prefix, expected)
+        .and_then(|()| write_missing_history(prefix, &marker.lock_hash))
+        .and_then(|()| write_marker(prefix, marker));
     if result.is_err() {
         let _ = fs_err::remove_dir_all(prefix);
     }
@@ -86,9 +91,11 @@ fn unpack_and_check(
         .map_err(PrefixError::io("unpack into", prefix))?;
     // The same checks as a prefix built here: no link out, nothing special,
     // no setuid file, nothing writable for others.
-    crate::validate::check_tree(prefix, true).map_err(|reason| PrefixError::Unsafe {
-        prefix: prefix.to_owned(),
-        reason,
+    crate::validate::check_tree(prefix, crate::validate::TreeKind::Prefix).map_err(|reason| {
+        PrefixError::Unsafe {
+            prefix: prefix.to_owned(),
+            reason,
+        }
     })?;
     let found = installed_packages(prefix)?;
     if &found != expected {
@@ -103,6 +110,22 @@ fn unpack_and_check(
     Ok(())
 }
 
+/// Archives packed by releases before issue 17 have no `conda-meta/history`;
+/// conda does not see a prefix as an environment without one, so it is
+/// written from the package records the archive carries.
+fn write_missing_history(prefix: &Path, lock_hash: &ContentHash) -> Result<(), PrefixError> {
+    if prefix.join(HISTORY_FILE).is_file() {
+        return Ok(());
+    }
+    let records: Vec<PrefixRecord> = PrefixRecord::collect_from_prefix(prefix)
+        .map_err(PrefixError::io("read the package records of", prefix))?;
+    let records: Vec<_> = records
+        .into_iter()
+        .map(|record| record.repodata_record)
+        .collect();
+    write_history(prefix, lock_hash, &records)
+}
+
 /// `name-version-build` of every package record in `conda-meta/`.
 pub fn installed_packages(prefix: &Path) -> Result<BTreeSet<String>, PrefixError> {
     let meta = prefix.join("conda-meta");
@@ -111,7 +134,7 @@ pub fn installed_packages(prefix: &Path) -> Result<BTreeSet<String>, PrefixError
         let entry = entry.map_err(PrefixError::io("read", &meta))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(stem) = name.strip_suffix(".json")
-            && Path::new(&name) != Path::new(MARKER_FILE).file_name().unwrap_or_default()
+            && !is_marker(&Path::new("conda-meta").join(&name))
         {
             found.insert(stem.to_owned());
         }
@@ -187,16 +210,23 @@ impl Write for HashingWriter {
 mod tests {
     use super::*;
 
-    /// A packed prefix with `conda-meta/pkg-1-0.json` and `extra` members.
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A packed prefix with the record `conda-meta/pkg-1.2.3-h0_1.json` and
+    /// `extra` members, as an earlier release packed it: no history.
     fn packed(extra: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
-        let meta = b"{}";
+        let record = PrefixRecord::from_repodata_record(
+            crate::conda_meta::tests::record("pkg", Some("https://conda.anaconda.org/demo")),
+            Vec::new(),
+        );
+        let meta = serde_json::to_vec(&record).unwrap();
         let mut header = tar::Header::new_gnu();
         header.set_size(meta.len() as u64);
-        header.set_mode(0o644);
+        header.set_mode(0o600);
         header.set_cksum();
         builder
-            .append_data(&mut header, "conda-meta/pkg-1-0.json", &meta[..])
+            .append_data(&mut header, "conda-meta/pkg-1.2.3-h0_1.json", &meta[..])
             .unwrap();
         extra(&mut builder);
         let tar = builder.into_inner().unwrap();
@@ -213,7 +243,7 @@ mod tests {
             archive,
             prefix,
             &marker,
-            &BTreeSet::from(["pkg-1-0".to_owned()]),
+            &BTreeSet::from(["pkg-1.2.3-h0_1".to_owned()]),
         )
     }
 
@@ -222,7 +252,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prefix = dir.path().join("prefix");
         unpack(&packed(|_| {}), &prefix).unwrap();
-        assert!(prefix.join(MARKER_FILE).is_file());
+        assert!(crate::is_complete(&prefix));
+        let history = fs_err::read_to_string(prefix.join(HISTORY_FILE)).unwrap();
+        assert!(
+            history.ends_with("\n+demo/linux-64::pkg-1.2.3-h0_1\n"),
+            "{history}"
+        );
+        let record_mode = fs_err::metadata(prefix.join("conda-meta/pkg-1.2.3-h0_1.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(record_mode & 0o777, 0o644, "readable by everyone");
         fs_err::remove_dir_all(&prefix).unwrap();
 
         let escaping = packed(|builder| {

@@ -1,5 +1,4 @@
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -9,24 +8,13 @@ use rattler::package_cache::PackageCache;
 use rattler_conda_types::package::{PathType, PathsJson};
 use rattler_conda_types::{RepoDataRecord, Subdir};
 use rattler_networking::LazyClient;
-use serde::{Deserialize, Serialize};
 
+use crate::conda_meta::{CompletionMarker, read_marker, write_history, write_marker};
 use crate::error::{GateError, PrefixError};
 use crate::fetch::PackageGate;
 use crate::limits::PackageLimits;
 use crate::progress::{LinkReporter, ProgressSink, TransferCounts};
 use crate::validate::Rejection;
-
-/// Written last into a finished prefix; a prefix without it is never served.
-pub const MARKER_FILE: &str = "conda-meta/envstore-complete.json";
-
-/// What the marker records about a prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompletionMarker {
-    pub lock_hash: ContentHash,
-    pub platform: String,
-    pub packages: usize,
-}
 
 /// What building a prefix did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,18 +230,22 @@ impl PrefixBuilder {
         }
         drop(admitted);
         crate::activation::write_activation_scripts(prefix, platform, variables)?;
+        // conda recognises a prefix as an environment by its history.
+        write_history(prefix, lock_hash, records)?;
         let walked = prefix.to_owned();
-        tokio::task::spawn_blocking(move || crate::validate::check_tree(&walked, true))
-            .await
-            .map_err(|join| PrefixError::Io {
-                action: "check",
-                path: prefix.to_owned(),
-                source: std::io::Error::other(join),
-            })?
-            .map_err(|reason| PrefixError::Unsafe {
-                prefix: prefix.to_owned(),
-                reason,
-            })?;
+        tokio::task::spawn_blocking(move || {
+            crate::validate::check_tree(&walked, crate::validate::TreeKind::Prefix)
+        })
+        .await
+        .map_err(|join| PrefixError::Io {
+            action: "check",
+            path: prefix.to_owned(),
+            source: std::io::Error::other(join),
+        })?
+        .map_err(|reason| PrefixError::Unsafe {
+            prefix: prefix.to_owned(),
+            reason,
+        })?;
         let marker = CompletionMarker {
             lock_hash: *lock_hash,
             platform: platform.to_string(),
@@ -333,43 +325,10 @@ fn check_links_across_packages(names: Vec<String>, dirs: &[PathBuf]) -> Result<(
     Ok(())
 }
 
-pub(crate) fn read_marker(prefix: &Path) -> Option<CompletionMarker> {
-    let text = fs_err::read(prefix.join(MARKER_FILE)).ok()?;
-    serde_json::from_slice(&text).ok()
-}
-
-/// Writes the marker durably: a temp file, fsync, rename, fsync of the folder.
-pub(crate) fn write_marker(prefix: &Path, marker: &CompletionMarker) -> Result<(), PrefixError> {
-    let path = prefix.join(MARKER_FILE);
-    let folder = path.parent().unwrap_or(prefix).to_owned();
-    fs_err::create_dir_all(&folder).map_err(PrefixError::io("create", &folder))?;
-    let bytes = serde_json::to_vec_pretty(marker).unwrap_or_default();
-    // A unique name: two writers never write into each other's file.
-    let mut file = tempfile::Builder::new()
-        .prefix(".envstore-complete-")
-        .suffix(".tmp")
-        .tempfile_in(&folder)
-        .map_err(PrefixError::io("create a temporary file in", &folder))?;
-    file.write_all(&bytes)
-        .map_err(PrefixError::io("write", file.path()))?;
-    file.as_file()
-        .sync_all()
-        .map_err(PrefixError::io("sync", file.path()))?;
-    file.persist(&path)
-        .map_err(|error| PrefixError::io("rename into place", &path)(error.error))?;
-    fs_err::File::open(&folder)
-        .and_then(|dir| dir.sync_all())
-        .map_err(PrefixError::io("sync", &folder))
-}
-
 /// Removes a prefix, if there is one: its marker first, so from then on
 /// nothing serves or reuses it even if the rest is removed only half-way.
 pub async fn remove_prefix(prefix: &Path) -> Result<(), PrefixError> {
-    match tokio::fs::remove_file(prefix.join(MARKER_FILE)).await {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(PrefixError::io("remove the marker of", prefix)(source)),
-    }
+    crate::conda_meta::remove_markers(prefix).await?;
     match tokio::fs::remove_dir_all(prefix).await {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -187,15 +187,29 @@ pub fn validate_package(dir: &Path, record: &PackageRecord) -> Result<(), Reject
         }
     }
     // Undeclared members too: no link out, nothing special.
-    check_tree(dir, false).map(|_| ())
+    check_tree(dir, TreeKind::Package).map(|_| ())
+}
+
+/// What [`check_tree`] walks: a package in the cache, or a prefix, which
+/// must also be usable by everyone who runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TreeKind {
+    Package,
+    Prefix,
 }
 
 /// Walks `root` without following links and refuses any symlink that does
-/// not resolve inside it, any special file, and (with `refuse_setuid`) any
-/// setuid or setgid file; bits that make a file or folder writable for
-/// others are dropped. Returns how many world- or group-writable entries it
-/// fixed.
-pub(crate) fn check_tree(root: &Path, refuse_setuid: bool) -> Result<usize, Rejection> {
+/// not resolve inside it, any special file, and (in a prefix) any setuid or
+/// setgid file; bits that make a file or folder writable for others are
+/// dropped. In a prefix, every folder and file also becomes readable (and
+/// every executable runnable) by everyone, whatever the umask it was made
+/// under, and `conda-meta/` gets exactly 0755 / 0644. Returns how many
+/// world- or group-writable entries it fixed.
+pub(crate) fn check_tree(root: &Path, tree: TreeKind) -> Result<usize, Rejection> {
+    let refuse_setuid = tree == TreeKind::Prefix;
+    if tree == TreeKind::Prefix {
+        widen(root, Path::new(""), true)?;
+    }
     let mut fixed = 0;
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
@@ -242,12 +256,42 @@ pub(crate) fn check_tree(root: &Path, refuse_setuid: bool) -> Result<usize, Reje
                 .map_err(|error| Rejection::Unreadable(format!("{shown}: {error}")))?;
                 fixed += 1;
             }
+            if tree == TreeKind::Prefix {
+                widen(&path, &relative, kind.is_dir())?;
+            }
             if kind.is_dir() {
                 pending.push(path);
             }
         }
     }
     Ok(fixed)
+}
+
+/// Makes one entry of a prefix (not a symlink) readable by everyone, a
+/// folder or executable also searchable/runnable; only adds bits, except in
+/// `conda-meta/`, whose modes are exact (conda tools read it as any user).
+fn widen(path: &Path, relative: &Path, is_dir: bool) -> Result<(), Rejection> {
+    let unreadable =
+        |error: std::io::Error| Rejection::Unreadable(format!("{}: {error}", relative.display()));
+    let mode = fs_err::metadata(path)
+        .map_err(unreadable)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let in_meta =
+        relative == Path::new("conda-meta") || relative.parent() == Some(Path::new("conda-meta"));
+    let wanted = match (in_meta, is_dir) {
+        (true, true) => crate::conda_meta::META_DIR_MODE,
+        (true, false) => crate::conda_meta::META_FILE_MODE,
+        (false, true) => mode | 0o755,
+        (false, false) if mode & 0o111 != 0 => mode | 0o555,
+        (false, false) => mode | 0o644,
+    };
+    if wanted != mode {
+        fs_err::set_permissions(path, std::fs::Permissions::from_mode(wanted))
+            .map_err(unreadable)?;
+    }
+    Ok(())
 }
 
 /// Only normal components: no root, no `..`, no `.`.
@@ -419,7 +463,7 @@ mod tests {
             std::fs::Permissions::from_mode(0o666),
         )
         .unwrap();
-        assert_eq!(check_tree(&root, true).unwrap(), 1);
+        assert_eq!(check_tree(&root, TreeKind::Prefix).unwrap(), 1);
         let mode = fs_err::metadata(root.join("share/open"))
             .unwrap()
             .permissions()
@@ -427,7 +471,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o644);
         symlink("../../outside", root.join("share/out")).unwrap();
         assert!(matches!(
-            check_tree(&root, true),
+            check_tree(&root, TreeKind::Prefix),
             Err(Rejection::EscapingLink { .. })
         ));
         fs_err::remove_file(root.join("share/out")).unwrap();
@@ -437,6 +481,49 @@ mod tests {
             std::fs::Permissions::from_mode(0o4755),
         )
         .unwrap();
-        assert!(matches!(check_tree(&root, true), Err(Rejection::Setuid(_))));
+        assert!(matches!(
+            check_tree(&root, TreeKind::Prefix),
+            Err(Rejection::Setuid(_))
+        ));
+    }
+
+    #[test]
+    fn a_prefix_made_under_a_strict_umask_is_opened_to_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("prefix");
+        fs_err::create_dir_all(root.join("conda-meta")).unwrap();
+        fs_err::create_dir_all(root.join("bin")).unwrap();
+        let set = |relative: &str, mode: u32| {
+            fs_err::set_permissions(root.join(relative), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        };
+        fs_err::write(root.join("bin/tool"), "#!/bin/sh\n").unwrap();
+        fs_err::write(root.join("bin/data"), "x").unwrap();
+        fs_err::write(root.join("conda-meta/pkg-1-0.json"), "{}").unwrap();
+        set("bin/tool", 0o700);
+        set("bin/data", 0o600);
+        set("conda-meta/pkg-1-0.json", 0o664);
+        set("conda-meta", 0o700);
+        set("bin", 0o700);
+        set("", 0o700);
+        check_tree(&root, TreeKind::Prefix).unwrap();
+        let mode = |relative: &str| {
+            fs_err::metadata(root.join(relative))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode(""), 0o755);
+        assert_eq!(mode("bin"), 0o755);
+        assert_eq!(mode("bin/tool"), 0o755);
+        assert_eq!(mode("bin/data"), 0o644);
+        assert_eq!(mode("conda-meta"), 0o755);
+        assert_eq!(mode("conda-meta/pkg-1-0.json"), 0o644);
+
+        // A package in the cache is left as it was made.
+        set("bin/data", 0o600);
+        check_tree(&root, TreeKind::Package).unwrap();
+        assert_eq!(mode("bin/data"), 0o600);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envstore_core::ContentHash;
-use envstore_link::{LockMode, MARKER_FILE, PrefixBuilder, ProgressSink, try_lock_entry};
+use envstore_link::{LockMode, PrefixBuilder, ProgressSink, try_lock_entry};
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::{Channel, RepoData, RepoDataRecord, Subdir};
 use tokio::io::AsyncBufReadExt;
@@ -166,7 +166,7 @@ async fn a_build_killed_after_its_first_download_leaves_the_cache_usable() {
         )
         .await
         .unwrap();
-    assert!(report.path.join(MARKER_FILE).is_file());
+    assert!(envstore_link::is_complete(&report.path));
     assert!(
         report.downloaded < records.len(),
         "what the killed build fetched is reused: {report:?}"

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use envstore_core::ContentHash;
-use envstore_link::{MARKER_FILE, PrefixBuilder, PrefixError, ProgressSink, Rejection};
+use envstore_link::{PrefixBuilder, PrefixError, ProgressSink, Rejection};
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::{Channel, RepoData, RepoDataRecord, Subdir};
 
@@ -80,7 +80,7 @@ async fn a_leftover_prefix_is_replaced_and_a_complete_one_reused() {
         !prefix.join("lib/left-by-a-crash").exists(),
         "the leftover is gone"
     );
-    assert!(prefix.join(MARKER_FILE).is_file());
+    assert!(envstore_link::is_complete(&prefix));
     assert!(
         fs_err::symlink_metadata(prefix.join("lib/libz.so"))
             .unwrap()

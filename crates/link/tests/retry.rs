@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use envstore_core::ContentHash;
-use envstore_link::{MARKER_FILE, PrefixBuilder, PrefixError, ProgressSink};
+use envstore_link::{PrefixBuilder, PrefixError, ProgressSink};
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::{Channel, RepoData, RepoDataRecord, Subdir};
 
@@ -93,7 +93,7 @@ async fn a_package_download_that_fails_transiently_is_retried_until_it_succeeds(
         .await
         .unwrap();
     assert_eq!(report.downloaded, 1);
-    assert!(report.path.join(MARKER_FILE).is_file());
+    assert!(envstore_link::is_complete(&report.path));
     assert_eq!(
         requests.load(Ordering::SeqCst),
         3,

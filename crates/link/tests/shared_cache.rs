@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envstore_core::ContentHash;
-use envstore_link::{MARKER_FILE, PrefixBuilder, ProgressSink, installed_packages};
+use envstore_link::{PrefixBuilder, ProgressSink, installed_packages};
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::{Channel, RepoData, RepoDataRecord, Subdir};
 
@@ -75,7 +75,7 @@ fn lock_hash(round: usize, child: usize, index: usize) -> ContentHash {
 /// package's record lists.
 fn assert_prefix_correct(prefix: &Path, records: &[RepoDataRecord]) {
     assert!(
-        prefix.join(MARKER_FILE).is_file(),
+        envstore_link::is_complete(prefix),
         "no marker in {}",
         prefix.display()
     );

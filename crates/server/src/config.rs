@@ -232,6 +232,36 @@ mod tests {
     }
 
     #[test]
+    fn conda_channel_settings_map_public_urls_to_the_mirrors() {
+        let config: FileConfig = toml::from_str(
+            "[[channels]]\nname = \"conda-forge\"\nurl = \"https://mirror.example/cf/\"\n\
+             [[channels]]\nname = \"internal\"\nurl = \"https://mirror.example/internal/\"\n\
+             [policy]\ndefault_channels = [\"conda-forge\"]\n\
+             channel_alias = \"https://conda.anaconda.org\"\n\
+             custom_channels = { internal = \"https://conda.corp.example\" }\n",
+        )
+        .unwrap();
+        config.policy.validate().unwrap();
+        let allowlist = config
+            .policy
+            .configure_channels(envstore_core::ChannelAllowlist::new(config.channels))
+            .unwrap();
+        assert_eq!(allowlist.default_channels(), ["conda-forge"]);
+        for (written, name) in [
+            ("https://conda.anaconda.org/conda-forge", "conda-forge"),
+            ("https://conda.anaconda.org/conda-forge/", "conda-forge"),
+            ("https://conda.corp.example/internal", "internal"),
+        ] {
+            assert_eq!(allowlist.resolve(written).unwrap().name, name, "{written}");
+        }
+        assert!(
+            allowlist
+                .resolve("https://conda.anaconda.org/bioconda")
+                .is_err()
+        );
+    }
+
+    #[test]
     fn passwords_never_reach_the_log() {
         assert_eq!(
             redact_password("postgres://envstore:hunter2@db:5432/envstore"),

@@ -393,10 +393,7 @@ async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
 /// Whether `prefix` is a complete prefix of `lock_hash`: its completion
 /// marker, written last, names that lock.
 fn holds_lock(prefix: &Path, lock_hash: &str) -> bool {
-    fs_err::read(prefix.join(envstore_link::MARKER_FILE))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<envstore_link::CompletionMarker>(&bytes).ok())
-        .is_some_and(|marker| marker.lock_hash.to_hex() == lock_hash)
+    envstore_link::read_marker(prefix).is_some_and(|marker| marker.lock_hash.to_hex() == lock_hash)
 }
 
 /// The server's data folder, from an environment path it lists

@@ -78,7 +78,11 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
             "--store-timeout-seconds is not below --lease-seconds: a hanging object store can outlast a lease"
         );
     }
-    let allowlist = ChannelAllowlist::new(config.channels.clone());
+    // conda's channel alias, custom channels and the default channels come
+    // from the server's `[policy]`.
+    let allowlist = config
+        .policy
+        .configure_channels(ChannelAllowlist::new(config.channels.clone()))?;
     let native_platform =
         Subdir::current().context("envstore cannot tell which conda platform this machine is")?;
     let cache_dir = data_dir.join("cache");

@@ -219,7 +219,7 @@ async fn gc_keeps_the_newest_prefixes_and_rebuilds_a_collected_one_on_demand() {
             .unwrap()
     };
     let half_built = prefix_of(&server, &newest);
-    fs_err::remove_file(half_built.join("conda-meta/envstore-complete.json")).unwrap();
+    fs_err::remove_file(half_built.join(envstore_link::MARKER_FILE)).unwrap();
     age(&half_built);
     let pack = server
         .data_dir

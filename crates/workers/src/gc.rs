@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use envstore_core::error_chain;
 use envstore_db::{CollectableBuild, Database, DbError};
-use envstore_link::MARKER_FILE;
+use envstore_link::is_complete;
 use envstore_store::{ArtifactStore, StoreError, keys};
 
 use crate::layout::Layout;
@@ -408,7 +408,7 @@ fn packages_of_complete_prefixes(prefixes: &Path) -> Result<HashSet<String>, GcE
     };
     for prefix in listing {
         let prefix = prefix.map_err(io("list", prefixes))?.path();
-        if !prefix.join(MARKER_FILE).is_file() {
+        if !is_complete(&prefix) {
             continue;
         }
         if let Ok(packages) = envstore_link::installed_packages(&prefix) {
@@ -513,8 +513,7 @@ async fn collect_prefixes(
         // A prefix a build still refers to stays, unless it is a leftover
         // of a build that died half-way: no marker, untouched for longer
         // than a lease (its lease is taken below, so no live build has it).
-        if held.contains(&name) && (path.join(MARKER_FILE).is_file() || age(&path) < options.lease)
-        {
+        if held.contains(&name) && (is_complete(&path) || age(&path) < options.lease) {
             continue;
         }
         // Only folders named like a prefix are ours to remove.
@@ -523,7 +522,7 @@ async fn collect_prefixes(
         }
     }
     for (lock, path, leftover_only) in candidates {
-        let complete = path.join(MARKER_FILE).is_file();
+        let complete = is_complete(&path);
         let measured = path.clone();
         let size =
             tokio::task::spawn_blocking(move || crate::prefix_size::measure_prefix(&measured))
@@ -540,7 +539,7 @@ async fn collect_prefixes(
                 continue;
             }
             // A build may have completed it before the lease was ours.
-            let completed = leftover_only && path.join(MARKER_FILE).is_file();
+            let completed = leftover_only && is_complete(&path);
             let removed = if completed {
                 Ok(())
             } else {
@@ -756,7 +755,7 @@ mod tests {
         let prefix = prefixes.join("0123456789abcdef");
         fs_err::create_dir_all(prefix.join("conda-meta")).unwrap();
         fs_err::write(prefix.join("conda-meta/kept-1.0-0.json"), b"{}").unwrap();
-        fs_err::write(prefix.join(MARKER_FILE), b"{}").unwrap();
+        fs_err::write(prefix.join(envstore_link::MARKER_FILE), b"{}").unwrap();
         // A half-built one's packages do not count.
         let half = prefixes.join("fedcba9876543210");
         fs_err::create_dir_all(half.join("conda-meta")).unwrap();

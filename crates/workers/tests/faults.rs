@@ -130,10 +130,7 @@ fn lock_hash(build: &envstore_db::BuildRecord) -> envstore_core::ContentHash {
 }
 
 fn complete(prefixes: &Path, lock: &envstore_core::ContentHash) -> bool {
-    prefixes
-        .join(lock.short())
-        .join(envstore_link::MARKER_FILE)
-        .exists()
+    envstore_link::is_complete(&prefixes.join(lock.short()))
 }
 
 #[tokio::test]

@@ -258,7 +258,7 @@ pub async fn set_current_build(
         .as_deref()
         .and_then(|hash| hash.parse::<ContentHash>().ok())
         .map(|hash| app.prefixes_root.join(hash.short()))
-        .filter(|prefix| prefix.join(envstore_link::MARKER_FILE).is_file());
+        .filter(|prefix| envstore_link::is_complete(prefix));
     if build.prefix_collected_at.is_some() && prefix.is_none() {
         let answered = |rebuild: &BuildQueued| CurrentBuildSet {
             namespace: namespace.to_string(),

@@ -868,7 +868,7 @@ impl Deployment {
 
 /// Whether the prefix has its completion marker.
 pub fn is_complete(prefix: &Path) -> bool {
-    prefix.join(envstore_link::MARKER_FILE).is_file()
+    envstore_link::is_complete(prefix)
 }
 
 /// The number of package records in the prefix's `conda-meta`.

@@ -179,6 +179,7 @@ const ROWS: &[(&str, &str, Needs, u16)] = &[
     ),
     ("GET", "/api/v1/builds/{id}", Needs::Viewer, 200),
     ("GET", "/api/v1/builds/{id}/log", Needs::Viewer, 200),
+    ("GET", "/api/v1/builds/{id}/spec", Needs::Viewer, 200),
     // The fixture's builds have ended: an allowed cancel is a 409.
     ("POST", "/api/v1/builds/{id}/cancel", Needs::Developer, 409),
     (

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use envstore_api_types::BuildQueued;
 use envstore_core::{ContentHash, EnvironmentName, NamespaceName};
-use envstore_db::{BuildRecord, IdempotencyKey, Submission, SubmittedBuild};
+use envstore_db::{BuildRecord, IdempotencyKey, Submission, SubmittedBuild, SubmittedSpec};
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
@@ -35,17 +35,19 @@ pub(crate) async fn replay_if_known(
 /// Queues a build of `canonical` for `namespace/name` (or joins the same
 /// spec's build already under way) and answers 202 with the build; under
 /// an idempotency key, the key's first answer when it was used already.
+/// `spec` is the canonical spec and the text it was submitted as, if any,
+/// kept with a new build.
 pub(crate) async fn queue_build(
     app: &AppState,
     caller: &Caller,
     namespace: &NamespaceName,
     name: &EnvironmentName,
     policy: &envstore_core::Policy,
-    canonical: &envstore_core::CanonicalSpec,
+    spec: (&envstore_core::CanonicalSpec, Option<&SubmittedSpec>),
     key: Option<&IdempotencyKey>,
 ) -> Result<Response, ApiError> {
     let answer = |summary: &BuildQueued| (StatusCode::ACCEPTED, to_value(summary));
-    let queued = match queue(app, caller, namespace, name, policy, canonical, key, answer).await? {
+    let queued = match queue(app, caller, namespace, name, policy, spec, key, answer).await? {
         Queued::New(queued) => queued,
         Queued::Replayed(stored, key) => return idempotency::replay(stored, &key),
     };
@@ -81,7 +83,7 @@ async fn queue(
     namespace: &NamespaceName,
     name: &EnvironmentName,
     policy: &envstore_core::Policy,
-    canonical: &envstore_core::CanonicalSpec,
+    (canonical, submitted): (&envstore_core::CanonicalSpec, Option<&SubmittedSpec>),
     key: Option<&IdempotencyKey>,
     answer: impl FnOnce(&BuildQueued) -> (StatusCode, Value),
 ) -> Result<Queued, ApiError> {
@@ -115,7 +117,7 @@ async fn queue(
         .submit_build_once(
             namespace,
             name,
-            canonical,
+            (canonical, submitted),
             caller.subject.as_deref(),
             key,
             keep,
@@ -182,7 +184,14 @@ pub(crate) async fn rebuild_from_lock(
         .default_policy
         .tightened_by(&app.db.namespace_policy(namespace).await?);
     queue(
-        app, caller, namespace, name, &policy, &canonical, key, answer,
+        app,
+        caller,
+        namespace,
+        name,
+        &policy,
+        (&canonical, None),
+        key,
+        answer,
     )
     .await
 }

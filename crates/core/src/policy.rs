@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use url::Url;
 
 use crate::channels::{ChannelAllowlist, NamedChannel};
-use crate::spec::{CanonicalSpec, EnvironmentSpec, NODEFAULTS};
+use crate::spec::{
+    CanonicalSpec, EnvironmentSpec, NODEFAULTS, SystemRequirements, check_system_requirement,
+    system_requirement_applies,
+};
 
 /// Whether two channel URLs name the same channel (a trailing slash aside).
 fn same_channel(a: &Url, b: &Url) -> bool {
@@ -62,6 +65,12 @@ pub struct Policy {
     /// name. Read from the server's policy only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom_channels: BTreeMap<String, String>,
+    /// Per platform, the virtual packages of the machines environments are
+    /// built for (`{"linux-64": {"cuda": "12.4", "libc": "2.28"}}`, pixi's
+    /// keys), where a spec declares none of its own; a namespace's entries
+    /// win over the server's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub system_requirements: BTreeMap<String, SystemRequirements>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +141,7 @@ impl Policy {
             url::Url::parse(url)
                 .map_err(|error| PolicyError::Invalid(format!("'{url}' is not a URL: {error}")))?;
         }
+        self.checked_system_requirements()?;
         for platform in self.allowed_platforms.iter().flatten() {
             platform.parse::<Subdir>().map_err(|_| {
                 PolicyError::Invalid(format!("'{platform}' is not a conda platform"))
@@ -199,7 +209,51 @@ impl Policy {
             },
             channel_alias: self.channel_alias.clone(),
             custom_channels: self.custom_channels.clone(),
+            system_requirements: {
+                let mut merged = self.system_requirements.clone();
+                for (platform, requirements) in &namespace.system_requirements {
+                    merged
+                        .entry(platform.clone())
+                        .or_default()
+                        .extend(requirements.clone());
+                }
+                merged
+            },
         }
+    }
+
+    /// The per-platform system requirements in canonical form (platform and
+    /// key names normalised), each checked to exist on its platform.
+    fn checked_system_requirements(
+        &self,
+    ) -> Result<BTreeMap<String, SystemRequirements>, PolicyError> {
+        let mut checked = BTreeMap::new();
+        for (platform, requirements) in &self.system_requirements {
+            let subdir = platform
+                .parse::<Subdir>()
+                .ok()
+                .filter(|subdir| *subdir != Subdir::NoArch)
+                .ok_or_else(|| {
+                    PolicyError::Invalid(format!(
+                        "system_requirements: '{platform}' is not a conda platform"
+                    ))
+                })?;
+            let platform = subdir.to_string();
+            let mut normalised = SystemRequirements::new();
+            for (key, value) in requirements {
+                let (key, version) = check_system_requirement(key, value).map_err(|error| {
+                    PolicyError::Invalid(format!("system_requirements of {platform}: {error}"))
+                })?;
+                if !system_requirement_applies(&key, &platform) {
+                    return Err(PolicyError::Invalid(format!(
+                        "system_requirements of {platform}: '{key}' does not exist on {platform}"
+                    )));
+                }
+                normalised.insert(key, version);
+            }
+            checked.insert(platform, normalised);
+        }
+        Ok(checked)
     }
 
     /// Applies the policy to a spec before it is canonicalised: default and
@@ -214,6 +268,7 @@ impl Policy {
             // `nodefaults` is kept as written; it never names a channel.
             spec.channels.extend(self.default_channels.iter().cloned());
         }
+        spec.default_system_requirements = self.checked_system_requirements()?;
         if spec.dependencies.is_empty() {
             for text in &self.default_packages {
                 spec.dependencies.push(parse_spec(text)?);
@@ -723,5 +778,75 @@ mod tests {
                 .name,
             "extra"
         );
+    }
+
+    #[test]
+    fn system_requirement_defaults_apply_per_platform_and_a_spec_overrides_them() {
+        let allowlist = ChannelAllowlist::new(vec![
+            NamedChannel::parse("demo=http://127.0.0.1:9/demo").unwrap(),
+        ]);
+        let requirements = |items: &[(&str, &str)]| -> SystemRequirements {
+            items
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect()
+        };
+        let server = Policy {
+            system_requirements: [
+                (
+                    "linux-64".to_owned(),
+                    requirements(&[("glibc", "2.28"), ("cuda", "12.0")]),
+                ),
+                ("osx-arm64".to_owned(), requirements(&[("osx", "13")])),
+            ]
+            .into(),
+            ..Policy::default()
+        };
+        server.validate().unwrap();
+        let canonical = server
+            .apply(spec(
+                "channels: [demo]\ndependencies: [python]\nplatforms: [linux-64, osx-arm64]\nsystem_requirements: {cuda: '12.4'}\n",
+            ))
+            .unwrap()
+            .canonicalize(&allowlist, Subdir::Linux64)
+            .unwrap();
+        assert_eq!(
+            canonical.system_requirements["linux-64"],
+            requirements(&[("cuda", "12.4"), ("libc", "2.28")])
+        );
+        assert_eq!(
+            canonical.system_requirements["osx-arm64"],
+            requirements(&[("macos", "13")])
+        );
+        // A namespace's defaults win over the server's, key by key.
+        let narrowed = server.tightened_by(&Policy {
+            system_requirements: [("linux-64".to_owned(), requirements(&[("cuda", "11.8")]))]
+                .into(),
+            ..Policy::default()
+        });
+        let canonical = narrowed
+            .apply(spec("channels: [demo]\ndependencies: [python]\n"))
+            .unwrap()
+            .canonicalize(&allowlist, Subdir::Linux64)
+            .unwrap();
+        assert_eq!(
+            canonical.system_requirements["linux-64"],
+            requirements(&[("cuda", "11.8"), ("libc", "2.28")])
+        );
+        for (platform, key, value) in [
+            ("amiga-68k", "cuda", "12"),
+            ("osx-arm64", "cuda", "12"),
+            ("linux-64", "cuda", "twelve"),
+            ("linux-64", "gpu", "1"),
+        ] {
+            let policy = Policy {
+                system_requirements: [(platform.to_owned(), requirements(&[(key, value)]))].into(),
+                ..Policy::default()
+            };
+            assert!(
+                matches!(policy.validate(), Err(PolicyError::Invalid(_))),
+                "{platform} {key} {value}"
+            );
+        }
     }
 }

@@ -75,6 +75,8 @@ pub enum SpecError {
     UnknownPlatform(String),
     #[error(transparent)]
     Channel(#[from] ChannelError),
+    #[error("system requirement '{key}' {reason}")]
+    InvalidSystemRequirement { key: String, reason: String },
     /// More than one problem, in the order found; never nested, never empty.
     #[error("the spec has {} problems (each is listed under 'errors'): {}", .0.len(), summary(.0))]
     Many(Vec<SpecError>),
@@ -136,6 +138,7 @@ impl SpecError {
             | SpecError::TooManyDependencies { .. }
             | SpecError::TooManyChannels { .. }
             | SpecError::InvalidVariable { .. }
+            | SpecError::InvalidSystemRequirement { .. }
             | SpecError::UnknownPlatform(_) => "invalid-spec",
         }
     }
@@ -288,13 +291,14 @@ impl RawScalar {
 /// The top-level keys envstore reads; `prefix:` (written by `conda env
 /// export`) is read and ignored, because the server decides where prefixes
 /// live.
-const KNOWN_KEYS: [&str; 6] = [
+const KNOWN_KEYS: [&str; 7] = [
     "name",
     "channels",
     "dependencies",
     "platforms",
     "variables",
     "prefix",
+    "system_requirements",
 ];
 
 #[derive(Debug, Default)]
@@ -304,6 +308,7 @@ struct RawSpec {
     dependencies: Vec<RawDependency>,
     platforms: Vec<Text>,
     variables: BTreeMap<Text, RawScalar>,
+    system_requirements: BTreeMap<Text, RawRequirement>,
     /// Top-level keys conda ignores (`description:`, `version:`, …), kept by
     /// name; their values are skipped without being copied.
     ignored_keys: Vec<String>,
@@ -347,6 +352,11 @@ impl<'de> Deserialize<'de> for RawSpec {
                                 .next_value::<Option<BTreeMap<Text, RawScalar>>>()?
                                 .unwrap_or_default()
                         }
+                        "system_requirements" => {
+                            raw.system_requirements = map
+                                .next_value::<Option<BTreeMap<Text, RawRequirement>>>()?
+                                .unwrap_or_default()
+                        }
                         _ => {
                             map.next_value::<de::IgnoredAny>()?;
                             if !KNOWN_KEYS.contains(&key.as_str()) {
@@ -378,6 +388,15 @@ pub struct EnvironmentSpec {
     /// What envstore changed from what was written, as conda would (dropped
     /// pip-style extras, ignored keys), for the build log.
     pub notes: Vec<String>,
+    /// `system_requirements:` for every platform it applies to, by pixi's
+    /// key (`cuda`, `libc`, …): the target machines' virtual packages.
+    pub system_requirements: SystemRequirements,
+    /// `system_requirements:` entries written under a platform name; they
+    /// win over [`Self::system_requirements`] for that platform.
+    pub platform_system_requirements: BTreeMap<String, SystemRequirements>,
+    /// The policy's per-platform defaults (see `Policy::apply`); what the
+    /// spec declares wins over them.
+    pub default_system_requirements: BTreeMap<String, SystemRequirements>,
 }
 
 /// The channel name conda reads as "do not add `defaults`"; envstore never
@@ -441,6 +460,14 @@ impl EnvironmentSpec {
                 )),
             }
         }
+        let (system_requirements, platform_system_requirements) =
+            match read_system_requirements(raw.system_requirements) {
+                Ok(read) => read,
+                Err(error) => {
+                    problems.push(error);
+                    Default::default()
+                }
+            };
         let mut variables = BTreeMap::new();
         for (Text(key), value) in raw.variables {
             match check_variable(key, value.into_string()) {
@@ -474,6 +501,9 @@ impl EnvironmentSpec {
             variables,
             ignored_keys: raw.ignored_keys,
             notes,
+            system_requirements,
+            platform_system_requirements,
+            default_system_requirements: BTreeMap::new(),
         })
     }
 
@@ -535,6 +565,13 @@ impl EnvironmentSpec {
                 Err(error) => problems.push(error),
             }
         }
+        let system_requirements = match self.system_requirements_for(&platforms) {
+            Ok(requirements) => requirements,
+            Err(error) => {
+                problems.push(error);
+                BTreeMap::new()
+            }
+        };
         SpecError::collect(problems)?;
         let mut dependencies: Vec<String> = solvable.iter().map(ToString::to_string).collect();
         dependencies.sort();
@@ -544,6 +581,7 @@ impl EnvironmentSpec {
             dependencies,
             platforms,
             variables: self.variables.clone(),
+            system_requirements,
             from_lock: None,
         };
         // Aliases and resolved channel URLs can make the canonical form
@@ -805,6 +843,326 @@ fn strip_location(message: &str) -> String {
     }
 }
 
+/// A target machine's virtual packages, by pixi's `[system-requirements]`
+/// key (`cuda`, `libc`, `linux`, `macos`, `archspec`), each with its version
+/// (for `archspec`, the microarchitecture).
+pub type SystemRequirements = BTreeMap<String, String>;
+
+/// One kind of system requirement: pixi's key, the other spellings people
+/// write (conda's virtual package names among them), the virtual package it
+/// sets, and the platforms that have it.
+struct RequirementKind {
+    key: &'static str,
+    aliases: &'static [&'static str],
+    virtual_package: &'static str,
+    platforms: &'static [&'static str],
+}
+
+/// Every key `system_requirements:` knows; `platforms` are prefixes of the
+/// platform names the virtual package exists on (empty: every platform).
+const REQUIREMENT_KINDS: [RequirementKind; 5] = [
+    RequirementKind {
+        key: "cuda",
+        aliases: &["__cuda"],
+        virtual_package: "__cuda",
+        platforms: &["linux-", "win-"],
+    },
+    RequirementKind {
+        key: "libc",
+        aliases: &["glibc", "__glibc"],
+        virtual_package: "__glibc",
+        platforms: &["linux-"],
+    },
+    RequirementKind {
+        key: "linux",
+        aliases: &["__linux"],
+        virtual_package: "__linux",
+        platforms: &["linux-"],
+    },
+    RequirementKind {
+        key: "macos",
+        aliases: &["osx", "__osx"],
+        virtual_package: "__osx",
+        platforms: &["osx-"],
+    },
+    RequirementKind {
+        key: "archspec",
+        aliases: &["__archspec"],
+        virtual_package: "__archspec",
+        platforms: &[],
+    },
+];
+
+fn requirement_kind(key: &str) -> Option<&'static RequirementKind> {
+    let key = key.trim().to_ascii_lowercase();
+    REQUIREMENT_KINDS
+        .iter()
+        .find(|kind| kind.key == key || kind.aliases.contains(&key.as_str()))
+}
+
+/// The virtual package a system requirement key sets (`cuda` -> `__cuda`).
+pub fn system_requirement_virtual_package(key: &str) -> Option<&'static str> {
+    requirement_kind(key).map(|kind| kind.virtual_package)
+}
+
+/// Whether a system requirement key means something on `platform` (CUDA
+/// exists on Linux and Windows, glibc on Linux, macOS on osx-*).
+pub fn system_requirement_applies(key: &str, platform: &str) -> bool {
+    requirement_kind(key).is_some_and(|kind| {
+        platform != "noarch"
+            && (kind.platforms.is_empty()
+                || kind
+                    .platforms
+                    .iter()
+                    .any(|prefix| platform.starts_with(prefix)))
+    })
+}
+
+/// A value under `system_requirements:` as written: a version, a number
+/// (YAML reads `12.4` as one), or a mapping (a platform's own entries, or
+/// pixi's `libc: {family: glibc, version: "2.28"}`).
+#[derive(Debug)]
+enum RawRequirement {
+    Value(String),
+    Number,
+    Table(BTreeMap<Text, RawRequirement>),
+}
+
+impl<'de> Deserialize<'de> for RawRequirement {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RequirementVisitor;
+        impl<'de> Visitor<'de> for RequirementVisitor {
+            type Value = RawRequirement;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a version like '12.4' or a mapping of requirements")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                charge_text(value.len())?;
+                Ok(RawRequirement::Value(value.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+                Ok(RawRequirement::Value(value.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+                Ok(RawRequirement::Value(value.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, _value: f64) -> Result<Self::Value, E> {
+                Ok(RawRequirement::Number)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut table = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<Text, RawRequirement>()? {
+                    table.insert(key, value);
+                }
+                Ok(RawRequirement::Table(table))
+            }
+        }
+        deserializer.deserialize_any(RequirementVisitor)
+    }
+}
+
+fn invalid_requirement(key: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::InvalidSystemRequirement {
+        key: key.escape_debug().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks one requirement and returns it as the canonical form holds it:
+/// pixi's key and the version as rattler writes it.
+pub fn check_system_requirement(key: &str, value: &str) -> Result<(String, String), SpecError> {
+    let kind = requirement_kind(key).ok_or_else(|| {
+        invalid_requirement(
+            key,
+            "is not known: use cuda, libc, linux, macos or archspec (pixi's names), or a platform name with those under it",
+        )
+    })?;
+    let value = value.trim();
+    if kind.key == "archspec" {
+        let valid = !value.is_empty()
+            && value.len() <= 64
+            && value
+                .chars()
+                .all(|character| character.is_ascii_alphanumeric() || character == '_');
+        if !valid {
+            return Err(invalid_requirement(
+                key,
+                format!(
+                    "'{}' is not a microarchitecture name (such as x86_64_v3 or zen4)",
+                    value.escape_debug()
+                ),
+            ));
+        }
+        return Ok((kind.key.to_owned(), value.to_owned()));
+    }
+    let version = value
+        .starts_with(|character: char| character.is_ascii_digit())
+        .then(|| value.parse::<rattler_conda_types::Version>().ok())
+        .flatten()
+        .ok_or_else(|| {
+            invalid_requirement(
+                key,
+                format!(
+                    "'{}' is not a version: write the version the target machines have, such as '12.4' (no operators)",
+                    value.escape_debug()
+                ),
+            )
+        })?;
+    Ok((kind.key.to_owned(), version.to_string()))
+}
+
+/// One `key: value` of `system_requirements:`.
+fn read_requirement(key: &str, value: RawRequirement) -> Result<(String, String), SpecError> {
+    let text = match value {
+        RawRequirement::Value(text) => text,
+        RawRequirement::Number => {
+            return Err(invalid_requirement(
+                key,
+                "is a YAML number: write the version in quotes (e.g. '12.4'), or 12.10 would be read as 12.1",
+            ));
+        }
+        // pixi's `libc = { family = "glibc", version = "2.28" }`.
+        RawRequirement::Table(mut table)
+            if requirement_kind(key).is_some_and(|kind| kind.key == "libc") =>
+        {
+            let family = table.remove(&Text("family".to_owned()));
+            if let Some(family) = family
+                && !matches!(&family, RawRequirement::Value(name) if name.trim() == "glibc")
+            {
+                return Err(invalid_requirement(
+                    key,
+                    "family must be glibc, the only C library conda has a virtual package for",
+                ));
+            }
+            let version = table.remove(&Text("version".to_owned()));
+            if let Some(Text(extra)) = table.keys().next() {
+                return Err(invalid_requirement(
+                    key,
+                    format!(
+                        "has unknown key '{}' (only family and version)",
+                        extra.escape_debug()
+                    ),
+                ));
+            }
+            match version {
+                Some(RawRequirement::Table(_)) | None => {
+                    return Err(invalid_requirement(key, "needs a version"));
+                }
+                Some(version) => return read_requirement(key, version),
+            }
+        }
+        RawRequirement::Table(_) => {
+            return Err(invalid_requirement(key, "must be a version, not a mapping"));
+        }
+    };
+    check_system_requirement(key, &text)
+}
+
+/// Reads `system_requirements:`: entries for every platform, and entries
+/// under a platform name (which must apply to that platform). Every
+/// problem is reported.
+#[allow(clippy::type_complexity)]
+fn read_system_requirements(
+    raw: BTreeMap<Text, RawRequirement>,
+) -> Result<(SystemRequirements, BTreeMap<String, SystemRequirements>), SpecError> {
+    let mut problems = Vec::new();
+    let mut everywhere = SystemRequirements::new();
+    let mut per_platform: BTreeMap<String, SystemRequirements> = BTreeMap::new();
+    for (Text(key), value) in raw {
+        let platform = key
+            .parse::<Subdir>()
+            .ok()
+            .filter(|subdir| *subdir != Subdir::NoArch);
+        match (platform, value) {
+            (Some(subdir), RawRequirement::Table(table)) => {
+                let platform = subdir.to_string();
+                for (Text(inner), value) in table {
+                    match read_requirement(&inner, value) {
+                        Ok((key, _)) if !system_requirement_applies(&key, &platform) => problems
+                            .push(invalid_requirement(
+                                &inner,
+                                format!("does not exist on {platform}"),
+                            )),
+                        Ok((key, version)) => {
+                            if per_platform
+                                .entry(platform.clone())
+                                .or_default()
+                                .insert(key, version)
+                                .is_some()
+                            {
+                                problems.push(invalid_requirement(
+                                    &inner,
+                                    format!("is given twice for {platform}"),
+                                ));
+                            }
+                        }
+                        Err(error) => problems.push(error),
+                    }
+                }
+            }
+            (_, value) => match read_requirement(&key, value) {
+                Ok((key, version)) => {
+                    if everywhere.insert(key.clone(), version).is_some() {
+                        problems.push(invalid_requirement(
+                            &key,
+                            "is given twice (under two spellings)",
+                        ));
+                    }
+                }
+                Err(error) => problems.push(error),
+            },
+        }
+    }
+    SpecError::collect(problems)?;
+    Ok((everywhere, per_platform))
+}
+
+impl EnvironmentSpec {
+    /// Each platform's system requirements: the policy's defaults, then what
+    /// the spec declares for every platform it applies to, then what it
+    /// declares under the platform's name. Platforms with none are left out;
+    /// entries under a platform that is not solved for (`?platforms=` can
+    /// narrow the spec's) are unused.
+    fn system_requirements_for(
+        &self,
+        platforms: &[String],
+    ) -> Result<BTreeMap<String, SystemRequirements>, SpecError> {
+        let mut problems = Vec::new();
+        for key in self.system_requirements.keys() {
+            if !platforms
+                .iter()
+                .any(|platform| system_requirement_applies(key, platform))
+            {
+                problems.push(invalid_requirement(
+                    key,
+                    format!(
+                        "does not exist on any of the spec's platforms ({})",
+                        platforms.join(", ")
+                    ),
+                ));
+            }
+        }
+        SpecError::collect(problems)?;
+        let mut all = BTreeMap::new();
+        for platform in platforms {
+            let requirements: SystemRequirements = self
+                .default_system_requirements
+                .get(platform)
+                .into_iter()
+                .chain(std::iter::once(&self.system_requirements))
+                .chain(self.platform_system_requirements.get(platform))
+                .flatten()
+                .filter(|(key, _)| system_requirement_applies(key, platform))
+                .map(|(key, version)| (key.clone(), version.clone()))
+                .collect();
+            if !requirements.is_empty() {
+                all.insert(platform.clone(), requirements);
+            }
+        }
+        Ok(all)
+    }
+}
+
 /// What identifies an environment's content. The name is not part of it: the
 /// same spec in another namespace is the same environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -815,6 +1173,11 @@ pub struct CanonicalSpec {
     pub platforms: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
+    /// The target machines' virtual packages per platform (declared, or the
+    /// policy's defaults), by pixi's key. Left out when empty, so every spec
+    /// without them keeps the hash it had before they existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub system_requirements: BTreeMap<String, SystemRequirements>,
     /// Set when the environment comes from a lock rather than a solve: a
     /// lockfile submitted as is, or the lock of an older build rebuilt after
     /// its prefix was collected. The worker installs that lock and solves
@@ -837,6 +1200,7 @@ impl CanonicalSpec {
             dependencies: Vec::new(),
             platforms,
             variables,
+            system_requirements: BTreeMap::new(),
             from_lock: Some(lock),
         }
     }
@@ -877,6 +1241,8 @@ impl CanonicalSpec {
             platforms: &'a [String],
             #[serde(skip_serializing_if = "BTreeMap::is_empty")]
             variables: &'a BTreeMap<String, String>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            system_requirements: &'a BTreeMap<String, SystemRequirements>,
         }
         serde_yaml::to_string(&Export {
             name,
@@ -884,6 +1250,7 @@ impl CanonicalSpec {
             dependencies: &self.dependencies,
             platforms: &self.platforms,
             variables: &self.variables,
+            system_requirements: &self.system_requirements,
         })
         .unwrap_or_default()
     }
@@ -1206,5 +1573,148 @@ mod tests {
         let spec =
             yaml("dependencies: [python]\nvariables: {_A1: \"tab\\there $HOME 'q'\"}\n").unwrap();
         assert_eq!(spec.variables["_A1"], "tab\there $HOME 'q'");
+    }
+
+    #[test]
+    fn system_requirements_are_read_with_pixi_names_and_kept_per_platform() {
+        let spec = yaml(
+            "dependencies: [python]\nplatforms: [linux-64, osx-arm64, win-64]\nsystem_requirements:\n  cuda: '12.4'\n  glibc: '2.28'\n  osx: 13\n  linux-64: {archspec: x86_64_v3}\n",
+        )
+        .unwrap();
+        assert_eq!(spec.system_requirements["libc"], "2.28");
+        assert_eq!(spec.system_requirements["macos"], "13");
+        let canonical = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
+        let pairs = |items: &[(&str, &str)]| -> SystemRequirements {
+            items
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            canonical.system_requirements["linux-64"],
+            pairs(&[
+                ("archspec", "x86_64_v3"),
+                ("cuda", "12.4"),
+                ("libc", "2.28")
+            ])
+        );
+        assert_eq!(
+            canonical.system_requirements["osx-arm64"],
+            pairs(&[("macos", "13")])
+        );
+        assert_eq!(
+            canonical.system_requirements["win-64"],
+            pairs(&[("cuda", "12.4")])
+        );
+        // The export reads back to the same canonical spec.
+        let exported = canonical.to_environment_yaml("gpu");
+        let again = EnvironmentSpec::parse(exported.as_bytes(), SpecFormat::Yaml).unwrap();
+        assert_eq!(
+            again.canonicalize(&allowlist(), Subdir::Linux64).unwrap(),
+            canonical
+        );
+        // pixi's libc table spelling means the same as the plain version.
+        let table = yaml(
+            "dependencies: [python]\nsystem_requirements: {cuda: '12.4', libc: {family: glibc, version: '2.28'}, archspec: x86_64_v3}\n",
+        )
+        .unwrap()
+        .canonicalize(&allowlist(), Subdir::Linux64)
+        .unwrap();
+        assert_eq!(table.system_requirements, {
+            let mut only_linux = canonical.system_requirements.clone();
+            only_linux.retain(|platform, _| platform == "linux-64");
+            only_linux
+        });
+    }
+
+    #[test]
+    fn specs_without_system_requirements_keep_their_hash() {
+        let body = "channels: [demo]\ndependencies: [python]\n";
+        let plain = yaml(body)
+            .unwrap()
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap();
+        assert!(!plain.to_json().contains("system_requirements"));
+        assert_eq!(
+            plain.to_json(),
+            r#"{"channels":["http://127.0.0.1:9/demo/"],"dependencies":["python"],"platforms":["linux-64"]}"#
+        );
+        // Declared for no platform the spec targets... refused, see below;
+        // declared, they change the environment and so the hash.
+        let gpu = yaml(&format!("{body}system_requirements: {{cuda: '12'}}\n"))
+            .unwrap()
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap();
+        assert_ne!(gpu.hash(), plain.hash());
+        let empty = yaml(&format!("{body}system_requirements: {{}}\n"))
+            .unwrap()
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap();
+        assert_eq!(empty.hash(), plain.hash());
+    }
+
+    #[test]
+    fn system_requirements_are_checked_and_every_problem_reported() {
+        for (body, expected) in [
+            ("{cuda: '>=12'}", "is not a version"),
+            ("{cuda: 12.4}", "write the version in quotes"),
+            ("{gpu: '1'}", "is not known"),
+            ("{archspec: 'x86 64'}", "not a microarchitecture"),
+            (
+                "{libc: {family: musl, version: '1.2'}}",
+                "family must be glibc",
+            ),
+            ("{cuda: {major: 12}}", "must be a version"),
+            ("{glibc: '2.17', libc: '2.28'}", "given twice"),
+            ("{linux-64: {macos: '13'}}", "does not exist on linux-64"),
+        ] {
+            let error = yaml(&format!(
+                "dependencies: [python]\nsystem_requirements: {body}\n"
+            ))
+            .unwrap_err();
+            assert!(error.to_string().contains(expected), "{body}: {error}");
+            assert_eq!(error.problem_type(), "invalid-spec");
+        }
+        // Known only once the platforms are: nothing to apply to.
+        let error = yaml("dependencies: [python]\nsystem_requirements: {macos: '13'}\n")
+            .unwrap()
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("does not exist on any of the spec's platforms"),
+            "{error}"
+        );
+        let error = yaml("dependencies: ['numpy >=>1']\nsystem_requirements: {cuda: x, libc: y}\n")
+            .unwrap_err();
+        assert_eq!(error.problems().len(), 3, "{error}");
+    }
+
+    #[test]
+    fn entries_under_a_platform_not_solved_for_are_unused() {
+        let spec = yaml(
+            "dependencies: [python]\nplatforms: [linux-64, osx-arm64]\nsystem_requirements: {osx-arm64: {macos: '13'}}\n",
+        )
+        .unwrap();
+        let mut linux_only = spec.clone();
+        linux_only.platforms = vec![Subdir::Linux64];
+        let canonical = linux_only
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap();
+        assert!(canonical.system_requirements.is_empty());
+        assert!(!canonical.to_json().contains("system_requirements"));
+    }
+
+    #[test]
+    fn system_requirement_keys_map_to_virtual_packages_on_their_platforms() {
+        assert_eq!(system_requirement_virtual_package("cuda"), Some("__cuda"));
+        assert_eq!(system_requirement_virtual_package("libc"), Some("__glibc"));
+        assert_eq!(system_requirement_virtual_package("macos"), Some("__osx"));
+        assert!(system_requirement_applies("cuda", "win-64"));
+        assert!(!system_requirement_applies("cuda", "osx-arm64"));
+        assert!(!system_requirement_applies("libc", "win-64"));
+        assert!(system_requirement_applies("archspec", "osx-arm64"));
+        assert!(!system_requirement_applies("archspec", "noarch"));
     }
 }

@@ -1,5 +1,6 @@
 use envstore_core::{
     BuildStatus, CanonicalSpec, ContentHash, EnvironmentName, NamespaceName, PhaseTiming,
+    SpecFormat,
 };
 use serde::Serialize;
 
@@ -137,6 +138,34 @@ pub struct SubmittedBuild {
     pub joined: bool,
 }
 
+/// The spec text a build was submitted with, byte for byte, so users get
+/// back what they wrote (comments, order, spelling) rather than the
+/// canonical form that is hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmittedSpec {
+    pub text: String,
+    pub format: SpecFormat,
+}
+
+/// How [`SubmittedSpec::format`] is stored in `builds.submitted_format`.
+fn format_name(format: SpecFormat) -> &'static str {
+    match format {
+        SpecFormat::Yaml => "yaml",
+        SpecFormat::Json => "json",
+    }
+}
+
+fn parse_format(name: &str) -> Result<SpecFormat, DbError> {
+    match name {
+        "yaml" => Ok(SpecFormat::Yaml),
+        "json" => Ok(SpecFormat::Json),
+        other => Err(DbError::Corrupt {
+            column: "builds.submitted_format",
+            reason: format!("unknown spec format '{other}'"),
+        }),
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct EnvironmentRecord {
     pub namespace: String,
@@ -202,9 +231,14 @@ impl Database {
         submitted_by: Option<&str>,
     ) -> Result<SubmittedBuild, DbError> {
         match self
-            .submit_build_once(namespace, environment, spec, submitted_by, None, |_| {
-                (0, String::new())
-            })
+            .submit_build_once(
+                namespace,
+                environment,
+                (spec, None),
+                submitted_by,
+                None,
+                |_| (0, String::new()),
+            )
             .await?
         {
             Submission::Submitted(submitted) => Ok(*submitted),
@@ -220,11 +254,15 @@ impl Database {
     /// build and its kept answer exist together or not at all. A key
     /// claimed already (before, or by a concurrent request that committed
     /// first) makes no build: its kept answer comes back instead.
+    ///
+    /// `spec` is the canonical spec and, when the submitter sent one, its
+    /// text as received; a joined build keeps the text of the submission
+    /// that made it.
     pub async fn submit_build_once(
         &self,
         namespace: &NamespaceName,
         environment: &EnvironmentName,
-        spec: &CanonicalSpec,
+        (spec, submitted_spec): (&CanonicalSpec, Option<&SubmittedSpec>),
         submitted_by: Option<&str>,
         key: Option<&IdempotencyKey>,
         answer: impl FnOnce(&SubmittedBuild) -> (u16, String),
@@ -310,6 +348,7 @@ impl Database {
                         environment,
                         &spec_hash,
                         submitted_by,
+                        submitted_spec,
                         now,
                     )
                     .await?;
@@ -341,6 +380,7 @@ impl Database {
 
     /// Inserts a queued build, its acceptance number and its job; returns
     /// the build's id.
+    #[allow(clippy::too_many_arguments)]
     async fn insert_build(
         &self,
         transaction: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -348,9 +388,12 @@ impl Database {
         environment: &EnvironmentName,
         spec_hash: &str,
         submitted_by: Option<&str>,
+        submitted_spec: Option<&SubmittedSpec>,
         now: i64,
     ) -> Result<String, DbError> {
         let build_id = uuid::Uuid::now_v7().to_string();
+        let spec_text = submitted_spec.map(|spec| spec.text.as_str());
+        let spec_format = submitted_spec.map(|spec| format_name(spec.format));
         match self.dialect {
             // One writer at a time: the counter row hands out each number
             // once, in the order submissions commit.
@@ -361,8 +404,8 @@ impl Database {
                 .fetch_one(&mut **transaction)
                 .await?;
                 sqlx::query(
-                    "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at, submitted_by, seq) \
-                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
+                    "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at, submitted_by, seq, \
+                     submitted_spec, submitted_format) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9)",
                 )
                 .bind(&build_id)
                 .bind(namespace.as_str())
@@ -371,14 +414,16 @@ impl Database {
                 .bind(now)
                 .bind(submitted_by)
                 .bind(seq)
+                .bind(spec_text)
+                .bind(spec_format)
                 .execute(&mut **transaction)
                 .await?;
             }
             // The column's default takes the next number of its sequence.
             crate::Dialect::Postgres => {
                 sqlx::query(
-                    "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at, submitted_by) \
-                     VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
+                    "INSERT INTO builds (id, namespace, environment, spec_hash, status, created_at, submitted_by, \
+                     submitted_spec, submitted_format) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8)",
                 )
                 .bind(&build_id)
                 .bind(namespace.as_str())
@@ -386,6 +431,8 @@ impl Database {
                 .bind(spec_hash)
                 .bind(now)
                 .bind(submitted_by)
+                .bind(spec_text)
+                .bind(spec_format)
                 .execute(&mut **transaction)
                 .await?;
             }
@@ -536,6 +583,25 @@ impl Database {
         rows.into_iter()
             .map(SucceededEnvironment::try_from)
             .collect()
+    }
+
+    /// The spec text build `id` was submitted with: None when there is no
+    /// such build, `Some(None)` when it has no text (made before texts were
+    /// kept, or installing a lockfile).
+    pub async fn submitted_spec(&self, id: &str) -> Result<Option<Option<SubmittedSpec>>, DbError> {
+        let row: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT submitted_spec, submitted_format FROM builds WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(text, format)| match (text, format) {
+            (Some(text), Some(format)) => Ok(Some(SubmittedSpec {
+                text,
+                format: parse_format(&format)?,
+            })),
+            _ => Ok(None),
+        })
+        .transpose()
     }
 
     /// The canonical spec a build was submitted with.
@@ -1031,7 +1097,7 @@ mod tests {
             .submit_build_once(
                 &team,
                 &env,
-                &spec("python"),
+                (&spec("python"), None),
                 None,
                 Some(&key("k1", "h1")),
                 answer,
@@ -1047,7 +1113,7 @@ mod tests {
         for spec_text in ["python", "numpy"] {
             let (spec, key) = (spec(spec_text), key("k1", "h2"));
             let again = db
-                .submit_build_once(&team, &env, &spec, None, Some(&key), answer)
+                .submit_build_once(&team, &env, (&spec, None), None, Some(&key), answer)
                 .await
                 .unwrap();
             let Submission::Replayed(stored) = again else {
@@ -1087,7 +1153,7 @@ mod tests {
         assert_eq!(db.idempotent_answer("alice", "k1").await.unwrap(), None);
         let (spec, key) = (spec("numpy"), key("k1", "h3"));
         let fresh = db
-            .submit_build_once(&team, &env, &spec, None, Some(&key), answer)
+            .submit_build_once(&team, &env, (&spec, None), None, Some(&key), answer)
             .await
             .unwrap();
         assert!(matches!(fresh, Submission::Submitted(_)));
@@ -1116,7 +1182,7 @@ mod tests {
                     db.submit_build_once(
                         &team,
                         &"env".parse().unwrap(),
-                        &spec,
+                        (&spec, None),
                         None,
                         Some(&key("same", "h")),
                         answer,
@@ -1200,6 +1266,70 @@ mod tests {
             let mut known = db.known_namespaces_with_lock(&hex);
             known.sort();
             assert_eq!(known, fresh);
+            db.finish().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_build_keeps_the_text_it_was_submitted_with() {
+        for db in databases().await {
+            let team: NamespaceName = "team".parse().unwrap();
+            let env: EnvironmentName = "env".parse().unwrap();
+            db.create_namespace(&team).await.unwrap();
+            let written = SubmittedSpec {
+                text: "# ours\ndependencies:\n  - python   # any\n".to_owned(),
+                format: SpecFormat::Yaml,
+            };
+            let submit = |text: Option<SubmittedSpec>| {
+                let (db, team, env) = (db.clone(), team.clone(), env.clone());
+                async move {
+                    let submission = db
+                        .submit_build_once(
+                            &team,
+                            &env,
+                            (&spec("python"), text.as_ref()),
+                            None,
+                            None,
+                            |_| (0, String::new()),
+                        )
+                        .await
+                        .unwrap();
+                    let Submission::Submitted(submitted) = submission else {
+                        panic!("no key, no replay")
+                    };
+                    *submitted
+                }
+            };
+            let first = submit(Some(written.clone())).await;
+            assert_eq!(
+                db.submitted_spec(&first.build.id).await.unwrap(),
+                Some(Some(written.clone()))
+            );
+
+            // The same spec written otherwise joins the build under way,
+            // which keeps the first text.
+            let joined = submit(Some(SubmittedSpec {
+                text: "{\"dependencies\": [\"python\"]}".to_owned(),
+                format: SpecFormat::Json,
+            }))
+            .await;
+            assert!(joined.joined);
+            assert_eq!(joined.build.id, first.build.id);
+            assert_eq!(
+                db.submitted_spec(&first.build.id).await.unwrap(),
+                Some(Some(written))
+            );
+
+            // Without a text (a lockfile, or a build from before): none.
+            let other = db
+                .submit_build(&team, &"other".parse().unwrap(), &spec("numpy"), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                db.submitted_spec(&other.build.id).await.unwrap(),
+                Some(None)
+            );
+            assert_eq!(db.submitted_spec("no-such-build").await.unwrap(), None);
             db.finish().await;
         }
     }

@@ -29,7 +29,7 @@ pub use audit::AuditEntry;
 pub use browse::{BuildEntry, EnvironmentEntry, NamespaceEntry};
 pub use builds::{
     BuildOutcome, BuildRecord, CurrentLock, EnvironmentRecord, IDEMPOTENCY_TTL, IdempotencyKey,
-    LockRecord, StoredAnswer, Submission, SubmittedBuild, SucceededEnvironment,
+    LockRecord, StoredAnswer, Submission, SubmittedBuild, SubmittedSpec, SucceededEnvironment,
 };
 pub use cache::ACCESS_CACHE_TTL;
 pub use jobs::{AttemptLog, ClaimedJob, JobListener};

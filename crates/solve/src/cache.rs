@@ -20,6 +20,9 @@ pub(crate) struct SolveKey {
     pub channels: Vec<(Url, Revision)>,
     pub subdir: Subdir,
     pub specs: Vec<String>,
+    /// The target machines' declared virtual packages: the same specs solve
+    /// differently for another CUDA or glibc.
+    pub system_requirements: envstore_core::spec::SystemRequirements,
 }
 
 /// Lookups of the solve cache, by `result` (hit or miss); none while it is off.
@@ -70,6 +73,7 @@ mod tests {
             )],
             subdir: Subdir::Linux64,
             specs: vec![format!("pkg-{index}")],
+            system_requirements: Default::default(),
         }
     }
 

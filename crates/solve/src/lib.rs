@@ -20,4 +20,4 @@ pub use solver::{
     SolvedEnvironment,
 };
 pub use verify::{VERIFY_TIMEOUT, VerifyError};
-pub use virtual_packages::virtual_packages_for;
+pub use virtual_packages::{virtual_packages_for, virtual_packages_with};

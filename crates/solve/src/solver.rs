@@ -3,6 +3,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use envstore_core::spec::SystemRequirements;
 use envstore_core::{CanonicalSpec, SpecError};
 use rattler_cache::package_cache::PackageCache;
 use rattler_conda_types::{Channel, RepoDataRecord, Subdir};
@@ -14,7 +15,7 @@ use url::Url;
 use crate::cache::{SolveCache, SolveKey};
 use crate::freshness::Freshness;
 use crate::http::ChannelClient;
-use crate::virtual_packages::virtual_packages_for;
+use crate::virtual_packages::virtual_packages_with;
 
 /// How long a remote channel's repodata is trusted before the gateway
 /// revalidates it, unless configured otherwise.
@@ -176,7 +177,12 @@ impl EnvironmentSolver {
         let mut platforms = BTreeMap::new();
         let mut cached_platforms = 0;
         for subdir in spec.subdirs()? {
-            let key = self.solve_key(&channels, subdir, &spec.dependencies);
+            let requirements = spec
+                .system_requirements
+                .get(&subdir.to_string())
+                .cloned()
+                .unwrap_or_default();
+            let key = self.solve_key(&channels, subdir, &spec.dependencies, &requirements);
             let records = match self.solves.get(&key) {
                 Some(records) => {
                     cached_platforms += 1;
@@ -188,7 +194,7 @@ impl EnvironmentSolver {
                         None => specs.insert(spec.match_specs()?),
                     };
                     let records = Arc::new(
-                        self.solve_platform(&channels, subdir, specs.clone())
+                        self.solve_platform(&channels, subdir, specs.clone(), &requirements)
                             .await?,
                     );
                     self.solves.insert(key, records.clone());
@@ -207,7 +213,13 @@ impl EnvironmentSolver {
     /// The cache key of one platform's solve, with each channel's current
     /// revision. A channel found changed is dropped from the gateway's memory
     /// so the solve that follows reads it again.
-    fn solve_key(&self, channels: &[Url], subdir: Subdir, dependencies: &[String]) -> SolveKey {
+    fn solve_key(
+        &self,
+        channels: &[Url],
+        subdir: Subdir,
+        dependencies: &[String],
+        requirements: &SystemRequirements,
+    ) -> SolveKey {
         let subdirs = [subdir, Subdir::NoArch];
         let channels = channels
             .iter()
@@ -229,6 +241,7 @@ impl EnvironmentSolver {
             channels,
             subdir,
             specs: dependencies.to_vec(),
+            system_requirements: requirements.clone(),
         }
     }
 
@@ -268,8 +281,10 @@ impl EnvironmentSolver {
         channels: &[Url],
         subdir: Subdir,
         specs: Vec<rattler_conda_types::MatchSpec>,
+        requirements: &SystemRequirements,
     ) -> Result<Vec<RepoDataRecord>, SolveError> {
         let platform = subdir.to_string();
+        let virtual_packages = virtual_packages_with(subdir, requirements);
         let sources: Vec<Channel> = channels.iter().cloned().map(Channel::from_url).collect();
         let repodata = self
             .gateway
@@ -282,7 +297,7 @@ impl EnvironmentSolver {
         let solved = tokio::task::spawn_blocking(move || {
             let task = SolverTask {
                 specs,
-                virtual_packages: virtual_packages_for(subdir),
+                virtual_packages,
                 timeout: Some(timeout),
                 channel_priority: ChannelPriority::Strict,
                 ..SolverTask::from_iter(repodata.iter())

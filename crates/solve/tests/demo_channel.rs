@@ -265,3 +265,38 @@ async fn variables_are_part_of_the_lock_hash_only_when_there_are_some() {
     assert_ne!(with.hash(), other.hash());
     assert_eq!(with.variables()["MODE"], "fast");
 }
+
+#[tokio::test]
+async fn a_gpu_package_solves_with_declared_cuda_and_never_with_the_machines() {
+    let fixture = fixture().await;
+    let body = "channels: [demo]\ndependencies: [cuda-demo]\nplatforms: [linux-64]\n";
+    // This machine's GPU (if any) is never asked: without a declared CUDA
+    // the spec is unsolvable, and the explanation names `__cuda`.
+    let error = fixture
+        .solver
+        .solve(&spec(&fixture, body))
+        .await
+        .unwrap_err();
+    assert!(matches!(&error, SolveError::Unsolvable { .. }), "{error:?}");
+    assert!(error.to_string().contains("__cuda"), "{error}");
+    // Too old a CUDA is as unsolvable as none.
+    let old = spec(
+        &fixture,
+        &format!("{body}system_requirements: {{cuda: '11.8'}}\n"),
+    );
+    let error = fixture.solver.solve(&old).await.unwrap_err();
+    assert!(error.to_string().contains("__cuda"), "{error}");
+    // Declared, it solves; the cache keeps the two apart.
+    let declared = spec(
+        &fixture,
+        &format!("{body}system_requirements: {{cuda: '12.4'}}\n"),
+    );
+    let solved = fixture.solver.solve(&declared).await.unwrap();
+    let names: Vec<&str> = solved.platforms["linux-64"]
+        .iter()
+        .map(|record| record.package_record.name.as_normalized())
+        .collect();
+    assert_eq!(names, [envstore_fixtures::CUDA_DEMO_PACKAGE]);
+    let error = fixture.solver.solve(&old).await.unwrap_err();
+    assert!(error.to_string().contains("__cuda"), "{error}");
+}

@@ -81,6 +81,21 @@ impl Api {
         decode(response, uri).await
     }
 
+    /// GETs `uri` and returns its body as text (a spec, a log); API errors
+    /// become [`UiError`]s.
+    pub(crate) async fn get_text(&self, session: &Session, uri: &str) -> Result<String, UiError> {
+        let response = self
+            .call(session, Method::GET, uri, &[], Body::empty())
+            .await?;
+        if !response.status().is_success() {
+            return Err(problem(response).await);
+        }
+        let bytes = read(response).await?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            UiError::Unexpected(format!("the API's answer to {uri} is not UTF-8 text"))
+        })
+    }
+
     /// Sends `body` with `content_type` and decodes the JSON answer.
     pub(crate) async fn send<T: DeserializeOwned>(
         &self,

@@ -108,6 +108,11 @@ pub(crate) mod api {
     pub(crate) fn build(id: &str) -> String {
         format!("/api/v1/builds/{}", segment(id))
     }
+
+    /// The spec text a build was submitted with.
+    pub(crate) fn build_spec(id: &str) -> String {
+        format!("/api/v1/builds/{}/spec", segment(id))
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,18 @@ pub(crate) async fn solve(
                 spec.platforms.join(", "),
                 spec.channels.join(", ")
             ));
+            // The target machines' virtual packages, as declared or defaulted
+            // by policy: never those of this worker.
+            for (platform, requirements) in &spec.system_requirements {
+                let listed: Vec<String> = requirements
+                    .iter()
+                    .map(|(key, version)| format!("{key} {version}"))
+                    .collect();
+                log.line(format!(
+                    "target system requirements for {platform}: {}",
+                    listed.join(", ")
+                ));
+            }
             let solved = ctx.solver.solve(spec).await?;
             if solved.cached_platforms > 0 {
                 log.line(format!(

@@ -36,6 +36,45 @@ pub async fn get_build(
     Ok(Json(build_view(&app, build).await?))
 }
 
+/// The spec text a build was submitted with, byte for byte as received
+/// (comments, order and spelling kept), in the content type it came with.
+/// The build's hash is of its canonical form (in the build's `spec`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/builds/{id}/spec",
+    tag = "builds",
+    params(crate::openapi::BuildPath),
+    responses(
+        (status = 200, description = "The submitted environment.yml (`application/yaml`) or JSON spec (`application/json`), as received.", content((String = "application/yaml"), (String = "application/json"))),
+        crate::openapi::InNamespace
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_build_spec(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let build = visible_build(&app, &caller, &id).await?;
+    let no_text = || {
+        ApiError::NotFound(format!(
+            "build '{}' has no submitted spec text: it was made before texts were kept, or from a lockfile; its canonical spec is in the build's 'spec'",
+            build.id
+        ))
+    };
+    let submitted = app
+        .db
+        .submitted_spec(&build.id)
+        .await?
+        .flatten()
+        .ok_or_else(no_text)?;
+    let content_type = match submitted.format {
+        envstore_core::SpecFormat::Yaml => "application/yaml",
+        envstore_core::SpecFormat::Json => "application/json",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], submitted.text).into_response())
+}
+
 /// The builds of an environment, newest first, paged with
 /// `?limit=&after=<build id>&q=` (`q` narrows to builds whose id, status or
 /// submitter contains it; `next_after` names the next page's cursor while

@@ -7,9 +7,10 @@ use envstore_api_types::{
     BuildQueued, CurrentBuild, CurrentBuildSet, EnvironmentDeleted, EnvironmentSummary,
     EnvironmentView, EnvironmentsPage,
 };
+use envstore_core::SpecFormat;
 use envstore_core::spec::MAX_SPEC_BYTES;
 use envstore_core::{ContentHash, EnvironmentName, NamespaceName, Role};
-use envstore_db::EnvironmentRecord;
+use envstore_db::{EnvironmentRecord, SubmittedSpec};
 use serde_json::json;
 
 use crate::auth::{Caller, authorized_namespace};
@@ -107,6 +108,7 @@ pub async fn submit_environment(
     if let Some(replayed) = replay_if_known(&app, key.as_ref()).await? {
         return Ok(replayed);
     }
+    let submitted = submitted_text(&headers, &body);
     let spec = parse_spec(&headers, body).await?;
     let policy = app
         .default_policy
@@ -120,10 +122,25 @@ pub async fn submit_environment(
         &namespace,
         &name,
         &policy,
-        &canonical,
+        (&canonical, submitted.as_ref()),
         key.as_ref(),
     )
     .await
+}
+
+/// The spec text as received, to keep with the build: in the format
+/// `parse_spec` reads it as. A body that parsed is UTF-8 (YAML and JSON
+/// both require it), so nothing is lost.
+fn submitted_text(headers: &HeaderMap, body: &axum::body::Bytes) -> Option<SubmittedSpec> {
+    let text = std::str::from_utf8(body).ok()?.to_owned();
+    let format = match headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(content_type) if content_type.contains("json") => SpecFormat::Json,
+        _ => SpecFormat::Yaml,
+    };
+    Some(SubmittedSpec { text, format })
 }
 
 /// An environment: its current build, its prefix on this node and the

@@ -17,7 +17,10 @@ use url::Url;
 use crate::auth::{Caller, authorized_namespace};
 use crate::extract::{parse_off_runtime, read_body};
 use crate::http_cache::{cache_control, if_none_match};
-use crate::lockfile_format::{LockfileFormat, explicit_platform};
+use crate::lockfile_format::{
+    ExportFormat, LockfileFormat, PinnedPackage, environment_platform, explicit_platform,
+    pinned_environment_yml,
+};
 use crate::submission::{queue_build, replay_if_known};
 use crate::{ApiError, AppState};
 
@@ -35,11 +38,11 @@ pub struct LockfileQuery {
     get,
     path = "/api/v1/namespaces/{namespace}/environments/{name}/lockfile",
     tag = "lockfiles",
-    params(crate::openapi::EnvironmentPath, ("format" = Option<String>, Query, description = "conda-lock (default), pixi or explicit."), ("platform" = Option<String>, Query, description = "The platform of an explicit file.")),
+    params(crate::openapi::EnvironmentPath, ("format" = Option<String>, Query, description = "conda-lock (default), pixi, explicit (an `@EXPLICIT` list) or environment (an environment.yml with `name`, the lock's `channels` and every package pinned as `name=version=build`, for `conda env create -f`)."), ("platform" = Option<String>, Query, description = "The platform of an explicit file (optional when the lock has one) or of an environment.yml (required).")),
     responses(
-        (status = 200, description = "The current lockfile; `ETag` is the lock hash.", body = String, content_type = "application/yaml"),
+        (status = 200, description = "The current lockfile; `ETag` is the lock hash.", content((String = "application/yaml"), (String = "text/plain"))),
         (status = 304, description = "`If-None-Match` names the current lock."),
-        (status = 400, description = "Unknown format, or a platform is needed.", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown format, or a platform is needed (an environment.yml needs one the lock has).", body = crate::openapi::Problem, content_type = "application/problem+json"),
         crate::openapi::InNamespace
     ),
     security(("bearer" = []))
@@ -74,17 +77,30 @@ pub async fn get_lockfile(
         .as_deref()
         .and_then(|hash| hash.parse().ok())
         .ok_or_else(no_lock)?;
-    let format = LockfileFormat::parse(query.format.as_deref())?;
-    let file = match format {
-        LockfileFormat::CondaLock => artifact::CONDA_LOCK.to_owned(),
-        LockfileFormat::Pixi => artifact::PIXI_LOCK.to_owned(),
-        LockfileFormat::Explicit => {
-            let platforms = app
-                .db
+    let format = ExportFormat::parse(query.format.as_deref())?;
+    let platforms = || async {
+        Ok::<_, ApiError>(
+            app.db
                 .lock_platforms(&lock_hash.to_hex())
                 .await?
-                .unwrap_or_default();
-            artifact::explicit(&explicit_platform(&platforms, query.platform.as_deref())?)
+                .unwrap_or_default(),
+        )
+    };
+    // A pinned environment.yml is made from the pixi.lock, for this platform.
+    let mut pinned_platform = None;
+    let file = match format {
+        ExportFormat::Lockfile(LockfileFormat::CondaLock) => artifact::CONDA_LOCK.to_owned(),
+        ExportFormat::Lockfile(LockfileFormat::Pixi) => artifact::PIXI_LOCK.to_owned(),
+        ExportFormat::Lockfile(LockfileFormat::Explicit) => artifact::explicit(&explicit_platform(
+            &platforms().await?,
+            query.platform.as_deref(),
+        )?),
+        ExportFormat::Environment => {
+            pinned_platform = Some(environment_platform(
+                &platforms().await?,
+                query.platform.as_deref(),
+            )?);
+            artifact::PIXI_LOCK.to_owned()
         }
     };
     let etag = format!("\"{lock_hash}\"");
@@ -98,7 +114,10 @@ pub async fn get_lockfile(
         )
             .into_response());
     }
-    let bytes = app.store.get_lock_artifact(&lock_hash, &file).await?;
+    let mut bytes = app.store.get_lock_artifact(&lock_hash, &file).await?;
+    if let Some(platform) = pinned_platform {
+        bytes = pinned_environment(bytes, name.to_string(), platform).await?;
+    }
     // Counted in memory and flushed in batches: this GET is a hot path.
     app.db.count_lockfile_download(namespace.as_str());
     Ok((
@@ -110,6 +129,30 @@ pub async fn get_lockfile(
         bytes,
     )
         .into_response())
+}
+
+/// The pinned `environment.yml` of one platform of a `pixi.lock`, named
+/// `name`; parsed off the runtime (a lock can hold thousands of packages).
+async fn pinned_environment(
+    pixi_lock: Bytes,
+    name: String,
+    platform: String,
+) -> Result<Bytes, ApiError> {
+    parse_off_runtime(move || {
+        // Written by envstore, so a failure here is the server's (500).
+        let lock = Lock::parse_lockfile(&String::from_utf8_lossy(&pixi_lock))?;
+        let records = lock.records(&platform).unwrap_or_default();
+        let packages = records.iter().map(|record| PinnedPackage {
+            name: record.package_record.name.as_normalized(),
+            version: record.package_record.version.to_string(),
+            build: record.package_record.build.as_str(),
+        });
+        let channels = lock.channels().iter().map(Url::as_str);
+        Ok::<_, ApiError>(Bytes::from(pinned_environment_yml(
+            &name, channels, packages,
+        )))
+    })
+    .await
 }
 
 /// Largest lockfile accepted: a conda-lock file of a few hundred packages on
@@ -206,7 +249,7 @@ pub async fn submit_lockfile(
         &namespace,
         &name,
         &policy,
-        &canonical,
+        (&canonical, None),
         key.as_ref(),
     )
     .await

@@ -94,6 +94,7 @@ pub(crate) fn table() -> RouteTable {
         .routes(observed(routes!(solve::solve_spec)))
         .routes(observed(routes!(builds::get_build)))
         .routes(observed(routes!(builds::get_build_log)))
+        .routes(observed(routes!(builds::get_build_spec)))
         .routes(observed(routes!(builds::cancel_build)))
         .routes(observed(routes!(locks::get_lock_artifact)))
         .routes(observed(routes!(access::list_tokens)))

@@ -1,5 +1,6 @@
 //! Submitting an `environment.yml`: a new environment, or an edit of an
-//! existing one's spec (prefilled with its current build's).
+//! existing one's spec (prefilled with what its current build was submitted
+//! with, as the user wrote it).
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -50,7 +51,9 @@ pub(crate) async fn form(
 }
 
 /// The environment.yml of the environment's current build (or, before one
-/// succeeded, its latest), as it was stored: channel URLs, normalised specs.
+/// succeeded, its latest) as its submitter wrote it, comments and all; for
+/// a build without a kept text (made before texts were kept, or from a
+/// lockfile), its canonical form: channel URLs, normalised specs.
 async fn current_spec(
     api: &Api,
     session: &Session,
@@ -74,6 +77,11 @@ async fn current_spec(
     else {
         return Ok(None);
     };
+    match api.get_text(session, &links::api::build_spec(&id)).await {
+        Ok(text) => return Ok(Some(text)),
+        Err(UiError::Problem(problem)) if problem.status == StatusCode::NOT_FOUND.as_u16() => {}
+        Err(error) => return Err(error),
+    }
     let build: BuildView = api.get(session, &links::api::build(&id)).await?;
     Ok(build.spec.map(|spec| spec.to_environment_yaml(name)))
 }

@@ -130,18 +130,24 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
         .map_err(|_| ApiError::TooLarge { limit })
 }
 
-/// [`read_spec`] of a body already read.
-pub(crate) async fn parse_spec(
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<EnvironmentSpec, ApiError> {
-    let format = match headers
+/// The format a spec body is read as: JSON when the content type says so,
+/// environment.yml otherwise.
+pub(crate) fn spec_format(headers: &HeaderMap) -> SpecFormat {
+    match headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
     {
         Some(content_type) if content_type.contains("json") => SpecFormat::Json,
         _ => SpecFormat::Yaml,
-    };
+    }
+}
+
+/// [`read_spec`] of a body already read.
+pub(crate) async fn parse_spec(
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<EnvironmentSpec, ApiError> {
+    let format = spec_format(headers);
     // Refused before the parser sees it: libyaml's time grows with the body
     // times its nesting.
     match format {

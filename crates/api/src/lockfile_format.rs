@@ -4,6 +4,20 @@
 
 use crate::ApiError;
 
+/// `asked` when the lock has it; otherwise why not, for the caller to
+/// answer with its own status.
+fn platform_of_lock(platforms: &[String], asked: &str) -> Result<String, String> {
+    if platforms.iter().any(|known| known == asked) {
+        Ok(asked.to_owned())
+    } else {
+        Err(format!(
+            "the lock has no platform '{}'; it has {}",
+            asked.escape_debug(),
+            platforms.join(", ")
+        ))
+    }
+}
+
 /// The platform whose `@EXPLICIT` file is asked for: the one named, which
 /// the lock must have, or the lock's only one.
 pub(crate) fn explicit_platform(
@@ -11,14 +25,7 @@ pub(crate) fn explicit_platform(
     asked: Option<&str>,
 ) -> Result<String, ApiError> {
     match asked {
-        Some(platform) if platforms.iter().any(|known| known == platform) => {
-            Ok(platform.to_owned())
-        }
-        Some(platform) => Err(ApiError::NotFound(format!(
-            "the lock has no platform '{}'; it has {}",
-            platform.escape_debug(),
-            platforms.join(", ")
-        ))),
+        Some(platform) => platform_of_lock(platforms, platform).map_err(ApiError::NotFound),
         None => match platforms {
             [only] => Ok(only.clone()),
             _ => Err(ApiError::BadRequest(format!(
@@ -36,14 +43,7 @@ pub(crate) fn environment_platform(
     asked: Option<&str>,
 ) -> Result<String, ApiError> {
     match asked {
-        Some(platform) if platforms.iter().any(|known| known == platform) => {
-            Ok(platform.to_owned())
-        }
-        Some(platform) => Err(ApiError::BadRequest(format!(
-            "the lock has no platform '{}'; it has {}",
-            platform.escape_debug(),
-            platforms.join(", ")
-        ))),
+        Some(platform) => platform_of_lock(platforms, platform).map_err(ApiError::BadRequest),
         None => Err(ApiError::BadRequest(format!(
             "an environment.yml pins one platform's builds: choose one of {} with ?platform=",
             platforms.join(", ")

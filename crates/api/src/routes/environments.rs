@@ -7,14 +7,13 @@ use envstore_api_types::{
     BuildQueued, CurrentBuild, CurrentBuildSet, EnvironmentDeleted, EnvironmentSummary,
     EnvironmentView, EnvironmentsPage,
 };
-use envstore_core::SpecFormat;
 use envstore_core::spec::MAX_SPEC_BYTES;
 use envstore_core::{ContentHash, EnvironmentName, NamespaceName, Role};
 use envstore_db::{EnvironmentRecord, SubmittedSpec};
 use serde_json::json;
 
 use crate::auth::{Caller, authorized_namespace};
-use crate::extract::{parse_json, parse_spec, read_body};
+use crate::extract::{parse_json, parse_spec, read_body, spec_format};
 use crate::idempotency;
 use crate::paging::ListQuery;
 use crate::submission::{Queued, queue_build, rebuild_from_lock, replay_if_known, to_value};
@@ -133,14 +132,10 @@ pub async fn submit_environment(
 /// both require it), so nothing is lost.
 fn submitted_text(headers: &HeaderMap, body: &axum::body::Bytes) -> Option<SubmittedSpec> {
     let text = std::str::from_utf8(body).ok()?.to_owned();
-    let format = match headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-    {
-        Some(content_type) if content_type.contains("json") => SpecFormat::Json,
-        _ => SpecFormat::Yaml,
-    };
-    Some(SubmittedSpec { text, format })
+    Some(SubmittedSpec {
+        text,
+        format: spec_format(headers),
+    })
 }
 
 /// An environment: its current build, its prefix on this node and the

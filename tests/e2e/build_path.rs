@@ -4,7 +4,7 @@ use envstore_fixtures::demo_expect::{
     PlaceholderKind, demo_program_first_line, expected_linux64_filenames,
     expected_linux64_placeholder_files,
 };
-use envstore_fixtures::{DEMO_PROGRAM, DEMO_SOFTLINK};
+use envstore_fixtures::{DEMO_PROGRAM, DEMO_PROGRAM_ARGS, DEMO_SOFTLINK};
 use envstore_tests::{DemoChannel, TestServer, demo_spec_yaml, read};
 use rattler_conda_types::ExplicitEnvironmentSpec;
 use reqwest::{Method, StatusCode};
@@ -214,7 +214,7 @@ async fn a_spec_becomes_a_prefix_and_lockfiles_then_is_reused() {
         PathBuf::from(DEMO_SOFTLINK.1)
     );
     let output = std::process::Command::new(prefix.join(DEMO_PROGRAM))
-        .arg("hello")
+        .args(DEMO_PROGRAM_ARGS)
         .output()
         .unwrap();
     assert!(output.status.success());

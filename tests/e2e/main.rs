@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod accounts;
 mod browse;
 mod build_path;
 mod callers;

@@ -154,3 +154,34 @@ async fn a_build_serves_back_the_text_it_was_submitted_with() {
     server.wait_for_build(json_build).await;
     server.stop().await;
 }
+
+/// What envstore changed from the spec as written (extras dropped, keys
+/// ignored) is said in the build log, as conda says it when it reads the
+/// file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_log_says_what_was_dropped_from_the_spec() {
+    let channel = DemoChannel::start().await;
+    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
+    let written = "name: notes\ndescription: an analysis stack\nchannels: [demo]\n\
+                   dependencies:\n  - python 3.11.*\n  - numpy[fast]\nplatforms: [linux-64]\n";
+    let build_id = server.submit_yaml("team", "notes", written).await;
+    let build = server.wait_for_build(&build_id).await;
+    assert_eq!(build["status"], "succeeded", "{build:#}");
+    let log = server
+        .get(&format!("/api/v1/builds/{build_id}/log"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let notes: Vec<&str> = log.lines().filter(|line| line.contains("note: ")).collect();
+    assert_eq!(notes.len(), 2, "{log}");
+    assert!(
+        notes[0].contains("'numpy[fast]'") || notes[0].contains("[fast] were dropped"),
+        "{log}"
+    );
+    assert!(notes[1].contains("'description'"), "{log}");
+}

@@ -39,6 +39,9 @@ pub struct LockedPackage {
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// `pypi` for a PyPI wheel (no build string); absent for a conda package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
 }
 
 /// A build: status, phases with timings, its spec and, once locked, its

@@ -177,7 +177,10 @@ impl ApiError {
             Self::IdempotencyKeyReused(_) => "idempotency-key-reused",
             Self::InvalidLockfile(_) => "invalid-lockfile",
             Self::Name(_) | Self::Access(_) => "invalid-name",
-            Self::Policy(envstore_core::PolicyError::Violated { .. }) => "policy-violation",
+            Self::Policy(
+                envstore_core::PolicyError::Violated { .. }
+                | envstore_core::PolicyError::Violations(_),
+            ) => "policy-violation",
             Self::Policy(_) => "invalid-policy",
             Self::Database(DbError::NotFound(_)) => "not-found",
             Self::Database(DbError::Conflict(_)) => "conflict",
@@ -205,8 +208,13 @@ impl ApiError {
                     problem.dependency = first.dependency.clone();
                 }
             }
-            Self::Policy(envstore_core::PolicyError::Violated { rule, .. }) => {
+            Self::Policy(error @ envstore_core::PolicyError::Violated { rule, .. }) => {
                 problem.rule = Some(rule.to_string());
+                problem.errors = vec![policy_problem(error)];
+            }
+            Self::Policy(error @ envstore_core::PolicyError::Violations(_)) => {
+                problem.errors = error.violations().into_iter().map(policy_problem).collect();
+                problem.rule = problem.errors.first().and_then(|first| first.rule.clone());
             }
             Self::Body(envstore_core::body_limits::BodyError::TooDeep { line, .. }) => {
                 problem.line = Some(*line as u64);
@@ -274,12 +282,26 @@ fn spec_problem(error: &SpecError) -> ProblemItem {
             item.column = Some(*column as u64);
         }
         SpecError::PipUnsupported { line } => item.line = line.map(|line| line as u64),
+        SpecError::Pip { error, line } => {
+            item.line = line.map(|line| line as u64);
+            item.dependency = error.line_text().map(str::to_owned);
+        }
         SpecError::InvalidDependency { dependency, .. }
         | SpecError::DependencyChannel { dependency, .. }
         | SpecError::DependencyUrl { dependency, .. } => item.dependency = Some(dependency.clone()),
         _ => {}
     }
     item
+}
+
+/// One entry of a policy problem's `errors`, naming the rule broken.
+fn policy_problem(error: &envstore_core::PolicyError) -> ProblemItem {
+    ProblemItem {
+        kind: "/problems/policy-violation".to_owned(),
+        detail: error.to_string(),
+        rule: error.rule().map(str::to_owned),
+        ..ProblemItem::default()
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -379,7 +401,7 @@ mod spec_problem_tests {
     #[test]
     fn every_problem_of_a_spec_is_listed() {
         let problem = refusal(
-            "dependencies:\n  - numpy >=>1\n  - pip:\n    - requests\nplatforms: [amiga-68k]\n",
+            "dependencies:\n  - numpy >=>1\n  - pip:\n    - -e .\nplatforms: [amiga-68k]\n",
         );
         assert_eq!(problem.status, 422);
         assert_eq!(problem.kind, "/problems/invalid-spec");
@@ -389,26 +411,56 @@ mod spec_problem_tests {
         assert_eq!(problem.errors[0].dependency.as_deref(), Some("numpy >=>1"));
         // The single-problem members still describe the first problem.
         assert_eq!(problem.dependency.as_deref(), Some("numpy >=>1"));
-        assert_eq!(problem.errors[1].kind, "/problems/pip-unsupported");
-        assert_eq!(problem.errors[1].line, Some(3));
-        assert_eq!(problem.errors[2].kind, "/problems/invalid-spec");
+        assert_eq!(problem.errors[2].kind, "/problems/source-build-unsupported");
+        assert_eq!(problem.errors[2].line, Some(4));
+        assert_eq!(problem.errors[2].dependency.as_deref(), Some("-e ."));
+        assert_eq!(problem.errors[1].kind, "/problems/invalid-spec");
         let json = serde_json::to_value(&problem).expect("serialisable");
-        assert_eq!(json["errors"][1]["type"], "/problems/pip-unsupported");
-        assert_eq!(json["errors"][1]["line"], 3);
+        assert_eq!(
+            json["errors"][2]["type"],
+            "/problems/source-build-unsupported"
+        );
+        assert_eq!(json["errors"][2]["line"], 4);
     }
 
     #[test]
-    fn a_pip_section_is_a_422_that_says_what_to_do() {
-        let problem = refusal("dependencies:\n  - python\n  - pip:\n    - requests\n");
+    fn a_source_build_is_a_422_that_says_what_to_do() {
+        let problem = refusal("dependencies:\n  - python\n  - pip:\n    - ./src/tool\n");
         assert_eq!(problem.status, 422);
-        assert_eq!(problem.kind, "/problems/pip-unsupported");
-        assert_eq!(problem.line, Some(3));
+        assert_eq!(problem.kind, "/problems/source-build-unsupported");
+        assert_eq!(problem.line, Some(4));
         assert!(
-            problem.detail.contains("move those packages"),
+            problem
+                .detail
+                .contains("source builds are not supported yet"),
             "{}",
             problem.detail
         );
         assert_eq!(problem.errors.len(), 1);
+    }
+
+    #[test]
+    fn policy_violations_are_listed_with_their_rules() {
+        let error = envstore_core::PolicyError::Violations(vec![
+            envstore_core::PolicyError::Violated {
+                rule: "required_packages",
+                message: "must list 'ipykernel'".to_owned(),
+            },
+            envstore_core::PolicyError::Violated {
+                rule: "max_dependencies",
+                message: "too many".to_owned(),
+            },
+        ]);
+        let problem = ApiError::from(error).problem();
+        assert_eq!(problem.kind, "/problems/policy-violation");
+        assert_eq!(problem.status, 422);
+        let rules: Vec<_> = problem
+            .errors
+            .iter()
+            .map(|item| item.rule.as_deref())
+            .collect();
+        assert_eq!(rules, [Some("required_packages"), Some("max_dependencies")]);
+        assert_eq!(problem.rule.as_deref(), Some("required_packages"));
     }
 
     #[test]

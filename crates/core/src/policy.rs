@@ -71,18 +71,60 @@ pub struct Policy {
     /// win over the server's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub system_requirements: BTreeMap<String, SystemRequirements>,
+    /// PyPI simple indexes `pip:` sections may use, by URL; the first is
+    /// the index of a section that names none. Unset: PyPI alone
+    /// (`https://pypi.org/simple`). Empty: no `pip:` sections. A
+    /// namespace's list can only narrow the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_pypi_indexes: Option<Vec<String>>,
+    /// PyPI requirements one spec may list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pip_requirements: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error("policy rule '{rule}': {message}")]
     Violated { rule: &'static str, message: String },
+    /// More than one rule broken, in the order checked; each is a
+    /// [`PolicyError::Violated`], never nested, never empty.
+    #[error("{} policy rules are broken: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Violations(Vec<PolicyError>),
     #[error("the policy is not valid: {0}")]
     Invalid(String),
 }
 
 fn violated(rule: &'static str, message: String) -> PolicyError {
     PolicyError::Violated { rule, message }
+}
+
+impl PolicyError {
+    /// `Ok` when nothing was broken, the violation when there is one, and
+    /// [`PolicyError::Violations`] when there are more: a user fixes every
+    /// rule in one round.
+    pub fn collect(mut violations: Vec<PolicyError>) -> Result<(), PolicyError> {
+        match violations.len() {
+            0 => Ok(()),
+            1 => Err(violations.remove(0)),
+            _ => Err(PolicyError::Violations(violations)),
+        }
+    }
+
+    /// Every single violation this error stands for.
+    pub fn violations(&self) -> Vec<&PolicyError> {
+        match self {
+            PolicyError::Violations(inner) => inner.iter().collect(),
+            single => vec![single],
+        }
+    }
+
+    /// The rule broken, for a single violation.
+    pub fn rule(&self) -> Option<&'static str> {
+        match self {
+            PolicyError::Violated { rule, .. } => Some(rule),
+            _ => None,
+        }
+    }
 }
 
 fn parse_spec(text: &str) -> Result<MatchSpec, PolicyError> {
@@ -100,6 +142,65 @@ fn spec_name(spec: &MatchSpec) -> Option<String> {
 }
 
 impl Policy {
+    /// The PyPI indexes `pip:` sections may use, the default first (see
+    /// [`Policy::allowed_pypi_indexes`]); entries that are not URLs are left
+    /// out (`validate` refuses them when the policy is set).
+    pub fn pypi_indexes(&self) -> Vec<Url> {
+        match &self.allowed_pypi_indexes {
+            None => vec![crate::pip::pypi_index()],
+            Some(urls) => urls.iter().filter_map(|url| Url::parse(url).ok()).collect(),
+        }
+    }
+
+    /// Checks a spec's `pip:` sections: their indexes must be allowed, and their number within the limit. Sets the
+    /// section's default index.
+    fn check_pip(&self, spec: &mut EnvironmentSpec, violations: &mut Vec<PolicyError>) {
+        let Some(section) = &spec.pip else {
+            return;
+        };
+        let allowed = self.pypi_indexes();
+        let allowed_text = || {
+            allowed
+                .iter()
+                .map(Url::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Some(default_index) = allowed.first() else {
+            violations.push(violated(
+                "allowed_pypi_indexes",
+                "PyPI packages are not allowed here: remove the 'pip:' section or ask an admin to allow a PyPI index".to_owned(),
+            ));
+            return;
+        };
+        for index in section.indexes(default_index) {
+            if !allowed
+                .iter()
+                .any(|known| crate::pip::same_index(known, &index))
+            {
+                violations.push(violated(
+                    "allowed_pypi_indexes",
+                    format!(
+                        "PyPI index '{index}' is not allowed here; allowed: {}",
+                        allowed_text()
+                    ),
+                ));
+            }
+        }
+        if let Some(max) = self.max_pip_requirements
+            && section.requirements.len() > max
+        {
+            violations.push(violated(
+                "max_pip_requirements",
+                format!(
+                    "the 'pip:' sections list {} requirements; at most {max} are allowed here",
+                    section.requirements.len()
+                ),
+            ));
+        }
+        spec.default_pip_index = Some(default_index.clone());
+    }
+
     /// The server's allow-list with this (server) policy's channel settings:
     /// default channels, conda's channel alias and custom channels.
     pub fn configure_channels(
@@ -132,6 +233,16 @@ impl Policy {
             PackageName::try_from(name.as_str()).map_err(|error| {
                 PolicyError::Invalid(format!("'{name}' is not a package name: {error}"))
             })?;
+        }
+        for index in self.allowed_pypi_indexes.iter().flatten() {
+            let url = Url::parse(index).map_err(|error| {
+                PolicyError::Invalid(format!("PyPI index '{index}' is not a URL: {error}"))
+            })?;
+            if url.scheme() != "https" && url.scheme() != "http" {
+                return Err(PolicyError::Invalid(format!(
+                    "PyPI index '{index}' is not reached over http(s)"
+                )));
+            }
         }
         for url in self
             .channel_alias
@@ -209,6 +320,25 @@ impl Policy {
             },
             channel_alias: self.channel_alias.clone(),
             custom_channels: self.custom_channels.clone(),
+            allowed_pypi_indexes: match &namespace.allowed_pypi_indexes {
+                None => self.allowed_pypi_indexes.clone(),
+                Some(names) => Some(
+                    self.pypi_indexes()
+                        .iter()
+                        .filter(|server| {
+                            names.iter().any(|name| {
+                                Url::parse(name)
+                                    .is_ok_and(|url| crate::pip::same_index(&url, server))
+                            })
+                        })
+                        .map(ToString::to_string)
+                        .collect(),
+                ),
+            },
+            max_pip_requirements: smaller(
+                self.max_pip_requirements,
+                namespace.max_pip_requirements,
+            ),
             system_requirements: {
                 let mut merged = self.system_requirements.clone();
                 for (platform, requirements) in &namespace.system_requirements {
@@ -285,13 +415,14 @@ impl Policy {
                 spec.dependencies.push(included);
             }
         }
+        let mut violations = Vec::new();
         let allowed_variables = self.allowed_variables.as_deref().unwrap_or_default();
-        if let Some(name) = spec
+        for name in spec
             .variables
             .keys()
-            .find(|name| !crate::variables::is_allowed(name, allowed_variables))
+            .filter(|name| !crate::variables::is_allowed(name, allowed_variables))
         {
-            return Err(violated(
+            violations.push(violated(
                 "allowed_variables",
                 format!(
                     "variable '{name}' steers how programs load code, so it would run in the processes of \
@@ -305,7 +436,7 @@ impl Policy {
                 .iter()
                 .any(|name| name.as_deref() == Some(required.as_str()))
             {
-                return Err(violated(
+                violations.push(violated(
                     "required_packages",
                     format!("every environment in this namespace must list '{required}'"),
                 ));
@@ -314,7 +445,7 @@ impl Policy {
         if let Some(max) = self.max_dependencies
             && spec.dependencies.len() > max
         {
-            return Err(violated(
+            violations.push(violated(
                 "max_dependencies",
                 format!(
                     "the spec lists {} dependencies; at most {max} are allowed here",
@@ -332,7 +463,7 @@ impl Policy {
             }
             for channel in &spec.channels {
                 if channel.trim() != NODEFAULTS && !allowed.contains(channel) {
-                    return Err(violated(
+                    violations.push(violated(
                         "allowed_channels",
                         format!(
                             "channel '{channel}' is not allowed here; allowed: {}",
@@ -342,6 +473,8 @@ impl Policy {
                 }
             }
         }
+        self.check_pip(&mut spec, &mut violations);
+        PolicyError::collect(violations)?;
         Ok(spec)
     }
 
@@ -425,6 +558,47 @@ impl Policy {
         Ok(())
     }
 
+    /// Checks the PyPI packages of a lock submitted as is: each wheel must be
+    /// a file of an allowed PyPI index (see [`Policy::allowed_pypi_indexes`])
+    /// and their number within `max_pip_requirements` per platform.
+    /// `wheels` gives each platform's (name, URL) pairs.
+    pub fn check_lock_wheels(
+        &self,
+        wheels: &BTreeMap<String, Vec<(String, Url)>>,
+    ) -> Result<(), PolicyError> {
+        let allowed = self.pypi_indexes();
+        let mut violations = Vec::new();
+        for (platform, locked) in wheels {
+            if let Some(max) = self.max_pip_requirements
+                && locked.len() > max
+            {
+                violations.push(violated(
+                    "max_pip_requirements",
+                    format!(
+                        "the lock has {} PyPI packages for {platform}; at most {max} are allowed here",
+                        locked.len()
+                    ),
+                ));
+            }
+            for (name, url) in locked {
+                if !allowed
+                    .iter()
+                    .any(|index| crate::pip::is_file_of_index(url, index))
+                {
+                    violations.push(violated(
+                        "allowed_pypi_indexes",
+                        format!(
+                            "PyPI package '{name}' ({platform}) comes from '{}', which is not a file of an allowed PyPI index ({})",
+                            crate::channels::public_url(url),
+                            allowed.iter().map(Url::as_str).collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        PolicyError::collect(violations)
+    }
+
     /// Checks what is only known once the spec is canonical: its platforms.
     pub fn check_canonical(&self, spec: &CanonicalSpec) -> Result<(), PolicyError> {
         self.check_platforms(&spec.platforms)
@@ -455,6 +629,95 @@ impl Policy {
 mod tests {
     use super::*;
     use crate::spec::SpecFormat;
+
+    #[test]
+    fn pip_indexes_and_wheel_urls_must_be_allowed() {
+        let spec = |text: &str| EnvironmentSpec::parse(text.as_bytes(), SpecFormat::Yaml).unwrap();
+        let open = Policy::default();
+        let applied = open
+            .apply(spec("dependencies: [python, {pip: [requests]}]\n"))
+            .unwrap();
+        assert_eq!(
+            applied.default_pip_index.as_ref().map(Url::as_str),
+            Some("https://pypi.org/simple")
+        );
+        let refused = open
+            .apply(spec(
+                "dependencies: [python, {pip: ['--extra-index-url https://evil.example/simple', '--index-url https://elsewhere.example/simple', requests]}]\n",
+            ))
+            .unwrap_err();
+        assert_eq!(refused.violations().len(), 2, "{refused}");
+        let server = Policy {
+            allowed_pypi_indexes: Some(vec![
+                "http://127.0.0.1:9/simple/".into(),
+                "https://pypi.org/simple".into(),
+            ]),
+            ..Policy::default()
+        };
+        let applied = server
+            .apply(spec("dependencies: [python, {pip: [requests]}]\n"))
+            .unwrap();
+        assert_eq!(
+            applied.default_pip_index.as_ref().map(Url::as_str),
+            Some("http://127.0.0.1:9/simple/")
+        );
+        // A namespace narrows: PyPI only, then nothing at all.
+        let narrowed = server.tightened_by(&Policy {
+            allowed_pypi_indexes: Some(vec!["https://pypi.org/simple/".into()]),
+            ..Policy::default()
+        });
+        assert_eq!(
+            narrowed.pypi_indexes(),
+            [Url::parse("https://pypi.org/simple").unwrap()]
+        );
+        let closed = server.tightened_by(&Policy {
+            allowed_pypi_indexes: Some(vec![]),
+            max_pip_requirements: Some(0),
+            ..Policy::default()
+        });
+        let refused = closed
+            .apply(spec("dependencies: [python, {pip: [requests]}]\n"))
+            .unwrap_err();
+        assert_eq!(refused.rule(), Some("allowed_pypi_indexes"), "{refused}");
+        assert!(
+            open.apply(spec("dependencies: [python]\n"))
+                .unwrap()
+                .default_pip_index
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn every_broken_rule_is_reported_at_once() {
+        let spec = EnvironmentSpec::parse(
+            b"channels: [elsewhere]\ndependencies: [python, numpy, scipy]\nvariables: {LD_PRELOAD: /x.so}\n",
+            SpecFormat::Yaml,
+        )
+        .unwrap();
+        let policy = Policy {
+            allowed_channels: Some(vec!["conda-forge".into()]),
+            required_packages: vec!["ipykernel".into()],
+            max_dependencies: Some(2),
+            ..Policy::default()
+        };
+        let refused = policy.apply(spec).unwrap_err();
+        let rules: Vec<_> = refused
+            .violations()
+            .iter()
+            .map(|violation| violation.rule())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                Some("allowed_variables"),
+                Some("required_packages"),
+                Some("max_dependencies"),
+                Some("allowed_channels")
+            ],
+            "{refused}"
+        );
+        assert!(refused.to_string().starts_with("4 policy rules are broken"));
+    }
 
     #[test]
     fn steering_variables_need_the_server_policy_and_a_namespace_cannot_grant_them() {

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::channels::{ChannelAllowlist, ChannelError, DEFAULT_CHANNEL_ALIAS};
 use crate::hash::ContentHash;
+use crate::pip::{CanonicalPip, MAX_PIP_REQUIREMENTS, PipError, PipSection, pypi_index};
+use url::Url;
 
 /// Largest spec body accepted; a real environment.yml is a few kilobytes.
 pub const MAX_SPEC_BYTES: usize = 256 * 1024;
@@ -63,6 +65,23 @@ pub enum SpecError {
         line.map(|line| format!(" (line {line})")).unwrap_or_default()
     )]
     PipUnsupported { line: Option<usize> },
+    #[error("{error}")]
+    Pip {
+        #[source]
+        error: PipError,
+        /// The 1-based line of the spec it is on, when found.
+        line: Option<usize>,
+    },
+    #[error(
+        "the spec has a 'pip:' section but no 'python' among its conda dependencies: PyPI packages are resolved for the environment's python, so add one, e.g. 'python=3.11' (conda-lock refuses this too)"
+    )]
+    PipNeedsPython,
+    #[error("the 'pip:' sections list {count} requirements; at most {max} are accepted")]
+    TooManyPipRequirements { count: usize, max: usize },
+    #[error(
+        "exclude_newer '{value}' is not a date (2025-06-30) or an RFC 3339 instant in UTC (2025-06-30T12:00:00Z)"
+    )]
+    InvalidExcludeNewer { value: String },
     #[error("the spec has no dependencies")]
     NoDependencies,
     #[error("the spec has {count} dependencies; at most {MAX_DEPENDENCIES} are accepted")]
@@ -127,6 +146,11 @@ impl SpecError {
             | SpecError::DependencyUrl { .. } => "channel-not-allowed",
             SpecError::TooLarge { .. } => "too-large",
             SpecError::PipUnsupported { .. } => "pip-unsupported",
+            SpecError::Pip { error, .. } => error.problem_type(),
+            SpecError::PipNeedsPython => "pip-needs-python",
+            SpecError::TooManyPipRequirements { .. } | SpecError::InvalidExcludeNewer { .. } => {
+                "invalid-spec"
+            }
             SpecError::Many(problems) => {
                 let mut slugs = problems.iter().map(SpecError::problem_type);
                 match slugs.next() {
@@ -206,7 +230,8 @@ impl<'de> Deserialize<'de> for Text {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RawDependency {
     Conda(String),
-    Pip,
+    /// The lines of a `pip:` section.
+    Pip(Vec<Text>),
 }
 
 impl<'de> Deserialize<'de> for RawDependency {
@@ -222,15 +247,16 @@ impl<'de> Deserialize<'de> for RawDependency {
                 Ok(RawDependency::Conda(value.to_owned()))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while let Some(key) = map.next_key::<String>()? {
+                let mut lines = Vec::new();
+                while let Some(Text(key)) = map.next_key::<Text>()? {
                     if key != "pip" {
                         return Err(de::Error::custom(format!(
                             "unexpected key '{key}' in dependencies (only 'pip' is known)"
                         )));
                     }
-                    map.next_value::<de::IgnoredAny>()?;
+                    lines.extend(map.next_value::<Option<Vec<Text>>>()?.unwrap_or_default());
                 }
-                Ok(RawDependency::Pip)
+                Ok(RawDependency::Pip(lines))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<Self::Value, A::Error> {
                 Err(de::Error::invalid_type(de::Unexpected::Seq, &self))
@@ -291,8 +317,9 @@ impl RawScalar {
 /// The top-level keys envstore reads; `prefix:` (written by `conda env
 /// export`) is read and ignored, because the server decides where prefixes
 /// live.
-const KNOWN_KEYS: [&str; 7] = [
+const KNOWN_KEYS: [&str; 8] = [
     "name",
+    "exclude_newer",
     "channels",
     "dependencies",
     "platforms",
@@ -309,6 +336,7 @@ struct RawSpec {
     platforms: Vec<Text>,
     variables: BTreeMap<Text, RawScalar>,
     system_requirements: BTreeMap<Text, RawRequirement>,
+    exclude_newer: Option<Text>,
     /// Top-level keys conda ignores (`description:`, `version:`, …), kept by
     /// name; their values are skipped without being copied.
     ignored_keys: Vec<String>,
@@ -352,6 +380,7 @@ impl<'de> Deserialize<'de> for RawSpec {
                                 .next_value::<Option<BTreeMap<Text, RawScalar>>>()?
                                 .unwrap_or_default()
                         }
+                        "exclude_newer" => raw.exclude_newer = map.next_value()?,
                         "system_requirements" => {
                             raw.system_requirements = map
                                 .next_value::<Option<BTreeMap<Text, RawRequirement>>>()?
@@ -397,6 +426,15 @@ pub struct EnvironmentSpec {
     /// The policy's per-platform defaults (see `Policy::apply`); what the
     /// spec declares wins over them.
     pub default_system_requirements: BTreeMap<String, SystemRequirements>,
+    /// The `pip:` sections (all of them, in order), when there are any.
+    pub pip: Option<PipSection>,
+    /// The index a `pip:` section without `--index-url` uses: the policy's
+    /// first allowed index (see `Policy::apply`), or else PyPI.
+    pub default_pip_index: Option<Url>,
+    /// `exclude_newer:` (an envstore key; conda ignores it): PyPI releases
+    /// uploaded after this instant are not considered, so a resolution can
+    /// be repeated. RFC 3339, in UTC.
+    pub exclude_newer: Option<String>,
 }
 
 /// The channel name conda reads as "do not add `defaults`"; envstore never
@@ -413,13 +451,13 @@ impl EnvironmentSpec {
             SpecFormat::Yaml => serde_yaml::from_slice(body).map_err(yaml_error)?,
             SpecFormat::Json => serde_json::from_slice(body).map_err(json_error)?,
         };
-        let pip_lines = pip_section_lines(&String::from_utf8_lossy(body));
-        Self::from_raw(raw, &pip_lines)
+        let text = String::from_utf8_lossy(body);
+        Self::from_raw(raw, &text)
     }
 
     /// Checks every part of the spec and reports every problem found, not
     /// only the first: a user fixes them all in one round.
-    fn from_raw(raw: RawSpec, pip_lines: &[usize]) -> Result<Self, SpecError> {
+    fn from_raw(raw: RawSpec, body: &str) -> Result<Self, SpecError> {
         let mut problems = Vec::new();
         if raw.channels.len() > MAX_CHANNELS {
             problems.push(SpecError::TooManyChannels {
@@ -433,15 +471,12 @@ impl EnvironmentSpec {
         }
         let mut notes = Vec::new();
         let mut dependencies = Vec::with_capacity(raw.dependencies.len());
-        let mut pip_sections = 0;
+        let mut pip_lines: Option<Vec<String>> = None;
         for dependency in raw.dependencies {
             match dependency {
-                RawDependency::Pip => {
-                    problems.push(SpecError::PipUnsupported {
-                        line: pip_lines.get(pip_sections).copied(),
-                    });
-                    pip_sections += 1;
-                }
+                RawDependency::Pip(lines) => pip_lines
+                    .get_or_insert_with(Vec::new)
+                    .extend(lines.into_iter().map(|Text(line)| line)),
                 RawDependency::Conda(text) => match parse_dependency_as_conda(&text) {
                     Ok((spec, note)) => {
                         dependencies.push(spec);
@@ -477,6 +512,41 @@ impl EnvironmentSpec {
                 Err(error) => problems.push(error),
             }
         }
+        let pip = pip_lines.and_then(|lines| {
+            let count = lines.len();
+            if count > MAX_PIP_REQUIREMENTS {
+                problems.push(SpecError::TooManyPipRequirements {
+                    count,
+                    max: MAX_PIP_REQUIREMENTS,
+                });
+                return None;
+            }
+            match PipSection::parse(lines.iter().map(String::as_str)) {
+                Ok(section) if section.requirements.is_empty() => None,
+                Ok(section) => Some(section),
+                Err(errors) => {
+                    problems.extend(errors.into_iter().map(|error| {
+                        let line = error
+                            .line_text()
+                            .and_then(|text| line_of_list_item(body, text));
+                        SpecError::Pip { error, line }
+                    }));
+                    None
+                }
+            }
+        });
+        let exclude_newer = match raw.exclude_newer {
+            Some(Text(value)) => match normalize_instant(&value) {
+                Some(instant) => Some(instant),
+                None => {
+                    problems.push(SpecError::InvalidExcludeNewer {
+                        value: value.escape_debug().to_string(),
+                    });
+                    None
+                }
+            },
+            None => None,
+        };
         SpecError::collect(problems)?;
         if !raw.ignored_keys.is_empty() {
             let keys: Vec<String> = raw
@@ -504,6 +574,9 @@ impl EnvironmentSpec {
             system_requirements,
             platform_system_requirements,
             default_system_requirements: BTreeMap::new(),
+            pip,
+            default_pip_index: None,
+            exclude_newer,
         })
     }
 
@@ -572,6 +645,30 @@ impl EnvironmentSpec {
                 BTreeMap::new()
             }
         };
+        let pip = self.pip.as_ref().map(|section| {
+            let has_python = self.dependencies.iter().any(|dependency| {
+                matches!(&dependency.name, rattler_conda_types::PackageNameMatcher::Exact(name) if name.as_normalized() == "python")
+            });
+            if !has_python {
+                problems.push(SpecError::PipNeedsPython);
+            }
+            let default_index = self.default_pip_index.clone().unwrap_or_else(pypi_index);
+            let mut requirements: Vec<String> = section
+                .requirements
+                .iter()
+                .map(|requirement| requirement.requirement.clone())
+                .collect();
+            requirements.sort();
+            CanonicalPip {
+                requirements,
+                indexes: section
+                    .indexes(&default_index)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                exclude_newer: self.exclude_newer.clone(),
+            }
+        });
         SpecError::collect(problems)?;
         let mut dependencies: Vec<String> = solvable.iter().map(ToString::to_string).collect();
         dependencies.sort();
@@ -582,6 +679,7 @@ impl EnvironmentSpec {
             platforms,
             variables: self.variables.clone(),
             system_requirements,
+            pip,
             from_lock: None,
         };
         // Aliases and resolved channel URLs can make the canonical form
@@ -662,32 +760,77 @@ fn check_dependency(
     Ok(checked)
 }
 
-/// The 1-based lines of the `pip:` keys of a YAML or JSON body, in order, so
-/// a refusal can point at them.
-fn pip_section_lines(body: &str) -> Vec<usize> {
-    let is_pip_key = |line: &str| {
-        let code = match line.find(" #") {
-            Some(comment) => &line[..comment],
-            None => line,
-        };
-        if code.trim_start().starts_with('#') {
-            return false;
-        }
-        ["pip:", "\"pip\":", "\"pip\" :", "'pip':"]
-            .iter()
-            .any(|key| {
-                code.match_indices(key).any(|(at, _)| {
-                    !code[..at].chars().next_back().is_some_and(|before| {
-                        before.is_ascii_alphanumeric() || "-_.".contains(before)
-                    })
-                })
-            })
-    };
+/// The 1-based line where a list item with `text` is written (`- text`,
+/// quoted or not, or an item of a flow list), so a refusal can point at it.
+/// The first such line; `None` when it cannot be found (e.g. in JSON
+/// written on one line, where every item is on line 1 anyway).
+fn line_of_list_item(body: &str, text: &str) -> Option<usize> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
     body.lines()
-        .enumerate()
-        .filter(|(_, line)| is_pip_key(line))
-        .map(|(index, _)| index + 1)
-        .collect()
+        .position(|line| {
+            let item = line.trim_start().trim_start_matches('-').trim();
+            let unquoted = item.trim_matches(|c| c == '"' || c == '\'' || c == ',');
+            unquoted == text || (line.contains(text) && !line.trim_start().starts_with('#'))
+        })
+        .map(|index| index + 1)
+}
+
+/// `exclude_newer:` as an RFC 3339 instant in UTC: a date means its
+/// midnight (UTC), as uv reads it. Only the shapes `YYYY-MM-DD` and
+/// `YYYY-MM-DDTHH:MM:SS(.fff)Z` are accepted, with plausible fields.
+fn normalize_instant(value: &str) -> Option<String> {
+    let value = value.trim();
+    let (date, time) = match value.split_once(['T', ' ']) {
+        Some((date, time)) => (date, Some(time)),
+        None => (value, None),
+    };
+    let fields: Vec<&str> = date.split('-').collect();
+    let number = |text: &str, digits: usize, range: std::ops::RangeInclusive<u32>| {
+        (text.len() == digits && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<u32>().ok())
+            .flatten()
+            .filter(|n| range.contains(n))
+    };
+    let [year, month, day] = fields.as_slice() else {
+        return None;
+    };
+    number(year, 4, 1970..=9999)?;
+    number(month, 2, 1..=12)?;
+    number(day, 2, 1..=31)?;
+    let time = match time {
+        None => "00:00:00".to_owned(),
+        Some(time) => {
+            let time = time
+                .strip_suffix('Z')
+                .or_else(|| time.strip_suffix("+00:00"))?;
+            let (whole, fraction) = match time.split_once('.') {
+                Some((whole, fraction)) => (whole, Some(fraction)),
+                None => (time, None),
+            };
+            let parts: Vec<&str> = whole.split(':').collect();
+            let [hours, minutes, seconds] = parts.as_slice() else {
+                return None;
+            };
+            number(hours, 2, 0..=23)?;
+            number(minutes, 2, 0..=59)?;
+            number(seconds, 2, 0..=60)?;
+            if let Some(fraction) = fraction
+                && (fraction.is_empty()
+                    || fraction.len() > 9
+                    || !fraction.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return None;
+            }
+            match fraction {
+                Some(fraction) => format!("{whole}.{fraction}"),
+                None => whole.to_owned(),
+            }
+        }
+    };
+    Some(format!("{date}T{time}Z"))
 }
 
 /// Reads a dependency as conda does before it is a match spec: `name=<2`
@@ -1178,6 +1321,10 @@ pub struct CanonicalSpec {
     /// without them keeps the hash it had before they existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub system_requirements: BTreeMap<String, SystemRequirements>,
+    /// The PyPI requirements and their indexes. Left out when there are
+    /// none, so every conda-only spec keeps its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pip: Option<CanonicalPip>,
     /// Set when the environment comes from a lock rather than a solve: a
     /// lockfile submitted as is, or the lock of an older build rebuilt after
     /// its prefix was collected. The worker installs that lock and solves
@@ -1201,6 +1348,7 @@ impl CanonicalSpec {
             platforms,
             variables,
             system_requirements: BTreeMap::new(),
+            pip: None,
             from_lock: Some(lock),
         }
     }
@@ -1233,24 +1381,56 @@ impl CanonicalSpec {
 
     /// The spec as an `environment.yml`, for history and re-submission.
     pub fn to_environment_yaml(&self, name: &str) -> String {
+        /// A conda dependency, or the `pip:` section (conda's shape).
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Dependency<'a> {
+            Conda(&'a str),
+            Pip { pip: Vec<String> },
+        }
         #[derive(Serialize)]
         struct Export<'a> {
             name: &'a str,
             channels: &'a [String],
-            dependencies: &'a [String],
+            dependencies: Vec<Dependency<'a>>,
             platforms: &'a [String],
             #[serde(skip_serializing_if = "BTreeMap::is_empty")]
             variables: &'a BTreeMap<String, String>,
             #[serde(skip_serializing_if = "BTreeMap::is_empty")]
             system_requirements: &'a BTreeMap<String, SystemRequirements>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            exclude_newer: Option<&'a str>,
+        }
+        let mut dependencies: Vec<Dependency> = self
+            .dependencies
+            .iter()
+            .map(|dependency| Dependency::Conda(dependency))
+            .collect();
+        if let Some(pip) = &self.pip {
+            let mut lines = Vec::new();
+            for (position, index) in pip.indexes.iter().enumerate() {
+                let is_pypi = url::Url::parse(index)
+                    .is_ok_and(|url| crate::pip::same_index(&url, &pypi_index()));
+                match position {
+                    0 if is_pypi => {}
+                    0 => lines.push(format!("--index-url {index}")),
+                    _ => lines.push(format!("--extra-index-url {index}")),
+                }
+            }
+            lines.extend(pip.requirements.iter().cloned());
+            dependencies.push(Dependency::Pip { pip: lines });
         }
         serde_yaml::to_string(&Export {
             name,
             channels: &self.channels,
-            dependencies: &self.dependencies,
+            dependencies,
             platforms: &self.platforms,
             variables: &self.variables,
             system_requirements: &self.system_requirements,
+            exclude_newer: self
+                .pip
+                .as_ref()
+                .and_then(|pip| pip.exclude_newer.as_deref()),
         })
         .unwrap_or_default()
     }
@@ -1330,10 +1510,67 @@ mod tests {
     }
 
     #[test]
+    fn pip_sections_are_read_hashed_and_exported() {
+        let text = "channels: [demo]\ndependencies:\n  - python=3.11\n  - pip\n  - pip:\n    - requests>=2.31\n    - --extra-index-url http://127.0.0.1:9/simple/\n    - Flask[async]\nexclude_newer: 2025-06-30\n";
+        let spec = yaml(text).unwrap();
+        let canonical = spec.canonicalize(&allowlist(), Subdir::Linux64).unwrap();
+        let pip = canonical.pip.clone().unwrap();
+        assert_eq!(pip.requirements, ["flask[async]", "requests>=2.31"]);
+        assert_eq!(
+            pip.indexes,
+            ["https://pypi.org/simple", "http://127.0.0.1:9/simple/"]
+        );
+        assert_eq!(pip.exclude_newer.as_deref(), Some("2025-06-30T00:00:00Z"));
+        // The export is accepted again and means the same environment.
+        let exported = canonical.to_environment_yaml("again");
+        let again = yaml(&exported)
+            .unwrap()
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap();
+        assert_eq!(again.hash(), canonical.hash(), "{exported}");
+        // Conda-only specs keep the hash they had before pip existed.
+        let conda_only = yaml("channels: [demo]\ndependencies: [python]\n")
+            .unwrap()
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap();
+        assert!(!conda_only.to_json().contains("pip"));
+    }
+
+    #[test]
+    fn pip_without_python_and_bad_lines_are_all_reported_with_their_lines() {
+        let text = "channels: [demo]\ndependencies:\n  - numpy\n  - pip:\n    - -e .\n    - git+https://github.com/org/repo.git\n    - ok-package\n";
+        let error = yaml(text).unwrap_err();
+        let lines: Vec<Option<usize>> = error
+            .problems()
+            .iter()
+            .map(|problem| match problem {
+                SpecError::Pip { line, .. } => *line,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(lines, [Some(5), Some(6)]);
+        assert_eq!(error.problem_type(), "source-build-unsupported");
+        let no_python = yaml("channels: [demo]\ndependencies: [numpy, {pip: [requests]}]\n")
+            .unwrap()
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap_err();
+        assert_eq!(no_python, SpecError::PipNeedsPython);
+        for bad in ["2025-13-01", "yesterday", "2025-06-30T12:00:00+02:00"] {
+            assert!(
+                matches!(
+                    yaml(&format!("dependencies: [python]\nexclude_newer: '{bad}'\n")),
+                    Err(SpecError::InvalidExcludeNewer { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_what_cannot_be_built() {
         assert!(matches!(
-            yaml("dependencies: [python, {pip: [requests]}]\n"),
-            Err(SpecError::PipUnsupported { line: Some(1) })
+            yaml("dependencies: [python, {pip: ['-e .']}]\n"),
+            Err(SpecError::Pip { line: Some(1), .. })
         ));
         let empty = yaml("name: x\n").unwrap();
         assert!(matches!(

@@ -123,7 +123,7 @@ fn every_refused_file_is_refused_for_its_documented_reason() {
                         .problems()
                         .into_iter()
                         .filter_map(|problem| match problem {
-                            SpecError::PipUnsupported { line } => line.map(|l| l.to_string()),
+                            SpecError::Pip { line, .. } => line.map(|l| l.to_string()),
                             _ => None,
                         })
                         .collect();
@@ -142,14 +142,18 @@ fn every_refused_file_is_refused_for_its_documented_reason() {
 
 #[test]
 fn pip_refusals_say_what_to_do() {
-    let error = check(b"dependencies:\n  - python\n  - pip:\n    - requests\n").unwrap_err();
+    let error =
+        check(b"dependencies:\n  - python\n  - pip:\n    - -e .\n    - -r requirements.txt\n")
+            .unwrap_err();
     let message = error.to_string();
-    assert!(message.contains("line 3"), "{message}");
     assert!(
-        message.contains("move those packages to conda"),
+        message.contains("source builds are not supported yet"),
         "{message}"
     );
-    assert!(message.contains("remove the 'pip:' section"), "{message}");
+    assert!(
+        message.contains("list the requirements themselves"),
+        "{message}"
+    );
 }
 
 #[test]

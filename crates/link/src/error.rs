@@ -80,6 +80,14 @@ pub enum PrefixError {
         missing: Vec<String>,
         extra: Vec<String>,
     },
+    /// What was installed after the conda packages (the PyPI wheels)
+    /// failed; the prefix is removed like any unfinished one.
+    #[error("failed to install the PyPI packages into '{}'", prefix.display())]
+    AfterLink {
+        prefix: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("failed to {action} '{}'", path.display())]
     Io {
         action: &'static str,

@@ -33,7 +33,7 @@ pub use limits::{
     DEFAULT_RATIO_GRACE_BYTES, PackageLimits,
 };
 pub use pack::{installed_packages, pack_prefix, unpack_prefix};
-pub use prefix::{PrefixBuilder, PrefixReport, remove_prefix};
+pub use prefix::{AfterLink, PrefixBuilder, PrefixReport, remove_prefix};
 pub use progress::{ProgressSink, TransferCounts};
 pub use symlink::point_environment;
 pub use validate::{Rejection, validate_package};

@@ -123,6 +123,28 @@ impl PrefixBuilder {
         sink: Arc<dyn ProgressSink>,
         on_linking: impl FnOnce(),
     ) -> Result<PrefixReport, PrefixError> {
+        self.build_with(
+            lock_hash, platform, records, variables, sink, on_linking, None,
+        )
+        .await
+    }
+
+    /// [`PrefixBuilder::build`], running `after_link` on the prefix once
+    /// the conda packages are linked (to install PyPI wheels), before the
+    /// whole tree is checked and the prefix is marked complete: what it
+    /// writes passes the same check as what the packages wrote, and a
+    /// failure leaves no prefix behind.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn build_with(
+        &self,
+        lock_hash: &ContentHash,
+        platform: Subdir,
+        records: &[RepoDataRecord],
+        variables: &BTreeMap<String, String>,
+        sink: Arc<dyn ProgressSink>,
+        on_linking: impl FnOnce(),
+        after_link: Option<AfterLink>,
+    ) -> Result<PrefixReport, PrefixError> {
         let guard = self.lock_for(lock_hash);
         let _held = guard.lock().await;
         let prefix = self.prefix_path(lock_hash);
@@ -151,6 +173,7 @@ impl PrefixBuilder {
                 sink.clone(),
                 counts.clone(),
                 on_linking,
+                after_link,
             )
             .await;
         if let Err(error) = result {
@@ -181,6 +204,7 @@ impl PrefixBuilder {
         sink: Arc<dyn ProgressSink>,
         counts: Arc<TransferCounts>,
         on_linking: impl FnOnce(),
+        after_link: Option<AfterLink>,
     ) -> Result<(), PrefixError> {
         // The shared locks in `admitted` keep other processes from replacing
         // or removing the entries until the prefix is linked.
@@ -229,6 +253,20 @@ impl PrefixBuilder {
             }
         }
         drop(admitted);
+        if let Some(after_link) = after_link {
+            let target = prefix.to_owned();
+            tokio::task::spawn_blocking(move || after_link(&target))
+                .await
+                .map_err(|join| PrefixError::Io {
+                    action: "install the PyPI packages into",
+                    path: prefix.to_owned(),
+                    source: std::io::Error::other(join),
+                })?
+                .map_err(|source| PrefixError::AfterLink {
+                    prefix: prefix.to_owned(),
+                    source,
+                })?;
+        }
         crate::activation::write_activation_scripts(prefix, platform, variables)?;
         // conda recognises a prefix as an environment by its history.
         write_history(prefix, lock_hash, records)?;
@@ -270,6 +308,11 @@ impl PrefixBuilder {
         map.entry(*lock_hash).or_default().clone()
     }
 }
+
+/// Work on a linked prefix before it is checked and marked complete (see
+/// [`PrefixBuilder::build_with`]); it runs on a blocking thread.
+pub type AfterLink =
+    Box<dyn FnOnce(&Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + 'static>;
 
 fn records_names(records: &[RepoDataRecord]) -> Vec<String> {
     records

@@ -28,7 +28,7 @@ impl ProgressSink for Quiet {
     fn line(&self, _line: String) {}
 }
 
-/// linux-64 `python` 3.11.9 (a runnable `bin/python` with the prefix in it)
+/// linux-64 `python` 3.10.14 (the stand-in: a runnable `bin/python` with the prefix in it)
 /// and `libzlib` 1.3.1 (a softlink) from the demo channel.
 async fn demo_records(dir: &Path) -> Vec<RepoDataRecord> {
     let channel = envstore_fixtures::write_demo_channel(&dir.join("demo"))
@@ -45,7 +45,7 @@ async fn demo_records(dir: &Path) -> Vec<RepoDataRecord> {
                     package.name.as_normalized(),
                     package.version.to_string().as_str()
                 ),
-                ("python", "3.11.9") | ("libzlib", "1.3.1")
+                ("python", "3.10.14") | ("libzlib", "1.3.1")
             )
         })
         .collect();

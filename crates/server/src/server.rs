@@ -119,6 +119,13 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
         publish_packed_prefixes: config.publish_packed_prefixes,
         test_pause: config.test_pause,
         build_timeout: config.limits.build,
+        pypi: envstore_workers::PypiContext::new(
+            cache_dir.join("pypi"),
+            envstore_pypi::WheelLimits {
+                max_unpacked_bytes: config.package_limits.max_extracted_bytes,
+                max_entries: usize::try_from(config.package_limits.max_files).unwrap_or(usize::MAX),
+            },
+        )?,
     });
     Ok(Node {
         context,

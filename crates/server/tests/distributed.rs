@@ -77,6 +77,7 @@ async fn a_worker_killed_while_linking_is_replaced_and_the_build_ends_once() {
         "a record per package, and nothing else named *.json in conda-meta"
     );
     let output = std::process::Command::new(prefix.join("bin/python"))
+        .args(envstore_fixtures::DEMO_PROGRAM_ARGS)
         .output()
         .unwrap();
     assert_eq!(

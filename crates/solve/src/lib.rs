@@ -14,7 +14,7 @@ pub use http::{
     ChannelClient, ChannelRequestError, DEFAULT_MAX_REPODATA_BYTES, DEFAULT_TRANSIENT_RETRY,
     NetworkLimits, RequestFailure, Retried,
 };
-pub use lock::{Lock, LockError, LockedPackage};
+pub use lock::{Lock, LockError, LockedPackage, PYPI_MANAGER};
 pub use solver::{
     DEFAULT_REMOTE_REPODATA_TTL, DEFAULT_SOLVE_CACHE_CAPACITY, EnvironmentSolver, SolveError,
     SolvedEnvironment,

@@ -1,8 +1,9 @@
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use envstore_core::ContentHash;
-use std::str::FromStr;
+use envstore_core::pypi::LockedWheel;
 
 use rattler_conda_lock as conda_lock;
 use rattler_conda_types::{
@@ -11,12 +12,14 @@ use rattler_conda_types::{
 };
 use rattler_lock::{
     CondaPackageData, DEFAULT_ENVIRONMENT_NAME, LockFile, LockFileBuilder, PlatformData,
-    PlatformName,
+    PlatformName, PypiIndexes,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::solver::SolvedEnvironment;
+
+mod pypi;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -32,9 +35,17 @@ pub enum LockError {
     UnknownFormat(String),
     #[error("the lockfile is not valid: {0}")]
     Invalid(String),
+    #[error("PyPI package '{package}' cannot be written to a lockfile: {reason}")]
+    Wheel { package: String, reason: String },
+    #[error("the PyPI packages of platform '{platform}' cannot be exported: {reason}")]
+    PypiPlatform { platform: String, reason: String },
 }
 
-/// One package of a lock, as the API lists it.
+/// [`LockedPackage::manager`] of a PyPI wheel.
+pub const PYPI_MANAGER: &str = "pypi";
+
+/// One package of a lock, as the API lists it: a conda package, or a
+/// PyPI wheel (`manager: "pypi"`, no build string).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockedPackage {
     pub name: String,
@@ -46,19 +57,25 @@ pub struct LockedPackage {
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// `pypi` for a wheel; absent for a conda package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
 }
 
-/// The exact packages of an environment for each platform, and the
-/// variables its activation sets. Its hash covers the channels, each
-/// package's URL and checksum, and the variables (only when there are any):
-/// the same package set gives the same `lock_hash`, whoever asked for it.
-/// Variables are part of it because they are written into the prefix, and a
-/// prefix is addressed by the lock hash.
+/// The exact packages of an environment for each platform (conda records
+/// and PyPI wheels), and the variables its activation sets. Its hash covers
+/// the channels, each package's URL and checksum, the wheels and the
+/// variables (each only when there are any): the same package set gives the
+/// same `lock_hash`, whoever asked for it. Variables are part of it because
+/// they are written into the prefix, and a prefix is addressed by the lock
+/// hash.
 #[derive(Debug, Clone)]
 pub struct Lock {
     channels: Vec<Url>,
     platforms: BTreeMap<String, Arc<Vec<RepoDataRecord>>>,
     variables: BTreeMap<String, String>,
+    /// Wheels per platform, by name; platforms without wheels are absent.
+    pypi: BTreeMap<String, Arc<Vec<LockedWheel>>>,
     hash: ContentHash,
 }
 
@@ -68,22 +85,56 @@ struct CanonicalLock<'a> {
     platforms: BTreeMap<&'a str, Vec<(&'a str, String)>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     variables: &'a BTreeMap<String, String>,
+    /// Each platform's wheels as sorted (URL, sha256) pairs; absent without
+    /// wheels, so every conda-only lock keeps the hash it always had.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pypi: BTreeMap<&'a str, Vec<(&'a str, &'a str)>>,
 }
 
 impl Lock {
     pub fn new(solved: SolvedEnvironment) -> Self {
-        Self::from_records(solved.channels, solved.platforms, BTreeMap::new())
+        Self::from_records(
+            solved.channels,
+            solved.platforms,
+            BTreeMap::new(),
+            BTreeMap::new(),
+        )
     }
 
     /// The same packages, with activation variables.
     pub fn with_variables(self, variables: BTreeMap<String, String>) -> Self {
-        Self::from_records(self.channels, self.platforms, variables)
+        Self::from_records(self.channels, self.platforms, variables, self.pypi)
+    }
+
+    /// The same conda packages and variables, with these PyPI wheels per
+    /// platform instead of any it had. Each platform's wheels are kept
+    /// sorted by name, URLs as `Url` spells them and sha256s in lower case,
+    /// so the lock reads back from every format with the same hash.
+    pub fn with_pypi(self, pypi: BTreeMap<String, Vec<LockedWheel>>) -> Self {
+        let pypi = pypi
+            .into_iter()
+            .filter(|(_, wheels)| !wheels.is_empty())
+            .map(|(platform, wheels)| {
+                let mut wheels: Vec<LockedWheel> = wheels
+                    .into_iter()
+                    .map(|wheel| LockedWheel {
+                        url: pypi::canonical_url(&wheel.url),
+                        sha256: wheel.sha256.to_ascii_lowercase(),
+                        ..wheel
+                    })
+                    .collect();
+                wheels.sort();
+                (platform, Arc::new(wheels))
+            })
+            .collect();
+        Self::from_records(self.channels, self.platforms, self.variables, pypi)
     }
 
     fn from_records(
         channels: Vec<Url>,
         platforms: BTreeMap<String, Arc<Vec<RepoDataRecord>>>,
         variables: BTreeMap<String, String>,
+        pypi: BTreeMap<String, Arc<Vec<LockedWheel>>>,
     ) -> Self {
         let canonical = CanonicalLock {
             channels: channels.iter().map(Url::as_str).collect(),
@@ -99,12 +150,24 @@ impl Lock {
                 })
                 .collect(),
             variables: &variables,
+            pypi: pypi
+                .iter()
+                .map(|(platform, wheels)| {
+                    let mut pairs: Vec<(&str, &str)> = wheels
+                        .iter()
+                        .map(|wheel| (wheel.url.as_str(), wheel.sha256.as_str()))
+                        .collect();
+                    pairs.sort();
+                    (platform.as_str(), pairs)
+                })
+                .collect(),
         };
         let hash = ContentHash::of(&serde_json::to_vec(&canonical).unwrap_or_default());
         Self {
             channels,
             platforms,
             variables,
+            pypi,
             hash,
         }
     }
@@ -159,7 +222,41 @@ impl Lock {
             records.sort_by(|a, b| a.package_record.name.cmp(&b.package_record.name));
             platforms.insert(platform.subdir().to_string(), Arc::new(records));
         }
-        Ok(Self::from_records(channels, platforms, BTreeMap::new()))
+        let environment_index = environment
+            .pypi_indexes()
+            .and_then(|indexes| indexes.indexes.first());
+        let mut pypi = BTreeMap::new();
+        for (platform, packages) in environment.pypi_packages_by_platform() {
+            let wheels = packages
+                .map(|package| pypi::wheel_from_pixi(package, environment_index))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            pypi.insert(platform.subdir().to_string(), wheels);
+        }
+        Self::with_wheels_on_conda_platforms(
+            Self::from_records(channels, platforms, BTreeMap::new(), BTreeMap::new()),
+            pypi,
+        )
+    }
+
+    /// The lock with its wheels, when each platform with wheels locks conda
+    /// packages too (the `python` they are installed into).
+    fn with_wheels_on_conda_platforms(
+        self,
+        pypi: BTreeMap<String, Vec<LockedWheel>>,
+    ) -> Result<Self, LockError> {
+        for (platform, wheels) in &pypi {
+            let has_conda = self
+                .platforms
+                .get(platform)
+                .is_some_and(|records| !records.is_empty());
+            if !wheels.is_empty() && !has_conda {
+                return Err(LockError::Invalid(format!(
+                    "platform '{platform}' has PyPI packages but no conda packages to install them into"
+                )));
+            }
+        }
+        Ok(self.with_pypi(pypi))
     }
 
     fn parse_conda_lock(text: &str) -> Result<Self, LockError> {
@@ -183,23 +280,32 @@ impl Lock {
             .iter()
             .map(|platform| (platform.clone(), Vec::new()))
             .collect();
+        let mut pypi: BTreeMap<String, Vec<LockedWheel>> = BTreeMap::new();
         for package in &file.package {
-            if package.manager != conda_lock::Manager::Conda {
-                return Err(invalid(format!(
-                    "package '{}' is managed by pip: envstore builds conda environments only",
-                    package.name
-                )));
+            let unlisted_platform = || {
+                invalid(format!(
+                    "package '{}' is for platform '{}', which metadata.platforms does not list",
+                    package.name, package.platform
+                ))
+            };
+            if !platforms.contains_key(&package.platform) {
+                return Err(unlisted_platform());
             }
-            let record = conda_lock_record(package).map_err(invalid)?;
-            platforms
-                .get_mut(&package.platform)
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "package '{}' is for platform '{}', which metadata.platforms does not list",
-                        package.name, package.platform
-                    ))
-                })?
-                .push(record);
+            match package.manager {
+                conda_lock::Manager::Conda => {
+                    let record = conda_lock_record(package).map_err(invalid)?;
+                    platforms
+                        .get_mut(&package.platform)
+                        .ok_or_else(unlisted_platform)?
+                        .push(record);
+                }
+                conda_lock::Manager::Pip => {
+                    let wheel = pypi::wheel_from_conda_lock(package).map_err(invalid)?;
+                    pypi.entry(package.platform.clone())
+                        .or_default()
+                        .push(wheel);
+                }
+            }
         }
         let platforms = platforms
             .into_iter()
@@ -208,7 +314,10 @@ impl Lock {
                 (platform, Arc::new(records))
             })
             .collect();
-        Ok(Self::from_records(channels, platforms, BTreeMap::new()))
+        Self::with_wheels_on_conda_platforms(
+            Self::from_records(channels, platforms, BTreeMap::new(), BTreeMap::new()),
+            pypi,
+        )
     }
 
     pub fn hash(&self) -> ContentHash {
@@ -251,28 +360,73 @@ impl Lock {
             .map(|records| records.as_slice())
     }
 
+    /// The PyPI wheels of one platform, by name (empty when it has none).
+    pub fn wheels(&self, platform: &str) -> &[LockedWheel] {
+        self.pypi
+            .get(platform)
+            .map_or(&[], |wheels| wheels.as_slice())
+    }
+
+    /// Whether any platform has PyPI wheels.
+    pub fn has_pypi(&self) -> bool {
+        self.pypi.values().any(|wheels| !wheels.is_empty())
+    }
+
+    /// The distinct indexes the wheels were resolved from, in the order
+    /// they first appear (platforms by name, wheels by name). Wheels read
+    /// from a conda-lock file name no index.
+    pub fn pypi_indexes(&self) -> Vec<String> {
+        let mut indexes: Vec<String> = Vec::new();
+        for wheel in self.pypi.values().flat_map(|wheels| wheels.iter()) {
+            if !wheel.index.is_empty() && !indexes.contains(&wheel.index) {
+                indexes.push(wheel.index.clone());
+            }
+        }
+        indexes
+    }
+
+    /// The PyPI wheels per platform, as the API lists them.
+    pub fn pypi_packages(&self) -> BTreeMap<String, Vec<LockedWheel>> {
+        self.pypi
+            .iter()
+            .map(|(platform, wheels)| (platform.clone(), wheels.to_vec()))
+            .collect()
+    }
+
+    /// The packages per platform, as the API lists them: the conda
+    /// packages, then the PyPI wheels (`manager: "pypi"`).
     pub fn packages(&self) -> BTreeMap<String, Vec<LockedPackage>> {
         self.platforms
             .iter()
             .map(|(platform, records)| {
-                let packages = records
-                    .iter()
-                    .map(|record| LockedPackage {
-                        name: record.package_record.name.as_normalized().to_owned(),
-                        version: record.package_record.version.to_string(),
-                        build: record.package_record.build.to_string(),
-                        subdir: record.package_record.subdir.clone(),
-                        url: record.url.to_string(),
-                        sha256: record.package_record.sha256.map(hex::encode),
-                        size: record.package_record.size,
-                    })
-                    .collect();
-                (platform.clone(), packages)
+                let conda = records.iter().map(|record| LockedPackage {
+                    name: record.package_record.name.as_normalized().to_owned(),
+                    version: record.package_record.version.to_string(),
+                    build: record.package_record.build.to_string(),
+                    subdir: record.package_record.subdir.clone(),
+                    url: record.url.to_string(),
+                    sha256: record.package_record.sha256.map(hex::encode),
+                    size: record.package_record.size,
+                    manager: None,
+                });
+                let wheels = self.wheels(platform).iter().map(|wheel| LockedPackage {
+                    name: wheel.name.clone(),
+                    version: wheel.version.clone(),
+                    build: String::new(),
+                    subdir: platform.clone(),
+                    url: wheel.url.clone(),
+                    sha256: Some(wheel.sha256.clone()),
+                    size: wheel.size,
+                    manager: Some(PYPI_MANAGER.to_owned()),
+                });
+                (platform.clone(), conda.chain(wheels).collect())
             })
             .collect()
     }
 
-    /// The lock as rattler's `pixi.lock`.
+    /// The lock as rattler's `pixi.lock`: conda packages, and `pypi:`
+    /// entries (URL, sha256, `requires_dist`, `requires_python`) with the
+    /// environment's indexes when there are wheels.
     pub fn to_pixi_lock(&self) -> Result<LockFile, LockError> {
         let platforms = self
             .platforms
@@ -302,6 +456,32 @@ impl Lock {
                     .map_err(LockError::Pixi)?;
             }
         }
+        for (platform, wheels) in &self.pypi {
+            for wheel in wheels.iter() {
+                builder
+                    .add_pypi_package(
+                        DEFAULT_ENVIRONMENT_NAME,
+                        platform,
+                        pypi::pixi_package(wheel)?,
+                    )
+                    .map_err(LockError::Pixi)?;
+            }
+        }
+        if self.has_pypi() {
+            // Each wheel's index parsed as a URL above.
+            let indexes = self
+                .pypi_indexes()
+                .iter()
+                .filter_map(|index| Url::parse(index).ok())
+                .collect();
+            builder.set_pypi_indexes(
+                DEFAULT_ENVIRONMENT_NAME,
+                PypiIndexes {
+                    indexes,
+                    find_links: Vec::new(),
+                },
+            );
+        }
         Ok(builder.finish())
     }
 
@@ -313,8 +493,12 @@ impl Lock {
 
     /// The lock as a conda-lock v1 `conda-lock.yml` (CEP 37), built from the
     /// records directly so `file://` channels can be exported too. Each
-    /// platform's content hash covers its packages, so the file depends on
+    /// platform's content hash covers its packages (wheels only when it has
+    /// some, so conda-only files stay as they were), so the file depends on
     /// the lock alone and its content-addressed key never changes meaning.
+    /// Wheels are `manager: pip` entries rendered here, their dependencies
+    /// evaluated for the platform: rattler_lock's exporter refuses any
+    /// `requires_dist` with markers or extras.
     pub fn render_conda_lock(&self) -> Result<String, LockError> {
         let mut metadata = conda_lock::Metadata {
             channels: self
@@ -335,6 +519,8 @@ impl Lock {
                 .iter()
                 .map(|r| format!("{} {}", r.url, checksum(r)))
                 .collect();
+            let wheels = self.wheels(platform);
+            checksums.extend(wheels.iter().map(pypi::content_hash_line));
             checksums.sort();
             metadata.content_hash.insert(
                 platform.clone(),
@@ -345,6 +531,22 @@ impl Lock {
                     .iter()
                     .map(|record| conda_lock_package(platform, record)),
             );
+            if !wheels.is_empty() {
+                let markers = pypi::marker_environment(platform, records)?;
+                for wheel in wheels {
+                    packages.push(pypi::conda_lock_pip_package(platform, wheel, &markers)?);
+                }
+            }
+        }
+        if let Some(platform) = self
+            .pypi
+            .keys()
+            .find(|platform| !self.platforms.contains_key(*platform))
+        {
+            return Err(LockError::PypiPlatform {
+                platform: platform.clone(),
+                reason: "the lock has wheels but no conda packages for it".to_owned(),
+            });
         }
         conda_lock::LockFile {
             metadata,
@@ -356,7 +558,10 @@ impl Lock {
 
     /// An `@EXPLICIT` list for one platform in install order (dependencies
     /// first, as conda installs the list top to bottom), each URL carrying its
-    /// sha256 so `conda create --file` verifies what it downloads.
+    /// sha256 so `conda create --file` verifies what it downloads. Wheels
+    /// follow as conda-lock's `# pip <name> @ <url>#sha256=<hex>` lines:
+    /// `conda-lock install` and micromamba install them, plain conda reads
+    /// them as comments (and installs the conda packages alone).
     pub fn render_explicit(&self, platform: &str) -> Result<String, LockError> {
         let records = PackageRecord::sort_topologically(
             self.records(platform)
@@ -376,7 +581,11 @@ impl Lock {
                 })
                 .collect(),
         };
-        Ok(spec.to_spec_string())
+        let mut text = spec.to_spec_string();
+        for wheel in self.wheels(platform) {
+            text.push_str(&pypi::explicit_line(wheel));
+        }
+        Ok(text)
     }
 }
 
@@ -520,6 +729,7 @@ mod namespace_tests {
                     .iter()
                     .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
                     .collect(),
+                BTreeMap::new(),
             )
         };
         let secret = [("TOKEN_URL", "https://internal.example/abc")];
@@ -551,3 +761,6 @@ mod namespace_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;

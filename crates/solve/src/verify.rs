@@ -127,7 +127,11 @@ impl EnvironmentSolver {
             platforms,
             cached_platforms: 0,
         };
-        Ok(Lock::new(solved).with_variables(lock.variables().clone()))
+        // Wheels are checked against the allowed PyPI indexes by policy
+        // (`Policy::check_lock`); their bytes by sha256 when installed.
+        Ok(Lock::new(solved)
+            .with_variables(lock.variables().clone())
+            .with_pypi(lock.pypi_packages()))
     }
 }
 

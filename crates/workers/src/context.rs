@@ -38,4 +38,6 @@ pub struct BuildContext {
     /// fails, its lease is no longer renewed and its unfinished prefix is
     /// removed. A graceful shutdown waits no longer than this.
     pub build_timeout: Duration,
+    /// How PyPI packages are resolved, fetched and installed.
+    pub pypi: crate::pypi::PypiContext,
 }

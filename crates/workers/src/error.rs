@@ -19,6 +19,10 @@ pub(crate) enum BuildError {
     Lock(#[from] LockError),
     #[error("failed to build the prefix")]
     Prefix(#[from] PrefixError),
+    #[error(transparent)]
+    PypiResolve(#[from] envstore_pypi::EnvironmentError),
+    #[error("failed to fetch the PyPI packages")]
+    Pypi(#[from] envstore_pypi::PypiError),
     #[error("failed to publish artifacts")]
     Store(#[from] StoreError),
     #[error("the database failed")]
@@ -48,6 +52,11 @@ impl BuildError {
     pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::Solve(error) => error.is_transient(),
+            Self::PypiResolve(error) => error.is_transient(),
+            Self::Pypi(
+                envstore_pypi::PypiError::IndexUnreachable { .. }
+                | envstore_pypi::PypiError::Download { .. },
+            ) => true,
             _ if disk_full_message(self).is_some() => false,
             Self::Store(_) | Self::Db(_) | Self::PrefixLeaseLost(_) => true,
             _ => false,

@@ -37,6 +37,29 @@ enum Interruption {
     OverLimit,
 }
 
+/// Says in the build log what envstore changed from the spec as it was
+/// written (dropped pip-style extras, ignored keys), as conda says it when
+/// it reads the file. The notes come from parsing the text the build was
+/// submitted with again; a build without one (from a lock, or submitted
+/// before the text was kept) has none. Never fails the build.
+async fn log_spec_notes(ctx: &BuildContext, build_id: &str, log: &crate::log::BuildLog) {
+    let submitted = match ctx.db.submitted_spec(build_id).await {
+        Ok(Some(Some(submitted))) => submitted,
+        Ok(_) => return,
+        Err(error) => {
+            tracing::warn!(build = %build_id, error = %error, "could not read the submitted spec for its notes");
+            return;
+        }
+    };
+    if let Ok(spec) =
+        envstore_core::EnvironmentSpec::parse(submitted.text.as_bytes(), submitted.format)
+    {
+        for note in &spec.notes {
+            log.line(format!("note: {note}"));
+        }
+    }
+}
+
 /// Runs a claimed job to its end, renewing its lease meanwhile. If the
 /// lease is lost (another worker took over, or no renewal succeeded in
 /// time), this worker stops quietly. An error is bookkeeping that could
@@ -63,6 +86,7 @@ pub async fn run_job(
         "build {} of {}/{} (attempt {}) on {worker}",
         build.id, build.namespace, build.environment, job.attempts
     ));
+    log_spec_notes(ctx, &build.id, &log).await;
     let recorder = PhaseRecorder::new(log.clone());
     let current_lock: Mutex<Option<ContentHash>> = Mutex::new(None);
     let cancelled = Arc::new(tokio::sync::Notify::new());

@@ -26,6 +26,7 @@ mod pool;
 mod prefix;
 mod prefix_size;
 mod publish;
+mod pypi;
 mod solve;
 mod task;
 mod urls;
@@ -38,6 +39,7 @@ pub use log::{BuildLog, BuildLogs};
 pub use materialize::{MaterializeError, materialize_environment};
 pub use pause::{TestPause, pause_line};
 pub use pool::{WorkerPool, WorkerPoolConfig};
+pub use pypi::PypiContext;
 pub use urls::UrlNotAllowed;
 
 pub use envstore_core::error_chain;

@@ -202,10 +202,12 @@ async fn ensure_prefix_holding_lease(
     recorder
         .enter(&ctx.db, build_id, BuildPhase::Downloading)
         .await?;
+    let install_wheels = crate::pypi::prepare_install(ctx, lock, log).await?;
+    let wheels = lock.wheels(&ctx.native_platform.to_string()).len();
     let sink: Arc<dyn ProgressSink> = log.clone();
     let report = ctx
         .prefixes
-        .build(
+        .build_with(
             &lock_hash,
             ctx.native_platform,
             records,
@@ -215,8 +217,12 @@ async fn ensure_prefix_holding_lease(
                 recorder.begin(BuildPhase::Linking);
                 log.phase_changed();
             },
+            install_wheels,
         )
         .await?;
+    if wheels > 0 {
+        log.line(format!("installed {wheels} PyPI packages"));
+    }
     let detail = format!(
         "{} packages, {} downloaded, {} linked into {}",
         report.packages,

@@ -61,6 +61,10 @@ pub(crate) async fn solve(
                 ));
             }
             let solved = ctx.solver.solve(spec).await?;
+            let wheels = match &spec.pip {
+                Some(pip) => crate::pypi::resolve(ctx, spec, pip, &solved, log).await?,
+                None => Default::default(),
+            };
             if solved.cached_platforms > 0 {
                 log.line(format!(
                     "answered {} of {} platforms from the solve cache (repodata unchanged)",
@@ -69,6 +73,7 @@ pub(crate) async fn solve(
                 ));
             }
             Lock::new(solved)
+                .with_pypi(wheels)
                 .with_variables(spec.variables.clone())
                 .for_namespace(&build.namespace)
         }

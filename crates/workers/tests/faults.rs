@@ -77,6 +77,11 @@ impl Fixture {
             publish_packed_prefixes,
             test_pause: None,
             build_timeout: Duration::from_secs(600),
+            pypi: envstore_workers::PypiContext::new(
+                cache_dir.join("pypi"),
+                envstore_pypi::WheelLimits::default(),
+            )
+            .unwrap(),
         }
     }
 

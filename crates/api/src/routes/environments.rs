@@ -115,6 +115,7 @@ pub async fn submit_environment(
     let spec = policy.apply(spec)?;
     let canonical = spec.canonicalize(&app.allowlist, app.default_platform)?;
     policy.check_canonical(&canonical)?;
+    crate::submission::refuse_pip_until_built(&canonical)?;
     queue_build(
         &app,
         &caller,

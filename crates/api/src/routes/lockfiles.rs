@@ -225,6 +225,18 @@ pub async fn submit_lockfile(
         })
         .collect();
     policy.check_lock(&app.allowlist, lock.channels(), &packages)?;
+    let wheels: BTreeMap<String, Vec<(String, Url)>> = lock
+        .pypi_packages()
+        .into_iter()
+        .map(|(platform, wheels)| {
+            let named = wheels
+                .into_iter()
+                .filter_map(|wheel| Some((wheel.name, Url::parse(&wheel.url).ok()?)))
+                .collect();
+            (platform, named)
+        })
+        .collect();
+    policy.check_lock_wheels(&wheels)?;
     // The hash covers URLs and checksums only: before anything is kept
     // under it, every record must be the channel's own (see
     // `envstore_solve::VerifyError`), and what is kept is the channel's.

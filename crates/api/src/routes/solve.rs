@@ -66,6 +66,7 @@ pub async fn solve_spec(
     let spec = policy.apply(spec)?;
     let canonical = spec.canonicalize(&app.allowlist, app.default_platform)?;
     policy.check_canonical(&canonical)?;
+    crate::submission::refuse_pip_until_built(&canonical)?;
 
     let solved = {
         let _permit = app

@@ -190,6 +190,7 @@ mod tests {
             url: format!("http://demo/linux-64/{name}-{version}-{build}.conda"),
             sha256: None,
             size: None,
+            manager: None,
         }
     }
 

@@ -102,6 +102,7 @@ async fn a_worker_killed_while_linking_is_replaced_and_the_build_ends_once() {
     assert!(is_complete(&prefix));
     let output =
         std::process::Command::new(deployment.data_dir.join("envs/team/analysis/bin/python"))
+            .args(envstore_fixtures::DEMO_PROGRAM_ARGS)
             .output()
             .unwrap();
     assert!(

@@ -158,8 +158,11 @@ async fn killed_while(phase: &str) {
         .materialize("team/analysis", &deployment.data_dir)
         .await;
     let materialized = fs_err::canonicalize(deployment.data_dir.join("envs/team/analysis"));
-    let python = deployment.data_dir.join("envs/team/analysis/bin/python");
-    let ran = std::process::Command::new(&python).output();
+    let environment = deployment.data_dir.join("envs/team/analysis");
+    let python = environment.join("bin/python");
+    let ran = std::process::Command::new(&python)
+        .args(envstore_fixtures::DEMO_PROGRAM_ARGS)
+        .output();
     fs_err::remove_dir_all(&deployment.data_dir).ok();
     fs_err::rename(&first_node, &deployment.data_dir).unwrap();
     assert!(
@@ -173,8 +176,12 @@ async fn killed_while(phase: &str) {
         "{phase}: the materialised prefix is complete"
     );
     let ran = ran.unwrap();
+    // The stand-in prints the prefix it was installed into; the real
+    // python prints `sys.prefix`, which follows the environment's link.
+    let printed = String::from_utf8_lossy(&ran.stdout);
     assert!(
-        String::from_utf8_lossy(&ran.stdout).contains(&materialized.display().to_string()),
+        printed.contains(&materialized.display().to_string())
+            || printed.contains(&environment.display().to_string()),
         "{phase}: the materialised python runs from its prefix: {ran:?}"
     );
     deployment.stop().await;

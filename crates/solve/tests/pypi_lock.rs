@@ -132,11 +132,16 @@ async fn the_lock_lists_its_wheels() {
             .any(|package| package.name == "python"),
         "conda packages are listed as before"
     );
-    assert!(
-        !conda["linux-64"]
-            .iter()
-            .any(|package| package.name == "requests")
+    // Wheels are listed after the conda packages, marked as PyPI's.
+    let requests = conda["linux-64"]
+        .iter()
+        .find(|package| package.name == "requests")
+        .expect("the wheel is listed");
+    assert_eq!(
+        requests.manager.as_deref(),
+        Some(envstore_solve::PYPI_MANAGER)
     );
+    assert!(requests.build.is_empty());
 }
 
 #[tokio::test]

@@ -33,6 +33,56 @@ pub struct LockedWheel {
     pub index: String,
 }
 
+/// The PEP 508 markers a conda platform fixes, as pixi maps them: both the
+/// resolver (uv's marker types) and the lock exporter (pep508_rs's) build
+/// their marker environments from these, so the two always agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlatformMarkers {
+    pub sys_platform: &'static str,
+    pub platform_system: &'static str,
+    pub os_name: &'static str,
+    /// Empty for a platform whose machine name is not known.
+    pub platform_machine: &'static str,
+}
+
+/// [`PlatformMarkers`] of `subdir`; `None` for platforms other than Linux,
+/// macOS and Windows (e.g. `noarch`, `emscripten-wasm32`).
+pub fn platform_markers(subdir: rattler_conda_types::Subdir) -> Option<PlatformMarkers> {
+    use rattler_conda_types::Subdir;
+    let (sys_platform, platform_system, os_name) = if subdir.is_linux() {
+        ("linux", "Linux", "posix")
+    } else if subdir.is_osx() {
+        ("darwin", "Darwin", "posix")
+    } else if subdir.is_windows() {
+        ("win32", "Windows", "nt")
+    } else {
+        return None;
+    };
+    let platform_machine = match subdir {
+        Subdir::Linux32 => "i386",
+        Subdir::Linux64 | Subdir::Osx64 => "x86_64",
+        Subdir::LinuxAarch64 => "aarch64",
+        Subdir::LinuxArmV6l => "armv6l",
+        Subdir::LinuxArmV7l => "armv7l",
+        Subdir::LinuxPpc64le => "ppc64le",
+        Subdir::LinuxPpc64 => "ppc64",
+        Subdir::LinuxS390X => "s390x",
+        Subdir::LinuxRiscv32 => "riscv32",
+        Subdir::LinuxRiscv64 => "riscv64",
+        Subdir::OsxArm64 => "arm64",
+        Subdir::Win32 => "x86",
+        Subdir::Win64 => "AMD64",
+        Subdir::WinArm64 => "ARM64",
+        _ => "",
+    };
+    Some(PlatformMarkers {
+        sys_platform,
+        platform_system,
+        os_name,
+        platform_machine,
+    })
+}
+
 /// Normalizes a PyPI project name as PEP 503 does: lower case, every run of
 /// `-`, `_` and `.` becomes one `-`.
 pub fn normalize_name(name: &str) -> String {

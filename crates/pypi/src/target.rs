@@ -157,46 +157,22 @@ impl PythonTarget {
             platform: self.platform.to_string(),
             reason,
         };
-        let (sys_platform, platform_system, os_name) = if self.platform.is_linux() {
-            ("linux", "Linux", "posix")
-        } else if self.platform.is_osx() {
-            ("darwin", "Darwin", "posix")
-        } else if self.platform.is_windows() {
-            ("win32", "Windows", "nt")
-        } else {
-            return Err(unsupported("no PEP 508 markers for this platform".into()));
-        };
-        let platform_machine = match self.platform {
-            Subdir::Linux32 => "i386",
-            Subdir::Linux64 => "x86_64",
-            Subdir::LinuxAarch64 => "aarch64",
-            Subdir::LinuxArmV6l => "armv6l",
-            Subdir::LinuxArmV7l => "armv7l",
-            Subdir::LinuxPpc64le => "ppc64le",
-            Subdir::LinuxPpc64 => "ppc64",
-            Subdir::LinuxS390X => "s390x",
-            Subdir::LinuxRiscv64 => "riscv64",
-            Subdir::Osx64 => "x86_64",
-            Subdir::OsxArm64 => "arm64",
-            Subdir::Win32 => "x86",
-            Subdir::Win64 => "AMD64",
-            Subdir::WinArm64 => "ARM64",
-            _ => "",
-        };
+        let markers = envstore_core::pypi::platform_markers(self.platform)
+            .ok_or_else(|| unsupported("no PEP 508 markers for this platform".into()))?;
         let (major, minor) = self.python_major_minor;
         let python_version = format!("{major}.{minor}");
         MarkerEnvironment::try_from(MarkerEnvironmentBuilder {
             implementation_name: "cpython",
             implementation_version: &self.python_version,
-            os_name,
-            platform_machine,
+            os_name: markers.os_name,
+            platform_machine: markers.platform_machine,
             platform_python_implementation: "CPython",
             platform_release: "",
-            platform_system,
+            platform_system: markers.platform_system,
             platform_version: "",
             python_full_version: &self.python_version,
             python_version: &python_version,
-            sys_platform,
+            sys_platform: markers.sys_platform,
         })
         .map_err(|error| unsupported(format!("python version: {error}")))
     }

@@ -193,34 +193,9 @@ pub(super) fn marker_environment(
     };
     let subdir = Subdir::from_str(platform)
         .map_err(|error| failed(format!("not a conda platform: {error}")))?;
-    let (sys_platform, platform_system, os_name) = if subdir.is_linux() {
-        ("linux", "Linux", "posix")
-    } else if subdir.is_osx() {
-        ("darwin", "Darwin", "posix")
-    } else if subdir.is_windows() {
-        ("win32", "Windows", "nt")
-    } else {
-        return Err(failed(
-            "PyPI markers are known for Linux, macOS and Windows only".to_owned(),
-        ));
-    };
-    let platform_machine = match subdir {
-        Subdir::Linux32 => "i386",
-        Subdir::Linux64 | Subdir::Osx64 => "x86_64",
-        Subdir::LinuxAarch64 => "aarch64",
-        Subdir::LinuxArmV6l => "armv6l",
-        Subdir::LinuxArmV7l => "armv7l",
-        Subdir::LinuxPpc64le => "ppc64le",
-        Subdir::LinuxPpc64 => "ppc64",
-        Subdir::LinuxS390X => "s390x",
-        Subdir::LinuxRiscv32 => "riscv32",
-        Subdir::LinuxRiscv64 => "riscv64",
-        Subdir::OsxArm64 => "arm64",
-        Subdir::Win32 => "x86",
-        Subdir::Win64 => "AMD64",
-        Subdir::WinArm64 => "ARM64",
-        _ => "",
-    };
+    let markers = envstore_core::pypi::platform_markers(subdir).ok_or_else(|| {
+        failed("PyPI markers are known for Linux, macOS and Windows only".to_owned())
+    })?;
     let python = records
         .iter()
         .find(|record| record.package_record.name.as_normalized() == "python")
@@ -240,15 +215,15 @@ pub(super) fn marker_environment(
     MarkerEnvironment::try_from(MarkerEnvironmentBuilder {
         implementation_name: "cpython",
         implementation_version: &full_version,
-        os_name,
-        platform_machine,
+        os_name: markers.os_name,
+        platform_machine: markers.platform_machine,
         platform_python_implementation: "CPython",
         platform_release: "",
-        platform_system,
+        platform_system: markers.platform_system,
         platform_version: "",
         python_full_version: &full_version,
         python_version: &python_version,
-        sys_platform,
+        sys_platform: markers.sys_platform,
     })
     .map_err(|error| failed(format!("python version '{full_version}': {error}")))
 }

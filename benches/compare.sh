@@ -7,9 +7,11 @@
 #   link   envstore vs py-rattler's install vs `cp -al`;
 #   build  submit → succeeded (new lock, warm cache; built lock);
 #   api    lockfile GET under load (benches/api-load.sh, wrk);
-#   scale  solve time and peak memory from 26k to 1M records.
+#   scale  solve time and peak memory from 26k to 1M records;
+#   pypi   PyPI resolution of ipykernel (its real wheels, on loopback) vs
+#          the `uv pip compile` CLI (uv from PyPI, pinned) on the same index.
 #
-# Usage: benches/compare.sh [all|solve|link|build|api|scale]...
+# Usage: benches/compare.sh [all|solve|link|build|api|scale|pypi]...
 #   REPEAT=5            runs per figure (medians are printed)
 #   SCALE_FACTORS="1 4 12 38"
 #   ENVSTORE_REPODATA   the real repodata [default: ../shared/fixtures/repodata]
@@ -27,14 +29,20 @@ results=target/bench-data/compare-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 : >"$results"
 record() { tee -a "$results"; }
 
-echo "== building (release)" >&2
-cargo build --release --locked -p envstore-benches -p envstore-server --bins >&2
-bench=target/release/envstore-bench
-root=${ENVSTORE_REPODATA:-$(cd "$here/../shared/fixtures/repodata" 2>/dev/null && pwd || true)}
-[[ -n $root && -f $root/SOURCES.md ]] || { echo "compare: no repodata at ../shared/fixtures/repodata (set ENVSTORE_REPODATA)" >&2; exit 2; }
-export ENVSTORE_REPODATA=$root
+# Every part but pypi works on the conda repodata.
+conda_parts() { want solve || want link || want build || want api || want scale; }
 
-python3 -c 'import rattler' 2>/dev/null || pip install --quiet 'py-rattler==0.28.0' >&2
+echo "== building (release)" >&2
+packages=(-p envstore-benches)
+if want api; then packages+=(-p envstore-server); fi
+cargo build --release --locked "${packages[@]}" --bins >&2
+bench=target/release/envstore-bench
+if conda_parts; then
+    root=${ENVSTORE_REPODATA:-$(cd "$here/../shared/fixtures/repodata" 2>/dev/null && pwd || true)}
+    [[ -n $root && -f $root/SOURCES.md ]] || { echo "compare: no repodata at ../shared/fixtures/repodata (set ENVSTORE_REPODATA)" >&2; exit 2; }
+    export ENVSTORE_REPODATA=$root
+    python3 -c 'import rattler' 2>/dev/null || pip install --quiet 'py-rattler==0.28.0' >&2
+fi
 if want api; then
     missing=()
     for tool in wrk jq curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
@@ -71,5 +79,38 @@ if want scale; then
         "$bench" scale --factor "$factor" | record
     done
 fi
+if want pypi; then
+    echo "== pypi" >&2
+    # The same download as scripts/test, into the same folder.
+    wheels=target/test-wheels/ipykernel
+    if ! compgen -G "$wheels/*.whl" >/dev/null; then
+        python3 -m pip download --quiet --only-binary=:all: --python-version 3.11 \
+            --platform manylinux_2_28_x86_64 -d "$wheels" ipykernel >&2
+    fi
+    # uv 0.12.5 is the release of the uv crates (0.0.72) envstore-pypi uses.
+    uv_version=0.12.5
+    uv_venv=target/bench-data/uv-$uv_version
+    if [[ ! -x $uv_venv/bin/uv ]]; then
+        python3 -m venv "$uv_venv"
+        "$uv_venv/bin/pip" install --quiet "uv==$uv_version" >&2
+    fi
+    "$bench" --repeat "$repeat" pypi --wheels "$wheels" \
+        --uv "$uv_venv/bin/uv" --uv-python "$uv_venv/bin/python" | record
+fi
 echo "== summary ($results)" >&2
 python3 benches/py/summarize.py "$results"
+if want pypi; then
+    python3 - "$results" <<'EOF'
+import json, sys
+def ratio(ours, theirs):
+    return f"{ours / theirs:.2f}x" if ours and theirs else "n/a"
+for row in map(json.loads, filter(str.strip, open(sys.argv[1]))):
+    if row.get("bench") == "pypi":
+        print(
+            f"pypi {row['case']} ({row['packages']} pkgs, CPython {row['python']} {row['platform']}): "
+            f"envstore cold {row['cold_ms']:.1f} ms, warm {row['warm_ms']:.1f} ms | "
+            f"{row['uv_version'].split(' (')[0]} pip compile cold {row['uv_cold_ms']:.1f} ms, warm {row['uv_warm_ms']:.1f} ms | "
+            f"envstore/uv cold {ratio(row['cold_ms'], row['uv_cold_ms'])}, warm {ratio(row['warm_ms'], row['uv_warm_ms'])}"
+        )
+EOF
+fi

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod cases;
 pub mod link;
+pub mod pypi;
 pub mod scale;
 
 pub use cases::{Cases, SolveCase, repodata_root};

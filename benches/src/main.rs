@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
 use envstore_benches::build::BuildBench;
 use envstore_benches::cases::{BareRattler, fresh_solver};
 use envstore_benches::link::{self, LINK_CASE, copy_hardlinks, count_files, cpu_time, remove_tree};
+use envstore_benches::pypi::{
+    PYPI_REQUIREMENT, Pins, PypiIndex, UV_PYTHON_PLATFORM, UvCompile, default_wheels_dir,
+    differences, python_target, resolve_envstore,
+};
 use envstore_benches::scale::{peak_memory_mib, write_synthetic_channels};
 use envstore_benches::{Cases, bench_data_dir, repodata_root};
 use envstore_solve::{Lock, SolvedEnvironment};
@@ -68,6 +72,22 @@ enum Command {
         #[arg(long)]
         factor: usize,
     },
+    /// Resolve `ipykernel` from its real wheels served on loopback, for
+    /// CPython 3.11 linux-64 (manylinux_2_28): envstore-pypi in-process and
+    /// `uv pip compile` (the CLI), each cold (empty uv cache) and warm (cache
+    /// kept). Fails when the two resolutions differ. Needs no repodata.
+    Pypi {
+        /// The wheels `pip download` wrote [default: target/test-wheels/ipykernel].
+        #[arg(long)]
+        wheels: Option<PathBuf>,
+        /// The `uv` executable of the peer.
+        #[arg(long)]
+        uv: PathBuf,
+        /// The interpreter `uv pip compile` is given (`--python`): the CLI
+        /// always looks for one, even with `--python-version`.
+        #[arg(long)]
+        uv_python: PathBuf,
+    },
 }
 
 /// The case solved on the synthetic channels.
@@ -84,6 +104,15 @@ fn median(mut samples: Vec<Duration>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let repeat = cli.repeat.max(1);
+    if let Command::Pypi {
+        wheels,
+        uv,
+        uv_python,
+    } = &cli.command
+    {
+        let wheels = wheels.clone().unwrap_or_else(default_wheels_dir);
+        return pypi(repeat, &wheels, uv, uv_python).await;
+    }
     let Some(root) = repodata_root() else {
         eprintln!("skipped: ../shared/fixtures/repodata is absent (set ENVSTORE_REPODATA)");
         return Ok(());
@@ -286,6 +315,8 @@ async fn main() -> anyhow::Result<()> {
             )?;
             eprintln!("synthetic channels ×{factor}: {records} records");
         }
+        // Answered above, before the repodata is looked for.
+        Command::Pypi { .. } => {}
         Command::Scale { factor } => {
             let status = std::process::Command::new(std::env::current_exe()?)
                 .args(["scale-generate", "--factor", &factor.to_string()])
@@ -319,4 +350,88 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Checks that a run pinned what the first run of either tool pinned.
+fn same_as_first(
+    first: &mut Option<(&'static str, Pins)>,
+    tool: &'static str,
+    pins: Pins,
+) -> anyhow::Result<()> {
+    match first {
+        None => *first = Some((tool, pins)),
+        Some((first_tool, expected)) => {
+            if let Some(difference) = differences(expected, &pins) {
+                anyhow::bail!(
+                    "the resolutions of {PYPI_REQUIREMENT} differ ({first_tool}'s first run against this run of {tool}):\n{difference}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `pypi` command: envstore and uv take turns going first, cold then
+/// warm, on one index served by this process.
+async fn pypi(
+    repeat: usize,
+    wheels: &std::path::Path,
+    uv: &std::path::Path,
+    uv_python: &std::path::Path,
+) -> anyhow::Result<()> {
+    let data = bench_data_dir()?;
+    let index = PypiIndex::serve(wheels, &data).await?;
+    let target = python_target()?;
+    let work = tempfile::tempdir_in(&data)?;
+    let compile = UvCompile::new(uv, uv_python, work.path(), &index)?;
+    let uv_version = compile.version()?;
+    let mut first = None;
+    let (mut cold, mut uv_cold) = (Vec::new(), Vec::new());
+    for iteration in 0..repeat {
+        for ours in [iteration % 2 == 0, iteration % 2 == 1] {
+            let cache = tempfile::tempdir_in(work.path())?;
+            if ours {
+                let (elapsed, pins) = resolve_envstore(&index, &target, cache.path()).await?;
+                cold.push(elapsed);
+                same_as_first(&mut first, "envstore", pins)?;
+            } else {
+                let (elapsed, pins) = tokio::task::block_in_place(|| compile.run(cache.path()))?;
+                uv_cold.push(elapsed);
+                same_as_first(&mut first, "uv", pins)?;
+            }
+        }
+    }
+    let (ours_cache, uv_cache) = (
+        work.path().join("envstore-warm"),
+        work.path().join("uv-warm"),
+    );
+    resolve_envstore(&index, &target, &ours_cache).await?;
+    tokio::task::block_in_place(|| compile.run(&uv_cache))?;
+    let (mut warm, mut uv_warm) = (Vec::new(), Vec::new());
+    for iteration in 0..repeat {
+        for ours in [iteration % 2 == 0, iteration % 2 == 1] {
+            if ours {
+                let (elapsed, pins) = resolve_envstore(&index, &target, &ours_cache).await?;
+                warm.push(elapsed);
+                same_as_first(&mut first, "envstore", pins)?;
+            } else {
+                let (elapsed, pins) = tokio::task::block_in_place(|| compile.run(&uv_cache))?;
+                uv_warm.push(elapsed);
+                same_as_first(&mut first, "uv", pins)?;
+            }
+        }
+    }
+    let packages = first.map_or(0, |(_, pins)| pins.len());
+    println!(
+        "{}",
+        json!({
+            "tool": "envstore", "bench": "pypi", "case": PYPI_REQUIREMENT,
+            "python": "3.11", "platform": UV_PYTHON_PLATFORM,
+            "packages": packages, "index_wheels": index.wheels,
+            "cold_ms": median(cold), "warm_ms": median(warm),
+            "uv_cold_ms": median(uv_cold), "uv_warm_ms": median(uv_warm),
+            "uv_version": uv_version,
+        })
+    );
+    index.shutdown().await
 }

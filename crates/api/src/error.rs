@@ -63,6 +63,9 @@ pub enum ApiError {
     Solve(#[from] envstore_solve::SolveError),
     #[error("internal error")]
     Lock(#[from] envstore_solve::LockError),
+    /// The `pip:` section could not be resolved after the conda solve.
+    #[error(transparent)]
+    Pypi(#[from] envstore_pypi::EnvironmentError),
     /// A dependency of the service does not answer (readiness); `failed`
     /// names which, the log has why.
     #[error("{detail}")]
@@ -146,6 +149,8 @@ impl ApiError {
                 SolveError::Spec(_) | SolveError::Unsolvable { .. } | SolveError::Timeout { .. },
             ) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Solve(SolveError::Repodata { .. }) => StatusCode::BAD_GATEWAY,
+            Self::Pypi(error) if error.is_transient() => StatusCode::BAD_GATEWAY,
+            Self::Pypi(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Database(_) | Self::Store(_) | Self::Solve(_) | Self::Lock(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -190,6 +195,7 @@ impl ApiError {
             Self::Solve(SolveError::Timeout { .. }) => "solve-timeout",
             Self::Solve(SolveError::Spec(_)) => "invalid-spec",
             Self::Solve(SolveError::Repodata { .. }) => "repodata-unavailable",
+            Self::Pypi(error) => pypi_slug(error),
             Self::Database(_) | Self::Store(_) | Self::Solve(_) | Self::Lock(_) => "internal",
         }
     }
@@ -227,6 +233,10 @@ impl ApiError {
             Self::Solve(
                 SolveError::Unsolvable { platform, .. } | SolveError::Timeout { platform, .. },
             ) => problem.platform = Some(platform.to_string()),
+            Self::Pypi(
+                envstore_pypi::EnvironmentError::Platform { platform, .. }
+                | envstore_pypi::EnvironmentError::NoPython { platform },
+            ) => problem.platform = Some(platform.clone()),
             _ => {}
         }
     }
@@ -259,8 +269,31 @@ impl ApiError {
             // The channel cannot be read: say which, so the caller can tell
             // a mistyped channel from an outage.
             Self::Solve(error @ SolveError::Repodata { .. }) => error_chain(error),
+            // Which platform, then uv's explanation or the index's failure.
+            Self::Pypi(error) => error_chain(error),
             _ => self.to_string(),
         }
+    }
+}
+
+/// The problem `type` slug of a PyPI resolution failure: the spec's
+/// fault (no solution, a source-only package) or the index's (unreachable).
+fn pypi_slug(error: &envstore_pypi::EnvironmentError) -> &'static str {
+    use envstore_pypi::{EnvironmentError, PypiError};
+    match error {
+        EnvironmentError::Platform {
+            source: PypiError::SourceBuildRequired { .. },
+            ..
+        } => "source-build-unsupported",
+        EnvironmentError::Platform {
+            source: PypiError::IndexUnreachable { .. },
+            ..
+        } => "pypi-index-unavailable",
+        EnvironmentError::Platform {
+            source: PypiError::NoSolution { .. },
+            ..
+        } => "unsolvable",
+        _ => "pypi-unresolvable",
     }
 }
 
@@ -281,7 +314,6 @@ fn spec_problem(error: &SpecError) -> ProblemItem {
             item.line = Some(*line as u64);
             item.column = Some(*column as u64);
         }
-        SpecError::PipUnsupported { line } => item.line = line.map(|line| line as u64),
         SpecError::Pip { error, line } => {
             item.line = line.map(|line| line as u64);
             item.dependency = error.line_text().map(str::to_owned);

@@ -79,6 +79,9 @@ pub struct App {
     /// Solves specs for `POST …/solve` (no build). Shares its repodata and
     /// solve caches with this node's workers.
     pub solver: envstore_solve::EnvironmentSolver,
+    /// How `…/solve` reaches PyPI indexes (uv's cache, trust roots,
+    /// timeout): the node's workers' settings, so both lock the same wheels.
+    pub pypi_index: envstore_pypi::IndexSettings,
     /// Solves running at once for `…/solve`: the API must keep answering
     /// while clients ask for solves.
     pub solve_permits: Arc<tokio::sync::Semaphore>,

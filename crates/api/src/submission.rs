@@ -37,18 +37,6 @@ pub(crate) async fn replay_if_known(
 /// an idempotency key, the key's first answer when it was used already.
 /// `spec` is the canonical spec and the text it was submitted as, if any,
 /// kept with a new build.
-/// The workers do not install PyPI packages yet: a spec whose `pip:`
-/// section is valid is refused here, saying so, rather than accepted and
-/// failed later.
-pub(crate) fn refuse_pip_until_built(
-    canonical: &envstore_core::CanonicalSpec,
-) -> Result<(), ApiError> {
-    match canonical.pip {
-        Some(_) => Err(envstore_core::SpecError::PipUnsupported { line: None }.into()),
-        None => Ok(()),
-    }
-}
-
 pub(crate) async fn queue_build(
     app: &AppState,
     caller: &Caller,

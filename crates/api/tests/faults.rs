@@ -64,6 +64,7 @@ impl Server {
                 rattler_cache::package_cache::PackageCache::new(root.join("cache/pkgs")),
                 std::time::Duration::from_secs(60),
             ),
+            pypi_index: envstore_pypi::IndexSettings::pypi(root.join("cache/pypi")),
             solve_permits: Arc::new(tokio::sync::Semaphore::new(1)),
             usage: Default::default(),
             event_streams: Default::default(),

@@ -94,6 +94,7 @@ impl Server {
                 rattler_cache::package_cache::PackageCache::new(folder.0.join("cache/pkgs")),
                 std::time::Duration::from_secs(60),
             ),
+            pypi_index: envstore_pypi::IndexSettings::pypi(folder.0.join("cache/pypi")),
             solve_permits: Arc::new(tokio::sync::Semaphore::new(1)),
             usage: Default::default(),
             event_streams: Default::default(),

@@ -52,9 +52,13 @@ pub enum PipError {
     )]
     TwoIndexUrls { first: String, second: String },
     #[error(
-        "pip requirement '{line}' names a wheel by URL; direct URLs are not supported yet: ask for the package by name and version ('name==1.2.3') from an allowed index"
+        "pip requirement '{line}' names the wheel '{file}', which is not a wheel of '{name}' (a wheel's file name is <name>-<version>-<tags>.whl)"
     )]
-    DirectUrl { line: String },
+    WheelOfAnotherProject {
+        line: String,
+        name: String,
+        file: String,
+    },
     #[error("pip requirement '{line}' lists '{name}' again; name each package once")]
     Duplicate { line: String, name: String },
 }
@@ -64,9 +68,7 @@ impl PipError {
     pub fn problem_type(&self) -> &'static str {
         match self {
             PipError::SourceBuild { .. } => "source-build-unsupported",
-            PipError::ReadsFile { .. }
-            | PipError::UnsupportedOption { .. }
-            | PipError::DirectUrl { .. } => "pip-unsupported",
+            PipError::ReadsFile { .. } | PipError::UnsupportedOption { .. } => "pip-unsupported",
             _ => "invalid-pip-requirement",
         }
     }
@@ -78,7 +80,7 @@ impl PipError {
             | PipError::ReadsFile { line, .. }
             | PipError::Invalid { line, .. }
             | PipError::TooLong { line, .. }
-            | PipError::DirectUrl { line }
+            | PipError::WheelOfAnotherProject { line, .. }
             | PipError::Duplicate { line, .. } => Some(line),
             _ => None,
         }
@@ -92,6 +94,9 @@ pub struct PipRequirement {
     pub name: String,
     /// The requirement in PEP 508's normal form (what is hashed and resolved).
     pub requirement: String,
+    /// `name @ https://…/name-1.0-py3-none-any.whl`: the wheel, which must
+    /// be a file of one of the section's indexes (the policy checks it).
+    pub wheel_url: Option<Url>,
 }
 
 /// A `pip:` section as written, every line checked.
@@ -255,16 +260,39 @@ fn read_line(line: &str) -> Result<PipLine, PipError> {
                         .to_owned(),
                 });
             }
-            // The resolver takes packages from indexes only, for now.
-            return Err(PipError::DirectUrl {
-                line: line.to_owned(),
-            });
+            let name = normalize_name(parsed.name.as_ref());
+            let file = url.path().rsplit('/').next().unwrap_or_default();
+            if wheel_project(file).is_none_or(|(project, _)| project != name) {
+                return Err(PipError::WheelOfAnotherProject {
+                    line: line.to_owned(),
+                    name,
+                    file: file.to_owned(),
+                });
+            }
+            return Ok(PipLine::Requirement(PipRequirement {
+                name,
+                requirement: parsed.to_string(),
+                wheel_url: Some(url.clone()),
+            }));
         }
     }
     Ok(PipLine::Requirement(PipRequirement {
         name: normalize_name(parsed.name.as_ref()),
         requirement: parsed.to_string(),
+        wheel_url: None,
     }))
+}
+
+/// The normalized project name and the version a wheel's file name
+/// (`<name>-<version>(-<build>)?-<python>-<abi>-<platform>.whl`, PEP 427)
+/// gives, or None when it is not one.
+pub fn wheel_project(file: &str) -> Option<(String, String)> {
+    let stem = file.strip_suffix(".whl")?;
+    let parts: Vec<&str> = stem.split('-').collect();
+    if !(5..=6).contains(&parts.len()) || parts.iter().any(|part| part.is_empty()) {
+        return None;
+    }
+    Some((normalize_name(parts[0]), parts[1].to_owned()))
 }
 
 /// `--opt value`, `--opt=value` and `-i value` alike.
@@ -404,7 +432,7 @@ mod tests {
             "numpy >=>1",
             "requests",
             "Requests==2.0",
-            "wheelonly @ https://files.pythonhosted.org/packages/aa/wheelonly-1.0-py3-none-any.whl",
+            "wheelonly @ https://files.pythonhosted.org/packages/aa/other-1.0-py3-none-any.whl",
         ])
         .unwrap_err();
         let kinds: Vec<&str> = problems.iter().map(PipError::problem_type).collect();
@@ -423,7 +451,7 @@ mod tests {
                 "pip-unsupported",
                 "invalid-pip-requirement",
                 "invalid-pip-requirement",
-                "pip-unsupported",
+                "invalid-pip-requirement",
             ],
             "{problems:#?}"
         );
@@ -432,6 +460,35 @@ mod tests {
                 .to_string()
                 .contains("source builds are not supported yet")
         );
+    }
+
+    #[test]
+    fn a_wheel_named_by_url_is_kept_with_its_url() {
+        let section = parse(&[
+            "Zope.Interface[test] @ https://files.pythonhosted.org/packages/aa/zope.interface-7.2-cp311-cp311-manylinux_2_17_x86_64.whl ; sys_platform == 'linux'",
+        ])
+        .unwrap();
+        let requirement = &section.requirements[0];
+        assert_eq!(requirement.name, "zope-interface");
+        assert_eq!(
+            requirement.wheel_url.as_ref().map(Url::as_str),
+            Some(
+                "https://files.pythonhosted.org/packages/aa/zope.interface-7.2-cp311-cp311-manylinux_2_17_x86_64.whl"
+            )
+        );
+        assert!(
+            requirement
+                .requirement
+                .starts_with("zope-interface[test] @ https://"),
+            "{}",
+            requirement.requirement
+        );
+        assert_eq!(
+            wheel_project("zope.interface-7.2-cp311-cp311-manylinux_2_17_x86_64.whl"),
+            Some(("zope-interface".to_owned(), "7.2".to_owned()))
+        );
+        assert_eq!(wheel_project("pkg-1.0.tar.gz"), None);
+        assert_eq!(wheel_project("pkg-1.0-py3.whl"), None);
     }
 
     #[test]

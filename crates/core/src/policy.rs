@@ -173,16 +173,37 @@ impl Policy {
             ));
             return;
         };
-        for index in section.indexes(default_index) {
+        let indexes = section.indexes(default_index);
+        for index in &indexes {
             if !allowed
                 .iter()
-                .any(|known| crate::pip::same_index(known, &index))
+                .any(|known| crate::pip::same_index(known, index))
             {
                 violations.push(violated(
                     "allowed_pypi_indexes",
                     format!(
                         "PyPI index '{index}' is not allowed here; allowed: {}",
                         allowed_text()
+                    ),
+                ));
+            }
+        }
+        // A wheel named by URL is taken from the section's indexes, like
+        // any other: it must be one of their files.
+        for requirement in &section.requirements {
+            let Some(url) = &requirement.wheel_url else {
+                continue;
+            };
+            if !indexes
+                .iter()
+                .any(|index| crate::pip::is_file_of_index(url, index))
+            {
+                let used: Vec<&str> = indexes.iter().map(Url::as_str).collect();
+                violations.push(violated(
+                    "allowed_pypi_indexes",
+                    format!(
+                        "the wheel '{url}' is not a file of the PyPI indexes this spec uses ({}); name a wheel of one of them, or the package by name and version",
+                        used.join(", ")
                     ),
                 ));
             }
@@ -684,6 +705,29 @@ mod tests {
                 .unwrap()
                 .default_pip_index
                 .is_none()
+        );
+
+        // A wheel by URL: a file of the section's indexes, or refused.
+        open.apply(spec(
+            "dependencies: [python, {pip: ['tool @ https://files.pythonhosted.org/packages/aa/tool-1.0-py3-none-any.whl']}]\n",
+        ))
+        .unwrap();
+        server
+            .apply(spec(
+                "dependencies: [python, {pip: ['tool @ http://127.0.0.1:9/files/tool-1.0-py3-none-any.whl']}]\n",
+            ))
+            .unwrap();
+        let refused = open
+            .apply(spec(
+                "dependencies: [python, {pip: ['tool @ https://evil.example/tool-1.0-py3-none-any.whl']}]\n",
+            ))
+            .unwrap_err();
+        assert_eq!(refused.rule(), Some("allowed_pypi_indexes"), "{refused}");
+        assert!(
+            refused
+                .to_string()
+                .contains("https://evil.example/tool-1.0-py3-none-any.whl"),
+            "{refused}"
         );
     }
 

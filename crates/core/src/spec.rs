@@ -60,11 +60,6 @@ pub enum SpecError {
         url: String,
         defect: crate::channels::UrlDefect,
     },
-    #[error(
-        "a 'pip:' section{} is not supported yet: envstore builds conda packages only, until PyPI support lands; move those packages to conda dependencies (most are on conda-forge under the same name) or remove the 'pip:' section to build without them",
-        line.map(|line| format!(" (line {line})")).unwrap_or_default()
-    )]
-    PipUnsupported { line: Option<usize> },
     #[error("{error}")]
     Pip {
         #[source]
@@ -145,7 +140,6 @@ impl SpecError {
             | SpecError::DependencyChannel { .. }
             | SpecError::DependencyUrl { .. } => "channel-not-allowed",
             SpecError::TooLarge { .. } => "too-large",
-            SpecError::PipUnsupported { .. } => "pip-unsupported",
             SpecError::Pip { error, .. } => error.problem_type(),
             SpecError::PipNeedsPython => "pip-needs-python",
             SpecError::TooManyPipRequirements { .. } | SpecError::InvalidExcludeNewer { .. } => {

@@ -7,8 +7,10 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use envstore_core::CanonicalSpec;
 use envstore_core::pip::CanonicalPip;
 use envstore_core::pypi::LockedWheel;
+use envstore_solve::{SolvedEnvironment, virtual_packages_with};
 use rattler_conda_types::{GenericVirtualPackage, RepoDataRecord, Subdir};
 use url::Url;
 
@@ -38,6 +40,8 @@ pub enum EnvironmentError {
         "the environment has PyPI requirements but no 'python' for {platform}: PyPI packages are resolved for the environment's python"
     )]
     NoPython { platform: String },
+    #[error("'{platform}' is not a platform")]
+    UnknownPlatform { platform: String },
     #[error("'{value}' is not an index URL: {reason}")]
     IndexUrl { value: String, reason: String },
     #[error("exclude_newer '{value}' is not an RFC 3339 instant: {reason}")]
@@ -122,4 +126,37 @@ pub async fn resolve_environment(
     futures::future::try_join_all(resolutions)
         .await
         .map(|resolved| resolved.into_iter().collect())
+}
+
+/// Resolves the `pip:` section of `spec` (if any) for every platform of its
+/// conda solution `solved`, with the target machines' virtual packages the
+/// spec declares (or the platform's assumed ones), never this machine's.
+/// No `pip:` section: no wheels.
+pub async fn resolve_solved(
+    spec: &CanonicalSpec,
+    solved: &SolvedEnvironment,
+    base: &IndexSettings,
+) -> Result<BTreeMap<String, Vec<LockedWheel>>, EnvironmentError> {
+    let Some(pip) = &spec.pip else {
+        return Ok(BTreeMap::new());
+    };
+    let mut platforms = Vec::with_capacity(solved.platforms.len());
+    for (platform, records) in &solved.platforms {
+        let subdir: Subdir = platform
+            .parse()
+            .map_err(|_| EnvironmentError::UnknownPlatform {
+                platform: platform.clone(),
+            })?;
+        let requirements = spec
+            .system_requirements
+            .get(platform)
+            .cloned()
+            .unwrap_or_default();
+        platforms.push(SolvedPlatform {
+            platform: subdir,
+            records: records.as_slice(),
+            virtual_packages: virtual_packages_with(subdir, &requirements),
+        });
+    }
+    resolve_environment(pip, platforms, base).await
 }

@@ -19,7 +19,9 @@ use std::path::PathBuf;
 pub use cache::{DEFAULT_MAX_WHEEL_BYTES, WheelCache};
 pub use client::{IndexSettings, PYPI_INDEX_URL, TlsSettings};
 pub use conda::{KNOWN_RENAMES, conda_provided};
-pub use environment::{EnvironmentError, SolvedPlatform, resolve_environment, settings_for};
+pub use environment::{
+    EnvironmentError, SolvedPlatform, resolve_environment, resolve_solved, settings_for,
+};
 pub use envstore_core::pypi::LockedWheel;
 pub use install::{InstalledWheel, WheelLimits, install_wheels};
 /// The timestamp type of [`IndexSettings::exclude_newer`] (uv's).
@@ -57,6 +59,10 @@ pub enum PypiError {
 
     #[error("no PyPI wheels can be chosen for {platform}: {reason}")]
     UnsupportedTarget { platform: String, reason: String },
+
+    /// A wheel named by URL (`name @ https://…/x.whl`) that cannot be taken.
+    #[error("the wheel '{url}' cannot be used: {reason}")]
+    NamedWheel { url: String, reason: String },
 
     #[error("the index gave no sha256 for '{wheel}'; every locked wheel needs one")]
     MissingHash { wheel: String },

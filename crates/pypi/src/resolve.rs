@@ -81,10 +81,15 @@ async fn resolve_here(
 ) -> Result<Vec<LockedWheel>, PypiError> {
     let markers = target.markers()?;
     let tags = target.tags()?;
-    let requirements = requirement_texts
-        .iter()
-        .map(|text| parse_requirement(text))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut requirements = Vec::with_capacity(requirement_texts.len());
+    let mut named_wheels = BTreeMap::new();
+    for text in requirement_texts {
+        let (requirement, wheel_url) = parse_requirement(text)?;
+        if let Some(url) = wheel_url {
+            named_wheels.insert(requirement.name.clone(), url);
+        }
+        requirements.push(requirement);
+    }
     let conda_pins = conda_pins(conda)?;
 
     // As pixi does: the conda python's own version, `==3.11.9.*`.
@@ -200,7 +205,10 @@ async fn resolve_here(
         let BuiltDist::Registry(registry) = built else {
             continue;
         };
-        let wheel = registry.best_wheel();
+        let wheel = match named_wheels.get(resolved.name()) {
+            Some(wanted) => named_wheel(registry, wanted, &tags, target)?,
+            None => registry.best_wheel(),
+        };
         let url = wheel
             .file
             .url
@@ -248,19 +256,89 @@ async fn resolve_here(
     Ok(locked)
 }
 
-fn parse_requirement(text: &str) -> Result<Requirement, PypiError> {
+/// A requirement for uv's resolver, and the URL of the wheel it names when
+/// it is `name @ https://…/name-1.0-….whl`. Such a requirement is resolved
+/// as `name==1.0` from the indexes (the policy made sure the wheel is one
+/// of their files), and [`named_wheel`] then takes that very file, so it is
+/// locked with the index's sha256 like any other.
+fn parse_requirement(text: &str) -> Result<(Requirement, Option<url::Url>), PypiError> {
     let invalid = |message: String| PypiError::InvalidRequirement {
         requirement: text.to_string(),
         message,
     };
-    let parsed = uv_pep508::Requirement::<VerbatimParsedUrl>::from_str(text)
+    let mut parsed = uv_pep508::Requirement::<VerbatimParsedUrl>::from_str(text)
         .map_err(|error| invalid(strip_ansi(&error.to_string())))?;
-    if matches!(parsed.version_or_url, Some(uv_pep508::VersionOrUrl::Url(_))) {
-        return Err(invalid(
-            "direct URL requirements are not supported, only index packages".into(),
-        ));
+    let Some(uv_pep508::VersionOrUrl::Url(verbatim)) = &parsed.version_or_url else {
+        return Ok((Requirement::from(parsed), None));
+    };
+    let url = url::Url::from(verbatim.verbatim.to_url());
+    let file = url.path().rsplit('/').next().unwrap_or_default().to_owned();
+    let filename = uv_distribution_filename::WheelFilename::from_str(&file).map_err(|error| {
+        invalid(format!(
+            "a URL requirement must name a wheel (.whl); '{file}': {error}"
+        ))
+    })?;
+    if filename.name != parsed.name {
+        return Err(invalid(format!(
+            "'{file}' is a wheel of '{}', not of '{}'",
+            filename.name, parsed.name
+        )));
     }
-    Ok(Requirement::from(parsed))
+    parsed.version_or_url = Some(uv_pep508::VersionOrUrl::VersionSpecifier(
+        VersionSpecifiers::from(VersionSpecifier::equals_version(filename.version.clone())),
+    ));
+    Ok((Requirement::from(parsed), Some(url)))
+}
+
+/// The wheel of `registry` at `wanted` (fragments such as `#sha256=` aside),
+/// when it fits the target; an error naming the file otherwise.
+fn named_wheel<'a>(
+    registry: &'a uv_distribution_types::RegistryBuiltDist,
+    wanted: &url::Url,
+    tags: &uv_platform_tags::Tags,
+    target: &PythonTarget,
+) -> Result<&'a uv_distribution_types::RegistryBuiltWheel, PypiError> {
+    let without_fragment = |url: &url::Url| {
+        let mut url = url.clone();
+        url.set_fragment(None);
+        url
+    };
+    let wanted_plain = without_fragment(wanted);
+    let found = registry.wheels.iter().find(|wheel| {
+        wheel
+            .file
+            .url
+            .to_url()
+            .is_ok_and(|url| without_fragment(&url) == wanted_plain)
+    });
+    let problem = |reason: String| PypiError::NamedWheel {
+        url: wanted_plain.to_string(),
+        reason,
+    };
+    let wheel = found.ok_or_else(|| {
+        problem(
+            "the index does not list this file for the version it names (is it a file of the index, and not yanked or newer than exclude_newer?)".to_owned(),
+        )
+    })?;
+    if !wheel.filename.is_compatible(tags) {
+        return Err(problem(format!(
+            "its tags do not fit {} with python {}",
+            target.platform(),
+            target.python_version()
+        )));
+    }
+    if let Some(fragment) = wanted.fragment()
+        && let Some(expected) = fragment.strip_prefix("sha256=")
+        && !wheel.file.hashes.iter().any(|digest| {
+            digest.algorithm == HashAlgorithm::Sha256
+                && digest.digest.eq_ignore_ascii_case(expected)
+        })
+    {
+        return Err(problem(format!(
+            "the index gives another sha256 than the URL's #sha256={expected}"
+        )));
+    }
+    Ok(wheel)
 }
 
 /// A conda-provided project: its pin (`name==version`) and its version.
@@ -513,10 +591,28 @@ mod tests {
     }
 
     #[test]
-    fn requirements_parse_and_urls_are_refused() {
-        assert!(parse_requirement("requests[socks]>=2; python_version >= '3.8'").is_ok());
+    fn requirements_parse_and_wheel_urls_become_pins() {
+        let (plain, url) =
+            parse_requirement("requests[socks]>=2; python_version >= '3.8'").expect("parses");
+        assert!(url.is_none());
+        assert_eq!(plain.name.as_ref(), "requests");
+        let (pinned, url) = parse_requirement(
+            "pkg[fast] @ https://example.invalid/files/pkg-1.0-py3-none-any.whl ; sys_platform == 'linux'",
+        )
+        .expect("parses");
+        assert_eq!(
+            url.map(String::from).as_deref(),
+            Some("https://example.invalid/files/pkg-1.0-py3-none-any.whl")
+        );
+        let text = pinned.to_string();
+        assert!(text.starts_with("pkg[fast]==1.0"), "{text}");
+        assert!(text.contains("sys_platform == 'linux'"), "{text}");
         assert!(matches!(
-            parse_requirement("pkg @ https://example.invalid/pkg-1.0-py3-none-any.whl"),
+            parse_requirement("pkg @ https://example.invalid/other-1.0-py3-none-any.whl"),
+            Err(PypiError::InvalidRequirement { .. })
+        ));
+        assert!(matches!(
+            parse_requirement("pkg @ https://example.invalid/pkg-1.0.tar.gz"),
             Err(PypiError::InvalidRequirement { .. })
         ));
         assert!(matches!(

@@ -125,6 +125,7 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
                 max_unpacked_bytes: config.package_limits.max_extracted_bytes,
                 max_entries: usize::try_from(config.package_limits.max_files).unwrap_or(usize::MAX),
             },
+            config.limits.network.read_timeout,
         )?,
     });
     Ok(Node {
@@ -207,6 +208,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .solver
             .clone()
             .with_call_limit(config.limits.solve_request),
+        pypi_index: node.context.pypi.index.clone(),
         solve_permits: Arc::new(tokio::sync::Semaphore::new(API_SOLVES)),
         usage: config.usage.settings,
         event_streams: envstore_api::EventStreams::new(config.event_streams),

@@ -9,10 +9,9 @@ use envstore_core::CanonicalSpec;
 use envstore_core::pip::CanonicalPip;
 use envstore_core::pypi::LockedWheel;
 use envstore_link::{AfterLink, ProgressSink};
-use envstore_pypi::{IndexSettings, PythonTarget, SolvedPlatform, WheelCache, WheelLimits};
-use envstore_solve::{Lock, SolvedEnvironment, virtual_packages_with};
+use envstore_pypi::{IndexSettings, PythonTarget, WheelCache, WheelLimits};
+use envstore_solve::{Lock, SolvedEnvironment};
 use futures::StreamExt;
-use rattler_conda_types::Subdir;
 
 use crate::context::BuildContext;
 use crate::error::BuildError;
@@ -34,9 +33,17 @@ pub struct PypiContext {
 }
 
 impl PypiContext {
-    /// Caches under `cache_dir` (`index/` for uv's, `wheels/` for wheels).
-    pub fn new(cache_dir: PathBuf, limits: WheelLimits) -> Result<Self, envstore_pypi::PypiError> {
-        let index = IndexSettings::pypi(cache_dir.join("index"));
+    /// Caches under `cache_dir` (`index/` for uv's, `wheels/` for wheels);
+    /// `timeout` bounds connecting to and hearing from an index, as the
+    /// server's network limits bound channels. Trust roots and proxies are
+    /// the channel client's (see [`envstore_pypi::TlsSettings`]).
+    pub fn new(
+        cache_dir: PathBuf,
+        limits: WheelLimits,
+        timeout: std::time::Duration,
+    ) -> Result<Self, envstore_pypi::PypiError> {
+        let mut index = IndexSettings::pypi(cache_dir.join("index"));
+        index.timeout = timeout;
         let wheels = WheelCache::new(cache_dir.join("wheels"), &index)?;
         Ok(Self {
             index,
@@ -46,8 +53,9 @@ impl PypiContext {
     }
 }
 
-/// Resolves `pip` for every platform of `solved`, with the target machines'
-/// virtual packages of `spec`.
+/// Resolves `pip` (the spec's `pip:` section) for every platform of
+/// `solved`, with the target machines' virtual packages of `spec`, logging
+/// what it chose.
 pub(crate) async fn resolve(
     ctx: &BuildContext,
     spec: &CanonicalSpec,
@@ -64,23 +72,7 @@ pub(crate) async fn resolve(
             .map(|instant| format!(" (uploaded before {instant})"))
             .unwrap_or_default()
     ));
-    let mut platforms = Vec::with_capacity(solved.platforms.len());
-    for (platform, records) in &solved.platforms {
-        let subdir: Subdir = platform
-            .parse()
-            .map_err(|_| BuildError::Task(format!("'{platform}' is not a platform")))?;
-        let requirements = spec
-            .system_requirements
-            .get(platform)
-            .cloned()
-            .unwrap_or_default();
-        platforms.push(SolvedPlatform {
-            platform: subdir,
-            records,
-            virtual_packages: virtual_packages_with(subdir, &requirements),
-        });
-    }
-    let wheels = envstore_pypi::resolve_environment(pip, platforms, &ctx.pypi.index).await?;
+    let wheels = envstore_pypi::resolve_solved(spec, solved, &ctx.pypi.index).await?;
     for (platform, locked) in &wheels {
         let listed: Vec<String> = locked
             .iter()

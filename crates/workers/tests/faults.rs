@@ -80,6 +80,7 @@ impl Fixture {
             pypi: envstore_workers::PypiContext::new(
                 cache_dir.join("pypi"),
                 envstore_pypi::WheelLimits::default(),
+                Duration::from_secs(30),
             )
             .unwrap(),
         }

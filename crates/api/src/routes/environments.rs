@@ -115,7 +115,6 @@ pub async fn submit_environment(
     let spec = policy.apply(spec)?;
     let canonical = spec.canonicalize(&app.allowlist, app.default_platform)?;
     policy.check_canonical(&canonical)?;
-    crate::submission::refuse_pip_until_built(&canonical)?;
     queue_build(
         &app,
         &caller,

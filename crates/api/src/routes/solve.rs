@@ -66,17 +66,18 @@ pub async fn solve_spec(
     let spec = policy.apply(spec)?;
     let canonical = spec.canonicalize(&app.allowlist, app.default_platform)?;
     policy.check_canonical(&canonical)?;
-    crate::submission::refuse_pip_until_built(&canonical)?;
 
-    let solved = {
+    let (solved, wheels) = {
         let _permit = app
             .solve_permits
             .acquire()
             .await
             .map_err(|_| ApiError::BadRequest("the server is shutting down".to_owned()))?;
-        app.solver.solve(&canonical).await?
+        let solved = app.solver.solve(&canonical).await?;
+        let wheels = envstore_pypi::resolve_solved(&canonical, &solved, &app.pypi_index).await?;
+        (solved, wheels)
     };
-    let lock = Lock::new(solved);
+    let lock = Lock::new(solved).with_pypi(wheels);
     let text = match format {
         LockfileFormat::CondaLock => lock.render_conda_lock()?,
         LockfileFormat::Pixi => lock.render_pixi_lock()?,

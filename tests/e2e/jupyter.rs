@@ -94,25 +94,6 @@ fn jupyter_python() -> Result<PathBuf, String> {
     Ok(python)
 }
 
-/// The `envstore` binary of this build: Cargo puts it two folders above
-/// this test's executable (`target/debug/deps/e2e-…`), and only builds it
-/// for envstore-server's own tests, so it must be built already.
-fn envstore_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|error| format!("no test executable: {error}"))?;
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("envstore"))
-        .ok_or_else(|| format!("{} has no target folder", exe.display()))?;
-    if !binary.is_file() {
-        return Err(format!(
-            "the envstore binary is not built at {} (cargo build -p envstore-server --bin envstore; scripts/test's cargo test --workspace builds it)",
-            binary.display()
-        ));
-    }
-    Ok(binary)
-}
-
 /// Everything the test needs from outside, or why it cannot run.
 fn requirements() -> Result<(PathBuf, PathBuf, PathBuf), String> {
     if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
@@ -124,7 +105,11 @@ fn requirements() -> Result<(PathBuf, PathBuf, PathBuf), String> {
             envstore_fixtures::PYTHON311_ROOT_ENV
         ));
     }
-    Ok((wheels()?, jupyter_python()?, envstore_binary()?))
+    Ok((
+        wheels()?,
+        jupyter_python()?,
+        envstore_tests::envstore_binary()?,
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -246,6 +246,36 @@ async fn a_spec_with_pip_is_resolved_locked_and_installed() {
         response.headers()[envstore_api::LOCK_HASH_HEADER],
         build["lock_hash"].as_str().unwrap()
     );
+
+    // The exported lockfiles, uploaded as they are, install the same lock:
+    // same hash (the wheels included), the same prefix.
+    for (name, text) in [("from-pixi", &pixi), ("from-conda-lock", &conda_lock)] {
+        let response = server
+            .client
+            .put(server.url(&format!(
+                "/api/v1/namespaces/team/environments/{name}/lockfile"
+            )))
+            .bearer_auth(&server.token)
+            .header("content-type", "application/yaml")
+            .body(text.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let queued: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{name}: {queued:#}");
+        let uploaded = server
+            .wait_for_build(queued["build_id"].as_str().unwrap())
+            .await;
+        assert_eq!(uploaded["status"], "succeeded", "{name}: {uploaded:#}");
+        assert_eq!(uploaded["lock_hash"], build["lock_hash"], "{name}");
+        assert_eq!(pypi_packages(&uploaded, "linux-64"), expected_linux);
+        assert_eq!(
+            fs_err::canonicalize(server.environment_link("team", name)).unwrap(),
+            fs_err::canonicalize(&prefix).unwrap(),
+            "{name}: the same lock names the same prefix"
+        );
+    }
     server.stop().await;
 }
 
@@ -318,5 +348,81 @@ async fn pip_sections_are_refused_with_reasons() {
     assert!(!server.environment_link("team", "evil").exists());
     let escaped = server.data_dir.join("envstore-evil-dotdot.txt").exists();
     assert!(!escaped, "nothing was written outside the prefix");
+    server.stop().await;
+}
+
+/// A node that does not hold the prefix materialises it with the real
+/// `envstore materialize`: from the packed prefix when the store has it
+/// (an S3 store), or built from the lock, wheels included (a local folder,
+/// where nothing is packed). Either way the PyPI packages are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_with_wheels_is_materialised_elsewhere() {
+    let Setup {
+        server,
+        index: _index,
+        _channel,
+        _index_dir,
+    } = setup().await;
+    let binary = match envstore_tests::envstore_binary() {
+        Ok(binary) => binary,
+        Err(why) => {
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let id = server
+        .submit_yaml("team", "moved", &spec(&[expect::HELLO], "linux-64"))
+        .await;
+    let build = server.wait_for_build(&id).await;
+    assert_eq!(build["status"], "succeeded", "{build:#}");
+    let link = server.environment_link("team", "moved");
+    let prefix = fs_err::canonicalize(&link).unwrap();
+    // This node loses the prefix (the path is kept: prefixes embed it).
+    fs_err::remove_file(&link).unwrap();
+    fs_err::remove_dir_all(&prefix).unwrap();
+    // Nor are the wheels in its cache any more: they are fetched again.
+    let _ = fs_err::remove_dir_all(server.data_dir.join("cache/pypi/wheels"));
+
+    let output = tokio::process::Command::new(&binary)
+        .arg("materialize")
+        .arg("team/moved")
+        .arg("--root")
+        .arg(&server.data_dir)
+        .arg("--database")
+        .arg(&server.config.database)
+        .arg("--store")
+        .arg(server.config.store.as_str())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        prefix.display().to_string()
+    );
+    let site = site_packages(&prefix);
+    assert!(site.join("envstore_hello/__init__.py").is_file());
+    assert!(
+        site.join(format!(
+            "envstore_dep-{}.dist-info",
+            expect::DEP_VERSIONS[1]
+        ))
+        .is_dir()
+    );
+    if envstore_fixtures::demo_expect::linux64_python_is_real() {
+        let output = std::process::Command::new(link.join("bin").join(expect::HELLO_SCRIPT))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            expect::HELLO_OUTPUT
+        );
+    }
     server.stop().await;
 }

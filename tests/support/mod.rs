@@ -289,6 +289,25 @@ pub fn demo_spec_yaml(channel: &str) -> String {
     )
 }
 
+/// The `envstore` binary cargo built beside this test executable (the
+/// tests crate gets no `CARGO_BIN_EXE_envstore`): `cargo test --workspace`
+/// builds it; a message saying how when it is missing.
+pub fn envstore_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|error| format!("no test executable: {error}"))?;
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("envstore"))
+        .ok_or_else(|| format!("{} has no target folder", exe.display()))?;
+    if !binary.is_file() {
+        return Err(format!(
+            "the envstore binary is not built at {} (cargo build -p envstore-server --bin envstore; scripts/test's cargo test --workspace builds it)",
+            binary.display()
+        ));
+    }
+    Ok(binary)
+}
+
 /// Reads a file of an installed prefix.
 pub fn read(prefix: &Path, path: &str) -> Vec<u8> {
     fs_err::read(prefix.join(path)).unwrap_or_else(|error| panic!("{path}: {error}"))

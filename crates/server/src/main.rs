@@ -289,6 +289,7 @@ async fn materialize(args: MaterializeArgs) -> anyhow::Result<()> {
         &store,
         &layout,
         &prefix_builder(&layout),
+        &pypi_context(&layout)?,
         &platform.to_string(),
         &namespace.parse()?,
         &name.parse()?,
@@ -303,6 +304,19 @@ async fn materialize(args: MaterializeArgs) -> anyhow::Result<()> {
 fn prefix_builder(layout: &envstore_workers::Layout) -> envstore_link::PrefixBuilder {
     let cache = rattler::package_cache::PackageCache::new(layout.package_cache.clone());
     envstore_link::PrefixBuilder::new(layout.prefixes.clone(), cache)
+}
+
+/// What fetches and installs a lock's PyPI wheels when its prefix is built
+/// here: the wheel cache under the same data folder, default limits, the
+/// channel client's trust roots and proxies.
+fn pypi_context(
+    layout: &envstore_workers::Layout,
+) -> anyhow::Result<envstore_workers::PypiContext> {
+    Ok(envstore_workers::PypiContext::new(
+        layout.pypi_cache.clone(),
+        envstore_pypi::WheelLimits::default(),
+        envstore_solve::NetworkLimits::default().read_timeout,
+    )?)
 }
 
 /// `envstore kernels sync`: kernelspecs for what the server lists, each
@@ -360,6 +374,7 @@ async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
                 store,
                 &layout,
                 &prefix_builder(&layout),
+                &pypi_context(&layout)?,
                 &platform.to_string(),
                 &kernel.namespace.parse()?,
                 &kernel.environment.parse()?,

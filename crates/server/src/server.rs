@@ -88,6 +88,7 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
     let cache_dir = data_dir.join("cache");
     let package_cache = PackageCache::new(cache_dir.join(rattler_cache::PACKAGE_CACHE_DIR));
     let layout = Layout::under(data_dir);
+    let pypi_cache = layout.pypi_cache.clone();
     fs_err::create_dir_all(&layout.prefixes)?;
     restrict_data_dir(data_dir, &layout, &cache_dir, &config.store)?;
     let logs = BuildLogs::default();
@@ -120,7 +121,7 @@ async fn open_node(config: &ServerConfig) -> anyhow::Result<Node> {
         test_pause: config.test_pause,
         build_timeout: config.limits.build,
         pypi: envstore_workers::PypiContext::new(
-            cache_dir.join("pypi"),
+            pypi_cache,
             envstore_pypi::WheelLimits {
                 max_unpacked_bytes: config.package_limits.max_extracted_bytes,
                 max_entries: usize::try_from(config.package_limits.max_files).unwrap_or(usize::MAX),

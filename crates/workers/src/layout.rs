@@ -9,6 +9,8 @@ pub struct Layout {
     pub environments: PathBuf,
     /// The shared package cache (rattler's layout), which `gc` cleans.
     pub package_cache: PathBuf,
+    /// uv's index cache and the node's hash-checked wheels.
+    pub pypi_cache: PathBuf,
 }
 
 impl Layout {
@@ -17,6 +19,7 @@ impl Layout {
             prefixes: data_dir.join("prefixes"),
             environments: data_dir.join("envs"),
             package_cache: data_dir.join("cache").join("pkgs"),
+            pypi_cache: data_dir.join("cache").join("pypi"),
         }
     }
 

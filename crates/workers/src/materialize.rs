@@ -16,6 +16,7 @@ use envstore_solve::{Lock, LockError};
 use envstore_store::{ArtifactStore, StoreError, artifact, keys};
 
 use crate::layout::Layout;
+use crate::pypi::PypiContext;
 use crate::urls::{UrlNotAllowed, check_lock_urls};
 use envstore_link::point_environment;
 
@@ -55,6 +56,9 @@ pub enum MaterializeError {
     Link(#[source] std::io::Error),
     #[error("the unpacking task failed: {0}")]
     Task(String),
+    /// The lock's PyPI wheels could not be fetched or installed.
+    #[error(transparent)]
+    Pypi(#[from] envstore_pypi::PypiError),
 }
 
 /// Downloads `prefixes/<lock_hash>.tar.zst`, checks its sha256, unpacks it at
@@ -84,12 +88,15 @@ pub(crate) async fn unpack_published_prefix(
 /// Makes the current prefix of `namespace/name` present under `layout`,
 /// from the store, and points the environment link at it. `prefixes` (its
 /// root `layout.prefixes`) builds the prefix from the lock when no packed
-/// prefix was published.
+/// prefix was published, and `pypi` fetches and installs the lock's wheels
+/// then.
+#[allow(clippy::too_many_arguments)]
 pub async fn materialize_environment(
     db: &Database,
     store: &ArtifactStore,
     layout: &Layout,
     prefixes: &PrefixBuilder,
+    pypi: &PypiContext,
     platform: &str,
     namespace: &NamespaceName,
     name: &EnvironmentName,
@@ -124,8 +131,10 @@ pub async fn materialize_environment(
             lock: lock_hash,
             platform: platform.to_owned(),
         })?;
+    // The conda packages: wheels have no record in `conda-meta/`.
     let expected: BTreeSet<String> = packages
         .iter()
+        .filter(|package| package["manager"].as_str() != Some(envstore_solve::PYPI_MANAGER))
         .map(|package| {
             let field = |key: &str| package[key].as_str().unwrap_or_default().to_owned();
             format!("{}-{}-{}", field("name"), field("version"), field("build"))
@@ -142,7 +151,7 @@ pub async fn materialize_environment(
             };
             unpack_published_prefix(store, sha256, &prefix, marker, expected).await?;
         }
-        None => build_from_lock(db, store, prefixes, &build, lock_hash, platform).await?,
+        None => build_from_lock(db, store, prefixes, pypi, &build, lock_hash, platform).await?,
     }
     crate::prefix_size::record_prefix_size(db, &lock_hash, &prefix).await;
     point_environment(
@@ -169,6 +178,7 @@ async fn build_from_lock(
     db: &Database,
     store: &ArtifactStore,
     prefixes: &PrefixBuilder,
+    pypi: &PypiContext,
     build: &BuildRecord,
     lock_hash: ContentHash,
     platform: &str,
@@ -202,7 +212,17 @@ async fn build_from_lock(
         .channels
         .iter()
         .map(|channel| {
-            NamedChannel::parse(channel).map_err(|_| MaterializeError::Channel(channel.clone()))
+            NamedChannel::parse(channel)
+                .or_else(|_| {
+                    // A channel served at a server's root has no last path
+                    // segment to be named by: its URL names it here, where
+                    // the name is only a label.
+                    url::Url::parse(channel).map(|url| NamedChannel {
+                        name: channel.clone(),
+                        url,
+                    })
+                })
+                .map_err(|_| MaterializeError::Channel(channel.clone()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     check_lock_urls(&ChannelAllowlist::new(channels), &lock, &spec.channels)?;
@@ -219,9 +239,18 @@ async fn build_from_lock(
             lock: lock_hash,
             platform: platform.to_owned(),
         })?;
+    let install_wheels = crate::pypi::prepare_install(pypi, subdir, &lock, &TracingSink).await?;
     let sink: Arc<dyn ProgressSink> = Arc::new(TracingSink);
     prefixes
-        .build(&lock_hash, subdir, records, lock.variables(), sink, || {})
+        .build_with(
+            &lock_hash,
+            subdir,
+            records,
+            lock.variables(),
+            sink,
+            || {},
+            install_wheels,
+        )
         .await?;
     Ok(())
 }

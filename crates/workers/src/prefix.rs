@@ -202,7 +202,8 @@ async fn ensure_prefix_holding_lease(
     recorder
         .enter(&ctx.db, build_id, BuildPhase::Downloading)
         .await?;
-    let install_wheels = crate::pypi::prepare_install(ctx, lock, log).await?;
+    let install_wheels =
+        crate::pypi::prepare_install(&ctx.pypi, ctx.native_platform, lock, log.as_ref()).await?;
     let wheels = lock.wheels(&ctx.native_platform.to_string()).len();
     let sink: Arc<dyn ProgressSink> = log.clone();
     let report = ctx

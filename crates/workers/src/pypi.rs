@@ -12,6 +12,7 @@ use envstore_link::{AfterLink, ProgressSink};
 use envstore_pypi::{IndexSettings, PythonTarget, WheelCache, WheelLimits};
 use envstore_solve::{Lock, SolvedEnvironment};
 use futures::StreamExt;
+use rattler_conda_types::Subdir;
 
 use crate::context::BuildContext;
 use crate::error::BuildError;
@@ -87,29 +88,32 @@ pub(crate) async fn resolve(
     Ok(wheels)
 }
 
-/// Downloads the lock's wheels for the node's platform (once per node,
-/// sha256-verified) and returns the step that installs them into the
-/// linked prefix, or `None` when the lock has none.
+/// Downloads the lock's wheels for `platform` (once per node through the
+/// wheel cache, sha256-verified) and returns the step that installs them
+/// into the linked prefix, or `None` when the lock has none. Used by builds
+/// and by materialising a prefix from its lock on another node.
 pub(crate) async fn prepare_install(
-    ctx: &BuildContext,
+    pypi: &PypiContext,
+    platform: Subdir,
     lock: &Lock,
-    log: &BuildLog,
-) -> Result<Option<AfterLink>, BuildError> {
-    let native = ctx.native_platform.to_string();
-    let wheels = lock.wheels(&native).to_vec();
+    log: &dyn ProgressSink,
+) -> Result<Option<AfterLink>, envstore_pypi::PypiError> {
+    let name = platform.to_string();
+    let wheels = lock.wheels(&name).to_vec();
     if wheels.is_empty() {
         return Ok(None);
     }
-    let records = lock.records(&native).unwrap_or_default();
-    let target = PythonTarget::from_conda(ctx.native_platform, records, &[])?.ok_or_else(|| {
-        BuildError::Task(format!(
-            "the lock has PyPI packages for {native} but no python to install them for"
-        ))
+    let records = lock.records(&name).unwrap_or_default();
+    let target = PythonTarget::from_conda(platform, records, &[])?.ok_or_else(|| {
+        envstore_pypi::PypiError::UnsupportedTarget {
+            platform: name.clone(),
+            reason: "the lock has PyPI packages but no python to install them for".to_owned(),
+        }
     })?;
     let fetched: Vec<Result<(LockedWheel, PathBuf), envstore_pypi::PypiError>> =
         futures::stream::iter(wheels.iter().cloned())
             .map(|wheel| async move {
-                let path = ctx.pypi.wheels.fetch(&wheel).await?;
+                let path = pypi.wheels.fetch(&wheel).await?;
                 Ok((wheel, path))
             })
             .buffered(DOWNLOAD_CONCURRENCY)
@@ -119,9 +123,9 @@ pub(crate) async fn prepare_install(
     log.line(format!(
         "fetched {} PyPI wheels into {}",
         fetched.len(),
-        ctx.pypi.wheels.dir().display()
+        pypi.wheels.dir().display()
     ));
-    let limits = ctx.pypi.limits;
+    let limits = pypi.limits;
     Ok(Some(Box::new(move |prefix: &std::path::Path| {
         envstore_pypi::install_wheels(prefix, &target, &fetched, &limits)
             .map(|_installed| ())

@@ -13,6 +13,7 @@ mod lifecycle;
 mod migrate;
 mod namespaces;
 mod progress;
+pub mod schema;
 #[cfg(test)]
 mod testing;
 mod usage;

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::migrate::{Migration, Migrator};
+use sqlx::migrate::{MigrateError, Migration, Migrator};
 
 use crate::{Database, DbError, Dialect};
 
@@ -22,7 +22,7 @@ static POSTGRES_OWN: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// The migrations `dialect` runs, by version: the shared ones, each replaced
 /// by the dialect's own file of the same version where it has one.
-fn migrations(dialect: Dialect) -> Vec<Migration> {
+pub(crate) fn migrations(dialect: Dialect) -> Vec<Migration> {
     let own = match dialect {
         Dialect::Sqlite => &SQLITE_OWN,
         Dialect::Postgres => &POSTGRES_OWN,
@@ -42,11 +42,29 @@ fn with_overrides(shared: &[Migration], own: &[Migration]) -> Vec<Migration> {
 }
 
 impl Database {
+    /// Applies pending migrations (on PostgreSQL under sqlx's advisory
+    /// lock, so concurrent starts wait for one another). Refuses a database
+    /// migrated by a newer envstore or whose applied migrations were edited;
+    /// `envstore migrate --status` says which.
     pub async fn migrate(&self) -> Result<(), DbError> {
         Migrator::with_migrations(migrations(self.dialect))
             .run(&self.pool)
             .await
-            .map_err(DbError::Migrate)
+            .map_err(|error| {
+                match &error {
+                    MigrateError::VersionMissing(version) => tracing::error!(
+                        version,
+                        "the database was migrated by a newer envstore (migration {version} is unknown to this one): \
+                         run that version or a newer one, or restore the backup taken before the upgrade"
+                    ),
+                    MigrateError::VersionMismatch(version) => tracing::error!(
+                        version,
+                        "migration {version} was applied with another text than this envstore's: a released migration was edited"
+                    ),
+                    _ => {}
+                }
+                DbError::Migrate(error)
+            })
     }
 }
 

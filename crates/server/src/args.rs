@@ -102,11 +102,26 @@ pub enum Command {
     /// prefixes and packed prefixes nothing holds, and clean deleted
     /// environments and namespaces. Run it on each node that holds prefixes.
     Gc(GcArgs),
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations and exit. `serve` and `worker`
+    /// apply them as they start as well; run this first to upgrade in a
+    /// step of its own.
     Migrate {
         /// sqlite://path or postgres://…
         #[arg(long, env = "ENVSTORE_DATABASE")]
         database: String,
+        /// List every migration this envstore knows and where the database
+        /// stands (applied and when, pending), and apply nothing. Exits
+        /// non-zero when the database cannot be migrated by this envstore:
+        /// a migration it does not know (a newer envstore migrated it), one
+        /// whose text changed since it was applied, or one that failed.
+        #[arg(long, conflicts_with = "dry_run")]
+        status: bool,
+        /// Say which migrations would be applied, and apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -113,11 +113,12 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Migrate { database } => {
-            envstore_db::Database::connect(&database).await?;
-            println!("migrations applied");
-            Ok(())
-        }
+        Command::Migrate {
+            database,
+            status,
+            dry_run,
+            json,
+        } => migrate(&database, status, dry_run, json).await,
     }
 }
 
@@ -267,6 +268,77 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
         "{}",
         envstore_server::gc::render_report(&report, args.keep_builds)
     );
+    Ok(())
+}
+
+/// `envstore migrate`: applies pending migrations, says which it would
+/// apply (`--dry-run`), or lists them all (`--status`). Reads where the
+/// database stands first, and fails without touching it when this envstore
+/// must not migrate it (a migration it does not know, one edited since it
+/// was applied, one that failed).
+async fn migrate(database: &str, status: bool, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let before = envstore_db::schema::status(database).await?;
+    let report = if status || dry_run || !before.problems.is_empty() {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&before)?);
+        } else if status {
+            print!("{}", before.table());
+        } else if dry_run {
+            println!("dry run: nothing is applied");
+            let pending = before.in_state(envstore_db::schema::MigrationState::Pending);
+            for migration in pending.filter(|_| before.problems.is_empty()) {
+                println!(
+                    "would apply migration {} ({})",
+                    migration.version, migration.description
+                );
+            }
+            println!("{}", before.summary());
+        }
+        before
+    } else {
+        envstore_db::Database::connect(database)
+            .await?
+            .close()
+            .await;
+        let after = envstore_db::schema::status(database).await?;
+        let applied: Vec<envstore_db::schema::MigrationEntry> = after
+            .in_state(envstore_db::schema::MigrationState::Applied)
+            .filter(|migration| before.pending.contains(&migration.version))
+            .cloned()
+            .collect();
+        if json {
+            let mut value = serde_json::to_value(&after)?;
+            value["applied"] = serde_json::json!(
+                applied
+                    .iter()
+                    .map(|migration| migration.version)
+                    .collect::<Vec<_>>()
+            );
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            for migration in &applied {
+                println!(
+                    "applied migration {} ({})",
+                    migration.version, migration.description
+                );
+            }
+            println!(
+                "migrations applied: {} now, the database is at migration {}",
+                applied.len(),
+                after
+                    .migrations
+                    .last()
+                    .map_or(0, |migration| migration.version)
+            );
+        }
+        after
+    };
+    if !report.problems.is_empty() {
+        anyhow::bail!(
+            "this envstore must not migrate this database:\n  - {}",
+            report.problems.join("\n  - ")
+        );
+    }
     Ok(())
 }
 

@@ -19,6 +19,13 @@ struct Setup {
     _index_dir: tempfile::TempDir,
 }
 
+impl Setup {
+    /// Stops the server (checking its prefixes), then the index and channel.
+    async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
 async fn setup() -> Setup {
     let channel = DemoChannel::start().await;
     let index_dir = tempfile::tempdir().unwrap();
@@ -107,6 +114,16 @@ async fn lockfile(server: &TestServer, query: &str) -> String {
     response.text().await.unwrap()
 }
 
+/// Runs the installed console script of the hello wheel and checks what it prints.
+fn assert_hello_runs(script: &Path) {
+    let output = std::process::Command::new(script).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        expect::HELLO_OUTPUT
+    );
+}
+
 fn site_packages(prefix: &Path) -> std::path::PathBuf {
     let lib = prefix.join("lib");
     let python = fs_err::read_dir(&lib)
@@ -120,14 +137,8 @@ fn site_packages(prefix: &Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_with_pip_is_resolved_locked_and_installed() {
-    // Every part is bound: what `..` leaves out would be dropped (and its
-    // server stopped) at once.
-    let Setup {
-        server,
-        index,
-        _channel,
-        _index_dir,
-    } = setup().await;
+    let setup = setup().await;
+    let (server, index) = (&setup.server, &setup.index);
     let requirements = [
         expect::HELLO,
         &format!("{}[{}]", expect::EXTRAS, expect::EXTRA),
@@ -187,12 +198,7 @@ async fn a_spec_with_pip_is_resolved_locked_and_installed() {
     );
     if envstore_fixtures::demo_expect::linux64_python_is_real() {
         // Real code runs: the entry point through the prefix's python.
-        let output = std::process::Command::new(&script).output().unwrap();
-        assert!(output.status.success(), "{output:?}");
-        assert_eq!(
-            String::from_utf8_lossy(&output.stdout).trim(),
-            expect::HELLO_OUTPUT
-        );
+        assert_hello_runs(&script);
         let output = std::process::Command::new(prefix.join("bin/python"))
             .args([
                 "-c",
@@ -210,7 +216,7 @@ async fn a_spec_with_pip_is_resolved_locked_and_installed() {
     }
 
     // Every lockfile format carries the wheels.
-    let conda_lock = lockfile(&server, "?format=conda-lock").await;
+    let conda_lock = lockfile(server, "?format=conda-lock").await;
     rattler_conda_lock::Document::parse(&conda_lock).expect("conda-lock v1");
     let parsed: Value = serde_yaml::from_str(&conda_lock).unwrap();
     let pip_entries = parsed["package"]
@@ -220,7 +226,7 @@ async fn a_spec_with_pip_is_resolved_locked_and_installed() {
         .filter(|package| package["manager"] == "pip" && package["platform"] == "linux-64")
         .count();
     assert_eq!(pip_entries, expected_linux.len(), "{conda_lock}");
-    let pixi = lockfile(&server, "?format=pixi").await;
+    let pixi = lockfile(server, "?format=pixi").await;
     assert!(
         pixi.contains(index.url.as_str()),
         "pixi.lock names the index: {pixi}"
@@ -233,14 +239,14 @@ async fn a_spec_with_pip_is_resolved_locked_and_installed() {
         .map(|(_, packages)| packages.count())
         .collect();
     assert_eq!(pypi_counts, [expected_linux.len(); 2], "{pixi}");
-    let explicit = lockfile(&server, "?format=explicit&platform=linux-64").await;
+    let explicit = lockfile(server, "?format=explicit&platform=linux-64").await;
     assert!(
         explicit.contains(&format!("# pip {} @ ", expect::HELLO)),
         "{explicit}"
     );
 
     // /solve locks the same: same hash, without a build.
-    let response = solve(&server, "", &yaml).await;
+    let response = solve(server, "", &yaml).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()[envstore_api::LOCK_HASH_HEADER],
@@ -276,17 +282,13 @@ async fn a_spec_with_pip_is_resolved_locked_and_installed() {
             "{name}: the same lock names the same prefix"
         );
     }
-    server.stop().await;
+    setup.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pip_sections_are_refused_with_reasons() {
-    let Setup {
-        server,
-        index: _index,
-        _channel,
-        _index_dir,
-    } = setup().await;
+    let setup = setup().await;
+    let server = &setup.server;
 
     // An index the policy does not allow: refused before anything runs.
     let other_index = spec(
@@ -304,7 +306,7 @@ async fn pip_sections_are_refused_with_reasons() {
     assert_eq!(problem["rule"], "allowed_pypi_indexes", "{problem:#}");
 
     // A package with no wheel, only a source distribution.
-    let response = solve(&server, "", &spec(&[expect::SDIST_ONLY], "linux-64")).await;
+    let response = solve(server, "", &spec(&[expect::SDIST_ONLY], "linux-64")).await;
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(
         problem["type"], "/problems/source-build-unsupported",
@@ -321,7 +323,7 @@ async fn pip_sections_are_refused_with_reasons() {
 
     // No solution: the explanation names the package.
     let response = solve(
-        &server,
+        server,
         "",
         &spec(&[&format!("{}>=9", expect::HELLO)], "linux-64"),
     )
@@ -348,7 +350,7 @@ async fn pip_sections_are_refused_with_reasons() {
     assert!(!server.environment_link("team", "evil").exists());
     let escaped = server.data_dir.join("envstore-evil-dotdot.txt").exists();
     assert!(!escaped, "nothing was written outside the prefix");
-    server.stop().await;
+    setup.stop().await;
 }
 
 /// A node that does not hold the prefix materialises it with the real
@@ -357,12 +359,8 @@ async fn pip_sections_are_refused_with_reasons() {
 /// where nothing is packed). Either way the PyPI packages are there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefix_with_wheels_is_materialised_elsewhere() {
-    let Setup {
-        server,
-        index: _index,
-        _channel,
-        _index_dir,
-    } = setup().await;
+    let setup = setup().await;
+    let server = &setup.server;
     let binary = match envstore_tests::envstore_binary() {
         Ok(binary) => binary,
         Err(why) => {
@@ -415,14 +413,7 @@ async fn a_prefix_with_wheels_is_materialised_elsewhere() {
         .is_dir()
     );
     if envstore_fixtures::demo_expect::linux64_python_is_real() {
-        let output = std::process::Command::new(link.join("bin").join(expect::HELLO_SCRIPT))
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        assert_eq!(
-            String::from_utf8_lossy(&output.stdout).trim(),
-            expect::HELLO_OUTPUT
-        );
+        assert_hello_runs(&link.join("bin").join(expect::HELLO_SCRIPT));
     }
-    server.stop().await;
+    setup.stop().await;
 }

@@ -731,6 +731,24 @@ impl Database {
         Ok(())
     }
 
+    /// Whether the build would become its environment's current build if
+    /// it succeeded now: no newer submission is current. The same rule as
+    /// `finish_build`, asked before it so that the environment's link can be
+    /// pointed before anyone is told of the success.
+    pub async fn would_become_current(&self, id: &str) -> Result<bool, DbError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM environments JOIN builds \
+             ON (builds.namespace, builds.environment) = (environments.namespace, environments.name) \
+             WHERE builds.id = $1 \
+             AND (environments.current_build_id IS NULL OR \
+                  (SELECT seq FROM builds current WHERE current.id = environments.current_build_id) <= builds.seq)",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Makes an earlier succeeded build of the environment current again.
     /// False when the build is not a succeeded build of this environment.
     pub async fn set_current_build(
@@ -1033,7 +1051,13 @@ mod tests {
                     .unwrap();
             }
             // The later one finishes first; the earlier one must not replace it.
+            assert!(db.would_become_current(&earlier.id).await.unwrap());
+            assert!(db.would_become_current(&later.id).await.unwrap());
             db.finish_build(&later.id, &succeeded(&lock)).await.unwrap();
+            assert!(
+                !db.would_become_current(&earlier.id).await.unwrap(),
+                "a newer build is current"
+            );
             db.finish_build(&earlier.id, &succeeded(&lock))
                 .await
                 .unwrap();

@@ -19,7 +19,7 @@ use crate::log::{BuildLog, KEPT_LOG_BYTES};
 use crate::phases::PhaseRecorder;
 use crate::pipeline::run_steps;
 use crate::prefix::remove_unfinished_prefix;
-use crate::publish::{point_current, publish_build_log, publish_log, publish_text};
+use crate::publish::{point_ahead, point_current, publish_build_log, publish_log, publish_text};
 use crate::task::TaskGuard;
 
 /// How often a running build looks for a cancellation request.
@@ -225,6 +225,12 @@ pub async fn run_job(
             }
         }
     };
+    if let Some(lock_hash) = outcome
+        .lock_hash
+        .filter(|_| outcome.status == BuildStatus::Succeeded)
+    {
+        point_ahead(ctx, &build, &lock_hash).await?;
+    }
     finish(ctx, job, worker, &log, &outcome).await?;
     if outcome.status == BuildStatus::Succeeded {
         point_current(ctx, &build).await?;

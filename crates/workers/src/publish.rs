@@ -119,15 +119,37 @@ pub(crate) async fn point_current(ctx: &BuildContext, build: &BuildRecord) -> Re
     else {
         return Ok(());
     };
-    if ctx.prefixes.complete_marker(&lock_hash).is_none() {
-        return Ok(());
+    point_link(ctx, build, &lock_hash);
+    Ok(())
+}
+
+/// Points the environment's link at a succeeding build's prefix before its
+/// success is recorded, when it is about to become current: whoever is told
+/// the build succeeded finds `envs/<namespace>/<name>` in place.
+/// `point_current` after the record settles a race with a newer build.
+pub(crate) async fn point_ahead(
+    ctx: &BuildContext,
+    build: &BuildRecord,
+    lock_hash: &ContentHash,
+) -> Result<(), DbError> {
+    if ctx.db.would_become_current(&build.id).await? {
+        point_link(ctx, build, lock_hash);
+    }
+    Ok(())
+}
+
+/// Points the build's environment link at the lock's prefix, when that
+/// prefix is complete here; a failure is logged (the prefix stays usable
+/// by its own path).
+fn point_link(ctx: &BuildContext, build: &BuildRecord, lock_hash: &ContentHash) {
+    if ctx.prefixes.complete_marker(lock_hash).is_none() {
+        return;
     }
     let link = ctx
         .layout
         .environment_link(&build.namespace, &build.environment);
-    let target = ctx.prefixes.prefix_path(&lock_hash);
+    let target = ctx.prefixes.prefix_path(lock_hash);
     if let Err(error) = point_environment(&link, &target) {
         tracing::warn!(link = %link.display(), error = %error_chain(&BuildError::Link(error)), "failed to point the environment");
     }
-    Ok(())
 }

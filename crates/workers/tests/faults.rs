@@ -224,7 +224,7 @@ async fn materialize_builds_from_the_lock_when_no_packed_prefix_was_published() 
 #[tokio::test]
 async fn a_build_whose_workers_died_three_times_fails_with_their_logs() {
     let fixture = Fixture::new().await;
-    let node = fixture.node("node", false);
+    let node = std::sync::Arc::new(fixture.node("node", false));
     let build_id = fixture.submit("env").await;
     // Three attempts whose workers die: each claims, keeps some log, and
     // stops renewing its lease.
@@ -286,7 +286,7 @@ async fn a_build_whose_workers_died_three_times_fails_with_their_logs() {
 #[tokio::test]
 async fn an_attempt_that_takes_over_publishes_the_stopped_attempts_log_before_its_own() {
     let fixture = Fixture::new().await;
-    let node = fixture.node("node", false);
+    let node = std::sync::Arc::new(fixture.node("node", false));
     let build_id = fixture.submit("env").await;
     let dead = fixture
         .db
@@ -320,4 +320,42 @@ async fn an_attempt_that_takes_over_publishes_the_stopped_attempts_log_before_it
             .unwrap()
     );
     assert_eq!(fixture.db.attempt_log(&build.id).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoever_sees_a_build_succeed_finds_its_environment_link_in_place() {
+    let fixture = Fixture::new().await;
+    let node = std::sync::Arc::new(fixture.node("node", false));
+    let build_id = fixture.submit("env").await;
+    let job = fixture
+        .db
+        .claim_job("worker", node.lease, 3)
+        .await
+        .unwrap()
+        .expect("a job is queued");
+    let link = node.layout.environment_link("team", "env");
+    let worker = {
+        let node = std::sync::Arc::clone(&node);
+        tokio::spawn(async move { envstore_workers::run_job(&node, &job, "worker", 3).await })
+    };
+    // Polls the record as a client polling the API would, as fast as it
+    // can: the moment it says `succeeded`, the link must already be there.
+    let build = loop {
+        let worker_ended = worker.is_finished();
+        let build = fixture.db.build(&build_id).await.unwrap().unwrap();
+        if build.status.is_final() {
+            break build;
+        }
+        assert!(!worker_ended, "the worker ended without ending the build");
+        tokio::task::yield_now().await;
+    };
+    let link_at_success = fs_err::canonicalize(&link).ok();
+    worker.await.unwrap().unwrap();
+    assert_eq!(build.status, BuildStatus::Succeeded, "{:?}", build.error);
+    let prefix = node.layout.prefixes.join(lock_hash(&build).short());
+    assert_eq!(
+        link_at_success,
+        Some(prefix.canonicalize().unwrap()),
+        "envs/team/env pointed at the prefix when the success was recorded"
+    );
 }

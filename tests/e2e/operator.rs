@@ -290,6 +290,50 @@ async fn metrics_after_builds_show_states_phases_and_caches_and_no_names() {
     ];
     at_least("envstore_http_requests_total", &lockfile_gets, 2.0);
 
+    // Latency by route, queue wait, build duration by status: histograms.
+    for histogram in [
+        "envstore_http_request_duration_seconds",
+        "envstore_build_queue_wait_seconds",
+        "envstore_build_duration_seconds",
+    ] {
+        assert_eq!(metrics.types[histogram], "histogram", "{histogram}");
+    }
+    at_least(
+        "envstore_http_request_duration_seconds_count",
+        &lockfile_gets[..2],
+        2.0,
+    );
+    at_least("envstore_build_queue_wait_seconds_count", &[], 2.0);
+    at_least(
+        "envstore_build_duration_seconds_count",
+        &[("status", "succeeded")],
+        2.0,
+    );
+    // The process, the version, the data folders.
+    at_least("process_resident_memory_bytes", &[], 1.0);
+    at_least("process_open_fds", &[], 1.0);
+    assert_eq!(metrics.types["process_cpu_seconds_total"], "counter");
+    assert_eq!(
+        metrics.value(
+            "envstore_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    for folder in ["prefixes", "environments", "package_cache", "pypi_cache"] {
+        assert!(
+            metrics.value("envstore_data_folder_bytes", &[("folder", folder)]) >= Some(0.0),
+            "envstore_data_folder_bytes{{folder={folder:?}}} in\n{text}"
+        );
+        let size = metrics.value("envstore_data_filesystem_size_bytes", &[("folder", folder)]);
+        let free = metrics.value("envstore_data_filesystem_free_bytes", &[("folder", folder)]);
+        assert!(
+            matches!((size, free), (Some(size), Some(free)) if size > 0.0 && free <= size),
+            "{folder}: {size:?} {free:?}"
+        );
+    }
+
     // Unmatched paths are counted without their path.
     let response = server.get(&format!("/{NAMESPACE}/nothing-here")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
@@ -462,4 +506,162 @@ async fn ready_names_the_store_while_its_folder_cannot_hold_objects() {
         "ready again"
     );
     server.stop().await;
+}
+
+/// A rule file as Prometheus reads it (`rule_files:`), refusing fields it
+/// would refuse.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    groups: Vec<RuleGroup>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleGroup {
+    name: String,
+    rules: Vec<Rule>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    alert: String,
+    expr: String,
+    #[serde(rename = "for")]
+    for_: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+/// The metric names a PromQL expression selects.
+fn selected_metrics(expr: &str) -> Result<Vec<String>, String> {
+    struct Names(Vec<String>);
+    impl promql_parser::util::ExprVisitor for Names {
+        type Error = String;
+        fn pre_visit(&mut self, expr: &promql_parser::parser::Expr) -> Result<bool, String> {
+            use promql_parser::parser::Expr;
+            let selector = match expr {
+                Expr::VectorSelector(selector) => selector,
+                Expr::MatrixSelector(matrix) => &matrix.vs,
+                _ => return Ok(true),
+            };
+            match &selector.name {
+                Some(name) => self.0.push(name.clone()),
+                None => return Err(format!("a selector without a metric name: {selector}")),
+            }
+            Ok(true)
+        }
+    }
+    let parsed = promql_parser::parser::parse(expr)?;
+    let mut names = Names(Vec::new());
+    promql_parser::util::walk_expr(&mut names, &parsed)?;
+    Ok(names.0)
+}
+
+/// Whether `name` is a series of a family the scrape declares: the family
+/// itself, or a histogram's `_bucket`, `_sum` or `_count`.
+fn exported(metrics: &Exposition, name: &str) -> bool {
+    metrics.types.contains_key(name)
+        || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+            name.strip_suffix(suffix).is_some_and(|base| {
+                metrics.types.get(base).map(String::as_str) == Some("histogram")
+            })
+        })
+}
+
+fn monitoring_file(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/monitoring")
+        .join(name);
+    fs_err::read_to_string(path).unwrap()
+}
+
+/// The alert rules and the Grafana dashboard in deploy/monitoring parse,
+/// and every metric they name is one a running server exports (Prometheus'
+/// own `up` aside): a renamed metric fails here, not silently in a
+/// dashboard that shows nothing or an alert that never fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_and_the_dashboard_name_only_metrics_the_server_exports() {
+    let channel = DemoChannel::start().await;
+    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    assert_eq!(
+        server.create_namespace("team").await.status(),
+        StatusCode::CREATED
+    );
+    let build = server
+        .submit_yaml("team", "env", &demo_spec_yaml("demo"))
+        .await;
+    assert_eq!(server.wait_for_build(&build).await["status"], "succeeded");
+    let (text, metrics) = scrape(&server).await;
+    server.stop().await;
+
+    let mut problems = Vec::new();
+    let mut check = |origin: String, expr: &str| match selected_metrics(expr) {
+        Ok(names) if names.is_empty() => problems.push(format!("{origin}: selects no metric")),
+        Ok(names) => {
+            for name in names {
+                if name != "up" && !exported(&metrics, &name) {
+                    problems.push(format!("{origin}: {name} is not exported"));
+                }
+            }
+        }
+        Err(error) => problems.push(format!("{origin}: {error}\n  {expr}")),
+    };
+
+    let rules: RuleFile = serde_yaml::from_str(&monitoring_file("envstore-rules.yaml")).unwrap();
+    let mut alerts = std::collections::BTreeSet::new();
+    for group in &rules.groups {
+        assert!(!group.name.is_empty());
+        for rule in &group.rules {
+            let origin = format!("rule {}", rule.alert);
+            assert!(alerts.insert(rule.alert.clone()), "{origin} twice");
+            assert!(
+                promql_parser::util::parse_duration(&rule.for_).is_ok(),
+                "{origin}: for {:?}",
+                rule.for_
+            );
+            assert!(
+                ["critical", "warning", "info"]
+                    .contains(&rule.labels.get("severity").map_or("", String::as_str)),
+                "{origin}: severity {:?}",
+                rule.labels
+            );
+            for key in ["summary", "description"] {
+                let annotation = rule.annotations.get(key).map_or("", String::as_str);
+                assert!(
+                    !annotation.is_empty()
+                        && annotation.matches("{{").count() == annotation.matches("}}").count(),
+                    "{origin}: {key} {annotation:?}"
+                );
+            }
+            check(origin, &rule.expr);
+        }
+    }
+    assert!(alerts.len() >= 10, "{alerts:?}");
+
+    let dashboard: Value =
+        serde_json::from_str(&monitoring_file("grafana-dashboard.json")).unwrap();
+    let mut targets = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            // Grafana's variables, as Grafana fills them in.
+            let expr = expr.replace("$__rate_interval", "5m").replace("$job", ".*");
+            check(format!("panel {:?}", panel["title"]), &expr);
+            targets += 1;
+        }
+    }
+    assert!(targets >= 20, "{targets} dashboard queries");
+    assert!(problems.is_empty(), "{problems:#?}\n\nexported:\n{text}");
+}
+
+#[test]
+fn the_metric_check_sees_every_selector() {
+    assert_eq!(
+        selected_metrics("sum(rate(a_total{x=\"1\"}[5m])) / on () b > 0 and c offset 1m").unwrap(),
+        ["a_total", "b", "c"]
+    );
+    assert!(selected_metrics("sum(rate(a_total[5m]").is_err());
+    assert!(selected_metrics("{job=\"x\"}").is_err(), "no metric name");
 }

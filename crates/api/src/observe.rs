@@ -1,17 +1,19 @@
 //! What the operator learns of each request: its id (`x-request-id`, the
 //! client's or a new one, echoed in the response), a tracing span carrying
 //! the id, method, route template and status so every log line of the
-//! request names it, and a count by method, route template and status.
+//! request names it, a count by method, route template and status, and a
+//! latency histogram by method and route template.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::MethodRouter;
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -22,6 +24,10 @@ use crate::AppState;
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 const HTTP_REQUESTS_METRIC: &str = "envstore_http_requests_total";
+
+/// Seconds from a request's arrival to its response's head (a streamed
+/// body, such as a log followed live or a packed prefix, is not waited for).
+pub(crate) const HTTP_DURATION_METRIC: &str = "envstore_http_request_duration_seconds";
 
 /// The `route` label of requests no route matched: never their path, which
 /// may name anything.
@@ -80,50 +86,56 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// The request counters of one route, one per status label, each
-/// registered on first use and then kept: counting a request is an index
-/// into this array and one atomic add, with no lock, lookup or allocation,
-/// which is what a lockfile GET at tens of thousands per second can afford.
+/// registered on first use and then kept, and its latency histogram:
+/// counting a request is an index into this array and one atomic add, with
+/// no lock, lookup or allocation, which is what a lockfile GET at tens of
+/// thousands per second can afford.
 struct RouteCounters {
     method: &'static str,
     route: Arc<str>,
     by_status: [OnceLock<Counter>; COUNTED_STATUSES.len() + 1],
+    duration: Histogram,
 }
 
 impl RouteCounters {
-    fn count(&self, status: StatusCode) {
+    fn count(&self, status: StatusCode, took: Duration) {
         let (index, label) = status_label(status);
         self.by_status[index]
             .get_or_init(|| {
                 metrics::counter!(HTTP_REQUESTS_METRIC, "method" => self.method, "route" => self.route.to_string(), "status" => label)
             })
             .increment(1);
+        self.duration.record(took.as_secs_f64());
     }
 }
 
 /// `handler`, serving `method` on `route`, with its requests counted and
-/// its route template recorded in the request's span.
+/// timed and its route template recorded in the request's span.
 pub(crate) fn observe_route(
     handler: MethodRouter<AppState>,
     method: &Method,
     route: &str,
 ) -> MethodRouter<AppState> {
     let route: Arc<str> = Arc::from(route);
+    let method = method_label(method);
     let counters = Arc::new(RouteCounters {
-        method: method_label(method),
+        method,
         route: route.clone(),
         by_status: Default::default(),
+        duration: metrics::histogram!(HTTP_DURATION_METRIC, "method" => method, "route" => route.to_string()),
     });
-    handler.layer(
-        tower::ServiceBuilder::new()
-            .map_request(move |request: Request| {
+    handler.layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            let (route, counters) = (route.clone(), counters.clone());
+            async move {
+                let started = Instant::now();
                 Span::current().record("route", &*route);
-                request
-            })
-            .map_response(move |response: Response| {
-                counters.count(response.status());
+                let response = next.run(request).await;
+                counters.count(response.status(), started.elapsed());
                 response
-            }),
-    )
+            }
+        },
+    ))
 }
 
 /// Counts a request no route matched (answered 404). Not a hot path: it

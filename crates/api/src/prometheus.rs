@@ -56,6 +56,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "envstore_not_ready_total",
         "Readiness probes answered 503 (database, store or data folder).",
     ),
+    (
+        "envstore_worker_failures_total",
+        "Times a worker failed its bookkeeping (claiming or recording a job) and backed off.",
+    ),
 ];
 
 /// Series shown from the start, at zero, so that a rate over them is
@@ -73,10 +77,41 @@ const ZERO_SERIES: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-const PHASE_DURATIONS: (&str, &str) = (
-    "envstore_build_phase_duration_seconds",
-    "How long build phases took, by phase (solving, downloading, linking, publishing).",
-);
+/// Every histogram of this process, with what it measures.
+const HISTOGRAMS: &[(&str, &str)] = &[
+    (
+        "envstore_build_phase_duration_seconds",
+        "How long build phases took, by phase (solving, downloading, linking, publishing).",
+    ),
+    (
+        crate::observe::HTTP_DURATION_METRIC,
+        "Seconds from a request's arrival to its response's head, by method and route template.",
+    ),
+    (
+        "envstore_build_queue_wait_seconds",
+        "Seconds a build waited in the queue before a worker first started it.",
+    ),
+    (
+        "envstore_build_duration_seconds",
+        "Seconds a build's attempt ran on a worker until the build ended, by final status.",
+    ),
+];
+
+/// Buckets of the request latency histogram: answers take from tens of
+/// microseconds (a cached lockfile) to seconds (a solve).
+const HTTP_DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The gauge whose labels say which build of envstore runs (value 1), as
+/// `prometheus_build_info` does for Prometheus: a version skew between API
+/// and worker nodes shows in one query.
+pub const BUILD_INFO_METRIC: &str = "envstore_build_info";
+
+/// This process's CPU, memory, file descriptors and start time, named as
+/// Prometheus' own client libraries name them (`process_*`), read at each
+/// scrape.
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to install the Prometheus recorder: {0}")]
@@ -92,6 +127,12 @@ pub fn install() -> Result<(), InstallError> {
     let installed = RECORDER.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), DURATION_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(crate::observe::HTTP_DURATION_METRIC.to_owned()),
+                    HTTP_DURATION_BUCKETS,
+                )
+            })
             .map_err(|error| error.to_string())?;
         // Histograms here are few per build, so their samples need no
         // periodic upkeep between scrapes.
@@ -101,10 +142,21 @@ pub fn install() -> Result<(), InstallError> {
         for (name, help) in DESCRIPTIONS {
             metrics::describe_counter!(*name, *help);
         }
-        metrics::describe_histogram!(PHASE_DURATIONS.0, metrics::Unit::Seconds, PHASE_DURATIONS.1);
+        for (name, help) in HISTOGRAMS {
+            metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help);
+        }
+        metrics::describe_gauge!(
+            BUILD_INFO_METRIC,
+            "Always 1; its labels name the running envstore's version."
+        );
+        metrics::gauge!(BUILD_INFO_METRIC, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        PROCESS
+            .get_or_init(metrics_process::Collector::default)
+            .describe();
         for name in [
             "envstore_database_unavailable_total",
             "envstore_not_ready_total",
+            "envstore_worker_failures_total",
         ] {
             metrics::counter!(name).increment(0);
         }
@@ -123,6 +175,9 @@ pub fn install() -> Result<(), InstallError> {
 
 /// What this process recorded (nothing before [`install`]).
 pub fn render_process() -> String {
+    if let Some(process) = PROCESS.get() {
+        process.collect();
+    }
     match RECORDER.get() {
         Some(Ok(handle)) => handle.render(),
         _ => String::new(),

@@ -164,6 +164,26 @@ impl RunningServer {
     }
 }
 
+/// How often a node walks its data folders for `envstore_data_folder_bytes`.
+const DISK_WALK_EVERY: Duration = Duration::from_secs(600);
+
+/// A task aborted when dropped: the node's own background work ends with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Measures the node's data folders for `/metrics` until dropped.
+fn watch_disk(node: &Node) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(envstore_workers::watch_disk_usage(
+        node.context.layout.clone(),
+        DISK_WALK_EVERY,
+    )))
+}
+
 fn start_pool(node: &Node, workers: usize) -> Option<WorkerPool> {
     (workers > 0).then(|| {
         WorkerPool::start(
@@ -186,6 +206,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let checked_admin_token =
         AdminToken::checked(&admin_token).context("envstore refuses to start")?;
     let pool = start_pool(&node, config.workers);
+    let disk_watch = watch_disk(&node);
     let app = Arc::new(App {
         db: node.context.db.clone(),
         store: node.context.store.clone(),
@@ -231,6 +252,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
+        let _disk_watch = disk_watch;
         // The web UI beside the API: `/` and `/ui/…`; it calls the API in-process.
         let streams = app.clone();
         let routes = envstore_api::router(app.clone()).merge(envstore_web::router(app));
@@ -264,6 +286,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 pub async fn start_workers(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let node = open_node(&config).await?;
     let pool = start_pool(&node, config.workers.max(1));
+    let disk_watch = watch_disk(&node);
     let readiness = envstore_api::readiness::Readiness {
         db: node.context.db.clone(),
         store: node.context.store.clone(),
@@ -273,6 +296,7 @@ pub async fn start_workers(config: ServerConfig) -> anyhow::Result<RunningServer
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
+        let _disk_watch = disk_watch;
         stop.cancelled().await;
         if let Some(pool) = pool {
             pool.shutdown().await;

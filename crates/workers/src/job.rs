@@ -25,6 +25,12 @@ use crate::task::TaskGuard;
 /// How often a running build looks for a cancellation request.
 const CANCEL_POLL: Duration = Duration::from_millis(500);
 
+/// Seconds from a build's acceptance to its first start (`/metrics`).
+const QUEUE_WAIT_METRIC: &str = "envstore_build_queue_wait_seconds";
+
+/// Seconds an attempt ran until the build ended, by final status.
+const BUILD_DURATION_METRIC: &str = "envstore_build_duration_seconds";
+
 /// How often a running attempt's log is written to the database, besides
 /// each phase change.
 const KEEP_LOG_EVERY: Duration = Duration::from_secs(3);
@@ -79,6 +85,9 @@ pub async fn run_job(
     if !ctx.db.start_build(&build.id).await? {
         tracing::info!(build = %build.id, "the build ended while queued (cancelled): nothing to run");
         return Ok(());
+    }
+    if job.attempts == 1 {
+        record_queue_wait(build.created_at);
     }
     let log = ctx.logs.start(&build.id);
     include_earlier_attempts(ctx, &build.id, job.attempts, &log).await;
@@ -176,6 +185,7 @@ pub async fn run_job(
                 error: Some(message),
             };
             finish(ctx, job, worker, &log, &outcome).await?;
+            record_duration(outcome.status, claimed_at.elapsed());
             return Ok(());
         }
     };
@@ -232,6 +242,7 @@ pub async fn run_job(
         point_ahead(ctx, &build, &lock_hash).await?;
     }
     finish(ctx, job, worker, &log, &outcome).await?;
+    record_duration(outcome.status, claimed_at.elapsed());
     if outcome.status == BuildStatus::Succeeded {
         point_current(ctx, &build).await?;
     }
@@ -260,6 +271,22 @@ async fn finish(
     ctx.logs.finish(&job.build_id);
     announce(ctx, &job.build_id).await;
     Ok(())
+}
+
+/// Records how long a build waited for its first start; a clock behind the
+/// API node's counts as no wait.
+fn record_queue_wait(created_at_millis: i64) {
+    let now_millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64);
+    let waited = now_millis.saturating_sub(created_at_millis).max(0);
+    metrics::histogram!(QUEUE_WAIT_METRIC).record(waited as f64 / 1000.0);
+}
+
+/// Records how long the attempt that ended the build ran.
+fn record_duration(status: BuildStatus, ran: Duration) {
+    metrics::histogram!(BUILD_DURATION_METRIC, "status" => status.as_str())
+        .record(ran.as_secs_f64());
 }
 
 /// Tells the followers of a build that it changed state (best effort: they

@@ -11,6 +11,7 @@
 
 mod backoff;
 mod context;
+mod disk_usage;
 mod error;
 mod gc;
 mod job;
@@ -32,6 +33,7 @@ mod task;
 mod urls;
 
 pub use context::BuildContext;
+pub use disk_usage::watch_disk_usage;
 pub use gc::{CollectedPrefix, GcError, GcOptions, GcReport, collect_garbage};
 pub use job::{close_at_limit, run_job};
 pub use layout::Layout;

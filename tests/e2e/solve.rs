@@ -154,3 +154,49 @@ async fn an_unsolvable_spec_is_a_422_with_the_solvers_explanation() {
     );
     server.stop().await;
 }
+
+/// The hash `/solve` names is the one a build of the same spec in the same
+/// namespace publishes its lockfiles under, variables and all (a lock with
+/// variables is its namespace's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_with_variables_is_named_by_the_hash_its_build_publishes() {
+    let channel = DemoChannel::start().await;
+    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    for namespace in ["team", "other"] {
+        assert_eq!(
+            server.create_namespace(namespace).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let spec = format!("{}variables:\n  MODE: fast\n", demo_spec_yaml("demo"));
+    let response = solve(&server, &server.token, "", &spec).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let solved_hash = response.headers()[envstore_api::LOCK_HASH_HEADER]
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    let build = server.submit_yaml("team", "varied", &spec).await;
+    let build = server.wait_for_build(&build).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(build["lock_hash"], solved_hash.as_str(), "{build}");
+
+    // The same spec in another namespace is another lock.
+    let elsewhere = server
+        .client
+        .post(server.url("/api/v1/namespaces/other/solve"))
+        .bearer_auth(&server.token)
+        .header("content-type", "application/yaml")
+        .body(spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::OK);
+    assert_ne!(
+        elsewhere.headers()[envstore_api::LOCK_HASH_HEADER]
+            .to_str()
+            .unwrap(),
+        solved_hash
+    );
+    server.stop().await;
+}

@@ -77,7 +77,12 @@ pub async fn solve_spec(
         let wheels = envstore_pypi::resolve_solved(&canonical, &solved, &app.pypi_index).await?;
         (solved, wheels)
     };
-    let lock = Lock::new(solved).with_pypi(wheels);
+    // As a build of the spec in this namespace locks it: with its
+    // variables, and so (when it has any) under this namespace's own hash.
+    let lock = Lock::new(solved)
+        .with_pypi(wheels)
+        .with_variables(canonical.variables.clone())
+        .for_namespace(namespace.as_str());
     let text = match format {
         LockfileFormat::CondaLock => lock.render_conda_lock()?,
         LockfileFormat::Pixi => lock.render_pixi_lock()?,

@@ -14,8 +14,11 @@ mod migrate;
 mod namespaces;
 mod progress;
 pub mod schema;
-#[cfg(test)]
-mod testing;
+// Always built, not behind a feature: a `testing` feature turned on by
+// tests would change this crate for every crate above it in a test build,
+// and CI would compile them all twice.
+#[doc(hidden)]
+pub mod testing;
 mod usage;
 
 use std::sync::Arc;

@@ -2,6 +2,9 @@
 //! well when `ENVSTORE_TEST_DATABASE` names a server (what
 //! `eval "$(scripts/test-services.sh start)"` exports). Each test gets its
 //! own database, so tests running at once never see each other's rows.
+//! Used by this crate's unit tests and by integration tests here and above
+//! (hidden from the docs: not for the service itself).
+#![allow(clippy::unwrap_used)] // test support: a failure to set up is the test's failure
 
 use std::ops::Deref;
 
@@ -11,10 +14,10 @@ use sqlx::any::AnyPoolOptions;
 use crate::{Database, Dialect};
 
 /// The variable naming the PostgreSQL server the tests may use.
-pub(crate) const POSTGRES_VARIABLE: &str = "ENVSTORE_TEST_DATABASE";
+pub const POSTGRES_VARIABLE: &str = "ENVSTORE_TEST_DATABASE";
 
 /// An empty database of one dialect, not yet opened by [`Database`].
-pub(crate) struct TestDatabase {
+pub struct TestDatabase {
     pub dialect: Dialect,
     /// What [`Database::connect`] takes.
     pub url: String,
@@ -119,7 +122,7 @@ impl TestDatabase {
 }
 
 /// An opened test database; derefs to the [`Database`].
-pub(crate) struct TestDb {
+pub struct TestDb {
     pub db: Database,
     pub test: TestDatabase,
 }
@@ -145,7 +148,7 @@ impl Deref for TestDb {
 }
 
 /// A migrated database of each dialect (PostgreSQL when a server is named).
-pub(crate) async fn databases() -> Vec<TestDb> {
+pub async fn databases() -> Vec<TestDb> {
     let mut opened = Vec::new();
     for test in TestDatabase::each_dialect().await {
         opened.push(test.open().await);

@@ -9,7 +9,7 @@
 //! the current API, and keeps using it: the old queue is claimed, an old
 //! running build is joined, new builds are numbered after the old ones.
 //! On SQLite, and on PostgreSQL too when `ENVSTORE_TEST_DATABASE` names a
-//! server (as `crates/db/src/testing.rs` does).
+//! server (`envstore_db::testing`).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -20,9 +20,9 @@ use envstore_core::{
     Role,
 };
 use envstore_db::schema::{self, MigrationState};
-use envstore_db::{BuildOutcome, Database, now_millis};
+use envstore_db::testing::TestDatabase;
+use envstore_db::{BuildOutcome, Database, Dialect, now_millis};
 use sqlx::AnyPool;
-use sqlx::any::AnyPoolOptions;
 
 /// The last migration of the previous release: a database that release
 /// made has exactly versions 1 to this one applied. Migrations added since
@@ -34,97 +34,6 @@ use sqlx::any::AnyPoolOptions;
 /// with rows for the tables and columns that release added, written as that
 /// release writes them, so the next upgrade is tested over them too.
 const PREVIOUS_RELEASE: i64 = 14;
-
-/// The variable naming the PostgreSQL server the tests may use.
-const POSTGRES_VARIABLE: &str = "ENVSTORE_TEST_DATABASE";
-
-/// An empty database: a SQLite file in a temporary folder, or a new
-/// database on the test PostgreSQL server (dropped by `finish`).
-struct TestDatabase {
-    postgres: bool,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    server: Option<(String, String)>,
-}
-
-impl TestDatabase {
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
-        Self {
-            postgres: false,
-            url,
-            _dir: Some(dir),
-            server: None,
-        }
-    }
-
-    async fn postgres() -> Option<Self> {
-        let server = match std::env::var(POSTGRES_VARIABLE) {
-            Ok(server) if server.starts_with("postgres") => server,
-            _ => {
-                eprintln!(
-                    "skipped on PostgreSQL: {POSTGRES_VARIABLE} names no server \
-                     (eval \"$(scripts/test-services.sh start)\")"
-                );
-                return None;
-            }
-        };
-        sqlx::any::install_default_drivers();
-        let name = format!("envstore_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&server)
-            .await
-            .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let (base, _) = server.rsplit_once('/').unwrap();
-        Some(Self {
-            postgres: true,
-            url: format!("{base}/{name}"),
-            _dir: None,
-            server: Some((server, name)),
-        })
-    }
-
-    async fn each_dialect() -> Vec<Self> {
-        let mut databases = vec![Self::sqlite()];
-        databases.extend(Self::postgres().await);
-        databases
-    }
-
-    /// A plain pool without migrations, as the old release's SQL sees it.
-    async fn pool(&self) -> AnyPool {
-        sqlx::any::install_default_drivers();
-        AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&self.url)
-            .await
-            .unwrap()
-    }
-
-    async fn finish(self) {
-        let Some((server, name)) = &self.server else {
-            return;
-        };
-        let admin = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(server)
-            .await
-            .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
-        admin.close().await;
-    }
-}
 
 const CHANNEL: &str = "https://conda.example.org/demo/";
 
@@ -580,14 +489,8 @@ fn env(name: &str) -> EnvironmentName {
 #[tokio::test]
 async fn a_database_of_the_previous_release_migrates_forward_with_its_data() {
     for test in TestDatabase::each_dialect().await {
-        eprintln!(
-            "{}",
-            if test.postgres {
-                "PostgreSQL"
-            } else {
-                "SQLite"
-            }
-        );
+        let postgres = test.dialect == Dialect::Postgres;
+        eprintln!("{}", if postgres { "PostgreSQL" } else { "SQLite" });
         let data = OldData::new();
 
         schema::migrate_to(&test.url, PREVIOUS_RELEASE)
@@ -605,8 +508,8 @@ async fn a_database_of_the_previous_release_migrates_forward_with_its_data() {
         );
         assert!(old.problems.is_empty(), "{:?}", old.problems);
 
-        let pool = test.pool().await;
-        write_old_data(&pool, test.postgres, &data).await;
+        let pool: AnyPool = test.blank_pool().await;
+        write_old_data(&pool, postgres, &data).await;
         pool.close().await;
 
         let db = Database::connect(&test.url).await.unwrap();

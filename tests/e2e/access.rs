@@ -188,6 +188,12 @@ const ROWS: &[(&str, &str, Needs, u16)] = &[
         Needs::Viewer,
         200,
     ),
+    (
+        "GET",
+        "/api/v1/locks/{lock_hash}/prefix.tar.zst",
+        Needs::Viewer,
+        200,
+    ),
     ("GET", "/api/v1/tokens", Needs::SignedIn, 200),
     ("POST", "/api/v1/tokens", Needs::SignedIn, 201),
     ("DELETE", "/api/v1/tokens/{id}", Needs::SignedIn, 204),
@@ -406,7 +412,17 @@ fn subject_of(caller: Caller) -> Option<&'static str> {
 
 async fn fixture() -> (DemoChannel, Fixture) {
     let channel = DemoChannel::start().await;
-    let server = TestServer::start(vec![channel.allowed_as("demo")]).await;
+    // Packed prefixes on either backend, for `…/prefix.tar.zst`.
+    let data = tempfile::tempdir().unwrap();
+    let backend = envstore_tests::Backend::from_env(data.path()).await;
+    let server = TestServer::start_configured(
+        data,
+        backend,
+        vec![channel.allowed_as("demo")],
+        2,
+        |config| config.publish_packed_prefixes = true,
+    )
+    .await;
     let mut builds = Vec::new();
     for (namespace, python) in NAMESPACES.iter().zip(["3.11.*", "3.10.*"]) {
         assert_eq!(
@@ -815,6 +831,7 @@ mod oidc {
                 jwks_url,
                 subject_claim,
                 server_admins,
+                sign_in: Default::default(),
             });
         })
         .await;
@@ -948,6 +965,7 @@ mod oidc {
                 jwks_url,
                 subject_claim: "sub".to_owned(),
                 server_admins: vec!["root".to_owned()],
+                sign_in: Default::default(),
             });
         })
         .await;

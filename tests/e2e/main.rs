@@ -22,6 +22,8 @@ mod openapi;
 mod operator;
 mod policy;
 mod pypi;
+mod remote_node;
+mod sign_in;
 mod solve;
 mod spec_text;
 mod tokens;

@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod locks;
 pub mod namespaces;
 pub mod policy;
+pub mod prefixes;
 pub mod problem;
 pub mod usage;
 

@@ -71,6 +71,26 @@ impl AdminToken {
         }
     }
 
+    /// A key for `purpose` (sealing web sign-in states), derived from the
+    /// admin token: every API process of a deployment shares it, and it
+    /// changes with the token. HMAC-SHA256 keyed by the token's digest.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        const BLOCK: usize = 64;
+        let mut inner = Sha256::new();
+        let mut outer = Sha256::new();
+        let mut ipad = [0x36_u8; BLOCK];
+        let mut opad = [0x5c_u8; BLOCK];
+        for (index, byte) in self.digest.iter().enumerate() {
+            ipad[index] ^= byte;
+            opad[index] ^= byte;
+        }
+        inner.update(ipad);
+        inner.update(purpose.as_bytes());
+        outer.update(opad);
+        outer.update(inner.finalize());
+        outer.finalize().into()
+    }
+
     /// Compares digests in constant time (`subtle`), so how long a refusal
     /// takes says nothing about how much of the digest was right.
     fn matches(&self, token: &str) -> bool {
@@ -205,7 +225,9 @@ impl FromRequestParts<AppState> for Caller {
                 tracing::info!(error = %envstore_core::error_chain(&error), "an OIDC token was refused");
                 ApiError::InvalidToken
             })?;
-            let bindings = state.db.bindings_of(&identity.subject).await?;
+            // The groups' roles come from this token, never from storage.
+            let mut bindings = state.db.bindings_of(&identity.subject).await?;
+            bindings.extend(identity.grants);
             return Ok(Self {
                 subject: Some(identity.subject),
                 grants: Grants {
@@ -224,13 +246,21 @@ impl FromRequestParts<AppState> for Caller {
             .active_token(token)
             .await?
             .ok_or(ApiError::InvalidToken)?;
-        let bindings = state.db.bindings_of(&record.subject).await?;
+        let mut bindings = state.db.bindings_of(&record.subject).await?;
+        // A web session's row holds what the person's groups gave at sign-in:
+        // added to the subject's bindings, not narrowing them.
+        let scopes = if crate::oidc::session::is_session(&record) {
+            bindings.extend(crate::oidc::session::session_grants(&record));
+            None
+        } else {
+            record.scopes
+        };
         Ok(Self {
             subject: Some(record.subject),
             grants: Grants {
                 server_admin: record.server_admin,
                 bindings,
-                scopes: record.scopes,
+                scopes,
             },
             token_id: Some(record.id),
             expires_at: record.expires_at,
@@ -249,6 +279,32 @@ mod tests {
         assert!(!token.matches("s3cret "));
         assert!(!token.matches(""));
         assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
+    }
+
+    #[test]
+    fn derived_keys_differ_per_purpose_and_token_and_are_hmac_sha256() {
+        let token = AdminToken::new("s3cret");
+        assert_eq!(
+            token.derived_key("a"),
+            AdminToken::new("s3cret").derived_key("a")
+        );
+        assert_ne!(token.derived_key("a"), token.derived_key("b"));
+        assert_ne!(
+            token.derived_key("a"),
+            AdminToken::new("other").derived_key("a")
+        );
+        // RFC 4231 test case 2 (key "Jefe"), with the key given as our digest.
+        let mut jefe = [0_u8; 32];
+        jefe[..4].copy_from_slice(b"Jefe");
+        let key = AdminToken { digest: jefe }.derived_key("what do ya want for nothing?");
+        assert_eq!(
+            hex_of(&key),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    fn hex_of(bytes: &[u8]) -> String {
+        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
     #[test]

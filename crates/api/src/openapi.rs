@@ -135,6 +135,12 @@ pub struct PageQuery {
     after: Option<String>,
 }
 
+/// A body of bytes that is not text (a packed prefix).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct Binary(Vec<u8>);
+
 /// The refusals of a route that needs a signed-in caller.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]

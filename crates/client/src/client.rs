@@ -45,7 +45,7 @@ impl Client {
         })
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -338,7 +338,7 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
-fn split_environment(environment: &str) -> anyhow::Result<(&str, &str)> {
+pub(crate) fn split_environment(environment: &str) -> anyhow::Result<(&str, &str)> {
     environment
         .split_once('/')
         .filter(|(namespace, name)| {
@@ -349,7 +349,9 @@ fn split_environment(environment: &str) -> anyhow::Result<(&str, &str)> {
 
 /// The body of a successful answer, as the wire type `T`; a problem
 /// otherwise.
-async fn expect_success<T: DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {
+pub(crate) async fn expect_success<T: DeserializeOwned>(
+    response: reqwest::Response,
+) -> anyhow::Result<T> {
     if response.status().is_success() {
         return response
             .json()
@@ -360,7 +362,7 @@ async fn expect_success<T: DeserializeOwned>(response: reqwest::Response) -> any
 }
 
 /// The server's problem+json as an error a person can read.
-async fn problem(response: reqwest::Response) -> anyhow::Error {
+pub(crate) async fn problem(response: reqwest::Response) -> anyhow::Error {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     let detail = serde_json::from_str::<Problem>(&body)

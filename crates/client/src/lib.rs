@@ -4,6 +4,7 @@
 
 mod client;
 pub mod kernels;
+pub mod prefixes;
 mod progress;
 mod sse;
 pub mod usage;

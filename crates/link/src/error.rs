@@ -80,6 +80,14 @@ pub enum PrefixError {
         missing: Vec<String>,
         extra: Vec<String>,
     },
+    /// A packed prefix whose bytes are not the ones published: damaged or
+    /// cut short on the way. Nothing of it is kept.
+    #[error("the packed prefix for '{}' has sha256 {found}, expected {expected}", prefix.display())]
+    Checksum {
+        prefix: PathBuf,
+        expected: envstore_core::ContentHash,
+        found: envstore_core::ContentHash,
+    },
     /// What was installed after the conda packages (the PyPI wheels)
     /// failed; the prefix is removed like any unfinished one.
     #[error("failed to install the PyPI packages into '{}'", prefix.display())]

@@ -2,7 +2,7 @@
 //! materialise a prefix built elsewhere, at the same path.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use envstore_core::ContentHash;
@@ -53,12 +53,15 @@ pub fn pack_prefix(prefix: &Path, archive: &Path) -> Result<ContentHash, PrefixE
     Ok(hashing.finish())
 }
 
-/// Unpacks `archive` into `prefix` (which must not exist), checks that its
-/// package records are exactly `expected` (`name-version-build` of each
-/// package of the lock), then writes the completion marker. On any failure
-/// the partial prefix is removed.
+/// Unpacks the archive read from `archive` into `prefix` as it arrives
+/// (never whole in memory), hashing every byte on the way; refuses it unless
+/// its sha256 is `sha256`. Then checks that its package records are exactly
+/// `expected` (`name-version-build` of each package of the lock) and writes
+/// the completion marker, last. On any failure the partial prefix is
+/// removed, so a prefix without its marker is never left behind.
 pub fn unpack_prefix(
-    archive: &[u8],
+    archive: impl Read,
+    sha256: &ContentHash,
     prefix: &Path,
     marker: &CompletionMarker,
     expected: &BTreeSet<String>,
@@ -67,7 +70,7 @@ pub fn unpack_prefix(
         return Ok(());
     }
     remove_dir_if_present(prefix)?;
-    let result = unpack_and_check(archive, prefix, expected)
+    let result = unpack_and_check(archive, sha256, prefix, expected)
         .and_then(|()| write_missing_history(prefix, &marker.lock_hash))
         .and_then(|()| write_marker(prefix, marker));
     if result.is_err() {
@@ -77,18 +80,33 @@ pub fn unpack_prefix(
 }
 
 fn unpack_and_check(
-    archive: &[u8],
+    archive: impl Read,
+    sha256: &ContentHash,
     prefix: &Path,
     expected: &BTreeSet<String>,
 ) -> Result<(), PrefixError> {
     fs_err::create_dir_all(prefix).map_err(PrefixError::io("create", prefix))?;
-    let decoder = zstd::Decoder::new(archive).map_err(PrefixError::io("decompress", prefix))?;
+    let hashing = HashingReader::new(archive);
+    let decoder = zstd::Decoder::new(hashing).map_err(PrefixError::io("decompress", prefix))?;
     let mut tar = tar::Archive::new(decoder);
     tar.set_preserve_permissions(true);
     tar.set_overwrite(false);
     // `unpack` refuses entries that would land outside `prefix`.
     tar.unpack(prefix)
         .map_err(PrefixError::io("unpack into", prefix))?;
+    // The tar ends before the stream does (padding, the zstd frame's end):
+    // the rest is read too, so the hash covers every byte.
+    let mut rest = tar.into_inner().finish();
+    std::io::copy(&mut rest, &mut std::io::sink())
+        .map_err(PrefixError::io("read the packed prefix for", prefix))?;
+    let found = rest.into_inner().finish();
+    if &found != sha256 {
+        return Err(PrefixError::Checksum {
+            prefix: prefix.to_owned(),
+            expected: *sha256,
+            found,
+        });
+    }
     // The same checks as a prefix built here: no link out, nothing special,
     // no setuid file, nothing writable for others.
     crate::validate::check_tree(prefix, crate::validate::TreeKind::Prefix).map_err(|reason| {
@@ -206,6 +224,34 @@ impl Write for HashingWriter {
     }
 }
 
+/// Hashes what is read through it, so unpacking checks the archive's
+/// sha256 in the same pass.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> ContentHash {
+        ContentHash::from_bytes(self.hasher.finalize().into())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        Ok(read)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,18 +279,68 @@ mod tests {
         zstd::encode_all(tar.as_slice(), 3).unwrap()
     }
 
+    /// Unpacks `archive` read a few bytes at a time, as a download arrives.
     fn unpack(archive: &[u8], prefix: &Path) -> Result<(), PrefixError> {
+        unpack_checked(archive, &ContentHash::of(archive), prefix)
+    }
+
+    fn unpack_checked(
+        archive: &[u8],
+        sha256: &ContentHash,
+        prefix: &Path,
+    ) -> Result<(), PrefixError> {
         let marker = CompletionMarker {
             lock_hash: ContentHash::of(b"lock"),
             platform: "linux-64".into(),
             packages: 1,
         };
         unpack_prefix(
-            archive,
+            Trickle(archive),
+            sha256,
             prefix,
             &marker,
             &BTreeSet::from(["pkg-1.2.3-h0_1".to_owned()]),
         )
+    }
+
+    /// A reader that hands out at most 7 bytes per read.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let count = buf.len().min(7).min(self.0.len());
+            buf[..count].copy_from_slice(&self.0[..count]);
+            self.0 = &self.0[count..];
+            Ok(count)
+        }
+    }
+
+    #[test]
+    fn an_archive_that_is_not_the_published_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("prefix");
+        let archive = packed(|_| {});
+
+        let other = ContentHash::of(b"another archive");
+        let error = unpack_checked(&archive, &other, &prefix).unwrap_err();
+        assert!(
+            matches!(&error, PrefixError::Checksum { expected, found, .. }
+                if *expected == other && *found == ContentHash::of(&archive)),
+            "{error:?}"
+        );
+        assert!(!prefix.exists(), "no half-unpacked prefix");
+
+        // Cut short on the way: refused, whatever step notices it.
+        let cut = &archive[..archive.len() / 2];
+        assert!(unpack_checked(cut, &ContentHash::of(&archive), &prefix).is_err());
+        assert!(!prefix.exists());
+
+        // A prefix left by an earlier failed attempt is replaced, not trusted.
+        fs_err::create_dir_all(prefix.join("conda-meta")).unwrap();
+        fs_err::write(prefix.join("stale"), b"x").unwrap();
+        unpack(&archive, &prefix).unwrap();
+        assert!(crate::is_complete(&prefix));
+        assert!(!prefix.join("stale").exists());
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run build workers only, fed by a shared database.
     Worker(WorkerArgs),
-    /// Fetch an environment's packed prefix from the store and unpack it here,
-    /// at the same path it was built at.
+    /// Fetch an environment's packed prefix and unpack it here, at the same
+    /// path it was built at: from the server (only its URL and a token), or
+    /// with --database and --store straight from the store.
     Materialize(MaterializeArgs),
     /// Submit an environment.yml (or .json) for NAMESPACE/NAME; with --wait,
     /// follow the build and exit non-zero unless it succeeds.
@@ -128,9 +129,9 @@ pub enum Command {
 #[derive(Subcommand)]
 pub enum KernelsCommand {
     /// Write one kernelspec per environment the server lists as a kernel
-    /// into DIR/kernels, materialising prefixes missing here (with
-    /// --database and --store), and remove the ones it wrote before for
-    /// environments no longer listed.
+    /// into DIR/kernels, materialising prefixes missing here (from the
+    /// server, or with --database and --store from the store), and remove
+    /// the ones it wrote before for environments no longer listed.
     Sync(KernelsSyncArgs),
 }
 
@@ -144,11 +145,13 @@ pub struct KernelsSyncArgs {
     /// [default: the server's own paths].
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// To materialise missing prefixes: the server's database (sqlite://path or postgres://…).
-    #[arg(long, env = "ENVSTORE_DATABASE")]
+    /// To materialise missing prefixes from the store instead of the
+    /// server: the server's database (sqlite://path or postgres://…).
+    #[arg(long, env = "ENVSTORE_DATABASE", requires = "store")]
     pub database: Option<String>,
-    /// To materialise missing prefixes: the server's store (file:///path or s3://bucket/prefix).
-    #[arg(long, env = "ENVSTORE_STORE")]
+    /// To materialise missing prefixes from the store instead of the
+    /// server: the server's store (file:///path or s3://bucket/prefix).
+    #[arg(long, env = "ENVSTORE_STORE", requires = "database")]
     pub store: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
@@ -404,12 +407,17 @@ pub struct MaterializeArgs {
     /// path as on the node that built it [default: ./envstore-data].
     #[arg(long, env = "ENVSTORE_DATA_DIR")]
     pub root: Option<PathBuf>,
-    /// sqlite://path or postgres://…
-    #[arg(long, env = "ENVSTORE_DATABASE")]
-    pub database: String,
-    /// file:///path or s3://bucket/prefix
-    #[arg(long, env = "ENVSTORE_STORE")]
-    pub store: String,
+    /// Read the store directly instead of asking the server: its database
+    /// (sqlite://path or postgres://…). A lock without a packed prefix is
+    /// then built here from the lock.
+    #[arg(long, env = "ENVSTORE_DATABASE", requires = "store")]
+    pub database: Option<String>,
+    /// With --database: the store (file:///path or s3://bucket/prefix).
+    #[arg(long, env = "ENVSTORE_STORE", requires = "database")]
+    pub store: Option<String>,
     #[command(flatten)]
     pub store_limits: StoreArgs,
+    /// Without --database and --store: the server to download from.
+    #[command(flatten)]
+    pub server: ServerArgs,
 }

@@ -261,6 +261,33 @@ mod tests {
         );
     }
 
+    /// docs/sign-in.md's `[oidc]` example is what the server reads.
+    #[test]
+    fn the_sign_in_docs_example_is_a_valid_config() {
+        let docs = include_str!("../../../docs/sign-in.md");
+        let example = docs
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml example in docs/sign-in.md");
+        let config: FileConfig = toml::from_str(example).unwrap();
+        let oidc = config.oidc.expect("[oidc]");
+        assert_eq!(oidc.client_id(), "envstore");
+        let sign_in = &oidc.sign_in;
+        assert!(sign_in.personal_namespaces && sign_in.web_sign_in);
+        assert_eq!(sign_in.groups_claim.as_deref(), Some("groups"));
+        assert_eq!(sign_in.group_roles.len(), 2);
+        assert_eq!(sign_in.group_roles[0].namespace, "{group}");
+        assert_eq!(
+            sign_in.public_url.as_ref().map(url::Url::as_str),
+            Some("https://envstore.example.org/")
+        );
+        assert!(sign_in.client_secret_file.is_some());
+        // The secret itself is refused in the file.
+        let with_secret = example.replace("[oidc]\n", "[oidc]\nclient_secret = \"s3cret\"\n");
+        assert!(toml::from_str::<FileConfig>(&with_secret).is_err());
+    }
+
     #[test]
     fn passwords_never_reach_the_log() {
         assert_eq!(

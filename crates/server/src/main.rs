@@ -348,25 +348,41 @@ async fn materialize(args: MaterializeArgs) -> anyhow::Result<()> {
         .split_once('/')
         .context("the environment is NAMESPACE/NAME")?;
     let root = absolute(&args.root.unwrap_or_else(|| PathBuf::from("envstore-data")))?;
-    let db = envstore_db::Database::connect(&args.database).await?;
-    let store = envstore_store::ArtifactStore::open_with(
-        &store_url(&args.store)?,
-        args.store_limits.settings(),
-    )?;
     let platform = rattler_conda_types::Subdir::current()
         .context("envstore cannot tell which conda platform this machine is")?;
     let layout = envstore_workers::Layout::under(&root);
-    let prefix = envstore_workers::materialize_environment(
-        &db,
-        &store,
-        &layout,
-        &prefix_builder(&layout),
-        &pypi_context(&layout)?,
-        &platform.to_string(),
-        &namespace.parse()?,
-        &name.parse()?,
-    )
-    .await?;
+    let prefix = match (&args.database, &args.store) {
+        (Some(database), Some(store)) => {
+            let db = envstore_db::Database::connect(database).await?;
+            let store = envstore_store::ArtifactStore::open_with(
+                &store_url(store)?,
+                args.store_limits.settings(),
+            )?;
+            envstore_workers::materialize_environment(
+                &db,
+                &store,
+                &layout,
+                &prefix_builder(&layout),
+                &pypi_context(&layout)?,
+                &platform.to_string(),
+                &namespace.parse()?,
+                &name.parse()?,
+            )
+            .await?
+        }
+        (None, None) => {
+            let client = envstore_client::Client::new(&args.server.server, args.server.token)?;
+            envstore_workers::materialize_from_server(
+                &client,
+                &layout,
+                &platform.to_string(),
+                namespace,
+                name,
+            )
+            .await?
+        }
+        _ => anyhow::bail!("reading the store directly needs both --database and --store"),
+    };
     println!("{}", prefix.display());
     Ok(())
 }
@@ -392,8 +408,9 @@ fn pypi_context(
 }
 
 /// `envstore kernels sync`: kernelspecs for what the server lists, each
-/// run from a prefix present on this machine (materialised when missing and
-/// the database and store are given), and stale ones of ours removed.
+/// run from a prefix present on this machine (materialised when missing:
+/// from the server, or from the store when the database and store are
+/// given), and stale ones of ours removed.
 async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
     use envstore_client::kernels::{self, Change};
 
@@ -401,7 +418,8 @@ async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
     let listed = client.kernels().await?;
     let kernels_dir = args.dir.join("kernels");
     let root = args.root.as_deref().map(absolute).transpose()?;
-    let materializer = match (&args.database, &args.store) {
+    // Without them, missing prefixes come from the server.
+    let direct = match (&args.database, &args.store) {
         (Some(database), Some(store)) => Some((
             envstore_db::Database::connect(database).await?,
             envstore_store::ArtifactStore::open_with(
@@ -410,7 +428,9 @@ async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
             )?,
         )),
         (None, None) => None,
-        _ => anyhow::bail!("materialising prefixes needs both --database and --store"),
+        _ => {
+            anyhow::bail!("materialising prefixes from the store needs both --database and --store")
+        }
     };
     let mut keep = std::collections::BTreeSet::new();
     let mut missing = Vec::new();
@@ -426,33 +446,51 @@ async fn kernels_sync(args: KernelsSyncArgs) -> anyhow::Result<()> {
             None => PathBuf::from(&kernel.prefix),
         };
         if !holds_lock(&prefix, &kernel.lock_hash) {
-            let Some((db, store)) = &materializer else {
-                eprintln!(
-                    "skipped {label}: its prefix {} is not here (pass --database and --store to materialise it)",
-                    prefix.display()
-                );
-                missing.push(label.clone());
-                continue;
-            };
             let data_dir = match &root {
                 Some(root) => root.clone(),
                 None => server_data_dir(kernel)?,
             };
             let layout = envstore_workers::Layout::under(&data_dir);
             let platform = rattler_conda_types::Subdir::current()
-                .context("envstore cannot tell which conda platform this machine is")?;
-            let unpacked = envstore_workers::materialize_environment(
-                db,
-                store,
-                &layout,
-                &prefix_builder(&layout),
-                &pypi_context(&layout)?,
-                &platform.to_string(),
-                &kernel.namespace.parse()?,
-                &kernel.environment.parse()?,
-            )
-            .await
-            .with_context(|| format!("failed to materialise {label}"))?;
+                .context("envstore cannot tell which conda platform this machine is")?
+                .to_string();
+            let unpacked = match &direct {
+                Some((db, store)) => {
+                    envstore_workers::materialize_environment(
+                        db,
+                        store,
+                        &layout,
+                        &prefix_builder(&layout),
+                        &pypi_context(&layout)?,
+                        &platform,
+                        &kernel.namespace.parse()?,
+                        &kernel.environment.parse()?,
+                    )
+                    .await
+                }
+                None => {
+                    envstore_workers::materialize_from_server(
+                        &client,
+                        &layout,
+                        &platform,
+                        &kernel.namespace,
+                        &kernel.environment,
+                    )
+                    .await
+                }
+            };
+            // The other kernels are still synced; the failure is reported at the end.
+            let unpacked = match unpacked {
+                Ok(unpacked) => unpacked,
+                Err(error) => {
+                    eprintln!(
+                        "skipped {label}: failed to materialise its prefix: {}",
+                        envstore_workers::error_chain(&error)
+                    );
+                    missing.push(label.clone());
+                    continue;
+                }
+            };
             println!("materialised {label} at {}", unpacked.display());
             prefix = layout.environment_link(&kernel.namespace, &kernel.environment);
         }

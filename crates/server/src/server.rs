@@ -205,6 +205,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let checked_admin_token =
         AdminToken::checked(&admin_token).context("envstore refuses to start")?;
+    // The identity provider's client secret is read and its group rules
+    // checked before anything starts.
+    let oidc = config
+        .oidc
+        .clone()
+        .map(envstore_api::oidc::OidcVerifier::new)
+        .transpose()
+        .context("envstore refuses to start: [oidc] is not usable")?;
     let pool = start_pool(&node, config.workers);
     let disk_watch = watch_disk(&node);
     let app = Arc::new(App {
@@ -214,10 +222,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         default_platform: node.native_platform,
         admin_token: checked_admin_token,
         default_policy: config.policy.clone(),
-        oidc: config
-            .oidc
-            .clone()
-            .map(envstore_api::oidc::OidcVerifier::new),
+        oidc,
         events: Arc::new(LocalBuildEvents {
             wake: pool.as_ref().map(WorkerPool::waker),
             logs: node.logs.clone(),

@@ -172,6 +172,25 @@ impl std::fmt::Debug for ArtifactStore {
     }
 }
 
+/// An object read as it arrives ([`ArtifactStore::get_stream`]).
+pub struct ObjectStream {
+    /// The size of the whole object, whatever part of it is sent.
+    pub size: u64,
+    /// The bytes sent (end exclusive): `0..size`, or the range asked for.
+    pub range: std::ops::Range<u64>,
+    /// The bytes, in order; an error ends them.
+    pub chunks: futures::stream::BoxStream<'static, Result<Bytes, StoreError>>,
+}
+
+impl std::fmt::Debug for ObjectStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStream")
+            .field("size", &self.size)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How long one store call may take unless configured: well inside the
 /// default 30 s lease, so a hanging store fails the call (and the attempt,
 /// as a transient error) while the lease still holds, instead of outliving it.
@@ -571,37 +590,84 @@ impl ArtifactStore {
         Ok(())
     }
 
-    /// An object's bytes. The request has the call's deadline, and so has
-    /// each chunk of the answer: a large object (a packed prefix) may take
-    /// as long as it keeps coming, a store that stops sending fails it.
+    /// An object's bytes, read whole into memory: for small objects
+    /// (lockfiles, logs). Large ones (packed prefixes) go through
+    /// [`Self::get_stream`].
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let read_error = |source| self.read_error("reading", key, source);
+        let object = self.get_stream(key).await?;
+        let mut bytes = BytesMut::with_capacity(
+            usize::try_from(object.size)
+                .unwrap_or(0)
+                .min(PART_SIZE * 16),
+        );
+        let mut chunks = object.chunks;
+        while let Some(chunk) = chunks.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        Ok(bytes.freeze())
+    }
+
+    /// An object's bytes as they arrive, never all in memory. The request
+    /// has the call's deadline, and so has each chunk of the answer: a large
+    /// object (a packed prefix) may take as long as it keeps coming, a store
+    /// that stops sending fails it.
+    pub async fn get_stream(&self, key: &str) -> Result<ObjectStream, StoreError> {
+        self.get_with(key, None).await
+    }
+
+    /// The bytes `range` (end exclusive) of an object, streamed as
+    /// [`Self::get_stream`] streams a whole one. A range that starts at or
+    /// past the end is refused by the store ([`StoreError::Read`]); callers
+    /// check it against [`Self::size`] first.
+    pub async fn get_range_stream(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<ObjectStream, StoreError> {
+        self.get_with(key, Some(object_store::GetRange::Bounded(range)))
+            .await
+    }
+
+    async fn get_with(
+        &self,
+        key: &str,
+        range: Option<object_store::GetRange>,
+    ) -> Result<ObjectStream, StoreError> {
         let timeout = self.settings.timeout;
+        let options = object_store::GetOptions {
+            range,
+            ..object_store::GetOptions::default()
+        };
         let result = self
             .within(timeout, "reading", key, async {
-                match self.inner.get(&ObjectPath::from(key)).await {
+                match self.inner.get_opts(&ObjectPath::from(key), options).await {
                     Ok(result) => Ok(result),
                     Err(object_store::Error::NotFound { .. }) => {
                         Err(StoreError::NotFound(key.to_owned()))
                     }
-                    Err(source) => Err(read_error(source)),
+                    Err(source) => Err(self.read_error("reading", key, source)),
                 }
             })
             .await?;
-        let mut bytes = BytesMut::with_capacity(
-            usize::try_from(result.meta.size)
-                .unwrap_or(0)
-                .min(PART_SIZE * 16),
-        );
-        let mut stream = result.into_stream();
-        loop {
+        let size = result.meta.size;
+        let range = result.range.clone();
+        let state = (self.clone(), key.to_owned(), result.into_stream());
+        let chunks = futures::stream::unfold(Some(state), move |state| async move {
+            let (store, key, mut stream) = state?;
             match tokio::time::timeout(timeout, stream.next()).await {
-                Ok(Some(Ok(chunk))) => bytes.extend_from_slice(&chunk),
-                Ok(Some(Err(source))) => return Err(read_error(source)),
-                Ok(None) => return Ok(bytes.freeze()),
-                Err(_) => return Err(self.timed_out(timeout, "reading", key)),
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((store, key, stream)))),
+                Ok(Some(Err(source))) => {
+                    Some((Err(store.read_error("reading", &key, source)), None))
+                }
+                Ok(None) => None,
+                Err(_) => Some((Err(store.timed_out(timeout, "reading", &key)), None)),
             }
-        }
+        });
+        Ok(ObjectStream {
+            size,
+            range,
+            chunks: chunks.boxed(),
+        })
     }
 
     /// A lock's artifact (`locks/<hash>/<name>`), from memory once it has
@@ -833,6 +899,52 @@ mod tests {
         assert_eq!(
             store.size("prefixes/a.tar.zst").await.expect("a size"),
             Some(content.len() as u64)
+        );
+    }
+
+    #[tokio::test]
+    async fn objects_stream_whole_or_by_range() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let store = ArtifactStore::open(&Url::from_directory_path(dir.path()).expect("a URL"))
+            .expect("a store");
+        let content: Vec<u8> = (0..100_000u32).map(|index| (index % 251) as u8).collect();
+        store
+            .put_immutable("prefixes/b.tar.zst", Bytes::from(content.clone()))
+            .await
+            .expect("written");
+        let collect = |object: ObjectStream| async move {
+            let mut chunks = object.chunks;
+            let mut read = Vec::new();
+            while let Some(chunk) = chunks.next().await {
+                read.extend_from_slice(&chunk.expect("a chunk"));
+            }
+            read
+        };
+
+        let whole = store
+            .get_stream("prefixes/b.tar.zst")
+            .await
+            .expect("a stream");
+        assert_eq!((whole.size, whole.range.clone()), (100_000, 0..100_000));
+        assert!(collect(whole).await == content);
+
+        let part = store
+            .get_range_stream("prefixes/b.tar.zst", 70_000..70_010)
+            .await
+            .expect("a range");
+        assert_eq!((part.size, part.range.clone()), (100_000, 70_000..70_010));
+        assert_eq!(collect(part).await, content[70_000..70_010]);
+
+        assert!(matches!(
+            store.get_stream("prefixes/none.tar.zst").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(
+            store
+                .get_range_stream("prefixes/b.tar.zst", 100_000..100_001)
+                .await
+                .is_err(),
+            "a range past the end"
         );
     }
 

@@ -15,7 +15,40 @@ use tower::ServiceExt;
 use envstore_api_types::Problem;
 
 use crate::error::{UiError, problem_of};
-use crate::session::Session;
+use crate::session::{Session, SessionError, Visitor};
+
+/// Who a page calls the API as: a session's token, or nobody (public
+/// pages), and where to send them when the API wants a signature.
+pub(crate) trait Credentials {
+    /// The `Authorization` header to send, if any.
+    fn authorization(&self) -> Result<Option<HeaderValue>, SessionError>;
+    /// What a 401 from the API means for them: sign in (again), then come
+    /// back to the page.
+    fn signature_needed(&self) -> UiError;
+}
+
+impl Credentials for Session {
+    fn authorization(&self) -> Result<Option<HeaderValue>, SessionError> {
+        Session::authorization(self).map(Some)
+    }
+
+    fn signature_needed(&self) -> UiError {
+        UiError::SessionEnded { next: self.next() }
+    }
+}
+
+impl Credentials for Visitor {
+    fn authorization(&self) -> Result<Option<HeaderValue>, SessionError> {
+        self.session().map(Session::authorization).transpose()
+    }
+
+    fn signature_needed(&self) -> UiError {
+        match self.session() {
+            Some(session) => session.signature_needed(),
+            None => UiError::SignIn { next: self.next() },
+        }
+    }
+}
 
 /// The largest API answer a page reads whole (a build with its packages
 /// for several platforms, a long log).
@@ -41,19 +74,24 @@ impl Api {
         &self.app.allowlist
     }
 
-    /// Sends one request to the API as the session's caller.
+    /// The API's shared state (the identity provider, the database).
+    pub(crate) fn app(&self) -> &AppState {
+        &self.app
+    }
+
+    /// Sends one request to the API as the session's caller (or as nobody).
     pub(crate) async fn call(
         &self,
-        session: &Session,
+        session: &impl Credentials,
         method: Method,
         uri: &str,
         headers: &[(header::HeaderName, &str)],
         body: Body,
     ) -> Result<Response, UiError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::AUTHORIZATION, session.authorization()?);
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(authorization) = session.authorization()? {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
         for (name, value) in headers {
             request = request.header(
                 name,
@@ -64,6 +102,9 @@ impl Api {
             UiError::Unexpected(format!("the request for {uri} could not be made: {error}"))
         })?;
         match self.router.clone().oneshot(request).await {
+            Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+                Err(session.signature_needed())
+            }
             Ok(response) => Ok(response),
             Err(never) => match never {},
         }
@@ -72,7 +113,7 @@ impl Api {
     /// GETs `uri` and decodes its JSON; API errors become [`UiError`]s.
     pub(crate) async fn get<T: DeserializeOwned>(
         &self,
-        session: &Session,
+        session: &impl Credentials,
         uri: &str,
     ) -> Result<T, UiError> {
         let response = self
@@ -83,7 +124,11 @@ impl Api {
 
     /// GETs `uri` and returns its body as text (a spec, a log); API errors
     /// become [`UiError`]s.
-    pub(crate) async fn get_text(&self, session: &Session, uri: &str) -> Result<String, UiError> {
+    pub(crate) async fn get_text(
+        &self,
+        session: &impl Credentials,
+        uri: &str,
+    ) -> Result<String, UiError> {
         let response = self
             .call(session, Method::GET, uri, &[], Body::empty())
             .await?;
@@ -99,7 +144,7 @@ impl Api {
     /// Sends `body` with `content_type` and decodes the JSON answer.
     pub(crate) async fn send<T: DeserializeOwned>(
         &self,
-        session: &Session,
+        session: &impl Credentials,
         method: Method,
         uri: &str,
         content_type: &str,
@@ -135,7 +180,7 @@ async fn decode<T: DeserializeOwned>(response: Response, uri: &str) -> Result<T,
 pub(crate) async fn problem(response: Response) -> UiError {
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED {
-        return UiError::SessionEnded;
+        return UiError::SessionEnded { next: None };
     }
     let bytes = read(response).await.unwrap_or_default();
     let problem = serde_json::from_slice::<Problem>(&bytes)

@@ -73,8 +73,9 @@ pub(crate) enum UiError {
     #[error("sign in to see this page")]
     SignIn { next: Option<String> },
     /// The API refused the session's token: it expired or was revoked.
+    /// Signing in again comes back to `next`.
     #[error("the session has ended: its token is unknown, expired or revoked")]
-    SessionEnded,
+    SessionEnded { next: Option<String> },
     /// What the API answered instead (boxed: it is much larger than the rest).
     #[error("{}", .0.detail)]
     Problem(Box<Problem>),
@@ -98,7 +99,7 @@ impl UiError {
             Self::Problem(problem) => return problem.as_ref().clone(),
             Self::Refused(detail) => (StatusCode::FORBIDDEN, detail.clone()),
             Self::BadRequest(detail) => (StatusCode::BAD_REQUEST, detail.clone()),
-            Self::SignIn { .. } | Self::SessionEnded => {
+            Self::SignIn { .. } | Self::SessionEnded { .. } => {
                 (StatusCode::UNAUTHORIZED, self.to_string())
             }
             Self::Unexpected(_) => (
@@ -114,7 +115,7 @@ impl From<SessionError> for UiError {
     fn from(error: SessionError) -> Self {
         match error {
             SessionError::SignIn { next } => Self::SignIn { next },
-            SessionError::Ended => Self::SessionEnded,
+            SessionError::Ended { next } => Self::SessionEnded { next },
             SessionError::Refused(detail) => Self::Refused(detail),
         }
     }
@@ -133,9 +134,10 @@ impl IntoResponse for UiError {
             Self::SignIn { next } => {
                 return Redirect::to(&links::sign_in(next.as_deref(), None)).into_response();
             }
-            Self::SessionEnded => {
+            Self::SessionEnded { next } => {
                 let jar = CookieJar::new().add(Session::removal());
-                return (jar, Redirect::to(&links::sign_in(None, Some("ended")))).into_response();
+                let to = links::sign_in(next.as_deref(), Some("ended"));
+                return (jar, Redirect::to(&to)).into_response();
             }
             Self::Unexpected(message) => tracing::error!(error = %message, "a UI page failed"),
             _ => {}
@@ -153,6 +155,40 @@ impl IntoResponse for UiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ended_session_signs_in_again_and_comes_back() {
+        let response = UiError::SessionEnded {
+            next: Some("/ui/namespaces/team".to_owned()),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let location = response.headers()[axum::http::header::LOCATION]
+            .to_str()
+            .unwrap();
+        assert_eq!(
+            location,
+            "/ui/sign-in?next=%2Fui%2Fnamespaces%2Fteam&notice=ended"
+        );
+        let cookie = response.headers()[axum::http::header::SET_COOKIE]
+            .to_str()
+            .unwrap();
+        assert!(
+            cookie.starts_with("envstore_session=;") && cookie.contains("Max-Age=0"),
+            "{cookie}"
+        );
+        let first_visit = UiError::SignIn { next: None }.into_response();
+        assert_eq!(
+            first_visit.headers()[axum::http::header::LOCATION],
+            "/ui/sign-in"
+        );
+        assert!(
+            first_visit
+                .headers()
+                .get(axum::http::header::SET_COOKIE)
+                .is_none()
+        );
+    }
 
     #[test]
     fn an_api_problem_renders_its_title_detail_and_pointers() {

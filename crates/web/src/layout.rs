@@ -6,7 +6,7 @@ use envstore_core::BuildStatus;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::links;
-use crate::session::Session;
+use crate::session::{Session, Visitor};
 
 /// The top-level sections, in the order the navigation shows them. A new
 /// top-level page adds its entry here.
@@ -29,6 +29,9 @@ pub(crate) struct Chrome<'a> {
     /// The signed-in session, for the sign-out form.
     pub session: Option<&'a Session>,
     pub section: Section,
+    /// For a page anyone may see, the page to come back to after signing
+    /// in, when nobody is signed in: the header links to the sign-in.
+    pub sign_in_next: Option<String>,
 }
 
 impl<'a> Chrome<'a> {
@@ -36,6 +39,17 @@ impl<'a> Chrome<'a> {
         Self {
             session: Some(session),
             section,
+            sign_in_next: None,
+        }
+    }
+
+    /// The frame of a page that may be public: the sign-out form for a
+    /// session, a sign-in link for everyone else.
+    pub(crate) fn visitor(visitor: &'a Visitor, section: Section) -> Self {
+        Self {
+            session: visitor.session(),
+            section,
+            sign_in_next: Some(visitor.next().unwrap_or_else(links::namespaces)),
         }
     }
 }
@@ -75,6 +89,10 @@ pub(crate) fn page(
                         form.sign-out method="post" action="/ui/sign-out" {
                             (csrf_field(session))
                             button type="submit" { "Sign out" }
+                        }
+                    } @else {
+                        @if let Some(next) = &chrome.sign_in_next {
+                            a.sign-in href=(links::sign_in(Some(next), None)) { "Sign in" }
                         }
                     }
                 }

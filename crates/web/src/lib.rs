@@ -3,7 +3,10 @@
 //!
 //! Every page is a client of the JSON API, called in-process: a handler
 //! sends the API's own router a request carrying the session's token as
-//! `Authorization: Bearer`, and renders what comes back. Authorisation,
+//! `Authorization: Bearer` (or none, for a visitor not signed in, who sees
+//! what the API shows anyone: public namespaces), and renders what comes
+//! back. People sign in with a token or through the identity provider
+//! (`pages::oidc`). Authorisation,
 //! policy, validation and errors are therefore exactly the API's; this crate
 //! decides nothing but how things look. Pages work without JavaScript; the
 //! small script only follows a running build's log live.
@@ -16,20 +19,21 @@ mod pages;
 mod session;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use envstore_api::AppState;
 
-pub use session::SESSION_COOKIE;
+pub use session::{LOGIN_COOKIE, SESSION_COOKIE};
 
 use crate::api::Api;
 
 /// The UI's router, to merge beside the API's: `/` and `/ui/...`. It has no
 /// fallback, so unknown paths still get the API's problem+json 404.
 pub fn router(app: AppState) -> Router {
+    let policy = content_security_policy(&app);
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
@@ -39,6 +43,9 @@ pub fn router(app: AppState) -> Router {
             get(pages::sign_in::form).post(pages::sign_in::sign_in),
         )
         .route("/ui/sign-out", post(pages::sign_in::sign_out))
+        .route("/ui/logout", post(pages::sign_in::sign_out))
+        .route("/ui/login", get(pages::oidc::login))
+        .route(session::CALLBACK_PATH, get(pages::oidc::callback))
         .route("/ui/namespaces", get(pages::namespaces::show))
         .route("/ui/namespaces/{namespace}", get(pages::namespace::show))
         .route(
@@ -70,7 +77,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/ui/static/style.css", get(style))
         .route("/ui/static/app.js", get(script))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(policy, security_headers))
         .with_state(Api::new(app))
 }
 
@@ -96,18 +103,44 @@ fn static_asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The UI's Content-Security-Policy: scripts, styles and forms from this
+/// origin only; with a web sign-in, forms may also lead to the identity
+/// provider's origin (signing out redirects to its end-session endpoint,
+/// and browsers hold a form's redirects to `form-action`).
+fn content_security_policy(app: &AppState) -> HeaderValue {
+    let provider = app
+        .oidc
+        .as_ref()
+        .filter(|oidc| oidc.web_sign_in())
+        .and_then(|oidc| url::Url::parse(&oidc.config().issuer).ok())
+        .map(|issuer| issuer.origin())
+        .filter(url::Origin::is_tuple)
+        .map(|origin| format!(" {}", origin.ascii_serialization()))
+        .unwrap_or_default();
+    let policy = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self'; form-action 'self'{provider}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    HeaderValue::from_str(&policy).unwrap_or_else(|_| {
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        )
+    })
+}
+
 /// Headers every UI answer carries: no framing (clickjacking), scripts and
-/// styles from this origin only, forms posted only here, no MIME sniffing,
-/// and pages (which hold CSRF tokens) never cached.
-async fn security_headers(request: Request, next: Next) -> Response {
+/// styles from this origin only, forms posted only here (and to the
+/// identity provider), no MIME sniffing, and pages (which hold CSRF tokens)
+/// never cached.
+async fn security_headers(
+    State(policy): State<HeaderValue>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    let policy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                  connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(policy),
-    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

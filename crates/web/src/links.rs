@@ -37,11 +37,15 @@ pub(crate) fn sign_in(next: Option<&str>, notice: Option<&str>) -> String {
 }
 
 /// `next` when it is a path of this UI, so signing in never sends anyone
-/// to another site.
+/// to another site (no open redirect): it starts with `/ui/`, and holds
+/// only visible ASCII without backslashes, so no browser reads it as
+/// another host and it fits in a `Location` header as it is.
 pub(crate) fn local_next(next: Option<&str>) -> String {
     match next {
         Some(next)
-            if next.starts_with("/ui/") && !next.starts_with("//") && !next.contains('\\') =>
+            if next.starts_with("/ui/")
+                && !next.contains('\\')
+                && next.bytes().all(|byte| byte.is_ascii_graphic()) =>
         {
             next.to_owned()
         }
@@ -144,6 +148,11 @@ mod tests {
             "/api/v1/tokens",
             "/ui\\..",
             "",
+            "/ui/\\evil.example",
+            "/ui/x\r\nSet-Cookie: a=b",
+            "/ui/ x",
+            "/\t/evil.example/ui/",
+            "/ui/é",
         ] {
             assert_eq!(local_next(Some(elsewhere)), "/ui/namespaces", "{elsewhere}");
         }

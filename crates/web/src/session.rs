@@ -1,12 +1,16 @@
-//! Sessions: the API token a person signed in with, kept in an HttpOnly,
-//! SameSite=Strict cookie (Secure over https), and the CSRF check of every
-//! form that changes something.
+//! Sessions: the token a person signed in with, kept in an HttpOnly cookie
+//! (Secure over https), and the CSRF check of every form that changes
+//! something.
 //!
-//! The cookie holds a random session nonce and the token. Nothing is kept
-//! on the server, so any API process of a distributed deployment serves any
-//! session, and revoking the token ends every session made with it. The CSRF
-//! token is a hash of the nonce and the token: only pages served to this
-//! session carry it, a new sign-in changes it, and it reveals neither.
+//! The cookie holds a random session nonce and the token: an API token
+//! pasted into the sign-in form (SameSite=Strict), or the token of a web
+//! session the identity provider's sign-in started (SameSite=Lax, so the
+//! provider's redirect back carries it; the session's row is in the
+//! database, see `envstore_api::oidc::session`). Any API process of a
+//! distributed deployment serves any session, and revoking the token ends
+//! it. The CSRF token is a hash of the nonce and the token: only pages
+//! served to this session carry it, a new sign-in changes it, and it
+//! reveals neither.
 //!
 //! This module depends on nothing else in the crate: the extractor works
 //! with any router state, and its errors become pages in `error`.
@@ -20,6 +24,13 @@ use sha2::{Digest, Sha256};
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "envstore_session";
 
+/// The cookie a sign-in through the identity provider waits in, sealed
+/// (see `envstore_api::oidc::LoginState`), only sent back to the callback.
+pub const LOGIN_COOKIE: &str = "envstore_sign_in";
+
+/// The path of the identity provider's callback, where [`LOGIN_COOKIE`] goes.
+pub(crate) const CALLBACK_PATH: &str = "/ui/oidc/callback";
+
 /// Why a request cannot go on as a session.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionError {
@@ -28,7 +39,7 @@ pub(crate) enum SessionError {
     SignIn { next: Option<String> },
     /// The token cannot be sent: the session is as good as ended.
     #[error("the session has ended: its token is unknown, expired or revoked")]
-    Ended,
+    Ended { next: Option<String> },
     /// A form from another origin, or without this session's CSRF token.
     #[error("{0}")]
     Refused(String),
@@ -39,6 +50,8 @@ pub(crate) enum SessionError {
 pub(crate) struct Session {
     nonce: String,
     token: String,
+    /// The page asked for (GET only), to come back to after signing in again.
+    next: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -53,7 +66,18 @@ impl Session {
         Self {
             nonce: uuid::Uuid::new_v4().simple().to_string(),
             token: token.to_owned(),
+            next: None,
         }
+    }
+
+    /// The token the session's API calls carry.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The page to come back to when the session has ended.
+    pub(crate) fn next(&self) -> Option<String> {
+        self.next.clone()
     }
 
     /// The session a cookie value holds: `<nonce>.<token>`.
@@ -65,6 +89,7 @@ impl Session {
         well_formed.then(|| Self {
             nonce: nonce.to_owned(),
             token: token.to_owned(),
+            next: None,
         })
     }
 
@@ -75,11 +100,13 @@ impl Session {
             .and_then(|cookie| Self::from_cookie(cookie.value()))
     }
 
-    /// The cookie that keeps this session in the browser.
-    pub(crate) fn cookie(&self, secure: bool) -> Cookie<'static> {
+    /// The cookie that keeps this session in the browser: SameSite=Strict
+    /// for a pasted token; Lax for a sign-in through the identity provider,
+    /// whose redirect back (a navigation from another site) must carry it.
+    pub(crate) fn cookie(&self, secure: bool, same_site: SameSite) -> Cookie<'static> {
         Cookie::build((SESSION_COOKIE, format!("{}.{}", self.nonce, self.token)))
             .http_only(true)
-            .same_site(SameSite::Strict)
+            .same_site(same_site)
             .path("/")
             .secure(secure)
             .build()
@@ -98,7 +125,8 @@ impl Session {
     }
 
     pub(crate) fn authorization(&self) -> Result<HeaderValue, SessionError> {
-        HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| SessionError::Ended)
+        HeaderValue::from_str(&format!("Bearer {}", self.token))
+            .map_err(|_| SessionError::Ended { next: self.next() })
     }
 
     /// The token forms carry to prove they were served to this session.
@@ -185,24 +213,89 @@ pub(crate) fn served_over_https(headers: &HeaderMap) -> bool {
     forwarded_proto || forwarded
 }
 
+/// The page a GET asked for, to come back to after signing in (a form's
+/// page only for a POST, since what it sent is lost).
+fn asked_for(parts: &Parts) -> Option<String> {
+    (parts.method == axum::http::Method::GET)
+        .then(|| {
+            parts
+                .uri
+                .path_and_query()
+                .map(|path| path.as_str().to_owned())
+        })
+        .flatten()
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = SessionError;
 
-    /// Pages need a session: without one, the browser is sent to sign in
-    /// and brought back to the page afterwards (to a form's page only, since
-    /// what it sent is lost).
+    /// Pages that change things need a session: without one, the browser
+    /// is sent to sign in and brought back to the page afterwards.
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Self::from_headers(&parts.headers).ok_or_else(|| SessionError::SignIn {
-            next: (parts.method == axum::http::Method::GET)
-                .then(|| {
-                    parts
-                        .uri
-                        .path_and_query()
-                        .map(|path| path.as_str().to_owned())
-                })
-                .flatten(),
+        let next = asked_for(parts);
+        match Self::from_headers(&parts.headers) {
+            Some(session) => Ok(Self { next, ..session }),
+            None => Err(SessionError::SignIn { next }),
+        }
+    }
+}
+
+/// Whoever looks at a page that may be public: a session, or nobody signed
+/// in. The API decides what they may see; when it asks for a signature,
+/// the visitor is sent to sign in and brought back.
+#[derive(Clone, Debug)]
+pub(crate) struct Visitor {
+    session: Option<Session>,
+    next: Option<String>,
+}
+
+impl Visitor {
+    pub(crate) fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// The page asked for, to come back to after signing in.
+    pub(crate) fn next(&self) -> Option<String> {
+        self.next.clone()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Visitor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let next = asked_for(parts);
+        Ok(Self {
+            session: Session::from_headers(&parts.headers).map(|session| Session {
+                next: next.clone(),
+                ..session
+            }),
+            next,
         })
     }
+}
+
+/// The cookie a sign-in waits in between the redirect to the provider and
+/// its callback: only the callback's path gets it; what it holds expires
+/// by itself (`envstore_api::oidc::LOGIN_STATE_TTL`).
+pub(crate) fn login_cookie(sealed: String, secure: bool) -> Cookie<'static> {
+    Cookie::build((LOGIN_COOKIE, sealed))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .path(CALLBACK_PATH)
+        .secure(secure)
+        .build()
+}
+
+/// The cookie that ends a waiting sign-in: one callback per sign-in.
+pub(crate) fn login_cookie_removal() -> Cookie<'static> {
+    let mut cookie = Cookie::build(LOGIN_COOKIE)
+        .path(CALLBACK_PATH)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .build();
+    cookie.make_removal();
+    cookie
 }
 
 #[cfg(test)]
@@ -220,7 +313,7 @@ mod tests {
     #[test]
     fn a_cookie_round_trips_and_csrf_tokens_differ_per_session() {
         let session = Session::new("tok.en.with.dots");
-        let cookie = session.cookie(false);
+        let cookie = session.cookie(false, SameSite::Strict);
         assert!(cookie.http_only().unwrap_or(false));
         assert_eq!(cookie.same_site(), Some(SameSite::Strict));
         let again = Session::from_cookie(cookie.value()).expect("the cookie parses");
@@ -290,7 +383,18 @@ mod tests {
             "forwarded",
             "for=1.2.3.4;proto=https"
         )])));
-        assert!(Session::new("t").cookie(true).secure().unwrap_or(false));
+        assert!(
+            Session::new("t")
+                .cookie(true, SameSite::Strict)
+                .secure()
+                .unwrap_or(false)
+        );
+        let lax = Session::new("t").cookie(false, SameSite::Lax);
+        assert_eq!(lax.same_site(), Some(SameSite::Lax));
+        assert!(lax.http_only().unwrap_or(false));
+        let login = login_cookie("sealed".to_owned(), true);
+        assert_eq!(login.path(), Some(CALLBACK_PATH));
+        assert!(login.http_only().unwrap_or(false) && login.secure().unwrap_or(false));
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use gc::{CollectedPrefix, GcError, GcOptions, GcReport, collect_garbage};
 pub use job::{close_at_limit, run_job};
 pub use layout::Layout;
 pub use log::{BuildLog, BuildLogs};
-pub use materialize::{MaterializeError, materialize_environment};
+pub use materialize::{MaterializeError, materialize_environment, materialize_from_server};
 pub use pause::{TestPause, pause_line};
 pub use pool::{WorkerPool, WorkerPoolConfig};
 pub use pypi::PypiContext;

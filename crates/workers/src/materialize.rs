@@ -18,7 +18,10 @@ use envstore_store::{ArtifactStore, StoreError, artifact, keys};
 use crate::layout::Layout;
 use crate::pypi::PypiContext;
 use crate::urls::{UrlNotAllowed, check_lock_urls};
+use bytes::Bytes;
+use envstore_client::prefixes::PrefixAnswer;
 use envstore_link::point_environment;
+use futures::{Stream, StreamExt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {
@@ -41,11 +44,20 @@ pub enum MaterializeError {
     UrlNotAllowed(#[from] UrlNotAllowed),
     #[error("lock {lock} has no packages for {platform}")]
     WrongPlatform { lock: ContentHash, platform: String },
-    #[error("the packed prefix has sha256 {found}, expected {expected}")]
-    Checksum {
-        expected: ContentHash,
-        found: ContentHash,
+    /// `envstore materialize` over HTTP: the server has no packed prefix
+    /// of the lock to send.
+    #[error(
+        "the server has no packed prefix of lock {lock} to download ({detail}); start the server (or its workers) with --pack-prefixes true (ENVSTORE_PACK_PREFIXES=true) and build the environment again, or materialise with --database and --store, which builds the prefix here from the lock"
+    )]
+    NotPublished { lock: ContentHash, detail: String },
+    #[error("failed to {action}")]
+    Server {
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("the server's answer is not usable: {0}")]
+    BadAnswer(String),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -61,8 +73,9 @@ pub enum MaterializeError {
     Pypi(#[from] envstore_pypi::PypiError),
 }
 
-/// Downloads `prefixes/<lock_hash>.tar.zst`, checks its sha256, unpacks it at
-/// `prefix` and checks its packages against `expected`; the marker comes last.
+/// Unpacks `prefixes/<lock_hash>.tar.zst` at `prefix` as it streams from the
+/// store, checking its sha256 on the way and its packages against
+/// `expected`; the marker comes last.
 pub(crate) async fn unpack_published_prefix(
     store: &ArtifactStore,
     sha256: ContentHash,
@@ -70,19 +83,185 @@ pub(crate) async fn unpack_published_prefix(
     marker: CompletionMarker,
     expected: BTreeSet<String>,
 ) -> Result<(), MaterializeError> {
-    let archive = store.get(&keys::packed_prefix(&marker.lock_hash)).await?;
-    let found = ContentHash::of(&archive);
-    if found != sha256 {
-        return Err(MaterializeError::Checksum {
-            expected: sha256,
-            found,
-        });
-    }
+    let object = store
+        .get_stream(&keys::packed_prefix(&marker.lock_hash))
+        .await?;
+    let chunks = object
+        .chunks
+        .map(|chunk| chunk.map_err(MaterializeError::from));
+    unpack_streamed(chunks, sha256, prefix, marker, expected).await
+}
+
+/// Chunks of a download waiting for the unpacker: a little read-ahead, so
+/// the network and the disk work at once, and no more in memory.
+const CHUNKS_AHEAD: usize = 8;
+
+/// Feeds `chunks` to [`unpack_prefix`] (on a blocking thread) as they
+/// arrive. A failed download fails the unpacking too, so the partial prefix
+/// is removed; its own error is the one returned.
+async fn unpack_streamed(
+    mut chunks: impl Stream<Item = Result<Bytes, MaterializeError>> + Unpin,
+    sha256: ContentHash,
+    prefix: &Path,
+    marker: CompletionMarker,
+    expected: BTreeSet<String>,
+) -> Result<(), MaterializeError> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
     let target = prefix.to_owned();
-    tokio::task::spawn_blocking(move || unpack_prefix(&archive, &target, &marker, &expected))
+    let unpacking = tokio::task::spawn_blocking(move || {
+        let reader = ChunkReader {
+            receiver,
+            current: Bytes::new(),
+        };
+        unpack_prefix(reader, &sha256, &target, &marker, &expected)
+    });
+    let mut failed = None;
+    while let Some(chunk) = chunks.next().await {
+        let (sent, stop) = match chunk {
+            Ok(bytes) => (Ok(bytes), false),
+            Err(error) => {
+                failed = Some(error);
+                (Err(()), true)
+            }
+        };
+        // The unpacker stopped (it refused the archive): its error says why.
+        if sender.send(sent).await.is_err() || stop {
+            break;
+        }
+    }
+    drop(sender);
+    let unpacked = unpacking
         .await
-        .map_err(|error| MaterializeError::Task(error.to_string()))??;
-    Ok(())
+        .map_err(|error| MaterializeError::Task(error.to_string()))?;
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(unpacked?),
+    }
+}
+
+/// The chunks of a download as a blocking reader; a failed download reads
+/// as an error, never as a clean end.
+struct ChunkReader {
+    receiver: tokio::sync::mpsc::Receiver<Result<Bytes, ()>>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(())) => {
+                    return Err(std::io::Error::other(
+                        "the download of the packed prefix failed",
+                    ));
+                }
+                None => return Ok(0),
+            }
+        }
+        let count = buf.len().min(self.current.len());
+        buf[..count].copy_from_slice(&self.current.split_to(count));
+        Ok(count)
+    }
+}
+
+/// Makes the current prefix of `namespace/name` present under `layout` with
+/// nothing but the server's API and a token: the server names the current
+/// build's lock and its packages, and sends the lock's packed prefix, which
+/// is unpacked as it arrives (checked like one from the store) at the same
+/// hash-addressed path. A lock whose packed prefix the server never
+/// published is an error saying so.
+pub async fn materialize_from_server(
+    client: &envstore_client::Client,
+    layout: &Layout,
+    platform: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<PathBuf, MaterializeError> {
+    let label = format!("{namespace}/{name}");
+    let view = client
+        .environment(&label)
+        .await
+        .map_err(server_error("ask the server for the environment"))?;
+    let build = view
+        .current_build
+        .ok_or_else(|| MaterializeError::NoBuild(label.clone()))?;
+    let lock_hash: ContentHash = build
+        .lock_hash
+        .as_deref()
+        .and_then(|hash| hash.parse().ok())
+        .ok_or_else(|| MaterializeError::NoBuild(label.clone()))?;
+    let packages = build
+        .packages
+        .as_ref()
+        .and_then(|packages| packages.get(platform))
+        .ok_or_else(|| MaterializeError::WrongPlatform {
+            lock: lock_hash,
+            platform: platform.to_owned(),
+        })?;
+    // The conda packages: wheels have no record in `conda-meta/`.
+    let expected: BTreeSet<String> = packages
+        .iter()
+        .filter(|package| package.manager.as_deref() != Some(envstore_solve::PYPI_MANAGER))
+        .map(|package| format!("{}-{}-{}", package.name, package.version, package.build))
+        .collect();
+    let prefix = layout.prefixes.join(lock_hash.short());
+    let present =
+        envstore_link::read_marker(&prefix).is_some_and(|marker| marker.lock_hash == lock_hash);
+    if !present {
+        let download = match client
+            .packed_prefix(&lock_hash.to_hex())
+            .await
+            .map_err(server_error("download the packed prefix"))?
+        {
+            PrefixAnswer::Download(download) => download,
+            PrefixAnswer::NotPublished(detail) => {
+                return Err(MaterializeError::NotPublished {
+                    lock: lock_hash,
+                    detail,
+                });
+            }
+        };
+        let sha256: ContentHash = download.sha256.parse().map_err(|_| {
+            MaterializeError::BadAnswer(format!(
+                "the packed prefix's sha256 '{}' is not a sha256",
+                download.sha256.escape_debug()
+            ))
+        })?;
+        if let Some(built_at) = &download.server_path
+            && Path::new(built_at) != prefix
+        {
+            tracing::warn!(server = %built_at, here = %prefix.display(), "the prefix is placed at another path than the server's: files that embed the path (scripts' first lines) still name the server's");
+        }
+        tracing::info!(lock = %lock_hash, bytes = ?download.size, "downloading the packed prefix");
+        let chunks = futures::stream::unfold(download, |mut download| async move {
+            match download.chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), download)),
+                Ok(None) => None,
+                Err(error) => Some((
+                    Err(server_error("download the packed prefix")(error)),
+                    download,
+                )),
+            }
+        });
+        let marker = CompletionMarker {
+            lock_hash,
+            platform: platform.to_owned(),
+            packages: expected.len(),
+        };
+        unpack_streamed(Box::pin(chunks), sha256, &prefix, marker, expected).await?;
+    }
+    point_environment(&layout.environment_link(namespace, name), &prefix)
+        .map_err(MaterializeError::Link)?;
+    Ok(prefix)
+}
+
+/// For `map_err`: a failed exchange with the server, while doing `action`.
+fn server_error(action: &'static str) -> impl FnOnce(anyhow::Error) -> MaterializeError {
+    move |error| MaterializeError::Server {
+        action,
+        source: error.into(),
+    }
 }
 
 /// Makes the current prefix of `namespace/name` present under `layout`,

@@ -97,6 +97,7 @@ pub(crate) fn table() -> RouteTable {
         .routes(observed(routes!(builds::get_build_spec)))
         .routes(observed(routes!(builds::cancel_build)))
         .routes(observed(routes!(locks::get_lock_artifact)))
+        .routes(observed(routes!(locks::get_packed_prefix)))
         .routes(observed(routes!(access::list_tokens)))
         .routes(observed(routes!(access::create_token)))
         .routes(observed(routes!(access::revoke_token)))

@@ -16,7 +16,7 @@ use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
 use crate::pages::downloads;
-use crate::session::Session;
+use crate::session::{Session, Visitor};
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct BuildQuery {
@@ -25,18 +25,18 @@ pub(crate) struct BuildQuery {
 
 pub(crate) async fn show(
     State(api): State<Api>,
-    session: Session,
+    visitor: Visitor,
     Path(id): Path<String>,
     Query(query): Query<BuildQuery>,
 ) -> Result<Markup, UiError> {
-    let build: BuildView = api.get(&session, &links::api::build(&id)).await?;
+    let build: BuildView = api.get(&visitor, &links::api::build(&id)).await?;
     let live = !build.status.is_final();
     // A running build's log arrives through the event stream, from its
     // first line; a finished one is shown whole.
     let log = if live {
         String::new()
     } else {
-        log(&api, &session, &build.id).await?
+        log(&api, &visitor, &build.id).await?
     };
     let notice = match query.notice.as_deref() {
         Some("joined") => Some(
@@ -75,9 +75,9 @@ pub(crate) async fn show(
             }
             dt { "Build id" } dd { code { (build.id) } }
         }
-        @if !build.status.is_final() {
+        @if let (false, Some(session)) = (build.status.is_final(), visitor.session()) {
             form #cancel-form.inline method="post" action={ (links::build(&build.id)) "/cancel" } {
-                (layout::csrf_field(&session))
+                (layout::csrf_field(session))
                 button type="submit" { "Cancel the build" }
             }
         }
@@ -149,17 +149,17 @@ pub(crate) async fn show(
     let title = format!("Build {}", layout::short_id(&build.id));
     Ok(layout::page(
         &title,
-        Chrome::new(&session, Section::Namespaces),
+        Chrome::visitor(&visitor, Section::Namespaces),
         &trail,
         body,
     ))
 }
 
 /// The build's log as the API serves it (published, or live so far).
-async fn log(api: &Api, session: &Session, id: &str) -> Result<String, UiError> {
+async fn log(api: &Api, visitor: &Visitor, id: &str) -> Result<String, UiError> {
     let uri = format!("{}/log", links::api::build(id));
     let response = api
-        .call(session, Method::GET, &uri, &[], Body::empty())
+        .call(visitor, Method::GET, &uri, &[], Body::empty())
         .await?;
     if !response.status().is_success() {
         return Err(api::problem(response).await);
@@ -175,10 +175,10 @@ async fn log(api: &Api, session: &Session, id: &str) -> Result<String, UiError> 
 /// The log as plain text, for reading without JavaScript.
 pub(crate) async fn log_text(
     State(api): State<Api>,
-    session: Session,
+    visitor: Visitor,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let text = log(&api, &session, &id).await?;
+    let text = log(&api, &visitor, &id).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
@@ -187,13 +187,13 @@ pub(crate) async fn log_text(
 /// EventSource to stop retrying.
 pub(crate) async fn events(
     State(api): State<Api>,
-    session: Session,
+    visitor: Visitor,
     Path(id): Path<String>,
 ) -> Response {
     let uri = format!("{}/log", links::api::build(&id));
     match api
         .call(
-            &session,
+            &visitor,
             Method::GET,
             &uri,
             &[(header::ACCEPT, "text/event-stream")],
@@ -214,6 +214,8 @@ pub(crate) async fn events(
             );
             relayed
         }
+        // Nobody signed in, and the build is not public: sign in.
+        Err(error @ UiError::SignIn { .. }) => error.into_response(),
         _ => StatusCode::NO_CONTENT.into_response(),
     }
 }

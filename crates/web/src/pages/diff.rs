@@ -13,7 +13,7 @@ use crate::api::Api;
 use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
-use crate::session::Session;
+use crate::session::Visitor;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct DiffQuery {
@@ -92,7 +92,7 @@ pub(crate) fn diff<'a>(
 
 pub(crate) async fn show(
     State(api): State<Api>,
-    session: Session,
+    visitor: Visitor,
     Query(query): Query<DiffQuery>,
 ) -> Result<Markup, UiError> {
     let (Some(from), Some(to)) = (&query.from, &query.to) else {
@@ -100,8 +100,8 @@ pub(crate) async fn show(
             "choose two builds to compare (?from=…&to=…)".to_owned(),
         ));
     };
-    let from: BuildView = api.get(&session, &links::api::build(from)).await?;
-    let to: BuildView = api.get(&session, &links::api::build(to)).await?;
+    let from: BuildView = api.get(&visitor, &links::api::build(from)).await?;
+    let to: BuildView = api.get(&visitor, &links::api::build(to)).await?;
     let body = html! {
         p {
             "From build " a href=(links::build(&from.id)) { code { (layout::short_id(&from.id)) } }
@@ -124,7 +124,7 @@ pub(crate) async fn show(
     ];
     Ok(layout::page(
         "Package changes",
-        Chrome::new(&session, Section::Namespaces),
+        Chrome::visitor(&visitor, Section::Namespaces),
         &trail,
         body,
     ))

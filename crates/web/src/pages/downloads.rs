@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use crate::api::{self, Api};
 use crate::error::UiError;
 use crate::links;
-use crate::session::Session;
+use crate::session::Visitor;
 
 /// Links to the current lock of `namespace/name` in every format: conda-lock,
 /// pixi, and `@EXPLICIT` for each platform.
@@ -65,7 +65,7 @@ fn format_of(file: &str) -> &'static str {
 /// `GET …/lockfile?format=&platform=` of the API, under the session.
 pub(crate) async fn current_lockfile(
     State(api): State<Api>,
-    session: Session,
+    visitor: Visitor,
     Path((namespace, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, UiError> {
@@ -73,13 +73,13 @@ pub(crate) async fn current_lockfile(
     if let Some(query) = query {
         uri = format!("{uri}?{query}");
     }
-    relay(&api, &session, &uri).await
+    relay(&api, &visitor, &uri).await
 }
 
 /// `GET /api/v1/locks/{hash}/{file}` of the API, under the session.
 pub(crate) async fn lock_artifact(
     State(api): State<Api>,
-    session: Session,
+    visitor: Visitor,
     Path((lock_hash, file)): Path<(String, String)>,
 ) -> Result<Response, UiError> {
     let uri = format!(
@@ -87,13 +87,13 @@ pub(crate) async fn lock_artifact(
         links::segment(&lock_hash),
         links::segment(&file)
     );
-    relay(&api, &session, &uri).await
+    relay(&api, &visitor, &uri).await
 }
 
 /// The API's answer as it is (body, type, ETag), or its problem as a page.
-async fn relay(api: &Api, session: &Session, uri: &str) -> Result<Response, UiError> {
+async fn relay(api: &Api, visitor: &Visitor, uri: &str) -> Result<Response, UiError> {
     let response = api
-        .call(session, Method::GET, uri, &[], Body::empty())
+        .call(visitor, Method::GET, uri, &[], Body::empty())
         .await?;
     if !response.status().is_success() {
         return Err(api::problem(response).await);

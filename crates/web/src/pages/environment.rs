@@ -18,7 +18,7 @@ use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
 use crate::pages::downloads;
-use crate::session::Session;
+use crate::session::{Session, Visitor};
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct EnvironmentQuery {
@@ -30,15 +30,15 @@ pub(crate) struct EnvironmentQuery {
 
 pub(crate) async fn show(
     State(api): State<Api>,
-    session: Session,
+    visitor: Visitor,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<EnvironmentQuery>,
 ) -> Result<Markup, UiError> {
     let list = &query.list;
     let builds_path = format!("{}/builds", links::api::environment(&namespace, &name));
-    let page: BuildsPage = api.get(&session, &list.api_path(&builds_path)).await?;
+    let page: BuildsPage = api.get(&visitor, &list.api_path(&builds_path)).await?;
     let current: Option<BuildView> = match &page.current_build_id {
-        Some(id) => Some(api.get(&session, &links::api::build(id)).await?),
+        Some(id) => Some(api.get(&visitor, &links::api::build(id)).await?),
         None => None,
     };
     let here = links::environment(&namespace, &name);
@@ -50,8 +50,10 @@ pub(crate) async fn show(
     };
     let body = html! {
         @if let Some(notice) = &notice { (layout::notice(notice)) }
-        p.actions {
-            a.button href=(links::with_query(&links::submit(&namespace), &[("name", Some(&name))])) { "Edit the spec and submit" }
+        @if visitor.session().is_some() {
+            p.actions {
+                a.button href=(links::with_query(&links::submit(&namespace), &[("name", Some(&name))])) { "Edit the spec and submit" }
+            }
         }
         section aria-labelledby="current-heading" {
             h2 #current-heading { "Current build" }
@@ -66,7 +68,7 @@ pub(crate) async fn show(
             @if page.builds.is_empty() {
                 p { @if list.q().is_some() { "No build matches this search." } @else { "No build yet." } }
             } @else {
-                (history(&session, &namespace, &name, &page.builds, page.current_build_id.as_deref()))
+                (history(visitor.session(), &namespace, &name, &page.builds, page.current_build_id.as_deref()))
                 (compare_form(&page.builds, page.current_build_id.as_deref()))
             }
             (layout::pager(&here, list.q(), list.after(), page.next_after.as_deref(), "Older builds"))
@@ -79,7 +81,7 @@ pub(crate) async fn show(
     let title = format!("{namespace}/{name}");
     Ok(layout::page(
         &title,
-        Chrome::new(&session, Section::Namespaces),
+        Chrome::visitor(&visitor, Section::Namespaces),
         &trail,
         body,
     ))
@@ -106,7 +108,7 @@ fn current_build(namespace: &str, name: &str, build: &BuildView) -> Markup {
 }
 
 fn history(
-    session: &Session,
+    session: Option<&Session>,
     namespace: &str,
     name: &str,
     builds: &[BuildHistoryEntry],
@@ -139,10 +141,12 @@ fn history(
                         td { (phases(build)) }
                         td.row-actions {
                             @if build.status == BuildStatus::Succeeded && !build.current {
-                                form.inline method="post" action=(rollback) {
-                                    (layout::csrf_field(session))
-                                    input type="hidden" name="build_id" value=(build.id);
-                                    button type="submit" aria-label={ "Make build " (layout::short_id(&build.id)) " current" } { "Make current" }
+                                @if let Some(session) = session {
+                                    form.inline method="post" action=(rollback) {
+                                        (layout::csrf_field(session))
+                                        input type="hidden" name="build_id" value=(build.id);
+                                        button type="submit" aria-label={ "Make build " (layout::short_id(&build.id)) " current" } { "Make current" }
+                                    }
                                 }
                                 @if let Some(current) = current {
                                     a href=(links::diff(&build.id, current)) { "Compare with current" }

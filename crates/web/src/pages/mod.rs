@@ -6,6 +6,7 @@ pub(crate) mod downloads;
 pub(crate) mod environment;
 pub(crate) mod namespace;
 pub(crate) mod namespaces;
+pub(crate) mod oidc;
 pub(crate) mod packages;
 pub(crate) mod sign_in;
 pub(crate) mod submit;

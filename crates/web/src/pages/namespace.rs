@@ -10,19 +10,21 @@ use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
 use crate::pages::ListQuery;
-use crate::session::Session;
+use crate::session::Visitor;
 
 pub(crate) async fn show(
     State(api): State<Api>,
-    session: Session,
+    visitor: Visitor,
     Path(namespace): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Markup, UiError> {
     let path = format!("{}/environments", links::api::namespace(&namespace));
-    let page: EnvironmentsPage = api.get(&session, &query.api_path(&path)).await?;
+    let page: EnvironmentsPage = api.get(&visitor, &query.api_path(&path)).await?;
     let here = links::namespace(&namespace);
     let body = html! {
-        p.actions { a.button href=(links::submit(&namespace)) { "New environment" } }
+        @if visitor.session().is_some() {
+            p.actions { a.button href=(links::submit(&namespace)) { "New environment" } }
+        }
         (layout::search(&here, "Search environments by name", query.q()))
         @if page.environments.is_empty() {
             p { @if query.q().is_some() { "No environment matches this search." } @else { "This namespace has no environment yet." } }
@@ -64,7 +66,7 @@ pub(crate) async fn show(
     let trail = [("Namespaces".to_owned(), links::namespaces())];
     Ok(layout::page(
         &namespace,
-        Chrome::new(&session, Section::Namespaces),
+        Chrome::visitor(&visitor, Section::Namespaces),
         &trail,
         body,
     ))

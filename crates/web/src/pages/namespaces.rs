@@ -1,4 +1,5 @@
-//! The namespaces the signed-in person may see.
+//! The namespaces the signed-in person may see; the public ones for
+//! everyone else.
 
 use axum::extract::{Query, State};
 use maud::{Markup, html};
@@ -10,16 +11,26 @@ use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
 use crate::pages::ListQuery;
-use crate::session::Session;
+use crate::session::Visitor;
 
 pub(crate) async fn show(
     State(api): State<Api>,
-    session: Session,
+    visitor: Visitor,
     Query(query): Query<ListQuery>,
 ) -> Result<Markup, UiError> {
     let page: NamespacesPage = api
-        .get(&session, &query.api_path("/api/v1/namespaces"))
+        .get(&visitor, &query.api_path("/api/v1/namespaces"))
         .await?;
+    // Nobody signed in and nothing public to see: signing in is the way on.
+    if visitor.session().is_none()
+        && page.namespaces.is_empty()
+        && query.q().is_none()
+        && query.after().is_none()
+    {
+        return Err(UiError::SignIn {
+            next: visitor.next(),
+        });
+    }
     let here = links::namespaces();
     let body = html! {
         (layout::search(&here, "Search namespaces by name", query.q()))
@@ -44,7 +55,7 @@ pub(crate) async fn show(
     };
     Ok(layout::page(
         "Namespaces",
-        Chrome::new(&session, Section::Namespaces),
+        Chrome::visitor(&visitor, Section::Namespaces),
         &[],
         body,
     ))

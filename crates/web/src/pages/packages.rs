@@ -11,7 +11,7 @@ use crate::api::Api;
 use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
-use crate::session::Session;
+use crate::session::Visitor;
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct PackagesQuery {
@@ -20,11 +20,11 @@ pub(crate) struct PackagesQuery {
 
 pub(crate) async fn show(
     State(api): State<Api>,
-    session: Session,
+    visitor: Visitor,
     Path(id): Path<String>,
     Query(query): Query<PackagesQuery>,
 ) -> Result<Markup, UiError> {
-    let build: BuildView = api.get(&session, &links::api::build(&id)).await?;
+    let build: BuildView = api.get(&visitor, &links::api::build(&id)).await?;
     let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let wanted = |package: &&LockedPackage| {
         search.is_none_or(|q| package.name.to_lowercase().contains(&q.to_lowercase()))
@@ -77,7 +77,7 @@ pub(crate) async fn show(
     ];
     Ok(layout::page(
         "Packages",
-        Chrome::new(&session, Section::Namespaces),
+        Chrome::visitor(&visitor, Section::Namespaces),
         &trail,
         body,
     ))

@@ -284,10 +284,13 @@ fn cli_variables(subcommand: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Variables read outside clap: the log filter, and S3's settings, which the
-/// object store reads itself.
+/// Variables read outside clap: the log filter, S3's settings, which the
+/// object store reads itself, and the identity provider's client secret,
+/// which `[oidc]` reads.
 fn read_elsewhere(variable: &str) -> bool {
-    variable == "ENVSTORE_LOG" || variable.starts_with("AWS_")
+    variable == "ENVSTORE_LOG"
+        || variable.starts_with("AWS_")
+        || variable == envstore_api::oidc::CLIENT_SECRET_ENV
 }
 
 /// Checks that `variable` is one the CLI reads for `argv`'s subcommand and,

@@ -7,6 +7,7 @@
 mod access;
 mod accounts;
 mod browse;
+mod browser;
 mod build_path;
 mod callers;
 mod channels;

@@ -19,60 +19,27 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use envstore_tests::{Backend, DemoChannel, TestServer, demo_spec_yaml};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
+
+use crate::browser::{
+    BUILD_WAIT, Browser, ELEMENT_WAIT, Stopped, free_port, may_skip, on_path, screenshot_dir,
+    target_dir,
+};
 use reqwest::header::{COOKIE, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const ELEMENT_WAIT: Duration = Duration::from_secs(20);
-const BUILD_WAIT: Duration = Duration::from_secs(180);
 const CLIENT_ID: &str = "envstore";
-
-const CHROMIUM_FLAGS: [&str; 8] = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--window-size=1366,768",
-];
-
-fn on_path(program: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-}
-
-/// Whether a missing tool may skip the test: outside CI, when asked.
-fn may_skip(reason: &str) -> bool {
-    let may = std::env::var("ENVSTORE_SKIP_BROWSER").is_ok_and(|value| value == "1")
-        && std::env::var_os("CI").is_none();
-    assert!(
-        may,
-        "{reason}; outside CI, ENVSTORE_SKIP_BROWSER=1 skips this test"
-    );
-    println!("skipped: {reason}");
-    true
-}
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repository().join("target"))
 }
 
 /// The exact oidc-provider version `package.json` pins.
@@ -123,16 +90,6 @@ fn provider_modules() -> Option<PathBuf> {
     Some(modules)
 }
 
-/// A child process stopped when dropped, however the test ends.
-struct Stopped(Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The OpenID provider, on loopback.
 struct Provider {
     issuer: String,
@@ -181,73 +138,6 @@ impl Provider {
             _stdin: stdin,
         }
     }
-}
-
-/// A headless Chromium under its own chromedriver, with an empty profile.
-struct Browser {
-    client: Client,
-    _driver: Stopped,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start() -> Option<Self> {
-        let (Some(chromium), Some(chromedriver)) = (on_path("chromium"), on_path("chromedriver"))
-        else {
-            may_skip(
-                "chromium and chromedriver are not on PATH (apt-get install chromium chromium-driver)",
-            );
-            return None;
-        };
-        if on_path("node").is_none() {
-            may_skip("node is not on PATH to run the OpenID provider (apt-get install nodejs)");
-            return None;
-        }
-        let port = free_port();
-        let driver = Stopped(
-            Command::new(chromedriver)
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("chromedriver starts"),
-        );
-        let webdriver = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while reqwest::get(format!("{webdriver}/status")).await.is_err() {
-            assert!(
-                started.elapsed() < ELEMENT_WAIT,
-                "chromedriver did not answer on {webdriver}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let profile = tempfile::tempdir().expect("a profile folder");
-        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|flag| flag.to_string()).collect();
-        args.push(format!("--user-data-dir={}", profile.path().display()));
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("browserName".to_owned(), json!("chrome"));
-        capabilities.insert(
-            "goog:chromeOptions".to_owned(),
-            json!({ "binary": chromium, "args": args }),
-        );
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&webdriver)
-            .await
-            .expect("chromium starts under chromedriver");
-        Some(Self {
-            client,
-            _driver: driver,
-            _profile: profile,
-        })
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// A client secret nobody else knows: 32 random bytes, hexadecimal.
@@ -389,13 +279,17 @@ impl Story<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_signs_in_through_a_real_openid_provider_in_chromium() {
+    if on_path("node").is_none() {
+        may_skip("node is not on PATH to run the OpenID provider (apt-get install nodejs)");
+        return;
+    }
     let Some(browser) = Browser::start().await else {
         return;
     };
     let Some(modules) = provider_modules() else {
         return;
     };
-    let screenshots = target_dir().join("ui-screenshots");
+    let screenshots = screenshot_dir();
     fs_err::create_dir_all(&screenshots).unwrap();
     let client = browser.client.clone();
     let outcome = tokio::spawn(async move {

@@ -9,136 +9,16 @@
 //! In CI (`CI` set) a missing browser fails the test; elsewhere
 //! `ENVSTORE_SKIP_BROWSER=1` skips it with the reason printed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use envstore_tests::{DemoChannel, TestServer, demo_spec_yaml};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
+
+use crate::browser::{BUILD_WAIT, Browser, ELEMENT_WAIT, screenshot_dir};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use serde_json::{Value, json};
-
-/// How long a page element may take to appear, and a build to end.
-const ELEMENT_WAIT: Duration = Duration::from_secs(20);
-const BUILD_WAIT: Duration = Duration::from_secs(180);
-
-/// The flags every headless run uses: no sandbox (CI runs as root), no GPU,
-/// and nothing that reaches the network or the profile of a person.
-const CHROMIUM_FLAGS: [&str; 8] = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--window-size=1366,768",
-];
-
-fn on_path(program: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-}
-
-/// A chromedriver process, stopped when dropped (the browsers it started
-/// end with it), however the test ends.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A headless Chromium under its own chromedriver, with an empty profile.
-struct Browser {
-    client: Client,
-    _driver: Driver,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    /// The browser, or None when it is missing and skipping was asked for
-    /// outside CI.
-    async fn start() -> Option<Self> {
-        let (Some(chromium), Some(chromedriver)) = (on_path("chromium"), on_path("chromedriver"))
-        else {
-            let reason = "chromium and chromedriver are not on PATH (apt-get install chromium chromium-driver)";
-            let may_skip = std::env::var("ENVSTORE_SKIP_BROWSER").is_ok_and(|value| value == "1")
-                && std::env::var_os("CI").is_none();
-            assert!(
-                may_skip,
-                "{reason}; outside CI, ENVSTORE_SKIP_BROWSER=1 skips this test"
-            );
-            println!("skipped: {reason}");
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let driver = Driver(
-            Command::new(chromedriver)
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("chromedriver starts"),
-        );
-        let webdriver = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while reqwest::get(format!("{webdriver}/status")).await.is_err() {
-            assert!(
-                started.elapsed() < ELEMENT_WAIT,
-                "chromedriver did not answer on {webdriver}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let profile = tempfile::tempdir().expect("a profile folder");
-        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|flag| flag.to_string()).collect();
-        args.push(format!("--user-data-dir={}", profile.path().display()));
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("browserName".to_owned(), json!("chrome"));
-        capabilities.insert(
-            "goog:chromeOptions".to_owned(),
-            json!({ "binary": chromium, "args": args }),
-        );
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&webdriver)
-            .await
-            .expect("chromium starts under chromedriver");
-        Some(Self {
-            client,
-            _driver: driver,
-            _profile: profile,
-        })
-    }
-
-    /// Ends the browser session, then the driver.
-    async fn close(self) {
-        if let Err(error) = self.client.close().await {
-            println!("the browser session did not close cleanly: {error}");
-        }
-    }
-}
-
-/// Where screenshots go: `<target dir>/ui-screenshots`.
-fn screenshot_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("target")
-        });
-    target.join("ui-screenshots")
-}
 
 /// The steps of the story, sharing the browser and the server.
 struct Story<'a> {

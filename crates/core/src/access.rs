@@ -112,7 +112,8 @@ impl From<NamespacePattern> for String {
 }
 
 /// `*` globbing without backtracking blow-up: the classic two-pointer match.
-fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+/// Namespace patterns and the identity provider's group rules both use it.
+pub fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {

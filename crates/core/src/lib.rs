@@ -18,7 +18,8 @@ pub mod usage;
 pub mod variables;
 
 pub use access::{
-    AccessError, Grant, Grants, NamespacePattern, Role, narrow_scopes, validate_subject,
+    AccessError, Grant, Grants, NamespacePattern, Role, glob_matches, narrow_scopes,
+    validate_subject,
 };
 pub use build::{BuildPhase, BuildStatus, PhaseTiming, UnknownStatus};
 pub use channels::{

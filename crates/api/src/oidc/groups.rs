@@ -4,7 +4,7 @@
 //! person taken out of a group loses its roles with their next token or
 //! sign-in.
 
-use envstore_core::{Grant, NamespaceName, NamespacePattern, Role};
+use envstore_core::{Grant, NamespaceName, NamespacePattern, Role, glob_matches};
 use serde::Deserialize;
 
 /// What a namespace template puts a matching group's name in place of.
@@ -94,28 +94,6 @@ pub fn groups(claims: &serde_json::Value, name: &str) -> Vec<String> {
         Some(serde_json::Value::String(one)) => vec![one.clone()],
         _ => Vec::new(),
     }
-}
-
-/// `*` globbing without backtracking blow-up (the two-pointer match).
-fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((star_p, star_t)) = star {
-            p = star_p + 1;
-            t = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]

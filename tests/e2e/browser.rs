@@ -146,3 +146,81 @@ impl Browser {
         }
     }
 }
+
+/// One browser on one server's pages: the steps every UI test takes. A
+/// test's own story derefs to it.
+pub(crate) struct Pages<'a> {
+    pub(crate) browser: &'a Client,
+    pub(crate) server: &'a envstore_tests::TestServer,
+}
+
+impl Pages<'_> {
+    pub(crate) async fn goto(&self, path: &str) {
+        self.browser
+            .goto(&self.server.url(path))
+            .await
+            .expect("the page loads");
+    }
+
+    /// The current page's path.
+    pub(crate) async fn path(&self) -> String {
+        self.browser
+            .current_url()
+            .await
+            .expect("a current URL")
+            .path()
+            .to_owned()
+    }
+
+    /// The current page's path and query.
+    pub(crate) async fn location(&self) -> String {
+        let url = self.browser.current_url().await.expect("a current URL");
+        match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    /// The element `css` selects, waited for; a test fails naming the page
+    /// and showing its source when it does not come.
+    pub(crate) async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        match self
+            .browser
+            .wait()
+            .at_most(ELEMENT_WAIT)
+            .for_element(fantoccini::Locator::Css(css))
+            .await
+        {
+            Ok(element) => element,
+            Err(error) => {
+                let source = self.browser.source().await.unwrap_or_default();
+                panic!("no '{css}' on {}: {error}\n{source}", self.location().await)
+            }
+        }
+    }
+
+    pub(crate) async fn text(&self, css: &str) -> String {
+        self.find(css)
+            .await
+            .text()
+            .await
+            .expect("an element's text")
+    }
+
+    pub(crate) async fn click(&self, css: &str) {
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|error| panic!("'{css}' cannot be clicked: {error}"));
+    }
+
+    pub(crate) async fn fill(&self, css: &str, value: &str) {
+        let field = self.find(css).await;
+        field.clear().await.expect("the field clears");
+        field
+            .send_keys(value)
+            .await
+            .expect("the field takes the text");
+    }
+}

@@ -23,11 +23,11 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use envstore_tests::{Backend, DemoChannel, TestServer, demo_spec_yaml};
-use fantoccini::{Client, Locator};
+use fantoccini::Locator;
 
 use crate::browser::{
-    BUILD_WAIT, Browser, ELEMENT_WAIT, Stopped, free_port, may_skip, on_path, screenshot_dir,
-    target_dir,
+    BUILD_WAIT, Browser, ELEMENT_WAIT, Pages, Stopped, free_port, may_skip, on_path,
+    screenshot_dir, target_dir,
 };
 use reqwest::header::{COOKIE, LOCATION};
 use reqwest::{Method, StatusCode};
@@ -148,69 +148,18 @@ fn random_secret() -> String {
 }
 
 struct Story<'a> {
-    browser: &'a Client,
-    server: &'a TestServer,
+    pages: Pages<'a>,
     screenshots: PathBuf,
 }
 
+impl<'a> std::ops::Deref for Story<'a> {
+    type Target = Pages<'a>;
+    fn deref(&self) -> &Pages<'a> {
+        &self.pages
+    }
+}
+
 impl Story<'_> {
-    async fn goto(&self, path: &str) {
-        self.browser
-            .goto(&self.server.url(path))
-            .await
-            .expect("the page loads");
-    }
-
-    /// The current page's path and query.
-    async fn location(&self) -> String {
-        let url = self.browser.current_url().await.expect("a current URL");
-        match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
-        }
-    }
-
-    async fn find(&self, css: &str) -> fantoccini::elements::Element {
-        match self
-            .browser
-            .wait()
-            .at_most(ELEMENT_WAIT)
-            .for_element(Locator::Css(css))
-            .await
-        {
-            Ok(element) => element,
-            Err(error) => {
-                let source = self.browser.source().await.unwrap_or_default();
-                panic!("no '{css}' on {}: {error}\n{source}", self.location().await)
-            }
-        }
-    }
-
-    async fn text(&self, css: &str) -> String {
-        self.find(css)
-            .await
-            .text()
-            .await
-            .expect("an element's text")
-    }
-
-    async fn click(&self, css: &str) {
-        self.find(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|error| panic!("'{css}' cannot be clicked: {error}"));
-    }
-
-    async fn fill(&self, css: &str, value: &str) {
-        let field = self.find(css).await;
-        field.clear().await.expect("the field clears");
-        field
-            .send_keys(value)
-            .await
-            .expect("the field takes the text");
-    }
-
     /// Waits until the browser is at a URL whose origin is `origin` and
     /// whose path (and query) starts with `prefix`; returns path and query.
     async fn arrive_at(&self, origin: &str, prefix: &str) -> String {
@@ -340,8 +289,10 @@ async fn a_person_signs_in_through_a_real_openid_provider_in_chromium() {
             assert_eq!(response.status(), StatusCode::CREATED, "{name}");
         }
         let story = Story {
-            browser: &client,
-            server: &server,
+            pages: Pages {
+                browser: &client,
+                server: &server,
+            },
             screenshots,
         };
         steps(&story).await;

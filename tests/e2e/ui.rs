@@ -13,66 +13,27 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use envstore_tests::{DemoChannel, TestServer, demo_spec_yaml};
-use fantoccini::{Client, Locator};
+use fantoccini::Locator;
 
-use crate::browser::{BUILD_WAIT, Browser, ELEMENT_WAIT, screenshot_dir};
+use crate::browser::{BUILD_WAIT, Browser, ELEMENT_WAIT, Pages, screenshot_dir};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use serde_json::{Value, json};
 
 /// The steps of the story, sharing the browser and the server.
 struct Story<'a> {
-    browser: &'a Client,
-    server: &'a TestServer,
+    pages: Pages<'a>,
     screenshots: PathBuf,
 }
 
+impl<'a> std::ops::Deref for Story<'a> {
+    type Target = Pages<'a>;
+    fn deref(&self) -> &Pages<'a> {
+        &self.pages
+    }
+}
+
 impl Story<'_> {
-    async fn goto(&self, path: &str) {
-        self.browser
-            .goto(&self.server.url(path))
-            .await
-            .expect("the page loads");
-    }
-
-    async fn path(&self) -> String {
-        self.browser
-            .current_url()
-            .await
-            .expect("a current URL")
-            .path()
-            .to_owned()
-    }
-
-    async fn find(&self, css: &str) -> fantoccini::elements::Element {
-        match self
-            .browser
-            .wait()
-            .at_most(ELEMENT_WAIT)
-            .for_element(Locator::Css(css))
-            .await
-        {
-            Ok(element) => element,
-            Err(error) => panic!("no '{css}' on {}: {error}", self.path().await),
-        }
-    }
-
-    async fn text(&self, css: &str) -> String {
-        self.find(css)
-            .await
-            .text()
-            .await
-            .expect("an element's text")
-    }
-
-    async fn click(&self, css: &str) {
-        self.find(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|error| panic!("'{css}' cannot be clicked: {error}"));
-    }
-
     async fn click_link(&self, text: &str) {
         match self
             .browser
@@ -84,15 +45,6 @@ impl Story<'_> {
             Ok(link) => link.click().await.expect("the link is clicked"),
             Err(error) => panic!("no link '{text}' on {}: {error}", self.path().await),
         }
-    }
-
-    async fn fill(&self, css: &str, value: &str) {
-        let field = self.find(css).await;
-        field.clear().await.expect("the field clears");
-        field
-            .send_keys(value)
-            .await
-            .expect("the field takes the text");
     }
 
     async fn heading(&self) -> String {
@@ -239,8 +191,10 @@ async fn a_person_builds_compares_and_rolls_back_an_environment_in_chromium() {
             StatusCode::CREATED
         );
         let story = Story {
-            browser: &client,
-            server: &server,
+            pages: Pages {
+                browser: &client,
+                server: &server,
+            },
             screenshots,
         };
         story_steps(&story).await;

@@ -1,0 +1,11 @@
+//! envstore-link's integration tests, one binary (each file was a binary of
+//! its own: one link and one ~200 MB executable per file, in CI's disk too).
+#![allow(clippy::unwrap_used)] // helpers outside #[test] unwrap too
+
+mod conda_tools;
+mod gate;
+#[cfg(feature = "test-hooks")]
+mod killed;
+mod prefix;
+mod retry;
+mod shared_cache;

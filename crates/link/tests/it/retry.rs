@@ -1,0 +1,199 @@
+//! Transient download errors of packages are retried with backoff for a
+//! time budget; a channel that keeps failing fails the build with a message
+//! naming the URL, the last error and how long it was retried.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use envstore_core::ContentHash;
+use envstore_link::{PrefixBuilder, PrefixError, ProgressSink};
+use rattler::package_cache::PackageCache;
+use rattler_conda_types::{Channel, RepoData, RepoDataRecord, Subdir};
+
+#[derive(Default)]
+struct Lines(Mutex<Vec<String>>);
+
+impl ProgressSink for Lines {
+    fn line(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+/// Serves `dir` on loopback, answering 503 to the first `failures` requests.
+async fn flaky_channel(dir: PathBuf, failures: usize) -> (url::Url, Arc<AtomicUsize>) {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    let router = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (dir, counter) = (dir.clone(), counter.clone());
+        async move {
+            if counter.fetch_add(1, Ordering::SeqCst) < failures {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            match fs_err::read(dir.join(uri.path().trim_start_matches('/'))) {
+                Ok(bytes) => bytes.into_response(),
+                Err(_) => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, requests)
+}
+
+/// `libzlib` for linux-64 from the demo channel served with `failures`
+/// answers of 503 first, and a builder in a fresh data folder.
+async fn fixture(
+    failures: usize,
+) -> (
+    tempfile::TempDir,
+    PrefixBuilder,
+    Vec<RepoDataRecord>,
+    Arc<AtomicUsize>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = envstore_fixtures::write_demo_channel(&dir.path().join("demo"))
+        .await
+        .unwrap();
+    let (url, requests) = flaky_channel(channel.dir.clone(), failures).await;
+    let records: Vec<RepoDataRecord> = RepoData::from_path(channel.repodata_path("linux-64"))
+        .unwrap()
+        .into_repo_data_records(&Channel::from_url(url))
+        .into_iter()
+        .filter(|record| record.package_record.name.as_normalized() == "libzlib")
+        .take(1)
+        .collect();
+    let root = fs_err::canonicalize(dir.path()).unwrap().join("prefixes");
+    let builder = PrefixBuilder::new(root, PackageCache::new(dir.path().join("pkgs")));
+    (dir, builder, records, requests)
+}
+
+#[tokio::test]
+async fn a_package_download_that_fails_transiently_is_retried_until_it_succeeds() {
+    let (_dir, builder, records, requests) = fixture(2).await;
+    let builder = builder.with_transient_retry(Duration::from_secs(60));
+    let lines = Arc::new(Lines::default());
+    let hash = ContentHash::of(b"flaky channel");
+    let report = builder
+        .build(
+            &hash,
+            Subdir::Linux64,
+            &records,
+            &Default::default(),
+            lines.clone(),
+            || {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.downloaded, 1);
+    assert!(envstore_link::is_complete(&report.path));
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "two 503s, then the archive"
+    );
+    let lines = lines.0.lock().unwrap();
+    let retries: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.starts_with("retrying http://"))
+        .collect();
+    assert_eq!(retries.len(), 2, "{lines:#?}");
+    assert!(
+        retries[0].contains(" in ")
+            && retries[0].ends_with(": the server answered 503 Service Unavailable"),
+        "{}",
+        retries[0]
+    );
+    assert!(
+        retries[0].contains(&records[0].url.to_string()),
+        "{}",
+        retries[0]
+    );
+}
+
+#[tokio::test]
+async fn a_channel_that_keeps_failing_fails_the_build_once_the_budget_is_spent() {
+    let (_dir, builder, records, requests) = fixture(usize::MAX).await;
+    let builder = builder.with_transient_retry(Duration::from_secs(2));
+    let lines = Arc::new(Lines::default());
+    let hash = ContentHash::of(b"dead channel");
+    let started = std::time::Instant::now();
+    let error = builder
+        .build(
+            &hash,
+            Subdir::Linux64,
+            &records,
+            &Default::default(),
+            lines.clone(),
+            || {},
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "gave up in time: {:?}",
+        started.elapsed()
+    );
+    let message = envstore_core::error_chain(&error);
+    assert!(matches!(error, PrefixError::Gate { .. }), "{message}");
+    assert!(
+        message.contains(&format!("failed to download '{}'", records[0].url)),
+        "{message}"
+    );
+    assert!(
+        message
+            .contains("the server answered 503 Service Unavailable (gave up after retrying for "),
+        "{message}"
+    );
+    assert!(requests.load(Ordering::SeqCst) >= 2, "it was retried");
+    assert!(!builder.prefix_path(&hash).exists(), "no half-built prefix");
+}
+
+#[tokio::test]
+async fn a_zero_budget_retries_nothing_and_a_404_is_never_retried() {
+    let (_dir, builder, records, requests) = fixture(usize::MAX).await;
+    let builder = builder.with_transient_retry(Duration::ZERO);
+    let hash = ContentHash::of(b"no retries");
+    let error = builder
+        .build(
+            &hash,
+            Subdir::Linux64,
+            &records,
+            &Default::default(),
+            Arc::new(Lines::default()),
+            || {},
+        )
+        .await
+        .unwrap_err();
+    let message = envstore_core::error_chain(&error);
+    assert!(
+        message.contains("(transient errors are not retried)"),
+        "{message}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+
+    let (_dir, builder, mut records, requests) = fixture(0).await;
+    let builder = builder.with_transient_retry(Duration::from_secs(60));
+    records[0].url = records[0].url.join("missing.conda").unwrap();
+    let error = builder
+        .build(
+            &hash,
+            Subdir::Linux64,
+            &records,
+            &Default::default(),
+            Arc::new(Lines::default()),
+            || {},
+        )
+        .await
+        .unwrap_err();
+    let message = envstore_core::error_chain(&error);
+    assert!(
+        message.contains("the server answered 404 Not Found"),
+        "{message}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "a 404 is not retried");
+}

@@ -194,6 +194,9 @@ const ROWS: &[(&str, &str, Needs, u16)] = &[
         Needs::Viewer,
         200,
     ),
+    ("GET", "/api/v1/whoami", Needs::Anyone, 200),
+    // Without `?name=` every caller who reaches it is asked for one.
+    ("GET", "/api/v1/packages", Needs::Anyone, 400),
     ("GET", "/api/v1/tokens", Needs::SignedIn, 200),
     ("POST", "/api/v1/tokens", Needs::SignedIn, 201),
     ("DELETE", "/api/v1/tokens/{id}", Needs::SignedIn, 204),
@@ -730,7 +733,18 @@ async fn tokens_are_shown_once_stored_hashed_scoped_down_and_revocable() {
         "token.revoke",
         created["record"]["id"].as_str().unwrap()
     ));
-    assert_eq!(entries[0].1, "namespace.visibility", "newest first");
+    // The anonymous attempt just before is the newest entry: a denied
+    // change is audited too, under its namespace.
+    assert_eq!(
+        entries[0],
+        (
+            "anonymous".to_owned(),
+            "request.denied".to_owned(),
+            "other".to_owned()
+        ),
+        "newest first"
+    );
+    assert_eq!(entries[1].1, "namespace.visibility", "newest first");
     let page = fixture.server.get_json("/api/v1/audit?limit=2").await.1;
     let before = page["next_before"].as_str().unwrap();
     let next = fixture

@@ -215,6 +215,24 @@ impl Pages<'_> {
             .unwrap_or_else(|error| panic!("'{css}' cannot be clicked: {error}"));
     }
 
+    /// How many elements `css` selects now (no waiting).
+    pub(crate) async fn count(&self, css: &str) -> usize {
+        self.browser
+            .find_all(fantoccini::Locator::Css(css))
+            .await
+            .map(|elements| elements.len())
+            .unwrap_or(0)
+    }
+
+    /// An attribute of the element `css` selects, waited for.
+    pub(crate) async fn attr(&self, css: &str, name: &str) -> Option<String> {
+        self.find(css)
+            .await
+            .attr(name)
+            .await
+            .unwrap_or_else(|error| panic!("'{css}' has no readable {name}: {error}"))
+    }
+
     pub(crate) async fn fill(&self, css: &str, value: &str) {
         let field = self.find(css).await;
         field.clear().await.expect("the field clears");

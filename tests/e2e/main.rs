@@ -21,6 +21,7 @@ mod lifecycle;
 mod logs;
 mod openapi;
 mod operator;
+mod packages;
 mod policy;
 mod pypi;
 mod remote_node;

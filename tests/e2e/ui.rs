@@ -1,9 +1,15 @@
 //! The web UI as a person uses it: headless Chromium (Debian's `chromium`),
 //! driven over WebDriver (Debian's `chromium-driver`), against the real
-//! server. It signs in, submits a spec through the form, watches the build's
-//! live log, opens the packages, downloads a lockfile, submits an edited
-//! spec, compares the two builds, rolls back and reads the namespace's usage
-//! and quotas, saving a screenshot of each page to
+//! server. It signs in (the header says as whom), submits a spec through the
+//! form, watches the build's live log and download progress until the page
+//! shows its final state, watches a failing build end on its error, opens
+//! the packages, downloads a lockfile, reads the environment's packages,
+//! spec and usage, searches which environments hold a package, submits an
+//! edited spec, compares the two builds, rolls back, reads the namespace's
+//! usage and quotas, gives a member a role in the namespace's settings, and
+//! walks the admin pages (tokens of all subjects with revoke, role bindings,
+//! policies and quotas, audit log). Then a viewer walks the same pages and
+//! finds no action she may not take. A screenshot of each page goes to
 //! `target/ui-screenshots/<page>.png`.
 //!
 //! In CI (`CI` set) a missing browser fails the test; elsewhere
@@ -110,48 +116,109 @@ impl Story<'_> {
         }
     }
 
-    /// Waits on a build's page until its live log ends; returns the build id.
-    async fn watch_build(&self) -> String {
+    /// A whole number an attribute of `css` holds (0 when it holds none).
+    async fn number(&self, css: &str, name: &str) -> u64 {
+        self.attr(css, name)
+            .await
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the text of `css` contains `needle`; returns the text.
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let text = self.text(css).await;
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                started.elapsed() < ELEMENT_WAIT,
+                "'{css}' never said '{needle}': {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asserts that the page offers no action a viewer may not take: no
+    /// form that changes something in the page's main part, and none of the
+    /// action buttons and links of the UI.
+    async fn offers_no_action(&self, page: &str) {
+        self.find("main h1").await;
+        assert_eq!(
+            self.count("main form[method='post']").await,
+            0,
+            "a form that changes something on {page}"
+        );
+        for action in [
+            "#new-environment",
+            "#edit-spec",
+            "#cancel-form",
+            "#delete-form",
+            "#visibility-form",
+            "#member-form",
+            "#policy-form",
+            "form[action$='/current']",
+            "nav.site-nav a[href='/ui/admin']",
+        ] {
+            assert_eq!(self.count(action).await, 0, "{action} on {page}");
+        }
+    }
+
+    /// Waits on a build's page until its live log ends as `expected`;
+    /// returns the build id. A build that may end before its page loads
+    /// (`live` false: one that fails at once) may be shown ended already.
+    async fn watch_build(&self, expected: &str, live: bool) -> String {
         let path = self.arrive("/ui/builds/").await;
         let id = path.trim_start_matches("/ui/builds/").to_owned();
         let log = self.find("#log").await;
-        assert!(
-            log.attr("data-events").await.unwrap().is_some(),
-            "a queued build's log is followed live"
-        );
-        let started = Instant::now();
-        let ended = loop {
-            if let Some(ended) = log.attr("data-ended").await.expect("the log's state") {
-                break ended;
-            }
-            assert!(started.elapsed() < BUILD_WAIT, "build {id} did not end");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        assert_eq!(
-            ended,
-            "succeeded",
-            "{}",
-            log.text().await.unwrap_or_default()
-        );
-        let received: usize = log
-            .attr("data-received")
-            .await
-            .unwrap()
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or(0);
+        let followed = log.attr("data-events").await.unwrap().is_some();
+        assert!(followed || !live, "a queued build's log is followed live");
+        if followed {
+            let started = Instant::now();
+            let ended = loop {
+                if let Some(ended) = log.attr("data-ended").await.expect("the log's state") {
+                    break ended;
+                }
+                assert!(started.elapsed() < BUILD_WAIT, "build {id} did not end");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            assert_eq!(ended, expected, "{}", log.text().await.unwrap_or_default());
+            let received: usize = log
+                .attr("data-received")
+                .await
+                .unwrap()
+                .unwrap_or_default()
+                .parse()
+                .unwrap_or(0);
+            assert!(received > 0, "the live log showed lines");
+        }
         let lines = log.text().await.unwrap();
-        assert!(
-            received > 0 && lines.contains("solving"),
-            "the live log showed lines: {received} {lines}"
-        );
+        assert!(lines.contains("solving"), "the log: {lines}");
         let status = self
             .find("#build-status .status")
             .await
             .attr("data-status")
             .await
             .unwrap();
-        assert_eq!(status.as_deref(), Some("succeeded"));
+        assert_eq!(status.as_deref(), Some(expected));
+        // The page shows the build's end without a reload: no cancel
+        // button, no phase still running, the state the server renders.
+        assert_eq!(
+            self.count("#cancel-form").await,
+            0,
+            "no cancel after the end"
+        );
+        assert_eq!(
+            self.count("#phases tr[data-state='running']").await,
+            0,
+            "{}",
+            self.text("#phases").await
+        );
+        assert_eq!(
+            self.attr("#build-facts", "data-status").await.as_deref(),
+            Some(expected)
+        );
         id
     }
 
@@ -225,6 +292,16 @@ async fn story_steps(story: &Story<'_>) {
     story.arrive("/ui/namespaces").await;
     assert_eq!(story.heading().await, "Namespaces");
     story.session_cookie().await;
+    let signed_in = story.text("#signed-in-as").await;
+    assert!(
+        signed_in.contains("Signed in as") && signed_in.contains(envstore_api::BOOTSTRAP_SUBJECT),
+        "{signed_in}"
+    );
+    assert_eq!(
+        story.count("nav.site-nav a[href='/ui/admin']").await,
+        1,
+        "a server admin is offered the admin pages"
+    );
     story.screenshot("namespaces").await;
 
     // A new environment, through the form.
@@ -238,8 +315,37 @@ async fn story_steps(story: &Story<'_>) {
     story.screenshot("submit").await;
     story.click("form.stacked button[type=submit]").await;
 
-    // Its build, followed live until it succeeds.
-    let first = story.watch_build().await;
+    // Its build, followed live until it succeeds: the download's progress
+    // in bytes and packages, then every phase finished.
+    let first = story.watch_build("succeeded", true).await;
+    assert!(
+        story
+            .number("#download-progress", "data-packages-total")
+            .await
+            > 0
+    );
+    assert!(story.number("#download-progress", "data-bytes-total").await > 0);
+    assert!(story.number("#download-progress", "data-bytes-done").await > 0);
+    let progress = story.text("#download-text").await;
+    assert!(
+        progress.contains("B of ")
+            && progress.contains("packages (")
+            && progress.contains("cached"),
+        "{progress}"
+    );
+    assert!(story.count("#phases tr[data-state='finished']").await >= 3);
+    assert!(
+        !story
+            .text("#phases")
+            .await
+            .contains("No phase has started yet")
+    );
+    assert!(
+        story
+            .count("#build-files a[data-format='conda-lock']")
+            .await
+            == 1
+    );
     story.screenshot("build-live").await;
     story.click("#show-result").await;
     story.find("#log:not([data-events])").await;
@@ -301,6 +407,28 @@ async fn story_steps(story: &Story<'_>) {
     );
     story.screenshot("packages").await;
 
+    // A build that fails ends on its error, its last phase marked failed.
+    story.goto("/ui/namespaces/team/submit").await;
+    story.fill("#name", "broken").await;
+    let [conflict_a, conflict_b] = envstore_fixtures::UNSOLVABLE_SPECS;
+    story
+        .fill(
+            "#spec",
+            &format!("channels:\n  - demo\ndependencies:\n  - {conflict_a}\n  - {conflict_b}\nplatforms: [linux-64]\n"),
+        )
+        .await;
+    story.click("form.stacked button[type=submit]").await;
+    story.watch_build("failed", false).await;
+    let error = story.text("#build-error pre").await;
+    assert!(!error.trim().is_empty(), "the error is shown");
+    assert_eq!(
+        story.count("#phases tr[data-state='failed']").await,
+        1,
+        "the phase it failed in: {}",
+        story.text("#phases").await
+    );
+    story.screenshot("build-failed").await;
+
     // The environment, with its current build and its lockfiles.
     story
         .goto("/ui/namespaces/team/environments/analysis")
@@ -320,9 +448,85 @@ async fn story_steps(story: &Story<'_>) {
             .unwrap()
             .is_some()
     );
+    // Its packages, the spec it was submitted with, and how to use it.
+    assert!(
+        story
+            .count("#packages table.packages[data-platform='linux-64'] tbody tr")
+            .await
+            > 0
+    );
+    assert_eq!(
+        story.attr("#all-packages", "href").await.as_deref(),
+        Some(format!("/ui/builds/{first}/packages").as_str())
+    );
+    let spec = story.text("#spec pre").await;
+    assert!(spec.contains("numpy") && spec.contains("demo"), "{spec}");
+    let prefix = story.text("#prefix-path").await;
+    assert!(prefix.ends_with("team/analysis"), "{prefix}");
+    assert!(
+        story
+            .text("#kernel-name")
+            .await
+            .starts_with("envstore-team-analysis-")
+    );
+    let activate = story.text("#activate").await;
+    assert!(
+        activate.contains(&format!("conda activate {prefix}"))
+            && activate.contains(&format!("micromamba activate -p {prefix}")),
+        "{activate}"
+    );
+    let ci = story.text("#ci-commands").await;
+    let lockfile_url = format!(
+        "{}/api/v1/namespaces/team/environments/analysis/lockfile?format=conda-lock",
+        server.base
+    );
+    assert!(
+        ci.contains("envstore lock team/analysis") && ci.contains(&lockfile_url),
+        "{ci}"
+    );
+    let fetched = server
+        .client
+        .get(&lockfile_url)
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        fetched.status(),
+        StatusCode::OK,
+        "the CI command's URL works"
+    );
     story.screenshot("environment").await;
 
+    // Which environments hold a package, found through the main navigation.
+    story.click("nav.site-nav a[href='/ui/packages']").await;
+    story.arrive("/ui/packages").await;
+    story.fill("#package-name", "numpy").await;
+    story.click("#package-search button").await;
+    story.arrive("/ui/packages?name=numpy").await;
+    let found = story
+        .text("table.package-matches tr[data-environment='team/analysis']")
+        .await;
+    assert!(
+        found.contains("numpy") && found.contains("linux-64"),
+        "{found}"
+    );
+    assert_eq!(
+        story.count("table.package-matches tbody tr").await,
+        1,
+        "the failed environment holds nothing"
+    );
+    story.fill("#package-name", "pan").await;
+    story.click("#package-prefix").await;
+    story.click("#package-search button").await;
+    story.arrive("/ui/packages?name=pan&prefix=true").await;
+    assert!(story.text("table.package-matches").await.contains("pandas"));
+    story.screenshot("package-search").await;
+
     // An edited spec: the form is prefilled with the current one.
+    story
+        .goto("/ui/namespaces/team/environments/analysis")
+        .await;
     story.click_link("Edit the spec and submit").await;
     story
         .arrive("/ui/namespaces/team/submit?name=analysis")
@@ -356,7 +560,7 @@ async fn story_steps(story: &Story<'_>) {
         .await;
     story.screenshot("edit").await;
     story.click("form.stacked button[type=submit]").await;
-    let second = story.watch_build().await;
+    let second = story.watch_build("succeeded", true).await;
     assert_ne!(first, second);
 
     // The package changes between the two builds.
@@ -476,6 +680,110 @@ async fn story_steps(story: &Story<'_>) {
     assert_eq!(link.as_deref(), Some("/ui/namespaces/team"));
     story.screenshot("usage").await;
 
+    // The namespace's settings: its admin gives vera the viewer role.
+    story.goto("/ui/namespaces/team").await;
+    story.click("#settings-link").await;
+    story.arrive("/ui/namespaces/team/settings").await;
+    assert_eq!(story.count("#visibility-form").await, 1);
+    assert_eq!(story.count("#policy-form").await, 1);
+    story.fill("#member-subject", "vera").await;
+    story.click("#member-form button").await;
+    let member = story
+        .wait_text("table.members tr[data-subject='vera']", "viewer")
+        .await;
+    assert!(member.contains("team"), "{member}");
+    story.screenshot("settings").await;
+
+    // The admin pages: every subject's tokens, one revoked from the page.
+    let token_for = |subject: &'static str| async move {
+        let created = server
+            .admin_json(
+                reqwest::Method::POST,
+                "/api/v1/tokens",
+                Some(json!({ "name": format!("{subject}-ui"), "subject": subject })),
+            )
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let created: Value = created.json().await.unwrap();
+        (
+            created["token"].as_str().unwrap().to_owned(),
+            created["record"]["id"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (vera, _) = token_for("vera").await;
+    let (_, bot) = token_for("ci-bot").await;
+    story.click("nav.site-nav a[href='/ui/admin']").await;
+    story.arrive("/ui/admin").await;
+    story.click(".admin-index a[href='/ui/admin/tokens']").await;
+    story.arrive("/ui/admin/tokens").await;
+    assert!(
+        story
+            .text("table.tokens tr[data-subject='vera']")
+            .await
+            .contains("active")
+    );
+    story.click(&format!("tr[data-token='{bot}'] button")).await;
+    story
+        .wait_text(&format!("tr[data-token='{bot}']"), "revoked")
+        .await;
+    let (_, all) = server.get_json("/api/v1/tokens?all=true").await;
+    let revoked = all["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|token| token["id"] == bot.as_str())
+        .expect("the bot's token is listed");
+    assert!(revoked["revoked_at"].is_i64(), "{revoked}");
+    story.screenshot("admin-tokens").await;
+
+    // Role bindings, a glob bound through the form.
+    story
+        .click(".admin-nav a[href='/ui/admin/role-bindings']")
+        .await;
+    story.arrive("/ui/admin/role-bindings").await;
+    story.fill("#binding-subject", "greta").await;
+    story.fill("#binding-namespace", "team-*").await;
+    story.click("#binding-form button").await;
+    story.wait_text("table.bindings", "greta").await;
+    let (_, bindings) = server.get_json("/api/v1/role-bindings").await;
+    assert!(
+        bindings["role_bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|binding| binding["subject"] == "greta" && binding["namespace"] == "team-*"),
+        "{bindings}"
+    );
+    story.screenshot("admin-role-bindings").await;
+
+    // Each namespace's policy and quota.
+    story
+        .click(".admin-nav a[href='/ui/admin/namespaces']")
+        .await;
+    story.arrive("/ui/admin/namespaces").await;
+    let team_quota = story
+        .text("section.admin-namespace[data-namespace='team']")
+        .await;
+    assert!(
+        team_quota.contains("1.0 GiB") && team_quota.contains("set here"),
+        "{team_quota}"
+    );
+    story.screenshot("admin-namespaces").await;
+
+    // The audit log names what was just done.
+    story.click(".admin-nav a[href='/ui/admin/audit']").await;
+    story.arrive("/ui/admin/audit").await;
+    for action in ["token.revoke", "role.set", "quota.set"] {
+        assert!(
+            story
+                .count(&format!("table.audit tr[data-action='{action}']"))
+                .await
+                > 0,
+            "{action} in the audit log"
+        );
+    }
+    story.screenshot("admin-audit").await;
+
     // The namespace lists the environment with its builds' states.
     story.goto("/ui/namespaces/team").await;
     let row = story.text("main table tbody tr").await;
@@ -490,6 +798,45 @@ async fn story_steps(story: &Story<'_>) {
     story.arrive("/ui/sign-in").await;
     story.goto("/ui/namespaces").await;
     assert_eq!(story.path().await, "/ui/sign-in");
+
+    // A viewer's walk: vera reads every page of the namespace, and none
+    // offers an action her role does not allow.
+    story.fill("#token", &vera).await;
+    story.click("form.stacked button[type=submit]").await;
+    story.arrive("/ui/namespaces").await;
+    assert!(story.text("#signed-in-as").await.contains("vera"));
+    for page in [
+        "/ui/namespaces".to_owned(),
+        "/ui/namespaces/team".to_owned(),
+        "/ui/namespaces/team/environments/analysis".to_owned(),
+        "/ui/namespaces/team/environments/broken".to_owned(),
+        format!("/ui/builds/{first}"),
+        format!("/ui/builds/{second}"),
+        format!("/ui/builds/{first}/packages"),
+        "/ui/namespaces/team/settings".to_owned(),
+        "/ui/packages?name=numpy".to_owned(),
+        "/ui/usage".to_owned(),
+    ] {
+        story.goto(&page).await;
+        story.offers_no_action(&page).await;
+        if page == "/ui/namespaces/team/environments/analysis" {
+            // What she may do: read the packages, the spec, the commands.
+            story.find("#packages").await;
+            story.find("#ci-commands").await;
+            story.screenshot("viewer-environment").await;
+        }
+        if page == "/ui/namespaces/team/settings" {
+            story.find("#policy-own").await;
+            story.screenshot("viewer-settings").await;
+        }
+    }
+    story.goto("/ui/admin/tokens").await;
+    assert_eq!(story.heading().await, "Forbidden");
+    assert!(story.text("[role=alert]").await.contains("server admins"));
+    story.screenshot("viewer-admin-forbidden").await;
+    story.goto("/ui/namespaces").await;
+    story.click(".sign-out button").await;
+    story.arrive("/ui/sign-in").await;
 }
 
 /// The UI's pages need a session, its cookie is locked down, its listings
@@ -528,6 +875,12 @@ async fn pages_need_a_session_search_and_refuse_forged_forms() {
         format!("/ui/diff?from={build}&to={build}"),
         format!("/ui/locks/{lock_hash}/conda-lock.yml"),
         "/ui/usage".to_owned(),
+        "/ui/namespaces/team/settings".to_owned(),
+        "/ui/admin".to_owned(),
+        "/ui/admin/tokens".to_owned(),
+        "/ui/admin/role-bindings".to_owned(),
+        "/ui/admin/namespaces".to_owned(),
+        "/ui/admin/audit".to_owned(),
     ];
     for page in &pages {
         let response = http.get(server.url(page)).send().await.unwrap();
@@ -673,6 +1026,19 @@ async fn pages_need_a_session_search_and_refuse_forged_forms() {
     .await
     .unwrap();
     assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
+    for forged in [
+        "/ui/admin/tokens/revoke",
+        "/ui/namespaces/team/settings/visibility",
+    ] {
+        let response = http
+            .post(server.url(forged))
+            .header(COOKIE, &cookie)
+            .form(&[("id", "x"), ("public_read", "true")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{forged}");
+    }
     let rollback = http
         .post(server.url(&format!("{environment}/current")))
         .header(COOKIE, &cookie)

@@ -1,13 +1,15 @@
 //! Usage figures and quotas through the HTTP API: a prefix shared by two
 //! namespaces counts once in the totals, builds and their minutes, download
 //! counters that reach the database in batches, and quotas refused with
-//! problem+json before anything is queued.
+//! problem+json before anything is queued; figures over a period with the
+//! server's currency, and refused changes in the audit log.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use envstore_core::usage::{DAY_MILLIS, format_time};
 use envstore_tests::{Backend, DemoChannel, TestServer, demo_spec_yaml, expect_problem};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -513,5 +515,312 @@ async fn the_disk_quota_refuses_new_prefixes_but_not_a_spec_that_reuses_one() {
         used,
         "one prefix, counted once"
     );
+    server.stop().await;
+}
+
+fn now_millis() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// The UTC date `days` from today, as `YYYY-MM-DD`.
+fn date(days: i64) -> String {
+    format_time(now_millis() + days * DAY_MILLIS)[..10].to_owned()
+}
+
+/// A usage table's figures for `namespace` over `query`.
+async fn period_row(server: &TestServer, query: &str, namespace: &str) -> (Value, Value) {
+    let (status, usage) = server.get_json(&format!("/api/v1/usage?{query}")).await;
+    assert_eq!(status, StatusCode::OK, "{query}: {usage:#}");
+    (row(&usage, namespace).clone(), usage)
+}
+
+/// The audit log's denied requests, newest first.
+async fn denied_entries(server: &TestServer) -> Vec<Value> {
+    let (status, audit) = server.get_json("/api/v1/audit?limit=1000").await;
+    assert_eq!(status, StatusCode::OK, "{audit:#}");
+    audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["action"] == "request.denied")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_takes_in_the_builds_and_downloads_made_in_it_with_costs_in_the_currency() {
+    let channel = DemoChannel::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let backend = Backend::from_env(data.path()).await;
+    let server = TestServer::start_configured(
+        data,
+        backend,
+        vec![channel.allowed_as("demo")],
+        2,
+        |config| {
+            config.usage.settings.price_per_gib_month = Some(2.0);
+            config.usage.settings.price_per_build_minute = Some(0.5);
+            config.usage.settings.currency = Some("EUR".parse().unwrap());
+        },
+    )
+    .await;
+    let before = now_millis();
+    assert_eq!(
+        server.create_namespace("alpha").await.status(),
+        StatusCode::CREATED
+    );
+    let build = server
+        .submit_yaml("alpha", "analysis", &demo_spec_yaml("demo"))
+        .await;
+    let build = server.wait_for_build(&build).await;
+    assert_eq!(build["status"], "succeeded", "{build:#}");
+    let lockfile = "/api/v1/namespaces/alpha/environments/analysis/lockfile";
+    for _ in 0..2 {
+        assert_eq!(server.get(lockfile).await.status(), StatusCode::OK);
+    }
+    // Held for a moment before the period ends.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // All time: as before periods, with the currency and when daily counts began.
+    let (_, all) = server.get_json("/api/v1/usage").await;
+    assert_eq!(all["currency"], "EUR", "{all:#}");
+    assert_eq!(all["period"]["since"], Value::Null);
+    let counted_since = all["period"]["counted_since"].as_i64().unwrap();
+    assert!(
+        counted_since <= now_millis() && counted_since > before - 600_000,
+        "{all:#}"
+    );
+    let alpha = row(&all, "alpha");
+    assert_eq!(
+        (
+            alpha["builds_succeeded"].as_i64(),
+            alpha["lockfile_downloads"].as_i64()
+        ),
+        (Some(1), Some(2))
+    );
+
+    // From yesterday to tomorrow (dates): the build, the downloads, and
+    // the disk held since the build ended, priced.
+    let (alpha, usage) = period_row(
+        &server,
+        &format!("since={}&until={}", date(-1), date(1)),
+        "alpha",
+    )
+    .await;
+    assert_eq!(usage["currency"], "EUR");
+    assert_eq!(
+        usage["period"]["until"].as_i64().unwrap() - usage["period"]["since"].as_i64().unwrap(),
+        2 * DAY_MILLIS
+    );
+    assert_eq!(alpha["builds_succeeded"], 1, "{alpha:#}");
+    assert_eq!(alpha["build_millis"], row(&all, "alpha")["build_millis"]);
+    assert_eq!(alpha["lockfile_downloads"], 2);
+    let gib_months = alpha["disk_gib_months"].as_f64().unwrap();
+    let disk = alpha["disk_bytes"].as_f64().unwrap();
+    let held_millis = gib_months * GIB * (730.0 * 3_600_000.0) / disk;
+    assert!(
+        held_millis > 150.0 && (held_millis as i64) < now_millis() - before,
+        "held from the build's end to now: {held_millis} ms"
+    );
+    let cost_disk = alpha["cost_disk"].as_f64().unwrap();
+    assert!((cost_disk - gib_months * 2.0).abs() < 1e-12, "{alpha:#}");
+    let cost_builds = alpha["cost_builds"].as_f64().unwrap();
+    assert!(
+        (alpha["cost"].as_f64().unwrap() - (cost_disk + cost_builds)).abs() < 1e-12,
+        "{alpha:#}"
+    );
+
+    // From tomorrow on, or up to yesterday (RFC 3339): nothing happened,
+    // though the disk on hand is still there.
+    let tomorrow = format_time(now_millis() + DAY_MILLIS);
+    let yesterday = format_time(now_millis() - DAY_MILLIS);
+    for query in [format!("since={tomorrow}"), format!("until={yesterday}")] {
+        let (alpha, usage) = period_row(&server, &query, "alpha").await;
+        assert_eq!(
+            (
+                alpha["builds_succeeded"].as_i64(),
+                alpha["build_millis"].as_i64(),
+                alpha["lockfile_downloads"].as_i64(),
+                alpha["disk_gib_months"].as_f64(),
+                alpha["cost"].as_f64()
+            ),
+            (Some(0), Some(0), Some(0), Some(0.0), Some(0.0)),
+            "{query}: {alpha:#}"
+        );
+        assert_eq!(alpha["disk_bytes"], disk as i64, "{query}");
+        assert_eq!(usage["totals"]["builds_succeeded"], 0);
+    }
+    let (status, one) = server
+        .get_json(&format!("/api/v1/namespaces/alpha/usage?since={tomorrow}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["totals"]["builds_succeeded"], 0, "{one:#}");
+
+    // Every problem of a period in one answer.
+    let problem = expect_problem(
+        server
+            .get("/api/v1/usage?since=last-week&until=2026-02-30")
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(problem["type"], "/problems/invalid-period", "{problem:#}");
+    let errors = problem["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{problem:#}");
+    assert!(
+        errors[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("since 'last-week'")
+    );
+    assert!(
+        errors[1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("until '2026-02-30'")
+    );
+    let problem = expect_problem(
+        server
+            .get("/api/v1/namespaces/alpha/usage?since=2026-12-02&until=2026-12-01")
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("must be before until"),
+        "{problem:#}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_changes_are_in_the_audit_log_once_a_minute_per_caller_and_route() {
+    let server = TestServer::start(Vec::new()).await;
+    for namespace in ["alpha", "hidden"] {
+        assert_eq!(
+            server.create_namespace(namespace).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let response = server
+        .admin_json(
+            Method::PUT,
+            "/api/v1/namespaces/alpha/members/vera",
+            Some(json!({ "role": "viewer" })),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let created: Value = server
+        .admin_json(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({ "name": "denied", "subject": "vera" })),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let vera = created["token"].as_str().unwrap().to_owned();
+    let send = |method: Method, path: &str, token: Option<&str>| {
+        let mut request = server
+            .client
+            .request(method, server.url(path))
+            .header("content-type", "application/yaml")
+            .body("dependencies: [python]\n");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let submit = "/api/v1/namespaces/alpha/environments/env";
+
+    // A viewer may not submit: 403, three times in a row, one row.
+    for _ in 0..3 {
+        let response = send(Method::PUT, submit, Some(&vera)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    // A namespace vera may not see answers 404 to her: hidden, recorded.
+    let response = send(
+        Method::PUT,
+        "/api/v1/namespaces/hidden/visibility",
+        Some(&vera),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // One that does not exist is not an attempt on anything.
+    let response = send(
+        Method::PUT,
+        "/api/v1/namespaces/nowhere/policy",
+        Some(&vera),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // No token, and a token that is not one.
+    let response = send(Method::DELETE, "/api/v1/namespaces/alpha", None)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = send(Method::POST, "/api/v1/tokens", Some("envstore_not-a-token"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // Refused reads are not recorded.
+    let response = send(Method::GET, "/api/v1/namespaces/hidden", Some(&vera))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    let denied = denied_entries(&server).await;
+    let summary: Vec<(String, String, String, i64, String)> = denied
+        .iter()
+        .rev()
+        .map(|entry| {
+            (
+                entry["subject"].as_str().unwrap().to_owned(),
+                entry["detail"]["method"].as_str().unwrap().to_owned(),
+                entry["target"].as_str().unwrap().to_owned(),
+                entry["detail"]["status"].as_i64().unwrap(),
+                entry["detail"]["credential"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let row = |subject: &str, method: &str, target: &str, status: i64, credential: &str| {
+        (
+            subject.to_owned(),
+            method.to_owned(),
+            target.to_owned(),
+            status,
+            credential.to_owned(),
+        )
+    };
+    assert_eq!(
+        summary,
+        [
+            row("vera", "PUT", "alpha", 403, "valid"),
+            row("vera", "PUT", "hidden", 404, "valid"),
+            row("anonymous", "DELETE", "alpha", 401, "none"),
+            row("anonymous", "POST", "/api/v1/tokens", 401, "invalid"),
+        ],
+        "{denied:#?}"
+    );
+    let first = denied.last().unwrap();
+    assert_eq!(first["detail"]["outcome"], "denied");
+    assert_eq!(
+        first["detail"]["route"],
+        "/api/v1/namespaces/{namespace}/environments/{name}"
+    );
+    assert_eq!(first["detail"]["namespace"], "alpha");
+    assert_eq!(first["detail"]["unrecorded_before"], 0);
     server.stop().await;
 }

@@ -24,6 +24,27 @@ pub struct NewToken {
     pub server_admin: bool,
 }
 
+/// `GET /api/v1/whoami`: who the server takes the caller for, and what the
+/// credential lets it do, so a CLI or a page can show the subject and offer
+/// only the actions its roles allow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    /// None: no credential was presented (public namespaces only).
+    pub subject: Option<String>,
+    /// Server-wide admin power (never through a token narrowed by scopes).
+    pub server_admin: bool,
+    /// The subject's role bindings (with server admin power, every role
+    /// everywhere, whatever is bound).
+    pub bindings: Vec<Grant>,
+    /// What the credential is narrowed to; None: the subject's own roles.
+    pub scopes: Option<Vec<Grant>>,
+    /// The API token presented, if it was one.
+    pub token_id: Option<String>,
+    /// When the credential stops working (milliseconds since the epoch);
+    /// None: it does not expire (the admin token).
+    pub expires_at: Option<i64>,
+}
+
 /// A token as the server knows it; its value is never among its fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenView {

@@ -10,11 +10,13 @@
 
 pub mod access;
 pub mod builds;
+pub mod diff;
 pub mod environments;
 pub mod health;
 pub mod kernels;
 pub mod locks;
 pub mod namespaces;
+pub mod packages;
 pub mod policy;
 pub mod prefixes;
 pub mod problem;
@@ -22,7 +24,7 @@ pub mod usage;
 
 pub use access::{
     AuditEntry, AuditPage, Member, MemberRole, MemberSet, Members, NewToken, RoleBinding,
-    RoleBindingSet, RoleBindings, SetRoleBinding, TokenCreated, TokenView, Tokens,
+    RoleBindingSet, RoleBindings, SetRoleBinding, TokenCreated, TokenView, Tokens, WhoAmI,
 };
 pub use builds::{
     BuildCancelled, BuildHistoryEntry, BuildSummary, BuildView, BuildsPage, LockedPackage,
@@ -43,6 +45,7 @@ pub use namespaces::{
     NamespaceCreated, NamespaceDeleted, NamespaceSummary, NamespaceView, NamespacesPage,
     NewNamespace, Visibility, VisibilitySet,
 };
+pub use packages::{PackageMatch, PackagesPage};
 pub use policy::PolicyView;
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
 pub use usage::{NamespaceUsage, Prices, Quota, QuotaView, SharedPrefix, UsageFigures, UsageTable};

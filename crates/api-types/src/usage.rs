@@ -1,7 +1,12 @@
 //! What namespaces use (disk, builds, downloads, and their cost when the
-//! server has prices), and the quotas that bound it.
+//! server has prices), over all time or a period, and the quotas that bound
+//! it.
 
 use serde::{Deserialize, Serialize};
+
+/// A time (milliseconds since the epoch) as RFC 3339 in UTC, as a usage
+/// period's ends are shown.
+pub use envstore_core::usage::format_time;
 
 /// The figures of one row of `GET /api/v1/usage`: flat columns a UI shows
 /// as they are.
@@ -16,14 +21,27 @@ pub struct UsageFigures {
     pub builds_cancelled: i64,
     pub builds_queued: i64,
     pub builds_running: i64,
+    /// Running time of the builds (in a period: the part inside it).
     pub build_millis: i64,
     pub build_minutes: f64,
+    /// Lockfile downloads (in a period: on the days it touches).
     pub lockfile_downloads: i64,
     pub artifact_downloads: i64,
     /// The disk's price for a month, at its current size.
     pub cost_disk_per_month: Option<f64>,
-    /// The price of the build minutes so far.
+    /// The price of the build minutes (in a period: those inside it).
     pub cost_builds: Option<f64>,
+    /// Disk held over the period (all time without one), in GiB-months
+    /// (2^30 bytes for 730 hours): each prefix's size times the part of its
+    /// life inside the period.
+    #[serde(default)]
+    pub disk_gib_months: f64,
+    /// The price of `disk_gib_months`.
+    #[serde(default)]
+    pub cost_disk: Option<f64>,
+    /// `cost_disk` and `cost_builds` together, when the server has a price.
+    #[serde(default)]
+    pub cost: Option<f64>,
 }
 
 impl UsageFigures {
@@ -90,6 +108,56 @@ pub struct UsageTable {
     pub namespaces: Vec<NamespaceUsage>,
     pub totals: UsageFigures,
     pub prices: Prices,
+    /// The ISO 4217 code every cost is in (`EUR`); null: none set.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// What builds, downloads, disk held and costs cover.
+    #[serde(default)]
+    pub period: UsagePeriod,
+}
+
+impl UsageTable {
+    /// A cost as shown beside the figures: `12.50 EUR`, or `12.50`
+    /// without a currency.
+    pub fn money(&self, amount: f64) -> String {
+        match &self.currency {
+            Some(currency) => format!("{amount:.2} {currency}"),
+            None => format!("{amount:.2}"),
+        }
+    }
+}
+
+/// The period of a usage table: `[since, until)`, in milliseconds since
+/// the epoch; null ends reach back to the beginning and up to now (both
+/// null: all time, with the all-time counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UsagePeriod {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Since when downloads are also counted per day. A period's downloads
+    /// come from those daily counts, so one reaching back before this
+    /// time misses the downloads made earlier (all time counts them).
+    pub counted_since: Option<i64>,
+}
+
+impl UsagePeriod {
+    /// The period in words: "all time", "2026-11-01T00:00:00Z to now".
+    pub fn describe(&self) -> String {
+        let end = |time: Option<i64>, open: &str| time.map_or_else(|| open.to_owned(), format_time);
+        match (self.since, self.until) {
+            (None, None) => "all time".to_owned(),
+            (since, until) => format!("{} to {}", end(since, "the beginning"), end(until, "now")),
+        }
+    }
+
+    /// Whether a period's downloads may miss some: it starts before daily
+    /// counts began.
+    pub fn misses_downloads(&self) -> bool {
+        (self.since.is_some() || self.until.is_some())
+            && self
+                .counted_since
+                .is_some_and(|counted| self.since.is_none_or(|since| since < counted))
+    }
 }
 
 /// Limits on what a namespace may use; null: no limit (in a namespace's

@@ -3,6 +3,7 @@
 //! store; builds run in workers, which this crate reaches through
 //! [`BuildEvents`].
 
+mod audit_denied;
 mod auth;
 mod error;
 mod extract;

@@ -34,6 +34,7 @@ pub use envstore_api_types::Problem;
         (name = "builds", description = "Builds: status, phases, logs, cancellation"),
         (name = "lockfiles", description = "Lockfiles of environments and locks, and solving without a build"),
         (name = "kernels", description = "Environments as Jupyter kernels"),
+        (name = "packages", description = "Which environments hold a package"),
         (name = "access", description = "Members, tokens, role bindings, the audit log"),
         (name = "policy", description = "What a namespace allows"),
         (name = "usage", description = "Disk, build time and downloads per namespace, and quotas"),

@@ -3,12 +3,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use envstore_api_types::{
-    BuildQueued, BuildStatus, BuildView, Kernel, KernelsPage, Problem, UsageTable,
-};
+use envstore_api_types::{BuildQueued, BuildStatus, BuildView, Kernel, KernelsPage, UsageTable};
 use serde::de::DeserializeOwned;
 
-use crate::progress::BuildProgress;
+use crate::error::ApiError;
+use crate::progress::{BuildProgress, Downloads};
 use crate::sse::EventParser;
 
 /// How often `--wait` asks for the build's state.
@@ -97,7 +96,7 @@ impl Client {
     pub async fn wait(&self, build_id: &str) -> anyhow::Result<BuildView> {
         let progress = BuildProgress::new(false);
         loop {
-            let build = self.build_state(build_id).await?;
+            let build = self.build(build_id).await?;
             let phase = build
                 .phases
                 .last()
@@ -119,7 +118,8 @@ impl Client {
     /// Events) until it ends: a progress bar of its phases and of packages
     /// downloaded and linked on a terminal, one line per phase otherwise.
     /// Falls back to polling when the stream cannot be had or breaks off.
-    pub async fn follow(&self, build_id: &str) -> anyhow::Result<BuildView> {
+    /// Also returns what the stream told of the packages' downloads.
+    pub async fn follow(&self, build_id: &str) -> anyhow::Result<Followed> {
         let response = self
             .request(
                 reqwest::Method::GET,
@@ -130,7 +130,12 @@ impl Client {
             .await;
         let mut response = match response {
             Ok(response) if response.status().is_success() => response,
-            _ => return self.wait(build_id).await,
+            _ => {
+                return Ok(Followed {
+                    build: self.wait(build_id).await?,
+                    downloads: None,
+                });
+            }
         };
         let progress = BuildProgress::new(std::io::IsTerminal::is_terminal(&std::io::stderr()));
         let mut events = EventParser::default();
@@ -141,19 +146,27 @@ impl Client {
                     "status" => progress.status(&event.data),
                     "end" => {
                         progress.finish();
-                        let build = self.build_state(build_id).await?;
+                        let build = self.build(build_id).await?;
                         progress.report(build.status.to_string());
-                        return Ok(build);
+                        return Ok(Followed {
+                            build,
+                            downloads: progress.downloads(),
+                        });
                     }
                     _ => {}
                 }
             }
         }
         progress.finish();
-        self.wait(build_id).await
+        let downloads = progress.downloads();
+        Ok(Followed {
+            build: self.wait(build_id).await?,
+            downloads,
+        })
     }
 
-    async fn build_state(&self, build_id: &str) -> anyhow::Result<BuildView> {
+    /// A build's state, phases, packages and error (`GET /api/v1/builds/{id}`).
+    pub async fn build(&self, build_id: &str) -> anyhow::Result<BuildView> {
         let response = self
             .request(reqwest::Method::GET, &format!("api/v1/builds/{build_id}"))?
             .send()
@@ -185,6 +198,15 @@ impl Client {
         }
         Err(problem(response).await)
     }
+}
+
+/// A build followed to its end.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    pub build: BuildView,
+    /// What its event stream told of the package downloads; None when the
+    /// stream sent none (a reused prefix, a build followed by polling).
+    pub downloads: Option<Downloads>,
 }
 
 /// What `envstore solve` asks of the server.
@@ -257,14 +279,26 @@ impl Client {
 
 impl Client {
     /// Usage of the namespaces this caller may see (or of one), as the
-    /// server's table: `namespaces` rows and `totals`.
-    pub async fn usage(&self, namespace: Option<&str>) -> anyhow::Result<UsageTable> {
+    /// server's table: `namespaces` rows and `totals`, over all time or the
+    /// period from `since` to `until` (RFC 3339 times or dates, checked by
+    /// the server).
+    pub async fn usage(
+        &self,
+        namespace: Option<&str>,
+        since: Option<&str>,
+        until: Option<&str>,
+    ) -> anyhow::Result<UsageTable> {
         let path = match namespace {
             Some(namespace) => format!("api/v1/namespaces/{namespace}/usage"),
             None => "api/v1/usage".to_owned(),
         };
+        let period: Vec<(&str, &str)> = [("since", since), ("until", until)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?)))
+            .collect();
         let response = self
             .request(reqwest::Method::GET, &path)?
+            .query(&period)
             .send()
             .await
             .context("the server did not answer")?;
@@ -361,16 +395,10 @@ pub(crate) async fn expect_success<T: DeserializeOwned>(
     Err(problem(response).await)
 }
 
-/// The server's problem+json as an error a person can read.
+/// The server's problem+json as an error a person can read (an
+/// [`ApiError`] inside).
 pub(crate) async fn problem(response: reqwest::Response) -> anyhow::Error {
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    let detail = serde_json::from_str::<Problem>(&body)
-        .ok()
-        .map(|problem| problem.detail)
-        .filter(|detail| !detail.is_empty())
-        .unwrap_or(body);
-    anyhow::anyhow!("the server answered {status}: {detail}")
+    anyhow::Error::new(ApiError::read(response).await)
 }
 
 /// What `envstore submit --wait` makes of a finished build: Ok when it

@@ -84,7 +84,7 @@ impl Client {
             .context("the server did not answer")?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(PrefixAnswer::NotPublished(
-                problem(response).await.to_string(),
+                crate::error::ApiError::read(response).await.summary(),
             ));
         }
         if !response.status().is_success() {

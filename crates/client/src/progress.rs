@@ -1,5 +1,6 @@
 //! What `submit --wait` shows on standard error while a build runs.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use envstore_api_types::{ProgressEvent, ProgressRecord};
@@ -10,6 +11,18 @@ pub(crate) struct BuildProgress {
     bar: Option<indicatif::ProgressBar>,
     started: Instant,
     reported: std::cell::RefCell<String>,
+    /// Each package archive admitted to the cache, and whether it was
+    /// there already; with the last total seen.
+    admitted: std::cell::RefCell<(BTreeMap<String, bool>, u64)>,
+}
+
+/// What a build's `downloading` events told: its packages, how many were
+/// in the package cache already, how many were downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Downloads {
+    pub packages: u64,
+    pub cached: u64,
+    pub downloaded: u64,
 }
 
 impl BuildProgress {
@@ -28,6 +41,7 @@ impl BuildProgress {
             bar,
             started: Instant::now(),
             reported: std::cell::RefCell::new(String::new()),
+            admitted: std::cell::RefCell::default(),
         }
     }
 
@@ -51,6 +65,17 @@ impl BuildProgress {
         let Ok(record) = serde_json::from_str::<ProgressRecord>(data) else {
             return;
         };
+        if let ProgressEvent::Downloading {
+            total,
+            package,
+            cached,
+            ..
+        } = &record.event
+        {
+            let mut admitted = self.admitted.borrow_mut();
+            admitted.0.insert(package.clone(), *cached);
+            admitted.1 = *total;
+        }
         let Some((phase, done, total)) = counted_step(&record.event) else {
             return;
         };
@@ -77,6 +102,28 @@ impl BuildProgress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+
+    /// The downloads seen so far; None when no `downloading` event came.
+    pub(crate) fn downloads(&self) -> Option<Downloads> {
+        let admitted = self.admitted.borrow();
+        let (packages, total) = &*admitted;
+        if packages.is_empty() {
+            return None;
+        }
+        let cached = packages.values().filter(|cached| **cached).count() as u64;
+        Some(Downloads {
+            packages: (*total).max(packages.len() as u64),
+            cached,
+            downloaded: packages.len() as u64 - cached,
+        })
+    }
+}
+
+/// A follow given up half way (Ctrl-C) leaves no bar behind.
+impl Drop for BuildProgress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -116,5 +163,38 @@ mod tests {
         };
         assert_eq!(counted_step(&start), None);
         assert_eq!(counted_step(&ProgressEvent::note("solving [python]")), None);
+    }
+
+    #[test]
+    fn downloads_count_each_package_once() {
+        let progress = BuildProgress::new(false);
+        assert_eq!(progress.downloads(), None);
+        let record = |done: u64, package: &str, cached: bool| {
+            serde_json::to_string(&ProgressRecord {
+                seq: done,
+                elapsed_seconds: Some(0.1),
+                event: ProgressEvent::Downloading {
+                    done,
+                    total: 3,
+                    bytes_done: 0,
+                    bytes_total: 0,
+                    package: package.to_owned(),
+                    cached,
+                },
+            })
+            .unwrap()
+        };
+        progress.event(&record(1, "a.conda", true));
+        progress.event(&record(2, "b.conda", false));
+        progress.event(&record(2, "b.conda", false));
+        progress.event(&record(3, "c.conda", true));
+        assert_eq!(
+            progress.downloads(),
+            Some(Downloads {
+                packages: 3,
+                cached: 2,
+                downloaded: 1
+            })
+        );
     }
 }

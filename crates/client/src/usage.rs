@@ -1,6 +1,7 @@
 //! `envstore usage`: the server's usage table, for a terminal.
 
 use bytesize::ByteSize;
+use envstore_api_types::usage::format_time;
 use envstore_api_types::{UsageFigures, UsageTable};
 
 fn size(bytes: i64) -> String {
@@ -12,11 +13,15 @@ fn limit(value: Option<String>) -> String {
 }
 
 /// The usage as an aligned table: one line per namespace, then the totals
-/// (each shared prefix counted once), then which prefixes are shared. Cost
-/// columns appear when the server has prices.
+/// (each shared prefix counted once), then which prefixes are shared, then
+/// the period when there is one. Cost columns appear when the server has
+/// prices, each cost with the server's currency. Over a period, the disk
+/// held in it (GiB-months) and its cost are added.
 pub fn usage_table(table: &UsageTable) -> String {
     let disk_cost = table.prices.per_gib_month.is_some();
     let build_cost = table.prices.per_build_minute.is_some();
+    let period = table.period.since.is_some() || table.period.until.is_some();
+    let money = |cost: Option<f64>| cost.map(|cost| table.money(cost)).unwrap_or_default();
     let mut header = vec![
         "NAMESPACE",
         "DISK",
@@ -30,11 +35,20 @@ pub fn usage_table(table: &UsageTable) -> String {
         "MAX DISK",
         "MAX BUILDS",
     ];
+    if period {
+        header.push("GIB-MONTHS");
+    }
     if disk_cost {
         header.push("DISK COST/MONTH");
+        if period {
+            header.push("DISK COST");
+        }
     }
     if build_cost {
         header.push("BUILD COST");
+    }
+    if period && (disk_cost || build_cost) {
+        header.push("COST");
     }
     let cells = |name: &str, figures: &UsageFigures, max_disk: String, max_builds: String| {
         let mut cells = vec![
@@ -53,21 +67,20 @@ pub fn usage_table(table: &UsageTable) -> String {
             max_disk,
             max_builds,
         ];
+        if period {
+            cells.push(format!("{:.3}", figures.disk_gib_months));
+        }
         if disk_cost {
-            cells.push(
-                figures
-                    .cost_disk_per_month
-                    .map(|cost| format!("{cost:.2}"))
-                    .unwrap_or_default(),
-            );
+            cells.push(money(figures.cost_disk_per_month));
+            if period {
+                cells.push(money(figures.cost_disk));
+            }
         }
         if build_cost {
-            cells.push(
-                figures
-                    .cost_builds
-                    .map(|cost| format!("{cost:.2}"))
-                    .unwrap_or_default(),
-            );
+            cells.push(money(figures.cost_builds));
+        }
+        if period && (disk_cost || build_cost) {
+            cells.push(money(figures.cost));
         }
         cells
     };
@@ -90,6 +103,19 @@ pub fn usage_table(table: &UsageTable) -> String {
                 shared.lock_hash.get(..16).unwrap_or(&shared.lock_hash),
                 size(shared.bytes),
                 shared.other_namespaces
+            ));
+        }
+    }
+    if period {
+        text.push_str(&format!("period: {}\n", table.period.describe()));
+        if let Some(counted) = table
+            .period
+            .counted_since
+            .filter(|_| table.period.misses_downloads())
+        {
+            text.push_str(&format!(
+                "downloads are counted per day since {}: earlier ones are only in the all-time figures\n",
+                format_time(counted)
             ));
         }
     }
@@ -199,5 +225,69 @@ mod tests {
         ));
         assert!(!text.contains("COST"), "{text}");
         assert!(serde_json::from_value::<UsageTable>(json!({ "namespaces": "no" })).is_err());
+    }
+
+    #[test]
+    fn a_period_adds_the_disk_held_its_costs_in_the_currency_and_a_line_naming_it() {
+        let mut usage = usage(json!({ "per_gib_month": 0.5, "per_build_minute": 0.25 }));
+        let priced = |figures: &mut Value| {
+            figures["disk_gib_months"] = json!(3.0);
+            figures["cost_disk"] = json!(1.5);
+            figures["cost_builds"] = json!(0.5);
+            figures["cost"] = json!(2.0);
+        };
+        priced(&mut usage["namespaces"][0]);
+        priced(&mut usage["totals"]);
+        usage["currency"] = json!("EUR");
+        // 2026-11-01T00:00:00Z, and daily counts from 2026-11-15.
+        usage["period"] = json!({
+            "since": 1_793_491_200_000_i64, "until": null, "counted_since": 1_793_491_200_000_i64 + 14 * 86_400_000
+        });
+        let text = table(usage.clone());
+        let lines: Vec<&str> = text.lines().collect();
+        // Cells are apart by two spaces or more; a cell holds single ones.
+        let last_cells = |line: &str, count: usize| {
+            let cells: Vec<String> = line
+                .split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(str::to_owned)
+                .collect();
+            cells[cells.len() - count..].to_vec()
+        };
+        assert_eq!(
+            last_cells(lines[0], 5),
+            [
+                "GIB-MONTHS",
+                "DISK COST/MONTH",
+                "DISK COST",
+                "BUILD COST",
+                "COST"
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            last_cells(lines[1], 5),
+            ["3.000", "1.50 EUR", "1.50 EUR", "0.50 EUR", "2.00 EUR"],
+            "{text}"
+        );
+        assert_eq!(lines[4], "period: 2026-11-01T00:00:00Z to now", "{text}");
+        assert!(
+            lines[5].contains("counted per day since 2026-11-15T00:00:00Z"),
+            "{text}"
+        );
+
+        // All time: no period columns or lines, the currency still shown.
+        usage["period"] = json!({ "since": null, "until": null, "counted_since": 1 });
+        let text = table(usage);
+        assert!(
+            !text.contains("GIB-MONTHS") && !text.contains("period:"),
+            "{text}"
+        );
+        assert_eq!(
+            last_cells(text.lines().nth(1).unwrap(), 2),
+            ["1.50 EUR", "0.50 EUR"],
+            "{text}"
+        );
     }
 }

@@ -780,6 +780,7 @@ impl Database {
         packages: &serde_json::Value,
         variables: &std::collections::BTreeMap<String, String>,
     ) -> Result<bool, DbError> {
+        let mut transaction = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO locks (lock_hash, platforms, packages, variables, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (lock_hash) DO NOTHING",
@@ -789,9 +790,15 @@ impl Database {
         .bind(packages.to_string())
         .bind((!variables.is_empty()).then(|| serde_json::to_string(variables).unwrap_or_default()))
         .bind(now_millis())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
-        Ok(inserted.rows_affected() == 1)
+        let inserted = inserted.rows_affected() == 1;
+        if inserted {
+            crate::packages::insert_lock_packages(&mut transaction, &lock_hash.to_hex(), packages)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(inserted)
     }
 
     /// The platforms a lock was solved for, without its packages. A lock

@@ -12,6 +12,7 @@ mod leases;
 mod lifecycle;
 mod migrate;
 mod namespaces;
+mod packages;
 mod progress;
 pub mod schema;
 // Always built, not behind a feature: a `testing` feature turned on by
@@ -38,6 +39,7 @@ pub use builds::{
 pub use cache::ACCESS_CACHE_TTL;
 pub use jobs::{AttemptLog, ClaimedJob, JobListener};
 pub use lifecycle::{CollectableBuild, Deleted, DeletedEnvironment};
+pub use packages::{NameMatch, PackageKey, PackageMatch};
 pub use progress::{AttemptLogSince, BuildChangeListener};
 pub use usage::{
     BuildCounts, BuildGroup, HeldLock, NamespaceUsage, Quota, SharedPrefix, UsageFacts,

@@ -330,6 +330,7 @@ impl Database {
                 .bind(id)
                 .execute(&mut *transaction)
                 .await?;
+            crate::usage::keep_released_hold(&mut transaction, id).await?;
             builds += sqlx::query("DELETE FROM builds WHERE id = $1 AND deleted_at IS NOT NULL")
                 .bind(id)
                 .execute(&mut *transaction)

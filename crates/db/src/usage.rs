@@ -14,6 +14,15 @@
 //!   are hot paths: a request bumps an atomic counter in memory, and the
 //!   counts reach the database in one transaction every few seconds
 //!   ([`Database::flush_downloads_every`]) and on shutdown.
+//!
+//! Over a period (migration 0017): the flush adds each count to its
+//! all-time counter and to the count of the UTC day it is written on
+//! (`namespace_download_days`, `lock_download_days`); `usage_history`
+//! says since when, since downloads counted before that migration have no
+//! day. Disk held over a period comes from builds' lives (succeeded at
+//! `finished_at`, released at `prefix_collected_at` or `deleted_at`); when
+//! garbage collection removes a deleted build's row, its hold is kept in
+//! `released_prefix_holds` first ([`keep_released_hold`]).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -23,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
+use envstore_core::usage::{BuildRun, Period, PrefixHold, day_of, group_runs};
 use envstore_core::{BuildStatus, ContentHash, EnvironmentName, NamespaceName};
 
 use crate::{Database, DbError, now_millis};
@@ -122,6 +132,7 @@ impl Database {
         namespaces: &[(String, u64)],
         locks: &[(ContentHash, u64)],
     ) -> Result<(), DbError> {
+        let day = day_of(now_millis());
         let mut transaction = self.pool.begin().await?;
         for (namespace, count) in namespaces {
             sqlx::query(
@@ -132,6 +143,15 @@ impl Database {
             .bind(as_i64(*count))
             .execute(&mut *transaction)
             .await?;
+            sqlx::query(
+                "INSERT INTO namespace_download_days (namespace, day, downloads) VALUES ($1, $2, $3) \
+                 ON CONFLICT (namespace, day) DO UPDATE SET downloads = namespace_download_days.downloads + excluded.downloads",
+            )
+            .bind(namespace)
+            .bind(day)
+            .bind(as_i64(*count))
+            .execute(&mut *transaction)
+            .await?;
         }
         for (lock, count) in locks {
             sqlx::query(
@@ -139,6 +159,15 @@ impl Database {
                  ON CONFLICT (lock_hash) DO UPDATE SET downloads = lock_downloads.downloads + excluded.downloads",
             )
             .bind(lock.to_hex())
+            .bind(as_i64(*count))
+            .execute(&mut *transaction)
+            .await?;
+            sqlx::query(
+                "INSERT INTO lock_download_days (lock_hash, day, downloads) VALUES ($1, $2, $3) \
+                 ON CONFLICT (lock_hash, day) DO UPDATE SET downloads = lock_download_days.downloads + excluded.downloads",
+            )
+            .bind(lock.to_hex())
+            .bind(day)
             .bind(as_i64(*count))
             .execute(&mut *transaction)
             .await?;
@@ -239,11 +268,24 @@ impl Database {
         &self,
         include: impl Fn(&str, bool) -> bool,
     ) -> Result<UsageReport, DbError> {
-        Ok(self.usage_facts().await?.report(include))
+        self.usage_report_for(Period::default(), include).await
     }
 
-    /// What a usage report is computed from ([`UsageFacts::report`]).
-    pub async fn usage_facts(&self) -> Result<UsageFacts, DbError> {
+    /// [`Self::usage_report`] over `period`: builds that met it with their
+    /// running time inside it, downloads on the days it touches, and the
+    /// disk held during it. All time (the default) gives today's figures.
+    pub async fn usage_report_for(
+        &self,
+        period: Period,
+        include: impl Fn(&str, bool) -> bool,
+    ) -> Result<UsageReport, DbError> {
+        Ok(self.usage_facts(period).await?.report(include))
+    }
+
+    /// What a usage report over `period` is computed from
+    /// ([`UsageFacts::report`]).
+    pub async fn usage_facts(&self, period: Period) -> Result<UsageFacts, DbError> {
+        let now = now_millis();
         let namespaces = sqlx::query_as::<_, UsageNamespaceRow>(
             "SELECT namespaces.name AS name, namespaces.public_read AS public_read, \
              namespace_quotas.max_disk_bytes AS max_disk_bytes, \
@@ -266,43 +308,146 @@ impl Database {
         .into_iter()
         .map(HeldLock::from)
         .collect();
-        let builds = sqlx::query_as::<_, BuildGroupRow>(
-            "SELECT namespace, status, COUNT(*) AS builds, \
-             CAST(COALESCE(SUM(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL \
-                 THEN finished_at - started_at ELSE 0 END), 0) AS BIGINT) AS millis \
-             FROM builds WHERE deleted_at IS NULL GROUP BY namespace, status",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .filter_map(BuildGroupRow::group)
-        .collect();
-        let lockfile_downloads = sqlx::query_as::<_, NamespaceDownloadsRow>(
-            "SELECT namespace, downloads FROM namespace_downloads",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|row| (row.namespace, row.downloads))
-        .collect::<HashMap<_, _>>();
-        let lock_downloads = sqlx::query_as::<_, HeldLockRow>(
-            "SELECT DISTINCT builds.namespace AS namespace, lock_downloads.lock_hash AS lock_hash, \
-             lock_downloads.downloads AS amount \
-             FROM lock_downloads JOIN builds ON builds.lock_hash = lock_downloads.lock_hash \
-             WHERE builds.deleted_at IS NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(HeldLock::from)
-        .collect();
+        let builds = if period.is_all_time() {
+            sqlx::query_as::<_, BuildGroupRow>(
+                "SELECT namespace, status, COUNT(*) AS builds, \
+                 CAST(COALESCE(SUM(CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL \
+                     THEN finished_at - started_at ELSE 0 END), 0) AS BIGINT) AS millis \
+                 FROM builds WHERE deleted_at IS NULL GROUP BY namespace, status",
+            )
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .filter_map(BuildGroupRow::group)
+            .collect()
+        } else {
+            let runs: Vec<BuildRun> = sqlx::query_as::<_, BuildRunRow>(
+                "SELECT namespace, status, created_at, started_at, finished_at FROM builds \
+                 WHERE deleted_at IS NULL AND created_at < $1 AND (finished_at IS NULL OR finished_at >= $2)",
+            )
+            .bind(period.until.unwrap_or(i64::MAX))
+            .bind(period.since.unwrap_or(i64::MIN))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .filter_map(BuildRunRow::run)
+            .collect();
+            group_runs(period, now, &runs)
+        };
+        let (lockfile_downloads, lock_downloads) = self.downloads(period).await?;
+        let counted_since =
+            sqlx::query_scalar::<_, i64>("SELECT counted_since FROM usage_history WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(UsageFacts {
             namespaces,
             prefixes,
             builds,
             lockfile_downloads,
             lock_downloads,
+            holds: self.prefix_holds(period, now).await?,
+            period,
+            now,
+            counted_since,
         })
+    }
+
+    /// Lockfile downloads by namespace and artifact downloads of the locks
+    /// each namespace holds a build of: the all-time counters, or for a
+    /// period the days it touches.
+    async fn downloads(
+        &self,
+        period: Period,
+    ) -> Result<(HashMap<String, i64>, Vec<HeldLock>), DbError> {
+        let (first_day, last_day) = period.days();
+        let lockfiles = if period.is_all_time() {
+            sqlx::query_as::<_, NamespaceDownloadsRow>(
+                "SELECT namespace, downloads FROM namespace_downloads",
+            )
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            sqlx::query_as::<_, NamespaceDownloadsRow>(
+                "SELECT namespace, CAST(SUM(downloads) AS BIGINT) AS downloads FROM namespace_download_days \
+                 WHERE day >= $1 AND day <= $2 GROUP BY namespace",
+            )
+            .bind(first_day)
+            .bind(last_day)
+            .fetch_all(&self.pool)
+            .await?
+        };
+        let counts = if period.is_all_time() {
+            "SELECT lock_hash, downloads FROM lock_downloads"
+        } else {
+            "SELECT lock_hash, CAST(SUM(downloads) AS BIGINT) AS downloads FROM lock_download_days \
+             WHERE day >= $1 AND day <= $2 GROUP BY lock_hash"
+        };
+        let locks = sqlx::query_as::<_, HeldLockRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT builds.namespace AS namespace, counts.lock_hash AS lock_hash, \
+             counts.downloads AS amount \
+             FROM ({counts}) AS counts JOIN builds ON builds.lock_hash = counts.lock_hash \
+             WHERE builds.deleted_at IS NULL"
+        )));
+        let locks = if period.is_all_time() {
+            locks
+        } else {
+            locks.bind(first_day).bind(last_day)
+        };
+        Ok((
+            lockfiles
+                .into_iter()
+                .map(|row| (row.namespace, row.downloads))
+                .collect(),
+            locks
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(HeldLock::from)
+                .collect(),
+        ))
+    }
+
+    /// The measured prefixes builds held at some time in `period`: those of
+    /// succeeded builds still in the table (released when collected or
+    /// deleted, whichever came first), and those kept when deleted builds'
+    /// rows were removed.
+    async fn prefix_holds(&self, period: Period, now: i64) -> Result<Vec<PrefixHold>, DbError> {
+        let until = period.until.unwrap_or(i64::MAX).min(now);
+        let since = period.since.unwrap_or(i64::MIN);
+        let live = sqlx::query_as::<_, LiveHoldRow>(
+            "SELECT builds.namespace AS namespace, builds.lock_hash AS lock_hash, prefix_sizes.bytes AS bytes, \
+             builds.finished_at AS held_from, builds.prefix_collected_at AS collected_at, builds.deleted_at AS deleted_at \
+             FROM builds JOIN prefix_sizes ON prefix_sizes.lock_hash = builds.lock_hash \
+             WHERE builds.status = 'succeeded' AND builds.finished_at IS NOT NULL AND builds.finished_at < $1",
+        )
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(PrefixHold::from);
+        let released = sqlx::query_as::<_, ReleasedHoldRow>(
+            "SELECT released_prefix_holds.namespace AS namespace, released_prefix_holds.lock_hash AS lock_hash, \
+             prefix_sizes.bytes AS bytes, released_prefix_holds.held_from AS held_from, \
+             released_prefix_holds.held_until AS held_until \
+             FROM released_prefix_holds JOIN prefix_sizes ON prefix_sizes.lock_hash = released_prefix_holds.lock_hash \
+             WHERE released_prefix_holds.held_from < $1 AND released_prefix_holds.held_until > $2",
+        )
+        .bind(until)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| PrefixHold {
+            namespace: row.namespace,
+            lock_hash: row.lock_hash,
+            bytes: row.bytes,
+            from: row.held_from,
+            until: Some(row.held_until),
+        });
+        Ok(live
+            .chain(released)
+            .filter(|hold| hold.until.is_none_or(|released| released > since))
+            .collect())
     }
 
     /// Builds of a namespace that occupy a worker or wait for one: queued or
@@ -436,6 +581,95 @@ impl From<HeldLockRow> for HeldLock {
             lock_hash: row.lock_hash,
             amount: row.amount,
         }
+    }
+}
+
+/// Keeps the prefix hold of a deleted build whose row is about to be
+/// removed (`purge_deleted`), so the disk it held stays in past periods.
+/// Only succeeded builds held a prefix; a hold kept once is kept.
+pub(crate) async fn keep_released_hold(
+    connection: &mut sqlx::AnyConnection,
+    build_id: &str,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO released_prefix_holds (build_id, namespace, lock_hash, held_from, held_until) \
+         SELECT id, namespace, lock_hash, finished_at, \
+         CASE WHEN prefix_collected_at IS NOT NULL AND prefix_collected_at < deleted_at \
+              THEN prefix_collected_at ELSE deleted_at END \
+         FROM builds WHERE id = $1 AND deleted_at IS NOT NULL AND status = 'succeeded' \
+         AND lock_hash IS NOT NULL AND finished_at IS NOT NULL \
+         ON CONFLICT (build_id) DO NOTHING",
+    )
+    .bind(build_id)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// A succeeded build's prefix, with when it was built and released.
+#[derive(sqlx::FromRow)]
+struct LiveHoldRow {
+    namespace: String,
+    lock_hash: String,
+    bytes: i64,
+    held_from: i64,
+    collected_at: Option<i64>,
+    deleted_at: Option<i64>,
+}
+
+impl From<LiveHoldRow> for PrefixHold {
+    fn from(row: LiveHoldRow) -> Self {
+        let until = match (row.collected_at, row.deleted_at) {
+            (Some(collected), Some(deleted)) => Some(collected.min(deleted)),
+            (collected, deleted) => collected.or(deleted),
+        };
+        Self {
+            namespace: row.namespace,
+            lock_hash: row.lock_hash,
+            bytes: row.bytes,
+            from: row.held_from,
+            until,
+        }
+    }
+}
+
+/// A hold kept from a removed build.
+#[derive(sqlx::FromRow)]
+struct ReleasedHoldRow {
+    namespace: String,
+    lock_hash: String,
+    bytes: i64,
+    held_from: i64,
+    held_until: i64,
+}
+
+/// A build's life, for the builds of a period.
+#[derive(sqlx::FromRow)]
+struct BuildRunRow {
+    namespace: String,
+    status: String,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+impl BuildRunRow {
+    /// None for a status this version does not know, as in [`BuildGroupRow`].
+    fn run(self) -> Option<BuildRun> {
+        let Ok(status) = self.status.parse::<BuildStatus>() else {
+            tracing::warn!(
+                status = self.status,
+                "a build has an unknown status: not counted"
+            );
+            return None;
+        };
+        Some(BuildRun {
+            namespace: self.namespace,
+            status,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        })
     }
 }
 
@@ -824,6 +1058,214 @@ mod tests {
                     .unwrap(),
                 None
             );
+            db.finish().await;
+        }
+    }
+
+    const DAY: i64 = envstore_core::usage::DAY_MILLIS;
+
+    /// Sets when a build was queued, started and finished, and when it let
+    /// its prefix go.
+    async fn times(
+        db: &Database,
+        id: &str,
+        (created, started, finished): (i64, i64, i64),
+        collected: Option<i64>,
+    ) {
+        sqlx::query(
+            "UPDATE builds SET created_at = $2, started_at = $3, finished_at = $4, prefix_collected_at = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(created)
+        .bind(started)
+        .bind(finished)
+        .bind(collected)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+
+    fn period(since: i64, until: i64) -> Period {
+        Period {
+            since: Some(since),
+            until: Some(until),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_period_counts_the_part_of_a_hold_inside_it_and_the_builds_that_ran_in_it() {
+        for db in databases().await {
+            let t0 = now_millis() - 100 * DAY;
+            let lock = ContentHash::of(b"lock");
+            let shared = ContentHash::of(b"shared");
+            // Held from day 0 to day 10 (collected), ran its last 2 minutes of day 0.
+            let old = build(&db, "alpha", "env", "python", Some(&lock), 0).await;
+            times(
+                &db,
+                &old,
+                (t0 - 180_000, t0 - 120_000, t0),
+                Some(t0 + 10 * DAY),
+            )
+            .await;
+            // Held from day 30 on, by alpha and beta.
+            let late = build(&db, "alpha", "late", "numpy", Some(&shared), 0).await;
+            times(
+                &db,
+                &late,
+                (
+                    t0 + 30 * DAY - 60_000,
+                    t0 + 30 * DAY - 60_000,
+                    t0 + 30 * DAY,
+                ),
+                None,
+            )
+            .await;
+            let copy = build(&db, "beta", "copy", "numpy", Some(&shared), 0).await;
+            times(
+                &db,
+                &copy,
+                (t0 + 40 * DAY - 1_000, t0 + 40 * DAY - 1_000, t0 + 40 * DAY),
+                None,
+            )
+            .await;
+            db.record_prefix_size(&lock, 1_000, 1).await.unwrap();
+            db.record_prefix_size(&shared, 300, 1).await.unwrap();
+
+            // Days 5 to 20: half of the first hold, none of the builds.
+            let report = db
+                .usage_report_for(period(t0 + 5 * DAY, t0 + 20 * DAY), |_, _| true)
+                .await
+                .unwrap();
+            let alpha = &row(&report, "alpha").figures;
+            assert_eq!(alpha.disk_byte_millis, 1_000 * i128::from(5 * DAY));
+            assert_eq!(
+                (alpha.builds, alpha.build_millis),
+                (BuildCounts::default(), 0)
+            );
+            assert_eq!(alpha.disk_bytes, 300, "disk on hand is today's");
+            assert_eq!(report.period, period(t0 + 5 * DAY, t0 + 20 * DAY));
+
+            // The minute before t0 up to day 35: the old build's last minute
+            // and the late one; the shared prefix in alpha from day 30, in
+            // totals once.
+            let report = db
+                .usage_report_for(period(t0 - 60_000, t0 + 35 * DAY), |_, _| true)
+                .await
+                .unwrap();
+            let alpha = &row(&report, "alpha").figures;
+            assert_eq!(alpha.builds.succeeded, 2);
+            assert_eq!(alpha.build_millis, 60_000 + 60_000);
+            assert_eq!(
+                alpha.disk_byte_millis,
+                1_000 * i128::from(10 * DAY) + 300 * i128::from(5 * DAY)
+            );
+            assert_eq!(row(&report, "beta").figures.builds, BuildCounts::default());
+            assert_eq!(report.totals.disk_byte_millis, alpha.disk_byte_millis);
+
+            // Up to now: beta's hold counts in beta and not twice in totals.
+            let report = db
+                .usage_report_for(period(t0 + 30 * DAY, now_millis() + DAY), |_, _| true)
+                .await
+                .unwrap();
+            let held = |figures: &UsageFigures| figures.disk_byte_millis / i128::from(DAY);
+            assert_eq!(held(&row(&report, "alpha").figures), 300 * 70);
+            assert_eq!(held(&row(&report, "beta").figures), 300 * 60);
+            assert_eq!(held(&report.totals), 300 * 70);
+
+            // A deleted build's row removed by garbage collection keeps its hold.
+            sqlx::query("UPDATE builds SET deleted_at = $2 WHERE id = $1")
+                .bind(&old)
+                .bind(t0 + 8 * DAY)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            assert_eq!(
+                db.purge_deleted(std::slice::from_ref(&old))
+                    .await
+                    .unwrap()
+                    .0,
+                1
+            );
+            assert!(db.build(&old).await.unwrap().is_none());
+            let report = db
+                .usage_report_for(period(t0 + 5 * DAY, t0 + 20 * DAY), |_, _| true)
+                .await
+                .unwrap();
+            assert_eq!(
+                row(&report, "alpha").figures.disk_byte_millis,
+                1_000 * i128::from(3 * DAY),
+                "held until it was deleted on day 8"
+            );
+            // All time: the figures as before periods, and the whole holds.
+            let report = db.usage_report(|_, _| true).await.unwrap();
+            assert_eq!(row(&report, "alpha").figures.builds.succeeded, 1);
+            assert_eq!(report.period, Period::default());
+            db.finish().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn downloads_are_counted_per_day_beside_the_all_time_counters() {
+        for db in databases().await {
+            let lock = ContentHash::of(b"lock");
+            build(&db, "alpha", "env", "python", Some(&lock), 10).await;
+            let counted_since = db.usage_report(|_, _| true).await.unwrap().counted_since;
+            assert!(
+                counted_since
+                    .is_some_and(|since| since <= now_millis() && since > now_millis() - DAY),
+                "the migration ran just now: {counted_since:?}"
+            );
+            for _ in 0..2 {
+                db.count_lockfile_download("alpha");
+            }
+            db.count_artifact_download(&lock);
+            db.flush_downloads().await.unwrap();
+            // Those were three days ago; today adds one of each.
+            for table in ["namespace_download_days", "lock_download_days"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET day = day - 3"
+                )))
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            }
+            db.count_lockfile_download("alpha");
+            db.count_artifact_download(&lock);
+            db.flush_downloads().await.unwrap();
+
+            let downloads = |report: &UsageReport| {
+                let figures = &row(report, "alpha").figures;
+                (figures.lockfile_downloads, figures.artifact_downloads)
+            };
+            let today = day_of(now_millis()) * DAY;
+            let report = db.usage_report(|_, _| true).await.unwrap();
+            assert_eq!(downloads(&report), (3, 2), "all time: the counters");
+            let report = db
+                .usage_report_for(period(today, today + DAY), |_, _| true)
+                .await
+                .unwrap();
+            assert_eq!(downloads(&report), (1, 1));
+            assert_eq!(report.totals.artifact_downloads, 1);
+            let report = db
+                .usage_report_for(period(today - 3 * DAY + 1, today - 2 * DAY), |_, _| true)
+                .await
+                .unwrap();
+            assert_eq!(
+                downloads(&report),
+                (2, 1),
+                "a day the period touches counts in full"
+            );
+            let report = db
+                .usage_report_for(period(today - 2 * DAY, today), |_, _| true)
+                .await
+                .unwrap();
+            assert_eq!(downloads(&report), (0, 0));
+            let since = Period {
+                since: Some(today - 10 * DAY),
+                until: None,
+            };
+            let report = db.usage_report_for(since, |_, _| true).await.unwrap();
+            assert_eq!(downloads(&report), (3, 2));
             db.finish().await;
         }
     }

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod resources;
+
+use resources::{BuildsCommand, ClientArgs, EnvCommand, NamespacesCommand, TokensCommand};
+
 #[derive(Parser)]
 #[command(
     name = "envstore",
@@ -39,7 +43,8 @@ pub enum Command {
     /// with --database and --store straight from the store.
     Materialize(MaterializeArgs),
     /// Submit an environment.yml (or .json) for NAMESPACE/NAME; with --wait,
-    /// follow the build and exit non-zero unless it succeeds.
+    /// follow the build and exit non-zero unless it succeeds (Ctrl-C stops
+    /// following, not the build).
     Submit {
         /// NAMESPACE/NAME
         environment: String,
@@ -83,15 +88,37 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Environments: list, show with history, rollback, delete, diff, spec.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Builds: show, log (--follow), cancel.
+    #[command(subcommand, visible_alias = "build")]
+    Builds(BuildsCommand),
+    /// Namespaces: list, create, delete, members, policy, visibility, quota.
+    #[command(subcommand, visible_alias = "ns")]
+    Namespaces(NamespacesCommand),
+    /// API tokens: create, list, revoke.
+    #[command(subcommand, visible_alias = "token")]
+    Tokens(TokensCommand),
+    /// Who the server takes you for: subject, roles, token and its expiry.
+    Whoami(ClientArgs),
     /// Jupyter kernels for the environments the server lists.
     #[command(subcommand)]
     Kernels(KernelsCommand),
     /// Print what each namespace you may see uses: disk (shared prefixes
-    /// marked), builds and their minutes, downloads, quotas and cost.
+    /// marked), builds and their minutes, downloads, quotas and cost, over
+    /// all time or a period (`--since 2026-11-01 --until 2026-12-01`).
     Usage {
         /// Only this namespace.
         #[arg(long, short = 'n')]
         namespace: Option<String>,
+        /// Start of the period (included): an RFC 3339 time or a date
+        /// (`2026-11-01`, its start in UTC) [default: the beginning].
+        #[arg(long)]
+        since: Option<String>,
+        /// End of the period (excluded), in the same forms [default: now].
+        #[arg(long)]
+        until: Option<String>,
         /// Print the server's JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -328,6 +355,10 @@ pub struct UsageArgs {
     /// Price of one minute of building [default: none, no build cost shown].
     #[arg(long, env = "ENVSTORE_PRICE_PER_BUILD_MINUTE", value_parser = parse_price)]
     pub price_per_build_minute: Option<f64>,
+    /// The ISO 4217 code of those prices (e.g. `EUR`), shown with every
+    /// cost; overrides `[usage] currency` [default: none named].
+    #[arg(long, env = "ENVSTORE_CURRENCY")]
+    pub currency: Option<envstore_core::usage::Currency>,
     /// Disk a namespace's prefixes may take (e.g. `50GiB`) unless a server
     /// admin set its quota [default: no limit].
     #[arg(long, env = "ENVSTORE_DEFAULT_MAX_DISK", value_name = "SIZE")]
@@ -350,11 +381,13 @@ fn parse_price(text: &str) -> Result<f64, String> {
 }
 
 impl UsageArgs {
-    pub fn config(&self) -> crate::config::UsageConfig {
+    /// The flags' settings over the config file's (`[usage]`).
+    pub fn config(&self, file: crate::config::UsageConfig) -> crate::config::UsageConfig {
         crate::config::UsageConfig {
             settings: envstore_api::UsageSettings {
                 price_per_gib_month: self.price_per_gib_month,
                 price_per_build_minute: self.price_per_build_minute,
+                currency: self.currency.or(file.settings.currency),
                 default_quota: envstore_db::Quota {
                     max_disk_bytes: self
                         .default_max_disk

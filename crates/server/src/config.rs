@@ -27,6 +27,28 @@ pub struct FileConfig {
     /// Limits every package is extracted under (`[packages]`).
     #[serde(default)]
     pub packages: envstore_link::PackageLimits,
+    /// How usage is shown (`[usage]`).
+    #[serde(default)]
+    pub usage: UsageFile,
+}
+
+/// `[usage]` of the config file.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageFile {
+    /// The ISO 4217 code of the prices (`currency = "EUR"`), shown with
+    /// every cost; `--currency` overrides it. A code that is not three
+    /// letters is refused when the file is read.
+    pub currency: Option<envstore_core::usage::Currency>,
+}
+
+impl UsageFile {
+    /// The usage settings the file gives, defaults elsewhere.
+    pub fn config(self) -> UsageConfig {
+        let mut config = UsageConfig::default();
+        config.settings.currency = self.currency;
+        config
+    }
 }
 
 /// `[event_streams]` of the config file; what is left out keeps its default.
@@ -286,6 +308,24 @@ mod tests {
         // The secret itself is refused in the file.
         let with_secret = example.replace("[oidc]\n", "[oidc]\nclient_secret = \"s3cret\"\n");
         assert!(toml::from_str::<FileConfig>(&with_secret).is_err());
+    }
+
+    #[test]
+    fn the_usage_currency_is_an_iso_code_from_the_file() {
+        let config: FileConfig = toml::from_str("[usage]\ncurrency = \"eur\"\n").unwrap();
+        let usage = config.usage.config();
+        assert_eq!(
+            usage.settings.currency.map(|currency| currency.to_string()),
+            Some("EUR".to_owned())
+        );
+        assert_eq!(FileConfig::default().usage.config().settings.currency, None);
+        for refused in [
+            "[usage]\ncurrency = \"euro\"\n",
+            "[usage]\ncurrency = \"€\"\n",
+            "[usage]\ncurency = \"EUR\"\n",
+        ] {
+            assert!(toml::from_str::<FileConfig>(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `envstore`: the conda environment build and artifact service.
 
+mod cli;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
                 config.bind = bind;
             }
             config.admin_token = args.admin_token;
-            config.usage = args.usage.config();
+            config.usage = args.usage.config(config.usage);
             let server = envstore_server::server::start(config).await?;
             if let Some(address) = server.local_addr {
                 println!("envstore listening on http://{address}");
@@ -47,17 +49,12 @@ async fn main() -> anyhow::Result<()> {
             file,
             wait,
             server,
-        } => {
-            let client = envstore_client::Client::new(&server.server, server.token)?;
-            let (body, json) = envstore_client::read_spec_file(&file)?;
-            let build_id = client.submit(&environment, body, json).await?;
-            println!("{build_id}");
-            if wait {
-                let build = client.follow(&build_id).await?;
-                envstore_client::build_outcome(&build)?;
-            }
-            Ok(())
-        }
+        } => cli::submit::run(&environment, &file, wait, server).await,
+        Command::Env(command) => cli::env::run(command).await,
+        Command::Builds(command) => cli::builds::run(command).await,
+        Command::Namespaces(command) => cli::namespaces::run(command).await,
+        Command::Tokens(command) => cli::tokens::run(command).await,
+        Command::Whoami(args) => cli::tokens::whoami(args).await,
         Command::Lock {
             environment,
             format,
@@ -101,11 +98,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Kernels(KernelsCommand::Sync(args)) => kernels_sync(args).await,
         Command::Usage {
             namespace,
+            since,
+            until,
             json,
             server,
         } => {
             let client = envstore_client::Client::new(&server.server, server.token)?;
-            let usage = client.usage(namespace.as_deref()).await?;
+            let usage = client
+                .usage(namespace.as_deref(), since.as_deref(), until.as_deref())
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&usage)?);
             } else {
@@ -194,7 +195,7 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         test_pause,
         policy: file.policy,
         oidc: file.oidc,
-        usage: envstore_server::config::UsageConfig::default(),
+        usage: file.usage.config(),
         limits: args.limits.config(),
         event_streams: file.event_streams.limits(),
         package_limits: args.packages.apply(file.packages),

@@ -163,6 +163,31 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Sends `body` (JSON, or nothing) and only checks that it succeeded:
+    /// for the API's answers without a body (204) or whose body the page
+    /// does not read.
+    pub(crate) async fn act(
+        &self,
+        session: &impl Credentials,
+        method: Method,
+        uri: &str,
+        json: Option<String>,
+    ) -> Result<(), UiError> {
+        let content_type = [(header::CONTENT_TYPE, "application/json")];
+        let (headers, body): (&[(header::HeaderName, &str)], Body) = match json {
+            Some(json) => (&content_type, Body::from(json)),
+            None => (&[], Body::empty()),
+        };
+        let response = self.call(session, method, uri, headers, body).await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(problem(response).await)
+        }
+    }
+}
+
 /// The answer's JSON when it succeeded, else the problem it reports.
 async fn decode<T: DeserializeOwned>(response: Response, uri: &str) -> Result<T, UiError> {
     if !response.status().is_success() {

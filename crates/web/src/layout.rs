@@ -6,6 +6,7 @@ use envstore_core::BuildStatus;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::links;
+use crate::roles;
 use crate::session::{Session, Visitor};
 
 /// The top-level sections, in the order the navigation shows them. A new
@@ -15,12 +16,17 @@ pub(crate) enum Section {
     #[default]
     None,
     Namespaces,
+    Packages,
     Usage,
+    Admin,
 }
 
-const NAVIGATION: &[(Section, &str, &str)] = &[
-    (Section::Namespaces, "Namespaces", "/ui/namespaces"),
-    (Section::Usage, "Usage", "/ui/usage"),
+/// The main navigation: (section, label, link, for server admins only).
+const NAVIGATION: &[(Section, &str, &str, bool)] = &[
+    (Section::Namespaces, "Namespaces", "/ui/namespaces", false),
+    (Section::Packages, "Packages", "/ui/packages", false),
+    (Section::Usage, "Usage", "/ui/usage", false),
+    (Section::Admin, "Admin", "/ui/admin", true),
 ];
 
 /// What the frame needs to know about the page around it.
@@ -78,17 +84,27 @@ pub(crate) fn page(
                     a.brand href=(links::namespaces()) { "envstore" }
                     nav.site-nav aria-label="Main" {
                         ul {
-                            @for (section, label, href) in NAVIGATION {
-                                li {
-                                    a href=(href) aria-current=[(chrome.section == *section).then_some("page")] { (label) }
+                            @for (section, label, href, admins_only) in NAVIGATION {
+                                @if !admins_only || roles::server_admin(chrome.session) {
+                                    li {
+                                        a href=(href) aria-current=[(chrome.section == *section).then_some("page")] { (label) }
+                                    }
                                 }
                             }
                         }
                     }
                     @if let Some(session) = chrome.session {
-                        form.sign-out method="post" action="/ui/sign-out" {
-                            (csrf_field(session))
-                            button type="submit" { "Sign out" }
+                        div.account {
+                            @if let Some(subject) = session.who().and_then(|who| who.subject.as_deref()) {
+                                span #signed-in-as {
+                                    "Signed in as " strong.subject { (subject) }
+                                    @if session.who().is_some_and(|who| who.server_admin) { " " span.badge { "server admin" } }
+                                }
+                            }
+                            form.sign-out method="post" action="/ui/sign-out" {
+                                (csrf_field(session))
+                                button type="submit" { "Sign out" }
+                            }
                         }
                     } @else {
                         @if let Some(next) = &chrome.sign_in_next {
@@ -154,6 +170,11 @@ pub(crate) fn duration(millis: i64) -> String {
         1000..60_000 => format!("{:.1} s", millis as f64 / 1000.0),
         _ => format!("{} min {} s", millis / 60_000, (millis % 60_000) / 1000),
     }
+}
+
+/// A size in human units (`1.0 GiB`).
+pub(crate) fn bytes(bytes: i64) -> String {
+    bytesize::ByteSize::b(u64::try_from(bytes).unwrap_or(0)).to_string()
 }
 
 /// Enough of a build id to tell builds apart on a page: its last 12
@@ -224,6 +245,38 @@ mod tests {
             "e2b8ad1f61fe"
         );
         assert_eq!(short_id("abc"), "abc");
+    }
+
+    #[test]
+    fn the_header_says_who_is_signed_in_and_offers_admins_their_pages() {
+        let who = |subject: &str, server_admin: bool| envstore_api_types::WhoAmI {
+            subject: Some(subject.to_owned()),
+            server_admin,
+            bindings: Vec::new(),
+            scopes: None,
+            token_id: None,
+            expires_at: None,
+        };
+        let render = |session: &Session| {
+            page(
+                "Namespaces",
+                Chrome::new(session, Section::Namespaces),
+                &[],
+                html! {},
+            )
+            .into_string()
+        };
+        let vera = render(&Session::new("t").identified(who("vera", false)));
+        assert!(
+            vera.contains("Signed in as <strong class=\"subject\">vera</strong>"),
+            "{vera}"
+        );
+        assert!(!vera.contains("/ui/admin"), "{vera}");
+        assert!(vera.contains("Sign out"));
+        let admin = render(&Session::new("t").identified(who("root", true)));
+        assert!(admin.contains("href=\"/ui/admin\"") && admin.contains("server admin"));
+        let unknown = render(&Session::new("t"));
+        assert!(!unknown.contains("Signed in as") && unknown.contains("Sign out"));
     }
 
     #[test]

@@ -16,7 +16,10 @@ mod error;
 mod layout;
 mod links;
 mod pages;
+mod roles;
 mod session;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -25,15 +28,18 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use envstore_api::AppState;
+use envstore_api_types::WhoAmI;
 
 pub use session::{LOGIN_COOKIE, SESSION_COOKIE};
 
 use crate::api::Api;
+use crate::session::{Identified, Session};
 
 /// The UI's router, to merge beside the API's: `/` and `/ui/...`. It has no
 /// fallback, so unknown paths still get the API's problem+json 404.
 pub fn router(app: AppState) -> Router {
     let policy = content_security_policy(&app);
+    let api = Api::new(app);
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
@@ -49,6 +55,26 @@ pub fn router(app: AppState) -> Router {
         .route("/ui/namespaces", get(pages::namespaces::show))
         .route("/ui/namespaces/{namespace}", get(pages::namespace::show))
         .route(
+            "/ui/namespaces/{namespace}/settings",
+            get(pages::settings::show),
+        )
+        .route(
+            "/ui/namespaces/{namespace}/settings/visibility",
+            post(pages::settings::set_visibility),
+        )
+        .route(
+            "/ui/namespaces/{namespace}/settings/members",
+            post(pages::settings::set_member),
+        )
+        .route(
+            "/ui/namespaces/{namespace}/settings/members/remove",
+            post(pages::settings::remove_member),
+        )
+        .route(
+            "/ui/namespaces/{namespace}/settings/policy",
+            post(pages::settings::set_policy),
+        )
+        .route(
             "/ui/namespaces/{namespace}/submit",
             get(pages::submit::form).post(pages::submit::submit),
         )
@@ -61,6 +87,10 @@ pub fn router(app: AppState) -> Router {
             post(pages::environment::make_current),
         )
         .route(
+            "/ui/namespaces/{namespace}/environments/{name}/delete",
+            post(pages::environment::delete),
+        )
+        .route(
             "/ui/namespaces/{namespace}/environments/{name}/lockfile",
             get(pages::downloads::current_lockfile),
         )
@@ -71,14 +101,43 @@ pub fn router(app: AppState) -> Router {
         .route("/ui/builds/{id}/packages", get(pages::packages::show))
         .route("/ui/diff", get(pages::diff::show))
         .route("/ui/usage", get(pages::usage::show))
+        .route("/ui/packages", get(pages::search::show))
+        .route("/ui/admin", get(pages::admin::index))
+        .route("/ui/admin/tokens", get(pages::admin::tokens))
+        .route("/ui/admin/tokens/revoke", post(pages::admin::revoke_token))
+        .route(
+            "/ui/admin/role-bindings",
+            get(pages::admin::role_bindings).post(pages::admin::set_role_binding),
+        )
+        .route("/ui/admin/namespaces", get(pages::admin::namespaces))
+        .route("/ui/admin/namespaces/quota", post(pages::admin::set_quota))
+        .route("/ui/admin/audit", get(pages::admin::audit))
         .route(
             "/ui/locks/{lock_hash}/{file}",
             get(pages::downloads::lock_artifact),
         )
         .route("/ui/static/style.css", get(style))
         .route("/ui/static/app.js", get(script))
+        .layer(middleware::from_fn_with_state(api.clone(), identify))
         .layer(middleware::from_fn_with_state(policy, security_headers))
-        .with_state(Api::new(app))
+        .with_state(api)
+}
+
+/// Asks the API who a request's session is (`GET /api/v1/whoami`) before
+/// its page runs, so every page can say who is signed in and offer only
+/// the actions the roles allow. A token the API refuses is left for the
+/// page's own call to turn into a new sign-in.
+async fn identify(State(api): State<Api>, mut request: Request, next: Next) -> Response {
+    let static_asset = request.uri().path().starts_with("/ui/static/");
+    if !static_asset && let Some(session) = Session::from_headers(request.headers()) {
+        match api.get::<WhoAmI>(&session, "/api/v1/whoami").await {
+            Ok(who) => {
+                request.extensions_mut().insert(Identified(Arc::new(who)));
+            }
+            Err(error) => tracing::debug!(%error, "the session's token was not recognised"),
+        }
+    }
+    next.run(request).await
 }
 
 const STYLE: &str = include_str!("../static/style.css");

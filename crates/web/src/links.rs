@@ -89,6 +89,24 @@ pub(crate) fn usage() -> String {
     "/ui/usage".to_owned()
 }
 
+/// A namespace's members, visibility, policy and quota.
+pub(crate) fn settings(namespace: &str) -> String {
+    format!("/ui/namespaces/{}/settings", segment(namespace))
+}
+
+/// The package search: which environments hold a package.
+pub(crate) fn package_search(name: Option<&str>, prefix: bool) -> String {
+    with_query(
+        "/ui/packages",
+        &[("name", name), ("prefix", prefix.then_some("true"))],
+    )
+}
+
+/// The server admins' pages: `tokens`, `role-bindings`, `namespaces`, `audit`.
+pub(crate) fn admin(page: &str) -> String {
+    format!("/ui/admin/{page}")
+}
+
 pub(crate) fn lock_artifact(lock_hash: &str, file: &str) -> String {
     format!("/ui/locks/{}/{}", segment(lock_hash), segment(file))
 }
@@ -111,6 +129,12 @@ pub(crate) mod api {
 
     pub(crate) fn build(id: &str) -> String {
         format!("/api/v1/builds/{}", segment(id))
+    }
+
+    /// Its members, visibility, policy or quota: `part` is the path's last
+    /// segment.
+    pub(crate) fn namespace_part(namespace: &str, part: &str) -> String {
+        format!("{}/{part}", self::namespace(namespace))
     }
 
     /// The spec text a build was submitted with.

@@ -15,10 +15,13 @@
 //! This module depends on nothing else in the crate: the extractor works
 //! with any router state, and its errors become pages in `error`.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use envstore_api_types::WhoAmI;
 use sha2::{Digest, Sha256};
 
 /// The name of the session cookie.
@@ -45,6 +48,13 @@ pub(crate) enum SessionError {
     Refused(String),
 }
 
+/// Who the API took a request's session for (`GET /api/v1/whoami`), as
+/// the UI's middleware found out before the page ran; pages read it from
+/// the [`Session`] to say who is signed in and to offer only the actions
+/// the roles allow.
+#[derive(Clone, Debug)]
+pub(crate) struct Identified(pub(crate) Arc<WhoAmI>);
+
 /// A signed-in person: the token every API call of theirs carries.
 #[derive(Clone)]
 pub(crate) struct Session {
@@ -52,6 +62,8 @@ pub(crate) struct Session {
     token: String,
     /// The page asked for (GET only), to come back to after signing in again.
     next: Option<String>,
+    /// Who the API takes the token for, when it was asked.
+    who: Option<Arc<WhoAmI>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -67,6 +79,22 @@ impl Session {
             nonce: uuid::Uuid::new_v4().simple().to_string(),
             token: token.to_owned(),
             next: None,
+            who: None,
+        }
+    }
+
+    /// Who the API takes the session's token for (None: not asked, or the
+    /// token no longer works).
+    pub(crate) fn who(&self) -> Option<&WhoAmI> {
+        self.who.as_deref()
+    }
+
+    /// The session, taken by the API for `who`.
+    #[cfg(test)]
+    pub(crate) fn identified(self, who: WhoAmI) -> Self {
+        Self {
+            who: Some(Arc::new(who)),
+            ..self
         }
     }
 
@@ -90,6 +118,7 @@ impl Session {
             nonce: nonce.to_owned(),
             token: token.to_owned(),
             next: None,
+            who: None,
         })
     }
 
@@ -213,6 +242,14 @@ pub(crate) fn served_over_https(headers: &HeaderMap) -> bool {
     forwarded_proto || forwarded
 }
 
+/// The identity the middleware put on the request, if any.
+fn identified(parts: &Parts) -> Option<Arc<WhoAmI>> {
+    parts
+        .extensions
+        .get::<Identified>()
+        .map(|identified| identified.0.clone())
+}
+
 /// The page a GET asked for, to come back to after signing in (a form's
 /// page only for a POST, since what it sent is lost).
 fn asked_for(parts: &Parts) -> Option<String> {
@@ -234,7 +271,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let next = asked_for(parts);
         match Self::from_headers(&parts.headers) {
-            Some(session) => Ok(Self { next, ..session }),
+            Some(session) => Ok(Self {
+                next,
+                who: identified(parts),
+                ..session
+            }),
             None => Err(SessionError::SignIn { next }),
         }
     }
@@ -268,6 +309,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Visitor {
         Ok(Self {
             session: Session::from_headers(&parts.headers).map(|session| Session {
                 next: next.clone(),
+                who: identified(parts),
                 ..session
             }),
             next,

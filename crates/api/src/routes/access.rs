@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use envstore_api_types::{
     AuditEntry, AuditPage, Member, MemberRole, MemberSet, Members, NewToken as NewTokenRequest,
     RoleBinding, RoleBindingSet, RoleBindings, SetRoleBinding, TokenCreated, TokenView, Tokens,
+    WhoAmI,
 };
 use envstore_core::{NamespacePattern, Role, narrow_scopes, validate_subject};
 use envstore_db::{DbError, NewToken, TokenRecord};
@@ -126,14 +127,23 @@ pub async fn create_token(
     ))
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct TokensQuery {
+    /// Server admins: the tokens of every subject.
+    #[serde(default)]
+    all: bool,
+}
+
 /// The caller's own tokens (never their values). A scoped token sees only
 /// itself and the tokens minted from it, not its subject's other tokens.
+/// With `?all=true`, server admins get the tokens of every subject.
 #[utoipa::path(
     get,
     path = "/api/v1/tokens",
     tag = "access",
+    params(("all" = Option<bool>, Query, description = "Server admins: the tokens of every subject.")),
     responses(
-        (status = 200, description = "The caller's tokens, never their values.", body = Tokens),
+        (status = 200, description = "The caller's tokens (with `all=true`, everyone's), never their values.", body = Tokens),
         crate::openapi::SignedIn
     ),
     security(("bearer" = []))
@@ -141,15 +151,49 @@ pub async fn create_token(
 pub async fn list_tokens(
     State(app): State<AppState>,
     caller: Caller,
+    axum::extract::Query(query): axum::extract::Query<TokensQuery>,
 ) -> Result<Json<Tokens>, ApiError> {
     let subject = caller.subject()?;
     let tokens = match (&caller.grants.scopes, &caller.token_id) {
+        _ if query.all => {
+            caller.require_server_admin()?;
+            let mut tokens = Vec::new();
+            for subject in app.db.token_subjects().await? {
+                tokens.extend(app.db.tokens_of(&subject).await?);
+            }
+            tokens
+        }
         (Some(_), Some(own)) => app.db.token_lineage(own).await?,
         _ => app.db.tokens_of(subject).await?,
     };
     Ok(Json(Tokens {
         tokens: tokens.into_iter().map(token_view).collect(),
     }))
+}
+
+/// Who the caller is, and what its credential lets it do: its subject, its
+/// role bindings, the scopes a token is narrowed to and when it expires.
+/// Anonymous callers get an answer too (no subject, nothing bound), so a
+/// client can tell "not signed in" from "signed in with no roles".
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    tag = "access",
+    responses(
+        (status = 200, description = "The caller as the server sees it.", body = WhoAmI),
+        (status = 401, description = "A credential was presented and is unknown, expired or revoked.", body = crate::openapi::Problem, content_type = "application/problem+json")
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        server_admin: caller.is_server_admin(),
+        subject: caller.subject,
+        bindings: caller.grants.bindings,
+        scopes: caller.grants.scopes,
+        token_id: caller.token_id,
+        expires_at: caller.expires_at,
+    })
 }
 
 /// Revokes one of the caller's tokens (server admins: anyone's; a scoped

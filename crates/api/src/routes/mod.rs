@@ -6,6 +6,7 @@ mod kernels;
 mod lockfiles;
 mod locks;
 mod namespaces;
+mod packages;
 mod solve;
 mod usage;
 
@@ -99,12 +100,14 @@ pub(crate) fn table() -> RouteTable {
         .routes(observed(routes!(locks::get_lock_artifact)))
         .routes(observed(routes!(locks::get_packed_prefix)))
         .routes(observed(routes!(access::list_tokens)))
+        .routes(observed(routes!(access::whoami)))
         .routes(observed(routes!(access::create_token)))
         .routes(observed(routes!(access::revoke_token)))
         .routes(observed(routes!(access::list_role_bindings)))
         .routes(observed(routes!(access::set_role_binding)))
         .routes(observed(routes!(access::list_audit)))
         .routes(observed(routes!(kernels::list_kernels)))
+        .routes(observed(routes!(packages::search_packages)))
         .split_for_parts();
     let routes = document
         .paths
@@ -130,7 +133,13 @@ pub fn routes() -> Vec<(Method, String)> {
 
 /// The API's router.
 pub fn router(state: AppState) -> Router {
-    crate::observe::observe(table().router.fallback(not_found)).with_state(state)
+    // Refused changes go to the audit log (bounded: see audit_denied).
+    let denied = axum::middleware::from_fn_with_state(
+        crate::audit_denied::DeniedAudit::new(state.clone()),
+        crate::audit_denied::record,
+    );
+    crate::observe::observe(table().router.route_layer(denied).fallback(not_found))
+        .with_state(state)
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {

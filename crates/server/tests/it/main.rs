@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // helpers outside #[test] unwrap too
 
 mod backup;
+mod cli;
 mod client;
 mod dependencies;
 mod deploy;

@@ -1,4 +1,5 @@
-//! A build: its status and phases, its log (followed live while it runs),
+//! A build: its status and phases, its log (followed live while it runs,
+//! with the download's progress, until the page shows its final state),
 //! its lockfiles and a link to its packages.
 
 use axum::Form;
@@ -9,13 +10,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use envstore_api_types::{BuildCancelled, BuildView};
+use envstore_api_types::{BuildCancelled, BuildStatus, BuildView, PhaseView, Role};
 
 use crate::api::{self, Api};
 use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
 use crate::pages::downloads;
+use crate::roles;
 use crate::session::{Session, Visitor};
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,46 +47,27 @@ pub(crate) async fn show(
         Some("cancelling") => Some("The build is being cancelled."),
         _ => None,
     };
-    let current_phase = build.phases.last();
+    let may_cancel = live && roles::may(visitor.session(), &build.namespace, Role::Developer);
+    // The parts with an id are what the page's script fetches again while
+    // the build runs and once it ends, so the page shows its final state
+    // without a reload.
     let body = html! {
         @if let Some(notice) = notice { (layout::notice(notice)) }
-        dl.facts {
-            dt { "Environment" }
-            dd { a href=(links::environment(&build.namespace, &build.environment)) { (build.namespace) "/" (build.environment) } }
-            dt { "Status" }
-            dd #build-status role="status" aria-live="polite" { (layout::status(build.status)) }
-            dt { "Phase" }
-            dd #build-phase {
-                @if let Some(phase) = current_phase {
-                    (phase.phase) @if let Some(detail) = &phase.detail { " (" (detail) ")" }
-                } @else { "not started" }
-            }
-            dt { "Submitted" } dd { (layout::time(build.created_at)) }
-            @if let Some(started) = build.started_at { dt { "Started" } dd { (layout::time(started)) } }
-            @if let Some(finished) = build.finished_at { dt { "Finished" } dd { (layout::time(finished)) } }
-            @if let Some(lock_hash) = &build.lock_hash {
-                dt { "Lock hash" } dd { code { (lock_hash) } }
-                dt { "Reused" }
-                dd {
-                    @match (build.reused.lock, build.reused.prefix) {
-                        (_, true) => "the lock and its installed prefix: nothing was downloaded or linked",
-                        (true, false) => "the lock (the prefix was installed anew)",
-                        (false, false) => "nothing: a new lock, installed anew",
-                    }
+        (facts(&build))
+        div #build-actions {
+            @if let (true, Some(session)) = (may_cancel, visitor.session()) {
+                form #cancel-form.inline method="post" action={ (links::build(&build.id)) "/cancel" } {
+                    (layout::csrf_field(session))
+                    button type="submit" { "Cancel the build" }
                 }
             }
-            dt { "Build id" } dd { code { (build.id) } }
         }
-        @if let (false, Some(session)) = (build.status.is_final(), visitor.session()) {
-            form #cancel-form.inline method="post" action={ (links::build(&build.id)) "/cancel" } {
-                (layout::csrf_field(session))
-                button type="submit" { "Cancel the build" }
-            }
-        }
-        @if let Some(error) = &build.error {
-            section aria-labelledby="error-heading" {
-                h2 #error-heading { "Error" }
-                pre.error-text { (error) }
+        div #build-error {
+            @if let Some(error) = &build.error {
+                section aria-labelledby="error-heading" {
+                    h2 #error-heading { "Error" }
+                    pre.error-text { (error) }
+                }
             }
         }
         @if let Some(spec) = &build.spec {
@@ -96,43 +79,26 @@ pub(crate) async fn show(
                 pre.spec { (spec.to_environment_yaml(&build.environment)) }
             }
         }
-        section aria-labelledby="phases-heading" {
-            h2 #phases-heading { "Phases" }
-            @if build.phases.is_empty() {
-                p { "No phase has started yet." }
-            } @else {
-                table {
-                    thead { tr { th scope="col" { "Phase" } th scope="col" { "Started" } th scope="col" { "Took" } th scope="col" { "Detail" } } }
-                    tbody {
-                        @for phase in &build.phases {
-                            tr {
-                                th scope="row" { (phase.phase) }
-                                td { (layout::time(phase.started_at)) }
-                                td { @match phase.duration_ms { Some(ms) => (layout::duration(ms)), None => "running" } }
-                                td { (phase.detail.as_deref().unwrap_or("")) }
-                            }
-                        }
-                    }
+        (phases(&build))
+        div #build-files {
+            @if let Some(lock_hash) = &build.lock_hash {
+                section aria-labelledby="files-heading" {
+                    h2 #files-heading { "Lockfiles" }
+                    (downloads::build_links(lock_hash, &build.links))
+                    p { a href=(links::packages(&build.id)) { "The packages of this build" } }
                 }
-            }
-        }
-        @if let Some(lock_hash) = &build.lock_hash {
-            section aria-labelledby="files-heading" {
-                h2 #files-heading { "Lockfiles" }
-                (downloads::build_links(lock_hash, &build.links))
-                p { a href=(links::packages(&build.id)) { "The packages of this build" } }
             }
         }
         section aria-labelledby="log-heading" {
             h2 #log-heading { "Log" }
             @if live {
                 p #log-notice.hint {
-                    "The log follows the build as it runs. "
-                    a href=(links::build(&build.id)) { "Reload the page" } " to see the build's result once it ends."
+                    "The log and the phases follow the build as it runs, to its end."
                 }
                 noscript {
                     p { "Following the log live needs JavaScript. " a href={ (links::build(&build.id)) "/log" } { "Read the log so far" } "." }
                 }
+                (progress_box())
             }
             pre #log tabindex="0" aria-label="Build log" data-events=[live.then(|| format!("{}/events", links::build(&build.id)))] { (log) }
             p { a href={ (links::build(&build.id)) "/log" } { "The log as plain text" } }
@@ -153,6 +119,109 @@ pub(crate) async fn show(
         &trail,
         body,
     ))
+}
+
+/// How far a phase got: finished, still running, or the one the build
+/// failed or was cancelled in (its last).
+fn phase_state(phase: &PhaseView, last: bool, status: BuildStatus) -> &'static str {
+    match status {
+        BuildStatus::Failed if last => "failed",
+        BuildStatus::Cancelled if last => "cancelled",
+        _ if phase.finished_at.is_some() || phase.duration_ms.is_some() => "finished",
+        BuildStatus::Queued | BuildStatus::Running => "running",
+        BuildStatus::Failed | BuildStatus::Cancelled | BuildStatus::Succeeded => "finished",
+    }
+}
+
+/// The build's facts: where it belongs, its state and phase, its times.
+fn facts(build: &BuildView) -> Markup {
+    let current_phase = build.phases.last();
+    html! {
+        dl #build-facts.facts data-status=(build.status) {
+            dt { "Environment" }
+            dd { a href=(links::environment(&build.namespace, &build.environment)) { (build.namespace) "/" (build.environment) } }
+            dt { "Status" }
+            dd #build-status role="status" aria-live="polite" { (layout::status(build.status)) }
+            dt { "Phase" }
+            dd #build-phase {
+                @if let Some(phase) = current_phase {
+                    (phase.phase)
+                    @let state = phase_state(phase, true, build.status);
+                    @if state != "running" { " — " (state) }
+                    @if let Some(detail) = &phase.detail { " (" (detail) ")" }
+                } @else if build.status.is_final() { "none: the build ended before its first phase" }
+                @else { "not started" }
+            }
+            dt { "Submitted" } dd { (layout::time(build.created_at)) }
+            @if let Some(started) = build.started_at { dt { "Started" } dd { (layout::time(started)) } }
+            @if let Some(finished) = build.finished_at { dt { "Finished" } dd { (layout::time(finished)) } }
+            @if let Some(lock_hash) = &build.lock_hash {
+                dt { "Lock hash" } dd { code { (lock_hash) } }
+                dt { "Reused" }
+                dd {
+                    @match (build.reused.lock, build.reused.prefix) {
+                        (_, true) => "the lock and its installed prefix: nothing was downloaded or linked",
+                        (true, false) => "the lock (the prefix was installed anew)",
+                        (false, false) => "nothing: a new lock, installed anew",
+                    }
+                }
+            }
+            dt { "Build id" } dd { code { (build.id) } }
+        }
+    }
+}
+
+/// The phases as far as they got, each with its state.
+fn phases(build: &BuildView) -> Markup {
+    html! {
+        section #phases aria-labelledby="phases-heading" data-phases=(build.phases.len()) {
+            h2 #phases-heading { "Phases" }
+            @if build.phases.is_empty() {
+                @if build.status.is_final() {
+                    p { "The build " (build.status) " before any phase started." }
+                } @else {
+                    p { "No phase has started yet." }
+                }
+            } @else {
+                table {
+                    thead { tr { th scope="col" { "Phase" } th scope="col" { "Started" } th scope="col" { "Took" } th scope="col" { "Detail" } } }
+                    tbody {
+                        @for (index, phase) in build.phases.iter().enumerate() {
+                            @let state = phase_state(phase, index + 1 == build.phases.len(), build.status);
+                            tr data-phase=(phase.phase) data-state=(state) {
+                                th scope="row" { (phase.phase) }
+                                td { (layout::time(phase.started_at)) }
+                                td {
+                                    @match (phase.duration_ms, state) {
+                                        (Some(ms), "finished") => (layout::duration(ms)),
+                                        (Some(ms), stopped) => { (layout::duration(ms)) ", " strong { (stopped) } }
+                                        (None, "running") => "running",
+                                        (None, "finished") => "—",
+                                        (None, stopped) => strong { (stopped) },
+                                    }
+                                }
+                                td { (phase.detail.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where the script shows the download's progress: bytes (in human units)
+/// and packages, cached and downloaded, from the stream's `progress`
+/// events; hidden until the first one.
+fn progress_box() -> Markup {
+    html! {
+        div #download-progress.progress hidden {
+            label for="download-bar" { "Downloading packages" }
+            progress #download-bar max="1" value="0" {}
+            p #download-text.hint {}
+            p #link-text.hint {}
+        }
+    }
 }
 
 /// The build's log as the API serves it (published, or live so far).
@@ -248,4 +317,68 @@ pub(crate) async fn cancel(
         &links::build(&id),
         &[("notice", Some("cancelling"))],
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(finished: bool) -> PhaseView {
+        PhaseView {
+            phase: envstore_api_types::BuildPhase::Solving,
+            started_at: 1,
+            finished_at: finished.then_some(2),
+            duration_ms: finished.then_some(1),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn phases_end_with_their_build() {
+        assert_eq!(
+            phase_state(&phase(false), true, BuildStatus::Running),
+            "running"
+        );
+        assert_eq!(
+            phase_state(&phase(true), false, BuildStatus::Running),
+            "finished"
+        );
+        assert_eq!(
+            phase_state(&phase(false), true, BuildStatus::Failed),
+            "failed"
+        );
+        assert_eq!(
+            phase_state(&phase(true), true, BuildStatus::Failed),
+            "failed"
+        );
+        assert_eq!(
+            phase_state(&phase(true), false, BuildStatus::Failed),
+            "finished"
+        );
+        assert_eq!(
+            phase_state(&phase(false), true, BuildStatus::Cancelled),
+            "cancelled"
+        );
+        assert_eq!(
+            phase_state(&phase(false), true, BuildStatus::Succeeded),
+            "finished"
+        );
+    }
+
+    #[test]
+    fn a_finished_build_shows_no_running_phase() {
+        let build: BuildView = serde_json::from_value(serde_json::json!({
+            "id": "b1", "namespace": "team", "environment": "env", "status": "failed",
+            "spec_hash": "s", "lock_hash": null, "reused": { "lock": false, "prefix": false },
+            "phases": [{ "phase": "solving", "started_at": 1, "finished_at": null, "duration_ms": null, "detail": null }],
+            "error": "unsolvable", "created_at": 1, "started_at": 1, "finished_at": 2,
+            "links": {}
+        }))
+        .expect("a build view");
+        let html = phases(&build).into_string();
+        assert!(html.contains("data-state=\"failed\""), "{html}");
+        assert!(!html.contains("running"), "{html}");
+        let facts = facts(&build).into_string();
+        assert!(facts.contains("solving — failed"), "{facts}");
+    }
 }

@@ -1,12 +1,14 @@
 //! What changed in the packages between two builds, per platform: added,
 //! removed, and changed (another version or build of the same package).
+//! The computation is `envstore_api_types::diff`, shared with the CLI.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use envstore_api_types::diff::{Change, PlatformDiff, diff};
 use envstore_api_types::{BuildView, LockedPackage};
 
 use crate::api::Api;
@@ -19,75 +21,6 @@ use crate::session::Visitor;
 pub(crate) struct DiffQuery {
     from: Option<String>,
     to: Option<String>,
-}
-
-/// One package's change between two locks of one platform.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Change<'a> {
-    Added(&'a LockedPackage),
-    Removed(&'a LockedPackage),
-    Changed {
-        from: &'a LockedPackage,
-        to: &'a LockedPackage,
-    },
-}
-
-impl Change<'_> {
-    fn name(&self) -> &str {
-        match self {
-            Self::Added(package) | Self::Removed(package) => &package.name,
-            Self::Changed { to, .. } => &to.name,
-        }
-    }
-}
-
-/// The changes from `from` to `to` for each platform either has, by package
-/// name, with the number of packages left as they were.
-pub(crate) fn diff<'a>(
-    from: &'a BTreeMap<String, Vec<LockedPackage>>,
-    to: &'a BTreeMap<String, Vec<LockedPackage>>,
-) -> BTreeMap<&'a str, (Vec<Change<'a>>, usize)> {
-    let platforms: BTreeSet<&str> = from.keys().chain(to.keys()).map(String::as_str).collect();
-    platforms
-        .into_iter()
-        .map(|platform| {
-            let by_name =
-                |lock: &'a BTreeMap<String, Vec<LockedPackage>>| -> BTreeMap<&'a str, &'a LockedPackage> {
-                    lock.get(platform)
-                        .map(|packages| {
-                            packages
-                                .iter()
-                                .map(|package| (package.name.as_str(), package))
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                };
-            let (before, after) = (by_name(from), by_name(to));
-            let mut changes = Vec::new();
-            let mut unchanged = 0;
-            for (name, old) in &before {
-                match after.get(name) {
-                    None => changes.push(Change::Removed(old)),
-                    Some(new)
-                        if old.version != new.version
-                            || old.build != new.build
-                            || old.url != new.url =>
-                    {
-                        changes.push(Change::Changed { from: old, to: new });
-                    }
-                    Some(_) => unchanged += 1,
-                }
-            }
-            changes.extend(
-                after
-                    .iter()
-                    .filter(|(name, _)| !before.contains_key(*name))
-                    .map(|(_, new)| Change::Added(new)),
-            );
-            changes.sort_by(|a, b| a.name().cmp(b.name()));
-            (platform, (changes, unchanged))
-        })
-        .collect()
 }
 
 pub(crate) async fn show(
@@ -130,16 +63,17 @@ pub(crate) async fn show(
     ))
 }
 
-fn changes(platforms: &BTreeMap<&str, (Vec<Change<'_>>, usize)>) -> Markup {
+fn changes(platforms: &BTreeMap<&str, PlatformDiff<'_>>) -> Markup {
     let describe = |package: &LockedPackage| format!("{} ({})", package.version, package.build);
     html! {
-        @for (platform, (changes, unchanged)) in platforms {
+        @for (platform, platform_diff) in platforms {
+            @let (changes, unchanged) = (&platform_diff.changes, platform_diff.unchanged);
             @let count = |kind: fn(&Change<'_>) -> bool| changes.iter().filter(|change| kind(change)).count();
             section aria-labelledby={ "diff-" (platform) } {
                 h2 id={ "diff-" (platform) } { (platform) }
                 p.summary {
-                    (count(|change| matches!(change, Change::Added(_)))) " added, "
-                    (count(|change| matches!(change, Change::Removed(_)))) " removed, "
+                    (count(|change| matches!(change, Change::Added { .. }))) " added, "
+                    (count(|change| matches!(change, Change::Removed { .. }))) " removed, "
                     (count(|change| matches!(change, Change::Changed { .. }))) " changed, "
                     (unchanged) " unchanged."
                 }
@@ -149,13 +83,13 @@ fn changes(platforms: &BTreeMap<&str, (Vec<Change<'_>>, usize)>) -> Markup {
                         tbody {
                             @for change in changes {
                                 @match change {
-                                    Change::Added(package) => tr.added data-change="added" {
+                                    Change::Added { package } => tr.added data-change="added" {
                                         td { span aria-hidden="true" { "+ " } "added" }
                                         th scope="row" { (package.name) }
                                         td { "—" }
                                         td { (describe(package)) }
                                     },
-                                    Change::Removed(package) => tr.removed data-change="removed" {
+                                    Change::Removed { package } => tr.removed data-change="removed" {
                                         td { span aria-hidden="true" { "− " } "removed" }
                                         th scope="row" { (package.name) }
                                         td { (describe(package)) }
@@ -221,12 +155,12 @@ mod tests {
         )]);
         let changes = diff(&from, &to);
         let linux: Vec<(String, &str)> = changes["linux-64"]
-            .0
+            .changes
             .iter()
             .map(|change| {
                 let kind = match change {
-                    Change::Added(_) => "added",
-                    Change::Removed(_) => "removed",
+                    Change::Added { .. } => "added",
+                    Change::Removed { .. } => "removed",
                     Change::Changed { .. } => "changed",
                 };
                 (change.name().to_owned(), kind)
@@ -240,11 +174,21 @@ mod tests {
                 ("python".to_owned(), "changed")
             ]
         );
-        assert_eq!(changes["linux-64"].1, 1, "six is unchanged");
+        assert_eq!(changes["linux-64"].unchanged, 1, "six is unchanged");
         assert_eq!(
-            changes["osx-arm64"].0,
-            [Change::Removed(&from["osx-arm64"][0])]
+            changes["osx-arm64"].changes,
+            [Change::Removed {
+                package: &from["osx-arm64"][0]
+            }]
         );
-        assert!(diff(&to, &to)["linux-64"].0.is_empty());
+        assert!(diff(&to, &to)["linux-64"].changes.is_empty());
+        // The page shows each change as a row of its kind, and the counts.
+        let page = super::changes(&changes).into_string();
+        assert_eq!(page.matches(r#"data-change="changed""#).count(), 2);
+        assert_eq!(page.matches(r#"data-change="added""#).count(), 1);
+        assert!(
+            page.contains("1 added, 0 removed, 2 changed, 1 unchanged."),
+            "{page}"
+        );
     }
 }

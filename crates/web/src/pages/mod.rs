@@ -1,5 +1,6 @@
 //! One module per page (or small family of pages).
 
+pub(crate) mod admin;
 pub(crate) mod build;
 pub(crate) mod diff;
 pub(crate) mod downloads;
@@ -8,6 +9,8 @@ pub(crate) mod namespace;
 pub(crate) mod namespaces;
 pub(crate) mod oidc;
 pub(crate) mod packages;
+pub(crate) mod search;
+pub(crate) mod settings;
 pub(crate) mod sign_in;
 pub(crate) mod submit;
 pub(crate) mod usage;

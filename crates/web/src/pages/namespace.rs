@@ -1,29 +1,49 @@
-//! The environments of a namespace.
+//! The environments of a namespace; its members, visibility and policy are
+//! on its settings page (`settings`).
 
 use axum::extract::{Path, Query, State};
 use maud::{Markup, html};
 
-use envstore_api_types::EnvironmentsPage;
+use envstore_api_types::{EnvironmentsPage, Role};
+use serde::Deserialize;
 
 use crate::api::Api;
 use crate::error::UiError;
 use crate::layout::{self, Chrome, Section};
 use crate::links;
 use crate::pages::ListQuery;
+use crate::roles;
 use crate::session::Visitor;
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct NamespaceQuery {
+    #[serde(flatten)]
+    list: ListQuery,
+    /// What was just done here, to confirm it.
+    notice: Option<String>,
+}
 
 pub(crate) async fn show(
     State(api): State<Api>,
     visitor: Visitor,
     Path(namespace): Path<String>,
-    Query(query): Query<ListQuery>,
+    Query(NamespaceQuery {
+        list: query,
+        notice,
+    }): Query<NamespaceQuery>,
 ) -> Result<Markup, UiError> {
     let path = format!("{}/environments", links::api::namespace(&namespace));
     let page: EnvironmentsPage = api.get(&visitor, &query.api_path(&path)).await?;
     let here = links::namespace(&namespace);
     let body = html! {
-        @if visitor.session().is_some() {
-            p.actions { a.button href=(links::submit(&namespace)) { "New environment" } }
+        @if notice.as_deref() == Some("deleted") {
+            (layout::notice("The environment was deleted."))
+        }
+        p.actions {
+            @if roles::may(visitor.session(), &namespace, Role::Developer) {
+                a.button #new-environment href=(links::submit(&namespace)) { "New environment" } " "
+            }
+            a #settings-link href=(links::settings(&namespace)) { "Members, visibility and policy" }
         }
         (layout::search(&here, "Search environments by name", query.q()))
         @if page.environments.is_empty() {

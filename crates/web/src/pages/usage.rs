@@ -1,9 +1,11 @@
 //! What the namespaces one may see use (disk, builds, downloads and, when
-//! the server has prices, what that costs), beside each namespace's quotas
-//! and how close it is to them: the page a team lead or an admin reads.
+//! the server has prices, what that costs, in its currency), over all time
+//! or a period picked in a form, beside each namespace's quotas and how
+//! close it is to them: the page a team lead or an admin reads.
 
 use axum::extract::{Query, State};
 use bytesize::ByteSize;
+use envstore_api_types::usage::format_time;
 use envstore_api_types::{NamespaceUsage, Prices, SharedPrefix, UsageFigures, UsageTable};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -21,6 +23,64 @@ const NEAR_PERCENT: i64 = 80;
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct UsageQuery {
     q: Option<String>,
+    /// The period, passed on to the API as given (it checks them).
+    since: Option<String>,
+    until: Option<String>,
+}
+
+impl UsageQuery {
+    fn since(&self) -> Option<&str> {
+        self.since
+            .as_deref()
+            .map(str::trim)
+            .filter(|since| !since.is_empty())
+    }
+
+    fn until(&self) -> Option<&str> {
+        self.until
+            .as_deref()
+            .map(str::trim)
+            .filter(|until| !until.is_empty())
+    }
+
+    /// The API's usage path, with the period when one is asked for.
+    fn api_path(&self) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [("since", self.since()), ("until", self.until())] {
+            if let Some(value) = value {
+                query.append_pair(name, value);
+            }
+        }
+        match query.finish() {
+            query if query.is_empty() => "/api/v1/usage".to_owned(),
+            query => format!("/api/v1/usage?{query}"),
+        }
+    }
+}
+
+/// The form that picks the period (dates, UTC; the end excluded), keeping
+/// the search.
+fn period_form(query: &UsageQuery) -> Markup {
+    let here = links::usage();
+    html! {
+        form.period method="get" action=(here) aria-label="Period" {
+            @if let Some(q) = query.q.as_deref().filter(|q| !q.trim().is_empty()) {
+                input type="hidden" name="q" value=(q);
+            }
+            label for="since" { "From" }
+            " "
+            input #since type="date" name="since" value=[query.since()];
+            " "
+            label for="until" { "until (not included)" }
+            " "
+            input #until type="date" name="until" value=[query.until()];
+            " "
+            button type="submit" { "Show this period" }
+            @if query.since().is_some() || query.until().is_some() {
+                " " a href=(here) { "All time" }
+            }
+        }
+    }
 }
 
 pub(crate) async fn show(
@@ -28,7 +88,29 @@ pub(crate) async fn show(
     session: Session,
     Query(query): Query<UsageQuery>,
 ) -> Result<Markup, UiError> {
-    let table: UsageTable = api.get(&session, "/api/v1/usage").await?;
+    let table: UsageTable = match api.get(&session, &query.api_path()).await {
+        Ok(table) => table,
+        // A period the API refuses: the form again, with why.
+        Err(UiError::Problem(problem)) if problem.status == 400 => {
+            let body = html! {
+                (period_form(&query))
+                div.problem role="alert" {
+                    p { "This period cannot be shown:" }
+                    ul {
+                        @for item in &problem.errors { li { (item.detail) } }
+                        @if problem.errors.is_empty() { li { (problem.detail) } }
+                    }
+                }
+            };
+            return Ok(layout::page(
+                "Usage",
+                Chrome::new(&session, Section::Usage),
+                &[],
+                body,
+            ));
+        }
+        Err(error) => return Err(error),
+    };
     let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let wanted = |row: &&NamespaceUsage| {
         search.is_none_or(|q| row.namespace.to_lowercase().contains(&q.to_lowercase()))
@@ -41,7 +123,22 @@ pub(crate) async fn show(
             "A namespace's disk is the prefixes its builds still hold; a prefix several namespaces hold counts in full in each. "
             "Quotas are checked when a build is submitted."
         }
-        p.hint { (prices_note(&table.prices)) }
+        p.hint { (prices_note(&table)) }
+        (period_form(&query))
+        p.period data-since=[table.period.since] data-until=[table.period.until] {
+            @if has_period(&table) {
+                "Builds, build time, downloads, disk held and costs from " (table.period.describe()) ". "
+                "Disk on hand and quotas are as they stand now."
+                @if table.period.misses_downloads() {
+                    @if let Some(counted) = table.period.counted_since {
+                        " Downloads are counted per day since " (format_time(counted))
+                        "; earlier ones are only in the all-time figures."
+                    }
+                }
+            } @else {
+                "All time."
+            }
+        }
         (layout::search(&here, "Search namespaces by name", search))
         @if shown.is_empty() {
             p { @if search.is_some() { "No namespace matches this search." } @else { "There is no namespace you may see yet." } }
@@ -63,9 +160,9 @@ pub(crate) async fn show(
                     @for row in &shown {
                         tr data-namespace=(row.namespace) data-disk-bytes=(row.figures.disk_bytes) data-builds=(row.figures.builds()) {
                             th scope="row" { a href=(links::namespace(&row.namespace)) { (row.namespace) } }
-                            td { (disk(&row.figures, &row.shared)) }
+                            td { (disk(&row.figures, &row.shared)) (held(&table, &row.figures)) }
                             td { (quotas(row)) }
-                            (figure_cells(&row.figures, priced))
+                            (figure_cells(&table, &row.figures, priced))
                         }
                     }
                 }
@@ -80,9 +177,10 @@ pub(crate) async fn show(
                                 br;
                                 span.count { (bytes(table.totals.shared_disk_bytes)) " of it shared, counted once" }
                             }
+                            (held(&table, &table.totals))
                         }
                         td { span.visually-hidden { "No quota applies to the total" } }
-                        (figure_cells(&table.totals, priced))
+                        (figure_cells(&table, &table.totals, priced))
                     }
                 }
             }
@@ -104,9 +202,24 @@ pub(crate) async fn show(
     ))
 }
 
+/// Whether the table covers a period rather than all time.
+fn has_period(table: &UsageTable) -> bool {
+    table.period.since.is_some() || table.period.until.is_some()
+}
+
+/// Over a period, the disk held during it.
+fn held(table: &UsageTable, figures: &UsageFigures) -> Markup {
+    html! {
+        @if has_period(table) {
+            br;
+            span.count.held { (format!("{:.3}", figures.disk_gib_months)) " GiB-months held in the period" }
+        }
+    }
+}
+
 /// The cells a namespace's row and the totals share: builds, build time,
 /// downloads and, when the server has prices, cost.
-fn figure_cells(figures: &UsageFigures, priced: bool) -> Markup {
+fn figure_cells(table: &UsageTable, figures: &UsageFigures, priced: bool) -> Markup {
     html! {
         td { (builds_by_status(figures)) }
         td { (layout::duration(figures.build_millis)) }
@@ -117,7 +230,7 @@ fn figure_cells(figures: &UsageFigures, priced: bool) -> Markup {
         }
         @if priced {
             td {
-                @for (index, line) in costs(figures).iter().enumerate() {
+                @for (index, line) in costs(table, figures).iter().enumerate() {
                     @if index > 0 { br; }
                     (line)
                 }
@@ -329,30 +442,47 @@ fn shared_summary(shared_bytes: i64, shared: &[SharedPrefix]) -> Option<String> 
     Some(format!("{} shared with {others}", bytes(shared_bytes)))
 }
 
-/// A row's costs at the server's prices, one line each.
-fn costs(figures: &UsageFigures) -> Vec<String> {
+/// A row's costs at the server's prices, one line each, in its currency;
+/// over a period, the disk held in it and the sum too.
+fn costs(table: &UsageTable, figures: &UsageFigures) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(disk) = figures.cost_disk_per_month {
-        lines.push(format!("disk {disk:.2} a month"));
+        lines.push(format!("disk {} a month", table.money(disk)));
+    }
+    if has_period(table)
+        && let Some(held) = figures.cost_disk
+    {
+        lines.push(format!("disk held {}", table.money(held)));
     }
     if let Some(builds) = figures.cost_builds {
-        lines.push(format!("builds {builds:.2}"));
+        lines.push(format!("builds {}", table.money(builds)));
+    }
+    if has_period(table)
+        && let Some(cost) = figures.cost
+    {
+        lines.push(format!("in the period {}", table.money(cost)));
     }
     lines
 }
 
 /// The prices the costs follow, or that there are none.
-fn prices_note(prices: &Prices) -> String {
+fn prices_note(table: &UsageTable) -> String {
+    let prices: &Prices = &table.prices;
+    let money = |amount: f64| table.money(amount);
     match (prices.per_gib_month, prices.per_build_minute) {
         (None, None) => "The server has no prices set, so no costs are shown.".to_owned(),
-        (Some(disk), None) => {
-            format!("Costs follow the server's price of {disk:.2} per GiB of prefixes a month.")
-        }
-        (None, Some(minute)) => {
-            format!("Costs follow the server's price of {minute:.2} per build minute.")
-        }
+        (Some(disk), None) => format!(
+            "Costs follow the server's price of {} per GiB of prefixes a month.",
+            money(disk)
+        ),
+        (None, Some(minute)) => format!(
+            "Costs follow the server's price of {} per build minute.",
+            money(minute)
+        ),
         (Some(disk), Some(minute)) => format!(
-            "Costs follow the server's prices: {disk:.2} per GiB of prefixes a month and {minute:.2} per build minute."
+            "Costs follow the server's prices: {} per GiB of prefixes a month and {} per build minute.",
+            money(disk),
+            money(minute)
         ),
     }
 }
@@ -442,29 +572,96 @@ mod tests {
         );
     }
 
+    fn usage_table(prices: Prices, currency: Option<&str>) -> UsageTable {
+        UsageTable {
+            namespaces: Vec::new(),
+            totals: UsageFigures::default(),
+            prices,
+            currency: currency.map(str::to_owned),
+            period: Default::default(),
+        }
+    }
+
     #[test]
     fn costs_and_prices_appear_only_when_the_server_has_prices() {
         let figures = UsageFigures {
             cost_disk_per_month: Some(1.5),
             cost_builds: Some(0.375),
+            cost_disk: Some(0.75),
+            cost: Some(1.125),
             ..UsageFigures::default()
         };
-        assert_eq!(costs(&figures), ["disk 1.50 a month", "builds 0.38"]);
-        assert!(costs(&UsageFigures::default()).is_empty());
         let none = Prices {
             per_gib_month: None,
             per_build_minute: None,
         };
+        let plain = usage_table(none, None);
+        assert_eq!(
+            costs(&plain, &figures),
+            ["disk 1.50 a month", "builds 0.38"]
+        );
+        assert!(costs(&plain, &UsageFigures::default()).is_empty());
         assert!(!none.any());
-        assert!(prices_note(&none).contains("no prices"));
+        assert!(prices_note(&plain).contains("no prices"));
         let both = Prices {
             per_gib_month: Some(0.5),
             per_build_minute: Some(0.25),
         };
-        assert!(
-            prices_note(&both).contains("0.50 per GiB")
-                && prices_note(&both).contains("0.25 per build minute")
+        let note = prices_note(&usage_table(both, None));
+        assert!(note.contains("0.50 per GiB") && note.contains("0.25 per build minute"));
+    }
+
+    #[test]
+    fn every_cost_carries_the_currency_and_a_period_adds_its_own() {
+        let both = Prices {
+            per_gib_month: Some(0.5),
+            per_build_minute: Some(0.25),
+        };
+        let mut table = usage_table(both, Some("EUR"));
+        let figures = UsageFigures {
+            cost_disk_per_month: Some(1.5),
+            cost_builds: Some(0.375),
+            cost_disk: Some(0.75),
+            cost: Some(1.1),
+            ..UsageFigures::default()
+        };
+        assert_eq!(
+            costs(&table, &figures),
+            ["disk 1.50 EUR a month", "builds 0.38 EUR"]
         );
+        let note = prices_note(&table);
+        assert!(
+            note.contains("0.50 EUR per GiB") && note.contains("0.25 EUR per build minute"),
+            "{note}"
+        );
+        table.period.since = Some(1_793_491_200_000);
+        assert_eq!(
+            costs(&table, &figures),
+            [
+                "disk 1.50 EUR a month",
+                "disk held 0.75 EUR",
+                "builds 0.38 EUR",
+                "in the period 1.10 EUR"
+            ]
+        );
+        assert_eq!(table.period.describe(), "2026-11-01T00:00:00Z to now");
+    }
+
+    #[test]
+    fn the_period_reaches_the_api_as_given() {
+        let query = |since: Option<&str>, until: Option<&str>| UsageQuery {
+            q: None,
+            since: since.map(str::to_owned),
+            until: until.map(str::to_owned),
+        };
+        assert_eq!(query(None, Some(" ")).api_path(), "/api/v1/usage");
+        assert_eq!(
+            query(Some("2026-11-01"), Some("2026-12-01T00:00:00+01:00")).api_path(),
+            "/api/v1/usage?since=2026-11-01&until=2026-12-01T00%3A00%3A00%2B01%3A00"
+        );
+        let form = period_form(&query(Some("2026-11-01"), None)).into_string();
+        assert!(form.contains("value=\"2026-11-01\""), "{form}");
+        assert!(form.contains("All time"), "{form}");
     }
 
     #[test]

@@ -6,14 +6,20 @@
 #          vs libsolv with conda support (benches/libsolv);
 #   link   envstore vs py-rattler's install vs `cp -al`;
 #   build  submit → succeeded (new lock, warm cache; built lock);
+#   cold   the cold build (archives over loopback HTTP, empty cache) as a
+#          ratio of its floor with ordinary tools (benches/floor.sh);
 #   api    lockfile GET under load (benches/api-load.sh, wrk);
 #   scale  solve time and peak memory from 26k to 1M records;
+#   forge  the first solve on a channel of conda-forge's size (1.3M records,
+#          30k names) over loopback HTTP, sharded vs monolithic, cold vs
+#          warm, against the 26k-record base it is grown from;
 #   pypi   PyPI resolution of ipykernel (its real wheels, on loopback) vs
 #          the `uv pip compile` CLI (uv from PyPI, pinned) on the same index.
 #
-# Usage: benches/compare.sh [all|solve|link|build|api|scale|pypi]...
+# Usage: benches/compare.sh [all|solve|link|build|cold|api|scale|forge|pypi]...
 #   REPEAT=5            runs per figure (medians are printed)
 #   SCALE_FACTORS="1 4 12 38"
+#   FORGE_CLUSTERS=16 FORGE_VERSIONS=3   the forge channel's growth
 #   ENVSTORE_REPODATA   the real repodata [default: ../shared/fixtures/repodata]
 # Results also go to target/bench-data/compare-<time>.jsonl.
 set -euo pipefail
@@ -30,7 +36,7 @@ results=target/bench-data/compare-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 record() { tee -a "$results"; }
 
 # Every part but pypi works on the conda repodata.
-conda_parts() { want solve || want link || want build || want api || want scale; }
+conda_parts() { want solve || want link || want build || want cold || want api || want scale || want forge; }
 
 echo "== building (release)" >&2
 packages=(-p envstore-benches)
@@ -43,9 +49,12 @@ if conda_parts; then
     export ENVSTORE_REPODATA=$root
     python3 -c 'import rattler' 2>/dev/null || pip install --quiet 'py-rattler==0.28.0' >&2
 fi
-if want api; then
+if want api || want cold; then
     missing=()
-    for tool in wrk jq curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+    tools=()
+    if want api; then tools+=(wrk jq curl); fi
+    if want cold; then tools+=(curl unzip zstd bzip2); fi
+    for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
     if ((${#missing[@]})); then
         echo "== installing ${missing[*]} (Debian)" >&2
         apt-get install -y -qq "${missing[@]}" >&2
@@ -69,6 +78,10 @@ if want build; then
     echo "== build" >&2
     "$bench" --repeat "$repeat" build | record
 fi
+if want cold; then
+    echo "== cold build" >&2
+    "$bench" --repeat "$repeat" cold-build | record
+fi
 if want api; then
     echo "== api" >&2
     ENVSTORE_BIN=target/release/envstore bash benches/api-load.sh | sed 's/^{/{"bench":"api",/' | record
@@ -78,6 +91,10 @@ if want scale; then
     for factor in ${SCALE_FACTORS:-1 4 12 38}; do
         "$bench" scale --factor "$factor" | record
     done
+fi
+if want forge; then
+    echo "== forge" >&2
+    "$bench" --repeat "$repeat" forge --clusters "${FORGE_CLUSTERS:-16}" --versions "${FORGE_VERSIONS:-3}" | record
 fi
 if want pypi; then
     echo "== pypi" >&2

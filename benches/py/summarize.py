@@ -62,6 +62,40 @@ def main(path):
                 f"({ratio(row['cold_ms'], base['cold_ms'])}), warm {row['warm_ms']:8.1f} ms, "
                 f"peak {row['peak_mib']:.0f} MiB ({ratio(row['peak_mib'], base['peak_mib'])})"
             )
+    for row in rows:
+        if row.get("bench") == "cold_build":
+            print(
+                f"cold build ({row['packages']} pkgs, archives over loopback HTTP, empty cache): envstore {row['total_ms']:.1f} ms "
+                f"(fetch+check+extract {row['fetch_ms']:.1f}, link+check {row['link_ms']:.1f}) | floor {row['floor_ms']:.1f} ms "
+                f"(curl+extract pipelined {row['floor_pipelined_ms']:.1f}, cp -al {row['floor_link_ms']:.1f}; "
+                f"curl alone {row['floor_fetch_ms']:.1f}, extract alone {row['floor_extract_ms']:.1f}) | "
+                f"envstore/floor {ratio(row['total_ms'], row['floor_ms'])} (target <= 1.3x)"
+            )
+    forge = {(row["clusters"], row["mode"]): row for row in rows if row.get("bench") == "forge"}
+    if forge:
+        small = min(clusters for clusters, _ in forge)
+        large = max(clusters for clusters, _ in forge)
+        print("forge (first solve over loopback HTTP, median; cold: empty cache, warm: cache on disk, new process)")
+        for (clusters, mode), row in sorted(forge.items()):
+            for state in ("cold", "warm"):
+                figures = row[state]
+                print(
+                    f"  {row['records']:>8} records {row['names']:>6} names {mode:10} {state}: "
+                    f"{figures['ms']:9.1f} ms, {figures['bytes'] / 1e6:8.2f} MB in {figures['requests']:.0f} requests, "
+                    f"peak {figures['peak_mib']:6.0f} MiB"
+                )
+        def get(clusters, mode, state, key):
+            return forge.get((clusters, mode), {}).get(state, {}).get(key)
+        if large != small:
+            for state in ("cold", "warm"):
+                print(
+                    f"  {state}: sharded/monolithic (large) {ratio(get(large, 'sharded', state, 'ms'), get(large, 'monolithic', state, 'ms'))} time, "
+                    f"{ratio(get(large, 'sharded', state, 'bytes'), get(large, 'monolithic', state, 'bytes'))} bytes, "
+                    f"{ratio(get(large, 'sharded', state, 'peak_mib'), get(large, 'monolithic', state, 'peak_mib'))} memory; "
+                    f"large sharded/small monolithic {ratio(get(large, 'sharded', state, 'ms'), get(small, 'monolithic', state, 'ms'))} time "
+                    f"(target <= 1.5x cold), {ratio(get(large, 'sharded', state, 'peak_mib'), get(small, 'monolithic', state, 'peak_mib'))} memory; "
+                    f"large sharded/small sharded {ratio(get(large, 'sharded', state, 'ms'), get(small, 'sharded', state, 'ms'))} time"
+                )
 
 
 if __name__ == "__main__":

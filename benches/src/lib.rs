@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod cases;
+pub mod forge;
 pub mod link;
 pub mod pypi;
 pub mod scale;

@@ -177,6 +177,91 @@ impl LinkFixture {
     }
 }
 
+/// The phases of one cold build, as [`LinkFixture::cold_build_once`] times them.
+#[derive(Debug, Clone, Copy)]
+pub struct ColdBuildTimes {
+    /// From the start until linking began: every archive fetched, checked
+    /// and extracted into the package cache.
+    pub fetch: Duration,
+    /// From then until the prefix was complete (linked, checked, marked).
+    pub link: Duration,
+    pub total: Duration,
+}
+
+impl LinkFixture {
+    /// The mirror channel's folder.
+    pub fn mirror_dir(&self) -> anyhow::Result<PathBuf> {
+        self.channel
+            .url
+            .to_file_path()
+            .map_err(|()| anyhow::anyhow!("the mirror channel is not a local folder"))
+    }
+
+    /// The records, their archives fetched from `server` (the mirror folder
+    /// served over HTTP) instead of read from the folder.
+    pub fn records_served_from(&self, server: &Url) -> anyhow::Result<Vec<RepoDataRecord>> {
+        let base = self.channel.url.as_str();
+        self.records
+            .iter()
+            .map(|record| {
+                let relative = record
+                    .url
+                    .as_str()
+                    .strip_prefix(base)
+                    .with_context(|| format!("{} is not in the mirror", record.url))?;
+                let mut served = record.clone();
+                served.url = server.join(relative)?;
+                Ok(served)
+            })
+            .collect()
+    }
+
+    /// A cold build of the environment through the service's own prefix
+    /// builder: `records` fetched into an empty package cache under `work`
+    /// (checked and extracted by the package gate), then linked into a new
+    /// prefix there.
+    pub async fn cold_build_once(
+        &self,
+        records: &[RepoDataRecord],
+        work: &Path,
+        iteration: usize,
+    ) -> anyhow::Result<ColdBuildTimes> {
+        let cache = PackageCache::new(work.join("pkgs"));
+        let builder = PrefixBuilder::new(work.join("envs"), cache);
+        let lock = ContentHash::of(format!("cold-build-bench-{iteration}").as_bytes());
+        let linking = std::sync::OnceLock::new();
+        let started = Instant::now();
+        let report = builder
+            .build(
+                &lock,
+                self.platform,
+                records,
+                &Default::default(),
+                Arc::new(Quiet),
+                || {
+                    let _ = linking.set(Instant::now());
+                },
+            )
+            .await?;
+        let total = started.elapsed();
+        if report.downloaded != records.len() {
+            bail!(
+                "a cold build downloaded {} of {} packages",
+                report.downloaded,
+                records.len()
+            );
+        }
+        let fetch = linking
+            .get()
+            .map_or(total, |linking| linking.duration_since(started));
+        Ok(ColdBuildTimes {
+            fetch,
+            link: total.saturating_sub(fetch),
+            total,
+        })
+    }
+}
+
 /// `cp -al source target`: the floor of any installer that hard-links.
 pub fn copy_hardlinks(source: &Path, target: &Path) -> anyhow::Result<Duration> {
     let started = Instant::now();

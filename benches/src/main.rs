@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use envstore_benches::build::BuildBench;
 use envstore_benches::cases::{BareRattler, fresh_solver};
+use envstore_benches::forge::{self, ForgeSolve, forge_dir, write_forge};
 use envstore_benches::link::{self, LINK_CASE, copy_hardlinks, count_files, cpu_time, remove_tree};
 use envstore_benches::pypi::{
     PYPI_REQUIREMENT, Pins, PypiIndex, UV_PYTHON_PLATFORM, UvCompile, default_wheels_dir,
@@ -60,6 +61,11 @@ enum Command {
     },
     /// Submit → succeeded through a real server: a new lock, a built lock.
     Build,
+    /// The cold build of the link environment (its archives served over
+    /// loopback HTTP, an empty package cache) against its floor with
+    /// ordinary tools (benches/floor.sh: curl, unzip/tar, `cp -al`) on the
+    /// same server: the ratio, and where envstore's time goes.
+    ColdBuild,
     /// Solve on a synthetic channel of `factor` × the 2018 osx-64 channels,
     /// and report the peak memory. The channel is written by a child process
     /// first, so writing it does not count.
@@ -71,6 +77,31 @@ enum Command {
     ScaleGenerate {
         #[arg(long)]
         factor: usize,
+    },
+    /// The first solve of a data-science spec on a channel of conda-forge's
+    /// size (the 2018 base grown by `clusters` renamed copies of `versions`
+    /// versions each) and on the base alone, served over loopback HTTP
+    /// sharded and monolithic, cold and warm: time, bytes fetched and peak
+    /// memory, each solve in a child process.
+    Forge {
+        #[arg(long, default_value_t = 16)]
+        clusters: usize,
+        #[arg(long, default_value_t = 3)]
+        versions: usize,
+    },
+    /// Write the channels of `forge` only.
+    ForgeGenerate {
+        #[arg(long)]
+        clusters: usize,
+        #[arg(long)]
+        versions: usize,
+    },
+    /// One solve of `forge`, in this process: prints its time and memory.
+    ForgeSolve {
+        #[arg(long)]
+        channel: url::Url,
+        #[arg(long)]
+        cache: PathBuf,
     },
     /// Resolve `ipykernel` from its real wheels served on loopback, for
     /// CPython 3.11 linux-64 (manylinux_2_28): envstore-pypi in-process and
@@ -92,6 +123,12 @@ enum Command {
 
 /// The case solved on the synthetic channels.
 const SCALE_CASE: &str = "osx2018-py36";
+
+/// The median of figures that are not durations (bytes, MiB).
+fn median_of(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+}
 
 fn median(mut samples: Vec<Duration>) -> f64 {
     samples.sort();
@@ -305,6 +342,68 @@ async fn main() -> anyhow::Result<()> {
                 })
             );
         }
+        Command::ColdBuild => {
+            let fixture = link::prepare(&root, &data, cases.get(LINK_CASE)?).await?;
+            let server = envstore_fixtures::serve_channel(fixture.mirror_dir()?).await?;
+            let records = fixture.records_served_from(&server.url)?;
+            let urls = data.join("cold-build-urls.txt");
+            let list: String = records
+                .iter()
+                .map(|record| format!("{}\n", record.url))
+                .collect();
+            fs_err::write(&urls, list)?;
+            let floor_script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("floor.sh");
+            let (mut ours, mut fetch, mut linking) = (Vec::new(), Vec::new(), Vec::new());
+            let mut floors: Vec<serde_json::Value> = Vec::new();
+            for iteration in 0..repeat {
+                // Each goes first every other time: the page cache holds
+                // the archives for whoever comes second.
+                for envstore_turn in [iteration % 2 == 0, iteration % 2 == 1] {
+                    let work = tempfile::tempdir_in(&data)?;
+                    if envstore_turn {
+                        let times = fixture
+                            .cold_build_once(&records, work.path(), iteration)
+                            .await?;
+                        ours.push(times.total);
+                        fetch.push(times.fetch);
+                        linking.push(times.link);
+                    } else {
+                        let output = tokio::process::Command::new("bash")
+                            .arg(&floor_script)
+                            .arg(&urls)
+                            .arg(work.path().join("floor"))
+                            .output()
+                            .await?;
+                        anyhow::ensure!(
+                            output.status.success(),
+                            "benches/floor.sh failed: {}",
+                            String::from_utf8_lossy(&output.stderr)
+                        );
+                        floors.push(serde_json::from_slice(&output.stdout)?);
+                    }
+                }
+            }
+            let floor_median = |key: &str| {
+                median_of(
+                    floors
+                        .iter()
+                        .filter_map(|floor| floor[key].as_f64())
+                        .collect(),
+                )
+            };
+            let total = median(ours);
+            println!(
+                "{}",
+                json!({
+                    "tool": "envstore", "bench": "cold_build", "packages": records.len(),
+                    "total_ms": total, "fetch_ms": median(fetch), "link_ms": median(linking),
+                    "floor_ms": floor_median("floor_ms"), "floor_pipelined_ms": floor_median("pipelined_ms"),
+                    "floor_fetch_ms": floor_median("fetch_ms"), "floor_extract_ms": floor_median("extract_ms"),
+                    "floor_link_ms": floor_median("link_ms"),
+                    "floor_files": floors.first().and_then(|floor| floor["files"].as_u64()),
+                })
+            );
+        }
         Command::ScaleGenerate { factor } => {
             let case = cases.get(SCALE_CASE)?;
             let records = write_synthetic_channels(
@@ -317,6 +416,23 @@ async fn main() -> anyhow::Result<()> {
         }
         // Answered above, before the repodata is looked for.
         Command::Pypi { .. } => {}
+        Command::ForgeGenerate { clusters, versions } => {
+            for (clusters, versions) in [(0, 1), (clusters, versions)] {
+                let summary = write_forge(&root, &data, clusters, versions)?;
+                eprintln!(
+                    "forge channel ×{clusters}×{versions}: {} records, {} names",
+                    summary.total_records(),
+                    summary.total_names()
+                );
+            }
+        }
+        Command::ForgeSolve { channel, cache } => {
+            let solved = forge::solve_once(&channel, &cache).await?;
+            println!("{}", serde_json::to_string(&solved)?);
+        }
+        Command::Forge { clusters, versions } => {
+            forge_bench(repeat, &data, clusters, versions).await?;
+        }
         Command::Scale { factor } => {
             let status = std::process::Command::new(std::env::current_exe()?)
                 .args(["scale-generate", "--factor", &factor.to_string()])
@@ -345,6 +461,83 @@ async fn main() -> anyhow::Result<()> {
                     "cold_ms": cold.as_secs_f64() * 1000.0, "warm_ms": warm.as_secs_f64() * 1000.0,
                     "packages": solved.platforms[&case.platform].len(),
                     "peak_mib_before_solve": before, "peak_mib": peak_memory_mib(),
+                })
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One solve of `forge` in a child process.
+async fn forge_child(channel: &url::Url, cache: &std::path::Path) -> anyhow::Result<ForgeSolve> {
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["forge-solve", "--channel", channel.as_str(), "--cache"])
+        .arg(cache)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the solve on {channel} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// The `forge` command: the base alone and the grown channel, each served
+/// sharded and monolithic; per pair, `repeat` cold solves (a new cache)
+/// each followed by a warm one (the cache it left, a new process).
+async fn forge_bench(
+    repeat: usize,
+    data: &std::path::Path,
+    clusters: usize,
+    versions: usize,
+) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["forge-generate", "--clusters", &clusters.to_string()])
+        .args(["--versions", &versions.to_string()])
+        .status()
+        .await?;
+    anyhow::ensure!(
+        status.success(),
+        "writing the forge channels failed: {status}"
+    );
+    let root = envstore_benches::repodata_root().context("the repodata root")?;
+    for (clusters, versions) in [(0, 1), (clusters, versions)] {
+        let summary = write_forge(&root, data, clusters, versions)?;
+        let dir = forge_dir(data, clusters, versions);
+        let server = envstore_fixtures::ForgeServer::start(&dir).await?;
+        for (mode, url) in [
+            ("sharded", &server.sharded),
+            ("monolithic", &server.monolithic),
+        ] {
+            let (mut cold, mut warm) = (Vec::new(), Vec::new());
+            for _ in 0..repeat {
+                let cache = tempfile::tempdir_in(data)?;
+                server.take_sent();
+                let first = forge_child(url, cache.path()).await?;
+                let first_sent = server.take_sent();
+                let again = forge_child(url, cache.path()).await?;
+                let again_sent = server.take_sent();
+                cold.push((first, first_sent));
+                warm.push((again, again_sent));
+            }
+            let figures = |runs: &[(ForgeSolve, envstore_fixtures::Sent)]| {
+                json!({
+                    "ms": median_of(runs.iter().map(|(solve, _)| solve.ms).collect()),
+                    "peak_mib": median_of(runs.iter().map(|(solve, _)| solve.peak_mib).collect()),
+                    "peak_mib_before": median_of(runs.iter().map(|(solve, _)| solve.peak_mib_before).collect()),
+                    "bytes": median_of(runs.iter().map(|(_, sent)| sent.bytes as f64).collect()),
+                    "requests": median_of(runs.iter().map(|(_, sent)| sent.requests as f64).collect()),
+                })
+            };
+            println!(
+                "{}",
+                json!({
+                    "tool": "envstore", "bench": "forge", "mode": mode,
+                    "clusters": clusters, "versions": versions,
+                    "records": summary.total_records(), "names": summary.total_names(),
+                    "packages": cold.first().map_or(0, |(solve, _)| solve.packages),
+                    "cold": figures(&cold), "warm": figures(&warm),
                 })
             );
         }

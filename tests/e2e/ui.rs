@@ -18,6 +18,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use envstore_fixtures::DownloadGate;
 use envstore_tests::{DemoChannel, TestServer, demo_spec_yaml};
 use fantoccini::Locator;
 
@@ -30,6 +31,9 @@ use serde_json::{Value, json};
 struct Story<'a> {
     pages: Pages<'a>,
     screenshots: PathBuf,
+    /// Held before a build that must be seen running, so the build waits in
+    /// its download phase until its page follows it.
+    downloads: DownloadGate,
 }
 
 impl<'a> std::ops::Deref for Story<'a> {
@@ -167,12 +171,17 @@ impl Story<'_> {
 
     /// Waits on a build's page until its live log ends as `expected`;
     /// returns the build id. A build that may end before its page loads
-    /// (`live` false: one that fails at once) may be shown ended already.
+    /// (`live` false: one that fails at once) may be shown ended already;
+    /// a `live` one was submitted with the downloads held, and they are
+    /// released once its page follows it.
     async fn watch_build(&self, expected: &str, live: bool) -> String {
         let path = self.arrive("/ui/builds/").await;
         let id = path.trim_start_matches("/ui/builds/").to_owned();
         let log = self.find("#log").await;
         let followed = log.attr("data-events").await.unwrap().is_some();
+        if live {
+            self.downloads.release();
+        }
         assert!(followed || !live, "a queued build's log is followed live");
         if followed {
             let started = Instant::now();
@@ -263,6 +272,7 @@ async fn a_person_builds_compares_and_rolls_back_an_environment_in_chromium() {
                 server: &server,
             },
             screenshots,
+            downloads: channel.downloads.clone(),
         };
         story_steps(&story).await;
         server.stop().await;
@@ -313,6 +323,7 @@ async fn story_steps(story: &Story<'_>) {
     story.fill("#name", "analysis").await;
     story.fill("#spec", &demo_spec_yaml("demo")).await;
     story.screenshot("submit").await;
+    story.downloads.hold();
     story.click("form.stacked button[type=submit]").await;
 
     // Its build, followed live until it succeeds: the download's progress
@@ -559,6 +570,7 @@ async fn story_steps(story: &Story<'_>) {
         .fill("#spec", &serde_yaml::to_string(&spec).unwrap())
         .await;
     story.screenshot("edit").await;
+    story.downloads.hold();
     story.click("form.stacked button[type=submit]").await;
     let second = story.watch_build("succeeded", true).await;
     assert_ne!(first, second);

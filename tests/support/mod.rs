@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use envstore_core::NamedChannel;
-use envstore_fixtures::ServedChannel;
+use envstore_fixtures::{DownloadGate, ServedChannel};
 use envstore_server::config::ServerConfig;
 use envstore_server::server::RunningServer;
 use reqwest::StatusCode;
@@ -23,6 +23,8 @@ const BUILD_WAIT: Duration = Duration::from_secs(180);
 /// The demo channel, generated into a temporary folder and served over HTTP.
 pub struct DemoChannel {
     pub served: ServedChannel,
+    /// Open unless a test holds the channel's package downloads.
+    pub downloads: DownloadGate,
     _dir: tempfile::TempDir,
 }
 
@@ -32,10 +34,16 @@ impl DemoChannel {
         envstore_fixtures::write_demo_channel(dir.path())
             .await
             .expect("the demo channel is written");
-        let served = envstore_fixtures::serve_channel(dir.path().to_path_buf())
-            .await
-            .expect("the demo channel is served");
-        Self { served, _dir: dir }
+        let downloads = DownloadGate::new();
+        let served =
+            envstore_fixtures::serve_channel_gated(dir.path().to_path_buf(), downloads.clone())
+                .await
+                .expect("the demo channel is served");
+        Self {
+            served,
+            downloads,
+            _dir: dir,
+        }
     }
 
     pub fn allowed_as(&self, name: &str) -> NamedChannel {

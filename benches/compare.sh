@@ -8,6 +8,8 @@
 #   build  submit → succeeded (new lock, warm cache; built lock);
 #   cold   the cold build (archives over loopback HTTP, empty cache) as a
 #          ratio of its floor with ordinary tools (benches/floor.sh);
+#   throughput  builds per minute with 1, 2 and 4 workers on a queue of
+#          distinct environments sharing their packages (ratios to 1 worker);
 #   api    lockfile GET under load (benches/api-load.sh, wrk);
 #   scale  solve time and peak memory from 26k to 1M records;
 #   forge  the first solve on a channel of conda-forge's size (1.3M records,
@@ -16,10 +18,11 @@
 #   pypi   PyPI resolution of ipykernel (its real wheels, on loopback) vs
 #          the `uv pip compile` CLI (uv from PyPI, pinned) on the same index.
 #
-# Usage: benches/compare.sh [all|solve|link|build|cold|api|scale|forge|pypi]...
+# Usage: benches/compare.sh [all|solve|link|build|cold|throughput|api|scale|forge|pypi]...
 #   REPEAT=5            runs per figure (medians are printed)
 #   SCALE_FACTORS="1 4 12 38"
 #   FORGE_CLUSTERS=16 FORGE_VERSIONS=3   the forge channel's growth
+#   THROUGHPUT_WORKERS=1,2,4 THROUGHPUT_BUILDS=16
 #   ENVSTORE_REPODATA   the real repodata [default: ../shared/fixtures/repodata]
 # Results also go to target/bench-data/compare-<time>.jsonl.
 set -euo pipefail
@@ -36,7 +39,7 @@ results=target/bench-data/compare-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 record() { tee -a "$results"; }
 
 # Every part but pypi works on the conda repodata.
-conda_parts() { want solve || want link || want build || want cold || want api || want scale || want forge; }
+conda_parts() { want solve || want link || want build || want cold || want throughput || want api || want scale || want forge; }
 
 echo "== building (release)" >&2
 packages=(-p envstore-benches)
@@ -81,6 +84,10 @@ fi
 if want cold; then
     echo "== cold build" >&2
     "$bench" --repeat "$repeat" cold-build | record
+fi
+if want throughput; then
+    echo "== throughput" >&2
+    "$bench" --repeat "$repeat" throughput --workers "${THROUGHPUT_WORKERS:-1,2,4}" --builds "${THROUGHPUT_BUILDS:-16}" | record
 fi
 if want api; then
     echo "== api" >&2

@@ -19,7 +19,7 @@ fn end_to_end(c: &mut Criterion) {
         return;
     };
     let bench = runtime
-        .block_on(BuildBench::start(&fixture, &case, VARIANTS))
+        .block_on(BuildBench::start(&fixture, &case, VARIANTS, 2))
         .expect("the server starts");
     let bench = tokio::sync::Mutex::new(bench);
     let mut group = c.benchmark_group("submit-to-succeeded");

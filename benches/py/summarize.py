@@ -71,6 +71,16 @@ def main(path):
                 f"curl alone {row['floor_fetch_ms']:.1f}, extract alone {row['floor_extract_ms']:.1f}) | "
                 f"envstore/floor {ratio(row['total_ms'], row['floor_ms'])} (target <= 1.3x)"
             )
+    for row in rows:
+        if row.get("bench") == "throughput":
+            rates = row["builds_per_minute"]
+            one = rates.get("workers_1")
+            shown = ", ".join(
+                f"{key.split('_')[1]} worker(s) {rate:.1f}/min"
+                + (f" ({ratio(rate, one)} of 1)" if one else "")
+                for key, rate in sorted(rates.items(), key=lambda item: int(item[0].split("_")[1]))
+            )
+            print(f"throughput ({row['builds']} distinct environments of {row['packages']} packages, queued at once, warm cache): {shown}")
     forge = {(row["clusters"], row["mode"]): row for row in rows if row.get("bench") == "forge"}
     if forge:
         small = min(clusters for clusters, _ in forge)

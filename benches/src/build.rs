@@ -20,6 +20,8 @@ use crate::link::LinkFixture;
 
 /// How often the client asks whether the build is done.
 const POLL: Duration = Duration::from_millis(1);
+/// How often the throughput run looks over its queue of builds.
+const QUEUE_POLL: Duration = Duration::from_millis(20);
 
 const NAMESPACE: &str = "bench";
 
@@ -38,12 +40,14 @@ pub struct BuildBench {
 }
 
 impl BuildBench {
-    /// Starts a server whose package cache already holds the environment and
-    /// `variants` variants of it, and builds the environment once.
+    /// Starts a server with `workers` workers whose package cache already
+    /// holds the environment and `variants` variants of it, and builds the
+    /// environment once.
     pub async fn start(
         fixture: &LinkFixture,
         case: &SolveCase,
         variants: usize,
+        workers: usize,
     ) -> anyhow::Result<Self> {
         let data = tempfile::tempdir_in(fixture.work.parent().unwrap_or(&fixture.work))?;
         let data_dir = fs_err::canonicalize(data.path())?;
@@ -95,7 +99,7 @@ impl BuildBench {
             database: format!("sqlite://{}", data_dir.join("envstore.db").display()),
             store: url::Url::from_directory_path(data_dir.join("store"))
                 .map_err(|()| anyhow::anyhow!("the data folder is not absolute"))?,
-            workers: 2,
+            workers,
             channels: vec![fixture.channel.clone()],
             admin_token: Some("bench-admin-token-0123456789abcdef".to_owned()),
             lease: Duration::from_secs(30),
@@ -159,14 +163,51 @@ impl BuildBench {
         self.extras.len()
     }
 
+    /// Submits every variant left at once (the environment plus one package
+    /// each: distinct locks that share every other package, all in the
+    /// cache) and waits until every build has succeeded: how many, and how
+    /// long the queue took from the first submission to the last success.
+    pub async fn drain_variants(&mut self) -> anyhow::Result<(usize, Duration)> {
+        let started = Instant::now();
+        let mut pending = Vec::new();
+        while let Some(extra) = self.extras.pop() {
+            let mut specs = self.specs.clone();
+            specs.push(extra);
+            pending.push(self.submit(&specs).await?);
+        }
+        let builds = pending.len();
+        while !pending.is_empty() {
+            let mut still = Vec::with_capacity(pending.len());
+            for build_id in pending {
+                if !self.succeeded(&build_id).await? {
+                    still.push(build_id);
+                }
+            }
+            pending = still;
+            if !pending.is_empty() {
+                tokio::time::sleep(QUEUE_POLL).await;
+            }
+        }
+        Ok((builds, started.elapsed()))
+    }
+
     async fn submit_and_wait(&mut self, specs: &[String]) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let build_id = self.submit(specs).await?;
+        while !self.succeeded(&build_id).await? {
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Submits `specs` as a new environment; its build id.
+    async fn submit(&mut self, specs: &[String]) -> anyhow::Result<String> {
         self.submissions += 1;
         let body = serde_json::json!({
             "channels": ["mirror"],
             "dependencies": specs,
             "platforms": [self.platform],
         });
-        let started = Instant::now();
         let response = self
             .client
             .put(format!(
@@ -178,24 +219,27 @@ impl BuildBench {
             .send()
             .await?;
         let accepted: Value = response.json().await?;
-        let build_id = accepted["build_id"]
+        accepted["build_id"]
             .as_str()
-            .with_context(|| format!("the submission was refused: {accepted}"))?
-            .to_owned();
-        loop {
-            let build: Value = self
-                .client
-                .get(format!("{}/api/v1/builds/{build_id}", self.base))
-                .bearer_auth(&self.token)
-                .send()
-                .await?
-                .json()
-                .await?;
-            match build["status"].as_str() {
-                Some("succeeded") => return Ok(started.elapsed()),
-                Some("failed" | "cancelled") => bail!("build {build_id} did not succeed: {build}"),
-                _ => tokio::time::sleep(POLL).await,
-            }
+            .map(str::to_owned)
+            .with_context(|| format!("the submission was refused: {accepted}"))
+    }
+
+    /// Whether the build has succeeded (false while it runs); an error once
+    /// it failed or was cancelled.
+    async fn succeeded(&self, build_id: &str) -> anyhow::Result<bool> {
+        let build: Value = self
+            .client
+            .get(format!("{}/api/v1/builds/{build_id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        match build["status"].as_str() {
+            Some("succeeded") => Ok(true),
+            Some("failed" | "cancelled") => bail!("build {build_id} did not succeed: {build}"),
+            _ => Ok(false),
         }
     }
 

@@ -61,6 +61,16 @@ enum Command {
     },
     /// Submit → succeeded through a real server: a new lock, a built lock.
     Build,
+    /// Builds per minute through a real server with each number of workers:
+    /// a queue of `builds` distinct environments (the link environment plus
+    /// one other package each) submitted at once, sharing every other
+    /// package, all in the package cache.
+    Throughput {
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4])]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 16)]
+        builds: usize,
+    },
     /// The cold build of the link environment (its archives served over
     /// loopback HTTP, an empty package cache) against its floor with
     /// ordinary tools (benches/floor.sh: curl, unzip/tar, `cp -al`) on the
@@ -324,7 +334,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Build => {
             let case = cases.get(LINK_CASE)?;
             let fixture = link::prepare(&root, &data, case).await?;
-            let mut bench = BuildBench::start(&fixture, case, repeat).await?;
+            let mut bench = BuildBench::start(&fixture, case, repeat, 2).await?;
             let mut new_lock = Vec::new();
             for _ in 0..repeat {
                 new_lock.push(bench.new_lock().await?);
@@ -339,6 +349,28 @@ async fn main() -> anyhow::Result<()> {
                 json!({
                     "tool": "envstore", "bench": "build", "packages": fixture.records.len() + 1,
                     "new_lock_ms": median(new_lock), "built_lock_ms": median(built_lock),
+                })
+            );
+        }
+        Command::Throughput { workers, builds } => {
+            let case = cases.get(LINK_CASE)?;
+            let fixture = link::prepare(&root, &data, case).await?;
+            let mut rates = serde_json::Map::new();
+            for &count in &workers {
+                let mut samples = Vec::new();
+                for _ in 0..repeat {
+                    let mut bench = BuildBench::start(&fixture, case, builds, count).await?;
+                    let (done, took) = bench.drain_variants().await?;
+                    bench.stop().await?;
+                    samples.push(done as f64 / took.as_secs_f64() * 60.0);
+                }
+                rates.insert(format!("workers_{count}"), json!(median_of(samples)));
+            }
+            println!(
+                "{}",
+                json!({
+                    "tool": "envstore", "bench": "throughput", "builds": builds,
+                    "packages": fixture.records.len() + 1, "builds_per_minute": rates,
                 })
             );
         }

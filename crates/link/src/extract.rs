@@ -3,14 +3,19 @@
 //! special), no link leads out, nothing is written through a link, and the
 //! running totals stay under the [`PackageLimits`], so a bomb stops before
 //! it fills the disk. Mode bits that no prefix may hold are dropped.
+//!
+//! Each file is hashed as it is written, so validating the package against
+//! its `paths.json` reads no file back (see [`Extracted::file_digests`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 
 use fs_err::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use rattler_digest::{Sha256, Sha256Hash};
+use sha2::Digest;
 use tar::EntryType;
 
 use crate::limits::PackageLimits;
@@ -36,10 +41,17 @@ impl ArchiveKind {
 }
 
 /// What extraction wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Extracted {
     pub bytes: u64,
     pub members: u64,
+    /// The sha256 of every regular file written, by its path in the
+    /// package, computed from the bytes as they were written. Each path is
+    /// written once (`create_new`), never through a link, and nothing else
+    /// writes the folder while the gate holds the entry, so these are the
+    /// files' contents: validation compares them with `paths.json` without
+    /// reading 30,000 files back.
+    pub file_digests: HashMap<PathBuf, Sha256Hash>,
 }
 
 /// Extracts `archive` (a file of `kind`) into `dest`, which must exist and be
@@ -63,7 +75,6 @@ pub(crate) fn extract_checked(
         archive_bytes: archive_bytes.max(1),
         totals: Extracted::default(),
         links: HashSet::new(),
-        files: HashSet::new(),
     };
     let open = || fs_err::File::open(archive).map_err(|e| corrupt(&e));
     match kind {
@@ -91,8 +102,6 @@ struct Writer<'a> {
     totals: Extracted,
     /// Symlinks written so far: nothing may be written through them.
     links: HashSet<PathBuf>,
-    /// Regular files written so far: the only targets a tar hard link may have.
-    files: HashSet<PathBuf>,
 }
 
 impl Writer<'_> {
@@ -125,15 +134,16 @@ impl Writer<'_> {
                 EntryType::Regular | EntryType::Continuous => {
                     let size = entry.header().size().map_err(corrupt)?;
                     self.count_bytes(size)?;
-                    let mut file = self.create_file(&path, &target, mode)?;
+                    let file = self.create_file(&path, &target, mode)?;
+                    let mut file = HashingWriter::new(file);
                     // The header's size bounds what the entry yields.
                     let copied =
                         std::io::copy(&mut (&mut entry).take(size), &mut file).map_err(corrupt)?;
-                    file.flush().map_err(corrupt)?;
                     if copied != size {
                         return Err(Rejection::Corrupt(format!("{shown}: cut short")));
                     }
-                    self.files.insert(path);
+                    let digest = file.finish().map_err(corrupt)?;
+                    self.totals.file_digests.insert(path, digest);
                 }
                 EntryType::Directory => {
                     match fs_err::symlink_metadata(&target) {
@@ -166,12 +176,12 @@ impl Writer<'_> {
                         .components()
                         .filter(|c| !matches!(c, std::path::Component::CurDir))
                         .collect();
-                    if !self.files.contains(&link) {
+                    let Some(digest) = self.totals.file_digests.get(&link).copied() else {
                         return Err(Rejection::BadHardLink {
                             path: shown,
                             target: link.display().to_string(),
                         });
-                    }
+                    };
                     let size = fs_err::symlink_metadata(self.dest.join(&link))
                         .map_err(corrupt)?
                         .len();
@@ -181,7 +191,8 @@ impl Writer<'_> {
                     let mut source = fs_err::File::open(self.dest.join(&link)).map_err(corrupt)?;
                     let mut file = self.create_file(&path, &target, mode)?;
                     std::io::copy(&mut (&mut source).take(size), &mut file).map_err(corrupt)?;
-                    self.files.insert(path);
+                    // The same bytes as the file it copies.
+                    self.totals.file_digests.insert(path, digest);
                 }
                 EntryType::Char | EntryType::Block | EntryType::Fifo => {
                     return Err(Rejection::SpecialFile(shown));
@@ -283,6 +294,39 @@ impl Writer<'_> {
     }
 }
 
+/// A file being written, hashed on the way.
+struct HashingWriter {
+    file: std::fs::File,
+    hasher: Sha256,
+}
+
+impl HashingWriter {
+    fn new(file: std::fs::File) -> Self {
+        Self {
+            file,
+            hasher: Sha256::default(),
+        }
+    }
+
+    /// Flushes the file; the sha256 of everything written.
+    fn finish(mut self) -> std::io::Result<Sha256Hash> {
+        self.file.flush()?;
+        Ok(self.hasher.finalize())
+    }
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(bytes)?;
+        self.hasher.update(&bytes[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// The target a symlink or hard link member names.
 fn link_target<R: std::io::Read>(
     entry: &tar::Entry<'_, R>,
@@ -293,4 +337,76 @@ fn link_target<R: std::io::Read>(
         .map_err(|error| Rejection::Corrupt(error.to_string()))?
         .map(std::borrow::Cow::into_owned)
         .ok_or_else(|| Rejection::Corrupt(format!("{shown}: a link without a target")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `.tar.bz2` of `entries` (path, contents or a hard link's target,
+    /// kind) written with the tar crate.
+    fn tar_bz2(entries: &[(&str, &[u8], EntryType)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data, kind) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_mode(0o644);
+            match kind {
+                EntryType::Regular => {
+                    header.set_size(data.len() as u64);
+                    builder.append_data(&mut header, path, *data).unwrap();
+                }
+                _ => {
+                    header.set_size(0);
+                    let target = std::str::from_utf8(data).unwrap();
+                    builder.append_link(&mut header, path, target).unwrap();
+                }
+            }
+        }
+        let tar = builder.into_inner().unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&tar).unwrap();
+        bz.finish().unwrap()
+    }
+
+    #[test]
+    fn every_written_file_is_hashed_as_it_is_written_hard_link_copies_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("p-1-0.tar.bz2");
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        fs_err::write(
+            &archive,
+            tar_bz2(&[
+                ("a.txt", b"hello\n", EntryType::Regular),
+                ("lib/big.bin", &big, EntryType::Regular),
+                ("lib/empty", b"", EntryType::Regular),
+                ("c.txt", b"a.txt", EntryType::Link),
+                ("lib/link", b"big.bin", EntryType::Symlink),
+            ]),
+        )
+        .unwrap();
+        let dest = dir.path().join("out");
+        fs_err::create_dir(&dest).unwrap();
+        let extracted = extract_checked(
+            &archive,
+            ArchiveKind::TarBz2,
+            &dest,
+            &PackageLimits::default(),
+        )
+        .unwrap();
+        let mut hashed: Vec<&Path> = extracted
+            .file_digests
+            .keys()
+            .map(PathBuf::as_path)
+            .collect();
+        hashed.sort();
+        assert_eq!(
+            hashed,
+            ["a.txt", "c.txt", "lib/big.bin", "lib/empty"].map(Path::new)
+        );
+        for (path, digest) in &extracted.file_digests {
+            let on_disk = rattler_digest::compute_file_digest::<Sha256>(dest.join(path)).unwrap();
+            assert_eq!(*digest, on_disk, "{}", path.display());
+        }
+    }
 }

@@ -33,7 +33,7 @@ use fs_err as fs;
 use futures::stream::{self, TryStreamExt};
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::RepoDataRecord;
-use rattler_digest::{Md5, Sha256, Sha256Hash};
+use rattler_digest::{Md5, Md5Hash, Sha256, Sha256Hash};
 use rattler_networking::LazyClient;
 use sha2::Digest;
 
@@ -44,7 +44,7 @@ use crate::error::{GateError, PrefixError};
 use crate::extract::ArchiveKind;
 use crate::limits::PackageLimits;
 use crate::progress::{ProgressSink, TransferCounts};
-use crate::validate::{Rejection, validate_package};
+use crate::validate::{Rejection, validate_extracted};
 
 /// How many archives are fetched at once.
 const CONCURRENT_FETCHES: usize = 8;
@@ -477,31 +477,34 @@ impl FetchJob {
         let url = &self.record.url;
         // Keeps a downloaded archive until extraction is done.
         let mut _download = None;
-        let archive = match url.scheme() {
-            "file" => url
-                .to_file_path()
-                .map_err(|()| GateError::Scheme(url.to_string()))?,
+        let (archive, digests) = match url.scheme() {
+            "file" => (
+                url.to_file_path()
+                    .map_err(|()| GateError::Scheme(url.to_string()))?,
+                None,
+            ),
             "http" | "https" => {
-                let downloaded = self.download().await?;
+                let (downloaded, digests) = self.download().await?;
                 let path = downloaded.path().to_owned();
                 _download = Some(downloaded);
-                path
+                (path, Some(digests))
             }
             _ => return Err(GateError::Scheme(url.to_string())),
         };
         let job = self.clone();
-        tokio::task::spawn_blocking(move || job.check_and_extract(&archive, kind, &dest))
+        tokio::task::spawn_blocking(move || job.check_and_extract(&archive, digests, kind, &dest))
             .await
             .map_err(|error| GateError::Cache(format!("the extraction task failed: {error}")))?
             .map(Some)
     }
 
     /// Downloads the archive into a uniquely named temporary file beside
-    /// the cache, never more than the limits (or the record's size) allow.
-    /// Transient errors (refused or reset connections, timeouts, 5xx, 429)
-    /// are retried with exponential backoff and jitter for the retry budget;
-    /// checksum, size and other answers are not.
-    async fn download(&self) -> Result<tempfile::NamedTempFile, GateError> {
+    /// the cache, never more than the limits (or the record's size) allow,
+    /// hashing it as it arrives. Transient errors (refused or reset
+    /// connections, timeouts, 5xx, 429) are retried with exponential backoff
+    /// and jitter for the retry budget; checksum, size and other answers
+    /// are not.
+    async fn download(&self) -> Result<(tempfile::NamedTempFile, ArchiveDigests), GateError> {
         let folder = self.root.join(DOWNLOADS_DIR);
         fs::create_dir_all(&folder).map_err(GateError::io("create", &folder))?;
         let cap = match self.record.package_record.size {
@@ -522,8 +525,8 @@ impl FetchJob {
                 })?;
             // Held while it is written: `envstore gc` leaves a locked one alone.
             let _ = file.as_file().try_lock();
-            self.download_once(file.as_file_mut(), cap).await?;
-            Ok(file)
+            let digests = self.download_once(file.as_file_mut(), cap).await?;
+            Ok((file, digests))
         };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(RETRY_MIN_DELAY)
@@ -571,7 +574,7 @@ impl FetchJob {
         &self,
         file: &mut std::fs::File,
         cap: u64,
-    ) -> Result<(), DownloadFailure> {
+    ) -> Result<ArchiveDigests, DownloadFailure> {
         let url = envstore_core::public_url(&self.record.url).to_string();
         let mut response = self
             .client
@@ -624,6 +627,7 @@ impl FetchJob {
             return Err(too_large());
         }
         let mut written: u64 = 0;
+        let mut hashers = ArchiveHashers::default();
         while let Some(chunk) = response
             .chunk()
             .await
@@ -633,6 +637,7 @@ impl FetchJob {
             if written > cap {
                 return Err(too_large());
             }
+            hashers.update(&chunk);
             file.write_all(&chunk).map_err(|error| {
                 DownloadFailure::Fatal(GateError::Download {
                     url: url.clone(),
@@ -646,22 +651,29 @@ impl FetchJob {
                 message: error.to_string(),
             })
         })?;
-        Ok(())
+        Ok(hashers.finish())
     }
 
     /// Checks the archive's digests, extracts it member by member, validates
     /// the result and leaves the nonce that lets later builds trust it.
+    /// `digests` are the archive's, computed while it was downloaded; a
+    /// local (`file://`) archive is hashed here.
     fn check_and_extract(
         &self,
         archive: &Path,
+        digests: Option<ArchiveDigests>,
         kind: ArchiveKind,
         dest: &Path,
     ) -> Result<Sha256Hash, GateError> {
-        let sha256 = self.verify_digests(archive)?;
+        let digests = match digests {
+            Some(digests) => digests,
+            None => self.hash_archive(archive)?,
+        };
+        let sha256 = self.verify_digests(&digests)?;
         let package = &self.record.package_record;
-        crate::extract::extract_checked(archive, kind, dest, &self.limits)
+        let extracted = crate::extract::extract_checked(archive, kind, dest, &self.limits)
             .map_err(GateError::Rejected)?;
-        validate_package(dest, package).map_err(GateError::Rejected)?;
+        validate_extracted(dest, package, &extracted.file_digests).map_err(GateError::Rejected)?;
         if let Some(digest) = digest_key(&self.record) {
             let nonce = new_nonce().map_err(GateError::io(
                 "read random bytes from",
@@ -694,9 +706,8 @@ impl FetchJob {
         Ok(sha256)
     }
 
-    /// Hashes the archive once and checks every digest the record pins:
-    /// sha256, and md5 too (also for `file://` channels).
-    fn verify_digests(&self, archive: &Path) -> Result<Sha256Hash, GateError> {
+    /// Hashes a local archive, refusing one over the size limit.
+    fn hash_archive(&self, archive: &Path) -> Result<ArchiveDigests, GateError> {
         let mut file = fs_err::File::open(archive).map_err(GateError::io("open", archive))?;
         let size = file
             .metadata()
@@ -707,8 +718,7 @@ impl FetchJob {
                 limit: self.limits.max_extracted_bytes,
             }));
         }
-        let mut sha256 = Sha256::default();
-        let mut md5 = Md5::default();
+        let mut hashers = ArchiveHashers::default();
         let mut buffer = vec![0u8; 256 * 1024];
         loop {
             let read = file
@@ -717,11 +727,15 @@ impl FetchJob {
             if read == 0 {
                 break;
             }
-            sha256.update(&buffer[..read]);
-            md5.update(&buffer[..read]);
+            hashers.update(&buffer[..read]);
         }
-        let sha256: Sha256Hash = sha256.finalize();
-        let md5 = md5.finalize();
+        Ok(hashers.finish())
+    }
+
+    /// Checks every digest the record pins against the archive's: sha256,
+    /// and md5 too (also for `file://` channels).
+    fn verify_digests(&self, digests: &ArchiveDigests) -> Result<Sha256Hash, GateError> {
+        let ArchiveDigests { sha256, md5 } = *digests;
         let package = &self.record.package_record;
         if let Some(expected) = package.sha256
             && expected != sha256
@@ -742,6 +756,34 @@ impl FetchJob {
             }));
         }
         Ok(sha256)
+    }
+}
+
+/// An archive's digests: both, since a record may pin either.
+#[derive(Debug, Clone, Copy)]
+struct ArchiveDigests {
+    sha256: Sha256Hash,
+    md5: Md5Hash,
+}
+
+/// Hashes an archive's bytes as they pass.
+#[derive(Default)]
+struct ArchiveHashers {
+    sha256: Sha256,
+    md5: Md5,
+}
+
+impl ArchiveHashers {
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        self.md5.update(bytes);
+    }
+
+    fn finish(self) -> ArchiveDigests {
+        ArchiveDigests {
+            sha256: self.sha256.finalize(),
+            md5: self.md5.finalize(),
+        }
     }
 }
 

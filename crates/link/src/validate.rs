@@ -4,14 +4,14 @@
 //! what `paths.json` declares, and no link leads out of the package or the
 //! prefix, however links are chained.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use rattler_conda_types::PackageRecord;
 use rattler_conda_types::package::{IndexJson, PackageFile, PathType, PathsJson};
-use rattler_digest::Sha256;
+use rattler_digest::{Sha256, Sha256Hash};
 
 /// Symlinks followed at most while resolving one path, like the kernel.
 const MAX_LINK_HOPS: usize = 40;
@@ -99,8 +99,19 @@ fn declared_name(path_type: PathType) -> &'static str {
     }
 }
 
-/// Validates the extracted package in `dir` against `record`.
+/// Validates the extracted package in `dir` against `record`, reading every
+/// file back to check its sha256.
 pub fn validate_package(dir: &Path, record: &PackageRecord) -> Result<(), Rejection> {
+    validate_extracted(dir, record, &HashMap::new())
+}
+
+/// [`validate_package`] with the sha256 of the files extraction wrote,
+/// computed as it wrote them: a file found there is not read again.
+pub(crate) fn validate_extracted(
+    dir: &Path,
+    record: &PackageRecord,
+    written: &HashMap<PathBuf, Sha256Hash>,
+) -> Result<(), Rejection> {
     let index = IndexJson::from_package_directory(dir)
         .map_err(|error| Rejection::Unreadable(error.to_string()))?;
     let describe = |name: &str, version: &str, build: &str| format!("{name} {version} {build}");
@@ -125,6 +136,9 @@ pub fn validate_package(dir: &Path, record: &PackageRecord) -> Result<(), Reject
         .filter(|entry| entry.path_type == PathType::SoftLink)
         .map(|entry| entry.relative_path.as_path())
         .collect();
+    // Folders already found to be no link, declared or on disk: most
+    // entries share them, and nothing changes the tree while it is checked.
+    let mut no_link: HashSet<&Path> = HashSet::new();
     for entry in &paths.paths {
         let relative = &entry.relative_path;
         let shown = relative.display().to_string();
@@ -137,6 +151,9 @@ pub fn validate_package(dir: &Path, record: &PackageRecord) -> Result<(), Reject
             .skip(1)
             .filter(|a| !a.as_os_str().is_empty())
         {
+            if no_link.contains(ancestor) {
+                continue;
+            }
             let is_link = declared_links.contains(ancestor)
                 || fs_err::symlink_metadata(dir.join(ancestor))
                     .is_ok_and(|meta| meta.file_type().is_symlink());
@@ -146,6 +163,7 @@ pub fn validate_package(dir: &Path, record: &PackageRecord) -> Result<(), Reject
                     link: ancestor.display().to_string(),
                 });
             }
+            no_link.insert(ancestor);
         }
         let file = dir.join(relative);
         let meta = fs_err::symlink_metadata(&file)
@@ -176,8 +194,11 @@ pub fn validate_package(dir: &Path, record: &PackageRecord) -> Result<(), Reject
             }
             PathType::HardLink => {
                 if let Some(expected) = entry.sha256 {
-                    let actual = rattler_digest::compute_file_digest::<Sha256>(&file)
-                        .map_err(|error| Rejection::Unreadable(format!("{shown}: {error}")))?;
+                    let actual = match written.get(relative.as_path()) {
+                        Some(digest) => *digest,
+                        None => rattler_digest::compute_file_digest::<Sha256>(&file)
+                            .map_err(|error| Rejection::Unreadable(format!("{shown}: {error}")))?,
+                    };
                     if actual != expected {
                         return Err(Rejection::WrongChecksum(shown));
                     }

@@ -392,6 +392,11 @@ async fn main() -> anyhow::Result<()> {
                 // the archives for whoever comes second.
                 for envstore_turn in [iteration % 2 == 0, iteration % 2 == 1] {
                     let work = tempfile::tempdir_in(&data)?;
+                    // What the turn before wrote is on disk before this
+                    // one starts (floor.sh does the same between its
+                    // phases): its writeback would land in this turn.
+                    let synced = tokio::process::Command::new("sync").status().await?;
+                    anyhow::ensure!(synced.success(), "sync failed: {synced}");
                     if envstore_turn {
                         let times = fixture
                             .cold_build_once(&records, work.path(), iteration)
@@ -423,6 +428,11 @@ async fn main() -> anyhow::Result<()> {
                         .collect(),
                 )
             };
+            let ours_runs: Vec<f64> = ours.iter().map(|run| run.as_secs_f64() * 1000.0).collect();
+            let floor_runs: Vec<f64> = floors
+                .iter()
+                .filter_map(|floor| floor["floor_ms"].as_f64())
+                .collect();
             let total = median(ours);
             println!(
                 "{}",
@@ -433,6 +443,7 @@ async fn main() -> anyhow::Result<()> {
                     "floor_fetch_ms": floor_median("fetch_ms"), "floor_extract_ms": floor_median("extract_ms"),
                     "floor_link_ms": floor_median("link_ms"),
                     "floor_files": floors.first().and_then(|floor| floor["files"].as_u64()),
+                    "runs_ms": ours_runs, "floor_runs_ms": floor_runs,
                 })
             );
         }

@@ -14,8 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use fs_err::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rattler_digest::{Sha256, Sha256Hash};
-use sha2::Digest;
+use rattler_digest::{HashingWriter, Sha256, Sha256Hash};
 use tar::EntryType;
 
 use crate::limits::PackageLimits;
@@ -135,14 +134,15 @@ impl Writer<'_> {
                     let size = entry.header().size().map_err(corrupt)?;
                     self.count_bytes(size)?;
                     let file = self.create_file(&path, &target, mode)?;
-                    let mut file = HashingWriter::new(file);
+                    let mut file = HashingWriter::<_, Sha256>::new(file);
                     // The header's size bounds what the entry yields.
                     let copied =
                         std::io::copy(&mut (&mut entry).take(size), &mut file).map_err(corrupt)?;
                     if copied != size {
                         return Err(Rejection::Corrupt(format!("{shown}: cut short")));
                     }
-                    let digest = file.finish().map_err(corrupt)?;
+                    file.flush().map_err(corrupt)?;
+                    let (_, digest) = file.finalize();
                     self.totals.file_digests.insert(path, digest);
                 }
                 EntryType::Directory => {
@@ -291,39 +291,6 @@ impl Writer<'_> {
         } else {
             Rejection::Corrupt(format!("{}: {error}", path.display()))
         }
-    }
-}
-
-/// A file being written, hashed on the way.
-struct HashingWriter {
-    file: std::fs::File,
-    hasher: Sha256,
-}
-
-impl HashingWriter {
-    fn new(file: std::fs::File) -> Self {
-        Self {
-            file,
-            hasher: Sha256::default(),
-        }
-    }
-
-    /// Flushes the file; the sha256 of everything written.
-    fn finish(mut self) -> std::io::Result<Sha256Hash> {
-        self.file.flush()?;
-        Ok(self.hasher.finalize())
-    }
-}
-
-impl Write for HashingWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let written = self.file.write(bytes)?;
-        self.hasher.update(&bytes[..written]);
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
     }
 }
 

@@ -20,7 +20,7 @@ use crate::phases::PhaseRecorder;
 use crate::pipeline::run_steps;
 use crate::prefix::remove_unfinished_prefix;
 use crate::publish::{point_ahead, point_current, publish_build_log, publish_log, publish_text};
-use crate::task::TaskGuard;
+use crate::task::{StoppedTask, TaskGuard};
 
 /// How often a running build looks for a cancellation request.
 const CANCEL_POLL: Duration = Duration::from_millis(500);
@@ -104,12 +104,11 @@ pub async fn run_job(
         build.id.clone(),
         cancelled.clone(),
     ));
-    let keeper = TaskGuard::spawn(keep_attempt_log(
-        ctx.db.clone(),
-        build.id.clone(),
-        job.attempts,
-        log.clone(),
-    ));
+    let keeper = StoppedTask::spawn({
+        let (db, build_id, log) = (ctx.db.clone(), build.id.clone(), log.clone());
+        let attempt = job.attempts;
+        move |stopping| keep_attempt_log(db, build_id, attempt, log, stopping)
+    });
     let (lost_sender, lost) = tokio::sync::oneshot::channel();
     let renewer = TaskGuard::spawn({
         let db = ctx.db.clone();
@@ -143,7 +142,7 @@ pub async fn run_job(
     let result = match result {
         Ok(result) => result,
         Err(Interruption::LeaseLost(end)) => {
-            drop(keeper);
+            keeper.stop().await;
             log.line(format!(
                 "lost the job's lease ({}): stopping",
                 end.describe()
@@ -157,7 +156,7 @@ pub async fn run_job(
             return Ok(());
         }
         Err(interruption @ (Interruption::Cancelled | Interruption::OverLimit)) => {
-            drop(keeper);
+            keeper.stop().await;
             let (status, message) = match interruption {
                 Interruption::OverLimit => (
                     BuildStatus::Failed,
@@ -189,7 +188,10 @@ pub async fn run_job(
             return Ok(());
         }
     };
-    drop(keeper);
+    // Stopped, not aborted: a save in flight would land after the end
+    // removes the kept log, and the next attempt would take this one for
+    // a worker that stopped.
+    keeper.stop().await;
     let outcome = match result {
         Ok(success) => {
             log.line(format!("build succeeded: lock {}", success.lock_hash));
@@ -438,11 +440,18 @@ async fn watch_for_cancel(db: Database, build_id: String, cancelled: Arc<tokio::
 
 /// Keeps the attempt's log (its last MiB) in the database as it goes, so a
 /// worker that is killed leaves it for the attempt that takes over.
-async fn keep_attempt_log(db: Database, build_id: String, attempt: i64, log: Arc<BuildLog>) {
+async fn keep_attempt_log(
+    db: Database,
+    build_id: String,
+    attempt: i64,
+    log: Arc<BuildLog>,
+    mut stopping: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut kept = None;
     let mut failures = 0u64;
     loop {
         tokio::select! {
+            _ = &mut stopping => return,
             () = tokio::time::sleep(KEEP_LOG_EVERY) => {}
             () = log.wait_for_phase_change() => {}
         }

@@ -17,6 +17,41 @@ impl Drop for TaskGuard {
     }
 }
 
+/// A background task that is asked to stop and waited for, so what it was
+/// in the middle of (a database write) is done before the caller goes on.
+/// Aborting is not enough for that: a write already handed to the database
+/// lands even when the future that sent it is dropped, and may land after
+/// whatever the caller does next. Dropped without [`StoppedTask::stop`],
+/// it is aborted like a [`TaskGuard`].
+pub(crate) struct StoppedTask {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    guard: TaskGuard,
+}
+
+impl StoppedTask {
+    /// Runs `task`, which must return soon once its receiver fires (or its
+    /// sender is gone), between two steps rather than in the middle of one.
+    pub(crate) fn spawn<F, Fut>(task: F) -> Self
+    where
+        F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopping) = tokio::sync::oneshot::channel();
+        Self {
+            stop: Some(stop),
+            guard: TaskGuard::spawn(task(stopping)),
+        }
+    }
+
+    /// Asks the task to stop and waits until it has.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.guard.0).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -24,6 +59,33 @@ mod tests {
     use std::time::Duration;
 
     use super::TaskGuard;
+
+    #[tokio::test]
+    async fn a_stopped_task_finishes_the_step_it_is_in_before_stop_returns() {
+        let finished = Arc::new(AtomicUsize::new(0));
+        let steps = finished.clone();
+        let task = super::StoppedTask::spawn(move |mut stopping| async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopping => return,
+                    () = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+                // A step that must not be cut short (a write).
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                steps.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        task.stop().await;
+        let after_stop = finished.load(Ordering::SeqCst);
+        assert!(after_stop > 0, "the step under way was finished");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            after_stop,
+            "and nothing ran after stop returned"
+        );
+    }
 
     #[tokio::test]
     async fn a_dropped_guard_stops_its_renewer() {

@@ -93,6 +93,7 @@ def main(path):
                     f"  {row['records']:>8} records {row['names']:>6} names {mode:10} {state}: "
                     f"{figures['ms']:9.1f} ms, {figures['bytes'] / 1e6:8.2f} MB in {figures['requests']:.0f} requests, "
                     f"peak {figures['peak_mib']:6.0f} MiB"
+                    + (f" (runs {', '.join(f'{ms:.0f}' for ms in figures['runs_ms'])})" if "runs_ms" in figures else "")
                 )
         def get(clusters, mode, state, key):
             return forge.get((clusters, mode), {}).get(state, {}).get(key)

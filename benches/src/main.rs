@@ -528,7 +528,11 @@ async fn forge_child(channel: &url::Url, cache: &std::path::Path) -> anyhow::Res
 
 /// The `forge` command: the base alone and the grown channel, each served
 /// sharded and monolithic; per pair, `repeat` cold solves (a new cache)
-/// each followed by a warm one (the cache it left, a new process).
+/// each followed by a warm one (the cache it left, a new process). The four
+/// pairs take turns within each round, in an order reversed every other
+/// round, and every solve starts after a `sync`: run pair by pair, the
+/// writeback of the monolithic caches (tens of MB) landed in the next
+/// pair's cold solve and decided its time.
 async fn forge_bench(
     repeat: usize,
     data: &std::path::Path,
@@ -545,45 +549,82 @@ async fn forge_bench(
         "writing the forge channels failed: {status}"
     );
     let root = envstore_benches::repodata_root().context("the repodata root")?;
+    /// One channel served one way, and what its solves measured.
+    struct Pair {
+        clusters: usize,
+        versions: usize,
+        summary: envstore_fixtures::ForgeSummary,
+        mode: &'static str,
+        server: std::sync::Arc<envstore_fixtures::ForgeServer>,
+        cold: Vec<(ForgeSolve, envstore_fixtures::Sent)>,
+        warm: Vec<(ForgeSolve, envstore_fixtures::Sent)>,
+    }
+    let mut pairs = Vec::new();
     for (clusters, versions) in [(0, 1), (clusters, versions)] {
         let summary = write_forge(&root, data, clusters, versions)?;
         let dir = forge_dir(data, clusters, versions);
-        let server = envstore_fixtures::ForgeServer::start(&dir).await?;
-        for (mode, url) in [
-            ("sharded", &server.sharded),
-            ("monolithic", &server.monolithic),
-        ] {
-            let (mut cold, mut warm) = (Vec::new(), Vec::new());
-            for _ in 0..repeat {
-                let cache = tempfile::tempdir_in(data)?;
-                server.take_sent();
-                let first = forge_child(url, cache.path()).await?;
-                let first_sent = server.take_sent();
-                let again = forge_child(url, cache.path()).await?;
-                let again_sent = server.take_sent();
-                cold.push((first, first_sent));
-                warm.push((again, again_sent));
-            }
-            let figures = |runs: &[(ForgeSolve, envstore_fixtures::Sent)]| {
-                json!({
-                    "ms": median_of(runs.iter().map(|(solve, _)| solve.ms).collect()),
-                    "peak_mib": median_of(runs.iter().map(|(solve, _)| solve.peak_mib).collect()),
-                    "peak_mib_before": median_of(runs.iter().map(|(solve, _)| solve.peak_mib_before).collect()),
-                    "bytes": median_of(runs.iter().map(|(_, sent)| sent.bytes as f64).collect()),
-                    "requests": median_of(runs.iter().map(|(_, sent)| sent.requests as f64).collect()),
-                })
-            };
-            println!(
-                "{}",
-                json!({
-                    "tool": "envstore", "bench": "forge", "mode": mode,
-                    "clusters": clusters, "versions": versions,
-                    "records": summary.total_records(), "names": summary.total_names(),
-                    "packages": cold.first().map_or(0, |(solve, _)| solve.packages),
-                    "cold": figures(&cold), "warm": figures(&warm),
-                })
-            );
+        let server = std::sync::Arc::new(envstore_fixtures::ForgeServer::start(&dir).await?);
+        for mode in ["sharded", "monolithic"] {
+            pairs.push(Pair {
+                clusters,
+                versions,
+                summary: summary.clone(),
+                mode,
+                server: server.clone(),
+                cold: Vec::new(),
+                warm: Vec::new(),
+            });
         }
+    }
+    let synced = || async {
+        let synced = tokio::process::Command::new("sync").status().await?;
+        anyhow::ensure!(synced.success(), "sync failed: {synced}");
+        anyhow::Ok(())
+    };
+    for round in 0..repeat {
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            let pair = &mut pairs[index];
+            let url = match pair.mode {
+                "sharded" => pair.server.sharded.clone(),
+                _ => pair.server.monolithic.clone(),
+            };
+            let cache = tempfile::tempdir_in(data)?;
+            synced().await?;
+            pair.server.take_sent();
+            let first = forge_child(&url, cache.path()).await?;
+            let first_sent = pair.server.take_sent();
+            synced().await?;
+            let again = forge_child(&url, cache.path()).await?;
+            let again_sent = pair.server.take_sent();
+            pair.cold.push((first, first_sent));
+            pair.warm.push((again, again_sent));
+        }
+    }
+    let figures = |runs: &[(ForgeSolve, envstore_fixtures::Sent)]| {
+        json!({
+            "ms": median_of(runs.iter().map(|(solve, _)| solve.ms).collect()),
+            "runs_ms": runs.iter().map(|(solve, _)| solve.ms.round()).collect::<Vec<_>>(),
+            "peak_mib": median_of(runs.iter().map(|(solve, _)| solve.peak_mib).collect()),
+            "peak_mib_before": median_of(runs.iter().map(|(solve, _)| solve.peak_mib_before).collect()),
+            "bytes": median_of(runs.iter().map(|(_, sent)| sent.bytes as f64).collect()),
+            "requests": median_of(runs.iter().map(|(_, sent)| sent.requests as f64).collect()),
+        })
+    };
+    for pair in &pairs {
+        println!(
+            "{}",
+            json!({
+                "tool": "envstore", "bench": "forge", "mode": pair.mode,
+                "clusters": pair.clusters, "versions": pair.versions,
+                "records": pair.summary.total_records(), "names": pair.summary.total_names(),
+                "packages": pair.cold.first().map_or(0, |(solve, _)| solve.packages),
+                "cold": figures(&pair.cold), "warm": figures(&pair.warm),
+            })
+        );
     }
     Ok(())
 }

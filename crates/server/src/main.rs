@@ -174,6 +174,13 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
             .map_err(|()| anyhow::anyhow!("the data folder is not absolute"))?,
     };
     let test_pause = test_pause()?;
+    let cores = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(2);
+    let workers = args.workers.or(file.workers).unwrap_or(cores);
+    if let Some(warning) = oversubscribed(workers, cores) {
+        tracing::warn!(workers, cores, "{warning}");
+    }
     Ok(ServerConfig {
         publish_packed_prefixes: args.pack_prefixes.unwrap_or(store.scheme() != "file"),
         bind: file
@@ -184,11 +191,7 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
             .or(file.database)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("envstore.db").display())),
         store,
-        workers: args.workers.or(file.workers).unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(2)
-        }),
+        workers,
         channels,
         admin_token: None,
         lease: Duration::from_secs(args.lease_seconds.max(1)),
@@ -200,6 +203,18 @@ async fn node_config(args: NodeArgs) -> anyhow::Result<ServerConfig> {
         event_streams: file.event_streams.limits(),
         package_limits: args.packages.apply(file.packages),
         data_dir,
+    })
+}
+
+/// What an operator is told when a node runs more workers than it has
+/// cores: builds extract and link with the CPU and the disk, so the extra
+/// workers wait on the others (BENCHMARKS.md, throughput: 4 workers on 2
+/// cores finished fewer builds a minute than 2).
+fn oversubscribed(workers: usize, cores: usize) -> Option<String> {
+    (workers > cores).then(|| {
+        format!(
+            "{workers} workers on {cores} cores: builds compete for the CPU and the disk, so more workers than cores usually finish fewer builds a minute (docs/operations.md, \"How many workers\")"
+        )
     })
 }
 
@@ -575,4 +590,17 @@ async fn wait_for_signal() {
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     fs_err::create_dir_all(path)?;
     Ok(fs_err::canonicalize(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::oversubscribed;
+
+    #[test]
+    fn more_workers_than_cores_is_warned_about_and_no_more_is_not() {
+        assert_eq!(oversubscribed(2, 2), None);
+        assert_eq!(oversubscribed(1, 2), None);
+        let warning = oversubscribed(4, 2).expect("4 workers on 2 cores are warned about");
+        assert!(warning.starts_with("4 workers on 2 cores"), "{warning}");
+    }
 }

@@ -186,13 +186,29 @@ pub(crate) fn short_id(id: &str) -> &str {
 
 /// A search form that narrows a listing (sent as `?q=`).
 pub(crate) fn search(action: &str, label: &str, query: Option<&str>) -> Markup {
+    search_keeping(action, label, query, &[])
+}
+
+/// [`search`] on a page with more in its query (a period, a filter): the
+/// search and its "Clear" link keep `kept`, so searching does not lose it.
+pub(crate) fn search_keeping(
+    action: &str,
+    label: &str,
+    query: Option<&str>,
+    kept: &[(&str, Option<&str>)],
+) -> Markup {
     html! {
         form.search method="get" action=(action) role="search" {
+            @for (name, value) in kept {
+                @if let Some(value) = value.filter(|value| !value.is_empty()) {
+                    input type="hidden" name=(name) value=(value);
+                }
+            }
             label for="q" { (label) }
             input #q type="search" name="q" value=[query];
             button type="submit" { "Search" }
             @if query.is_some_and(|query| !query.is_empty()) {
-                " " a href=(action) { "Clear the search" }
+                " " a href=(links::with_query(action, kept)) { "Clear the search" }
             }
         }
     }

@@ -139,7 +139,12 @@ pub(crate) async fn show(
                 "All time."
             }
         }
-        (layout::search(&here, "Search namespaces by name", search))
+        (layout::search_keeping(
+            &here,
+            "Search namespaces by name",
+            search,
+            &[("since", query.since()), ("until", query.until())],
+        ))
         @if shown.is_empty() {
             p { @if search.is_some() { "No namespace matches this search." } @else { "There is no namespace you may see yet." } }
         } @else {
@@ -662,6 +667,22 @@ mod tests {
         let form = period_form(&query(Some("2026-11-01"), None)).into_string();
         assert!(form.contains("value=\"2026-11-01\""), "{form}");
         assert!(form.contains("All time"), "{form}");
+    }
+
+    #[test]
+    fn searching_namespaces_keeps_the_period() {
+        let period = [("since", Some("2026-11-01")), ("until", None)];
+        let form =
+            layout::search_keeping("/ui/usage", "Search", Some("team"), &period).into_string();
+        assert!(
+            form.contains(r#"<input type="hidden" name="since" value="2026-11-01">"#),
+            "{form}"
+        );
+        assert!(!form.contains(r#"name="until""#), "{form}");
+        assert!(
+            form.contains(r#"href="/ui/usage?since=2026-11-01""#),
+            "the search is cleared, the period kept: {form}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use envstore_core::ContentHash;
-use sha2::{Digest, Sha256};
+use rattler_digest::{HashingReader, HashingWriter, Sha256};
 
 use crate::error::PrefixError;
 use rattler_conda_types::PrefixRecord;
@@ -25,7 +25,8 @@ pub fn pack_prefix(prefix: &Path, archive: &Path) -> Result<ContentHash, PrefixE
     let file = fs_err::File::create(archive).map_err(PrefixError::io("create", archive))?;
     // Held while it is written: `envstore gc` leaves a locked pack file alone.
     let _ = file.try_lock();
-    let hashing = HashingWriter::new(file);
+    // Hashed as it is written, so packing reads the prefix once.
+    let hashing = HashingWriter::<_, Sha256>::new(file);
     let encoder =
         zstd::Encoder::new(hashing, ZSTD_LEVEL).map_err(PrefixError::io("compress", archive))?;
     let mut builder = tar::Builder::new(encoder);
@@ -46,11 +47,9 @@ pub fn pack_prefix(prefix: &Path, archive: &Path) -> Result<ContentHash, PrefixE
         .finish()
         .map_err(PrefixError::io("compress", archive))?;
     hashing.flush().map_err(PrefixError::io("write", archive))?;
-    hashing
-        .file
-        .sync_all()
-        .map_err(PrefixError::io("sync", archive))?;
-    Ok(hashing.finish())
+    let (file, sha256) = hashing.finalize();
+    file.sync_all().map_err(PrefixError::io("sync", archive))?;
+    Ok(ContentHash::from_bytes(sha256.into()))
 }
 
 /// Unpacks the archive read from `archive` into `prefix` as it arrives
@@ -86,7 +85,8 @@ fn unpack_and_check(
     expected: &BTreeSet<String>,
 ) -> Result<(), PrefixError> {
     fs_err::create_dir_all(prefix).map_err(PrefixError::io("create", prefix))?;
-    let hashing = HashingReader::new(archive);
+    // Hashed as it is read, so the archive's sha256 is checked in the same pass.
+    let hashing = HashingReader::<_, Sha256>::new(archive);
     let decoder = zstd::Decoder::new(hashing).map_err(PrefixError::io("decompress", prefix))?;
     let mut tar = tar::Archive::new(decoder);
     tar.set_preserve_permissions(true);
@@ -99,7 +99,8 @@ fn unpack_and_check(
     let mut rest = tar.into_inner().finish();
     std::io::copy(&mut rest, &mut std::io::sink())
         .map_err(PrefixError::io("read the packed prefix for", prefix))?;
-    let found = rest.into_inner().finish();
+    let (_, found) = rest.into_inner().finalize();
+    let found = ContentHash::from_bytes(found.into());
     if &found != sha256 {
         return Err(PrefixError::Checksum {
             prefix: prefix.to_owned(),
@@ -190,65 +191,6 @@ fn remove_dir_if_present(path: &Path) -> Result<(), PrefixError> {
             Err(PrefixError::io("remove", path)(error))
         }
         _ => Ok(()),
-    }
-}
-
-/// Hashes what it writes, so packing reads the prefix once.
-struct HashingWriter {
-    file: fs_err::File,
-    hasher: Sha256,
-}
-
-impl HashingWriter {
-    fn new(file: fs_err::File) -> Self {
-        Self {
-            file,
-            hasher: Sha256::new(),
-        }
-    }
-
-    fn finish(self) -> ContentHash {
-        ContentHash::from_bytes(self.hasher.finalize().into())
-    }
-}
-
-impl Write for HashingWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let written = self.file.write(buf)?;
-        self.hasher.update(&buf[..written]);
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// Hashes what is read through it, so unpacking checks the archive's
-/// sha256 in the same pass.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    fn finish(self) -> ContentHash {
-        ContentHash::from_bytes(self.hasher.finalize().into())
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.inner.read(buf)?;
-        self.hasher.update(&buf[..read]);
-        Ok(read)
     }
 }
 

@@ -197,3 +197,223 @@ async fn a_zero_budget_retries_nothing_and_a_404_is_never_retried() {
     );
     assert_eq!(requests.load(Ordering::SeqCst), 1, "a 404 is not retried");
 }
+
+/// What [`breaking_channel`] was asked for an archive and sent back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ArchiveAnswer {
+    range: Option<String>,
+    status: u16,
+    sent: usize,
+}
+
+/// How [`breaking_channel`] answers after it broke the first transfer.
+#[derive(Debug, Clone, Copy)]
+struct Resumable {
+    /// The ETag every answer carries (none: no validator at all).
+    etag: Option<&'static str>,
+    /// Whether `Range` (with a matching `If-Range`) gets a 206.
+    honours_range: bool,
+}
+
+/// Serves `dir`. The first answer for an archive sends its first half,
+/// then breaks the connection; later ones follow `how`.
+async fn breaking_channel(
+    dir: PathBuf,
+    how: Resumable,
+) -> (url::Url, Arc<Mutex<Vec<ArchiveAnswer>>>) {
+    use axum::http::header;
+
+    let answers = Arc::new(Mutex::new(Vec::<ArchiveAnswer>::new()));
+    let seen = answers.clone();
+    let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (dir, seen) = (dir.clone(), seen.clone());
+        async move {
+            let path = request.uri().path().trim_start_matches('/').to_owned();
+            let Ok(bytes) = fs_err::read(dir.join(&path)) else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
+            if !(path.ends_with(".conda") || path.ends_with(".tar.bz2")) {
+                return bytes.into_response();
+            }
+            let header_of = |name: header::HeaderName| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let (range, if_range) = (header_of(header::RANGE), header_of(header::IF_RANGE));
+            let first = seen.lock().unwrap().is_empty();
+            let mut response = if first {
+                let half = bytes[..bytes.len() / 2].to_vec();
+                seen.lock().unwrap().push(ArchiveAnswer {
+                    range,
+                    status: 200,
+                    sent: half.len(),
+                });
+                // Half the body, a pause so it reaches the client, then a
+                // broken connection.
+                let body = futures::stream::unfold(Some(half), |half| async move {
+                    match half {
+                        Some(half) => Some((Ok::<_, std::io::Error>(half), None)),
+                        None => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            Some((Err(std::io::Error::other("connection broken")), None))
+                        }
+                    }
+                });
+                let mut response = axum::body::Body::from_stream(body).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, bytes.len().into());
+                response
+            } else {
+                let start = range
+                    .as_deref()
+                    .and_then(|range| range.strip_prefix("bytes="))
+                    .and_then(|range| range.strip_suffix('-'))
+                    .and_then(|start| start.parse::<usize>().ok())
+                    .filter(|_| how.honours_range && if_range.as_deref() == how.etag);
+                let (status, body) = match start {
+                    Some(start) => (StatusCode::PARTIAL_CONTENT, bytes[start..].to_vec()),
+                    None => (StatusCode::OK, bytes.clone()),
+                };
+                seen.lock().unwrap().push(ArchiveAnswer {
+                    range,
+                    status: status.as_u16(),
+                    sent: body.len(),
+                });
+                let mut response = (status, body).into_response();
+                if let Some(start) = start {
+                    let value = format!("bytes {start}-{}/{}", bytes.len() - 1, bytes.len());
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_RANGE, value.parse().unwrap());
+                }
+                response
+            };
+            if let Some(etag) = how.etag {
+                response
+                    .headers_mut()
+                    .insert(header::ETAG, etag.parse().unwrap());
+            }
+            response
+                .headers_mut()
+                .insert(header::ACCEPT_RANGES, "bytes".parse().unwrap());
+            response
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, answers)
+}
+
+/// Builds `libzlib` from a [`breaking_channel`]: the answers the server
+/// gave for its archive, the archive's size and the build's log.
+async fn build_through_a_break(how: Resumable) -> (Vec<ArchiveAnswer>, usize, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = envstore_fixtures::write_demo_channel(&dir.path().join("demo"))
+        .await
+        .unwrap();
+    let (url, answers) = breaking_channel(channel.dir.clone(), how).await;
+    let records: Vec<RepoDataRecord> = RepoData::from_path(channel.repodata_path("linux-64"))
+        .unwrap()
+        .into_repo_data_records(&Channel::from_url(url))
+        .into_iter()
+        .filter(|record| record.package_record.name.as_normalized() == "libzlib")
+        .take(1)
+        .collect();
+    let archive = fs_err::metadata(
+        channel
+            .dir
+            .join("linux-64")
+            .join(records[0].identifier.to_file_name()),
+    )
+    .unwrap()
+    .len() as usize;
+    let root = fs_err::canonicalize(dir.path()).unwrap().join("prefixes");
+    let builder = PrefixBuilder::new(root, PackageCache::new(dir.path().join("pkgs")))
+        .with_transient_retry(Duration::from_secs(60));
+    let lines = Arc::new(Lines::default());
+    let hash = ContentHash::of(format!("{how:?}").as_bytes());
+    let report = builder
+        .build(
+            &hash,
+            Subdir::Linux64,
+            &records,
+            &Default::default(),
+            lines.clone(),
+            || {},
+        )
+        .await
+        .unwrap();
+    assert!(envstore_link::is_complete(&report.path));
+    let answers = answers.lock().unwrap().clone();
+    let lines = lines.0.lock().unwrap().clone();
+    (answers, archive, lines)
+}
+
+#[tokio::test]
+async fn a_broken_download_is_resumed_where_it_broke() {
+    let (answers, archive, lines) = build_through_a_break(Resumable {
+        etag: Some("\"v1\""),
+        honours_range: true,
+    })
+    .await;
+    let half = archive / 2;
+    assert_eq!(
+        answers,
+        [
+            ArchiveAnswer {
+                range: None,
+                status: 200,
+                sent: half
+            },
+            ArchiveAnswer {
+                range: Some(format!("bytes={half}-")),
+                status: 206,
+                sent: archive - half
+            },
+        ],
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.ends_with(&format!("from byte {half} of {archive}"))),
+        "the log says it resumed: {lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_ranges_or_validators_sends_the_whole_file_again() {
+    // No validator: nothing is asked for by range, since the rest could be
+    // another version's.
+    let (answers, archive, _) = build_through_a_break(Resumable {
+        etag: None,
+        honours_range: true,
+    })
+    .await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(
+        (
+            answers[1].range.as_deref(),
+            answers[1].status,
+            answers[1].sent
+        ),
+        (None, 200, archive)
+    );
+    // Asked for the rest, answered with the whole: the half is dropped,
+    // not spliced (the build's checksum check would refuse a splice).
+    let (answers, archive, _) = build_through_a_break(Resumable {
+        etag: Some("\"v1\""),
+        honours_range: false,
+    })
+    .await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(
+        (answers[1].range.clone(), answers[1].status, answers[1].sent),
+        (Some(format!("bytes={}-", archive / 2)), 200, archive)
+    );
+}

@@ -54,6 +54,8 @@ pub enum DbError {
     Connect(#[source] sqlx::Error),
     #[error("failed to make the database file '{}' private to the service user", .0.display())]
     Private(std::path::PathBuf, #[source] std::io::Error),
+    #[error("failed to lock '{}' to apply database migrations", .0.display())]
+    MigrationLock(std::path::PathBuf, #[source] std::io::Error),
     #[error("failed to apply database migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("{0} already exists")]
@@ -441,6 +443,35 @@ mod tests {
 
     fn mode(path: &std::path::Path) -> u32 {
         fs_err::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Two processes started together on a new file (`serve` and `worker`
+    /// from one compose file): each connection applies the migrations, and
+    /// without a turn each the second failed on a table the first made.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn services_started_together_on_a_new_file_take_turns_migrating() {
+        for round in 0..4 {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("envstore.db").display());
+            let (first, second) = tokio::join!(
+                tokio::spawn({
+                    let url = url.clone();
+                    async move { Database::connect(&url).await }
+                }),
+                tokio::spawn({
+                    let url = url.clone();
+                    async move { Database::connect(&url).await }
+                })
+            );
+            for started in [first.unwrap(), second.unwrap()] {
+                let db = started.unwrap_or_else(|error| {
+                    panic!("round {round}: {}", envstore_core::error_chain(&error))
+                });
+                db.create_namespace(&format!("team-{round}").parse().unwrap())
+                    .await
+                    .ok();
+            }
+        }
     }
 
     /// SQLite only: about the database file itself.

@@ -30,6 +30,52 @@ pub(crate) fn migrations(dialect: Dialect) -> Vec<Migration> {
     with_overrides(&SHARED.migrations, &own.migrations)
 }
 
+/// Waits for and holds an exclusive lock on `<database>.migrating`, the
+/// turn of this process to migrate a SQLite file; `None` for a database in
+/// memory. sqlx takes no lock on SQLite, so two services started together
+/// on a new file both applied migration 1 and the second failed ("table
+/// namespaces already exists"). The lock is a file of its own: closing
+/// any descriptor of the database file itself would drop SQLite's locks.
+async fn sqlite_migration_turn(url: &str) -> Result<Option<fs_err::File>, DbError> {
+    let Some(database) = url.strip_prefix("sqlite:").and_then(crate::sqlite_file) else {
+        return Ok(None);
+    };
+    let mut path = database.into_os_string();
+    path.push(".migrating");
+    let path = std::path::PathBuf::from(path);
+    tokio::task::spawn_blocking(move || {
+        use fs_err::os::unix::fs::OpenOptionsExt;
+        let file = match fs_err::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => file,
+            // A database on a read-only mount (a reader such as `kernels
+            // sync`): nothing can be migrated there, so there is no turn to
+            // take; sqlx says so if a migration is pending.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                tracing::debug!(path = %path.display(), %error, "no migration lock on a read-only folder");
+                return Ok(None);
+            }
+            Err(error) => return Err(DbError::MigrationLock(path.clone(), error)),
+        };
+        file.file()
+            .lock()
+            .map_err(|error| DbError::MigrationLock(path, error))?;
+        Ok(Some(file))
+    })
+    .await
+    .map_err(|join| DbError::MigrationLock(std::path::PathBuf::new(), std::io::Error::other(join)))?
+}
+
 fn with_overrides(shared: &[Migration], own: &[Migration]) -> Vec<Migration> {
     let mut by_version: BTreeMap<i64, Migration> = shared
         .iter()
@@ -43,10 +89,15 @@ fn with_overrides(shared: &[Migration], own: &[Migration]) -> Vec<Migration> {
 
 impl Database {
     /// Applies pending migrations (on PostgreSQL under sqlx's advisory
-    /// lock, so concurrent starts wait for one another). Refuses a database
+    /// lock, on SQLite under a lock file of ours, so concurrent starts wait
+    /// for one another). Refuses a database
     /// migrated by a newer envstore or whose applied migrations were edited;
     /// `envstore migrate --status` says which.
     pub async fn migrate(&self) -> Result<(), DbError> {
+        let _turn = match self.dialect {
+            Dialect::Sqlite => sqlite_migration_turn(&self.url).await?,
+            Dialect::Postgres => None,
+        };
         Migrator::with_migrations(migrations(self.dialect))
             .run(&self.pool)
             .await

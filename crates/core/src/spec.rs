@@ -962,6 +962,52 @@ fn yaml_error(error: serde_yaml::Error) -> SpecError {
     }
 }
 
+/// Adds to `dropped` the path of every non-empty field of `stored` that
+/// `known` (the same value read and written again) lacks, looking into the
+/// objects and lists both have.
+fn dropped_fields(
+    stored: &serde_json::Value,
+    known: &serde_json::Value,
+    path: &str,
+    dropped: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (stored, known) {
+        (Value::Object(stored), Value::Object(known)) => {
+            for (key, value) in stored {
+                let here = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match known.get(key) {
+                    Some(known) => dropped_fields(value, known, &here, dropped),
+                    None if asks_for_nothing(value) => {}
+                    None => dropped.push(here),
+                }
+            }
+        }
+        (Value::Array(stored), Value::Array(known)) => {
+            for (index, (stored, known)) in stored.iter().zip(known).enumerate() {
+                dropped_fields(stored, known, &format!("{path}[{index}]"), dropped);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a field's value is one serde leaves out or defaults.
+fn asks_for_nothing(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(text) => text.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.is_empty(),
+        Value::Bool(true) | Value::Number(_) => false,
+    }
+}
+
 fn json_error(error: serde_json::Error) -> SpecError {
     SpecError::Syntax {
         format: "JSON",
@@ -1329,6 +1375,21 @@ pub struct CanonicalSpec {
 }
 
 impl CanonicalSpec {
+    /// The fields of a stored canonical spec (`text`, as some release of
+    /// envstore wrote it) that this release does not know, by path
+    /// (`pip.find_links`); empty ones (null, false, "", [], {}) are left
+    /// out, as they ask for nothing. A worker builds a spec only when there
+    /// are none: it would otherwise build the spec without them, under a
+    /// hash that claims them. Found by what reading the spec and writing it
+    /// again drops, so whatever this release reads counts as known.
+    pub fn fields_unknown_here(text: &str) -> Result<Vec<String>, serde_json::Error> {
+        let stored: serde_json::Value = serde_json::from_str(text)?;
+        let known = serde_json::to_value(serde_json::from_value::<Self>(stored.clone())?)?;
+        let mut unknown = Vec::new();
+        dropped_fields(&stored, &known, "", &mut unknown);
+        Ok(unknown)
+    }
+
     /// The spec of an environment installed from `lock` as it is.
     pub fn from_lock(
         lock: ContentHash,
@@ -1459,6 +1520,35 @@ mod tests {
         assert_eq!(a.channels, ["http://127.0.0.1:9/demo/"]);
         // conda's `python 3.11` is an exact version; `python=3.11` is the fuzzy one.
         assert_eq!(a.dependencies, ["numpy >=1.26", "python ==3.11"]);
+    }
+
+    #[test]
+    fn a_worker_finds_the_fields_a_newer_release_wrote_into_a_spec() {
+        let spec = yaml("channels: [demo]\ndependencies: [python]\nvariables: {A: b}\n")
+            .unwrap()
+            .canonicalize(&allowlist(), Subdir::Linux64)
+            .unwrap();
+        let written = serde_json::to_string(&spec).unwrap();
+        assert_eq!(
+            CanonicalSpec::fields_unknown_here(&written).unwrap(),
+            Vec::<String>::new(),
+            "everything this release writes it knows"
+        );
+        let mut newer: serde_json::Value = serde_json::from_str(&written).unwrap();
+        newer["gpu"] = serde_json::json!({"cuda": "12.4"});
+        newer["pip"] = serde_json::json!({
+            "requirements": ["rich"], "indexes": ["https://pypi.org/simple/"],
+            "find_links": ["https://example.org/wheels/"], "no_build": true
+        });
+        // Empty fields ask for nothing, known or not.
+        newer["mirrors"] = serde_json::json!([]);
+        newer["strict"] = serde_json::json!(false);
+        newer["variables"]["A"] = serde_json::json!("b");
+        assert_eq!(
+            CanonicalSpec::fields_unknown_here(&newer.to_string()).unwrap(),
+            ["gpu", "pip.find_links", "pip.no_build"]
+        );
+        assert!(CanonicalSpec::fields_unknown_here("{\"channels\": 1}").is_err());
     }
 
     #[test]

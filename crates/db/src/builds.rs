@@ -616,6 +616,27 @@ impl Database {
             .transpose()
     }
 
+    /// The fields of a stored spec this release does not know
+    /// ([`CanonicalSpec::fields_unknown_here`]): a newer API wrote them,
+    /// and a worker of this release would build the spec without them.
+    /// None for a spec not stored.
+    pub async fn spec_fields_unknown_here(&self, spec_hash: &str) -> Result<Vec<String>, DbError> {
+        let canonical: Option<String> =
+            sqlx::query_scalar("SELECT canonical FROM specs WHERE spec_hash = $1")
+                .bind(spec_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        match canonical {
+            Some(text) => {
+                CanonicalSpec::fields_unknown_here(&text).map_err(|error| DbError::Corrupt {
+                    column: "specs.canonical",
+                    reason: error.to_string(),
+                })
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Marks a claimed build as running (again, after a lease ran out).
     /// False when the build already ended (it was cancelled while queued):
     /// its job is then closed and there is nothing to run.

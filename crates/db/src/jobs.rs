@@ -346,6 +346,29 @@ impl Database {
         Ok(())
     }
 
+    /// Gives a claimed job back untried, for another worker after `delay`:
+    /// the claim does not count as an attempt, and its build never left
+    /// `queued`. False when `worker` no longer holds the job.
+    pub async fn hand_back_job(
+        &self,
+        job_id: &str,
+        worker: &str,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<bool, DbError> {
+        let updated = sqlx::query(
+            "UPDATE jobs SET state = 'queued', worker = NULL, locked_until = NULL, run_after = $3, \
+             attempts = attempts - 1, last_error = $4 WHERE id = $1 AND worker = $2 AND state = 'running'",
+        )
+        .bind(job_id)
+        .bind(worker)
+        .bind(now_millis() + millis(delay))
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
     /// Jobs waiting to be claimed; for metrics and tests.
     pub async fn queued_jobs(&self) -> Result<i64, DbError> {
         Ok(
@@ -386,6 +409,63 @@ mod tests {
         .unwrap()
         .canonicalize(&allow, Subdir::Linux64)
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_job_handed_back_is_not_an_attempt_and_waits_its_delay() {
+        for db in databases().await {
+            let ns = "team".parse().unwrap();
+            db.create_namespace(&ns).await.unwrap();
+            let submitted = db
+                .submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
+                .await
+                .unwrap();
+            let claimed = db
+                .claim_job("old", Duration::from_secs(60), 3)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                !db.hand_back_job(&claimed.job_id, "other", Duration::ZERO, "not mine")
+                    .await
+                    .unwrap(),
+                "only the holder hands a job back"
+            );
+            assert!(
+                db.hand_back_job(
+                    &claimed.job_id,
+                    "old",
+                    Duration::from_millis(300),
+                    "needs a newer worker"
+                )
+                .await
+                .unwrap()
+            );
+            assert_eq!(db.queued_jobs().await.unwrap(), 1);
+            assert!(
+                db.claim_job("new", Duration::from_secs(60), 3)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "not before its delay"
+            );
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let again = db
+                .claim_job("new", Duration::from_secs(60), 3)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (again.build_id.as_str(), again.attempts),
+                (submitted.build.id.as_str(), 1)
+            );
+            let build = db.build(&submitted.build.id).await.unwrap().unwrap();
+            assert_eq!(build.status, BuildStatus::Queued);
+            assert_eq!(
+                db.spec_fields_unknown_here(&build.spec_hash).await.unwrap(),
+                Vec::<String>::new()
+            );
+        }
     }
 
     #[tokio::test]

@@ -66,6 +66,11 @@ async fn log_spec_notes(ctx: &BuildContext, build_id: &str, log: &crate::log::Bu
     }
 }
 
+/// How long a job whose spec this worker cannot build waits before a
+/// worker looks at it again: long enough that old workers do not spin on
+/// it, short enough that a new one soon finds it.
+const NEWER_WORKER_WAIT: Duration = Duration::from_secs(30);
+
 /// Runs a claimed job to its end, renewing its lease meanwhile. If the
 /// lease is lost (another worker took over, or no renewal succeeded in
 /// time), this worker stops quietly. An error is bookkeeping that could
@@ -82,6 +87,21 @@ pub async fn run_job(
     let Some(build) = ctx.db.build(&job.build_id).await? else {
         return Err(DbError::NotFound(format!("build '{}'", job.build_id)));
     };
+    let unknown = ctx.db.spec_fields_unknown_here(&build.spec_hash).await?;
+    if !unknown.is_empty() {
+        // A newer API accepted the spec: built here, it would lose these
+        // fields under a hash that claims them. The build stays queued for
+        // a worker of that release.
+        let reason = format!(
+            "the spec has fields this worker does not know ({}): it waits for a worker of a newer envstore",
+            unknown.join(", ")
+        );
+        tracing::warn!(build = %build.id, worker, "{reason}");
+        ctx.db
+            .hand_back_job(&job.job_id, worker, NEWER_WORKER_WAIT, &reason)
+            .await?;
+        return Ok(());
+    }
     if !ctx.db.start_build(&build.id).await? {
         tracing::info!(build = %build.id, "the build ended while queued (cancelled): nothing to run");
         return Ok(());

@@ -359,3 +359,75 @@ async fn whoever_sees_a_build_succeed_finds_its_environment_link_in_place() {
         "envs/team/env pointed at the prefix when the success was recorded"
     );
 }
+
+/// A spec a newer API accepted, with a field this release does not know:
+/// the worker does not build it without the field, but leaves it queued,
+/// its claim not counted as an attempt; once the spec holds nothing
+/// unknown, it builds.
+#[tokio::test]
+async fn a_spec_with_fields_this_worker_does_not_know_stays_queued_for_a_newer_worker() {
+    let fixture = Fixture::new().await;
+    let node = fixture.node("node", false);
+    let build_id = fixture.submit("env").await;
+    let build = fixture.db.build(&build_id).await.unwrap().unwrap();
+    let sqlite = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        fixture.root.join("envstore.db").display()
+    ))
+    .await
+    .unwrap();
+    let canonical: String = sqlx::query_scalar("SELECT canonical FROM specs WHERE spec_hash = $1")
+        .bind(&build.spec_hash)
+        .fetch_one(&sqlite)
+        .await
+        .unwrap();
+    let mut newer: serde_json::Value = serde_json::from_str(&canonical).unwrap();
+    newer["gpu"] = serde_json::json!({"cuda": "12.4"});
+    let set_canonical = |text: String| {
+        let (sqlite, hash) = (sqlite.clone(), build.spec_hash.clone());
+        async move {
+            sqlx::query("UPDATE specs SET canonical = $1 WHERE spec_hash = $2")
+                .bind(text)
+                .bind(hash)
+                .execute(&sqlite)
+                .await
+                .unwrap();
+        }
+    };
+    set_canonical(newer.to_string()).await;
+
+    let job = fixture
+        .db
+        .claim_job("old", node.lease, 3)
+        .await
+        .unwrap()
+        .unwrap();
+    envstore_workers::run_job(&node, &job, "old", 3)
+        .await
+        .unwrap();
+    let waiting = fixture.db.build(&build_id).await.unwrap().unwrap();
+    assert_eq!(waiting.status, BuildStatus::Queued);
+    assert_eq!(waiting.lock_hash, None, "nothing was solved");
+    assert_eq!(fixture.db.queued_jobs().await.unwrap(), 1);
+    let (attempts, last_error): (i64, String) =
+        sqlx::query_as("SELECT attempts, last_error FROM jobs WHERE build_id = $1")
+            .bind(&build_id)
+            .fetch_one(&sqlite)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 0, "the claim is not an attempt");
+    assert!(
+        last_error.contains("fields this worker does not know (gpu)"),
+        "{last_error}"
+    );
+
+    // A worker that knows every field of the spec builds it.
+    set_canonical(canonical).await;
+    sqlx::query("UPDATE jobs SET run_after = 0 WHERE build_id = $1")
+        .bind(&build_id)
+        .execute(&sqlite)
+        .await
+        .unwrap();
+    let built = fixture.run_next(&node).await;
+    assert_eq!(built.id, build_id);
+}

@@ -411,15 +411,19 @@ mod tests {
         .unwrap()
     }
 
+    /// `team/env` with one queued build of `python`.
+    async fn one_queued_build(db: &Database) -> crate::SubmittedBuild {
+        let ns = "team".parse().unwrap();
+        db.create_namespace(&ns).await.unwrap();
+        db.submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_job_handed_back_is_not_an_attempt_and_waits_its_delay() {
         for db in databases().await {
-            let ns = "team".parse().unwrap();
-            db.create_namespace(&ns).await.unwrap();
-            let submitted = db
-                .submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
-                .await
-                .unwrap();
+            let submitted = one_queued_build(&db).await;
             let claimed = db
                 .claim_job("old", Duration::from_secs(60), 3)
                 .await
@@ -471,12 +475,7 @@ mod tests {
     #[tokio::test]
     async fn a_job_is_claimed_once_until_its_lease_runs_out() {
         for db in databases().await {
-            let ns = "team".parse().unwrap();
-            db.create_namespace(&ns).await.unwrap();
-            let submitted = db
-                .submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
-                .await
-                .unwrap();
+            let submitted = one_queued_build(&db).await;
             assert!(!submitted.joined);
 
             let first = db
@@ -566,12 +565,7 @@ mod tests {
     }
 
     async fn attempt_limit_holds(db: &Database) {
-        let ns = "team".parse().unwrap();
-        db.create_namespace(&ns).await.unwrap();
-        let submitted = db
-            .submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
-            .await
-            .unwrap();
+        let submitted = one_queued_build(db).await;
         let short = Duration::from_millis(30);
         for attempt in 1..=3 {
             let job = db
@@ -626,11 +620,7 @@ mod tests {
     #[tokio::test]
     async fn a_retried_attempt_is_not_counted_as_a_stopped_worker() {
         for db in databases().await {
-            let ns = "team".parse().unwrap();
-            db.create_namespace(&ns).await.unwrap();
-            db.submit_build(&ns, &"env".parse().unwrap(), &spec("python"), None)
-                .await
-                .unwrap();
+            one_queued_build(&db).await;
             let first = db
                 .claim_job("w1", Duration::from_secs(60), 2)
                 .await

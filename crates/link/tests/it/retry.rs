@@ -45,6 +45,17 @@ async fn flaky_channel(dir: PathBuf, failures: usize) -> (url::Url, Arc<AtomicUs
     (url, requests)
 }
 
+/// The record of `libzlib` for linux-64 in the demo channel, served at `url`.
+fn libzlib(channel: &envstore_fixtures::ChannelInfo, url: url::Url) -> Vec<RepoDataRecord> {
+    RepoData::from_path(channel.repodata_path("linux-64"))
+        .unwrap()
+        .into_repo_data_records(&Channel::from_url(url))
+        .into_iter()
+        .filter(|record| record.package_record.name.as_normalized() == "libzlib")
+        .take(1)
+        .collect()
+}
+
 /// `libzlib` for linux-64 from the demo channel served with `failures`
 /// answers of 503 first, and a builder in a fresh data folder.
 async fn fixture(
@@ -60,13 +71,7 @@ async fn fixture(
         .await
         .unwrap();
     let (url, requests) = flaky_channel(channel.dir.clone(), failures).await;
-    let records: Vec<RepoDataRecord> = RepoData::from_path(channel.repodata_path("linux-64"))
-        .unwrap()
-        .into_repo_data_records(&Channel::from_url(url))
-        .into_iter()
-        .filter(|record| record.package_record.name.as_normalized() == "libzlib")
-        .take(1)
-        .collect();
+    let records = libzlib(&channel, url);
     let root = fs_err::canonicalize(dir.path()).unwrap().join("prefixes");
     let builder = PrefixBuilder::new(root, PackageCache::new(dir.path().join("pkgs")));
     (dir, builder, records, requests)
@@ -317,13 +322,7 @@ async fn build_through_a_break(how: Resumable) -> (Vec<ArchiveAnswer>, usize, Ve
         .await
         .unwrap();
     let (url, answers) = breaking_channel(channel.dir.clone(), how).await;
-    let records: Vec<RepoDataRecord> = RepoData::from_path(channel.repodata_path("linux-64"))
-        .unwrap()
-        .into_repo_data_records(&Channel::from_url(url))
-        .into_iter()
-        .filter(|record| record.package_record.name.as_normalized() == "libzlib")
-        .take(1)
-        .collect();
+    let records = libzlib(&channel, url);
     let archive = fs_err::metadata(
         channel
             .dir

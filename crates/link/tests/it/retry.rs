@@ -66,34 +66,56 @@ async fn fixture(
     Vec<RepoDataRecord>,
     Arc<AtomicUsize>,
 ) {
+    fixture_served(async |dir| flaky_channel(dir, failures).await).await
+}
+
+/// `libzlib` for linux-64 from the demo channel as `serve` serves its
+/// folder, what `serve` keeps of its answers, and a builder in a fresh
+/// data folder.
+async fn fixture_served<T>(
+    serve: impl AsyncFnOnce(PathBuf) -> (url::Url, T),
+) -> (tempfile::TempDir, PrefixBuilder, Vec<RepoDataRecord>, T) {
     let dir = tempfile::tempdir().unwrap();
     let channel = envstore_fixtures::write_demo_channel(&dir.path().join("demo"))
         .await
         .unwrap();
-    let (url, requests) = flaky_channel(channel.dir.clone(), failures).await;
+    let (url, served) = serve(channel.dir.clone()).await;
     let records = libzlib(&channel, url);
     let root = fs_err::canonicalize(dir.path()).unwrap().join("prefixes");
     let builder = PrefixBuilder::new(root, PackageCache::new(dir.path().join("pkgs")));
-    (dir, builder, records, requests)
+    (dir, builder, records, served)
+}
+
+/// Builds `records` with `builder`: the outcome and the lines of its log.
+async fn build_logged(
+    builder: &PrefixBuilder,
+    records: &[RepoDataRecord],
+    name: &str,
+) -> (
+    Result<envstore_link::PrefixReport, PrefixError>,
+    Vec<String>,
+) {
+    let lines = Arc::new(Lines::default());
+    let outcome = builder
+        .build(
+            &ContentHash::of(name.as_bytes()),
+            Subdir::Linux64,
+            records,
+            &Default::default(),
+            lines.clone(),
+            || {},
+        )
+        .await;
+    let lines = lines.0.lock().unwrap().clone();
+    (outcome, lines)
 }
 
 #[tokio::test]
 async fn a_package_download_that_fails_transiently_is_retried_until_it_succeeds() {
     let (_dir, builder, records, requests) = fixture(2).await;
     let builder = builder.with_transient_retry(Duration::from_secs(60));
-    let lines = Arc::new(Lines::default());
-    let hash = ContentHash::of(b"flaky channel");
-    let report = builder
-        .build(
-            &hash,
-            Subdir::Linux64,
-            &records,
-            &Default::default(),
-            lines.clone(),
-            || {},
-        )
-        .await
-        .unwrap();
+    let (report, lines) = build_logged(&builder, &records, "flaky channel").await;
+    let report = report.unwrap();
     assert_eq!(report.downloaded, 1);
     assert!(envstore_link::is_complete(&report.path));
     assert_eq!(
@@ -101,7 +123,6 @@ async fn a_package_download_that_fails_transiently_is_retried_until_it_succeeds(
         3,
         "two 503s, then the archive"
     );
-    let lines = lines.0.lock().unwrap();
     let retries: Vec<&String> = lines
         .iter()
         .filter(|line| line.starts_with("retrying http://"))
@@ -124,20 +145,9 @@ async fn a_package_download_that_fails_transiently_is_retried_until_it_succeeds(
 async fn a_channel_that_keeps_failing_fails_the_build_once_the_budget_is_spent() {
     let (_dir, builder, records, requests) = fixture(usize::MAX).await;
     let builder = builder.with_transient_retry(Duration::from_secs(2));
-    let lines = Arc::new(Lines::default());
-    let hash = ContentHash::of(b"dead channel");
     let started = std::time::Instant::now();
-    let error = builder
-        .build(
-            &hash,
-            Subdir::Linux64,
-            &records,
-            &Default::default(),
-            lines.clone(),
-            || {},
-        )
-        .await
-        .unwrap_err();
+    let (outcome, _) = build_logged(&builder, &records, "dead channel").await;
+    let error = outcome.unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "gave up in time: {:?}",
@@ -155,24 +165,21 @@ async fn a_channel_that_keeps_failing_fails_the_build_once_the_budget_is_spent()
         "{message}"
     );
     assert!(requests.load(Ordering::SeqCst) >= 2, "it was retried");
-    assert!(!builder.prefix_path(&hash).exists(), "no half-built prefix");
+    assert!(
+        !builder
+            .prefix_path(&ContentHash::of(b"dead channel"))
+            .exists(),
+        "no half-built prefix"
+    );
 }
 
 #[tokio::test]
 async fn a_zero_budget_retries_nothing_and_a_404_is_never_retried() {
     let (_dir, builder, records, requests) = fixture(usize::MAX).await;
     let builder = builder.with_transient_retry(Duration::ZERO);
-    let hash = ContentHash::of(b"no retries");
-    let error = builder
-        .build(
-            &hash,
-            Subdir::Linux64,
-            &records,
-            &Default::default(),
-            Arc::new(Lines::default()),
-            || {},
-        )
+    let error = build_logged(&builder, &records, "no retries")
         .await
+        .0
         .unwrap_err();
     let message = envstore_core::error_chain(&error);
     assert!(
@@ -184,16 +191,9 @@ async fn a_zero_budget_retries_nothing_and_a_404_is_never_retried() {
     let (_dir, builder, mut records, requests) = fixture(0).await;
     let builder = builder.with_transient_retry(Duration::from_secs(60));
     records[0].url = records[0].url.join("missing.conda").unwrap();
-    let error = builder
-        .build(
-            &hash,
-            Subdir::Linux64,
-            &records,
-            &Default::default(),
-            Arc::new(Lines::default()),
-            || {},
-        )
+    let error = build_logged(&builder, &records, "no retries")
         .await
+        .0
         .unwrap_err();
     let message = envstore_core::error_chain(&error);
     assert!(
@@ -317,39 +317,20 @@ async fn breaking_channel(
 /// Builds `libzlib` from a [`breaking_channel`]: the answers the server
 /// gave for its archive, the archive's size and the build's log.
 async fn build_through_a_break(how: Resumable) -> (Vec<ArchiveAnswer>, usize, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let channel = envstore_fixtures::write_demo_channel(&dir.path().join("demo"))
-        .await
-        .unwrap();
-    let (url, answers) = breaking_channel(channel.dir.clone(), how).await;
-    let records = libzlib(&channel, url);
+    let (dir, builder, records, answers) =
+        fixture_served(async |channel| breaking_channel(channel, how).await).await;
     let archive = fs_err::metadata(
-        channel
-            .dir
+        dir.path()
+            .join("demo")
             .join("linux-64")
             .join(records[0].identifier.to_file_name()),
     )
     .unwrap()
     .len() as usize;
-    let root = fs_err::canonicalize(dir.path()).unwrap().join("prefixes");
-    let builder = PrefixBuilder::new(root, PackageCache::new(dir.path().join("pkgs")))
-        .with_transient_retry(Duration::from_secs(60));
-    let lines = Arc::new(Lines::default());
-    let hash = ContentHash::of(format!("{how:?}").as_bytes());
-    let report = builder
-        .build(
-            &hash,
-            Subdir::Linux64,
-            &records,
-            &Default::default(),
-            lines.clone(),
-            || {},
-        )
-        .await
-        .unwrap();
-    assert!(envstore_link::is_complete(&report.path));
+    let builder = builder.with_transient_retry(Duration::from_secs(60));
+    let (report, lines) = build_logged(&builder, &records, &format!("{how:?}")).await;
+    assert!(envstore_link::is_complete(&report.unwrap().path));
     let answers = answers.lock().unwrap().clone();
-    let lines = lines.0.lock().unwrap().clone();
     (answers, archive, lines)
 }
 

@@ -606,14 +606,20 @@ impl Database {
 
     /// The canonical spec a build was submitted with.
     pub async fn spec(&self, spec_hash: &str) -> Result<Option<CanonicalSpec>, DbError> {
-        let canonical: Option<String> =
+        self.spec_text(spec_hash)
+            .await?
+            .map(|text| parse_json("specs.canonical", &text))
+            .transpose()
+    }
+
+    /// A stored spec as it was written.
+    async fn spec_text(&self, spec_hash: &str) -> Result<Option<String>, DbError> {
+        Ok(
             sqlx::query_scalar("SELECT canonical FROM specs WHERE spec_hash = $1")
                 .bind(spec_hash)
                 .fetch_optional(&self.pool)
-                .await?;
-        canonical
-            .map(|text| parse_json("specs.canonical", &text))
-            .transpose()
+                .await?,
+        )
     }
 
     /// The fields of a stored spec this release does not know
@@ -621,12 +627,7 @@ impl Database {
     /// and a worker of this release would build the spec without them.
     /// None for a spec not stored.
     pub async fn spec_fields_unknown_here(&self, spec_hash: &str) -> Result<Vec<String>, DbError> {
-        let canonical: Option<String> =
-            sqlx::query_scalar("SELECT canonical FROM specs WHERE spec_hash = $1")
-                .bind(spec_hash)
-                .fetch_optional(&self.pool)
-                .await?;
-        match canonical {
+        match self.spec_text(spec_hash).await? {
             Some(text) => {
                 CanonicalSpec::fields_unknown_here(&text).map_err(|error| DbError::Corrupt {
                     column: "specs.canonical",

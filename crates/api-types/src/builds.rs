@@ -59,6 +59,12 @@ pub struct BuildView {
     pub reused: ReuseView,
     pub phases: Vec<PhaseView>,
     pub error: Option<String>,
+    /// Why a queued build is waiting, as the last worker that took it up
+    /// said: a transient failure it will try again, or a spec with fields
+    /// only a newer worker knows. Absent for a build that is not queued or
+    /// that no worker has taken up yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,

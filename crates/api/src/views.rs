@@ -33,6 +33,7 @@ pub(crate) fn build_view_of(
     record: BuildRecord,
     spec: Option<CanonicalSpec>,
     packages: Option<serde_json::Value>,
+    waiting: Option<String>,
 ) -> BuildView {
     let mut links = BTreeMap::new();
     links.insert("self".to_owned(), format!("/api/v1/builds/{}", record.id));
@@ -71,6 +72,7 @@ pub(crate) fn build_view_of(
         },
         phases,
         error: record.error,
+        waiting,
         created_at: record.created_at,
         started_at: record.started_at,
         finished_at: record.finished_at,
@@ -104,5 +106,9 @@ pub(crate) async fn build_view(
         Some(hash) => app.db.lock(hash).await?.map(|lock| lock.packages),
         None => None,
     };
-    Ok(build_view_of(build, spec, packages))
+    let waiting = match build.status {
+        envstore_core::BuildStatus::Queued => app.db.queued_job_reason(&build.id).await?,
+        _ => None,
+    };
+    Ok(build_view_of(build, spec, packages, waiting))
 }

@@ -369,6 +369,19 @@ impl Database {
         Ok(updated.rows_affected() == 1)
     }
 
+    /// Why a queued build's job waits, as the worker that last gave it back
+    /// said ([`Self::retry_job`], [`Self::hand_back_job`]); None when it is
+    /// not queued or was never taken up.
+    pub async fn queued_job_reason(&self, build_id: &str) -> Result<Option<String>, DbError> {
+        let reason: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT last_error FROM jobs WHERE build_id = $1 AND state = 'queued'",
+        )
+        .bind(build_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(reason.flatten())
+    }
+
     /// Jobs waiting to be claimed; for metrics and tests.
     pub async fn queued_jobs(&self) -> Result<i64, DbError> {
         Ok(
@@ -446,6 +459,10 @@ mod tests {
                 .unwrap()
             );
             assert_eq!(db.queued_jobs().await.unwrap(), 1);
+            assert_eq!(
+                db.queued_job_reason(&submitted.build.id).await.unwrap(),
+                Some("needs a newer worker".to_owned())
+            );
             assert!(
                 db.claim_job("new", Duration::from_secs(60), 3)
                     .await
@@ -462,6 +479,11 @@ mod tests {
             assert_eq!(
                 (again.build_id.as_str(), again.attempts),
                 (submitted.build.id.as_str(), 1)
+            );
+            assert_eq!(
+                db.queued_job_reason(&submitted.build.id).await.unwrap(),
+                None,
+                "taken up again, it is no longer waiting"
             );
             let build = db.build(&submitted.build.id).await.unwrap().unwrap();
             assert_eq!(build.status, BuildStatus::Queued);

@@ -8,7 +8,7 @@
   var SYMBOLS = { queued: "…", running: "▶", succeeded: "✓", failed: "✗", cancelled: "⊘" };
 
   // The parts of a build's page the server renders anew as the build moves on.
-  var PARTS = ["build-facts", "build-actions", "build-error", "phases", "build-files"];
+  var PARTS = ["build-facts", "build-actions", "build-waiting", "build-error", "phases", "build-files"];
 
   var UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
 

@@ -143,6 +143,7 @@ mod tests {
             },
             phases: Vec::new(),
             error: None,
+            waiting: None,
             created_at: 1_000,
             started_at: Some(1_100),
             finished_at: Some(4_240),

@@ -62,6 +62,11 @@ pub(crate) async fn show(
                 }
             }
         }
+        div #build-waiting {
+            @if let Some(waiting) = &build.waiting {
+                p.notice role="status" { "Waiting: " (waiting) }
+            }
+        }
         div #build-error {
             @if let Some(error) = &build.error {
                 section aria-labelledby="error-heading" {

@@ -337,3 +337,60 @@ async fn tokens_never_reach_the_logs_of_a_full_build() {
     }
     deployment.stop().await;
 }
+
+/// A newer API stored a spec with a field this release's workers do not
+/// know: a worker leaves the build queued rather than build it without the
+/// field, and the API says why it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_whose_spec_needs_a_newer_worker_waits_and_says_why() {
+    let channel = DemoChannel::start().await;
+    let deployment = Deployment::start(format!("demo={}", channel.served.url)).await;
+    deployment.create_namespace("team").await;
+    let build_id = deployment
+        .submit("team", "analysis", demo_spec_yaml("demo"))
+        .await;
+    let queued = deployment.build(&build_id).await;
+    assert_eq!(queued["status"], "queued");
+    assert_eq!(queued.get("waiting"), None, "no worker took it up yet");
+    let spec_hash = queued["spec_hash"].as_str().unwrap().to_owned();
+    let database = sqlx::PgPool::connect(&deployment.backend.database)
+        .await
+        .unwrap();
+    let canonical: String = sqlx::query_scalar("SELECT canonical FROM specs WHERE spec_hash = $1")
+        .bind(&spec_hash)
+        .fetch_one(&database)
+        .await
+        .unwrap();
+    let mut newer: Value = serde_json::from_str(&canonical).unwrap();
+    newer["gpu"] = serde_json::json!({"cuda": "12.4"});
+    sqlx::query("UPDATE specs SET canonical = $1 WHERE spec_hash = $2")
+        .bind(newer.to_string())
+        .bind(&spec_hash)
+        .execute(&database)
+        .await
+        .unwrap();
+
+    deployment.start_worker("worker-a");
+    let started = Instant::now();
+    let build = loop {
+        let build = deployment.build(&build_id).await;
+        if build.get("waiting").is_some() || started.elapsed() > WAIT {
+            break build;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        build["status"],
+        "queued",
+        "{build:#}\n{}",
+        deployment.logs()
+    );
+    let waiting = build["waiting"].as_str().unwrap_or_default();
+    assert!(
+        waiting.contains("the spec has fields this worker does not know (gpu)"),
+        "{build:#}\n{}",
+        deployment.logs()
+    );
+    assert_eq!(build["lock_hash"], Value::Null, "nothing was solved");
+    deployment.stop().await;
+}
